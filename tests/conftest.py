@@ -1,0 +1,3 @@
+"""Shared pytest configuration; fixture plugins live in tests/plugins/."""
+
+pytest_plugins: list[str] = []
