@@ -1,3 +1,3 @@
 """Shared pytest configuration; fixture plugins live in tests/plugins/."""
 
-pytest_plugins: list[str] = []
+pytest_plugins: list[str] = ["tests.plugins.gateway"]

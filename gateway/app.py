@@ -1,0 +1,551 @@
+"""Build and run the gateway: the aiohttp applications, their lifetimes and reloads.
+
+Two listeners:
+* the public one speaks the TF Serving REST surface (every path goes through the policy
+  pipeline; `/healthz` and `/readyz` are the only gateway-owned paths on it);
+* the admin one (loopback by default) serves `/metrics` and, with the bearer token,
+  `/admin/v1/*`: decide-and-explain without forwarding, revision, reload.
+
+`cleanup_ctx` owns the one `ClientSession` pool, the audit writer and the event sinks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import os
+import secrets
+import signal
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from gateway.app_state import DECISION_ID, RUNTIME, Runtime, Snapshot, build_backends
+from gateway.audit import AuditLog, AuditOptions, PayloadDigester, Signer
+from gateway.clientip import ClientIPConfig, RegionTable
+from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.context import ClientFacts, ContextError, RouteFacts, build_context, find_licence
+from gateway.errors import DiagnosticError, format_diagnostics
+from gateway.handlers import handle_tfserving
+from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from gateway.policy import load_policy_set
+from gateway.proxy import UpstreamPool
+from gateway.sinks import EventSinks, SinkSpec
+from gateway.tenants import TenantRegistry
+from gateway.tfserving import error_body
+
+__all__ = [
+    "build_snapshot",
+    "create_admin_app",
+    "create_app",
+    "reload_snapshot",
+    "run_gateway",
+]
+
+log = logging.getLogger("jurisgate")
+
+DECISION_HEADER = "X-Decision-Id"
+
+
+def _new_decision_id() -> str:
+    return str(uuid.uuid4())
+
+
+@web.middleware
+async def decision_id_middleware(
+    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+) -> web.StreamResponse:
+    """Give every request a decision id, return it in `X-Decision-Id`, and turn crashes into
+    TF-Serving-shaped 500s that carry it (never a stack trace)."""
+    decision_id = _new_decision_id()
+    request[DECISION_ID] = decision_id
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.content_type != "application/json":
+            exc = web.HTTPException.__new__(type(exc))
+            web.HTTPException.__init__(
+                exc,
+                body=error_body(exc.reason or "error", decision_id=decision_id),
+                content_type="application/json",
+            )
+        exc.headers[DECISION_HEADER] = decision_id
+        raise exc from None
+    except asyncio.CancelledError:
+        raise
+    except Exception:
+        log.exception("request %s failed", decision_id)
+        response = web.Response(
+            status=500,
+            body=error_body("Internal gateway error", decision_id=decision_id),
+            content_type="application/json",
+        )
+    response.headers[DECISION_HEADER] = decision_id
+    return response
+
+
+class SnapshotError(Exception):
+    """Building a snapshot failed; `diagnostics_text` is ready to print."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.diagnostics_text = text
+
+
+def build_snapshot(config: GatewayConfig) -> Snapshot:
+    """Compile policies, load tenants and the region table for `config`.
+
+    Raises `SnapshotError` with every diagnostic; nothing is half-applied.
+    """
+    result = load_policy_set(list(config.policy_paths))
+    if result.policy_set is None:
+        raise SnapshotError(format_diagnostics(result.diagnostics, cap=None))
+    try:
+        tenants = (
+            TenantRegistry.load(config.tenants_file, default_tenant=config.default_tenant)
+            if config.tenants_file is not None
+            else TenantRegistry.empty(default_tenant=config.default_tenant)
+        )
+    except DiagnosticError as exc:
+        raise SnapshotError(format_diagnostics(exc.diagnostics(), cap=None)) from None
+    try:
+        regions = RegionTable.from_sources(
+            entries=config.geoip_entries,
+            table_file=config.geoip_table,
+            mmdb_file=config.geoip_mmdb,
+        )
+    except DiagnosticError as exc:
+        raise SnapshotError(format_diagnostics(exc.diagnostics(), cap=None)) from None
+    except (OSError, ValueError) as exc:
+        raise SnapshotError(f"{config.source}: network.geoip: {exc}") from None
+    sinks = tuple(
+        {"id": s.id, "category": s.category, "is_sale_or_share": s.is_sale_or_share}
+        for s in config.sinks
+    )
+    return Snapshot(
+        config=config,
+        policy_set=result.policy_set,
+        tenants=tenants,
+        regions=regions,
+        client_ip=ClientIPConfig(
+            trusted_proxies=config.trusted_proxies, claim_headers=(config.headers.geo_claim,)
+        ),
+        backends=build_backends(config),
+        sink_views=sinks,
+    )
+
+
+async def reload_snapshot(runtime: Runtime, *, trigger: str) -> dict[str, Any]:
+    """Reload configuration, policies and tenants; keep the old snapshot on any error.
+
+    A successful reload that changes the policy revision writes a `policy_change` record.
+    """
+    old = runtime.snapshot
+    started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    try:
+        config = load_config(old.config.source)
+        if config.audit.directory != old.config.audit.directory:
+            raise SnapshotError(
+                f"{config.source}: audit.directory cannot change while running "
+                f"(`{old.config.audit.directory}` -> `{config.audit.directory}`); restart"
+            )
+        snapshot = build_snapshot(config)
+    except ConfigError as exc:
+        text = format_diagnostics(exc.diagnostics(), cap=None)
+        return _reload_failed(runtime, trigger, started, text)
+    except SnapshotError as exc:
+        return _reload_failed(runtime, trigger, started, exc.diagnostics_text)
+    if snapshot.policy_set.revision != old.policy_set.revision:
+        await runtime.audit.append(
+            {
+                "type": "policy_change",
+                "policy": snapshot.policy_set.revision,
+                "previous_policy": old.policy_set.revision,
+                "trigger": trigger,
+            }
+        )
+    runtime.snapshot = snapshot
+    runtime.metrics.reloads.labels(what="all", result="ok").inc()
+    runtime.metrics.set_policy_revision(snapshot.policy_set.revision)
+    runtime.last_reload = {
+        "result": "ok",
+        "trigger": trigger,
+        "at": started,
+        "revision": snapshot.policy_set.revision,
+    }
+    log.info("reloaded (%s): policy revision %s", trigger, snapshot.policy_set.revision)
+    return runtime.last_reload
+
+
+def _reload_failed(runtime: Runtime, trigger: str, started: str, text: str) -> dict[str, Any]:
+    runtime.metrics.reloads.labels(what="all", result="error").inc()
+    runtime.last_reload = {
+        "result": "error",
+        "trigger": trigger,
+        "at": started,
+        "revision": runtime.snapshot.policy_set.revision,
+        "diagnostics": text.splitlines(),
+    }
+    log.error("reload (%s) failed; still serving %s:\n%s", trigger,
+              runtime.snapshot.policy_set.revision, text)  # fmt: skip
+    return runtime.last_reload
+
+
+def _load_signer(config: GatewayConfig) -> Signer:
+    passphrase = config.audit.passphrase.encode() if config.audit.passphrase else None
+    path = config.audit.signing_key
+    if not path.exists():
+        raise SnapshotError(
+            f"{config.source}: audit.signing_key: `{path}` does not exist\n"
+            f"  help: create one with `jurisgate keys generate --out {path} "
+            f"--name {config.deployment}`"
+        )
+    return Signer.from_pem_file(path, config.deployment, passphrase)
+
+
+def _digester(config: GatewayConfig) -> PayloadDigester:
+    key = config.audit.hmac_key
+    if key is None:
+        # Keep digests linkable across restarts without putting a secret in the config.
+        key_file = config.audit.directory / "payload-hmac.key"
+        key_file.parent.mkdir(parents=True, exist_ok=True)
+        if not key_file.exists():
+            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(secrets.token_hex(32))
+        key = bytes.fromhex(key_file.read_text().strip())
+    return PayloadDigester(key, config.audit.hmac_key_version)
+
+
+def create_app(
+    config: GatewayConfig,
+    *,
+    clock: Callable[[], datetime] | None = None,
+    snapshot: Snapshot | None = None,
+) -> web.Application:
+    """The public application (TF Serving surface + health); its runtime starts with it."""
+    app = web.Application(middlewares=[decision_id_middleware], client_max_size=1)
+    snap = snapshot or build_snapshot(config)
+    metrics = GatewayMetrics()
+    metrics.set_policy_revision(snap.policy_set.revision)
+
+    async def lifetime(app: web.Application) -> AsyncIterator[None]:
+        signer = _load_signer(config)
+        options = AuditOptions(
+            durability="strict" if config.audit.durability == "strict" else "relaxed-no-fsync",
+            max_batch_records=config.audit.group_commit_max_records,
+            max_batch_delay=config.audit.group_commit_max_delay_ms / 1000.0,
+            record_signatures=config.audit.per_record_signatures,
+            default_retention_days=config.audit.retention_default_days,
+        )
+        if clock is not None:
+            options = replace(options, clock=clock)
+        audit = await AuditLog.open(
+            config.audit.directory, signer, origin=config.origin, options=options
+        )
+        upstream = UpstreamPool(
+            connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s
+        )
+        await upstream.start()
+        sinks = None
+        if config.sinks:
+            sinks = EventSinks(
+                upstream.session,
+                [
+                    SinkSpec(
+                        id=s.id,
+                        url=s.url,
+                        category=s.category,
+                        is_sale_or_share=s.is_sale_or_share,
+                        timeout_s=s.timeout_s,
+                    )
+                    for s in config.sinks
+                ],
+            )
+            sinks.start()
+        runtime = Runtime(
+            snapshot=snap,
+            upstream=upstream,
+            audit=audit,
+            sinks=sinks,
+            metrics=metrics,
+            digester=_digester(config),
+        )
+        if clock is not None:
+            runtime.clock = clock
+        runtime.last_reload = {"result": "ok", "trigger": "start",
+                               "revision": snap.policy_set.revision}  # fmt: skip
+        app[RUNTIME] = runtime
+        try:
+            yield
+        finally:
+            if sinks is not None:
+                await sinks.close()
+            await upstream.close()
+            await audit.close()
+
+    app.cleanup_ctx.append(lifetime)
+    app.router.add_get("/healthz", _healthz)
+    app.router.add_get("/readyz", _readyz)
+    app.router.add_route("*", "/{tail:.*}", handle_tfserving)
+    return app
+
+
+async def _healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readiness(runtime: Runtime) -> dict[str, Any]:
+    """Readiness: policies loaded, audit writer healthy, a backend serving each model."""
+    snap = runtime.snapshot
+    models: dict[str, bool] = {}
+    probes = await asyncio.gather(*(runtime.upstream.probe_backend(b) for b in snap.backends))
+    unavailable: set[str] = set()
+    for backend, result in zip(snap.backends, probes, strict=True):
+        up = all(result.values()) if result else False
+        runtime.metrics.backend_up.labels(backend=backend.id).set(1 if up else 0)
+        if not up:
+            unavailable.add(backend.id)
+        for model, ok in result.items():
+            models[model] = models.get(model, False) or ok
+    audit_ok = runtime.audit.healthy
+    ready = audit_ok and all(models.values()) and bool(models)
+    stats = runtime.audit.stats()
+    runtime.metrics.audit_queue_depth.set(stats.queue_depth)
+    runtime.metrics.audit_fsync_seconds.set(stats.last_fsync_seconds)
+    return {
+        "ready": ready,
+        "policy_revision": snap.policy_set.revision,
+        "audit": {"healthy": audit_ok, "size": stats.size},
+        "models": models,
+        "unavailable_backends": sorted(unavailable),
+    }
+
+
+async def _readyz(request: web.Request) -> web.Response:
+    report = await readiness(request.app[RUNTIME])
+    return web.json_response(report, status=200 if report["ready"] else 503)
+
+
+# -- admin ---------------------------------------------------------------------------------
+
+
+def create_admin_app(public: web.Application) -> web.Application:
+    """The admin application: `/metrics` open, `/admin/v1/*` behind the bearer token."""
+
+    @web.middleware
+    async def require_token(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.path.startswith("/admin/"):
+            token = public[RUNTIME].snapshot.config.admin.token
+            sent = request.headers.get("Authorization", "")
+            expected = f"Bearer {token}" if token else None
+            # SECURITY: constant-time comparison; no token configured means admin is closed.
+            if expected is None or not hmac.compare_digest(sent.encode(), expected.encode()):
+                return web.json_response(
+                    {"error": "admin token missing or wrong",
+                     "remedy": "send Authorization: Bearer <admin token>"},
+                    status=401,
+                    headers={"WWW-Authenticate": 'Bearer realm="jurisgate-admin"'},
+                )  # fmt: skip
+        return await handler(request)
+
+    admin = web.Application(middlewares=[require_token])
+
+    async def metrics(request: web.Request) -> web.Response:
+        runtime = public[RUNTIME]
+        stats = runtime.audit.stats()
+        runtime.metrics.audit_queue_depth.set(stats.queue_depth)
+        runtime.metrics.audit_fsync_seconds.set(stats.last_fsync_seconds)
+        if runtime.sinks is not None:
+            for sink_id, sink_stats in runtime.sinks.stats().items():
+                runtime.metrics.sink_dropped.labels(sink=sink_id).set(sink_stats.dropped)
+        resp = web.Response(body=runtime.metrics.render())
+        resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
+        return resp
+
+    async def revision(request: web.Request) -> web.Response:
+        runtime = public[RUNTIME]
+        return web.json_response(
+            {
+                "policy_revision": runtime.snapshot.policy_set.revision,
+                "last_reload": runtime.last_reload,
+            }
+        )
+
+    async def reload(request: web.Request) -> web.Response:
+        result = await reload_snapshot(public[RUNTIME], trigger="admin")
+        return web.json_response(result, status=200 if result["result"] == "ok" else 422)
+
+    async def decide(request: web.Request) -> web.Response:
+        runtime = public[RUNTIME]
+        snap = runtime.snapshot
+        try:
+            payload = orjson.loads(await request.read())
+        except orjson.JSONDecodeError as exc:
+            return web.json_response({"error": f"invalid JSON: {exc}"}, status=400)
+        if not isinstance(payload, dict):
+            return web.json_response({"error": "send a JSON object"}, status=400)
+        if "context" in payload:
+            context = payload["context"]
+        else:
+            try:
+                context = _context_from_request_description(snap, runtime, payload)
+            except ContextError as exc:
+                return web.json_response({"error": str(exc)}, status=400)
+        decision = snap.policy_set.evaluate(context, explain=True)
+        body = decision.to_json(include_explanation=True)
+        body["context"] = context
+        return web.json_response(body)
+
+    admin.router.add_get("/metrics", metrics)
+    admin.router.add_get("/admin/v1/policy", revision)
+    admin.router.add_post("/admin/v1/reload", reload)
+    admin.router.add_post("/admin/v1/decide", decide)
+    return admin
+
+
+def _context_from_request_description(
+    snap: Snapshot, runtime: Runtime, payload: dict[str, Any]
+) -> dict[str, Any]:
+    """Build a context from `{model, method, headers, client_ip, tenant}` without forwarding."""
+    config = snap.config
+    headers = {str(k): str(v) for k, v in (payload.get("headers") or {}).items()}
+    client_ip = str(payload.get("client_ip", "127.0.0.1"))
+    model = str(payload.get("model", ""))
+    tenant_id = payload.get("tenant")
+    tenant = snap.tenants.get(str(tenant_id)) if tenant_id else None
+    region = snap.region_lookup(client_ip)
+    candidates = snap.backends_for(model)
+    return build_context(
+        now=runtime.clock(),
+        tenant=tenant.context_view() if tenant else None,
+        client=ClientFacts(ip=client_ip, region=region),
+        headers=headers,
+        names=config.headers,
+        route=RouteFacts(model, None, None, str(payload.get("method", "predict"))),
+        findings=[(str(c), str(p)) for c, p in payload.get("personal_data", [])],
+        model=snap.model_attributes(model),
+        licence=find_licence(config.licences, tenant.id if tenant else None, model),
+        backends=[b.context_view() for b in candidates],
+        sinks=snap.sink_views,
+    )
+
+
+# -- running ---------------------------------------------------------------------------------
+
+
+async def run_gateway(
+    config_path: Path,
+    *,
+    ready: Callable[[str], None] | None = None,
+    shutdown_deadline_s: float = 20.0,
+) -> int:
+    """Run the gateway until SIGTERM/SIGINT; reload on SIGHUP and on file changes."""
+    try:
+        config = load_config(config_path)
+        snapshot = build_snapshot(config)
+    except ConfigError as exc:
+        print(format_diagnostics(exc.diagnostics(), cap=None), flush=True)
+        return 3
+    except SnapshotError as exc:
+        print(exc.diagnostics_text, flush=True)
+        return 3
+    app = create_app(config, snapshot=snapshot)
+    # SECURITY: bodies are inflated by the gateway under its own limit, never by aiohttp.
+    runner = web.AppRunner(
+        app,
+        auto_decompress=False,
+        access_log=None,
+        shutdown_timeout=shutdown_deadline_s,
+        handle_signals=False,
+    )
+    try:
+        await runner.setup()
+    except SnapshotError as exc:
+        print(exc.diagnostics_text, flush=True)
+        return 3
+    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+    await site.start()
+    admin_runner: web.AppRunner | None = None
+    if config.admin.enabled:
+        admin_runner = web.AppRunner(create_admin_app(app), access_log=None)
+        await admin_runner.setup()
+        await web.TCPSite(admin_runner, config.admin.host, config.admin.port).start()
+
+    runtime = app[RUNTIME]
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    reload_requested = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_requested.set)
+
+    async def watch() -> None:
+        last = _fingerprint(runtime)
+        while True:
+            try:
+                await asyncio.wait_for(reload_requested.wait(), timeout=1.0)
+                reload_requested.clear()
+                await reload_snapshot(runtime, trigger="sighup")
+                last = _fingerprint(runtime)
+                continue
+            except TimeoutError:
+                pass
+            if not runtime.snapshot.config.watch_policies:
+                continue
+            now = _fingerprint(runtime)
+            if now != last:
+                last = now
+                await reload_snapshot(runtime, trigger="file-change")
+
+    watcher = asyncio.create_task(watch())
+    if ready is not None:
+        ready(f"http://{config.listen_host}:{config.listen_port}")
+    await stop.wait()
+    log.info("shutting down: finishing requests in flight")
+    watcher.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await watcher
+    if admin_runner is not None:
+        await admin_runner.cleanup()
+    await runner.cleanup()  # stops accepting, waits for in-flight requests, closes the log
+    return 0
+
+
+def _fingerprint(runtime: Runtime) -> tuple[tuple[str, int, int], ...]:
+    """Modification stamps of every file a reload would read."""
+    config = runtime.snapshot.config
+    paths: list[Path] = [config.source]
+    if config.tenants_file is not None:
+        paths.append(config.tenants_file)
+    if config.geoip_table is not None:
+        paths.append(config.geoip_table)
+    for root in config.policy_paths:
+        if root.is_dir():
+            paths.extend(sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml")))
+        else:
+            paths.append(root)
+    stamps: list[tuple[str, int, int]] = []
+    for path in paths:
+        try:
+            st = path.stat()
+        except OSError:
+            stamps.append((str(path), -1, -1))
+            continue
+        stamps.append((str(path), st.st_mtime_ns, st.st_size))
+    return tuple(stamps)
+
+
+def replace_snapshot_for_tests(runtime: Runtime, **changes: Any) -> None:
+    """Swap fields of the serving snapshot (tests that simulate a reload)."""
+    runtime.snapshot = replace(runtime.snapshot, **changes)

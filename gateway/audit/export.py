@@ -1,0 +1,338 @@
+"""Export bundles an auditor verifies offline (I/O shell; reads the log, never writes it).
+
+Rule 1: the range [a, b] is cut at checkpointed sizes: a is the largest checkpoint size at
+or before the first record of the time window, b the smallest at or after its last one.
+A contiguous export therefore proves completeness with the checkpoints alone; a filtered
+export carries one inclusion proof per record and says `completeness: not-proven`.
+
+Rule 2: the bundle is written to a temporary directory and renamed into place, so a
+half-written bundle never appears under the requested name.
+
+See `gateway.audit.bundle` for the layout.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import os
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from gateway import __version__
+from gateway.audit.bundle import (
+    BUNDLE_FORMAT,
+    MANIFEST_FILE,
+    MANIFEST_SIG_FILE,
+    ExportFilter,
+    manifest_note_text,
+)
+from gateway.audit.canonical import canonicalize
+from gateway.audit.chain import record_bytes_of_line
+from gateway.audit.errors import AuditError, NoteError
+from gateway.audit.keyring import Keyring, KeyringEntry
+from gateway.audit.merkle import CompactRange, TreeHashes, inclusion_proof, leaf_hash
+from gateway.audit.note import Checkpoint, parse_checkpoint_text, parse_note, sign_note, split_notes
+from gateway.audit.record import format_ts, parse_ts
+from gateway.audit.report import render_report
+from gateway.audit.signing import Signer
+from gateway.audit.storage import (
+    CHECKPOINTS_FILE,
+    PRUNED_FILE,
+    StartState,
+    list_segments,
+    read_meta,
+    segment_name,
+    split_lines,
+)
+
+__all__ = ["ExportResult", "export_bundle"]
+
+_LEADING_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the bundle went and what it covers."""
+
+    path: Path
+    origin: str
+    range_from: int
+    range_to: int
+    records: int
+    completeness: str
+    manifest_sha256: str
+
+    def record_fields(self) -> dict[str, Any]:
+        """Fields for the log's `export` record."""
+        return {
+            "range_from": self.range_from,
+            "range_to": self.range_to,
+            "records": self.records,
+            "completeness": self.completeness,
+            "manifest_sha256": self.manifest_sha256,
+        }
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        text = ""
+    elif isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
+        text = ";".join("" if v is None else str(v) for v in value)
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    else:
+        text = str(value)
+    # SECURITY: spreadsheets execute cells starting with these; quote them as text.
+    if text.startswith(_LEADING_FORMULA):
+        text = "'" + text
+    return text
+
+
+def _csv_view(records: list[dict[str, Any]]) -> bytes:
+    first = ["seq", "ts", "type", "tenant", "effect", "status", "rules", "legal_basis", "juris"]
+    rest = sorted({key for record in records for key in record} - set(first))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(first + rest)
+    for record in records:
+        writer.writerow([_csv_cell(record.get(key)) for key in first + rest])
+    return out.getvalue().encode()
+
+
+_FILTERED_CLAIM = (
+    "filtered export: each record has an inclusion proof (proofs/inclusion.jsonl);\n"
+    "     it is NOT proven that every matching record is present."
+)
+_CONTIGUOUS_CLAIM = "contiguous export: no record in the range was removed, inserted or reordered."
+
+
+def _verify_text(origin: str, filtered: bool) -> str:
+    return f"""How to verify this bundle (offline)
+====================================
+
+1. Obtain the operator's public keyring out of band (contract annex, published URL that
+   you pinned before, or a copy handed over in person). The copy in keys/keyring.json is
+   informational only: a forger would ship their own.
+
+2. Run:
+
+     jurisgate audit verify . --trusted-keys PINNED-KEYRING.json --state STATE.json
+
+   Exit code 0 means valid, 1 invalid (every problem is listed with a code and a line),
+   2 a usage or I/O error. --json REPORT.json writes a machine-readable report.
+   Keep STATE.json between audits: it detects a log that was rolled back or forked.
+
+3. What is proven:
+   - manifest.sig: the manifest (origin {origin}, range, filter, file hashes) is signed by
+     a pinned key; every file's SHA-256 matches; no file was added or removed.
+   - every line in records/ is canonical JSON (RFC 8785), chained by `prev`, numbered by
+     `seq`, and hashes into the RFC 6962 Merkle roots of checkpoints.notes, which are
+     Ed25519 signed notes (C2SP format) by pinned keys valid at their time.
+   - {_FILTERED_CLAIM if filtered else _CONTIGUOUS_CLAIM}
+
+4. views/ and report.html are conveniences for people and spreadsheets; they are covered
+   by the manifest hashes but hold nothing the records do not.
+
+Independent tools can check the same things: checkpoints are C2SP signed notes (Go
+golang.org/x/mod/sumdb/note), proofs are RFC 9162 audit paths.
+"""
+
+
+def _write(root: Path, rel: str, data: bytes, listing: list[dict[str, Any]]) -> None:
+    target = root / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data)
+    listing.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
+
+
+def export_bundle(
+    log_dir: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    signer: Signer,
+    *,
+    from_ts: str | None = None,
+    to_ts: str | None = None,
+    export_filter: ExportFilter | None = None,
+    keyring: Keyring | None = None,
+    now: datetime | None = None,
+) -> ExportResult:
+    """Write an offline-verifiable bundle of the records of `log_dir` with
+    from_ts <= ts < to_ts (RFC 3339; either may be None), optionally filtered.
+
+    `signer` signs the manifest; it must be a key the auditor's keyring trusts for the
+    log's origin. Raises `AuditError` when the log has no checkpoint or the window no
+    records.
+    """
+    directory = Path(log_dir)
+    target = Path(out)
+    export_filter = export_filter or ExportFilter()
+    meta = read_meta(directory)
+    if meta is None:
+        raise AuditError(f"{directory}: not an audit log directory (no LOG.json)")
+    if target.exists():
+        raise AuditError(f"{target}: already exists; choose a new --out path")
+    origin = meta.origin
+    created = format_ts(now or datetime.now(UTC))
+    # Normalise so that string comparison with record timestamps is time order.
+    from_ts = format_ts(parse_ts(from_ts)) if from_ts else None
+    to_ts = format_ts(parse_ts(to_ts)) if to_ts else None
+
+    checkpoints: list[tuple[Checkpoint, bytes]] = []
+    cp_path = directory / CHECKPOINTS_FILE
+    notes, _end = split_notes(cp_path.read_bytes()) if cp_path.exists() else ([], 0)
+    for _offset, raw in notes:
+        try:
+            checkpoint = parse_checkpoint_text(parse_note(raw).text)
+        except NoteError:
+            continue
+        if checkpoint.origin == origin:
+            checkpoints.append((checkpoint, raw))
+
+    base_state: StartState | None = None
+    if (directory / PRUNED_FILE).exists():
+        base_state = StartState.from_json(json.loads((directory / PRUNED_FILE).read_text()))
+    base = base_state.size if base_state is not None else 0
+
+    lines: list[bytes] = []
+    for first, path in list_segments(directory):
+        if first < base:
+            continue
+        if first != base + len(lines):
+            break
+        complete, _tail = split_lines(path.read_bytes())
+        lines.extend(complete)
+    durable = base + len(lines)
+    sizes = sorted({cp.size for cp, _raw in checkpoints if base <= cp.size <= durable})
+    if not sizes:
+        raise AuditError(f"{directory}: no checkpoint covers the records yet")
+    newest = sizes[-1]
+    records = [orjson.loads(record_bytes_of_line(line) or b"{}") for line in lines[: newest - base]]
+
+    first_index = next(
+        (i for i, r in enumerate(records) if from_ts is None or r.get("ts", "") >= from_ts), None
+    )
+    last_index = next(
+        (
+            i
+            for i in range(len(records) - 1, -1, -1)
+            if to_ts is None or records[i].get("ts", "") < to_ts
+        ),
+        None,
+    )
+    if first_index is None or last_index is None or last_index < first_index:
+        raise AuditError("no records in the requested time window")
+    lo, hi = base + first_index, base + last_index + 1
+    a = max([s for s in sizes if s <= lo] + ([0] if base == 0 else []))
+    b = min(s for s in sizes if s >= hi)
+
+    leaves = [leaf_hash(record_bytes_of_line(line) or line) for line in lines[: b - base]]
+    tree = TreeHashes(leaves, base_state.compact if base_state is not None else None)
+    filtered = not export_filter.empty
+    completeness = "not-proven" if filtered else "proven"
+
+    tmp = target.with_name(target.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    listing: list[dict[str, Any]] = []
+    try:
+        selected: list[int] = [
+            seq for seq in range(a, b) if not filtered or export_filter.matches(records[seq - base])
+        ]
+        chunks: dict[int, list[bytes]] = {}
+        seg_size = meta.segment_records
+        for seq in selected:
+            chunk_start = max(a, seq - seq % seg_size)
+            chunks.setdefault(chunk_start, []).append(lines[seq - base] + b"\n")
+        for chunk_start, chunk in sorted(chunks.items()):
+            _write(tmp, f"records/{segment_name(chunk_start)}", b"".join(chunk), listing)
+        cp_bytes = b"".join(raw + b"\n" for cp, raw in checkpoints if a <= cp.size <= b)
+        _write(tmp, "checkpoints.notes", cp_bytes, listing)
+        if a > 0 and not filtered:
+            if base_state is not None and a == base:
+                # The leaves under the cut are gone; the pruned state carries the proof.
+                start = StartState(
+                    a, base_state.compact, base_state.prev_leaf, base_state.prev_leaf_proof
+                )
+            else:
+                compact = base_state.compact.copy() if base_state is not None else CompactRange()
+                for leaf in leaves[: a - base]:
+                    compact.append(leaf)
+                start = StartState(
+                    a, compact, leaves[a - base - 1], tuple(inclusion_proof(a - 1, a, tree))
+                )
+            _write(tmp, "proofs/start.json", _json(start.to_json()), listing)
+        if filtered:
+            proof_lines = [
+                orjson.dumps(
+                    {"seq": seq, "proof": [h.hex() for h in inclusion_proof(seq, b, tree)]}
+                )
+                + b"\n"
+                for seq in selected
+            ]
+            _write(tmp, "proofs/inclusion.jsonl", b"".join(proof_lines), listing)
+        ring = keyring or Keyring([KeyringEntry(signer.verifier, (meta.base_origin,))])
+        _write(tmp, "keys/keyring.json", ring.dumps().encode(), listing)
+        chosen = [records[seq - base] for seq in selected]
+        _write(
+            tmp,
+            "views/records.jsonl",
+            b"".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) + b"\n" for r in chosen),
+            listing,
+        )
+        _write(tmp, "views/records.csv", _csv_view(chosen), listing)
+        filter_text = json.dumps(export_filter.to_json()) if filtered else "none (contiguous)"
+        report = render_report(
+            chosen,
+            origin=origin,
+            range_from=a,
+            range_to=b,
+            completeness=completeness,
+            created=created,
+            filter_text=filter_text,
+        )
+        _write(tmp, "report.html", report.encode(), listing)
+        _write(tmp, "VERIFY.txt", _verify_text(origin, filtered).encode(), listing)
+        listing.sort(key=lambda item: str(item["path"]))
+        manifest = {
+            "format": BUNDLE_FORMAT,
+            "origin": origin,
+            "range": {"from": a, "to": b},
+            "requested": {"from_ts": from_ts, "to_ts": min(to_ts, created) if to_ts else created},
+            "filter": export_filter.to_json(),
+            "completeness": completeness,
+            "records": len(selected),
+            "files": listing,
+            "generator": f"jurisgate {__version__}",
+            "created": created,
+        }
+        manifest_bytes = canonicalize(manifest)
+        (tmp / MANIFEST_FILE).write_bytes(manifest_bytes)
+        note = sign_note(manifest_note_text(origin, manifest_bytes), [signer])
+        (tmp / MANIFEST_SIG_FILE).write_text(note, encoding="utf-8")
+        os.replace(tmp, target)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(
+        target,
+        origin,
+        a,
+        b,
+        len(selected),
+        completeness,
+        hashlib.sha256(manifest_bytes).hexdigest(),
+    )
+
+
+def _json(data: Mapping[str, Any]) -> bytes:
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()

@@ -1,0 +1,337 @@
+"""On-disk layout of one log directory (I/O shell; blocking calls, run off the event loop).
+
+```
+DIR/
+  LOG.json              log identity: origin, epoch, key name, segment size (JSON)
+  LOCK                  flock()ed by the one writer process
+  segments/<first seq, 20 digits>.jsonl
+                        stored lines; a segment holds `segment_records` records (a power
+                        of two, so each full segment is one perfect Merkle subtree)
+  checkpoints.notes     every signed checkpoint, oldest first, each followed by "\\n"
+  pruned.json           after pruning: compact range and last leaf at the cut
+  quarantine/           torn or invalid bytes moved aside by recovery
+  epochs/<n>/           earlier epochs, moved aside by `jurisgate audit new-epoch`
+```
+
+Rule 1: appends use O_APPEND and one write per batch; fsync follows in strict mode.
+Rule 2: new files are followed by an fsync of their directory; replaced files go through
+a temporary file, fsync and rename.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.audit.errors import AuditError, AuditLogLocked
+from gateway.audit.merkle import CompactRange, RangeNode
+
+__all__ = [
+    "CHECKPOINTS_FILE",
+    "LOG_FORMAT",
+    "META_FILE",
+    "PRUNED_FILE",
+    "SEGMENTS_DIR",
+    "DirLock",
+    "LogFiles",
+    "LogMeta",
+    "StartState",
+    "atomic_write",
+    "effective_origin",
+    "fsync_dir",
+    "list_segments",
+    "read_meta",
+    "segment_name",
+    "split_lines",
+    "write_all",
+]
+
+LOG_FORMAT = "jurisgate-audit-log/1"
+META_FILE = "LOG.json"
+LOCK_FILE = "LOCK"
+SEGMENTS_DIR = "segments"
+CHECKPOINTS_FILE = "checkpoints.notes"
+PRUNED_FILE = "pruned.json"
+QUARANTINE_DIR = "quarantine"
+EPOCHS_DIR = "epochs"
+
+
+def effective_origin(base_origin: str, epoch: int) -> str:
+    """The origin of epoch `epoch` of a log configured as `base_origin`.
+
+    A new epoch restarts the tree, so it must not reuse the old origin: two different
+    roots at the same size under one origin would be a fork.
+    """
+    return base_origin if epoch <= 1 else f"{base_origin}/epoch-{epoch}"
+
+
+@dataclass(frozen=True)
+class LogMeta:
+    """Identity of a log directory (LOG.json)."""
+
+    base_origin: str
+    epoch: int
+    key_name: str
+    segment_records: int
+    created: str
+
+    @property
+    def origin(self) -> str:
+        """The origin written in records and checkpoints."""
+        return effective_origin(self.base_origin, self.epoch)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "format": LOG_FORMAT,
+            "origin": self.origin,
+            "base_origin": self.base_origin,
+            "epoch": self.epoch,
+            "key_name": self.key_name,
+            "segment_records": self.segment_records,
+            "created": self.created,
+        }
+
+    @classmethod
+    def from_json(cls, data: Any, where: str) -> LogMeta:
+        """Parse LOG.json content."""
+        if not isinstance(data, dict) or data.get("format") != LOG_FORMAT:
+            raise AuditError(f"{where}: not a {LOG_FORMAT} file")
+        try:
+            meta = cls(
+                str(data["base_origin"]),
+                int(data["epoch"]),
+                str(data["key_name"]),
+                int(data["segment_records"]),
+                str(data["created"]),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise AuditError(f"{where}: missing or bad field {exc}") from None
+        seg = meta.segment_records
+        if seg <= 0 or seg & (seg - 1):
+            raise AuditError(f"{where}: segment_records {seg} is not a power of two")
+        return meta
+
+
+def read_meta(directory: Path) -> LogMeta | None:
+    """LOG.json of `directory`, or None when the directory holds no log yet."""
+    path = directory / META_FILE
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        return LogMeta.from_json(json.loads(text), str(path))
+    except json.JSONDecodeError as exc:
+        raise AuditError(f"{path}: invalid JSON: {exc.msg}") from None
+
+
+@dataclass(frozen=True)
+class StartState:
+    """The tree state at a cut `size` > 0 without its leaves: compact range of [0, size),
+    the last leaf L(size - 1) and that leaf's inclusion proof in the size-`size` tree.
+
+    Stored as pruned.json in a pruned log and as proofs/start.json in an export bundle.
+    """
+
+    size: int
+    compact: CompactRange
+    prev_leaf: bytes
+    prev_leaf_proof: tuple[bytes, ...]
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        data: dict[str, Any] = dict(self.extra)
+        data.update(
+            {
+                "size": self.size,
+                "compact_range": [
+                    {"level": n.level, "index": n.index, "hash": n.hash.hex()}
+                    for n in self.compact.range_nodes()
+                ],
+                "prev_leaf": self.prev_leaf.hex(),
+                "prev_leaf_proof": [h.hex() for h in self.prev_leaf_proof],
+            }
+        )
+        return data
+
+    @classmethod
+    def from_json(cls, data: Any) -> StartState:
+        """Parse; raises ValueError (or ProofError) on any structural problem."""
+        if not isinstance(data, dict):
+            raise ValueError("start state must be an object")
+        size = data["size"]
+        if type(size) is not int or size <= 0:
+            raise ValueError("start state size must be a positive integer")
+        nodes = [
+            RangeNode(int(n["level"]), int(n["index"]), bytes.fromhex(n["hash"]))
+            for n in data["compact_range"]
+        ]
+        compact = CompactRange.from_range_nodes(size, nodes)
+        prev_leaf = bytes.fromhex(data["prev_leaf"])
+        proof = tuple(bytes.fromhex(h) for h in data["prev_leaf_proof"])
+        extra = {
+            k: v
+            for k, v in data.items()
+            if k not in {"size", "compact_range", "prev_leaf", "prev_leaf_proof"}
+        }
+        return cls(size, compact, prev_leaf, proof, extra)
+
+
+def segment_name(first_seq: int) -> str:
+    """File name of the segment starting at `first_seq`."""
+    return f"{first_seq:020d}.jsonl"
+
+
+def list_segments(directory: Path) -> list[tuple[int, Path]]:
+    """(first seq, path) of every segment file, in order."""
+    seg_dir = directory / SEGMENTS_DIR
+    if not seg_dir.is_dir():
+        return []
+    found: list[tuple[int, Path]] = []
+    for path in seg_dir.iterdir():
+        stem = path.name.removesuffix(".jsonl")
+        if path.name.endswith(".jsonl") and stem.isdigit() and len(stem) == 20:
+            found.append((int(stem), path))
+    found.sort()
+    return found
+
+
+def split_lines(data: bytes) -> tuple[list[bytes], int]:
+    """Complete lines (without newline) and the offset where an unterminated tail starts."""
+    end = data.rfind(b"\n") + 1
+    if end == 0:
+        return [], 0
+    return data[: end - 1].split(b"\n"), end
+
+
+def write_all(fd: int, data: bytes) -> None:
+    """Write every byte (os.write may write less than asked)."""
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def fsync_dir(path: Path) -> None:
+    """fsync a directory so that entries created or renamed in it are durable."""
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def atomic_write(path: Path, data: bytes) -> None:
+    """Replace `path` with `data` atomically and durably."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        write_all(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    fsync_dir(path.parent)
+
+
+def dump_json(data: Any) -> bytes:
+    """Indented, sorted JSON bytes for the small metadata files."""
+    return (json.dumps(data, indent=2, sort_keys=True) + "\n").encode()
+
+
+class DirLock:
+    """An exclusive flock() on DIR/LOCK: one writer per log, across processes."""
+
+    def __init__(self, directory: Path) -> None:
+        self.path = directory / LOCK_FILE
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        """Take the lock or raise `AuditLogLocked` naming the holder's pid."""
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+                raise AuditLogLocked(
+                    f"{self.path.parent}: the log is open in another process (pid {holder})"
+                ) from None
+            raise
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        """Release the lock (closing the descriptor drops the flock)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+
+class LogFiles:
+    """The writer's open files. Used from the writer's single I/O thread only."""
+
+    def __init__(self, directory: Path, segment_records: int, segment_start: int, fsync: bool):
+        self.directory = directory
+        self.segment_records = segment_records
+        self.fsync = fsync
+        self.segment_start = segment_start
+        self._seg_fd = self._open_segment(segment_start, create=False)
+        self._cp_fd = os.open(
+            directory / CHECKPOINTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
+        )
+        self.last_fsync_seconds = 0.0
+
+    def _open_segment(self, first_seq: int, *, create: bool) -> int:
+        seg_dir = self.directory / SEGMENTS_DIR
+        path = seg_dir / segment_name(first_seq)
+        flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT
+        if create:
+            flags |= os.O_EXCL
+        existed = path.exists()
+        fd = os.open(path, flags, 0o644)
+        if not existed:
+            fsync_dir(seg_dir)
+        return fd
+
+    def append_records(self, first_seq: int, lines: bytes) -> None:
+        """Append a batch that starts at `first_seq` (never crossing a segment end)."""
+        if first_seq != self.segment_start and first_seq % self.segment_records == 0:
+            os.close(self._seg_fd)
+            self._seg_fd = self._open_segment(first_seq, create=True)
+            self.segment_start = first_seq
+        if lines:
+            write_all(self._seg_fd, lines)
+            if self.fsync:
+                started = time.perf_counter()
+                os.fsync(self._seg_fd)
+                self.last_fsync_seconds = time.perf_counter() - started
+
+    def append_checkpoint(self, note: str) -> None:
+        """Append a signed checkpoint note (after the records it covers are durable)."""
+        write_all(self._cp_fd, note.encode() + b"\n")
+        if self.fsync:
+            os.fsync(self._cp_fd)
+
+    def close(self) -> None:
+        """Close both files."""
+        for fd in (self._seg_fd, self._cp_fd):
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+
+def b64(data: bytes) -> str:
+    """Standard base64 text."""
+    return base64.b64encode(data).decode()

@@ -1,0 +1,394 @@
+"""`jurisgate audit verify|export|new-epoch|prune`.
+
+`verify` exit codes (as the audit issue specifies): 0 every input valid, 1 something
+invalid (each problem is printed with its code and line), 2 usage or I/O error (missing
+path, unreadable keyring or state file). The other subcommands: 0 ok, 1 error, 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from gateway.audit.keyring import Keyring
+    from gateway.audit.signing import Signer
+    from gateway.audit.verify import SourceReport, VerifyOptions, VerifyReport
+
+PASSPHRASE_ENV = "JURISGATE_AUDIT_KEY_PASSPHRASE"
+_PROGRESS_MIN_BYTES = 8 << 20
+
+
+def register(subparsers: Any) -> None:
+    """Add the `audit` command group."""
+    parser = subparsers.add_parser("audit", help="verify, export and maintain audit logs")
+    sub = parser.add_subparsers(dest="audit_command", metavar="SUBCOMMAND")
+    parser.set_defaults(func=lambda _args: _usage(parser))
+
+    ver = sub.add_parser(
+        "verify",
+        help="verify log directories and export bundles offline",
+        description="Verify audit log directories and export bundles against a pinned "
+        "keyring. Exit 0 valid, 1 invalid, 2 usage or I/O error.",
+    )
+    ver.add_argument("paths", nargs="+", metavar="PATH", help="log directory or bundle")
+    ver.add_argument(
+        "--trusted-keys",
+        required=True,
+        metavar="KEYRING",
+        help="keyring obtained out of band (trust comes only from here)",
+    )
+    ver.add_argument(
+        "--state",
+        metavar="FILE",
+        help="verifier state: detects rollback and forks; advanced on success",
+    )
+    ver.add_argument("--json", metavar="REPORT", help="write the JSON report here (`-`: stdout)")
+    ver.add_argument(
+        "--no-record-sigs",
+        action="store_true",
+        help="skip per-record signatures (checkpoints and roots still checked)",
+    )
+    ver.add_argument(
+        "--max-gap",
+        type=float,
+        default=120.0,
+        metavar="SECONDS",
+        help="longest checkpoint gap without a restart (default 120)",
+    )
+    ver.add_argument(
+        "--until",
+        metavar="TS",
+        help="requested end (RFC 3339): an older last checkpoint is STALE_TAIL",
+    )
+    ver.add_argument("--origin", help="require this log origin")
+    ver.add_argument("--quiet", action="store_true", help="print only failures and the summary")
+    ver.set_defaults(func=_verify)
+
+    exp = sub.add_parser(
+        "export",
+        help="write an offline-verifiable bundle",
+        description="Write a bundle (signed manifest, records, checkpoints, proofs, keyring "
+        "copy, VERIFY.txt, CSV/JSONL views, HTML report) of the records with FROM <= ts < TO.",
+    )
+    exp.add_argument("--log", required=True, help="audit log directory")
+    exp.add_argument("--out", required=True, help="bundle directory to create")
+    exp.add_argument("--key", required=True, help="private key that signs the manifest")
+    _key_options(exp)
+    exp.add_argument("--from", dest="from_ts", metavar="T", help="start time (RFC 3339)")
+    exp.add_argument("--to", dest="to_ts", metavar="T", help="end time, exclusive (RFC 3339)")
+    exp.add_argument("--tenant", help="only this tenant (filtered: completeness not proven)")
+    exp.add_argument("--jurisdiction", help="only this jurisdiction / legal-basis regime")
+    exp.add_argument("--decision", choices=("allow", "deny"), help="only this effect")
+    exp.add_argument("--rule", help="only decisions that matched this rule id")
+    exp.add_argument("--keyring", help="keyring to copy into the bundle (informational)")
+    exp.add_argument(
+        "--no-log-record", action="store_true", help="do not append an `export` record to the log"
+    )
+    exp.set_defaults(func=_export)
+
+    epoch = sub.add_parser(
+        "new-epoch",
+        help="archive a damaged epoch and start a new one",
+        description="The explicit answer to a refused recovery: moves the current files to "
+        "epochs/<n>/ untouched and starts a new tree with origin <origin>/epoch-<n+1>, whose "
+        "first records describe the discontinuity.",
+    )
+    epoch.add_argument("--log", required=True, help="audit log directory")
+    epoch.add_argument("--key", required=True, help="private key")
+    _key_options(epoch)
+    epoch.add_argument("--reason", required=True, help="why (written into the recovery record)")
+    epoch.set_defaults(func=_new_epoch)
+
+    prune = sub.add_parser(
+        "prune",
+        help="delete whole segments past retention (logged)",
+        description="Delete the oldest whole segments whose every record is past retention, "
+        "after logging a prune record. The gateway must not be running on this log.",
+    )
+    prune.add_argument("--log", required=True, help="audit log directory")
+    prune.add_argument("--key", required=True, help="private key")
+    _key_options(prune)
+    prune.add_argument(
+        "--default-retention-days",
+        type=int,
+        default=183,
+        help="retention of records without retention_days (default 183)",
+    )
+    prune.set_defaults(func=_prune)
+
+
+def _key_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--key-name", help="key name (default: the log's key name)")
+    parser.add_argument(
+        "--passphrase-env",
+        default=PASSPHRASE_ENV,
+        help=f"environment variable holding the key passphrase ({PASSPHRASE_ENV})",
+    )
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _fail(message: str, help_text: str | None = None, code: int = 1) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    if help_text:
+        print(f"  help: {help_text}", file=sys.stderr)
+    return code
+
+
+class _Progress:
+    """A progress line on stderr for large inputs on a terminal."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.shown = -1
+        self.started = time.monotonic()
+
+    def __call__(self, done: int, total: int) -> None:
+        if total < _PROGRESS_MIN_BYTES:
+            return
+        percent = done * 100 // total
+        if percent == self.shown:
+            return
+        self.shown = percent
+        filled = percent // 4
+        rate = done / max(time.monotonic() - self.started, 1e-6) / (1 << 20)
+        sys.stderr.write(
+            f"\r{self.label}: [{'#' * filled}{'.' * (25 - filled)}] {percent:3d}% "
+            f"{done >> 20}/{total >> 20} MiB {rate:.0f} MiB/s"
+        )
+        if done >= total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+
+def _summary(report: SourceReport) -> str:
+    found = report.found
+    req = report.requested or {}
+    lines = []
+    if req:
+        lines.append(
+            f"  Results requested for {req.get('from_ts') or 'start'} to "
+            f"{req.get('to_ts') or 'end'}"
+        )
+    if found:
+        lines.append(
+            f"  Results found for seq {found.get('from')}..{found.get('to')} "
+            f"({found.get('from_ts')} to {found.get('to_ts')})"
+        )
+    valid = report.records_total - report.records_invalid
+    cp_valid = report.checkpoints_total - report.checkpoints_invalid
+    lines.append(
+        f"  {valid}/{report.records_total} records valid, "
+        f"{cp_valid}/{report.checkpoints_total} checkpoints valid, "
+        f"completeness {report.completeness}"
+    )
+    return "\n".join(lines)
+
+
+def _verify(args: argparse.Namespace) -> int:
+    from gateway.audit.errors import KeyLoadError
+    from gateway.audit.keyring import Keyring
+    from gateway.audit.verify import VerifyOptions, load_state
+
+    for raw in args.paths:
+        if not Path(raw).is_dir():
+            return _fail(f"`{raw}` is not a directory", "give a log directory or a bundle", 2)
+    try:
+        keyring = Keyring.load(args.trusted_keys)
+    except KeyLoadError as exc:
+        return _fail(f"--trusted-keys: {exc}", code=2)
+    if args.state:
+        try:
+            load_state(Path(args.state))
+        except (OSError, ValueError) as exc:
+            return _fail(f"--state: {exc}", code=2)
+    items = [
+        (
+            raw,
+            VerifyOptions(
+                record_signatures=not args.no_record_sigs,
+                max_gap_seconds=args.max_gap,
+                until=args.until,
+                expect_origin=args.origin,
+                progress=_Progress(raw) if sys.stderr.isatty() else None,
+            ),
+        )
+        for raw in args.paths
+    ]
+    try:
+        result = _verify_each(items, keyring, args.state)
+    except OSError as exc:
+        return _fail(f"cannot read input: {exc}", code=2)
+    for source in result.sources:
+        for finding in sorted(source.errors, key=lambda f: f.sort_key()):
+            print(f"{finding.text()}")
+        if not args.quiet:
+            for finding in sorted(source.warnings, key=lambda f: f.sort_key()):
+                print(f"warning: {finding.text()}")
+        status = "OK" if source.valid else "FAIL"
+        head = source.head or {}
+        print(
+            f"{status}: {source.path} ({source.kind} {source.origin}, "
+            f"{source.records_total} records, size {head.get('size', '-')}, "
+            f"root {head.get('root', '-')})"
+        )
+        if not args.quiet or not source.valid:
+            print(_summary(source))
+    if args.json:
+        text = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json).write_text(text, encoding="utf-8")
+    return 0 if result.valid else 1
+
+
+def _verify_each(
+    items: list[tuple[str, VerifyOptions]], keyring: Keyring, state: str | None
+) -> VerifyReport:
+    """Verify each path with its own options (progress label); advance the state file
+    only when everything verified."""
+    from gateway.audit.verify import VerifyReport, load_state, save_state, verify_source
+
+    state_path = Path(state) if state else None
+    stored = load_state(state_path) if state_path else {}
+    sources = [verify_source(raw, keyring, options, stored) for raw, options in items]
+    report = VerifyReport(sources)
+    if state_path is not None and report.valid:
+        for source in sources:
+            known = stored.get(source.origin)
+            known_size = known.get("size", -1) if isinstance(known, dict) else -1
+            if source.head and known_size <= source.head["size"]:
+                stored[source.origin] = source.head
+        save_state(state_path, stored)
+    return report
+
+
+def _load_signer(args: argparse.Namespace, log_dir: Path) -> tuple[Signer, Any]:
+    from gateway.audit.errors import AuditError
+    from gateway.audit.signing import Signer, passphrase_from_env
+    from gateway.audit.storage import read_meta
+
+    meta = read_meta(log_dir)
+    if meta is None:
+        raise AuditError(f"--log: `{log_dir}` is not an audit log directory (no LOG.json)")
+    name = args.key_name or meta.key_name
+    signer = Signer.from_pem_file(args.key, name, passphrase_from_env(args.passphrase_env))
+    return signer, meta
+
+
+def _export(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.audit.bundle import ExportFilter
+    from gateway.audit.errors import AuditError, AuditLogLocked
+    from gateway.audit.export import export_bundle
+    from gateway.audit.keyring import Keyring
+    from gateway.audit.writer import AuditLog
+
+    log_dir = Path(args.log)
+    try:
+        signer, meta = _load_signer(args, log_dir)
+        keyring = Keyring.load(args.keyring) if args.keyring else None
+        result = export_bundle(
+            log_dir,
+            args.out,
+            signer,
+            from_ts=args.from_ts,
+            to_ts=args.to_ts,
+            export_filter=ExportFilter(args.tenant, args.jurisdiction, args.decision, args.rule),
+            keyring=keyring,
+        )
+    except (AuditError, ValueError) as exc:
+        return _fail(str(exc))
+    print(
+        f"wrote {result.path}: {result.records} records of {result.origin}, seq "
+        f"{result.range_from}..{result.range_to}, completeness {result.completeness}"
+    )
+    if args.no_log_record:
+        return 0
+
+    async def log_it() -> None:
+        log = await AuditLog.open(log_dir, signer, origin=meta.base_origin)
+        try:
+            await log.log_export({**result.record_fields(), "out": Path(args.out).name})
+        finally:
+            await log.close()
+
+    try:
+        asyncio.run(log_it())
+    except AuditLogLocked as exc:
+        print(f"note: export record not written: {exc}", file=sys.stderr)
+    except AuditError as exc:
+        return _fail(f"bundle written, but the export record failed: {exc}")
+    return 0
+
+
+def _new_epoch(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.audit.errors import AuditError
+    from gateway.audit.writer import AuditLog
+
+    log_dir = Path(args.log)
+    try:
+        signer, meta = _load_signer(args, log_dir)
+    except (AuditError, ValueError) as exc:
+        return _fail(str(exc))
+
+    async def run() -> str:
+        log = await AuditLog.open_new_epoch(
+            log_dir, signer, origin=meta.base_origin, reason=args.reason
+        )
+        origin = log.origin
+        await log.close()
+        return origin
+
+    try:
+        origin = asyncio.run(run())
+    except AuditError as exc:
+        return _fail(str(exc))
+    print(f"archived epoch {meta.epoch} under {log_dir}/epochs/{meta.epoch}; new origin {origin}")
+    print("  help: publish the new origin to auditors; keyring origins given as prefixes cover it")
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from gateway.audit.errors import AuditError
+    from gateway.audit.writer import AuditLog, AuditOptions
+
+    log_dir = Path(args.log)
+    try:
+        signer, meta = _load_signer(args, log_dir)
+    except (AuditError, ValueError) as exc:
+        return _fail(str(exc))
+
+    async def run() -> Any:
+        options = AuditOptions(default_retention_days=args.default_retention_days)
+        log = await AuditLog.open(log_dir, signer, origin=meta.base_origin, options=options)
+        try:
+            return await log.prune()
+        finally:
+            await log.close()
+
+    try:
+        result = asyncio.run(run())
+    except AuditError as exc:
+        return _fail(str(exc))
+    if result is None:
+        print("nothing to prune: no whole segment is past retention")
+    else:
+        print(
+            f"pruned seq {result.from_seq}..{result.to_seq - 1} ({len(result.segments)} segments)"
+        )
+    return 0

@@ -1,0 +1,38 @@
+"""`jurisgate serve --config FILE`: run the gateway in front of TF Serving backends."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the `serve` command."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="run the gateway",
+        description="Run the gateway: TF Serving REST surface on `listen`, admin on `admin`.",
+    )
+    parser.add_argument("--config", type=Path, required=True, help="gateway configuration file")
+    parser.add_argument(
+        "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run until SIGTERM or SIGINT; exit 3 when the configuration or policies are invalid."""
+    from gateway.app import run_gateway
+    from gateway.logs import configure_logging
+
+    configure_logging(args.log_level)
+    log = logging.getLogger("jurisgate")
+
+    def ready(url: str) -> None:
+        log.info("gateway ready on %s", url)
+        print(f"jurisgate: serving on {url}", flush=True)
+
+    return asyncio.run(run_gateway(args.config, ready=ready))

@@ -1,0 +1,59 @@
+"""The policy engine: declarative YAML jurisdiction rules, compiled once, evaluated many times.
+
+Public API (stable; the gateway calls only these):
+
+* `load_policy_set(paths) -> LoadResult` with `.policy_set` (or None) and `.diagnostics`
+* `PolicySet.revision`, `PolicySet.evaluate(context, *, explain=False) -> Decision`
+* `Decision` and its parts, `Diagnostic`, `Location`
+* `context_json_schema()` / `policy_json_schema()` for validation and editors
+* `run_case_files(paths, policy_paths)` for data-driven cases
+
+The package is pure: it reads files when asked to load, and otherwise does no I/O.
+"""
+
+from __future__ import annotations
+
+from gateway.errors import Diagnostic, Location
+from gateway.policy.decision import (
+    AuditObligation,
+    Decision,
+    DecisionError,
+    ImageMark,
+    LegalBasis,
+    MaskAction,
+    Obligations,
+    Problem,
+    Remedy,
+    Routing,
+    SinkSuppression,
+    Waiver,
+)
+from gateway.policy.editor_schema import context_json_schema, policy_json_schema
+from gateway.policy.evaluate import PolicySet
+from gateway.policy.explain import Explanation
+from gateway.policy.loader import LoadResult, load_policy_set
+from gateway.policy.schema import STAGES
+
+__all__ = [
+    "STAGES",
+    "AuditObligation",
+    "Decision",
+    "DecisionError",
+    "Diagnostic",
+    "Explanation",
+    "ImageMark",
+    "LegalBasis",
+    "LoadResult",
+    "Location",
+    "MaskAction",
+    "Obligations",
+    "PolicySet",
+    "Problem",
+    "Remedy",
+    "Routing",
+    "SinkSuppression",
+    "Waiver",
+    "context_json_schema",
+    "load_policy_set",
+    "policy_json_schema",
+]

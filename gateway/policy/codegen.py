@@ -1,0 +1,344 @@
+"""Lower typed conditions and the rule index into generated Python functions (the hot path).
+
+Rule 1: generated source never contains text from a policy or a context. Field names,
+literals and sets are bound as constants (`K0`, `K1`, ...) in the function's namespace;
+the source only holds identifiers and operators produced here.
+Rule 2: the generated code has exactly the semantics of `predicates.make_predicate` (the
+reference interpreter used for explanations): same null rules, same strict type checks,
+same short-circuit order. `tests/policy/test_codegen.py` checks both agree on random inputs.
+Rule 3: sections (`caller`, `subject`, `request`, `licence`, `model`) are read once per
+evaluation into `EvalState`; a test reads `st.c.get("region")` instead of walking the
+context, and type checks are inline, so the happy path makes no function calls.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from gateway.policy.predicates import (
+    EvalError,
+    EvalState,
+    Getter,
+    Predicate,
+    make_getter,
+    parse_interval,
+)
+from gateway.policy.vocabulary import Vocabulary, region_in
+
+__all__ = [
+    "ABSENT",
+    "PRESENT",
+    "SECTIONS",
+    "CodeBuilder",
+    "TypedLeaf",
+    "generate_candidates",
+    "generate_predicate",
+    "leaf_source",
+]
+
+
+class _Marker:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: Index keys for `exists: true` / `exists: false` guards.
+PRESENT: Any = _Marker("PRESENT")
+ABSENT: Any = _Marker("ABSENT")
+
+#: Context sections prefetched into `EvalState` attributes.
+SECTIONS: dict[str, str] = {
+    "caller": "c", "subject": "s", "request": "r", "licence": "l", "model": "m",
+}
+
+_PY_TYPES = {"string": "str", "region": "str", "integer": "int", "boolean": "bool"}
+
+
+def _bad(path: str, expected: str) -> Any:
+    raise EvalError("context_type_error", f"`{path}` must be {expected}")
+
+
+def _time(value: object, path: str) -> Any:
+    if value is None or type(value) is tuple:
+        return value
+    if type(value) is str:
+        iv = parse_interval(value)
+        if iv is not None:
+            return iv
+        raise EvalError("context_type_error", f"`{path}` is not an RFC 3339 time: `{value}`")
+    raise EvalError("context_type_error", f"`{path}` must be a time string")
+
+
+def _list(value: object, path: str) -> Any:
+    if value is None:
+        return ()
+    if type(value) is not list:
+        raise EvalError("context_type_error", f"`{path}` must be a list")
+    for item in value:
+        if type(item) is not str:
+            raise EvalError("context_type_error", f"`{path}` must hold strings")
+    return value
+
+
+def _dig(value: object, key: str, path: str) -> Any:
+    if value is None:
+        return None
+    try:
+        return value.get(key)  # type: ignore[attr-defined]
+    except AttributeError:
+        raise EvalError("context_type_error", f"`{path}` is unreadable: a parent is not an "
+                        "object") from None
+
+
+def _region_hits(values: Sequence[str], sets: Sequence[frozenset[str]]) -> int:
+    """How many of the expanded sets contain at least one of the values."""
+    return sum(1 for s in sets if any(region_in(v, s) for v in values))
+
+
+_HELPERS: dict[str, Any] = {
+    "BAD": _bad, "TIME": _time, "LIST": _list, "DIG": _dig, "RHITS": _region_hits,
+}
+
+
+class TypedLeaf:
+    """What codegen needs about one test (built by the compiler from its typed tests)."""
+
+    __slots__ = ("field", "ftype", "op", "operand", "ref", "ref_type")
+
+    def __init__(self, field: str, ftype: str, op: str, operand: Any, ref: str | None,
+                 ref_type: str | None) -> None:
+        self.field = field
+        self.ftype = ftype
+        self.op = op
+        self.operand = operand
+        self.ref = ref
+        self.ref_type = ref_type
+
+
+class CodeBuilder:
+    """Accumulates constants and unique variable names for one generated function."""
+
+    def __init__(self, vocabulary: Vocabulary) -> None:
+        self.vocabulary = vocabulary
+        self.constants: dict[str, Any] = dict(_HELPERS)
+        self.counter = 0
+
+    def const(self, value: Any) -> str:
+        """Bind a constant and return its name."""
+        name = f"K{len(self.constants)}"
+        self.constants[name] = value
+        return name
+
+    def var(self) -> str:
+        """A fresh local name."""
+        self.counter += 1
+        return f"_v{self.counter}"
+
+    def read(self, path: str) -> str:
+        """Expression that reads a field (derived fields go through their getter)."""
+        if path == "now":
+            return "st.now"
+        if path == "subject.presumed_region":
+            v = self.var()
+            return (f"({v} if ({v} := st.s.get('region')) is not None "
+                    "else st.c.get('region'))")
+        if path == "request.has_personal_data":
+            return (f"(len(LIST(st.r.get('personal_data'), "
+                    f"{self.const('request.personal_data')})) > 0 or "
+                    "(st.purpose is not None and st.purpose.get('personal_data', False) "
+                    "is True))")
+        if path == "purpose.known":
+            return "(st.purpose is not None)"
+        parts = path.split(".")
+        if parts[0] == "purpose" and len(parts) == 2:
+            return (f"(st.purpose.get({self.const(parts[1])}, False) "
+                    "if st.purpose is not None else None)")
+        derived = path in ("subject.presumed_region", "request.has_personal_data",
+                           "purpose.known") or parts[0] == "purpose"
+        if derived or parts[0] not in SECTIONS:
+            if len(parts) == 1:
+                return f"ctx.get({self.const(parts[0])})"
+            getter: Getter = make_getter(path, self.vocabulary)
+            return f"{self.const(getter)}(ctx, st)"
+        expr = f"st.{SECTIONS[parts[0]]}"
+        if len(parts) == 1:
+            return f"ctx.get({self.const(parts[0])})"
+        expr = f"{expr}.get({self.const(parts[1])})"
+        for i, part in enumerate(parts[2:], start=2):
+            expr = f"DIG({expr}, {self.const(part)}, {self.const('.'.join(parts[:i + 1]))})"
+        return expr
+
+    def checked(self, path: str, ftype: str, var: str) -> str:
+        """Expression evaluating to the type-checked value (also bound to `var`)."""
+        read = self.read(path)
+        if ftype == "time":
+            return f"({var} := TIME({read}, {self.const(path)}))"
+        py = _PY_TYPES.get(ftype, "str") if ftype != "object" else None
+        if py is None:
+            return f"({var} := {read})"
+        expected = {"str": "a string", "int": "an integer", "bool": "a boolean"}[py]
+        return (f"({var} if ({var} := {read}) is None or {var}.__class__ is {py} "
+                f"else BAD({self.const(path)}, {self.const(expected)}))")
+
+
+def _base(ftype: str) -> str:
+    if ftype in ("integer", "boolean", "time", "region", "object"):
+        return ftype
+    return "string"
+
+
+def leaf_source(b: CodeBuilder, leaf: TypedLeaf, reference: Predicate) -> str:
+    """Python expression for one test. Field-reference operands call the reference closure."""
+    if leaf.ref is not None:
+        return f"{b.const(reference)}(ctx, st)"
+    op, ftype = leaf.op, leaf.ftype
+    if ftype.startswith("list:"):
+        return _list_source(b, leaf)
+    kind = _base(ftype)
+    v = b.var()
+    if op == "exists":
+        if kind == "object":
+            return f"(({b.read(leaf.field)}) is {'not ' if leaf.operand else ''}None)"
+        return f"({b.checked(leaf.field, kind, v)} is {'not ' if leaf.operand else ''}None)"
+    value = b.checked(leaf.field, kind, v)
+    if kind == "time":
+        return _time_source(b, op, value, v, leaf.operand)
+    k = b.const(leaf.operand)
+    if op == "eq":
+        return f"({value} == {k})"
+    if op == "ne":
+        return f"({value} != {k})"
+    if op in ("in", "not_in"):
+        if kind == "region":
+            member = f"({v} in {k} or ('-' in {v} and {v}.partition('-')[0] in {k}))"
+        else:
+            member = f"({v} in {k})"
+        if op == "in":
+            return f"({value} is not None and {member})"
+        return f"({value} is None or not {member})"
+    if op == "between":
+        lo, hi = leaf.operand
+        return f"({value} is not None and {b.const(lo)} <= {v} <= {b.const(hi)})"
+    symbol = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}[op]
+    return f"({value} is not None and {v} {symbol} {k})"
+
+
+_TIME_SOURCE = {
+    "lt": "{v}[1] <= {k}[0]",
+    "le": "{v}[0] < {k}[1]",
+    "gt": "{v}[0] >= {k}[1]",
+    "ge": "{v}[1] > {k}[0]",
+    "eq": "({v}[0] < {k}[1] and {v}[1] > {k}[0])",
+    "ne": "not ({v}[0] < {k}[1] and {v}[1] > {k}[0])",
+}
+
+
+def _time_source(b: CodeBuilder, op: str, value: str, v: str, operand: Any) -> str:
+    if op in ("eq", "ne") and operand is None:
+        return f"({value} is {'' if op == 'eq' else 'not '}None)"
+    if op == "between":
+        lo, hi = b.const(operand[0]), b.const(operand[1])
+        return f"({value} is not None and {v}[1] > {lo}[0] and {v}[0] < {hi}[1])"
+    k = b.const(operand)
+    compare = _TIME_SOURCE[op].format(v=v, k=k)
+    if op == "ne":
+        return f"({value} is None or {compare})"
+    return f"({value} is not None and {compare})"
+
+
+def _list_source(b: CodeBuilder, leaf: TypedLeaf) -> str:
+    op = leaf.op
+    read = b.read(leaf.field)
+    if op == "exists":
+        return f"(({read}) is {'not ' if leaf.operand else ''}None)"
+    values = f"LIST({read}, {b.const(leaf.field)})"
+    if op == "empty":
+        return f"((not {values}) is {bool(leaf.operand)})"
+    k = b.const(leaf.operand)
+    if leaf.ftype == "list:region":
+        if op == "contains_all":
+            return f"(RHITS({values}, {k}) == {len(leaf.operand)})"
+        hits = f"RHITS({values}, {k})"
+        return f"({hits} == 0)" if op == "contains_none" else f"({hits} > 0)"
+    if op in ("contains", "contains_any"):
+        return f"(not {k}.isdisjoint({values}))"
+    if op == "contains_none":
+        return f"{k}.isdisjoint({values})"
+    return f"{k}.issubset({values})"
+
+
+def generate_predicate(b: CodeBuilder, expression: str, name: str) -> Predicate:
+    """Compile an expression over `(ctx, st)` into a function."""
+    # SECURITY: `expression` is built only from identifiers and operators chosen above;
+    # every literal from a policy is a bound constant (Rule 1).
+    source = f"def {name}(ctx, st):\n    return {expression}\n"
+    namespace = dict(b.constants)
+    exec(compile(source, f"<policy:{name}>", "exec"), namespace)
+    fn: Predicate = namespace[name]
+    return fn
+
+
+def generate_candidates(
+    vocabulary: Vocabulary,
+    tables: Sequence[tuple[str, str, Mapping[Any, tuple[int, ...]]]],
+    always: Sequence[int],
+) -> Callable[[Mapping[str, Any], EvalState], list[int]]:
+    """Generate the index lookup: the sorted positions of rules the index cannot rule out."""
+    b = CodeBuilder(vocabulary)
+    lines = ["def candidates(ctx, st):", f"    found = set({b.const(tuple(always))})"]
+    for field, ftype, table in tables:
+        t = b.const(dict(table))
+        p = b.const(field)
+        lines.append(f"    v = {b.read(field)}")
+        if ABSENT in table:
+            lines.append("    if v is None:")
+            lines.append(f"        found.update({b.const(table[ABSENT])})")
+        if ftype == "object":
+            if PRESENT in table:
+                lines.append("    if v is not None:")
+                lines.append(f"        found.update({b.const(table[PRESENT])})")
+            continue
+        lines.append("    if v is not None:")
+        if PRESENT in table:
+            check = (f"v.__class__ is not list" if ftype.startswith("list:") else
+                     f"v.__class__ is not {_PY_TYPES.get(_base(ftype), 'str')}")
+            if _base(ftype) == "time":
+                lines.append(f"        TIME(v, {p})")
+            elif ftype.startswith("list:"):
+                lines.append(f"        LIST(v, {p})")
+            else:
+                lines.append(f"        if {check}: BAD({p}, 'of type {ftype}')")
+            lines.append(f"        found.update({b.const(table[PRESENT])})")
+        if ftype.startswith("list:"):
+            lines.append("        if v.__class__ is not list: BAD(" + p + ", 'a list')")
+            lines.append("        for k in v:")
+            lines.append("            if k.__class__ is not str: BAD(" + p + ", 'strings')")
+            lines.append(f"            h = {t}.get(k)")
+            lines.append("            if h: found.update(h)")
+            if ftype == "list:region":
+                lines.append("            if '-' in k:")
+                lines.append(f"                h = {t}.get(k.partition('-')[0])")
+                lines.append("                if h: found.update(h)")
+            continue
+        py = _PY_TYPES.get(_base(ftype), "str")
+        expected = b.const({"str": "a string", "int": "an integer", "bool": "a boolean"}[py])
+        lines.append(f"        if v.__class__ is not {py}: BAD({p}, {expected})")
+        lines.append(f"        h = {t}.get(v)")
+        lines.append("        if h: found.update(h)")
+        if ftype == "region":
+            lines.append("        if '-' in v:")
+            lines.append(f"            h = {t}.get(v.partition('-')[0])")
+            lines.append("            if h: found.update(h)")
+    lines.append("    return sorted(found)")
+    source = "\n".join(lines) + "\n"
+    namespace = dict(b.constants)
+    # SECURITY: see Rule 1; table keys and field names are bound constants.
+    exec(compile(source, "<policy:candidates>", "exec"), namespace)
+    fn: Callable[[Mapping[str, Any], EvalState], list[int]] = namespace["candidates"]
+    return fn

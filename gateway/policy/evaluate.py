@@ -1,0 +1,578 @@
+"""Evaluate a compiled policy set on one request context (pure, no I/O).
+
+The decision table (docs/policy-language.md has the long form):
+
+| situation                                                  | effect | status          |
+|------------------------------------------------------------|--------|-----------------|
+| an enforced deny rule matches in stage S (first such S)     | deny   | the rule's      |
+| an enforced rule of stage S raises an error (fail closed)   | deny   | the rule's      |
+| the context itself is unreadable (`now`, an indexed field)  | deny   | default status  |
+| residency: allowed regions intersect to nothing, or no      | deny   | 451             |
+|   candidate backend lies in them                            |        |                 |
+| no deny; at least one enforced allow rule matched           | allow  | 200             |
+| no deny; no allow matched; settings default is `deny`       | deny   | default (403)   |
+| no deny; no allow matched; settings default is `allow`      | allow  | 200             |
+
+Stages run in order (sanctions, licence, lawful_basis, residency, minimisation, output); the
+first stage with a deny decides and later stages are not evaluated. The `audit` stage runs
+on every decision. Dry-run rules are evaluated and reported, never enforced (a dry-run rule
+that errors is reported as matched). A rule outside its effective window, or waived by a
+current exception, does not match.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from gateway.policy.compile import CompiledProblem, CompiledRule, CompileResult, lower_problem
+from gateway.policy.decision import (
+    EMPTY_OBLIGATIONS,
+    AuditObligation,
+    Decision,
+    DecisionError,
+    ImageMark,
+    LegalBasis,
+    MaskAction,
+    Obligations,
+    Problem,
+    Remedy,
+    Routing,
+    SinkSuppression,
+    Waiver,
+)
+from gateway.policy.predicates import EvalError, EvalState, parse_interval
+from gateway.policy.schema import STAGES
+from gateway.policy.vocabulary import Vocabulary, region_in
+
+__all__ = ["PolicySet"]
+
+_RESIDENCY = STAGES.index("residency")
+_AUDIT = STAGES.index("audit")
+_MASK_RANK = {"redact": 3, "hash": 2, "keep_last": 1}
+
+# Outcomes recorded for explanations.
+MATCHED = "matched"
+NOT_MATCHED = "not_matched"
+ERROR = "error"
+INACTIVE = "inactive"
+WAIVED = "waived"
+
+
+class PolicySet:
+    """An immutable, compiled set of policy packs.
+
+    Build it with `gateway.policy.load_policy_set`; share it freely between requests and
+    threads (evaluation never mutates it, apart from bounded memo caches of pure results).
+    """
+
+    __slots__ = (
+        "revision", "vocabulary", "files", "_rules", "_index", "_always", "_default_effect",
+        "_default_status", "_default_problem", "_cache", "_positions", "_candidates",
+    )
+
+    def __init__(self, compiled: CompileResult, revision: str, files: Sequence[str]) -> None:
+        assert compiled.vocabulary is not None
+        self.revision: str = revision
+        self.vocabulary: Vocabulary = compiled.vocabulary
+        self.files: tuple[str, ...] = tuple(files)
+        self._rules: tuple[CompiledRule, ...] = compiled.rules
+        self._index = compiled.index
+        self._always: frozenset[int] = frozenset(compiled.always)
+        self._positions: dict[str, int] = {r.id: r.pos for r in self._rules}
+        assert compiled.candidates is not None
+        self._candidates = compiled.candidates
+        settings = compiled.settings
+        self._default_effect = settings.default_effect if settings else "deny"
+        self._default_status = settings.default_status if settings else 403
+        spec = settings.default_problem if settings else None
+        self._default_problem: CompiledProblem = lower_problem(
+            self.vocabulary, spec, self._default_status,
+            "no rule allows this request", "requests no rule of the policy set allows", None,
+        )
+        self._cache: dict[Any, Any] = {}
+
+    # ------------------------------------------------------------------ introspection
+
+    @property
+    def rules(self) -> tuple[CompiledRule, ...]:
+        """Compiled rules in evaluation order."""
+        return self._rules
+
+    @property
+    def rule_ids(self) -> tuple[str, ...]:
+        """Rule ids in evaluation order."""
+        return tuple(r.id for r in self._rules)
+
+    @property
+    def default_effect(self) -> str:
+        """What happens when no rule allows a request (`deny` unless settings say `allow`)."""
+        return self._default_effect
+
+    def candidates(self, context: Mapping[str, Any], state: EvalState) -> list[int]:
+        """Positions of the rules the index cannot rule out, in evaluation order.
+
+        This is the reference form of the generated lookup the evaluator uses.
+        """
+        found = set(self._always)
+        for _name, keys_of, table in self._index:
+            for key in keys_of(context, state):
+                hit = table.get(key)
+                if hit:
+                    found.update(hit)
+        return sorted(found)
+
+    # ------------------------------------------------------------------ evaluation
+
+    def evaluate(self, context: Mapping[str, Any], *, explain: bool = False) -> Decision:
+        """Decide one request context. Pure and fast; never raises (fails closed)."""
+        try:
+            return self._decide(context, explain)
+        except Exception as exc:  # SECURITY: an engine bug must never turn into an allow
+            return self._failure("policy_internal_error", f"{type(exc).__name__}: {exc}",
+                                 None, None)
+
+    def _failure(self, code: str, message: str, stage: str | None, rule: str | None,
+                 status: int | None = None, explanation: Any = None) -> Decision:
+        return Decision(
+            effect="deny", status=status or self._default_status, stage=stage, rules=(),
+            dry_run=(), legal_basis=(),
+            problem=Problem(
+                type="licence" if (status or self._default_status) == 403 else "legal",
+                title="Policy evaluation error",
+                detail=f"the request could not be evaluated ({code}); it is refused",
+            ),
+            obligations=EMPTY_OBLIGATIONS, errors=(DecisionError(code, message, rule),),
+            policy_revision=self.revision, explanation=explanation,
+        )
+
+    def _decide(self, ctx: Mapping[str, Any], explain: bool) -> Decision:
+        if not isinstance(ctx, Mapping):
+            return self._failure("context_invalid", "the context must be an object", None, None)
+        raw_now = ctx.get("now")
+        now = parse_interval(raw_now) if type(raw_now) is str and len(raw_now) > 10 else None
+        if now is None:
+            return self._failure("context_invalid_now",
+                                 "`now` must be an RFC 3339 date-time string", None, None)
+        st = EvalState(now, self.vocabulary)
+        try:
+            st.load_sections(ctx)
+            cands = self._candidates(ctx, st)
+        except EvalError as exc:
+            return self._failure(exc.code, exc.message, None, None)
+        rules = self._rules
+        at = now[0]
+        outcomes: dict[int, str] | None = {} if explain else None
+        denies: list[CompiledRule] = []
+        matched: list[CompiledRule] = []
+        dry: list[str] = []
+        errors: list[DecisionError] = []
+        waivers: list[Waiver] = []
+        n = len(cands)
+        i = 0
+        last_stage = -1
+        routing: Routing | None = None
+        route_denial = False
+        for stage in range(_AUDIT):
+            last_stage = stage
+            while i < n:
+                rule = rules[cands[i]]
+                if rule.stage_index != stage:
+                    break
+                i += 1
+                self._run(rule, ctx, st, at, denies, matched, dry, errors, waivers, outcomes)
+            if denies:
+                break
+            if stage == _RESIDENCY:
+                try:
+                    routing, route_denial = self._route(ctx, matched)
+                except EvalError as exc:
+                    return self._failure(exc.code, exc.message, STAGES[stage], None)
+                if route_denial:
+                    break
+        audit_hits: list[CompiledRule] = []
+        audit_denies: list[CompiledRule] = []
+        for pos in reversed(cands):
+            rule = rules[pos]
+            if rule.stage_index != _AUDIT:
+                break
+            self._run(rule, ctx, st, at, audit_denies, audit_hits, dry, errors, waivers,
+                      outcomes)
+        audit_hits.reverse()
+        dry.sort(key=self._positions.__getitem__)
+        audit, audit_errors = self._audit(audit_hits, audit_denies)
+        errors.extend(audit_errors)
+        explanation = None
+        if denies or route_denial or errors:
+            decision = self._deny(ctx, st, denies, matched, audit_hits, dry, errors, waivers,
+                                  audit, route_denial, last_stage)
+        else:
+            decision = self._allow(ctx, st, matched, audit_hits, dry, waivers, audit, routing)
+        if explain:
+            from gateway.policy.explain import build_explanation
+
+            explanation = build_explanation(self, decision, ctx, st, outcomes or {}, last_stage)
+            decision = _with_explanation(decision, explanation)
+        return decision
+
+    def _run(
+        self, rule: CompiledRule, ctx: Mapping[str, Any], st: EvalState, at: Any,
+        denies: list[CompiledRule], matched: list[CompiledRule], dry: list[str],
+        errors: list[DecisionError], waivers: list[Waiver], outcomes: dict[int, str] | None,
+    ) -> None:
+        if (rule.start is not None and at < rule.start) or (rule.end is not None
+                                                             and at >= rule.end):
+            if outcomes is not None:
+                outcomes[rule.pos] = INACTIVE
+            return
+        try:
+            hit = rule.rest is None or rule.rest(ctx, st)
+            if hit and rule.exceptions:
+                for exc in rule.exceptions:
+                    if at < exc.until and (exc.test is None or exc.test(ctx, st)):
+                        waivers.append(Waiver(rule.id, exc.ticket, exc.until_text))
+                        hit = False
+                        if outcomes is not None:
+                            outcomes[rule.pos] = WAIVED
+                        return
+        except EvalError as exc:
+            self._errored(rule, exc.code, exc.message, denies, dry, errors, outcomes)
+            return
+        except Exception as exc:  # SECURITY: fail closed on unexpected errors too
+            self._errored(rule, "policy_eval_error", f"{type(exc).__name__}: {exc}", denies,
+                          dry, errors, outcomes)
+            return
+        if outcomes is not None:
+            outcomes[rule.pos] = MATCHED if hit else NOT_MATCHED
+        if not hit:
+            return
+        if rule.spec.mode != "enforce":
+            dry.append(rule.id)
+        elif rule.spec.effect == "deny":
+            denies.append(rule)
+        else:
+            matched.append(rule)
+
+    @staticmethod
+    def _errored(rule: CompiledRule, code: str, message: str, denies: list[CompiledRule],
+                 dry: list[str], errors: list[DecisionError],
+                 outcomes: dict[int, str] | None) -> None:
+        if outcomes is not None:
+            outcomes[rule.pos] = ERROR
+        if rule.spec.mode != "enforce":
+            dry.append(rule.id)  # a shadow rule that errors would have denied
+            return
+        errors.append(DecisionError(code, message, rule.id))
+        denies.append(rule)
+
+    # ------------------------------------------------------------------ routing
+
+    def _route(self, ctx: Mapping[str, Any],
+               matched: Sequence[CompiledRule]) -> tuple[Routing | None, bool]:
+        routes = [r.obligations.route for r in matched if r.obligations.route is not None]
+        if not routes:
+            return None, False
+        regions = routes[0][0]
+        for other, _mechs in routes[1:]:
+            regions = self._intersect(regions, other)
+        mechanisms = frozenset().union(*(m for _r, m in routes))
+        candidates = _backends(ctx.get("backends"))
+        eligible = tuple(
+            backend_id for backend_id, region, mechs in candidates
+            if all((region is not None and region_in(region, allowed)) or not mechs.isdisjoint(m)
+                   for allowed, m in routes)
+        )
+        shown = tuple(self._compress(regions))
+        routing = Routing(shown, eligible, tuple(sorted(mechanisms)))
+        denied = (not regions and not all(m for _r, m in routes)) or (bool(candidates)
+                                                                       and not eligible)
+        return routing, denied
+
+    def _intersect(self, a: frozenset[str], b: frozenset[str]) -> frozenset[str]:
+        key = ("intersect", a, b)
+        hit = self._cache.get(key)
+        if hit is None:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            hit = self._cache[key] = self.vocabulary.intersect(a, b)
+        return hit  # type: ignore[no-any-return]
+
+    def _compress(self, regions: frozenset[str]) -> list[str]:
+        key = ("compress", regions)
+        hit = self._cache.get(key)
+        if hit is None:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            hit = self._cache[key] = self.vocabulary.compress(regions)
+        return hit  # type: ignore[no-any-return]
+
+    # ------------------------------------------------------------------ outcomes
+
+    def _audit(self, hits: Sequence[CompiledRule], denies: Sequence[CompiledRule]
+               ) -> tuple[AuditObligation, list[DecisionError]]:
+        retention: int | None = None
+        storage: frozenset[str] | None = None
+        for rule in hits:
+            ob = rule.obligations
+            if ob.retention_days is not None:
+                retention = max(retention or 0, ob.retention_days)
+            if ob.storage_region is not None:
+                storage = ob.storage_region if storage is None else self._intersect(
+                    storage, ob.storage_region)
+        region = None
+        errors: list[DecisionError] = []
+        if storage is not None:
+            names = self._compress(storage)
+            if len(names) == 1:
+                region = names[0]
+            else:
+                errors.append(DecisionError(
+                    "audit_storage_conflict",
+                    "audit rules require incompatible storage regions", hits[-1].id))
+        return AuditObligation(retention, region), errors
+
+    def _bases(self, ctx: Mapping[str, Any], st: EvalState,
+               rules: Sequence[CompiledRule], errors: list[DecisionError]) -> list[LegalBasis]:
+        seen: dict[tuple[str, str], LegalBasis] = {}
+        for rule in rules:
+            for basis in rule.basis:
+                try:
+                    rendered = basis.render(ctx, st)
+                except EvalError as exc:
+                    errors.append(DecisionError(exc.code, exc.message, rule.id))
+                    continue
+                seen.setdefault((rendered.regime, rendered.ref), rendered)
+        return list(seen.values())
+
+    def _deny(
+        self, ctx: Mapping[str, Any], st: EvalState, denies: Sequence[CompiledRule],
+        matched: Sequence[CompiledRule], audit_hits: Sequence[CompiledRule], dry: list[str],
+        errors: list[DecisionError], waivers: list[Waiver], audit: AuditObligation,
+        route_denial: bool, last_stage: int,
+    ) -> Decision:
+        if denies:
+            deciding = list(denies)
+            stage = STAGES[deciding[0].stage_index]
+        elif route_denial:
+            deciding = [r for r in matched if r.obligations.route is not None]
+            stage = STAGES[_RESIDENCY]
+        else:  # only audit-stage errors
+            deciding = []
+            stage = STAGES[_AUDIT]
+        real = [r for r in deciding if r.spec.effect == "deny"
+                and not any(e.rule == r.id for e in errors)]
+        status = real[0].status if real else (deciding[0].status if deciding
+                                              else self._default_status)
+        if route_denial and not denies:
+            status = 451
+        earlier = [r for r in matched if r.stage_index < STAGES.index(stage)]
+        rule_ids = tuple(dict.fromkeys(r.id for r in (*earlier, *deciding, *audit_hits)))
+        render_errors: list[DecisionError] = []
+        bases = self._bases(ctx, st, deciding, render_errors)
+        if errors or render_errors:
+            all_errors = (*errors, *render_errors)
+            problem = Problem(
+                type="licence" if status == 403 else "legal",
+                title="Policy evaluation error",
+                detail=f"the request could not be evaluated ({all_errors[0].code}); "
+                       "it is refused",
+            )
+        elif route_denial:
+            problem = self._route_problem(ctx, deciding)
+            all_errors = ()
+        else:
+            first = real[0]
+            assert first.problem is not None
+            problem = _render_problem(first.problem, ctx, st)
+            all_errors = ()
+        obligations = Obligations(audit=audit) if audit != AuditObligation() \
+            else EMPTY_OBLIGATIONS
+        return Decision(
+            effect="deny", status=status, stage=stage, rules=rule_ids, dry_run=tuple(dry),
+            legal_basis=tuple(bases), problem=problem, obligations=obligations,
+            errors=tuple(all_errors), policy_revision=self.revision, waivers=tuple(waivers),
+        )
+
+    def _route_problem(self, ctx: Mapping[str, Any], rules: Sequence[CompiledRule]) -> Problem:
+        regions = rules[0].obligations.route[0] if rules[0].obligations.route else frozenset()
+        for rule in rules[1:]:
+            if rule.obligations.route is not None:
+                regions = self._intersect(regions, rule.obligations.route[0])
+        allowed = ", ".join(self._compress(regions)) or "none"
+        request = ctx.get("request")
+        model = request.get("model") if isinstance(request, Mapping) else None
+        regime = rules[0].basis[0].regime if rules and rules[0].basis else None
+        info = self.vocabulary.regimes.get(regime) if regime else None
+        return Problem(
+            type="legal", title="Unavailable For Legal Reasons",
+            detail=f"no backend serving model `{model}` lies in the regions this personal "
+                   f"data may be processed in ({allowed}), and none has a transfer mechanism "
+                   "that would allow it",
+            remedy=None,
+            demanding_party=info.demanding_party if info else None,
+            applies_to="personal data that must stay in the listed regions",
+            jurisdiction=info.jurisdiction if info else None,
+        )
+
+    def _allow(
+        self, ctx: Mapping[str, Any], st: EvalState, matched: Sequence[CompiledRule],
+        audit_hits: Sequence[CompiledRule], dry: list[str], waivers: list[Waiver],
+        audit: AuditObligation, routing: Routing | None,
+    ) -> Decision:
+        allowed = any(r.spec.effect == "allow" for r in matched)
+        if not allowed and self._default_effect == "deny":
+            errors: list[DecisionError] = []
+            problem = _render_problem(self._default_problem, ctx, st)
+            obligations = Obligations(audit=audit) if audit != AuditObligation() \
+                else EMPTY_OBLIGATIONS
+            return Decision(
+                effect="deny", status=self._default_status, stage="default",
+                rules=tuple(r.id for r in (*matched, *audit_hits)), dry_run=tuple(dry),
+                legal_basis=tuple(self._bases(ctx, st, matched, errors)), problem=problem,
+                obligations=obligations, errors=tuple(errors), policy_revision=self.revision,
+                waivers=tuple(waivers),
+            )
+        errors = []
+        try:
+            obligations = self._merge(ctx, st, matched, audit, routing)
+        except EvalError as exc:
+            return self._failure(exc.code, exc.message, None, getattr(exc, "rule", None))
+        bases = self._bases(ctx, st, (*matched, *audit_hits), errors)
+        if errors:
+            return self._failure(errors[0].code, errors[0].message, None, errors[0].rule)
+        return Decision(
+            effect="allow", status=200, stage=None,
+            rules=tuple(r.id for r in (*matched, *audit_hits)), dry_run=tuple(dry),
+            legal_basis=tuple(bases), problem=None, obligations=obligations, errors=(),
+            policy_revision=self.revision, waivers=tuple(waivers),
+        )
+
+    def _merge(self, ctx: Mapping[str, Any], st: EvalState, matched: Sequence[CompiledRule],
+               audit: AuditObligation, routing: Routing | None) -> Obligations:
+        mask: dict[str, MaskAction] = {}
+        mask_paths: dict[str, MaskAction] = {}
+        headers: dict[tuple[str, str], None] = {}
+        marks: dict[ImageMark, None] = {}
+        sink_categories: set[str] = set()
+        sale_or_share = False
+        found: frozenset[str] | None = None
+        any_sinks = False
+        for rule in matched:
+            ob = rule.obligations
+            if ob.empty:
+                continue
+            try:
+                if ob.mask:
+                    if found is None:
+                        found = _found_categories(ctx)
+                    for categories, paths, action in ob.mask:
+                        for cat in categories:
+                            if cat in found:
+                                mask[cat] = _stronger(mask.get(cat), action)
+                        for path in paths:
+                            mask_paths[path] = _stronger(mask_paths.get(path), action)
+                for name, template in ob.headers:
+                    headers[(name, template.render(ctx, st))] = None
+                for scheme, value, fields in ob.image_marks:
+                    rendered = tuple((k, t.render(ctx, st)) for k, t in fields)
+                    marks[ImageMark(scheme, value, rendered)] = None
+            except EvalError as exc:
+                exc.rule = rule.id  # type: ignore[attr-defined]
+                raise
+            if ob.sinks is not None:
+                any_sinks = True
+                sink_categories |= ob.sinks[0]
+                sale_or_share = sale_or_share or ob.sinks[1]
+        suppression = None
+        if any_sinks:
+            suppression = SinkSuppression(
+                tuple(sorted(sink_categories)), sale_or_share,
+                _suppressed_sinks(ctx.get("sinks"), sink_categories, sale_or_share),
+            )
+        if not (mask or mask_paths or headers or marks or suppression or routing) and \
+                audit == AuditObligation():
+            return EMPTY_OBLIGATIONS
+        return Obligations(
+            mask=dict(sorted(mask.items())), mask_paths=dict(sorted(mask_paths.items())),
+            routing=routing, headers=tuple(headers), image_marks=tuple(marks),
+            suppress_sinks=suppression, audit=audit,
+        )
+
+
+def _with_explanation(decision: Decision, explanation: Any) -> Decision:
+    return Decision(
+        effect=decision.effect, status=decision.status, stage=decision.stage,
+        rules=decision.rules, dry_run=decision.dry_run, legal_basis=decision.legal_basis,
+        problem=decision.problem, obligations=decision.obligations, errors=decision.errors,
+        policy_revision=decision.policy_revision, waivers=decision.waivers,
+        explanation=explanation,
+    )
+
+
+def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState) -> Problem:
+    remedy = None
+    if spec.remedy_text is not None:
+        remedy = Remedy(spec.remedy_text.render(ctx, st, null="unknown"), spec.remedy_header,
+                        spec.remedy_value)
+    return Problem(
+        type=spec.type, title=spec.title, detail=spec.detail.render(ctx, st, null="unknown"),
+        remedy=remedy, demanding_party=spec.demanding_party, applies_to=spec.applies_to,
+        jurisdiction=spec.jurisdiction,
+    )
+
+
+def _stronger(current: MaskAction | None, new: MaskAction) -> MaskAction:
+    if current is None:
+        return new
+    a, b = _MASK_RANK[current.method], _MASK_RANK[new.method]
+    if a != b:
+        return current if a > b else new
+    if current.keep is not None and new.keep is not None and new.keep < current.keep:
+        return new
+    return current
+
+
+def _found_categories(ctx: Mapping[str, Any]) -> frozenset[str]:
+    request = ctx.get("request")
+    found = request.get("personal_data") if isinstance(request, Mapping) else None
+    if found is None:
+        return frozenset()
+    if type(found) is not list or not all(type(c) is str for c in found):
+        raise EvalError("context_type_error", "`request.personal_data` must be a list of "
+                        "strings")
+    return frozenset(found)
+
+
+def _backends(raw: object) -> list[tuple[str, str | None, frozenset[str]]]:
+    if raw is None:
+        return []
+    if type(raw) is not list:
+        raise EvalError("context_type_error", "`backends` must be a list")
+    out = []
+    for item in raw:
+        if not isinstance(item, Mapping) or type(item.get("id")) is not str:
+            raise EvalError("context_type_error", "each backend needs a string `id`")
+        region = item.get("region")
+        mechs = item.get("transfer_mechanisms") or []
+        if (region is not None and type(region) is not str) or type(mechs) is not list \
+                or not all(type(m) is str for m in mechs):
+            raise EvalError("context_type_error",
+                            f"backend `{item['id']}` has a malformed region or mechanisms")
+        out.append((item["id"], region, frozenset(mechs)))
+    return out
+
+
+def _suppressed_sinks(raw: object, categories: set[str], sale_or_share: bool
+                      ) -> tuple[str, ...]:
+    if raw is None:
+        return ()
+    if type(raw) is not list:
+        raise EvalError("context_type_error", "`sinks` must be a list")
+    out = []
+    for item in raw:
+        if not isinstance(item, Mapping) or type(item.get("id")) is not str:
+            raise EvalError("context_type_error", "each sink needs a string `id`")
+        if item.get("category") in categories or (sale_or_share
+                                                  and item.get("is_sale_or_share") is True):
+            out.append(item["id"])
+    return tuple(out)

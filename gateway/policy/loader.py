@@ -1,0 +1,138 @@
+"""Find policy files, load them strictly, compile them, and hash their canonical sources.
+
+Rule 1: loading never raises for bad input and never leaves a half-built set: it returns
+either a complete `PolicySet` or diagnostics (the caller keeps its previous set).
+Rule 2: the revision is `sha256:` + hex of the RFC 8785 canonical JSON of every file's
+decoded data, keyed by its path relative to the directory it was found in; comments,
+key order and formatting do not change it, any change of meaning does.
+Rule 3: directories are searched recursively for `*.yaml`/`*.yml`, in sorted order;
+`*.cases.yaml` files are test cases and are not part of the policy set.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import rfc8785
+
+from gateway.errors import Diagnostic, Location, has_errors, sort_diagnostics
+from gateway.policy.compile import compile_documents
+from gateway.policy.evaluate import PolicySet
+from gateway.policy.parse import ParsedFile, parse_document
+from gateway.source import LoadedDocument, load_yaml
+
+__all__ = ["LoadResult", "PolicyFile", "discover_files", "is_case_file", "load_policy_set",
+           "revision_of"]
+
+_SUFFIXES = (".yaml", ".yml")
+_CASE_SUFFIXES = (".cases.yaml", ".cases.yml")
+
+
+@dataclass(frozen=True, slots=True)
+class LoadResult:
+    """The outcome of `load_policy_set`: a policy set, or the diagnostics that prevented it."""
+
+    policy_set: PolicySet | None
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def ok(self) -> bool:
+        """True when a policy set was built."""
+        return self.policy_set is not None
+
+
+@dataclass(frozen=True, slots=True)
+class PolicyFile:
+    """A policy file found on disk: its path, display name, and name for the revision."""
+
+    path: Path
+    display: str
+    canonical_name: str
+
+
+def is_case_file(path: Path) -> bool:
+    """True for `*.cases.yaml` / `*.cases.yml`."""
+    return path.name.endswith(_CASE_SUFFIXES)
+
+
+def discover_files(paths: Iterable[Path | str], *, cases: bool = False
+                   ) -> tuple[list[PolicyFile], list[Diagnostic]]:
+    """List policy files (or, with `cases=True`, case files) under the given paths."""
+    found: list[PolicyFile] = []
+    problems: list[Diagnostic] = []
+    for raw in paths:
+        root = Path(raw)
+        if root.is_dir():
+            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+                if not path.name.endswith(_SUFFIXES) or is_case_file(path) != cases:
+                    continue
+                rel = path.relative_to(root).as_posix()
+                found.append(PolicyFile(path, str(path), rel))
+        elif root.is_file():
+            if cases or not is_case_file(root):
+                found.append(PolicyFile(root, str(root), root.name))
+        else:
+            problems.append(Diagnostic("io_error", "no such file or directory",
+                                       Location(str(root))))
+    return found, problems
+
+
+def _canonical(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _canonical(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_canonical(v) for v in value]
+    if isinstance(value, dt.datetime):
+        return value.isoformat().replace("+00:00", "Z")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value
+
+
+def revision_of(documents: Sequence[tuple[str, Any]]) -> str:
+    """Revision hash of (canonical name, decoded data) pairs."""
+    body = {name: _canonical(data) for name, data in sorted(documents, key=lambda d: d[0])}
+    return "sha256:" + hashlib.sha256(rfc8785.dumps(body)).hexdigest()
+
+
+def load_policy_set(paths: Sequence[Path | str]) -> LoadResult:
+    """Load, check and compile policy files and directories into a `PolicySet`.
+
+    Every problem in every file is reported at once (sorted; warnings included). On any
+    error the result holds no policy set.
+    """
+    files, diagnostics = discover_files(paths)
+    if not files and not diagnostics:
+        diagnostics.append(Diagnostic("io_error", "no policy files found",
+                                      Location(", ".join(str(p) for p in paths) or ".")))
+    loaded: list[tuple[LoadedDocument, ParsedFile]] = []
+    canonical: list[tuple[str, Any]] = []
+    for file in files:
+        doc = load_yaml(file.path, file.display)
+        diagnostics.extend(doc.diagnostics)
+        if not doc.ok:
+            continue
+        parsed = parse_document(doc)
+        diagnostics.extend(parsed.diagnostics)
+        if parsed.kind == "cases":
+            diagnostics.append(Diagnostic(
+                "policy_schema_error", "a cases document in a policy file",
+                Location(file.display, 1, 1), None,
+                "name case files `*.cases.yaml` so they are read as tests",
+            ))
+            continue
+        loaded.append((doc, parsed))
+        canonical.append((file.canonical_name, doc.data))
+    if has_errors(diagnostics):
+        return LoadResult(None, tuple(sort_diagnostics(diagnostics)))
+    compiled = compile_documents(loaded)
+    diagnostics.extend(compiled.diagnostics)
+    if has_errors(diagnostics) or compiled.vocabulary is None:
+        return LoadResult(None, tuple(sort_diagnostics(diagnostics)))
+    policy_set = PolicySet(compiled, revision_of(canonical), [f.display for f in files])
+    return LoadResult(policy_set, tuple(sort_diagnostics(diagnostics)))

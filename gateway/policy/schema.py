@@ -1,0 +1,482 @@
+"""The policy language: its syntax tree, the request-context fields rules may test, and the
+operator table.
+
+Rule 1: every node of the tree carries the `Location` it was written at, so every later
+stage (reference checks, explanations, golden diagnostics) can point at the source.
+Rule 2: the tables here (`STAGES`, `CONTEXT_FIELDS`, `OPERATORS`) are the single source of
+truth for the parser, the compiler, the editor JSON Schema and `docs/policy-language.md`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass
+from typing import Literal
+
+from gateway.errors import Location
+
+__all__ = [
+    "AllOf",
+    "AnyOf",
+    "AuditSpec",
+    "BasisSpec",
+    "Condition",
+    "ContextField",
+    "CONTEXT_FIELDS",
+    "DERIVED_PREFIXES",
+    "EFFECTS",
+    "ExceptionSpec",
+    "FieldRef",
+    "FieldType",
+    "HeaderSpec",
+    "ImageMarkSpec",
+    "IMAGE_MARK_SCHEMES",
+    "MASK_METHODS",
+    "MaskSpec",
+    "METHODS",
+    "MODES",
+    "Not",
+    "ObligationsSpec",
+    "OPERATORS",
+    "OperatorSpec",
+    "PackDoc",
+    "ProblemSpec",
+    "PROBLEM_TYPES",
+    "RemedySpec",
+    "RouteSpec",
+    "RuleSpec",
+    "SettingsDoc",
+    "SinkSpec",
+    "STAGE_OBLIGATIONS",
+    "STAGES",
+    "Test",
+    "TIME_FIELDS_DOC",
+]
+
+#: Stages in evaluation order; the first stage with a matching deny decides. `audit` runs
+#: on every decision (it only sets record-keeping obligations).
+STAGES: tuple[str, ...] = (
+    "sanctions",
+    "licence",
+    "lawful_basis",
+    "residency",
+    "minimisation",
+    "output",
+    "audit",
+)
+
+#: Which obligation kinds a rule in each stage may set (keeps each concern in one place).
+STAGE_OBLIGATIONS: dict[str, frozenset[str]] = {
+    "sanctions": frozenset(),
+    "licence": frozenset({"headers"}),
+    "lawful_basis": frozenset(),
+    "residency": frozenset({"route"}),
+    "minimisation": frozenset({"mask"}),
+    "output": frozenset({"headers", "image_marks", "suppress_sinks"}),
+    "audit": frozenset({"audit"}),
+}
+
+EFFECTS: tuple[str, ...] = ("allow", "deny", "obligate")
+MODES: tuple[str, ...] = ("enforce", "dry-run")
+PROBLEM_TYPES: tuple[str, ...] = ("legal", "licence")
+MASK_METHODS: tuple[str, ...] = ("redact", "hash", "keep_last")
+IMAGE_MARK_SCHEMES: tuple[str, ...] = (
+    "iptc_digital_source_type",
+    "cn_aigc_implicit_label",
+    "cn_aigc_explicit_label",
+)
+METHODS: tuple[str, ...] = ("predict", "classify", "regress", "status", "metadata")
+
+#: Value types of context fields. `list:<t>` is a list of `<t>`; domains name vocabulary
+#: sections that literals are checked against.
+FieldType = Literal[
+    "string", "integer", "boolean", "time", "region", "object",
+    "purpose", "lawful_basis", "deployment_context", "method", "model_kind", "model_output",
+    "licence_kind", "commercial_use",
+    "list:region", "list:string", "list:purpose", "list:consent", "list:personal_data",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class ContextField:
+    """One field of the request context that a rule may test."""
+
+    type: FieldType
+    doc: str
+    derived: bool = False
+
+
+#: Field paths of the request context (docs/architecture.md is the contract); rules name
+#: them with dots. `caller.flags.<flag>` and `purpose.<attribute>` come from the vocabulary.
+CONTEXT_FIELDS: dict[str, ContextField] = {
+    "now": ContextField("time", "RFC 3339 UTC time of the request (the injected clock)"),
+    "caller": ContextField("object", "who is calling"),
+    "caller.tenant": ContextField("string", "tenant id, null for an unknown keyless caller"),
+    "caller.established_in": ContextField("region", "ISO code of the tenant's establishment"),
+    "caller.region": ContextField("region", "trusted region of the client IP, null if unknown"),
+    "caller.client_ip": ContextField("string", "client IP after trusted-proxy resolution"),
+    "caller.region_claims": ContextField(
+        "list:region", "untrusted region claims (may tighten a decision, never loosen it)"
+    ),
+    "caller.registered_purposes": ContextField(
+        "list:purpose", "purposes in the tenant's record of processing"
+    ),
+    "caller.default_backend": ContextField("string", "tenant's preferred backend id"),
+    "subject": ContextField("object", "the data subjects the payload is about"),
+    "subject.region": ContextField("region", "declared data-subject region, null if undeclared"),
+    "subject.citizenship": ContextField("region", "declared data-subject citizenship"),
+    "subject.age": ContextField("integer", "declared data-subject age in whole years"),
+    "subject.presumed_region": ContextField(
+        "region", "subject.region when declared, else caller.region", derived=True
+    ),
+    "request": ContextField("object", "what is asked"),
+    "request.model": ContextField("string", "model name from the URL"),
+    "request.version": ContextField("integer", "model version from the URL, or null"),
+    "request.label": ContextField("string", "model version label from the URL, or null"),
+    "request.method": ContextField("method", "predict | classify | regress | status | metadata"),
+    "request.purpose": ContextField("purpose", "declared purpose (X-Purpose), or null"),
+    "request.lawful_basis": ContextField("lawful_basis", "declared lawful basis, or null"),
+    "request.consents": ContextField("list:consent", "consent tokens (X-Consent)"),
+    "request.deployment_context": ContextField(
+        "deployment_context", "declared deployment context, or null"
+    ),
+    "request.gpc": ContextField("boolean", "Global Privacy Control opt-out (Sec-GPC: 1)"),
+    "request.exposed_persons_informed": ContextField(
+        "boolean", "deployer attests exposed persons were informed (EU AI Act Art. 50(3))"
+    ),
+    "request.explicit_label_omitted": ContextField(
+        "boolean", "user asked for output without a visible AI label (X-AIGC-Explicit-Label)"
+    ),
+    "request.end_user": ContextField("string", "opaque end-user reference"),
+    "request.personal_data": ContextField(
+        "list:personal_data", "personal-data categories the detectors found"
+    ),
+    "request.has_personal_data": ContextField(
+        "boolean",
+        "true when personal data was found or the purpose processes personal data by nature",
+        derived=True,
+    ),
+    "purpose.known": ContextField(
+        "boolean", "true when request.purpose is declared and in the vocabulary", derived=True
+    ),
+    "licence": ContextField("object", "the tenant's licence record for this model, or null"),
+    "licence.id": ContextField("string", "licence record id"),
+    "licence.model": ContextField("string", "model the licence covers"),
+    "licence.licensee": ContextField("string", "tenant the licence is granted to"),
+    "licence.kind": ContextField("licence_kind", "contract | public"),
+    "licence.spdx": ContextField("string", "SPDX id of a public licence"),
+    "licence.commercial_use": ContextField("commercial_use", "allowed | prohibited"),
+    "licence.territory": ContextField("list:region", "where the licensee may be established"),
+    "licence.licensee_domicile_excluded": ContextField(
+        "list:region", "establishments the grant excludes"
+    ),
+    "licence.end_users_exempt": ContextField(
+        "boolean", "the exclusion does not reach end users of the licensee's product"
+    ),
+    "licence.valid_from": ContextField("time", "first day of the term (UTC date, inclusive)"),
+    "licence.valid_until": ContextField("time", "last day of the term (UTC date, inclusive)"),
+    "licence.attribution": ContextField("object", "attribution the licence requires"),
+    "licence.attribution.required": ContextField("boolean", "attribution must be shown"),
+    "licence.attribution.text": ContextField("string", "attribution text"),
+    "licence.attribution.license_url": ContextField("string", "URL of the licence text"),
+    "model": ContextField("object", "the model registry record"),
+    "model.id": ContextField("string", "model id"),
+    "model.kind": ContextField("model_kind", "classifier | generative"),
+    "model.output": ContextField("model_output", "labels | image | text | ..."),
+    "model.placed_on_market": ContextField("time", "date the model was placed on the market"),
+    "model.substantially_alters_input": ContextField(
+        "boolean", "a generative model whose output substantially alters its input"
+    ),
+    "model.cn_public_service": ContextField(
+        "boolean", "offered as a generative service to the public in the PRC"
+    ),
+}
+
+#: Families of fields whose members come from the vocabulary.
+DERIVED_PREFIXES: dict[str, str] = {
+    "purpose.": "a purpose attribute from the vocabulary (null when the purpose is unknown)",
+    "caller.flags.": "a tenant flag declared in the vocabulary",
+}
+
+TIME_FIELDS_DOC = (
+    "times are RFC 3339 strings; a bare date is the whole UTC calendar day, so "
+    "`now: {le: 2026-11-27}` holds until 2026-11-27T23:59:59.999999Z"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorSpec:
+    """What an operator accepts: field types, operand shape, and its documentation."""
+
+    field_types: frozenset[str]
+    #: `scalar`: one value of the field's type; `list`: a list of such values; `element`:
+    #: one element of a list field; `elements`: a list of elements; `bool`; `pair`: [lo, hi].
+    operand: Literal["scalar", "list", "element", "elements", "bool", "pair"]
+    doc: str
+    negated: bool = False
+
+
+_SCALARS = frozenset(
+    {"string", "integer", "boolean", "time", "region", "purpose", "lawful_basis",
+     "deployment_context", "method", "model_kind", "model_output", "licence_kind",
+     "commercial_use"}
+)
+_ORDERED = frozenset({"integer", "time"})
+_LISTS = frozenset(
+    {"list:region", "list:string", "list:purpose", "list:consent", "list:personal_data"}
+)
+_ALL = _SCALARS | _LISTS | {"object"}
+
+OPERATORS: dict[str, OperatorSpec] = {
+    "eq": OperatorSpec(_SCALARS, "scalar", "equals (regions: the exact code)"),
+    "ne": OperatorSpec(_SCALARS, "scalar", "differs from (null differs from everything)",
+                       negated=True),
+    "in": OperatorSpec(
+        _SCALARS - {"boolean"}, "list",
+        "is one of; for regions, also when inside a listed country or group",
+    ),
+    "not_in": OperatorSpec(_SCALARS - {"boolean"}, "list",
+                           "is not one of (null is not in any list)", negated=True),
+    "lt": OperatorSpec(_ORDERED, "scalar", "less than / before"),
+    "le": OperatorSpec(_ORDERED, "scalar", "less than or equal / on or before"),
+    "gt": OperatorSpec(_ORDERED, "scalar", "greater than / after"),
+    "ge": OperatorSpec(_ORDERED, "scalar", "greater than or equal / on or after"),
+    "between": OperatorSpec(_ORDERED, "pair", "within [lo, hi], both inclusive"),
+    "exists": OperatorSpec(_ALL, "bool", "present and not null (`exists: false`: absent/null)"),
+    "contains": OperatorSpec(_LISTS, "element", "the list holds this element"),
+    "contains_any": OperatorSpec(_LISTS, "elements", "the list holds at least one of these"),
+    "contains_all": OperatorSpec(_LISTS, "elements", "the list holds all of these"),
+    "contains_none": OperatorSpec(_LISTS, "elements", "the list holds none of these",
+                                  negated=True),
+    "empty": OperatorSpec(_LISTS, "bool", "the list is empty or null (`empty: false`: not)"),
+}
+
+
+# --------------------------------------------------------------------------- conditions
+
+
+@dataclass(frozen=True, slots=True)
+class FieldRef:
+    """An operand that reads another context field instead of a literal."""
+
+    path: str
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class Test:
+    """A leaf condition: `field op operand`."""
+
+    field: str
+    op: str
+    operand: object  # a literal (str, int, bool, None, date, list) or a FieldRef
+    location: Location
+    path: tuple[str | int, ...]  # data path in the source document, for diagnostics
+
+
+@dataclass(frozen=True, slots=True)
+class AllOf:
+    """All sub-conditions hold (an empty `all` holds)."""
+
+    items: tuple[Condition, ...]
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class AnyOf:
+    """At least one sub-condition holds (an empty `any` does not)."""
+
+    items: tuple[Condition, ...]
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class Not:
+    """The sub-condition does not hold."""
+
+    item: Condition
+    location: Location
+
+
+Condition = Test | AllOf | AnyOf | Not
+
+
+# --------------------------------------------------------------------------- rules
+
+
+@dataclass(frozen=True, slots=True)
+class BasisSpec:
+    """A legal-basis reference: regime id, article (may use `${field}`), optional URL."""
+
+    regime: str
+    ref: str
+    url: str | None
+    location: Location
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class RemedySpec:
+    """What would make a denied request pass: a header and value, or a consent token."""
+
+    text: str
+    header: str | None
+    value: str | None
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class ProblemSpec:
+    """The problem a deny rule reports (type key, title, detail, remedy)."""
+
+    type: str | None
+    title: str | None
+    detail: str | None
+    remedy: RemedySpec | None
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class MaskSpec:
+    """Mask personal-data categories or payload paths with one method."""
+
+    categories: tuple[str, ...]
+    paths: tuple[str, ...]
+    method: str
+    keep: int | None
+    location: Location
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class RouteSpec:
+    """Allowed backend regions, or backends holding one of the transfer mechanisms."""
+
+    regions: tuple[str, ...]
+    mechanisms: tuple[str, ...]
+    location: Location
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class HeaderSpec:
+    """A response header to add (value may use `${field}`)."""
+
+    name: str
+    value: str
+    location: Location
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ImageMarkSpec:
+    """A machine-readable mark to write into a generated image's metadata."""
+
+    scheme: str
+    value: str | None
+    fields: tuple[tuple[str, str], ...]
+    location: Location
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class SinkSpec:
+    """Side flows (event sinks) to suppress for this request."""
+
+    categories: tuple[str, ...]
+    sale_or_share: bool
+    location: Location
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditSpec:
+    """Record-keeping duties: minimum retention and where the record must be stored."""
+
+    retention_days: int | None
+    storage_region: str | None
+    location: Location
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class ObligationsSpec:
+    """Everything a matching rule asks the gateway to do besides allow or deny."""
+
+    mask: tuple[MaskSpec, ...] = ()
+    route: RouteSpec | None = None
+    headers: tuple[HeaderSpec, ...] = ()
+    image_marks: tuple[ImageMarkSpec, ...] = ()
+    suppress_sinks: SinkSpec | None = None
+    audit: AuditSpec | None = None
+
+    def kinds(self) -> frozenset[str]:
+        """Names of the obligation kinds this spec sets."""
+        present = {
+            "mask": bool(self.mask),
+            "route": self.route is not None,
+            "headers": bool(self.headers),
+            "image_marks": bool(self.image_marks),
+            "suppress_sinks": self.suppress_sinks is not None,
+            "audit": self.audit is not None,
+        }
+        return frozenset(k for k, v in present.items() if v)
+
+
+@dataclass(frozen=True, slots=True)
+class ExceptionSpec:
+    """A time-boxed waiver: while `when` holds and `until` has not passed, the rule is off."""
+
+    when: Condition | None
+    until: dt.date
+    ticket: str
+    reason: str | None
+    location: Location
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class RuleSpec:
+    """One rule as written (before compilation)."""
+
+    id: str
+    pack: str
+    stage: str
+    effect: str
+    mode: str
+    status: int | None
+    description: str | None
+    applies_to: str | None
+    when: Condition | None
+    basis: tuple[BasisSpec, ...]
+    problem: ProblemSpec | None
+    obligations: ObligationsSpec
+    effective_from: dt.date | dt.datetime | None
+    effective_until: dt.date | dt.datetime | None
+    exceptions: tuple[ExceptionSpec, ...]
+    location: Location
+    path: str
+    index: int  # position within its pack
+
+
+@dataclass(frozen=True, slots=True)
+class PackDoc:
+    """A policy pack: one regime's rules, from one file."""
+
+    id: str
+    title: str | None
+    regime: str | None
+    rules: tuple[RuleSpec, ...]
+    file: str
+    location: Location
+
+
+@dataclass(frozen=True, slots=True)
+class SettingsDoc:
+    """Pack-set settings: what happens when no rule allows a request."""
+
+    default_effect: str
+    default_status: int
+    default_problem: ProblemSpec | None
+    file: str
+    location: Location

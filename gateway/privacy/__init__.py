@@ -1,0 +1,51 @@
+"""Personal data in request bodies and headers: detect validated values, then mask them.
+
+`scan(document, detectors)` walks every string value of a parsed JSON document and returns
+`Findings` (category, path such as `instances[0].note`, character span; never the value).
+`apply_masks(document, findings, rules)` returns a masked copy plus the list of masked
+`{path, category, method}` entries for the audit record. Pure: no I/O, no aiohttp.
+"""
+
+from __future__ import annotations
+
+from gateway.privacy.detectors import (
+    BUILTIN_DETECTORS,
+    DEFAULT_DETECTOR_NAMES,
+    DEFAULT_DETECTORS,
+    Detector,
+    EmailDetector,
+    GroupedNumberDetector,
+    PatternDetector,
+    PhoneDetector,
+    UnknownDetectorError,
+    detectors_named,
+)
+from gateway.privacy.findings import Finding, Findings, format_path, header_path
+from gateway.privacy.masking import MaskedEntry, MaskRule, apply_masks, mask_headers, mask_text
+from gateway.privacy.scan import is_base64_like, scan, scan_headers, scan_text
+
+__all__ = [
+    "BUILTIN_DETECTORS",
+    "DEFAULT_DETECTORS",
+    "DEFAULT_DETECTOR_NAMES",
+    "Detector",
+    "EmailDetector",
+    "Finding",
+    "Findings",
+    "GroupedNumberDetector",
+    "MaskRule",
+    "MaskedEntry",
+    "PatternDetector",
+    "PhoneDetector",
+    "UnknownDetectorError",
+    "apply_masks",
+    "detectors_named",
+    "format_path",
+    "header_path",
+    "is_base64_like",
+    "mask_headers",
+    "mask_text",
+    "scan",
+    "scan_headers",
+    "scan_text",
+]

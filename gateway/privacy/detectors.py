@@ -1,0 +1,493 @@
+"""Personal-data detectors: a cheap candidate regex, then a validator; only valid values count.
+
+Rule 1 — a detector reports a span only after its validator accepted the value (checksum,
+date, number plan): a wrong-checksum identifier is not personal data (legal-rules.md §3.2).
+
+Rule 2 — candidate regexes never use `\\b`: Python treats CJK characters as word characters,
+so `身份证11010519491231002X手机` would hide the ID. Boundaries are explicit lookarounds on
+ASCII digits and letters.
+
+Rule 3 — every regex is linear in the text: bounded repetitions, no nested unbounded groups,
+and the e-mail matcher anchors on `@` instead of trying every start position.
+
+Rule 4 — `min_digits` and `marker` are promises: a value of the category always holds at
+least `min_digits` ASCII digits and, when set, the `marker` character. The scanner uses them
+to skip a string before running any regex.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Final, Protocol, runtime_checkable
+
+import phonenumbers
+from stdnum import iban as stdnum_iban
+from stdnum import luhn
+from stdnum.br import cpf as stdnum_cpf
+from stdnum.cn import ric as stdnum_ric
+from stdnum.eu import vat as stdnum_vat
+from stdnum.in_ import aadhaar as stdnum_aadhaar
+from stdnum.in_ import pan as stdnum_pan
+from stdnum.us import ssn as stdnum_ssn
+
+Span = tuple[int, int]
+
+
+@runtime_checkable
+class Detector(Protocol):
+    """Finds validated values of one personal-data category in a text."""
+
+    @property
+    def category(self) -> str:
+        """Category name reported in findings, e.g. `email`, `in_aadhaar`."""
+
+    @property
+    def priority(self) -> int:
+        """Overlap order: when spans of two categories overlap, the lower priority wins."""
+
+    @property
+    def min_digits(self) -> int:
+        """Every value of the category holds at least this many ASCII digits."""
+
+    @property
+    def marker(self) -> str | None:
+        """A character every value holds (`@` for e-mail), or None."""
+
+    def find(self, text: str, region_hints: tuple[str, ...]) -> Iterable[Span]:
+        """Yield `(start, end)` character spans of validated values in `text`."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Pattern + validator detectors
+
+
+@dataclass(frozen=True)
+class PatternDetector:
+    """Regex candidates, each checked by `validate`; optional keyword context.
+
+    `context`, when set, must match within `context_window` characters before a candidate:
+    identifiers without a check digit or with many look-alikes (bare 9-digit SSNs, bare
+    11-digit CPFs) count only next to their keyword.
+    """
+
+    category: str
+    pattern: re.Pattern[str]
+    validate: Callable[[str], bool]
+    priority: int
+    min_digits: int
+    marker: str | None = None
+    context: re.Pattern[str] | None = None
+    context_window: int = 24
+
+    def find(self, text: str, region_hints: tuple[str, ...]) -> Iterator[Span]:
+        """Yield spans of candidates that pass the validator (and the context rule)."""
+        for match in self.pattern.finditer(text):
+            start, end = match.span()
+            if self.context is not None and not self.context.search(
+                text, max(0, start - self.context_window), start
+            ):
+                continue
+            if self.validate(match.group()):
+                yield start, end
+
+
+def _stdnum_check(module: object) -> Callable[[str], bool]:
+    is_valid: Callable[[str], object] = module.is_valid  # type: ignore[attr-defined]
+
+    def check(value: str) -> bool:
+        return bool(is_valid(value))
+
+    return check
+
+
+def _valid_cpf(value: str) -> bool:
+    digits = re.sub(r"[^0-9]", "", value)
+    # The Receita Federal treats repeated-digit numbers as invalid although they pass the
+    # checksum (legal-rules.md §3.1); counting them would mask order numbers like 000.000.000-00.
+    return len(set(digits)) > 1 and bool(stdnum_cpf.is_valid(digits))
+
+
+def _valid_ssn(value: str) -> bool:
+    return bool(stdnum_ssn.is_valid(re.sub(r"[^0-9]", "", value)))
+
+
+# ---------------------------------------------------------------------------------------------
+# Groups of digits with a variable split: payment cards and IBANs are checked on every run of
+# whole groups, so an order number in front of a card does not hide the card.
+
+
+@dataclass(frozen=True)
+class GroupedNumberDetector:
+    """Runs of separated groups; every contiguous sub-run of groups is a candidate."""
+
+    category: str
+    pattern: re.Pattern[str]
+    validate: Callable[[str], bool]
+    priority: int
+    min_digits: int
+    min_length: int
+    max_length: int
+    marker: str | None = None
+
+    def find(self, text: str, region_hints: tuple[str, ...]) -> Iterator[Span]:
+        """Yield the longest valid sub-run of each candidate run, left to right."""
+        for match in self.pattern.finditer(text):
+            yield from self._valid_subruns(match)
+
+    def _valid_subruns(self, match: re.Match[str]) -> Iterator[Span]:
+        groups = [(m.start(), m.end()) for m in _GROUP.finditer(match.group())]
+        base = match.start()
+        first = 0
+        while first < len(groups):
+            for last in range(len(groups), first, -1):
+                start, end = groups[first][0], groups[last - 1][1]
+                compact = _SEPARATORS.sub("", match.group()[start:end])
+                if not self.min_length <= len(compact) <= self.max_length:
+                    continue
+                if self.validate(compact):
+                    yield base + start, base + end
+                    first = last
+                    break
+            else:
+                first += 1
+
+
+_GROUP: Final = re.compile(r"[0-9A-Za-z]+")
+_SEPARATORS: Final = re.compile(r"[^0-9A-Za-z]+")
+
+
+# Issuer identification ranges (ISO/IEC 7812 as published by the card schemes): first digits
+# (as a range of integers over `width` digits) and the allowed lengths.
+_CARD_RANGES: Final[tuple[tuple[int, int, int, frozenset[int]], ...]] = (
+    (4, 4, 1, frozenset({13, 16, 19})),  # Visa
+    (51, 55, 2, frozenset({16})),  # Mastercard
+    (2221, 2720, 4, frozenset({16})),  # Mastercard 2-series
+    (34, 34, 2, frozenset({15})),  # American Express
+    (37, 37, 2, frozenset({15})),
+    (300, 305, 3, frozenset(range(14, 20))),  # Diners Club
+    (36, 36, 2, frozenset(range(14, 20))),
+    (38, 39, 2, frozenset(range(16, 20))),
+    (6011, 6011, 4, frozenset(range(16, 20))),  # Discover
+    (644, 649, 3, frozenset(range(16, 20))),
+    (65, 65, 2, frozenset(range(16, 20))),
+    (3528, 3589, 4, frozenset(range(16, 20))),  # JCB
+    (62, 62, 2, frozenset(range(16, 20))),  # UnionPay
+    (2200, 2204, 4, frozenset(range(16, 20))),  # Mir
+    (50, 50, 2, frozenset(range(12, 20))),  # Maestro
+    (56, 69, 2, frozenset(range(12, 20))),
+    (60, 60, 2, frozenset({16})),  # RuPay
+    (81, 82, 2, frozenset({16})),
+    (508, 508, 3, frozenset({16})),
+)
+
+
+def _valid_card(digits: str) -> bool:
+    if not digits.isdigit():
+        return False
+    in_range = any(
+        len(digits) in lengths and low <= int(digits[:width]) <= high
+        for low, high, width, lengths in _CARD_RANGES
+    )
+    return in_range and bool(luhn.is_valid(digits))
+
+
+def _mod97(value: str) -> int:
+    rearranged = value[4:] + value[:4]
+    return int("".join(str(int(char, 36)) for char in rearranged)) % 97
+
+
+def _valid_iban(compact: str) -> bool:
+    compact = compact.upper()
+    if not (compact[:2].isalpha() and compact[2:4].isdigit() and compact.isalnum()):
+        return False
+    # mod-97 first: it is cheap and rejects almost every look-alike before stdnum's
+    # per-country structure check runs.
+    return _mod97(compact) == 1 and bool(stdnum_iban.is_valid(compact))
+
+
+# ---------------------------------------------------------------------------------------------
+# E-mail
+
+
+_LOCAL_CHARS: Final = r"A-Za-z0-9\u00c0-\u024f._%+\-"
+_LOCAL_BEFORE_AT: Final = re.compile(rf"[{_LOCAL_CHARS}]{{1,64}}\Z")
+_DOMAIN_AFTER_AT: Final = re.compile(
+    r"(?:[A-Za-z0-9\u00c0-\u024f](?:[A-Za-z0-9\u00c0-\u024f\-]{0,61}[A-Za-z0-9\u00c0-\u024f])?\.){1,8}"
+    r"(?:[A-Za-z]{2,63}|xn--[A-Za-z0-9\-]{1,59})(?![A-Za-z0-9\u00c0-\u024f\-])"
+)
+
+
+@dataclass(frozen=True)
+class EmailDetector:
+    """Addresses in RFC 5321 dot-atom form with a DNS domain (no DNS look-up).
+
+    Local parts and domains may hold Latin letters with diacritics (EAI addresses such as
+    `jürgen@müller.de`); CJK text next to an address is not part of it.
+    """
+
+    category: str = "email"
+    priority: int = 10
+    min_digits: int = 0
+    marker: str | None = "@"
+
+    def find(self, text: str, region_hints: tuple[str, ...]) -> Iterator[Span]:
+        """Yield spans of syntactically valid addresses."""
+        at = text.find("@")
+        previous_end = 0
+        while at >= 0:
+            local = _LOCAL_BEFORE_AT.search(text, max(previous_end, at - 64), at)
+            domain = _DOMAIN_AFTER_AT.match(text, at + 1)
+            local_run_too_long = (
+                local is not None
+                and local.start() > 0
+                and _LOCAL_BEFORE_AT.match(text, local.start() - 1, local.start()) is not None
+            )
+            if local is not None and domain is not None and not local_run_too_long:
+                start = local.start()
+                # The local-part class also matches dots and hyphens; trim a leading run so
+                # "see:.anna@x.de" yields "anna@x.de".
+                while start < at and text[start] in ".-":
+                    start += 1
+                local_part = text[start:at]
+                domain_part = domain.group()
+                if _valid_local_part(local_part) and len(local_part) + len(domain_part) < 254:
+                    yield start, domain.end()
+                    previous_end = domain.end()
+            at = text.find("@", at + 1)
+
+
+def _valid_local_part(local: str) -> bool:
+    return (
+        bool(local) and not local.startswith(".") and not local.endswith(".") and ".." not in local
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Phone numbers
+
+
+_PHONE_CANDIDATE: Final = re.compile(r"[+(]?[0-9][0-9 \u00a0.\-/()]{4,40}[0-9]")
+_DIGIT_BYTES: Final = b"0123456789"
+
+
+@dataclass(frozen=True)
+class PhoneDetector:
+    """Valid numbers per libphonenumber (`Leniency.VALID`), with region hints.
+
+    Numbers in international form (`+49 30 23125000`) are found without hints. National
+    forms (`13800138000`, `030 23125000`) need the region they are written for: the scanner's
+    `region_hints` (caller, data-subject and tenant regions) plus `regions` configured here.
+    In long texts the matcher only sees windows around digit runs, so its cost does not grow
+    with the length of the surrounding prose.
+    """
+
+    regions: tuple[str, ...] = ()
+    category: str = "phone"
+    priority: int = 90
+    min_digits: int = 7
+    marker: str | None = None
+    #: Texts up to this length are matched whole; longer ones in windows around digit runs.
+    whole_text_limit: int = 512
+    #: Context kept around a digit run: the matcher looks at neighbours (a following `:30`
+    #: marks a time stamp, a preceding letter a product code).
+    window_margin: int = 16
+
+    def find(self, text: str, region_hints: tuple[str, ...]) -> Iterator[Span]:
+        """Yield spans of valid phone numbers."""
+        regions = _phone_regions(self.regions + region_hints)
+        found: list[Span] = []
+        for window_start, window_end in self._windows(text):
+            window = text[window_start:window_end]
+            for region in regions:
+                for match in phonenumbers.PhoneNumberMatcher(
+                    window, region, leniency=phonenumbers.Leniency.VALID
+                ):
+                    span = (window_start + match.start, window_start + match.end)
+                    if not any(span[0] < end and start < span[1] for start, end in found):
+                        found.append(span)
+        yield from sorted(found)
+
+    def _windows(self, text: str) -> Iterator[Span]:
+        if len(text) <= self.whole_text_limit:
+            yield 0, len(text)
+            return
+        pending: Span | None = None
+        for match in _PHONE_CANDIDATE.finditer(text):
+            digits = match.group().encode()
+            if len(digits) - len(digits.translate(None, _DIGIT_BYTES)) < self.min_digits:
+                continue
+            start = max(0, match.start() - self.window_margin)
+            end = min(len(text), match.end() + self.window_margin)
+            if pending is not None and start <= pending[1]:
+                pending = (pending[0], end)
+                continue
+            if pending is not None:
+                yield pending
+            pending = (start, end)
+        if pending is not None:
+            yield pending
+
+
+def _phone_regions(hints: Sequence[str]) -> tuple[str, ...]:
+    """Country codes libphonenumber knows, in order, deduplicated; "ZZ" when there are none."""
+    regions: list[str] = []
+    for hint in hints:
+        country = hint.split("-", 1)[0].upper()
+        if country in phonenumbers.SUPPORTED_REGIONS and country not in regions:
+            regions.append(country)
+    return tuple(regions) or ("ZZ",)
+
+
+# ---------------------------------------------------------------------------------------------
+# The built-in detectors
+
+
+def _compile(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
+
+
+EMAIL: Final = EmailDetector()
+PHONE: Final = PhoneDetector()
+IBAN: Final = GroupedNumberDetector(
+    category="iban",
+    pattern=_compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?:[ \-]?[A-Z0-9]){11,30}(?![a-z0-9])"),
+    validate=_valid_iban,
+    priority=20,
+    min_digits=2,
+    min_length=15,
+    max_length=34,
+)
+PAYMENT_CARD: Final = GroupedNumberDetector(
+    category="payment_card",
+    pattern=_compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,24}(?![0-9])"),
+    validate=_valid_card,
+    priority=70,
+    # 12-digit Maestro numbers exist but are rare; with look-alikes cut out of longer digit
+    # runs they cause more false findings than they catch.
+    min_digits=13,
+    min_length=13,
+    max_length=19,
+)
+CN_RESIDENT_ID: Final = PatternDetector(
+    category="cn_resident_id",
+    pattern=_compile(
+        r"(?<![0-9])[1-9][0-9]{5} ?(?:18|19|20)[0-9]{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12][0-9]|3[01])"
+        r" ?[0-9]{3}[0-9Xx](?![0-9A-Za-z])"
+    ),
+    validate=_stdnum_check(stdnum_ric),
+    priority=30,
+    min_digits=17,
+)
+IN_AADHAAR: Final = PatternDetector(
+    category="in_aadhaar",
+    pattern=_compile(r"(?<![0-9+])[2-9][0-9]{3}([ \-]?)[0-9]{4}\1[0-9]{4}(?![0-9])"),
+    validate=_stdnum_check(stdnum_aadhaar),
+    priority=40,
+    min_digits=12,
+)
+BR_CPF: Final = PatternDetector(
+    category="br_cpf",
+    pattern=_compile(r"(?<![0-9.])[0-9]{3}\.[0-9]{3}\.[0-9]{3}-[0-9]{2}(?![0-9])"),
+    validate=_valid_cpf,
+    priority=50,
+    min_digits=11,
+)
+BR_CPF_BARE: Final = PatternDetector(
+    category="br_cpf",
+    pattern=_compile(r"(?<![0-9])[0-9]{11}(?![0-9])"),
+    validate=_valid_cpf,
+    priority=51,
+    min_digits=11,
+    context=_compile(r"(?i)\bCPF\b"),
+)
+US_SSN: Final = PatternDetector(
+    category="us_ssn",
+    pattern=_compile(r"(?<![0-9\-])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9\-])"),
+    validate=_valid_ssn,
+    priority=60,
+    min_digits=9,
+)
+US_SSN_BARE: Final = PatternDetector(
+    category="us_ssn",
+    pattern=_compile(r"(?<![0-9])[0-9]{3} ?[0-9]{2} ?[0-9]{4}(?![0-9])"),
+    validate=_valid_ssn,
+    priority=61,
+    min_digits=9,
+    context=_compile(r"(?i)\b(?:SSN|social security|soc\.? ?sec)"),
+)
+IN_PAN: Final = PatternDetector(
+    category="in_pan",
+    pattern=_compile(r"(?<![A-Za-z0-9])[A-Z]{5}[0-9]{4}[A-Z](?![A-Za-z0-9])"),
+    validate=_stdnum_check(stdnum_pan),
+    priority=80,
+    min_digits=4,
+)
+EU_VAT: Final = PatternDetector(
+    category="eu_vat",
+    pattern=_compile(
+        r"(?<![A-Za-z0-9])(?:AT|BE|BG|CY|CZ|DE|DK|EE|EL|ES|FI|FR|HR|HU|IE|IT|LT|LU|LV|MT|NL|PL|"
+        r"PT|RO|SE|SI|SK|XI) ?[0-9A-Z]{8,12}(?![A-Za-z0-9])"
+    ),
+    validate=_stdnum_check(stdnum_vat),
+    priority=85,
+    min_digits=7,
+)
+
+#: Detectors by configuration name. `eu_vat` is opt-in: VAT numbers mostly identify companies.
+BUILTIN_DETECTORS: Final[dict[str, tuple[Detector, ...]]] = {
+    "email": (EMAIL,),
+    "phone": (PHONE,),
+    "iban": (IBAN,),
+    "payment_card": (PAYMENT_CARD,),
+    "cn_resident_id": (CN_RESIDENT_ID,),
+    "in_aadhaar": (IN_AADHAAR,),
+    "br_cpf": (BR_CPF, BR_CPF_BARE),
+    "us_ssn": (US_SSN, US_SSN_BARE),
+    "in_pan": (IN_PAN,),
+    "eu_vat": (EU_VAT,),
+}
+
+DEFAULT_DETECTOR_NAMES: Final[tuple[str, ...]] = (
+    "email",
+    "phone",
+    "iban",
+    "payment_card",
+    "cn_resident_id",
+    "in_aadhaar",
+    "br_cpf",
+    "us_ssn",
+    "in_pan",
+)
+
+
+class UnknownDetectorError(ValueError):
+    """A configured detector name that does not exist; `suggestion` is the closest name."""
+
+    def __init__(self, name: str, suggestion: str | None) -> None:
+        self.name = name
+        self.suggestion = suggestion
+        hint = f"; did you mean `{suggestion}`?" if suggestion else ""
+        super().__init__(f"unknown personal-data detector `{name}`{hint}")
+
+
+def detectors_named(
+    names: Iterable[str] = DEFAULT_DETECTOR_NAMES, *, phone_regions: Sequence[str] = ()
+) -> tuple[Detector, ...]:
+    """The built-in detectors for configuration `names`, phone detection with `phone_regions`."""
+    selected: list[Detector] = []
+    for name in names:
+        if name not in BUILTIN_DETECTORS:
+            close = difflib.get_close_matches(name, BUILTIN_DETECTORS, n=1)
+            raise UnknownDetectorError(name, close[0] if close else None)
+        for detector in BUILTIN_DETECTORS[name]:
+            if isinstance(detector, PhoneDetector) and phone_regions:
+                detector = PhoneDetector(regions=tuple(phone_regions))
+            if detector not in selected:
+                selected.append(detector)
+    return tuple(selected)
+
+
+DEFAULT_DETECTORS: Final[tuple[Detector, ...]] = detectors_named()

@@ -1,0 +1,105 @@
+"""Findings: where personal data was found, never what it was.
+
+A `Finding` carries a category, a path and a character span; it holds no copy of the value,
+so findings can be logged, put in the request context and written to the audit record.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Final, Literal, overload
+
+Location = tuple[str | int, ...]
+Source = Literal["body", "header"]
+
+
+@dataclass(frozen=True, slots=True)
+class Finding:
+    """One validated value: `category` at `path`, characters `start:end` of that string.
+
+    `path` uses the scenario form (`instances[0].note`, `inputs["odd key"][2]`; the empty
+    string for a top-level string); `location` holds the same steps as keys and indexes, for
+    code that needs to reach the value; header findings have `source="header"`, a path
+    `headers["x-name"]` and a location `(index of the header line,)`.
+    """
+
+    category: str
+    path: str
+    start: int
+    end: int
+    location: Location = field(repr=False)
+    source: Source = "body"
+
+
+@dataclass(frozen=True, slots=True)
+class Findings(Sequence[Finding]):
+    """The findings of one scan, in document order."""
+
+    items: tuple[Finding, ...] = ()
+
+    @overload
+    def __getitem__(self, index: int) -> Finding: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[Finding]: ...
+
+    def __getitem__(self, index: int | slice) -> Finding | Sequence[Finding]:
+        return self.items[index]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __iter__(self) -> Iterator[Finding]:
+        return iter(self.items)
+
+    def __add__(self, other: Findings) -> Findings:
+        return Findings(self.items + other.items)
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """Distinct categories, sorted (the context's `request.personal_data`)."""
+        return tuple(sorted({finding.category for finding in self.items}))
+
+    def paths_by_category(self) -> dict[str, list[str]]:
+        """Distinct paths per category, in document order (`request.personal_data_paths`)."""
+        paths: dict[str, list[str]] = {}
+        for finding in self.items:
+            listed = paths.setdefault(finding.category, [])
+            if finding.path not in listed:
+                listed.append(finding.path)
+        return paths
+
+    def summary(self) -> list[dict[str, str]]:
+        """Distinct `{type, path}` pairs, the form the audit record and the scenarios use."""
+        seen: set[tuple[str, str]] = set()
+        pairs: list[dict[str, str]] = []
+        for finding in self.items:
+            key = (finding.category, finding.path)
+            if key not in seen:
+                seen.add(key)
+                pairs.append({"type": finding.category, "path": finding.path})
+        return pairs
+
+
+_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
+
+
+def format_path(location: Location) -> str:
+    """`("instances", 0, "note")` -> `instances[0].note`; other keys in JSON string brackets."""
+    parts: list[str] = []
+    for step in location:
+        if isinstance(step, int):
+            parts.append(f"[{step}]")
+        elif _IDENTIFIER.match(step):
+            parts.append(f".{step}" if parts else step)
+        else:
+            parts.append(f"[{json.dumps(step, ensure_ascii=False)}]")
+    return "".join(parts)
+
+
+def header_path(name: str) -> str:
+    """The path of a header finding: `headers["x-note"]` (names are case-insensitive)."""
+    return f"headers[{json.dumps(name.lower(), ensure_ascii=False)}]"

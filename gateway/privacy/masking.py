@@ -1,0 +1,238 @@
+"""Masking: replace found values in place, keeping the document's structure.
+
+Rule 1 — the input document is never modified; containers on the path to a masked string are
+copied, everything else is shared with the input.
+
+Rule 2 — masked text holds no digit of a masked value, except the `keep` last characters a
+`keep_last` rule asks for: redaction tokens may not contain digits, and keyed hashes are
+written in the letters `a`-`p` instead of hex. A token therefore never recreates a digit
+sequence of the value, and scanning the masked document again finds nothing new.
+
+Rule 3 — `keep_last` keeps separators and the last `keep` letters or digits
+(`2341 2341 2346` -> `XXXX XXXX 2346`), but never more than half of them, so a short value is
+never left readable.
+
+Rule 4 — categories without a rule are left as they are: which categories to mask is the
+policy's decision (obligations), not the detector's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Final, Literal
+
+from gateway.privacy.findings import Finding, Findings, Location
+
+__all__ = ["MaskRule", "MaskedEntry", "apply_masks", "mask_headers", "mask_text"]
+
+MaskMethod = Literal["redact", "keep_last", "hash"]
+MaskedEntry = dict[str, str]
+
+_DIGIT: Final = re.compile(r"[0-9]")
+_ALNUM: Final = re.compile(r"[^\W_]")
+_HEX_TO_LETTERS: Final = str.maketrans("0123456789abcdef", "ghijklmnopabcdef")
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """How to mask one category.
+
+    `redact` replaces the value with `token` (default `[EMAIL]` for category `email`),
+    `keep_last` keeps the last `keep` letters or digits, `hash` writes
+    `[EMAIL:<16 letters>]`, an HMAC-SHA256 of the normalised value under the caller's key
+    (the same value always gives the same token, so records stay linkable without the value).
+    """
+
+    method: MaskMethod = "redact"
+    keep: int = 4
+    token: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.method not in ("redact", "keep_last", "hash"):
+            raise ValueError(f"unknown mask method `{self.method}`")
+        if self.keep < 0:
+            raise ValueError(f"keep must be >= 0, got {self.keep}")
+        if self.token is not None and _DIGIT.search(self.token):
+            raise ValueError(f"mask token `{self.token}` must not contain digits")
+
+
+def _label(category: str) -> str:
+    return _DIGIT.sub("", category.upper())
+
+
+def _redaction_token(category: str, rule: MaskRule) -> str:
+    return rule.token if rule.token is not None else f"[{_label(category)}]"
+
+
+def _keep_last(value: str, keep: int) -> str:
+    positions = [match.start() for match in _ALNUM.finditer(value)]
+    keep = min(keep, len(positions) // 2)
+    hidden = positions[: len(positions) - keep]
+    chars = list(value)
+    for index in hidden:
+        chars[index] = "X"
+    return "".join(chars)
+
+
+def _normalise_for_hash(category: str, value: str) -> str:
+    if category == "email":
+        return value.casefold()
+    return "".join(match.group() for match in _ALNUM.finditer(value)).upper()
+
+
+def _keyed_hash(category: str, value: str, key: bytes) -> str:
+    message = f"{category}:{_normalise_for_hash(category, value)}".encode("utf-8", "surrogatepass")
+    digest = hmac.new(key, message, hashlib.sha256).hexdigest()[:16]
+    return f"[{_label(category)}:{digest.translate(_HEX_TO_LETTERS)}]"
+
+
+def _replacement(category: str, value: str, rule: MaskRule, hash_key: bytes | None) -> str:
+    if rule.method == "redact":
+        return _redaction_token(category, rule)
+    if rule.method == "keep_last":
+        return _keep_last(value, rule.keep)
+    if hash_key is None:
+        raise ValueError(f"mask rule for `{category}` uses `hash` but no hash_key was given")
+    return _keyed_hash(category, value, hash_key)
+
+
+def mask_text(
+    text: str,
+    hits: Iterable[tuple[str, int, int]],
+    rules: Mapping[str, MaskRule],
+    *,
+    hash_key: bytes | None = None,
+) -> tuple[str, list[tuple[str, MaskMethod]]]:
+    """Mask `(category, start, end)` hits in `text`; return the text and what was masked."""
+    selected = sorted(
+        (start, end, category)
+        for category, start, end in hits
+        if category in rules and 0 <= start < end <= len(text)
+    )
+    pieces: list[str] = []
+    done: list[tuple[str, MaskMethod]] = []
+    cursor = 0
+    for start, end, category in selected:
+        # Overlaps cannot come from one scan; if they do, the union is masked by the first.
+        start = max(start, cursor)
+        if start >= end:
+            continue
+        rule = rules[category]
+        pieces.append(text[cursor:start])
+        pieces.append(_replacement(category, text[start:end], rule, hash_key))
+        cursor = end
+        if (category, rule.method) not in done:
+            done.append((category, rule.method))
+    pieces.append(text[cursor:])
+    return "".join(pieces), done
+
+
+def _group_by_location(findings: Iterable[Finding]) -> dict[Location, list[Finding]]:
+    grouped: dict[Location, list[Finding]] = {}
+    for finding in findings:
+        grouped.setdefault(finding.location, []).append(finding)
+    return grouped
+
+
+def _masked_entries(
+    path: str, done: Sequence[tuple[str, MaskMethod]], entries: list[MaskedEntry]
+) -> None:
+    for category, method in done:
+        entry = {"path": path, "category": category, "method": method}
+        if entry not in entries:
+            entries.append(entry)
+
+
+def apply_masks(
+    document: Any,
+    findings: Findings | Iterable[Finding],
+    rules: Mapping[str, MaskRule],
+    *,
+    hash_key: bytes | None = None,
+) -> tuple[Any, list[MaskedEntry]]:
+    """Mask the body `findings` whose category has a rule.
+
+    Returns the new document and the masked list (`{path, category, method}` per masked
+    category and path, in document order), the form the audit record stores. Raises
+    `ValueError` when a finding does not point at a string of `document` (findings from
+    another document) or a `hash` rule is used without `hash_key`.
+    """
+    grouped = _group_by_location(f for f in findings if f.source == "body" and f.category in rules)
+    if not grouped:
+        return document, []
+    result = _shallow_copy(document)
+    copied: set[int] = {id(result)}
+    entries: list[MaskedEntry] = []
+    for location, located in grouped.items():
+        if not location:
+            if type(result) is not str:
+                raise ValueError("finding for the top-level value, which is not a string")
+            result, done = mask_text(result, _hits(located), rules, hash_key=hash_key)
+            _masked_entries(located[0].path, done, entries)
+            continue
+        parent = result
+        for step in location[:-1]:
+            child = _step(parent, step, located[0].path)
+            if id(child) not in copied:
+                child = _shallow_copy(child)
+                copied.add(id(child))
+                parent[step] = child
+            parent = child
+        last = location[-1]
+        value = _step(parent, last, located[0].path)
+        if type(value) is not str:
+            raise ValueError(f"finding at `{located[0].path}` does not point at a string")
+        parent[last], done = mask_text(value, _hits(located), rules, hash_key=hash_key)
+        _masked_entries(located[0].path, done, entries)
+    return result, entries
+
+
+def _hits(findings: Iterable[Finding]) -> list[tuple[str, int, int]]:
+    return [(finding.category, finding.start, finding.end) for finding in findings]
+
+
+def _shallow_copy(value: Any) -> Any:
+    if type(value) is dict:
+        return dict(value)
+    if type(value) is list:
+        return list(value)
+    return value
+
+
+def _step(container: Any, step: str | int, path: str) -> Any:
+    try:
+        if type(container) is dict and type(step) is str:
+            return container[step]
+        if type(container) is list and type(step) is int:
+            return container[step]
+    except (KeyError, IndexError):
+        pass
+    raise ValueError(f"finding at `{path}` does not match the document")
+
+
+def mask_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    findings: Findings | Iterable[Finding],
+    rules: Mapping[str, MaskRule],
+    *,
+    hash_key: bytes | None = None,
+) -> tuple[list[tuple[str, str]], list[MaskedEntry]]:
+    """Mask header findings (from `scan_headers` on the same `headers`); returns header pairs."""
+    pairs = list(headers.items() if isinstance(headers, Mapping) else headers)
+    grouped = _group_by_location(
+        f for f in findings if f.source == "header" and f.category in rules
+    )
+    entries: list[MaskedEntry] = []
+    for location, located in grouped.items():
+        index = location[0] if location else None
+        if type(index) is not int or not 0 <= index < len(pairs):
+            raise ValueError(f"finding at `{located[0].path}` does not match the headers")
+        name, value = pairs[index]
+        masked, done = mask_text(value, _hits(located), rules, hash_key=hash_key)
+        pairs[index] = (name, masked)
+        _masked_entries(located[0].path, done, entries)
+    return pairs, entries

@@ -1,0 +1,222 @@
+"""Scanning: every string value of a JSON document (and selected headers) through the detectors.
+
+Rule 1 — only string *values* are scanned; object keys, numbers and booleans are not.
+
+Rule 2 — base64 is not text: `{"b64": "..."}` objects (TF Serving's binary form, exactly one
+key with a string value), `data:...;base64,` URLs and long strings made only of base64
+characters with both letter cases are skipped. Running digit detectors over random base64
+would report random Luhn-valid runs as card numbers.
+
+Rule 3 — overlapping spans in one string are resolved by detector priority (an IBAN is not
+also a phone number); the losers are dropped, so each character belongs to at most one
+finding.
+
+Rule 4 — the walk is iterative (no recursion limit) and document order is kept.
+
+Speed: a string shorter than any value, or with too few digits and no marker character
+(`@`), costs one `encode` and one `translate`; lists of numbers (tensors) are recognised by
+one `orjson.dumps` without walking their elements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Final
+
+import orjson
+
+from gateway.privacy.detectors import DEFAULT_DETECTORS, Detector, Span
+from gateway.privacy.findings import Finding, Findings, Location, format_path, header_path
+
+__all__ = ["is_base64_like", "scan", "scan_headers", "scan_text"]
+
+_DIGITS: Final = b"0123456789"
+_BASE64_ALPHABET_EXTRAS: Final = (b"+", b"/", b"-", b"_")
+#: Shorter strings are always scanned: an unspaced IBAN has 34 characters at most.
+BASE64_MIN_LENGTH: Final = 64
+#: The shortest value any detector reports (`a@b.cd`).
+_SHORTEST_VALUE: Final = 6
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """Detectors compiled for scanning: priority order and the cheap pre-filter."""
+
+    detectors: tuple[Detector, ...]
+    min_digits: int
+    markers: tuple[str, ...]
+
+    def find(self, text: str, region_hints: tuple[str, ...]) -> list[tuple[str, int, int]]:
+        if len(text) < _SHORTEST_VALUE:
+            return []
+        if len(text) >= BASE64_MIN_LENGTH and is_base64_like(text):
+            return []
+        encoded = text.encode("utf-8", "surrogatepass")
+        digits = len(encoded) - len(encoded.translate(None, _DIGITS))
+        if digits < self.min_digits and not any(marker in text for marker in self.markers):
+            return []
+        taken: list[tuple[str, int, int]] = []
+        for detector in self.detectors:
+            if digits < detector.min_digits:
+                continue
+            if detector.marker is not None and detector.marker not in text:
+                continue
+            for start, end in detector.find(text, region_hints):
+                if not any(start < t_end and t_start < end for _, t_start, t_end in taken):
+                    taken.append((detector.category, start, end))
+        taken.sort(key=lambda hit: hit[1])
+        return taken
+
+
+@lru_cache(maxsize=64)
+def _plan(detectors: tuple[Detector, ...]) -> _Plan:
+    ordered = tuple(sorted(detectors, key=lambda detector: detector.priority))
+    unmarked = [detector.min_digits for detector in ordered if detector.marker is None]
+    markers = tuple(sorted({d.marker for d in ordered if d.marker is not None}))
+    return _Plan(ordered, min(unmarked, default=1 << 30), markers)
+
+
+def _normalise_hints(region_hints: Iterable[str]) -> tuple[str, ...]:
+    hints: list[str] = []
+    for hint in region_hints:
+        if isinstance(hint, str) and hint and hint not in hints:
+            hints.append(hint)
+    return tuple(hints)
+
+
+def is_base64_like(text: str) -> bool:
+    """True for long strings that are base64 (standard or URL-safe) or a base64 data URL."""
+    if not text.isascii():
+        return False
+    if text.startswith("data:"):
+        comma = text.find(",", 0, 256)
+        if comma < 0 or not text[:comma].endswith(";base64"):
+            return False
+        text = text[comma + 1 :]
+    if len(text) < BASE64_MIN_LENGTH:
+        return False
+    encoded = text.encode("ascii").rstrip(b"=")
+    for extra in _BASE64_ALPHABET_EXTRAS:
+        encoded = encoded.replace(extra, b"")
+    # Mixed case rules out upper-case codes and digit strings, which are scanned as text.
+    return encoded.isalnum() and not encoded.isupper() and not encoded.islower()
+
+
+def _is_b64_object(value: dict[Any, Any]) -> bool:
+    return len(value) == 1 and type(value.get("b64")) is str
+
+
+def _numbers_only(value: list[Any]) -> bool:
+    """Whether a list holds no strings and no objects, at any depth (cheap for tensors)."""
+    try:
+        return b'"' not in orjson.dumps(value)
+    except (orjson.JSONEncodeError, TypeError):
+        return False
+
+
+def scan(
+    document: Any,
+    detectors: Sequence[Detector] = DEFAULT_DETECTORS,
+    *,
+    region_hints: Iterable[str] = (),
+) -> Findings:
+    """Findings of `detectors` in every string value of `document` (a parsed JSON value).
+
+    `region_hints` are region codes (`CN`, `US-CA`) used by detectors that depend on where a
+    value was written, such as national phone numbers; pass the caller, data-subject and
+    tenant regions.
+    """
+    plan = _plan(tuple(detectors))
+    hints = _normalise_hints(region_hints)
+    findings: list[Finding] = []
+
+    def record(text: str, location: Location) -> None:
+        hits = plan.find(text, hints)
+        if hits:
+            path = format_path(location)
+            findings.extend(Finding(cat, path, start, end, location) for cat, start, end in hits)
+
+    if type(document) is str:
+        record(document, ())
+        return Findings(tuple(findings))
+    root = _children(document)
+    if root is None:
+        return Findings(())
+    steps: list[str | int] = []
+    stack: list[Iterator[tuple[str | int, Any]]] = [root]
+    while stack:
+        for key, child in stack[-1]:
+            kind = type(child)
+            if kind is str:
+                record(child, (*steps, key))
+            elif kind is dict:
+                if _is_b64_object(child):
+                    continue
+                steps.append(key)
+                stack.append(_dict_items(child))
+                break
+            elif kind is list:
+                if isinstance(key, str) and _numbers_only(child):
+                    continue
+                steps.append(key)
+                stack.append(enumerate(child))
+                break
+        else:
+            stack.pop()
+            if steps:
+                steps.pop()
+    return Findings(tuple(findings))
+
+
+def _children(value: Any) -> Iterator[tuple[str | int, Any]] | None:
+    if type(value) is dict:
+        return None if _is_b64_object(value) else _dict_items(value)
+    if type(value) is list:
+        return None if _numbers_only(value) else enumerate(value)
+    return None
+
+
+def _dict_items(value: dict[Any, Any]) -> Iterator[tuple[str | int, Any]]:
+    # Keys of parsed JSON are strings; other keys cannot be addressed by a path and are skipped.
+    return ((key, child) for key, child in value.items() if type(key) is str)
+
+
+def scan_text(
+    text: str,
+    detectors: Sequence[Detector] = DEFAULT_DETECTORS,
+    *,
+    region_hints: Iterable[str] = (),
+) -> list[tuple[str, Span]]:
+    """`(category, span)` pairs found in one string, for callers outside JSON documents."""
+    hits = _plan(tuple(detectors)).find(text, _normalise_hints(region_hints))
+    return [(category, (start, end)) for category, start, end in hits]
+
+
+def scan_headers(
+    headers: Mapping[str, str] | Iterable[tuple[str, str]],
+    names: Iterable[str],
+    detectors: Sequence[Detector] = DEFAULT_DETECTORS,
+    *,
+    region_hints: Iterable[str] = (),
+) -> Findings:
+    """Findings in the values of the headers called `names` (case-insensitive).
+
+    `headers` may be a mapping (a multidict's `items()` yields repeated headers) or a list of
+    pairs; a finding's `location` is `(index of the header line,)` in that order.
+    """
+    wanted = {name.lower() for name in names}
+    plan = _plan(tuple(detectors))
+    hints = _normalise_hints(region_hints)
+    pairs = headers.items() if isinstance(headers, Mapping) else headers
+    findings: list[Finding] = []
+    for index, (name, value) in enumerate(pairs):
+        if name.lower() not in wanted or not isinstance(value, str):
+            continue
+        path = header_path(name)
+        findings.extend(
+            Finding(category, path, start, end, (index,), "header")
+            for category, start, end in plan.find(value, hints)
+        )
+    return Findings(tuple(findings))

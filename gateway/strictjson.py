@@ -1,0 +1,590 @@
+"""Strict parsing of request bodies: the backend receives exactly the JSON the gateway inspected.
+
+TF Serving parses bodies with rapidjson (tfserving-api.md §4.6), which differs from Python's
+`json` and from orjson in several places. Every difference is a way to show the policy engine
+one document and the model another, so the gateway refuses the ambiguous inputs instead of
+guessing how the backend will read them:
+
+Rule 1 — duplicate keys are refused. rapidjson uses the *first* occurrence, Python and orjson
+the *last*; whichever we picked, a body like `{"instances": [..benign..], "instances": [..]}`
+would be judged on one array and executed on the other.
+
+Rule 2 — trailing data is refused; only JSON whitespace may follow the top-level value.
+TF Serving >= 2.18 silently ignores trailing bytes, older versions reject them: neither reading
+is worth a smuggling channel.
+
+Rule 3 — the body must be valid UTF-8 without a byte order mark, and `\\u` escapes must not
+produce lone surrogates. rapidjson does not validate encodings, so invalid bytes would reach
+the model unseen by the detectors.
+
+Rule 4 — `NaN`, `Infinity` and `-Infinity` are accepted by default: TF Serving documents them
+for float tensors (api_rest.md) and refusing them would break drop-in clients. They are parsed
+to Python floats. Pass `allow_non_finite=False` for JSON the gateway owns (its own API). The
+other spellings rapidjson happens to accept (`Inf`, `-Inf`, `-NaN`) are always refused: they are
+undocumented, and a clear 400 beats a differential. Numbers too large for a double (`1e400`)
+are refused, as rapidjson does.
+
+Rule 5 — nesting deeper than `max_depth` (default 64, at most 254) is refused. rapidjson
+parses iteratively and accepts 500 000 levels, but a masked body is serialised again with
+orjson, which stops at 254 levels, and real tensors are a handful of levels deep.
+
+Rule 6 — an empty body (or only whitespace) is refused.
+
+Integers beyond the 64-bit range become floats, as in orjson and in rapidjson.
+
+Speed: the fast path is `orjson.loads` (which enforces rules 2, 3, 6 and part of 4) plus two
+cheap checks on the raw bytes, one for duplicate keys (orjson silently keeps the last) and one
+for depth. Bodies with `NaN`/`Infinity` take the standard library parser with hooks. Every
+refusal is finally reported by a small checking parser that knows exact positions, so the
+messages do not depend on which path noticed the problem.
+
+Compressed bodies: `inflate()` undoes `Content-Encoding: gzip` (and `deflate`) with an output
+size limit, so the inflated body can be inspected like any other.
+"""
+
+from __future__ import annotations
+
+import _json
+import json
+import re
+import zlib
+from collections.abc import Callable
+from typing import Any, Final
+
+import orjson
+
+__all__ = [
+    "DEFAULT_MAX_DEPTH",
+    "MAX_DEPTH_LIMIT",
+    "BodyEncodingError",
+    "BodyTooLargeError",
+    "CorruptBodyError",
+    "StrictJsonError",
+    "UnsupportedEncodingError",
+    "inflate",
+    "loads",
+]
+
+DEFAULT_MAX_DEPTH: Final = 64
+#: orjson serialises at most 254 levels; a deeper body could be inspected but not re-sent masked.
+MAX_DEPTH_LIMIT: Final = 254
+
+
+class StrictJsonError(ValueError):
+    """A request body that is not acceptable JSON; maps to HTTP 400.
+
+    `code` is stable and machine-readable (`json_syntax`, `json_duplicate_key`,
+    `json_trailing_data`, `json_invalid_utf8`, `json_non_finite`, `json_number_range`,
+    `json_too_deep`, `json_empty`); `position` is the byte offset of the problem in the body,
+    `line` and `column` are 1-based (column counted in characters).
+    """
+
+    http_status: Final = 400
+
+    def __init__(self, code: str, message: str, position: int, line: int, column: int) -> None:
+        self.code = code
+        self.message = message
+        self.position = position
+        self.line = line
+        self.column = column
+        super().__init__(f"{message} at line {line} column {column} (byte {position})")
+
+
+class BodyEncodingError(ValueError):
+    """A compressed request body that cannot be inflated and inspected."""
+
+    http_status: int = 400
+    code: str = "body_encoding_error"
+
+
+class UnsupportedEncodingError(BodyEncodingError):
+    """A `Content-Encoding` the gateway does not inflate; maps to 415."""
+
+    http_status = 415
+    code = "body_encoding_unsupported"
+
+
+class BodyTooLargeError(BodyEncodingError):
+    """The inflated body exceeds the configured limit; maps to 413."""
+
+    http_status = 413
+    code = "body_too_large"
+
+
+class CorruptBodyError(BodyEncodingError):
+    """The compressed stream is truncated, corrupt or followed by garbage; maps to 400."""
+
+    http_status = 400
+    code = "body_encoding_corrupt"
+
+
+# ---------------------------------------------------------------------------------------------
+# Public entry point
+
+
+def loads(
+    data: bytes | bytearray | memoryview | str,
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    allow_non_finite: bool = True,
+) -> Any:
+    """Parse `data` under the rules in the module docstring, or raise `StrictJsonError`."""
+    if not 1 <= max_depth <= MAX_DEPTH_LIMIT:
+        raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH_LIMIT}, got {max_depth}")
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
+    try:
+        value = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return _loads_lenient_tokens(raw, max_depth, allow_non_finite)
+    if _deeper_than(raw, max_depth) or _may_hold_duplicates(raw, value):
+        return _CheckingParser(raw, max_depth, allow_non_finite).parse()
+    return value
+
+
+# ---------------------------------------------------------------------------------------------
+# Fast checks on the raw bytes (only for bodies orjson already accepted, so strings are
+# well formed)
+
+# SECURITY: a `\u003a` escape decodes to ':' in the parsed value but is not a ':' byte in the
+# source, which would let an attacker balance the colon counts below; such bodies are checked
+# by the full parser instead.
+_ESCAPED_COLONS: Final = (b"\\u003a", b"\\u003A")
+
+
+def _may_hold_duplicates(raw: bytes, value: Any) -> bool:
+    """True unless the body provably has no duplicate keys.
+
+    Without `\\u003a` escapes, every ':' in the source is either a member separator or a
+    character of a string; re-serialising the parsed value keeps all strings that survived and
+    one separator per surviving member. A duplicate drops a member (and the strings inside
+    it), so the re-serialised text has strictly fewer ':' than the source.
+    """
+    colons = raw.count(b":")
+    if colons == 0:
+        return False
+    if any(escape in raw for escape in _ESCAPED_COLONS):
+        return True
+    try:
+        return orjson.dumps(value).count(b":") != colons
+    except orjson.JSONEncodeError:
+        return True
+
+
+_BRACKETS_TO_PARENS: Final = bytes.maketrans(b"[{]}", b"(())")
+_NOT_BRACKETS: Final = bytes(b for b in range(256) if b not in b"[]{}")
+
+
+def _deeper_than(raw: bytes, max_depth: int) -> bool:
+    """Whether the (orjson-valid) body nests deeper than `max_depth` containers."""
+    openers = raw.count(b"[") + raw.count(b"{")
+    if openers <= max_depth:
+        return False
+    brackets = _strip_strings(raw).translate(_BRACKETS_TO_PARENS, _NOT_BRACKETS)
+    # bytes.replace never rescans its own output, so each pass removes exactly one level.
+    for _ in range(max_depth):
+        brackets = brackets.replace(b"()", b"")
+        if not brackets:
+            return False
+    return True
+
+
+def _strip_strings(raw: bytes) -> bytes:
+    """The body without its string literals (memchr-speed `find`; regexes are 10x slower)."""
+    parts: list[bytes] = []
+    start = 0
+    while True:
+        quote = raw.find(b'"', start)
+        if quote < 0:
+            parts.append(raw[start:])
+            return b"".join(parts)
+        parts.append(raw[start:quote])
+        end = quote + 1
+        while True:
+            end = raw.find(b'"', end)
+            if end < 0:
+                return b"".join(parts)
+            backslashes = 0
+            while raw[end - 1 - backslashes] == 0x5C:
+                backslashes += 1
+            if backslashes % 2 == 0:
+                break
+            end += 1
+        start = end + 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Medium path: standard-library parser with hooks, for bodies orjson refused (mostly because of
+# NaN/Infinity). Any doubt is handed to the checking parser, which reports it precisely.
+
+
+class _Doubt(Exception):
+    """Raised inside hooks to abandon the medium path."""
+
+
+def _loads_lenient_tokens(raw: bytes, max_depth: int, allow_non_finite: bool) -> Any:
+    checking = _CheckingParser(raw, max_depth, allow_non_finite)
+    if not allow_non_finite:
+        # Only the checking parser can tell which error orjson saw; let it report.
+        return checking.parse()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return checking.parse()
+    # On malformed input the depth estimate may be off; the parsers below then refuse anyway.
+    if text.startswith("\ufeff") or _deeper_than(raw, max_depth):
+        return checking.parse()
+    if "\\u" in text and _SURROGATE_ESCAPE.search(text):
+        return checking.parse()
+    try:
+        value, end = _STDLIB_DECODER.raw_decode(text, _skip_ws(text, 0))
+    except (ValueError, _Doubt, RecursionError):
+        return checking.parse()
+    if _skip_ws(text, end) != len(text):
+        return checking.parse()
+    return value
+
+
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")
+_LONE_SURROGATE: Final = re.compile("[\ud800-\udfff]")
+
+
+def _pairs_without_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    result = dict(pairs)
+    if len(result) != len(pairs):
+        raise _Doubt
+    return result
+
+
+def _finite_float(token: str) -> float:
+    number = float(token)
+    if number in (_INF, -_INF):
+        raise _Doubt
+    return number
+
+
+def _int_like_orjson(token: str) -> int | float:
+    if len(token) > 20:
+        raise _Doubt  # the checking parser handles very long numbers without int() limits
+    number = int(token)
+    return number if _INT_MIN <= number <= _UINT_MAX else float(number)
+
+
+def _constant(token: str) -> float:
+    # json only calls this for NaN, Infinity and -Infinity.
+    return float(token)
+
+
+_INF: Final = float("inf")
+_INT_MIN: Final = -(2**63)
+_UINT_MAX: Final = 2**64 - 1
+
+_STDLIB_DECODER: Final = json.JSONDecoder(
+    object_pairs_hook=_pairs_without_duplicates,
+    parse_float=_finite_float,
+    parse_int=_int_like_orjson,
+    parse_constant=_constant,
+    strict=True,
+)
+
+
+def _skip_ws(text: str, pos: int) -> int:
+    match = _WS.match(text, pos)
+    return match.end() if match else pos
+
+
+_WS: Final = re.compile(r"[ \t\n\r]*")
+
+
+# ---------------------------------------------------------------------------------------------
+# The checking parser: iterative, exact positions; authority on every refusal.
+
+_NUMBER: Final = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?")
+_WORD: Final = re.compile(r"-?[A-Za-z_][A-Za-z0-9_]*")
+_LITERALS: Final[dict[str, Any]] = {"true": True, "false": False, "null": None}
+_NON_FINITE: Final[dict[str, float]] = {
+    "NaN": float("nan"),
+    "Infinity": float("inf"),
+    "-Infinity": float("-inf"),
+}
+_NON_FINITE_HINTS: Final[dict[str, str]] = {
+    "Inf": "write `Infinity`",
+    "-Inf": "write `-Infinity`",
+    "-NaN": "write `NaN`",
+    "nan": "write `NaN`",
+    "inf": "write `Infinity`",
+    "-inf": "write `-Infinity`",
+    "infinity": "write `Infinity`",
+    "-infinity": "write `-Infinity`",
+}
+_CLOSER: Final = {"{": "}", "[": "]"}
+
+
+class _CheckingParser:
+    """Validates and builds the value, raising `StrictJsonError` at the exact position."""
+
+    def __init__(self, raw: bytes, max_depth: int, allow_non_finite: bool) -> None:
+        self.raw = raw
+        self.max_depth = max_depth
+        self.allow_non_finite = allow_non_finite
+        self.text = ""
+
+    # -- errors --
+
+    def fail(self, code: str, message: str, char_pos: int) -> StrictJsonError:
+        prefix = self.text[:char_pos]
+        byte_pos = len(prefix.encode("utf-8"))
+        line = prefix.count("\n") + 1
+        column = char_pos - (prefix.rfind("\n") + 1) + 1
+        return StrictJsonError(code, message, byte_pos, line, column)
+
+    def fail_at_byte(self, code: str, message: str, byte_pos: int) -> StrictJsonError:
+        prefix = self.raw[:byte_pos]
+        line = prefix.count(b"\n") + 1
+        last_line = prefix[prefix.rfind(b"\n") + 1 :]
+        column = len(last_line.decode("utf-8", "replace")) + 1
+        return StrictJsonError(code, message, byte_pos, line, column)
+
+    def describe(self, pos: int) -> str:
+        if pos >= len(self.text):
+            return "end of input"
+        return f"`{self.text[pos]!s}`" if self.text[pos].isprintable() else repr(self.text[pos])
+
+    # -- parsing --
+
+    def parse(self) -> Any:
+        if self.raw.startswith(b"\xef\xbb\xbf"):
+            raise self.fail_at_byte("json_invalid_utf8", "byte order mark is not allowed", 0)
+        try:
+            self.text = self.raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise self.fail_at_byte(
+                "json_invalid_utf8", f"invalid UTF-8 byte 0x{self.raw[exc.start]:02x}", exc.start
+            ) from None
+        text = self.text
+        pos = _skip_ws(text, 0)
+        if pos == len(text):
+            raise self.fail("json_empty", "the body is empty", pos)
+        value, pos = self.parse_document(pos)
+        end = _skip_ws(text, pos)
+        if end != len(text):
+            raise self.fail(
+                "json_trailing_data",
+                f"unexpected data after the JSON value: {self.describe(end)}",
+                end,
+            )
+        return value
+
+    def parse_document(self, pos: int) -> tuple[Any, int]:
+        text = self.text
+        # Each frame: (container, pending key for objects or None for arrays).
+        stack: list[tuple[dict[str, Any] | list[Any], str | None]] = []
+        keys: list[str] = []
+        while True:
+            pos = _skip_ws(text, pos)
+            char = text[pos] if pos < len(text) else ""
+            value: Any
+            if char in _CLOSER:
+                if len(stack) >= self.max_depth:
+                    raise self.fail(
+                        "json_too_deep",
+                        f"nesting deeper than {self.max_depth} levels is not allowed",
+                        pos,
+                    )
+                container: dict[str, Any] | list[Any] = {} if char == "{" else []
+                pos = _skip_ws(text, pos + 1)
+                if pos < len(text) and text[pos] == _CLOSER[char]:
+                    value, pos = container, pos + 1
+                else:
+                    stack.append((container, None))
+                    if isinstance(container, dict):
+                        key, pos = self.parse_key(container, pos)
+                        keys.append(key)
+                    continue
+            else:
+                value, pos = self.parse_scalar(pos)
+            # Attach the finished value, closing every container it completes.
+            while True:
+                if not stack:
+                    return value, pos
+                parent, _ = stack[-1]
+                if isinstance(parent, dict):
+                    parent[keys[-1]] = value
+                else:
+                    parent.append(value)
+                pos = _skip_ws(text, pos)
+                char = text[pos] if pos < len(text) else ""
+                closer = "}" if isinstance(parent, dict) else "]"
+                if char == ",":
+                    pos = _skip_ws(text, pos + 1)
+                    if isinstance(parent, dict):
+                        keys[-1], pos = self.parse_key(parent, pos)
+                    break
+                if char == closer:
+                    stack.pop()
+                    if isinstance(parent, dict):
+                        keys.pop()
+                    value, pos = parent, pos + 1
+                    continue
+                raise self.fail(
+                    "json_syntax", f"expected `,` or `{closer}`, found {self.describe(pos)}", pos
+                )
+
+    def parse_key(self, container: dict[str, Any], pos: int) -> tuple[str, int]:
+        text = self.text
+        if pos >= len(text) or text[pos] != '"':
+            raise self.fail(
+                "json_syntax", f"expected a string key, found {self.describe(pos)}", pos
+            )
+        key, end = self.parse_string(pos)
+        if key in container:
+            raise self.fail("json_duplicate_key", f"duplicate key `{key}`", pos)
+        colon = _skip_ws(text, end)
+        if colon >= len(text) or text[colon] != ":":
+            raise self.fail(
+                "json_syntax", f"expected `:` after a key, found {self.describe(colon)}", colon
+            )
+        return key, colon + 1
+
+    def parse_string(self, pos: int) -> tuple[str, int]:
+        try:
+            value, end = _scanstring(self.text, pos + 1, True)
+        except json.JSONDecodeError as exc:
+            raise self.fail("json_syntax", exc.msg.lower(), exc.pos) from None
+        if "\\u" in self.text[pos:end] and _LONE_SURROGATE.search(value):
+            raise self.fail(
+                "json_invalid_utf8", "string holds a `\\u` escape of a lone surrogate", pos
+            )
+        return value, end
+
+    def parse_scalar(self, pos: int) -> tuple[Any, int]:
+        text = self.text
+        char = text[pos] if pos < len(text) else ""
+        if char == '"':
+            return self.parse_string(pos)
+        number = _NUMBER.match(text, pos)
+        if number is not None and char != "":
+            return self.parse_number(number), number.end()
+        word = _WORD.match(text, pos)
+        if word is not None:
+            token = word.group()
+            if token in _LITERALS:
+                return _LITERALS[token], word.end()
+            if token in _NON_FINITE:
+                if self.allow_non_finite:
+                    return _NON_FINITE[token], word.end()
+                raise self.fail("json_non_finite", f"`{token}` is not allowed here", pos)
+            if token in _NON_FINITE_HINTS:
+                raise self.fail(
+                    "json_non_finite",
+                    f"`{token}` is not accepted; {_NON_FINITE_HINTS[token]}",
+                    pos,
+                )
+            raise self.fail("json_syntax", f"unexpected word `{token[:40]}`", pos)
+        if char == "":
+            raise self.fail("json_syntax", "unexpected end of input, expected a value", pos)
+        raise self.fail("json_syntax", f"expected a value, found {self.describe(pos)}", pos)
+
+    def parse_number(self, match: re.Match[str]) -> int | float:
+        token = match.group()
+        if match.group(1) is None and match.group(2) is None and len(token) <= 21:
+            integer = int(token)
+            if _INT_MIN <= integer <= _UINT_MAX:
+                return integer
+        number = float(token)
+        if number in (_INF, -_INF):
+            raise self.fail("json_number_range", "number is too large for a double", match.start())
+        return number
+
+
+_scanstring: Final[Callable[[str, int, bool], tuple[str, int]]] = _json.scanstring
+
+
+# ---------------------------------------------------------------------------------------------
+# Content-Encoding
+
+_GZIP_MAGIC: Final = b"\x1f\x8b"
+_MAX_ENCODING_LAYERS: Final = 2
+_INFLATABLE: Final = frozenset({"gzip", "x-gzip", "deflate"})
+
+
+def inflate(
+    body: bytes,
+    content_encoding: str | None,
+    *,
+    max_size: int,
+    accepted: frozenset[str] = _INFLATABLE,
+) -> bytes:
+    """Undo `content_encoding` on `body`, producing at most `max_size` bytes.
+
+    Raises `UnsupportedEncodingError` (415) for codings outside `accepted` (`br`, `zstd`, ...)
+    or more than two layers, `BodyTooLargeError` (413) past `max_size`, and
+    `CorruptBodyError` (400) for truncated or corrupt streams or bytes after the stream.
+    `identity` and an absent header return `body` unchanged (the caller limits its size).
+    `deflate` accepts the zlib format RFC 9110 specifies and, as many clients send it, raw
+    deflate.
+    """
+    if max_size < 0:
+        raise ValueError(f"max_size must be >= 0, got {max_size}")
+    codings = [
+        token.strip().lower() for token in (content_encoding or "").split(",") if token.strip()
+    ]
+    codings = [coding for coding in codings if coding != "identity"]
+    if len(codings) > _MAX_ENCODING_LAYERS:
+        raise UnsupportedEncodingError(
+            f"at most {_MAX_ENCODING_LAYERS} content codings are supported, got {len(codings)}"
+        )
+    for coding in codings:
+        if coding not in accepted:
+            raise UnsupportedEncodingError(f"content coding `{coding[:40]}` is not supported")
+    for coding in reversed(codings):
+        if coding == "deflate":
+            body = _inflate_deflate(body, max_size)
+        else:
+            body = _inflate_gzip(body, max_size)
+    return body
+
+
+def _inflate_gzip(body: bytes, max_size: int) -> bytes:
+    out = bytearray()
+    remaining = body
+    if not remaining:
+        raise CorruptBodyError("gzip body is empty")
+    # A gzip file may hold several members back to back (RFC 1952 §2.2).
+    while remaining:
+        if not remaining.startswith(_GZIP_MAGIC):
+            raise CorruptBodyError("gzip stream is followed by data that is not a gzip member")
+        remaining = _inflate_stream(
+            zlib.decompressobj(16 + zlib.MAX_WBITS), remaining, out, max_size
+        )
+    return bytes(out)
+
+
+def _inflate_deflate(body: bytes, max_size: int) -> bytes:
+    if not body:
+        raise CorruptBodyError("deflate body is empty")
+    is_zlib = len(body) >= 2 and body[0] & 0x0F == 8 and (body[0] << 8 | body[1]) % 31 == 0
+    wbits = zlib.MAX_WBITS if is_zlib else -zlib.MAX_WBITS
+    out = bytearray()
+    rest = _inflate_stream(zlib.decompressobj(wbits), body, out, max_size)
+    if rest:
+        raise CorruptBodyError("deflate stream is followed by extra data")
+    return bytes(out)
+
+
+def _inflate_stream(decompressor: Any, data: bytes, out: bytearray, max_size: int) -> bytes:
+    """Inflate one stream into `out`; return the bytes after its end."""
+    pending = data
+    try:
+        while pending:
+            chunk = decompressor.decompress(pending, max_size + 1 - len(out))
+            out += chunk
+            if len(out) > max_size:
+                raise BodyTooLargeError(f"inflated body exceeds {max_size} bytes")
+            pending = decompressor.unconsumed_tail
+            if decompressor.eof:
+                break
+    except zlib.error as exc:
+        raise CorruptBodyError(f"compressed body is corrupt: {exc}") from None
+    if not decompressor.eof:
+        raise CorruptBodyError("compressed body is truncated")
+    return bytes(decompressor.unused_data)

@@ -1,0 +1,245 @@
+"""The REST API of TF Serving on aiohttp's low-level server.
+
+The low-level server is used (not `web.Application`) because TF Serving's routing is not
+a router's: the raw path *with* its query string is matched case-insensitively by two
+regular expressions, anything outside `/v1/` gets libevent's HTML 404, OPTIONS is answered
+before any routing, Content-Type is ignored and gzip bodies are inflated by hand (aiohttp's
+own decompression is turned off so that a broken gzip body reads as empty, as in TF
+Serving).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import urllib.parse
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from model_server import rest_json
+from model_server.core import ServingCore
+from model_server.proto_json import message_to_json, metadata_to_json
+from model_server.status import Code, ServingError
+
+__all__ = ["RestApi", "html_error_page", "start_rest_server"]
+
+log = logging.getLogger("model_server.rest")
+
+_V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
+_PREDICTION = re.compile(
+    r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?"
+    r":(classify|regress|predict)",
+    re.IGNORECASE,
+)
+_STATUS = re.compile(
+    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
+    re.IGNORECASE,
+)
+#: libevent's allowed methods as TF Serving configures them (evhttp_server.cc).
+_ALLOWED_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
+#: TF Serving inflates at most this much (gzip_zlib.h).
+_MAX_INFLATED_BYTES = 100 * 1024 * 1024
+_JSON = "application/json"
+_CORS_HEADERS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "POST, GET",
+    "Access-Control-Allow-Headers": "Content-Type",
+}
+_REASONS = {404: "Not Found", 501: "Not Implemented", 400: "Bad Request"}
+
+
+def html_error_page(status: int) -> web.Response:
+    """libevent 2.1's `evhttp_send_error` page."""
+    reason = _REASONS[status]
+    body = (
+        f"<HTML><HEAD>\n<TITLE>{status} {reason}</TITLE>\n</HEAD><BODY>\n"
+        f"<H1>{reason}</H1>\n</BODY></HTML>\n"
+    )
+    return web.Response(
+        status=status,
+        body=body.encode("ascii"),
+        headers={"Content-Type": "text/html", "Connection": "close"},
+    )
+
+
+def _unescape(text: str) -> str:
+    """curl_easy_unescape: %XX decoding only (`+` stays `+`)."""
+    raw = urllib.parse.unquote_to_bytes(text)
+    return raw.decode("utf-8", "surrogateescape")
+
+
+def _inflate(body: bytes) -> bytes:
+    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    try:
+        inflated = decompressor.decompress(body, _MAX_INFLATED_BYTES + 1)
+    except zlib.error:
+        return b""
+    if len(inflated) > _MAX_INFLATED_BYTES or not decompressor.eof:
+        return b""
+    return inflated
+
+
+class RestApi:
+    """Request handling for TF Serving's `/v1/` REST API."""
+
+    def __init__(
+        self,
+        core: ServingCore,
+        *,
+        enable_cors: bool = False,
+        stats_path: str | None = None,
+    ) -> None:
+        self.core = core
+        self.enable_cors = enable_cors
+        self.stats_path = stats_path
+
+    def handler(self) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+        """The low-level aiohttp handler."""
+        return self.handle
+
+    async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
+        """Route one request the way TF Serving's HTTP server does."""
+        method = request.method
+        if method not in _ALLOWED_METHODS:
+            return html_error_page(501)
+        path = request.raw_path
+        if self.stats_path is not None and path == self.stats_path and method == "GET":
+            return web.Response(
+                body=orjson.dumps(self.stats_snapshot()), content_type="application/json"
+            )
+        if not _V1.fullmatch(path):
+            return html_error_page(404)
+        headers = dict(_CORS_HEADERS) if self.enable_cors else {}
+        if method == "OPTIONS":
+            origin = request.headers.get("Origin", "")
+            ok = "http://" in origin or "https://" in origin
+            response = web.Response(status=200 if ok else 400, headers=headers)
+            response.content_type = ""  # TF Serving sets none
+            return response
+        body = await request.content.read()
+        if "gzip" in request.headers.get("Content-Encoding", ""):
+            body = _inflate(body)
+        try:
+            payload = await self.dispatch(method, path, body)
+            status = 200
+        except ServingError as error:
+            payload = rest_json.error_body(error.message)
+            status = error.code.http_status
+        except Exception as error:  # a bug must still answer in TF Serving's error format
+            log.exception("request failed: %s %s", method, path)
+            payload = rest_json.error_body(f"Internal error: {error}")
+            status = Code.INTERNAL.http_status
+        headers["Content-Type"] = _JSON
+        return web.Response(status=status, body=payload, headers=headers)
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """Counters for tests and benchmarks (not part of TF Serving's API)."""
+        snapshot = self.core.stats.as_json()
+        snapshot["available"] = {k: v for k, v in self.core.registry.available().items()}
+        return snapshot
+
+    async def dispatch(self, method: str, path: str, body: bytes) -> bytes:
+        """HttpRestApiHandler::ProcessRequest."""
+        malformed = ServingError(Code.INVALID_ARGUMENT, f"Malformed request: {method} {path}")
+        match = None
+        if method == "POST":
+            match = _PREDICTION.fullmatch(path)
+        elif method == "GET":
+            match = _STATUS.fullmatch(path)
+        name = version_text = label = verb = ""
+        if match is not None:
+            name, version_text, label, verb = (g or "" for g in match.groups())
+            if name:
+                name = _unescape(name)
+        version: int | None = None
+        if version_text:
+            version = int(version_text)
+            if version >= 2**63:
+                raise ServingError(
+                    Code.INVALID_ARGUMENT,
+                    f"Failed to convert version: {version_text} to numeric.",
+                )
+        label_value = _unescape(label) if label else None
+        if match is None:
+            raise malformed
+        if method == "POST":
+            if verb == "predict":
+                return await self.predict(name, version, label_value, body)
+            if verb in ("classify", "regress"):
+                return self.classify_regress(name, version, label_value, body, verb)
+            raise malformed
+        if not name:
+            raise ServingError(Code.INVALID_ARGUMENT, "Missing model name in request.")
+        if verb == "metadata":
+            return self.metadata(name, version, label_value)
+        return self.model_status(name, version)
+
+    async def predict(
+        self, name: str, version: int | None, label: str | None, body: bytes
+    ) -> bytes:
+        """POST .../{model}[...]:predict."""
+        parsed = rest_json.parse_predict_body(body)
+        servable = self.core.registry.resolve(name, version, label)
+        signature = self.core.rest_signature(servable, parsed.signature_name)
+        inputs = rest_json.predict_inputs(parsed, signature.inputs)
+        outputs = await self.core.predict(servable, signature, inputs.tensors)
+        return rest_json.predict_response_body(outputs, inputs.request_format)
+
+    def classify_regress(
+        self, name: str, version: int | None, label: str | None, body: bytes, verb: str
+    ) -> bytes:
+        """POST ...:classify / ...:regress (the body is checked before the model lookup)."""
+        signature_name, _ = rest_json.check_classify_regress_body(body)
+        servable = self.core.registry.resolve(name, version, label)
+        self.core.classify_regress_error(servable, signature_name, verb)
+        raise AssertionError("unreachable")  # classify_regress_error always raises
+
+    def model_status(self, name: str, version: int | None) -> bytes:
+        """GET /v1/models/{model}[/versions/{n}] (a label selects all versions)."""
+        from tensorflow_serving.apis import get_model_status_pb2
+
+        response = get_model_status_pb2.GetModelStatusResponse()
+        for number, state, error in self.core.registry.status(name, version):
+            entry = response.model_version_status.add()
+            entry.version = number
+            entry.state = state.value
+            if error is not None:
+                entry.status.error_code = _error_code_number(error.code)
+                entry.status.error_message = error.message
+            else:
+                entry.status.SetInParent()
+        return message_to_json(response).encode("utf-8")
+
+    def metadata(self, name: str, version: int | None, label: str | None) -> bytes:
+        """GET .../metadata: the signature_def metadata field only."""
+        from tensorflow_serving.apis import get_model_metadata_pb2, model_pb2
+
+        servable = self.core.registry.resolve(name, version, label)
+        spec = model_pb2.ModelSpec(name=servable.name)
+        spec.version.value = servable.version
+        signatures = get_model_metadata_pb2.SignatureDefMap()
+        for key, signature_def in servable.meta_graph.signature_def.items():
+            signatures.signature_def[key].CopyFrom(signature_def)
+        return metadata_to_json(spec, signatures).encode("utf-8")
+
+
+def _error_code_number(code: Code) -> int:
+    from tensorflow.core.protobuf import error_codes_pb2
+
+    return int(error_codes_pb2.Code.Value(code.name))
+
+
+async def start_rest_server(api: RestApi, host: str, port: int) -> tuple[Any, int]:
+    """Listen on host:port (0 picks a free port); returns (runner, bound port)."""
+    server = web.Server(api.handle, auto_decompress=False)
+    runner = web.ServerRunner(server, handle_signals=False, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, reuse_address=True)
+    await site.start()
+    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
+    bound = sockets[0].getsockname()[1] if sockets else port
+    return runner, int(bound)

@@ -1,0 +1,1344 @@
+"""TF Serving's REST JSON, byte for byte: request parsing, tensor building, response writing.
+
+TF Serving parses request bodies with rapidjson 1.1.0 (iterative, NaN/Inf accepted, bytes
+after the root value ignored, first duplicate key wins, no UTF-8 validation) and writes
+responses with rapidjson's PrettyWriter and its own float formatting. Python's `json`
+differs on every one of those points, so this module carries:
+
+* a fast path: orjson plus cheap byte-level checks that prove orjson's view of the body is
+  the view rapidjson would have (no duplicate keys, no `true`/`false`/`null` that numpy
+  would silently coerce, numeric rectangular tensors); it covers well-formed image requests;
+* an exact path: an iterative rapidjson-compatible parser and a port of `json_tensor.cc`'s
+  tensor filling, used for everything else, which reproduces TF Serving's error messages;
+* writers for the predict, classify/regress and error bodies in TF Serving's exact layout.
+
+The module is pure: no I/O, no aiohttp, no TensorFlow.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import decimal
+import enum
+import math
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import orjson
+
+from model_server.status import Code, ServingError, invalid_argument
+
+__all__ = [
+    "JsonObject",
+    "RequestFormat",
+    "TensorSpec",
+    "PredictInputs",
+    "decode_body",
+    "parse_exact",
+    "json_value_to_string",
+    "format_float32",
+    "format_float64",
+    "predict_inputs",
+    "predict_response_body",
+    "error_body",
+    "check_classify_regress_body",
+]
+
+#: rapidjson's error strings (`rapidjson/error/en.h`).
+_DOCUMENT_EMPTY = "The document is empty."
+_VALUE_INVALID = "Invalid value."
+_OBJECT_MISS_NAME = "Missing a name for object member."
+_OBJECT_MISS_COLON = "Missing a colon after a name of object member."
+_OBJECT_MISS_COMMA = "Missing a comma or '}' after an object member."
+_ARRAY_MISS_COMMA = "Missing a comma or ']' after an array element."
+_BAD_HEX = "Incorrect hex digit after \\u escape in string."
+_BAD_SURROGATE = "The surrogate pair in string is invalid."
+_BAD_ESCAPE = "Invalid escape character in string."
+_MISS_QUOTE = "Missing a closing quotation mark in string."
+_NUMBER_TOO_BIG = "Number too big to be stored in double."
+_MISS_FRACTION = "Miss fraction part in number."
+_MISS_EXPONENT = "Miss exponent in number."
+
+#: JSON in error messages is cut to this many bytes (TF Serving >= 2.18).
+MAX_JSON_IN_MESSAGE = 256
+
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+_FLOAT_MAX_EXACT_INT = 2**24 - 1
+_DOUBLE_MAX_EXACT_INT = 2**53 - 1
+_FLT_MAX = float(np.finfo(np.float32).max)
+
+
+class JsonObject:
+    """A JSON object as rapidjson's DOM keeps it: every member, in order, duplicates too.
+
+    Lookups return the first member with the key, as rapidjson's `FindMember` does.
+    """
+
+    __slots__ = ("members",)
+
+    def __init__(self, members: list[tuple[str, Any]] | None = None) -> None:
+        self.members: list[tuple[str, Any]] = members if members is not None else []
+
+    def find(self, key: str) -> tuple[bool, Any]:
+        """Return (found, value) for the first member named `key`."""
+        for name, value in self.members:
+            if name == key:
+                return True, value
+        return False, None
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def __repr__(self) -> str:
+        return f"JsonObject({self.members!r})"
+
+
+class RequestFormat(enum.Enum):
+    """Which key carried the tensors; the response envelope follows it."""
+
+    ROW = "instances"
+    COLUMNAR = "inputs"
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """A signature input or output: TF dtype name (`DT_FLOAT`), shape (None = unknown rank)."""
+
+    dtype: str
+    shape: tuple[int, ...] | None
+
+
+@dataclass(frozen=True)
+class PredictInputs:
+    """Tensors built from a predict body, keyed by signature input alias."""
+
+    tensors: dict[str, np.ndarray]
+    request_format: RequestFormat
+
+
+# --------------------------------------------------------------------------------------
+# Generic access to parsed documents (orjson dicts or exact-parser JsonObjects)
+# --------------------------------------------------------------------------------------
+
+
+def _is_object(value: Any) -> bool:
+    return isinstance(value, (dict, JsonObject))
+
+
+def _find(obj: Any, key: str) -> tuple[bool, Any]:
+    if isinstance(obj, JsonObject):
+        return obj.find(key)
+    if key in obj:
+        return True, obj[key]
+    return False, None
+
+
+def _members(obj: Any) -> Sequence[tuple[str, Any]]:
+    if isinstance(obj, JsonObject):
+        return obj.members
+    return list(obj.items())
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _is_b64_object(value: Any) -> bool:
+    if not _is_object(value) or len(value) != 1:
+        return False
+    found, inner = _find(value, "b64")
+    return found and isinstance(inner, str)
+
+
+# --------------------------------------------------------------------------------------
+# Parsing
+# --------------------------------------------------------------------------------------
+
+
+class _ParseFailure(Exception):
+    def __init__(self, reason: str, offset: int) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.offset = offset
+
+
+_WHITESPACE = frozenset(b" \t\n\r")
+_STRUCTURAL = frozenset(b"[]{},:")
+_SIMPLE_ESCAPES = {
+    ord('"'): '"',
+    ord("\\"): "\\",
+    ord("/"): "/",
+    ord("b"): "\b",
+    ord("f"): "\f",
+    ord("n"): "\n",
+    ord("r"): "\r",
+    ord("t"): "\t",
+}
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_DIGITS = frozenset(b"0123456789")
+
+
+class _Parser:
+    """rapidjson 1.1.0's iterative parser with kParseNanAndInfFlag | kParseStopWhenDoneFlag."""
+
+    def __init__(self, data: bytes) -> None:
+        # A NUL byte reads as end of input, exactly as rapidjson's MemoryStream.Peek() does.
+        nul = data.find(b"\0")
+        self.data = data
+        self.end = nul if nul >= 0 else len(data)
+
+    def peek(self, i: int) -> int:
+        return self.data[i] if i < self.end else 0
+
+    def skip(self, i: int) -> int:
+        data, end = self.data, self.end
+        while i < end and data[i] in _WHITESPACE:
+            i += 1
+        return i
+
+    def parse(self) -> Any:
+        i = 0
+        if self.data.startswith(b"\xef\xbb\xbf"):
+            i = 3  # the UTF-8 input stream skips a byte-order mark
+        i = self.skip(i)
+        # Stack frames: [container, is_object]; `key` waits for its value inside objects.
+        stack: list[tuple[Any, str | None]] = []
+        state = "start"
+        while True:
+            # Value position: `state` says which parser state we are in for error reporting.
+            c = self.peek(i)
+            if c == 0 or c in _STRUCTURAL and c not in (ord("["), ord("{")):
+                if state == "start":
+                    raise _ParseFailure(_DOCUMENT_EMPTY, i)
+                raise _ParseFailure(_VALUE_INVALID, i)
+            value: Any
+            if c == ord("["):
+                i = self.skip(i + 1)
+                if self.peek(i) == ord("]"):
+                    value, i = [], i + 1
+                else:
+                    stack.append(([], None))
+                    state = "array_initial"
+                    continue
+            elif c == ord("{"):
+                i = self.skip(i + 1)
+                if self.peek(i) == ord("}"):
+                    value, i = JsonObject(), i + 1
+                else:
+                    key, i = self.member_key(i)
+                    stack.append((JsonObject(), key))
+                    state = "key_value_delimiter"
+                    continue
+            elif c == ord('"'):
+                value, i = self.string(i)
+            elif c in (ord("n"), ord("t"), ord("f")):
+                value, i = self.literal(i)
+            else:
+                value, i = self.number(i)
+            # A value is complete: attach it and read what follows, closing containers.
+            while True:
+                if not stack:
+                    return value  # kParseStopWhenDoneFlag: bytes after the root are ignored
+                container, key = stack[-1]
+                i = self.skip(i)
+                c = self.peek(i)
+                if key is None:
+                    container.append(value)
+                    if c == ord(","):
+                        i = self.skip(i + 1)
+                        state = "element_delimiter"
+                        break
+                    if c == ord("]"):
+                        stack.pop()
+                        value, i = container, i + 1
+                        continue
+                    raise _ParseFailure(_ARRAY_MISS_COMMA, i)
+                container.members.append((key, value))
+                if c == ord(","):
+                    i = self.skip(i + 1)
+                    new_key, i = self.member_key(i)
+                    stack[-1] = (container, new_key)
+                    state = "key_value_delimiter"
+                    break
+                if c == ord("}"):
+                    stack.pop()
+                    value, i = container, i + 1
+                    continue
+                raise _ParseFailure(_OBJECT_MISS_COMMA, i)
+
+    def member_key(self, i: int) -> tuple[str, int]:
+        if self.peek(i) != ord('"'):
+            raise _ParseFailure(_OBJECT_MISS_NAME, i)
+        key, i = self.string(i)
+        i = self.skip(i)
+        if self.peek(i) != ord(":"):
+            raise _ParseFailure(_OBJECT_MISS_COLON, i)
+        return key, self.skip(i + 1)
+
+    def hex4(self, i: int, escape_offset: int) -> tuple[int, int]:
+        digits = self.data[i : i + 4] if i + 4 <= self.end else b""
+        if len(digits) != 4 or any(d not in _HEX for d in digits):
+            raise _ParseFailure(_BAD_HEX, escape_offset)
+        return int(digits, 16), i + 4
+
+    def string(self, i: int) -> tuple[str, int]:
+        data, end = self.data, self.end
+        i += 1
+        parts: list[str] = []
+        start = i
+        while True:
+            c = data[i] if i < end else 0
+            if c == ord('"'):
+                parts.append(data[start:i].decode("utf-8", "surrogateescape"))
+                return "".join(parts), i + 1
+            if c == ord("\\"):
+                parts.append(data[start:i].decode("utf-8", "surrogateescape"))
+                escape_offset = i
+                e = data[i + 1] if i + 1 < end else 0
+                if e in _SIMPLE_ESCAPES:
+                    parts.append(_SIMPLE_ESCAPES[e])
+                    i += 2
+                elif e == ord("u"):
+                    code, i = self.hex4(i + 2, escape_offset)
+                    if 0xD800 <= code <= 0xDBFF:
+                        if data[i : i + 2] != b"\\u" or i + 2 > end:
+                            raise _ParseFailure(_BAD_SURROGATE, escape_offset)
+                        low, i = self.hex4(i + 2, escape_offset)
+                        if not 0xDC00 <= low <= 0xDFFF:
+                            raise _ParseFailure(_BAD_SURROGATE, escape_offset)
+                        code = (((code - 0xD800) << 10) | (low - 0xDC00)) + 0x10000
+                    parts.append(chr(code))
+                else:
+                    raise _ParseFailure(_BAD_ESCAPE, escape_offset)
+                start = i
+                continue
+            if c < 0x20:
+                raise _ParseFailure(_MISS_QUOTE if c == 0 else _BAD_ESCAPE, i)
+            i += 1
+
+    def literal(self, i: int) -> tuple[Any, int]:
+        for text, value in ((b"null", None), (b"true", True), (b"false", False)):
+            if self.data[i] == text[0]:
+                for j in range(1, len(text)):
+                    if self.peek(i + j) != text[j]:
+                        raise _ParseFailure(_VALUE_INVALID, i + j)
+                return value, i + len(text)
+        raise AssertionError("unreachable")
+
+    def consume_word(self, i: int, word: bytes) -> tuple[bool, int]:
+        for j, ch in enumerate(word):
+            if self.peek(i + j) != ch:
+                return False, i + j
+        return True, i + len(word)
+
+    def number(self, i: int) -> tuple[Any, int]:
+        start = i
+        minus = self.peek(i) == ord("-")
+        if minus:
+            i += 1
+        c = self.peek(i)
+        if c == ord("N") or c == ord("I"):
+            ok, i = self.consume_word(i, b"NaN") if c == ord("N") else (False, i)
+            if ok:
+                return math.nan, i
+            ok, i = self.consume_word(i, b"Inf")
+            if not ok:
+                raise _ParseFailure(_VALUE_INVALID, i)
+            if self.peek(i) == ord("i"):
+                ok, i = self.consume_word(i, b"inity")
+                if not ok:
+                    raise _ParseFailure(_VALUE_INVALID, i)
+            return (-math.inf if minus else math.inf), i
+        if c == ord("0"):
+            i += 1
+        elif ord("1") <= c <= ord("9"):
+            while self.peek(i) in _DIGITS:
+                i += 1
+        else:
+            raise _ParseFailure(_VALUE_INVALID, i)
+        is_double = False
+        fraction_digits = 0
+        if self.peek(i) == ord("."):
+            i += 1
+            if self.peek(i) not in _DIGITS:
+                raise _ParseFailure(_MISS_FRACTION, i)
+            while self.peek(i) in _DIGITS:
+                i += 1
+                fraction_digits += 1
+            is_double = True
+        if self.peek(i) in (ord("e"), ord("E")):
+            i += 1
+            negative_exponent = False
+            if self.peek(i) in (ord("+"), ord("-")):
+                negative_exponent = self.peek(i) == ord("-")
+                i += 1
+            if self.peek(i) not in _DIGITS:
+                raise _ParseFailure(_MISS_EXPONENT, i)
+            exponent = 0
+            while self.peek(i) in _DIGITS:
+                exponent = exponent * 10 + self.peek(i) - ord("0")
+                i += 1
+                if not negative_exponent and exponent > 308 + fraction_digits:
+                    raise _ParseFailure(_NUMBER_TOO_BIG, start)
+            is_double = True
+        text = self.data[start:i]
+        if is_double:
+            return float(text), i
+        integer = int(text)
+        if _INT64_MIN <= integer <= _UINT64_MAX:
+            return integer, i
+        as_double = float(integer) if abs(integer) < 10**308 else math.inf
+        if math.isinf(as_double):
+            raise _ParseFailure(_NUMBER_TOO_BIG, start)
+        return as_double, i
+
+
+def parse_exact(body: bytes) -> Any:
+    """Parse `body` exactly as TF Serving does; raise its 400 error on failure.
+
+    Objects come back as `JsonObject`, arrays as lists, numbers as int (64-bit range) or
+    float, strings as str (undecodable bytes kept as surrogate escapes).
+    """
+    if not body:
+        raise invalid_argument("JSON Parse error: The document is empty")
+    try:
+        return _Parser(body).parse()
+    except _ParseFailure as failure:
+        raise invalid_argument(
+            f"JSON Parse error: {failure.reason} at offset: {failure.offset}"
+        ) from None
+
+
+def decode_body(body: bytes) -> tuple[Any, bool]:
+    """Decode a request body; returns (document, exact).
+
+    `exact` is False when orjson decoded it: such a document may hide duplicate keys, so
+    callers that rely on key semantics must confirm it (see `_fast_predict`) or re-parse
+    with `parse_exact`.
+    """
+    try:
+        return orjson.loads(body), False
+    except orjson.JSONDecodeError:
+        return parse_exact(body), True
+
+
+# --------------------------------------------------------------------------------------
+# Writing JSON the way rapidjson does (for error messages and responses)
+# --------------------------------------------------------------------------------------
+
+_ESCAPES = {
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+    '"': '\\"',
+    "\\": "\\\\",
+}
+
+
+def _escape_char(ch: str) -> str:
+    special = _ESCAPES.get(ch)
+    if special is not None:
+        return special
+    return f"\\u{ord(ch):04X}"
+
+
+_NEEDS_ESCAPE = frozenset([*_ESCAPES, *(chr(c) for c in range(0x20))])
+
+
+def _quote(text: str) -> str:
+    if not any(ch in _NEEDS_ESCAPE for ch in text):
+        return f'"{text}"'
+    return '"' + "".join(_escape_char(ch) if ch in _NEEDS_ESCAPE else ch for ch in text) + '"'
+
+
+def rapidjson_dtoa(value: float) -> str:
+    """Format a finite double as rapidjson's Writer::Double (Grisu2 + Prettify)."""
+    if value == 0:
+        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
+    sign = "-" if value < 0 else ""
+    digits_tuple = decimal.Decimal(repr(abs(value))).normalize().as_tuple()
+    digits = "".join(str(d) for d in digits_tuple.digits)
+    k = int(digits_tuple.exponent)
+    length = len(digits)
+    kk = length + k
+    if 0 <= k and kk <= 21:
+        text = digits + "0" * k + ".0"
+    elif 0 < kk <= 21:
+        text = digits[:kk] + "." + digits[kk:]
+    elif -6 < kk <= 0:
+        text = "0." + "0" * (-kk) + digits
+    else:
+        exponent = kk - 1
+        mantissa = digits if length == 1 else digits[0] + "." + digits[1:]
+        text = f"{mantissa}e{exponent}"
+    return sign + text
+
+
+def format_float32(value: float) -> str:
+    """Format a float32 value as TF Serving's WriteDecimal<float> does."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "-Infinity" if value < 0 else "Infinity"
+    text = f"{value:.6g}"
+    if np.float32(float(text)) != np.float32(value):
+        text = f"{value:.9g}"
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
+
+
+def format_float64(value: float) -> str:
+    """Format a double as TF Serving's WriteDecimal<double> does."""
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "-Infinity" if value < 0 else "Infinity"
+    text = f"{value:.6g}"
+    if float(text) != value:
+        text = f"{value:.17g}"
+    if "." not in text and "e" not in text:
+        text += ".0"
+    return text
+
+
+def _format_float32_array(flat: np.ndarray) -> list[str]:
+    """Vectorised `format_float32` for a 1-D float32 array."""
+    values = flat.astype(np.float64).tolist()
+    texts = [f"{v:.6g}" for v in values]
+    finite = np.isfinite(flat)
+    if not finite.all():
+        return [format_float32(v) for v in values]
+    back = np.array(texts, dtype=np.float64).astype(np.float32)
+    mismatch = np.flatnonzero(back != flat)
+    for index in mismatch.tolist():
+        texts[index] = f"{values[index]:.9g}"
+    return [t if ("." in t or "e" in t) else t + ".0" for t in texts]
+
+
+class _StopWriting(Exception):
+    """rapidjson's Writer refuses NaN/Inf inside containers; `Accept` stops there."""
+
+
+def _pretty_tokens(value: Any) -> Iterator[str]:
+    """Tokens of rapidjson's PrettyWriter (4-space indent) for a DOM value, iteratively."""
+    # Each frame: (iterator over children, is_object, level).
+    stack: list[tuple[Iterator[Any], bool, int]] = []
+    pending: Any = value
+    level = 0
+    first = True
+    while True:
+        if pending is not _NOTHING:
+            item = pending
+            pending = _NOTHING
+            if isinstance(item, list):
+                if not item:
+                    yield "[]"
+                else:
+                    yield "["
+                    stack.append((iter(item), False, level + 1))
+                    level += 1
+                    first = True
+            elif _is_object(item):
+                if len(item) == 0:
+                    yield "{}"
+                else:
+                    yield "{"
+                    stack.append((iter(_members(item)), True, level + 1))
+                    level += 1
+                    first = True
+            else:
+                yield _scalar_token(item)
+        if not stack:
+            return
+        children, is_object, frame_level = stack[-1]
+        child = next(children, _NOTHING)
+        if child is _NOTHING:
+            stack.pop()
+            level = frame_level - 1
+            yield "\n" + "    " * level + ("}" if is_object else "]")
+            first = False
+            continue
+        prefix = ("\n" if first else ",\n") + "    " * frame_level
+        first = False
+        if is_object:
+            name, child_value = child
+            yield prefix + _quote(name) + ": "
+            pending = child_value
+        else:
+            yield prefix
+            pending = child
+        if isinstance(pending, float) and not math.isfinite(pending):
+            raise _StopWriting
+        level = frame_level
+
+
+_NOTHING = object()
+
+
+def _scalar_token(value: Any) -> str:
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        return rapidjson_dtoa(value)
+    return _quote(value)
+
+
+def _truncate_utf8(text: str, limit: int) -> str:
+    raw = text.encode("utf-8", "surrogateescape")
+    if len(raw) <= limit:
+        return text
+    return raw[:limit].decode("utf-8", "surrogateescape")
+
+
+def json_value_to_string(value: Any) -> str:
+    """TF Serving's JsonValueToString: pretty JSON of a request value, cut to 256 bytes."""
+    if isinstance(value, float):
+        if -3.4028234e38 <= value <= 3.4028234e38:  # rapidjson's IsFloat()
+            return format_float32(float(np.float32(value)))
+        return format_float64(value)
+    pieces: list[str] = []
+    size = 0
+    try:
+        for token in _pretty_tokens(value):
+            pieces.append(token)
+            size += len(token)
+            if size > MAX_JSON_IN_MESSAGE:
+                break
+    except _StopWriting:
+        pass
+    return _truncate_utf8("".join(pieces), MAX_JSON_IN_MESSAGE)
+
+
+def _format_error(doc: Any, message: str) -> ServingError:
+    return invalid_argument(f"JSON Value: {json_value_to_string(doc)} {message}")
+
+
+def error_body(message: str) -> bytes:
+    """The `{"error": ...}` body TF Serving writes for a failed /v1 request."""
+    text = '{\n    "error": ' + _quote(message) + "\n}"
+    return _encode(text)
+
+
+def _encode(text: str) -> bytes:
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogatepass")
+
+
+# --------------------------------------------------------------------------------------
+# Predict requests -> tensors
+# --------------------------------------------------------------------------------------
+
+#: How each signature dtype accepts JSON values: (numpy dtype, TF DataTypeString name).
+_DTYPES: dict[str, tuple[Any, str]] = {
+    "DT_FLOAT": (np.float32, "float"),
+    "DT_DOUBLE": (np.float64, "double"),
+    "DT_INT32": (np.int32, "int32"),
+    "DT_INT16": (np.int16, "int16"),
+    "DT_INT8": (np.int8, "int8"),
+    "DT_UINT8": (np.uint8, "uint8"),
+    "DT_INT64": (np.int64, "int64"),
+    "DT_BOOL": (np.bool_, "bool"),
+    "DT_UINT32": (np.uint32, "uint32"),
+    "DT_UINT64": (np.uint64, "uint64"),
+    "DT_STRING": (np.object_, "string"),
+}
+_OTHER_DTYPE_NAMES = {
+    "DT_HALF": "half",
+    "DT_BFLOAT16": "bfloat16",
+    "DT_COMPLEX64": "complex64",
+    "DT_COMPLEX128": "complex128",
+    "DT_UINT16": "uint16",
+    "DT_RESOURCE": "resource",
+    "DT_VARIANT": "variant",
+    "DT_QINT8": "qint8",
+    "DT_QUINT8": "quint8",
+    "DT_QINT32": "qint32",
+}
+
+
+def dtype_string(dtype: str) -> str:
+    """TF's DataTypeString for a `DT_*` enum name."""
+    if dtype in _DTYPES:
+        return _DTYPES[dtype][1]
+    return _OTHER_DTYPE_NAMES.get(dtype, dtype.removeprefix("DT_").lower())
+
+
+def _json_type_string(value: Any) -> str:
+    if value is None:
+        return "Null"
+    if value is True:
+        return "True"
+    if value is False:
+        return "False"
+    if _is_object(value):
+        return "Object"
+    if isinstance(value, list):
+        return "Array"
+    if isinstance(value, str):
+        return "String"
+    return "Number"
+
+
+def _type_error(value: Any, dtype: str) -> ServingError:
+    return invalid_argument(
+        f"JSON Value: {json_value_to_string(value)} Type: {_json_type_string(value)}"
+        f" is not of expected type: {dtype_string(dtype)}"
+    )
+
+
+def _lossy_error(value: Any, target: str) -> ServingError:
+    return invalid_argument(
+        f"Cannot convert JSON value: {json_value_to_string(value)} to {target}"
+        " without loss of precision."
+    )
+
+
+def _convert_scalar(value: Any, dtype: str) -> Any:
+    """AddValueToTensor: one JSON leaf to a Python value of the tensor's dtype."""
+    if dtype in ("DT_FLOAT", "DT_DOUBLE"):
+        if not _is_number(value):
+            raise _type_error(value, dtype)
+        target, limit = (
+            ("float", _FLOAT_MAX_EXACT_INT)
+            if dtype == "DT_FLOAT"
+            else ("double", _DOUBLE_MAX_EXACT_INT)
+        )
+        if isinstance(value, int):
+            if abs(value) > limit:
+                raise _lossy_error(value, target)
+        elif math.isfinite(value) and dtype == "DT_FLOAT" and abs(value) > _FLT_MAX:
+            raise _lossy_error(value, target)
+        return float(value)
+    if dtype in ("DT_INT32", "DT_INT16", "DT_INT8", "DT_UINT8"):
+        if not (isinstance(value, int) and not isinstance(value, bool)):
+            raise _type_error(value, dtype)
+        if not -(2**31) <= value < 2**31:
+            raise _type_error(value, dtype)
+        return value
+    if dtype == "DT_INT64":
+        if not (isinstance(value, int) and not isinstance(value, bool)) or value >= 2**63:
+            raise _type_error(value, dtype)
+        return value
+    if dtype == "DT_UINT32" or dtype == "DT_UINT64":
+        bits = 32 if dtype == "DT_UINT32" else 64
+        if not (isinstance(value, int) and not isinstance(value, bool)) or not (
+            0 <= value < 2**bits
+        ):
+            raise _type_error(value, dtype)
+        return value
+    if dtype == "DT_BOOL":
+        if not isinstance(value, bool):
+            raise _type_error(value, dtype)
+        return value
+    if dtype == "DT_STRING":
+        if not isinstance(value, str):
+            raise _type_error(value, dtype)
+        return _encode(value)
+    raise ServingError(
+        Code.UNIMPLEMENTED,
+        f"Conversion of JSON Value: {json_value_to_string(value)} to type: {dtype_string(dtype)}",
+    )
+
+
+def _decode_b64_object(value: Any) -> bytes:
+    if not _is_b64_object(value):
+        raise invalid_argument(
+            f"JSON Value: {json_value_to_string(value)} not formatted correctly for base64 data"
+        )
+    _, text = _find(value, "b64")
+    raw = text.encode("ascii", "replace")
+    try:
+        return base64.b64decode(raw + b"=" * (-len(raw) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid_argument("Unable to base64 decode") from None
+
+
+def _dense_shape(value: Any) -> list[int]:
+    """GetDenseTensorShape: follow first elements down."""
+    shape: list[int] = []
+    while isinstance(value, list):
+        shape.append(len(value))
+        if not value:
+            break
+        value = value[0]
+    return shape
+
+
+def _shape_string(shape: Sequence[int]) -> str:
+    return "[" + ",".join(str(d) for d in shape) + "]"
+
+
+def _fill_values(value: Any, shape: list[int], dtype: str, out: list[Any]) -> None:
+    """FillTensorProto, iteratively (documents may nest far deeper than Python recursion)."""
+    rank = len(shape)
+    stack: list[tuple[Any, int]] = [(value, 0)]
+    while stack:
+        item, level = stack.pop()
+        if not isinstance(item, list):
+            if level != rank:
+                raise invalid_argument(
+                    f"JSON Value: {json_value_to_string(item)} found at incorrect level: "
+                    f"{level + 1} in the JSON DOM. Expected at level: {rank}"
+                )
+            if _is_object(item):
+                if dtype != "DT_STRING":
+                    raise _type_error(item, dtype)
+                out.append(_decode_b64_object(item))
+            else:
+                out.append(_convert_scalar(item, dtype))
+            continue
+        if level >= rank:
+            raise invalid_argument(
+                f"Encountered list at unexpected level: {level} expected < {rank}"
+            )
+        if len(item) != shape[level]:
+            raise invalid_argument(
+                f"Encountered list at unexpected size: {len(item)} at level: {level} "
+                f"expected size: {shape[level]}"
+            )
+        stack.extend((child, level + 1) for child in reversed(item))
+
+
+def _to_array(values: list[Any], shape: Sequence[int], dtype: str) -> np.ndarray:
+    numpy_dtype = _DTYPES[dtype][0] if dtype in _DTYPES else np.float32
+    if dtype == "DT_STRING":
+        array = np.empty(len(values), dtype=object)
+        array[:] = values
+    else:
+        array = np.array(values, dtype=numpy_dtype if dtype != "DT_UINT64" else np.uint64)
+    count = int(np.prod(shape)) if shape else 1
+    if array.size != count:
+        # A repeated key in an instance object appends its values twice; TF Serving then
+        # fails to turn the proto into a tensor.
+        raise _TensorParsingError
+    return array.reshape(shape)
+
+
+class _TensorParsingError(Exception):
+    pass
+
+
+@dataclass
+class _Accumulated:
+    values: list[Any]
+    shape: list[int] | None = None
+    size: int = 0
+
+
+def _add_instance_item(
+    item: Any,
+    name: str,
+    specs: Mapping[str, TensorSpec],
+    accumulated: dict[str, _Accumulated],
+) -> None:
+    """AddInstanceItem: one instance's value for input `name`."""
+    if name not in specs:
+        raise invalid_argument(f"JSON object: does not have named input: {name}")
+    shape = _dense_shape(item)
+    values: list[Any] = []
+    _fill_values(item, shape, specs[name].dtype, values)
+    entry = accumulated.get(name)
+    if entry is None:
+        accumulated[name] = _Accumulated(values=values, shape=shape, size=len(values))
+        return
+    if entry.size != len(values):
+        raise invalid_argument(f"Expecting tensor size: {entry.size} but got: {len(values)}")
+    if entry.shape != shape:
+        assert entry.shape is not None
+        raise invalid_argument(
+            f"Expecting shape {_shape_string(entry.shape)} but got: {_shape_string(shape)}"
+        )
+    entry.values.extend(values)
+
+
+def _status_text(error: ServingError) -> str:
+    return f"{error.code.name}: {error.message}"
+
+
+def _rows_to_tensors(
+    instances: list[Any], specs: Mapping[str, TensorSpec]
+) -> dict[str, np.ndarray]:
+    """FillTensorMapFromInstancesList."""
+    first = instances[0]
+    if not _is_object(first) and len(specs) > 1:
+        raise invalid_argument(
+            "instances is a plain list, but expecting list of objects as multiple input "
+            "tensors required as per tensorinfo_map"
+        )
+
+    def element_is_object(value: Any) -> bool:
+        return _is_object(value) and not _is_b64_object(value)
+
+    objects = element_is_object(first)
+    names = sorted(specs)
+    accumulated: dict[str, _Accumulated] = {}
+    for index, element in enumerate(instances):
+        if objects:
+            if not element_is_object(element):
+                raise invalid_argument(
+                    f"Expecting object but got list at item {index} of input list"
+                )
+            keys: set[str] = set()
+            for key, value in _members(element):
+                keys.add(key)
+                try:
+                    _add_instance_item(value, key, specs, accumulated)
+                except ServingError as error:
+                    raise invalid_argument(
+                        f"Failed to process element: {index} key: {key} of 'instances' list."
+                        f" Error: {_status_text(error)}"
+                    ) from None
+            if keys != set(names):
+                raise invalid_argument(
+                    f"Failed to process element: {index} of 'instances' list. JSON object: "
+                    f"{json_value_to_string(element)} keys must be equal to: {','.join(names)}"
+                )
+        else:
+            if element_is_object(element):
+                raise invalid_argument(
+                    f"Expecting value/list but got object at item {index} of input list"
+                )
+            try:
+                _add_instance_item(element, names[0], specs, accumulated)
+            except ServingError as error:
+                raise invalid_argument(
+                    f"Failed to process element: {index} of 'instances' list. Error: "
+                    f"{_status_text(error)}"
+                ) from None
+    tensors: dict[str, np.ndarray] = {}
+    for name, entry in accumulated.items():
+        assert entry.shape is not None
+        try:
+            tensors[name] = _to_array(
+                entry.values, [len(instances), *entry.shape], specs[name].dtype
+            )
+        except _TensorParsingError:
+            raise invalid_argument(f"tensor parsing error: {name}") from None
+    return tensors
+
+
+def _columns_to_tensors(value: Any, specs: Mapping[str, TensorSpec]) -> dict[str, np.ndarray]:
+    """FillTensorMapFromInputsMap."""
+    names = sorted(specs)
+    items: list[tuple[str, Any]]
+    if not _is_object(value) or _is_b64_object(value):
+        if len(specs) > 1:
+            raise invalid_argument(
+                "inputs is a plain value/list, but expecting an object as multiple input "
+                "tensors required as per tensorinfo_map"
+            )
+        items = [(names[0], value)]
+    else:
+        items = []
+        for name in names:
+            found, item = _find(value, name)
+            if not found:
+                raise invalid_argument(f"Missing named input: {name} in 'inputs' object.")
+            items.append((name, item))
+    tensors: dict[str, np.ndarray] = {}
+    for name, item in items:
+        shape = _dense_shape(item)
+        values: list[Any] = []
+        _fill_values(item, shape, specs[name].dtype, values)
+        tensors[name] = _to_array(values, shape, specs[name].dtype)
+    return tensors
+
+
+@dataclass(frozen=True)
+class _FastDocument:
+    """What the fast path proved about an orjson-decoded body."""
+
+    signature_name: Any
+    has_signature_name: bool
+    instances: np.ndarray | None
+    inputs: np.ndarray | dict[str, np.ndarray] | None
+
+
+def _numeric_array(value: Any) -> np.ndarray | None:
+    if not isinstance(value, list) or not value:
+        return None
+    try:
+        array = np.array(value)
+    except (ValueError, TypeError, OverflowError):
+        return None
+    if array.dtype.kind not in "fiu":
+        return None
+    return array
+
+
+def _count_object_keys(value: Any) -> int:
+    count = 0
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            count += len(item)
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return count
+
+
+def prepare_fast(doc: Any, body: bytes) -> _FastDocument | None:
+    """Prove that orjson's reading of `body` equals rapidjson's, and pre-convert tensors.
+
+    Returns None whenever anything is unusual; the caller then takes the exact path.
+    """
+    if type(doc) is not dict:
+        return None
+    if b"true" in body or b"false" in body or b"null" in body:
+        return None  # numpy would coerce booleans into numbers
+    keys = len(doc)
+    instances = inputs = None
+    for key, value in doc.items():
+        if key == "instances":
+            instances = _numeric_array(value)
+            if instances is None:
+                return None
+        elif key == "inputs":
+            if isinstance(value, dict):
+                converted: dict[str, np.ndarray] = {}
+                keys += len(value)
+                for name, item in value.items():
+                    array = _numeric_array(item)
+                    if array is None:
+                        return None
+                    converted[name] = array
+                inputs = converted
+            else:
+                inputs = _numeric_array(value)
+                if inputs is None:
+                    return None
+        else:
+            keys += _count_object_keys(value)
+    # Every object key in the source is followed by one ':'; a duplicate key or a ':' in a
+    # string makes the counts differ (the duplicate vanished in the dict).
+    if body.count(b":") != keys:
+        return None
+    if instances is not None and inputs is not None:
+        return None
+    return _FastDocument(
+        signature_name=doc.get("signature_name"),
+        has_signature_name="signature_name" in doc,
+        instances=instances,
+        inputs=inputs,
+    )
+
+
+def _fast_float_tensor(array: np.ndarray, dtype: str) -> np.ndarray | None:
+    if dtype == "DT_FLOAT":
+        # Integers above 2**24 and doubles above FLT_MAX are lossy: let the exact path word it.
+        if array.size and float(np.abs(array).max()) > _FLOAT_MAX_EXACT_INT:
+            return None
+        return array.astype(np.float32, copy=False)
+    if dtype == "DT_DOUBLE":
+        if (
+            array.dtype.kind != "f"
+            and array.size
+            and int(np.abs(array).max()) > (_DOUBLE_MAX_EXACT_INT)
+        ):
+            return None
+        return array.astype(np.float64, copy=False)
+    return None
+
+
+def _fast_tensors(fast: _FastDocument, specs: Mapping[str, TensorSpec]) -> PredictInputs | None:
+    if fast.instances is not None:
+        if len(specs) != 1:
+            return None
+        ((name, spec),) = specs.items()
+        tensor = _fast_float_tensor(fast.instances, spec.dtype)
+        if tensor is None:
+            return None
+        return PredictInputs({name: tensor}, RequestFormat.ROW)
+    if fast.inputs is None:
+        return None
+    tensors: dict[str, np.ndarray] = {}
+    if isinstance(fast.inputs, dict):
+        for name, spec in specs.items():
+            array = fast.inputs.get(name)
+            if array is None:
+                return None
+            converted = _fast_float_tensor(array, spec.dtype)
+            if converted is None:
+                return None
+            tensors[name] = converted
+    else:
+        if len(specs) != 1:
+            return None
+        ((name, spec),) = specs.items()
+        converted = _fast_float_tensor(fast.inputs, spec.dtype)
+        if converted is None:
+            return None
+        tensors[name] = converted
+    return PredictInputs(tensors, RequestFormat.COLUMNAR)
+
+
+@dataclass(frozen=True)
+class ParsedPredict:
+    """A predict body after the checks that come before the servable lookup."""
+
+    doc: Any
+    fast: _FastDocument | None
+    signature_name: str
+
+
+def parse_predict_body(body: bytes) -> ParsedPredict:
+    """Steps 1-4 of TF Serving's predict: parse, object check, `signature_name` check."""
+    doc, exact = decode_body(body)
+    fast = None if exact else prepare_fast(doc, body)
+    if not exact and fast is None and _is_object(doc):
+        # orjson may have merged duplicate keys: re-read the body the way rapidjson does.
+        doc = parse_exact(body)
+    if not _is_object(doc):
+        raise _format_error(doc, "Is not object")
+    found, signature_name = _find(doc, "signature_name")
+    if found and not isinstance(signature_name, str):
+        raise invalid_argument(
+            f"JSON Value: {json_value_to_string(doc)} not formatted correctly. "
+            "'signature_name' key must be a string value."
+        )
+    return ParsedPredict(doc, fast, signature_name if found else "")
+
+
+def predict_inputs(parsed: ParsedPredict, specs: Mapping[str, TensorSpec]) -> PredictInputs:
+    """Steps 7-10: pick row or columnar format and build the input tensors."""
+    if parsed.fast is not None:
+        result = _fast_tensors(parsed.fast, specs)
+        if result is not None:
+            return result
+    doc = parsed.doc
+    has_instances, instances = _find(doc, "instances")
+    has_inputs, inputs = _find(doc, "inputs")
+    if has_instances:
+        if has_inputs:
+            raise _format_error(
+                doc,
+                "Not formatted correctly expecting only one of 'inputs' or 'instances' "
+                "keys to exist ",
+            )
+        if not isinstance(instances, list):
+            raise _format_error(doc, "Expecting 'instances' to be an list/array")
+        if not instances:
+            raise _format_error(doc, "No values in 'instances' array")
+        return PredictInputs(_rows_to_tensors(instances, specs), RequestFormat.ROW)
+    if has_inputs:
+        return PredictInputs(_columns_to_tensors(inputs, specs), RequestFormat.COLUMNAR)
+    raise invalid_argument("Missing 'inputs' or 'instances' key")
+
+
+# --------------------------------------------------------------------------------------
+# Classify / regress request bodies
+# --------------------------------------------------------------------------------------
+
+
+def _check_feature_value(value: Any, feature: str, kind: list[str | None]) -> None:
+    """AddValueToFeature: only the checks (the model has no classify/regress signature)."""
+
+    def expect(wanted: str) -> None:
+        if kind[0] is not None and kind[0] != wanted:
+            raise invalid_argument(
+                f"Unexpected element type in feature: {feature} expecting type: {kind[0]}"
+            )
+        kind[0] = wanted
+
+    if value is None or isinstance(value, list):
+        raise invalid_argument(
+            f"Feature: {feature} has element with unexpected JSON type: {_json_type_string(value)}"
+        )
+    if isinstance(value, bool):
+        expect("int64")
+    elif _is_object(value):
+        if not _is_b64_object(value):
+            raise invalid_argument(
+                f"Feature: {feature} has element with unexpected JSON type: Object"
+            )
+        expect("bytes")
+        _decode_b64_object(value)
+    elif isinstance(value, str):
+        expect("bytes")
+    elif isinstance(value, float):
+        expect("float")
+        if math.isfinite(value) and abs(value) > _FLT_MAX:
+            raise _lossy_error(value, "float")
+    else:
+        expect("int64")
+        if value >= 2**63:
+            raise invalid_argument(
+                f"Feature: {feature} has uint64 element. Only int64 is supported."
+            )
+
+
+def _check_example(value: Any) -> None:
+    if not _is_object(value):
+        raise invalid_argument(
+            f"Example must be JSON object but got JSON {_json_type_string(value)}"
+        )
+    for name, content in _members(value):
+        kind: list[str | None] = [None]
+        for item in content if isinstance(content, list) else [content]:
+            _check_feature_value(item, name, kind)
+
+
+def check_classify_regress_body(body: bytes) -> tuple[str, int]:
+    """FillClassifyRegressRequestFromJson's checks; returns (signature_name, examples)."""
+    doc, exact = decode_body(body)
+    if not exact and _is_object(doc) and body.count(b":") != _count_object_keys(doc):
+        doc = parse_exact(body)
+    if not _is_object(doc):
+        raise _format_error(doc, "Is not object")
+    found, signature_name = _find(doc, "signature_name")
+    if found and not isinstance(signature_name, str):
+        raise invalid_argument(
+            f"JSON Value: {json_value_to_string(doc)} not formatted correctly. "
+            "'signature_name' key must be a string value."
+        )
+    has_context, context = _find(doc, "context")
+    if has_context:
+        _check_example(context)
+    has_examples, examples = _find(doc, "examples")
+    if not has_examples:
+        raise _format_error(
+            doc, "When method is classify, key 'examples' is expected and was not found"
+        )
+    if not isinstance(examples, list):
+        raise _format_error(doc, "Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise _format_error(doc, "'examples' value is an empty array")
+    for example in examples:
+        _check_example(example)
+    return (signature_name if found else ""), len(examples)
+
+
+# --------------------------------------------------------------------------------------
+# Predict responses
+# --------------------------------------------------------------------------------------
+
+
+def _scalar_texts(array: np.ndarray, as_bytes: bool) -> list[str]:
+    flat = array.reshape(-1)
+    kind = array.dtype
+    if kind == np.float32:
+        return _format_float32_array(flat)
+    if kind == np.float64:
+        return [format_float64(v) for v in flat.tolist()]
+    if kind == np.bool_:
+        return ["true" if v else "false" for v in flat.tolist()]
+    if kind.kind in "iu":
+        return [str(v) for v in flat.tolist()]
+    if kind == np.object_ or kind.kind == "S":
+        texts = []
+        for v in flat.tolist():
+            raw = v if isinstance(v, bytes) else str(v).encode()
+            if as_bytes:
+                texts.append('{"b64": "' + base64.b64encode(raw).decode("ascii") + '"}')
+            else:
+                texts.append(_quote(raw.decode("utf-8", "surrogateescape")))
+        return texts
+    raise invalid_argument(f"Failed to write JSON value for tensor type: {kind}")
+
+
+def _single_line(texts: list[str], shape: Sequence[int]) -> str:
+    """Nested single-line arrays (`kFormatSingleLineArray`) over `shape`."""
+    if not shape:
+        return texts[0]
+    if len(shape) == 1:
+        return "[" + ", ".join(texts) + "]"
+    step = len(texts) // shape[0] if shape[0] else 0
+    return (
+        "["
+        + ", ".join(
+            _single_line(texts[i * step : (i + 1) * step], shape[1:]) for i in range(shape[0])
+        )
+        + "]"
+    )
+
+
+def _expanded(texts: list[str], shape: Sequence[int], level: int, out: list[str]) -> None:
+    """Fully expanded arrays, one value per line (PrettyWriter's default format)."""
+    if not shape:
+        out.append(texts[0])
+        return
+    if shape[0] == 0:
+        out.append("[]")
+        return
+    step = len(texts) // shape[0]
+    indent = "\n" + "    " * (level + 1)
+    out.append("[")
+    for i in range(shape[0]):
+        out.append(indent if i == 0 else "," + indent)
+        if len(shape) == 1:
+            out.append(texts[i])
+        else:
+            _expanded(texts[i * step : (i + 1) * step], shape[1:], level + 1, out)
+    out.append("\n" + "    " * level + "]")
+
+
+def _row_object(values: Mapping[str, str]) -> str:
+    members = ",".join(f"\n            {_quote(name)}: {value}" for name, value in values.items())
+    return "{" + members + "\n        }"
+
+
+def predict_response_body(
+    outputs: Mapping[str, np.ndarray], request_format: RequestFormat
+) -> bytes:
+    """MakeJsonFromTensors: the predict response in TF Serving's exact layout."""
+    if not outputs:
+        raise invalid_argument("Cannot convert empty tensor map to JSON")
+    names = sorted(outputs)
+    texts = {name: _scalar_texts(outputs[name], name.endswith("_bytes")) for name in names}
+    if request_format is RequestFormat.ROW:
+        batch_size = 0
+        for name in names:
+            shape = outputs[name].shape
+            if not shape:
+                raise invalid_argument(f"Tensor name: {name} has no shape information ")
+            if shape[0] < 1:
+                raise invalid_argument(f"Tensor name: {name} has invalid batch size: {shape[0]}")
+            if batch_size and shape[0] != batch_size:
+                raise invalid_argument(
+                    f"Tensor name: {name} has inconsistent batch size: {shape[0]} "
+                    f"expecting: {batch_size}"
+                )
+            batch_size = shape[0]
+        items: list[str] = []
+        for row in range(batch_size):
+            values = {}
+            for name in names:
+                shape = outputs[name].shape
+                step = len(texts[name]) // batch_size
+                values[name] = _single_line(texts[name][row * step : (row + 1) * step], shape[1:])
+            items.append(values[names[0]] if len(names) == 1 else _row_object(values))
+        if len(names) == 1:
+            return _encode('{\n    "predictions": [' + ", ".join(items) + "\n    ]\n}")
+        # Objects are opened before the single-line format is switched on, so each one
+        # starts on its own line, while the arrays inside stay on one line.
+        body = ",".join("\n        " + item for item in items)
+        return _encode('{\n    "predictions": [' + body + "\n    ]\n}")
+    out: list[str] = ['{\n    "outputs": ']
+    if len(names) == 1:
+        name = names[0]
+        _expanded(texts[name], outputs[name].shape, 1, out)
+    else:
+        out.append("{")
+        for index, name in enumerate(names):
+            out.append(("\n" if index == 0 else ",\n") + "        " + _quote(name) + ": ")
+            _expanded(texts[name], outputs[name].shape, 2, out)
+        out.append("\n    }")
+    out.append("\n}")
+    return _encode("".join(out))
