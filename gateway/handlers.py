@@ -109,7 +109,9 @@ def _gateway_refusal(
         code=code,
         hint=hint,
     )
-    return _Refusal(status, problem_bytes(body), PROBLEM_CONTENT_TYPE, outcome="reject", reason=code)
+    return _Refusal(
+        status, problem_bytes(body), PROBLEM_CONTENT_TYPE, outcome="reject", reason=code
+    )
 
 
 async def _read_body(request: web.Request, snap: Snapshot, decision_id: str) -> bytes:
@@ -344,6 +346,18 @@ async def _pipeline(
     record["purpose"] = context["request"]["purpose"]
     record["req_mac"] = runtime.keyed_digest(body) if body else None
 
+    if not candidates and (decision.allowed or decision.status == 403):
+        # No backend serves this model: answer as TF Serving does for an unknown model. Legal
+        # refusals (451) still take precedence, so a sanctioned caller learns nothing more.
+        message = (
+            f"Could not find any versions of model {route.model}"
+            if route.verb == "status"
+            else f"Servable not found for request: Latest({route.model})"
+        )
+        raise _Refusal(
+            404, error_body(message, decision_id=decision_id), _JSON,
+            outcome="reject", reason="unknown_model",
+        )  # fmt: skip
     backend: BackendSpec | None = None
     rerouted = False
     if decision.allowed:
@@ -356,17 +370,6 @@ async def _pipeline(
             region_routing_default=config.routing_default,
             unavailable=runtime.unavailable_backends,
         )
-        if backend is None and not candidates:
-            # No backend serves this model at all: answer as TF Serving does for it.
-            message = (
-                f"Could not find any versions of model {route.model}"
-                if route.verb == "status"
-                else f"Servable not found for request: Latest({route.model})"
-            )
-            raise _Refusal(
-                404, error_body(message, decision_id=decision_id), _JSON,
-                outcome="reject", reason="unknown_model",
-            )  # fmt: skip
         if backend is None:
             decision = snap.residency_denial(decision)
         else:

@@ -179,8 +179,10 @@ def _serve(args: argparse.Namespace) -> int:
         level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s"
     )
     if args.stats_path is not None and not args.stats_path.startswith("/"):
-        print(f"model_server serve: error: --stats-path {args.stats_path}: must start with /",
-              file=sys.stderr)
+        print(
+            f"model_server serve: error: --stats-path {args.stats_path}: must start with /",
+            file=sys.stderr,
+        )
         return 2
     batching: BatchingParameters | None = None
     if args.enable_batching:

@@ -172,7 +172,7 @@ class ServingCore:
             if "classes" not in found.outputs and "scores" not in found.outputs:
                 raise ServingError(
                     Code.INVALID_ARGUMENT,
-                    'Expected classification signature outputs to contain at least one of '
+                    "Expected classification signature outputs to contain at least one of "
                     f'"classes" or "scores". Signature was: {debug}',
                 )
         else:

@@ -98,7 +98,10 @@ class _Printer:
             self.out.append(_quote(value))
         elif kind == descriptor.FieldDescriptor.TYPE_BYTES:
             self.out.append('"' + base64.b64encode(value).decode("ascii") + '"')
-        elif kind in (descriptor.FieldDescriptor.TYPE_FLOAT, descriptor.FieldDescriptor.TYPE_DOUBLE):
+        elif kind in (
+            descriptor.FieldDescriptor.TYPE_FLOAT,
+            descriptor.FieldDescriptor.TYPE_DOUBLE,
+        ):
             self.out.append(_float_text(value))
         else:
             self.out.append(str(value))

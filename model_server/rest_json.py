@@ -22,6 +22,7 @@ import binascii
 import decimal
 import enum
 import math
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -994,6 +995,113 @@ def _count_object_keys(value: Any) -> int:
     return count
 
 
+_WS = rb"[ \t\n\r]*"
+_TENSOR_MEMBER = rb'"(instances|inputs)"' + _WS + rb":" + _WS + rb"(\[[0-9eE+\-.,\[\] \t\n\r]*\])"
+_SIGNATURE_MEMBER = rb'"signature_name"' + _WS + rb":" + _WS + rb'"([^"\\\x00-\x1f]*)"'
+#: A body that is exactly one numeric tensor (and optionally a plain signature_name).
+_NUMERIC_BODY = re.compile(
+    _WS
+    + rb"\{"
+    + _WS
+    + rb"(?:"
+    + _TENSOR_MEMBER
+    + rb"(?:"
+    + _WS
+    + rb","
+    + _WS
+    + _SIGNATURE_MEMBER
+    + rb")?|"
+    + _SIGNATURE_MEMBER
+    + _WS
+    + rb","
+    + _WS
+    + _TENSOR_MEMBER
+    + rb")"
+    + _WS
+    + rb"\}"
+)
+_BIG_EXPONENT = re.compile(rb"[eE]\+?[0-9]{3,}")
+_NUMBER_CHARS = b"0123456789.eE+-"
+_WHITESPACE_BYTES = b" \t\n\r"
+_canonical_cache: dict[tuple[int, ...], bytes] = {}
+
+
+def _canonical_skeleton(shape: tuple[int, ...]) -> bytes:
+    """The bracket/comma skeleton of a dense array of `shape` with numbers removed."""
+    found = _canonical_cache.get(shape)
+    if found is None:
+        found = b"[" + b"," * (shape[-1] - 1) + b"]"
+        for dim in reversed(shape[:-1]):
+            found = b"[" + b",".join([found] * dim) + b"]"
+        if len(_canonical_cache) < 256:
+            _canonical_cache[shape] = found
+    return found
+
+
+def _skeleton_shape(skeleton: bytes) -> tuple[int, ...] | None:
+    """Infer the shape of a canonical skeleton from its first path (None if impossible)."""
+    rank = len(skeleton) - len(skeleton.lstrip(b"["))
+    if rank == 0:
+        return None
+    first_close = skeleton.find(b"]")
+    innermost = first_close - rank + 1  # commas in the first innermost list, plus one
+    dims = [innermost]
+    length = first_close - (rank - 1) + 1  # length of one innermost list
+    for level in range(rank - 2, -1, -1):
+        closes = rank - level
+        end = skeleton.find(b"]" * closes)
+        if end < 0:
+            return None
+        span = end + closes - level  # this list's length, brackets included
+        dim, rest = divmod(span - 2 + 1, length + 1)
+        if rest or dim < 1:
+            return None
+        dims.append(dim)
+        length = span
+    return tuple(reversed(dims))
+
+
+@dataclass(frozen=True)
+class _NumericTensor:
+    key: str
+    signature_name: str | None
+    values: np.ndarray  # float64, flat
+    shape: tuple[int, ...]
+
+
+def scan_numeric_body(body: bytes) -> _NumericTensor | None:
+    """The hot path: a body that is one dense numeric tensor, read without Python objects.
+
+    The skeleton check proves the array is rectangular and well formed; orjson then parses
+    the numbers alone (strictly, so malformed numbers fall back to the exact path).
+    """
+    match = _NUMERIC_BODY.match(body)
+    if match is None:
+        return None
+    if match.group(1) is not None:
+        key, array, signature = match.group(1), match.group(2), match.group(3)
+    else:
+        signature, key, array = match.group(4), match.group(5), match.group(6)
+    if b"[]" in array or (b"e" in array or b"E" in array) and _BIG_EXPONENT.search(array):
+        return None
+    skeleton = array.translate(None, _NUMBER_CHARS + _WHITESPACE_BYTES)
+    shape = _skeleton_shape(skeleton)
+    if shape is None or _canonical_skeleton(shape) != skeleton:
+        return None
+    try:
+        flat = orjson.loads(b"[" + array.translate(None, b"[]") + b"]")
+        values = np.array(flat, dtype=np.float64)
+    except (orjson.JSONDecodeError, ValueError, TypeError, OverflowError):
+        return None
+    if values.size != math.prod(shape) or not np.isfinite(values).all():
+        return None
+    try:
+        signature_name = signature.decode("utf-8") if signature is not None else None
+    except UnicodeDecodeError:
+        return None
+    return _NumericTensor(key.decode(), signature_name, values, shape)
+
+
 def prepare_fast(doc: Any, body: bytes) -> _FastDocument | None:
     """Prove that orjson's reading of `body` equals rapidjson's, and pre-convert tensors.
 
@@ -1089,17 +1197,28 @@ def _fast_tensors(fast: _FastDocument, specs: Mapping[str, TensorSpec]) -> Predi
     return PredictInputs(tensors, RequestFormat.COLUMNAR)
 
 
-@dataclass(frozen=True)
+@dataclass
 class ParsedPredict:
     """A predict body after the checks that come before the servable lookup."""
 
-    doc: Any
-    fast: _FastDocument | None
+    body: bytes
     signature_name: str
+    doc: Any = None
+    fast: _FastDocument | None = None
+    numeric: _NumericTensor | None = None
+
+    def document(self) -> Any:
+        """The DOM, parsed exactly on first use (the numeric fast path skips it)."""
+        if self.doc is None:
+            self.doc = parse_exact(self.body)
+        return self.doc
 
 
 def parse_predict_body(body: bytes) -> ParsedPredict:
     """Steps 1-4 of TF Serving's predict: parse, object check, `signature_name` check."""
+    numeric = scan_numeric_body(body)
+    if numeric is not None:
+        return ParsedPredict(body, numeric.signature_name or "", numeric=numeric)
     doc, exact = decode_body(body)
     fast = None if exact else prepare_fast(doc, body)
     if not exact and fast is None and _is_object(doc):
@@ -1113,16 +1232,41 @@ def parse_predict_body(body: bytes) -> ParsedPredict:
             f"JSON Value: {json_value_to_string(doc)} not formatted correctly. "
             "'signature_name' key must be a string value."
         )
-    return ParsedPredict(doc, fast, signature_name if found else "")
+    return ParsedPredict(body, signature_name if found else "", doc=doc, fast=fast)
+
+
+def _numeric_inputs(
+    numeric: _NumericTensor, specs: Mapping[str, TensorSpec]
+) -> PredictInputs | None:
+    if len(specs) != 1:
+        return None
+    ((name, spec),) = specs.items()
+    values = numeric.values
+    if spec.dtype == "DT_FLOAT":
+        if values.size and float(np.abs(values).max()) > _FLOAT_MAX_EXACT_INT:
+            return None
+        tensor = values.astype(np.float32)
+    elif spec.dtype == "DT_DOUBLE":
+        if values.size and float(np.abs(values).max()) > _DOUBLE_MAX_EXACT_INT:
+            return None
+        tensor = values
+    else:
+        return None
+    request_format = RequestFormat.ROW if numeric.key == "instances" else RequestFormat.COLUMNAR
+    return PredictInputs({name: tensor.reshape(numeric.shape)}, request_format)
 
 
 def predict_inputs(parsed: ParsedPredict, specs: Mapping[str, TensorSpec]) -> PredictInputs:
     """Steps 7-10: pick row or columnar format and build the input tensors."""
+    if parsed.numeric is not None:
+        result = _numeric_inputs(parsed.numeric, specs)
+        if result is not None:
+            return result
     if parsed.fast is not None:
         result = _fast_tensors(parsed.fast, specs)
         if result is not None:
             return result
-    doc = parsed.doc
+    doc = parsed.document()
     has_instances, instances = _find(doc, "instances")
     has_inputs, inputs = _find(doc, "inputs")
     if has_instances:

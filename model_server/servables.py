@@ -237,9 +237,7 @@ class LoadedServable:
         self._session.close()
 
 
-def load_servable(
-    name: str, version: int, path: Path, options: SessionOptions
-) -> LoadedServable:
+def load_servable(name: str, version: int, path: Path, options: SessionOptions) -> LoadedServable:
     """Load one SavedModel version the way TF Serving's SavedModelBundle loader does."""
     import tensorflow as tf
     from google.protobuf import message, text_format
@@ -380,9 +378,7 @@ class ModelRegistry:
     def available(self) -> dict[str, list[int]]:
         """AVAILABLE versions per model (for the ready line and the stats page)."""
         return {
-            name: sorted(
-                v for v, e in model.versions.items() if e.state is VersionState.AVAILABLE
-            )
+            name: sorted(v for v, e in model.versions.items() if e.state is VersionState.AVAILABLE)
             for name, model in sorted(self._models.items())
         }
 
@@ -510,9 +506,7 @@ class ModelRegistry:
         def finish(_: Any) -> None:
             entry.state = VersionState.END
 
-        future = asyncio.get_running_loop().run_in_executor(
-            None, servable.wait_idle_and_close
-        )
+        future = asyncio.get_running_loop().run_in_executor(None, servable.wait_idle_and_close)
         future.add_done_callback(finish)
 
     async def poll_forever(self, interval_seconds: float) -> None:

@@ -156,9 +156,7 @@ def _write_json_atomically(path: Path, content: dict[str, Any]) -> None:
     os.replace(temporary, path)
 
 
-def train_and_export(
-    options: TrainOptions, out: Callable[[str], None] = print
-) -> TrainResult:
+def train_and_export(options: TrainOptions, out: Callable[[str], None] = print) -> TrainResult:
     """Train on the chosen data, evaluate on the held-out split, export atomically."""
     import keras
     import tensorflow as tf

@@ -402,8 +402,9 @@ def test_redact_keep_last_and_hash() -> None:
 
 def test_keep_last_preserves_separators_and_never_keeps_half() -> None:
     assert _mask_one("+86 138 0013 8000", "phone", MaskRule("keep_last", 4)) == "+XX XXX XXXX 8000"
-    assert _mask_one("536-22-1234", "us_ssn", MaskRule("keep_last", 20)) == "XXX-XX-X234"
+    assert _mask_one("536-22-1234", "us_ssn", MaskRule("keep_last", 20)) == "XXX-XX-1234"
     assert _mask_one("2341 2341 2346", "in_aadhaar", MaskRule("keep_last", 0)) == "XXXX XXXX XXXX"
+    assert _mask_one("a@b.de", "email", MaskRule("keep_last", 4)) == "X@X.de"
 
 
 def _mask_one(value: str, category: str, rule: MaskRule) -> str:

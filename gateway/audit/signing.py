@@ -106,7 +106,7 @@ class Verifier:
     @classmethod
     def from_note_key(cls, text: str) -> Verifier:
         """Parse a Go verifier-key string, checking its key ID."""
-        parts = text.split("+")
+        parts = text.split("+", 2)  # base64 may itself contain "+"
         if len(parts) != 3:
             raise KeyLoadError("verifier key must be `name+hexid+base64key`")
         name, kid, encoded = parts
@@ -165,7 +165,7 @@ class Signer:
     @classmethod
     def from_note_private_key(cls, text: str) -> Signer:
         """Parse a Go signer-key string `PRIVATE+KEY+name+hexid+base64(0x01 || seed)`."""
-        parts = text.split("+")
+        parts = text.split("+", 4)
         if len(parts) != 5 or parts[:2] != ["PRIVATE", "KEY"]:
             raise KeyLoadError("signer key must be `PRIVATE+KEY+name+hexid+base64key`")
         try:

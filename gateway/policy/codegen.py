@@ -17,6 +17,8 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gateway.policy.predicates import (
+    ABSENT,
+    PRESENT,
     EvalError,
     EvalState,
     Getter,
@@ -38,19 +40,7 @@ __all__ = [
 ]
 
 
-class _Marker:
-    __slots__ = ("name",)
 
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-#: Index keys for `exists: true` / `exists: false` guards.
-PRESENT: Any = _Marker("PRESENT")
-ABSENT: Any = _Marker("ABSENT")
 
 #: Context sections prefetched into `EvalState` attributes.
 SECTIONS: dict[str, str] = {
@@ -306,15 +296,15 @@ def generate_candidates(
             continue
         lines.append("    if v is not None:")
         if PRESENT in table:
-            check = (f"v.__class__ is not list" if ftype.startswith("list:") else
-                     f"v.__class__ is not {_PY_TYPES.get(_base(ftype), 'str')}")
             if _base(ftype) == "time":
                 lines.append(f"        TIME(v, {p})")
-            elif ftype.startswith("list:"):
-                lines.append(f"        LIST(v, {p})")
             else:
-                lines.append(f"        if {check}: BAD({p}, 'of type {ftype}')")
+                py = _PY_TYPES.get(_base(ftype), "str")
+                lines.append(f"        if v.__class__ is not {py}: BAD({p}, {b.const(py)})")
             lines.append(f"        found.update({b.const(table[PRESENT])})")
+        if not [k for k in table if k is not PRESENT and k is not ABSENT]:
+            lines.append("        pass")
+            continue
         if ftype.startswith("list:"):
             lines.append("        if v.__class__ is not list: BAD(" + p + ", 'a list')")
             lines.append("        for k in v:")

@@ -32,6 +32,8 @@ from gateway.policy.codegen import (
 from gateway.policy.decision import LegalBasis, MaskAction
 from gateway.policy.parse import ParsedFile, UnparsedOperand, parse_time
 from gateway.policy.predicates import (
+    ABSENT,
+    PRESENT,
     Getter,
     Interval,
     Predicate,
@@ -194,11 +196,11 @@ class CompiledRule:
     status: int
     problem: CompiledProblem | None
     obligations: CompiledObligations
-
-    @property
-    def id(self) -> str:
-        """The rule id."""
-        return self.spec.id
+    id: str = ""
+    #: True when the rule has an effective window (checked before its condition).
+    timed: bool = False
+    enforced: bool = True
+    denies: bool = False
 
 
 @dataclass
@@ -739,6 +741,9 @@ def _lower_condition(c: _Compiler, cond: Condition) -> CNode:
 
 def _guard_of(typed: _Typed) -> IndexGuard | None:
     op = typed.test.op
+    if op == "exists" and not typed.ftype.startswith("list:"):
+        marker = PRESENT if typed.operand else ABSENT
+        return IndexGuard(((typed.test.field, typed.ftype, frozenset([marker])),))
     if typed.ref is not None or op not in _INDEXABLE_OPS or typed.ftype in ("time", "object"):
         return None
     name, ftype = typed.test.field, typed.ftype
@@ -785,7 +790,9 @@ def _lower(c: _Compiler) -> None:
             guard=None, start=_window(rule.effective_from, False),
             end=_window(rule.effective_until, True), exceptions=tuple(exceptions),
             basis=basis, status=status, problem=problem,
-            obligations=_lower_obligations(c, rule.obligations),
+            obligations=_lower_obligations(c, rule.obligations), id=rule.id,
+            timed=rule.effective_from is not None or rule.effective_until is not None,
+            enforced=rule.mode == "enforce", denies=rule.effect == "deny",
         ))
 
 
@@ -891,7 +898,8 @@ def _index(c: _Compiler) -> None:
             spec=rule.spec, pos=rule.pos, stage_index=rule.stage_index, node=rule.node,
             rest=rest, guard=guard, start=rule.start, end=rule.end,
             exceptions=rule.exceptions, basis=rule.basis, status=rule.status,
-            problem=rule.problem, obligations=rule.obligations,
+            problem=rule.problem, obligations=rule.obligations, id=rule.id, timed=rule.timed,
+            enforced=rule.enforced, denies=rule.denies,
         )
         final.append(rebuilt)
         if guard is None:

@@ -1,7 +1,8 @@
 """What the engine returns for one request: the decision, its problem and its obligations.
 
-Rule 1: a `Decision` is plain, immutable data; `to_json()` gives the JSON-safe mapping the
-gateway puts in responses and audit records (no floats, no personal-data values).
+Rule 1: a `Decision` is plain, immutable data (named tuples: cheap to build on the hot path,
+impossible to modify); `to_json()` gives the JSON-safe mapping the gateway puts in responses
+and audit records (no floats, no personal-data values).
 Rule 2: `effect == "deny"` iff `status != 200`; a deny always has a `problem`; any entry in
 `errors` implies a deny.
 """
@@ -9,8 +10,8 @@ Rule 2: `effect == "deny"` iff `status != 200`; a deny always has a `problem`; a
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType
+from typing import Any, NamedTuple
 
 __all__ = [
     "AuditObligation",
@@ -28,8 +29,7 @@ __all__ = [
 ]
 
 
-@dataclass(frozen=True, slots=True)
-class LegalBasis:
+class LegalBasis(NamedTuple):
     """A legal reference: regime id, article or clause, and a public URL."""
 
     regime: str
@@ -41,8 +41,7 @@ class LegalBasis:
         return {"regime": self.regime, "ref": self.ref, "url": self.url}
 
 
-@dataclass(frozen=True, slots=True)
-class Remedy:
+class Remedy(NamedTuple):
     """What would make a denied request pass (a header and value, or a consent token)."""
 
     text: str
@@ -54,8 +53,7 @@ class Remedy:
         return {"text": self.text, "header": self.header, "value": self.value}
 
 
-@dataclass(frozen=True, slots=True)
-class Problem:
+class Problem(NamedTuple):
     """The problem details of a denial (the gateway adds URLs, status and audit id).
 
     `type` is a key (`legal` or `licence`) the gateway maps to its problem-type URI.
@@ -82,8 +80,7 @@ class Problem:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class MaskAction:
+class MaskAction(NamedTuple):
     """How to mask one category or path: `redact`, keyed `hash`, or `keep_last` N.
 
     `keep_last` keeps the last N characters that are letters or digits and replaces the
@@ -101,8 +98,7 @@ class MaskAction:
         return {"method": self.method, "keep": self.keep}
 
 
-@dataclass(frozen=True, slots=True)
-class Routing:
+class Routing(NamedTuple):
     """Where the request may go: allowed backend regions and the candidates inside them."""
 
     allowed_regions: tuple[str, ...]
@@ -118,8 +114,7 @@ class Routing:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class ImageMark:
+class ImageMark(NamedTuple):
     """A machine-readable mark to write into a generated image's own metadata."""
 
     scheme: str
@@ -131,8 +126,7 @@ class ImageMark:
         return {"scheme": self.scheme, "value": self.value, "fields": dict(self.fields)}
 
 
-@dataclass(frozen=True, slots=True)
-class SinkSuppression:
+class SinkSuppression(NamedTuple):
     """Side flows not to feed for this request: by category, sale/share flag, and ids."""
 
     categories: tuple[str, ...]
@@ -148,8 +142,7 @@ class SinkSuppression:
         }
 
 
-@dataclass(frozen=True, slots=True)
-class AuditObligation:
+class AuditObligation(NamedTuple):
     """Record-keeping duties for this request's audit record."""
 
     retention_days_min: int | None = None
@@ -166,12 +159,11 @@ class AuditObligation:
 _NO_AUDIT = AuditObligation()
 
 
-@dataclass(frozen=True, slots=True)
-class Obligations:
+class Obligations(NamedTuple):
     """Everything the gateway must do with an allowed request (and audit duties always)."""
 
-    mask: Mapping[str, MaskAction] = field(default_factory=dict)
-    mask_paths: Mapping[str, MaskAction] = field(default_factory=dict)
+    mask: Mapping[str, MaskAction] = MappingProxyType({})
+    mask_paths: Mapping[str, MaskAction] = MappingProxyType({})
     routing: Routing | None = None
     headers: tuple[tuple[str, str], ...] = ()
     image_marks: tuple[ImageMark, ...] = ()
@@ -205,8 +197,7 @@ class Obligations:
 EMPTY_OBLIGATIONS = Obligations()
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionError:
+class DecisionError(NamedTuple):
     """An evaluation error (the decision is then a deny): code, message, rule if any."""
 
     code: str
@@ -218,8 +209,7 @@ class DecisionError:
         return {"code": self.code, "message": self.message, "rule": self.rule}
 
 
-@dataclass(frozen=True, slots=True)
-class Waiver:
+class Waiver(NamedTuple):
     """A rule exception that applied: the rule stayed off until `until` under `ticket`."""
 
     rule: str
@@ -231,8 +221,7 @@ class Waiver:
         return {"rule": self.rule, "ticket": self.ticket, "until": self.until}
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(NamedTuple):
     """The engine's answer for one request context."""
 
     effect: str

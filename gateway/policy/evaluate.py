@@ -50,6 +50,7 @@ __all__ = ["PolicySet"]
 _RESIDENCY = STAGES.index("residency")
 _AUDIT = STAGES.index("audit")
 _MASK_RANK = {"redact": 3, "hash": 2, "keep_last": 1}
+_NO_AUDIT = AuditObligation()
 
 # Outcomes recorded for explanations.
 MATCHED = "matched"
@@ -69,6 +70,7 @@ class PolicySet:
     __slots__ = (
         "revision", "vocabulary", "files", "_rules", "_index", "_always", "_default_effect",
         "_default_status", "_default_problem", "_cache", "_positions", "_candidates",
+        "_has_audit",
     )
 
     def __init__(self, compiled: CompileResult, revision: str, files: Sequence[str]) -> None:
@@ -82,6 +84,7 @@ class PolicySet:
         self._positions: dict[str, int] = {r.id: r.pos for r in self._rules}
         assert compiled.candidates is not None
         self._candidates = compiled.candidates
+        self._has_audit = any(r.stage_index == _AUDIT for r in self._rules)
         settings = compiled.settings
         self._default_effect = settings.default_effect if settings else "deny"
         self._default_status = settings.default_status if settings else 403
@@ -168,52 +171,107 @@ class PolicySet:
         dry: list[str] = []
         errors: list[DecisionError] = []
         waivers: list[Waiver] = []
-        n = len(cands)
-        i = 0
-        last_stage = -1
         routing: Routing | None = None
         route_denial = False
-        for stage in range(_AUDIT):
-            last_stage = stage
-            while i < n:
-                rule = rules[cands[i]]
-                if rule.stage_index != stage:
+        stage = 0
+        last_stage = _AUDIT - 1
+        for pos in cands:
+            rule = rules[pos]
+            if rule.stage_index != stage:
+                # Leaving `stage`: stop at a deny, and check routing once residency is done.
+                if denies:
+                    last_stage = stage
                     break
-                i += 1
-                self._run(rule, ctx, st, at, denies, matched, dry, errors, waivers, outcomes)
+                if stage <= _RESIDENCY < rule.stage_index:
+                    try:
+                        routing, route_denial = self._route(ctx, matched)
+                    except EvalError as exc:
+                        return self._failure(exc.code, exc.message, STAGES[_RESIDENCY], None)
+                    if route_denial:
+                        last_stage = _RESIDENCY
+                        break
+                if rule.stage_index == _AUDIT:
+                    stage = _AUDIT
+                    break
+                stage = rule.stage_index
+            if rule.timed and ((rule.start is not None and at < rule.start)
+                               or (rule.end is not None and at >= rule.end)):
+                if outcomes is not None:
+                    outcomes[pos] = INACTIVE
+                continue
+            rest = rule.rest
+            try:
+                hit = rest is None or rest(ctx, st)
+                if hit and rule.exceptions:
+                    hit = self._waive(rule, ctx, st, at, waivers, outcomes)
+                    if not hit:
+                        continue
+            except EvalError as exc:
+                self._errored(rule, exc.code, exc.message, denies, dry, errors, outcomes)
+                continue
+            except Exception as exc:  # SECURITY: fail closed on unexpected errors too
+                self._errored(rule, "policy_eval_error", f"{type(exc).__name__}: {exc}",
+                              denies, dry, errors, outcomes)
+                continue
+            if outcomes is not None:
+                outcomes[pos] = MATCHED if hit else NOT_MATCHED
+            if hit:
+                if rule.enforced:
+                    if rule.denies:
+                        denies.append(rule)
+                    else:
+                        matched.append(rule)
+                else:
+                    dry.append(rule.id)
+        else:
+            # Ran out of candidates before the audit stage.
             if denies:
-                break
-            if stage == _RESIDENCY:
+                last_stage = stage
+            elif stage <= _RESIDENCY:
                 try:
                     routing, route_denial = self._route(ctx, matched)
                 except EvalError as exc:
-                    return self._failure(exc.code, exc.message, STAGES[stage], None)
+                    return self._failure(exc.code, exc.message, STAGES[_RESIDENCY], None)
                 if route_denial:
-                    break
+                    last_stage = _RESIDENCY
         audit_hits: list[CompiledRule] = []
-        audit_denies: list[CompiledRule] = []
-        for pos in reversed(cands):
-            rule = rules[pos]
-            if rule.stage_index != _AUDIT:
-                break
-            self._run(rule, ctx, st, at, audit_denies, audit_hits, dry, errors, waivers,
-                      outcomes)
-        audit_hits.reverse()
-        dry.sort(key=self._positions.__getitem__)
-        audit, audit_errors = self._audit(audit_hits, audit_denies)
-        errors.extend(audit_errors)
-        explanation = None
+        if self._has_audit:
+            audit_denies: list[CompiledRule] = []
+            for pos in reversed(cands):
+                rule = rules[pos]
+                if rule.stage_index != _AUDIT:
+                    break
+                self._run(rule, ctx, st, at, audit_denies, audit_hits, dry, errors, waivers,
+                          outcomes)
+            audit_hits.reverse()
+            audit, audit_errors = self._audit(audit_hits)
+            errors.extend(audit_errors)
+        else:
+            audit = _NO_AUDIT
+        if len(dry) > 1:
+            dry.sort(key=self._positions.__getitem__)
         if denies or route_denial or errors:
             decision = self._deny(ctx, st, denies, matched, audit_hits, dry, errors, waivers,
-                                  audit, route_denial, last_stage)
+                                  audit, route_denial)
         else:
             decision = self._allow(ctx, st, matched, audit_hits, dry, waivers, audit, routing)
         if explain:
             from gateway.policy.explain import build_explanation
 
             explanation = build_explanation(self, decision, ctx, st, outcomes or {}, last_stage)
-            decision = _with_explanation(decision, explanation)
+            decision = decision._replace(explanation=explanation)
         return decision
+
+    def _waive(self, rule: CompiledRule, ctx: Mapping[str, Any], st: EvalState, at: Any,
+               waivers: list[Waiver], outcomes: dict[int, str] | None) -> bool:
+        """Apply a rule's exceptions; returns whether the rule still matches."""
+        for exc in rule.exceptions:
+            if at < exc.until and (exc.test is None or exc.test(ctx, st)):
+                waivers.append(Waiver(rule.id, exc.ticket, exc.until_text))
+                if outcomes is not None:
+                    outcomes[rule.pos] = WAIVED
+                return False
+        return True
 
     def _run(
         self, rule: CompiledRule, ctx: Mapping[str, Any], st: EvalState, at: Any,
@@ -227,14 +285,9 @@ class PolicySet:
             return
         try:
             hit = rule.rest is None or rule.rest(ctx, st)
-            if hit and rule.exceptions:
-                for exc in rule.exceptions:
-                    if at < exc.until and (exc.test is None or exc.test(ctx, st)):
-                        waivers.append(Waiver(rule.id, exc.ticket, exc.until_text))
-                        hit = False
-                        if outcomes is not None:
-                            outcomes[rule.pos] = WAIVED
-                        return
+            if hit and rule.exceptions and not self._waive(rule, ctx, st, at, waivers,
+                                                           outcomes):
+                return
         except EvalError as exc:
             self._errored(rule, exc.code, exc.message, denies, dry, errors, outcomes)
             return
@@ -246,9 +299,9 @@ class PolicySet:
             outcomes[rule.pos] = MATCHED if hit else NOT_MATCHED
         if not hit:
             return
-        if rule.spec.mode != "enforce":
+        if not rule.enforced:
             dry.append(rule.id)
-        elif rule.spec.effect == "deny":
+        elif rule.denies:
             denies.append(rule)
         else:
             matched.append(rule)
@@ -308,7 +361,7 @@ class PolicySet:
 
     # ------------------------------------------------------------------ outcomes
 
-    def _audit(self, hits: Sequence[CompiledRule], denies: Sequence[CompiledRule]
+    def _audit(self, hits: Sequence[CompiledRule]
                ) -> tuple[AuditObligation, list[DecisionError]]:
         retention: int | None = None
         storage: frozenset[str] | None = None
@@ -348,7 +401,7 @@ class PolicySet:
         self, ctx: Mapping[str, Any], st: EvalState, denies: Sequence[CompiledRule],
         matched: Sequence[CompiledRule], audit_hits: Sequence[CompiledRule], dry: list[str],
         errors: list[DecisionError], waivers: list[Waiver], audit: AuditObligation,
-        route_denial: bool, last_stage: int,
+        route_denial: bool,
     ) -> Decision:
         if denies:
             deciding = list(denies)
@@ -497,16 +550,6 @@ class PolicySet:
             routing=routing, headers=tuple(headers), image_marks=tuple(marks),
             suppress_sinks=suppression, audit=audit,
         )
-
-
-def _with_explanation(decision: Decision, explanation: Any) -> Decision:
-    return Decision(
-        effect=decision.effect, status=decision.status, stage=decision.stage,
-        rules=decision.rules, dry_run=decision.dry_run, legal_basis=decision.legal_basis,
-        problem=decision.problem, obligations=decision.obligations, errors=decision.errors,
-        policy_revision=decision.policy_revision, waivers=decision.waivers,
-        explanation=explanation,
-    )
 
 
 def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState) -> Problem:

@@ -24,6 +24,8 @@ from typing import Any
 from gateway.policy.vocabulary import Vocabulary, country_of, region_in
 
 __all__ = [
+    "ABSENT",
+    "PRESENT",
     "EvalError",
     "EvalState",
     "Getter",
@@ -44,6 +46,21 @@ Predicate = Callable[[Mapping[str, Any], "EvalState"], bool]
 
 _TICK = dt.timedelta(microseconds=1)
 _DAY = dt.timedelta(days=1)
+
+
+class _Marker:
+    __slots__ = ("name",)
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+#: Index keys for `exists: true` / `exists: false` guards.
+PRESENT: Any = _Marker("PRESENT")
+ABSENT: Any = _Marker("ABSENT")
 
 
 class EvalError(Exception):
@@ -507,38 +524,39 @@ def _expand_cached(vocabulary: Vocabulary, items: tuple[str, ...]) -> frozenset[
 def make_key_function(ftype: str, get: Getter, path: str) -> Callable[
     [Mapping[str, Any], EvalState], tuple[Any, ...]
 ]:
-    """Keys under which a context value is looked up in the rule index.
+    """Keys under which a context value is looked up in the rule index (reference form).
 
-    Type checks happen here too: an indexed field with a wrong type raises `EvalError`
-    (the evaluator denies), so a malformed value can never skip the rules indexed on it.
+    A null value yields `ABSENT`; a present one yields `PRESENT` plus its own keys (a
+    region also its country; a list each element). Type checks happen here too: an indexed
+    field with a wrong type raises `EvalError` (the evaluator denies), so a malformed value
+    can never skip the rules indexed on it.
     """
+    if ftype == "object":
+        return lambda ctx, st: (ABSENT,) if get(ctx, st) is None else (PRESENT,)
     if ftype.startswith("list:"):
         check_list = _list_checker(ftype, path)
-        if ftype == "list:region":
 
-            def region_list_keys(ctx: Mapping[str, Any], st: EvalState) -> tuple[Any, ...]:
-                keys: list[str] = []
-                for v in check_list(get(ctx, st)):
-                    keys.append(v)
-                    keys.append(country_of(v))
-                return tuple(keys)
+        def list_keys(ctx: Mapping[str, Any], st: EvalState) -> tuple[Any, ...]:
+            raw = get(ctx, st)
+            if raw is None:
+                return (ABSENT,)
+            keys: list[Any] = [PRESENT]
+            for v in check_list(raw):
+                keys.append(v)
+                if ftype == "list:region" and "-" in v:
+                    keys.append(v.partition("-")[0])
+            return tuple(keys)
 
-            return region_list_keys
-        return lambda ctx, st: tuple(check_list(get(ctx, st)))
+        return list_keys
     check = _checker(ftype, path)
-    if ftype == "region":
-
-        def region_keys(ctx: Mapping[str, Any], st: EvalState) -> tuple[Any, ...]:
-            v = check(get(ctx, st))
-            if v is None:
-                return ()
-            return (v, country_of(v))  # type: ignore[arg-type]
-
-        return region_keys
 
     def keys(ctx: Mapping[str, Any], st: EvalState) -> tuple[Any, ...]:
         v = check(get(ctx, st))
-        return () if v is None else (v,)
+        if v is None:
+            return (ABSENT,)
+        if ftype == "region" and "-" in v:  # type: ignore[operator]
+            return (PRESENT, v, v.partition("-")[0])  # type: ignore[attr-defined]
+        return (PRESENT, v)
 
     return keys
 

@@ -133,26 +133,40 @@ class GroupedNumberDetector:
     marker: str | None = None
 
     def find(self, text: str, region_hints: tuple[str, ...]) -> Iterator[Span]:
-        """Yield the longest valid sub-run of each candidate run, left to right."""
-        for match in self.pattern.finditer(text):
-            yield from self._valid_subruns(match)
-
-    def _valid_subruns(self, match: re.Match[str]) -> Iterator[Span]:
-        groups = [(m.start(), m.end()) for m in _GROUP.finditer(match.group())]
-        base = match.start()
-        first = 0
-        while first < len(groups):
-            for last in range(len(groups), first, -1):
-                start, end = groups[first][0], groups[last - 1][1]
-                compact = _SEPARATORS.sub("", match.group()[start:end])
-                if not self.min_length <= len(compact) <= self.max_length:
-                    continue
-                if self.validate(compact):
-                    yield base + start, base + end
-                    first = last
-                    break
+        """Yield the leftmost longest valid sub-run of each candidate run, left to right."""
+        pos = 0
+        while True:
+            match = self.pattern.search(text, pos)
+            if match is None:
+                return
+            span = self._first_valid_subrun(match)
+            if span is not None:
+                yield span
+                pos = span[1]
             else:
-                first += 1
+                # The run may have been cut at the pattern's length limit in the middle of a
+                # value; look again from its second group.
+                first_group = _GROUP.match(text, match.start())
+                pos = first_group.end() if first_group is not None else match.end()
+
+    def _first_valid_subrun(self, match: re.Match[str]) -> Span | None:
+        run = match.group()
+        groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
+        lengths = [end - start for start, end in groups]
+        for first in range(len(groups)):
+            size = 0
+            candidates: list[int] = []
+            for last in range(first, len(groups)):
+                size += lengths[last]
+                if size > self.max_length:
+                    break
+                if size >= self.min_length:
+                    candidates.append(last)
+            for last in reversed(candidates):
+                start, end = groups[first][0], groups[last][1]
+                if self.validate(_SEPARATORS.sub("", run[start:end])):
+                    return match.start() + start, match.start() + end
+        return None
 
 
 _GROUP: Final = re.compile(r"[0-9A-Za-z]+")
@@ -299,15 +313,29 @@ class PhoneDetector:
         """Yield spans of valid phone numbers."""
         regions = _phone_regions(self.regions + region_hints)
         found: list[Span] = []
+
+        def add(span: Span) -> None:
+            if not any(span[0] < end and start < span[1] for start, end in found):
+                found.append(span)
+
         for window_start, window_end in self._windows(text):
             window = text[window_start:window_end]
             for region in regions:
                 for match in phonenumbers.PhoneNumberMatcher(
                     window, region, leniency=phonenumbers.Leniency.VALID
                 ):
-                    span = (window_start + match.start, window_start + match.end)
-                    if not any(span[0] < end and start < span[1] for start, end in found):
-                        found.append(span)
+                    add((window_start + match.start, window_start + match.end))
+        # The matcher reads `+49 30 23125000 x 4111...` as one number with an extension and
+        # then drops it as invalid; numbers written in international form are checked again
+        # on their own (national forms are not: without the matcher's context checks, dates
+        # and time stamps would pass).
+        for candidate in _PHONE_CANDIDATE.finditer(text):
+            if candidate.group().startswith("+") and not any(
+                candidate.start() < end and start < candidate.end() for start, end in found
+            ):
+                span = _valid_international(candidate.group())
+                if span is not None:
+                    add((candidate.start() + span[0], candidate.start() + span[1]))
         yield from sorted(found)
 
     def _windows(self, text: str) -> Iterator[Span]:
@@ -329,6 +357,19 @@ class PhoneDetector:
             pending = (start, end)
         if pending is not None:
             yield pending
+
+
+def _valid_international(candidate: str) -> Span | None:
+    """The longest prefix of `candidate` (whole digit groups) that is a valid number."""
+    ends = [m.end() for m in re.finditer(r"[0-9](?![0-9])", candidate)]
+    for end in reversed(ends):
+        try:
+            number = phonenumbers.parse(candidate[:end], None)
+        except phonenumbers.NumberParseException:
+            continue
+        if phonenumbers.is_valid_number(number):
+            return 0, end
+    return None
 
 
 def _phone_regions(hints: Sequence[str]) -> tuple[str, ...]:

@@ -100,8 +100,13 @@ def is_base64_like(text: str) -> bool:
     encoded = text.encode("ascii").rstrip(b"=")
     for extra in _BASE64_ALPHABET_EXTRAS:
         encoded = encoded.replace(extra, b"")
-    # Mixed case rules out upper-case codes and digit strings, which are scanned as text.
-    return encoded.isalnum() and not encoded.isupper() and not encoded.islower()
+    # Both letter cases rule out upper-case codes and digit strings, which are scanned as text.
+    return (
+        encoded.isalnum()
+        and not encoded.isupper()
+        and not encoded.islower()
+        and not encoded.isdigit()
+    )
 
 
 def _is_b64_object(value: dict[Any, Any]) -> bool:

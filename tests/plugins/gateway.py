@@ -24,11 +24,10 @@ import aiohttp
 import pytest
 from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
 from gateway.app import create_app
 from gateway.app_state import RUNTIME, Runtime
-from gateway.audit import Signer
-from gateway.audit.signing import write_private_key
 from gateway.audit.storage import list_segments
 from gateway.config import GatewayConfig, load_config
 
@@ -90,8 +89,12 @@ class StubBackend:
 
         body = await request.read()
         self.received.append(
-            {"method": request.method, "path": request.raw_path, "body": body,
-             "headers": dict(request.headers)}  # fmt: skip
+            {
+                "method": request.method,
+                "path": request.raw_path,
+                "body": body,
+                "headers": dict(request.headers),
+            }  # fmt: skip
         )
         if self.delay_s:
             await asyncio.sleep(self.delay_s)
@@ -149,6 +152,11 @@ class GatewayHarness:
     audit_dir: Path
     session: aiohttp.ClientSession
 
+    @property
+    def trusted_keys(self) -> Path:
+        """The keyring written beside the signing key (what an auditor pins)."""
+        return self.config.audit.signing_key.parent / "trusted-keys.json"
+
     async def request(
         self,
         method: str,
@@ -163,8 +171,10 @@ class GatewayHarness:
         if peer is not None:
             sent[TEST_PEER_HEADER] = peer
         data = body if json_body is None else json.dumps(json_body).encode()
+        # encoded=True: send the target exactly as written (no dot-segment folding by yarl).
+        url = URL(self.url + path, encoded=True)
         async with self.session.request(
-            method, self.url + path, headers=sent, data=data, allow_redirects=False
+            method, url, headers=sent, data=data, allow_redirects=False
         ) as resp:
             return resp.status, resp.headers.copy(), await resp.read()
 
@@ -182,10 +192,18 @@ class GatewayHarness:
 
 
 def make_signing_key(directory: Path, name: str) -> Path:
+    """A signing key made as an operator makes it, with the keyring an auditor pins beside it
+    (`trusted-keys.json` in the same directory)."""
+    from gateway.cli import main as cli_main
+
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "signing-key.pem"
     if not path.exists():
-        write_private_key(path, Signer.generate(name))
+        code = cli_main(
+            ["keys", "generate", "--out", str(path), "--name", name,
+             "--keyring", str(directory / "trusted-keys.json")]
+        )  # fmt: skip
+        assert code == 0
     return path
 
 

@@ -1,0 +1,226 @@
+"""`jurisgate policy check|test|eval|schema`: validate, test, try and describe policies.
+
+Exit codes: 0 ok (or allow); 1 error (unreadable input, broken case file, no cases found);
+2 a deny from `eval`; 3 policy diagnostics or failing cases.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+if TYPE_CHECKING:
+    from gateway.policy import LoadResult
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_DENY = 2
+EXIT_INVALID = 3
+
+
+def register(subparsers: Any) -> None:
+    """Add the `policy` command group."""
+    policy = subparsers.add_parser("policy", help="check, test and evaluate policy packs")
+    sub = policy.add_subparsers(dest="policy_command", metavar="COMMAND")
+    policy.set_defaults(func=lambda args: _usage(policy))
+
+    check = sub.add_parser("check", help="load and validate policy files (exit 3 on problems)")
+    check.add_argument("paths", nargs="+", type=Path, help="policy files or directories")
+    check.add_argument("--format", choices=("text", "json"), default="text")
+    check.set_defaults(func=cmd_check)
+
+    test = sub.add_parser("test", help="run the *.cases.yaml next to the packs")
+    test.add_argument("paths", nargs="+", type=Path,
+                      help="directories or case files to search for *.cases.yaml")
+    test.add_argument("--policies", type=Path, action="append",
+                      help="policy paths (default: the directories given)")
+    test.add_argument("--explain", choices=("fails", "full"), default="fails",
+                      help="explanation printed for a failing case")
+    test.add_argument("--format", choices=("text", "json"), default="text")
+    test.add_argument("-v", "--verbose", action="store_true", help="list every case")
+    test.set_defaults(func=cmd_test)
+
+    ev = sub.add_parser("eval", help="evaluate one request context and print the decision")
+    ev.add_argument("--policies", type=Path, action="append",
+                    help="policy files or directories (default: ./policies)")
+    ev.add_argument("--context", required=True,
+                    help="context file (JSON, or YAML by extension), or - for stdin")
+    ev.add_argument("--explain", nargs="?", const="fails", choices=("fails", "full"),
+                    help="add the explanation (text on stderr, JSON under `explanation`)")
+    ev.set_defaults(func=cmd_eval)
+
+    schema = sub.add_parser("schema", help="print the JSON Schema for policy files")
+    schema.add_argument("--context", action="store_true",
+                        help="print the request-context schema instead")
+    schema.set_defaults(func=cmd_schema)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return EXIT_DENY
+
+
+def _print_diagnostics(result: LoadResult, out: TextIO) -> None:
+    from gateway.errors import format_diagnostics
+
+    if result.diagnostics:
+        print(format_diagnostics(result.diagnostics), file=out)
+
+
+def _load(paths: list[Path]) -> LoadResult:
+    from gateway.policy import load_policy_set
+
+    return load_policy_set(paths)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Validate policy files; 0 when they compile, 3 with diagnostics otherwise."""
+    result = _load(args.paths)
+    label = ", ".join(str(p) for p in args.paths)
+    if args.format == "json":
+        ps = result.policy_set
+        print(json.dumps({
+            "ok": result.ok,
+            "revision": ps.revision if ps else None,
+            "rules": len(ps.rules) if ps else 0,
+            "diagnostics": [d.to_json() for d in result.diagnostics],
+        }, indent=2))
+        return EXIT_OK if result.ok else EXIT_INVALID
+    _print_diagnostics(result, sys.stdout if result.ok else sys.stderr)
+    if result.policy_set is None:
+        print(f"FAIL: {label}", file=sys.stderr)
+        return EXIT_INVALID
+    ps = result.policy_set
+    print(f"OK: {label} ({len(ps.rules)} rules in {len(ps.files)} files, {ps.revision})")
+    return EXIT_OK
+
+
+def cmd_test(args: argparse.Namespace) -> int:
+    """Run case files; 0 all pass, 3 failures or policy diagnostics, 1 broken case files."""
+    from gateway.errors import format_diagnostics
+    from gateway.policy.cases import check_case, load_case_file
+    from gateway.policy.loader import discover_files
+
+    policy_paths = args.policies or [p for p in args.paths if p.is_dir()]
+    if not policy_paths:
+        print("error: give --policies when testing single case files", file=sys.stderr)
+        return EXIT_ERROR
+    result = _load(policy_paths)
+    if result.policy_set is None:
+        _print_diagnostics(result, sys.stderr)
+        print(f"FAIL: {', '.join(map(str, policy_paths))} (policies do not load)",
+              file=sys.stderr)
+        return EXIT_INVALID
+    ps = result.policy_set
+    files, problems = discover_files(args.paths, cases=True)
+    if problems:
+        print(format_diagnostics(problems), file=sys.stderr)
+        return EXIT_ERROR
+    if not files:
+        print(f"error: no *.cases.yaml found under {', '.join(map(str, args.paths))}",
+              file=sys.stderr)
+        return EXIT_ERROR
+    broken = False
+    failed = 0
+    total = 0
+    report: list[dict[str, Any]] = []
+    for found in files:
+        case_file = load_case_file(found.path)
+        if not case_file.ok:
+            broken = True
+            print(format_diagnostics(case_file.diagnostics), file=sys.stderr)
+            print(f"ERROR: {found.display} (broken case file)", file=sys.stderr)
+            report.append({"file": found.display, "error": [d.to_json() for d in
+                                                            case_file.diagnostics]})
+            continue
+        results = [check_case(ps, case) for case in case_file.cases]
+        total += len(results)
+        bad = [r for r in results if not r.passed]
+        failed += len(bad)
+        report.append({"file": found.display, "cases": [
+            {"case": r.case.label, "passed": r.passed, "failures": list(r.failures),
+             "decision": r.decision.to_json(include_explanation=not r.passed)}
+            for r in results
+        ]})
+        if args.format == "json":
+            continue
+        status = "OK" if not bad else "FAIL"
+        print(f"{status}: {found.display} ({len(results) - len(bad)}/{len(results)} passed)")
+        for r in results:
+            if r.passed:
+                if args.verbose:
+                    print(f"  ok: {r.case.label}")
+                continue
+            loc = r.case.location
+            print(f"{loc}: case_failed: case `{r.case.label}` failed")
+            for failure in r.failures:
+                print(f"  {failure}")
+            if r.decision.explanation is not None:
+                for line in r.decision.explanation.text(args.explain).splitlines():
+                    print(f"    {line}")
+    if args.format == "json":
+        print(json.dumps({"revision": ps.revision, "total": total, "failed": failed,
+                          "broken": broken, "files": report}, indent=2))
+    else:
+        print(f"{total - failed} passed, {failed} failed")
+    if broken:
+        return EXIT_ERROR
+    return EXIT_INVALID if failed else EXIT_OK
+
+
+def _read_context(source: str) -> tuple[Any, str | None]:
+    """Read a context file: JSON, or YAML for .yaml/.yml (dates become strings)."""
+    from gateway.policy.cases import to_json_data
+    from gateway.source import load_yaml
+
+    try:
+        text = sys.stdin.read() if source == "-" else Path(source).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, f"{source}: io_error: cannot read context: {exc}"
+    if source.endswith((".yaml", ".yml")):
+        doc = load_yaml(text, source)
+        if not doc.ok:
+            return None, "\n".join(d.text() for d in doc.diagnostics)
+        return to_json_data(doc.data), None
+    try:
+        return json.loads(text), None
+    except json.JSONDecodeError as exc:
+        return None, (f"{source}:{exc.lineno}:{exc.colno}: context_json_error: "
+                      f"{exc.msg.lower()}")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    """Evaluate a context; prints the decision JSON. 0 allow, 2 deny, 1 bad input, 3 bad set."""
+    from gateway.errors import format_diagnostics
+    from gateway.policy.cases import context_diagnostics
+
+    result = _load(args.policies or [Path("policies")])
+    if result.policy_set is None:
+        _print_diagnostics(result, sys.stderr)
+        return EXIT_INVALID
+    context, problem = _read_context(args.context)
+    if problem is not None:
+        print(problem, file=sys.stderr)
+        return EXIT_ERROR
+    diagnostics = context_diagnostics(context, args.context)
+    if diagnostics:
+        print(format_diagnostics(diagnostics), file=sys.stderr)
+        return EXIT_ERROR
+    decision = result.policy_set.evaluate(context, explain=bool(args.explain))
+    print(json.dumps(decision.to_json(include_explanation=bool(args.explain)), indent=2,
+                     ensure_ascii=False))
+    if args.explain and decision.explanation is not None:
+        print(decision.explanation.text(args.explain), file=sys.stderr)
+    return EXIT_OK if decision.allowed else EXIT_DENY
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print the JSON Schema of policy files (or of the request context)."""
+    from gateway.policy import context_json_schema, policy_json_schema
+
+    schema = context_json_schema() if args.context else policy_json_schema()
+    print(json.dumps(schema, indent=2))
+    return EXIT_OK
