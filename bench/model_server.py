@@ -175,6 +175,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model-base", type=Path, help="existing export (default: train one)")
     parser.add_argument("--seconds", type=float, default=3.0, help="measured window per cell")
+    parser.add_argument(
+        "--server-arg",
+        action="append",
+        default=[],
+        help="extra `serve` flag for both servers (repeatable), e.g. --server-arg=--max-batch-size=16",
+    )
     args = parser.parse_args()
 
     temporary = None
@@ -208,7 +214,9 @@ def main() -> int:
     results: list[Result] = []
     batch_info: dict[str, dict[str, object]] = {}
     for label, batching in (("batching off", False), ("batching on", True)):
-        process, port = _start_server(model_base, batching, ["--stats-path", "/bench-stats"])
+        process, port = _start_server(
+            model_base, batching, ["--stats-path", "/bench-stats", *args.server_arg]
+        )
         try:
             for concurrency in CONCURRENCY:
                 result = asyncio.run(_load(port, concurrency, args.seconds, bodies))

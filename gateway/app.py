@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
 import logging
 import os
 import secrets
@@ -151,7 +152,7 @@ async def reload_snapshot(runtime: Runtime, *, trigger: str) -> dict[str, Any]:
     old = runtime.snapshot
     started = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     try:
-        config = load_config(old.config.source)
+        config = load_config(old.config.source, old.config.environ)
         if config.audit.directory != old.config.audit.directory:
             raise SnapshotError(
                 f"{config.source}: audit.directory cannot change while running "
@@ -405,7 +406,7 @@ def create_admin_app(public: web.Application) -> web.Application:
         decision = snap.policy_set.evaluate(context, explain=True)
         body = decision.to_json(include_explanation=True)
         body["context"] = context
-        return web.json_response(body)
+        return web.json_response(body, dumps=lambda o: json.dumps(o, default=str))
 
     admin.router.add_get("/metrics", metrics)
     admin.router.add_get("/admin/v1/policy", revision)

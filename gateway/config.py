@@ -382,6 +382,8 @@ class GatewayConfig:
     privacy_hmac_key: bytes
     audit: AuditConfig
     sinks: tuple[SinkConfig, ...]
+    #: The environment the file was loaded with (overrides, secrets); reloads reuse it.
+    environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def origin(self) -> str:
@@ -422,7 +424,7 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Gateway
         diagnostics.append(_diagnostic_from_schema_error(error, document))
     if diagnostics:
         raise ConfigError(diagnostics)
-    return _build(path, data, document, env, diagnostics)
+    return _build(path, data, document, dict(env), diagnostics)
 
 
 def _apply_env_overrides(
@@ -782,6 +784,7 @@ def _build(
             group_commit_max_records=audit.get("group_commit_max_records", 256),
             group_commit_max_delay_ms=float(audit.get("group_commit_max_delay_ms", 2.0)),
         ),
+        environ=env,
         sinks=tuple(
             SinkConfig(
                 id=item["id"],

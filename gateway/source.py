@@ -131,7 +131,12 @@ class LoadedDocument:
         return Diagnostic(code, message, loc, format_path(path), help, severity)
 
     def type_error(
-        self, path: DataPath, expected: str, value: object, *, what: str | None = None,
+        self,
+        path: DataPath,
+        expected: str,
+        value: object,
+        *,
+        what: str | None = None,
         code: str = "type_error",
     ) -> Diagnostic:
         """Diagnose a value of the wrong type, explaining YAML 1.1 re-typing when it applies.
@@ -190,8 +195,9 @@ class _Decoder:
     def loc(self, mark: Any) -> Location:
         return Location(self.doc.filename, mark.line + 1, mark.column + 1)
 
-    def error(self, code: str, message: str, mark: Any, path: DataPath, help: str | None = None
-              ) -> None:
+    def error(
+        self, code: str, message: str, mark: Any, path: DataPath, help: str | None = None
+    ) -> None:
         self.doc.diagnostics.append(
             Diagnostic(code, message, self.loc(mark), format_path(path), help)
         )
@@ -202,17 +208,26 @@ class _Decoder:
             self.error(
                 "yaml_alias_expansion",
                 f"document expands to more than {self.limits.max_nodes} nodes",
-                node.start_mark, path,
+                node.start_mark,
+                path,
                 "anchors and aliases multiply the data; write the values out or shrink them",
             )
             raise _Budget
         if depth > self.limits.max_depth:
-            self.error("yaml_too_deep", f"nesting deeper than {self.limits.max_depth} levels",
-                       node.start_mark, path)
+            self.error(
+                "yaml_too_deep",
+                f"nesting deeper than {self.limits.max_depth} levels",
+                node.start_mark,
+                path,
+            )
             raise _Budget
         if id(node) in self.active:
-            self.error("yaml_recursive_alias", "an alias refers to a node that contains it",
-                       node.start_mark, path)
+            self.error(
+                "yaml_recursive_alias",
+                "an alias refers to a node that contains it",
+                node.start_mark,
+                path,
+            )
             raise _Budget
         if isinstance(node, yaml.ScalarNode):
             return self.scalar(node, path, key_loc)
@@ -223,15 +238,15 @@ class _Decoder:
         try:
             if isinstance(node, yaml.SequenceNode):
                 if node.tag != _SEQ:
-                    self.error("yaml_tag_error", f"unsupported tag `{node.tag}`",
-                               node.start_mark, path)
+                    self.error(
+                        "yaml_tag_error", f"unsupported tag `{node.tag}`", node.start_mark, path
+                    )
                 return [
                     self.decode(item, (*path, i), None, depth + 1)
                     for i, item in enumerate(node.value)
                 ]
             if node.tag != _MAP:
-                self.error("yaml_tag_error", f"unsupported tag `{node.tag}`",
-                           node.start_mark, path)
+                self.error("yaml_tag_error", f"unsupported tag `{node.tag}`", node.start_mark, path)
             return self.mapping(node, path, depth)
         finally:
             self.active.discard(id(node))
@@ -242,12 +257,21 @@ class _Decoder:
         for key_node, value_node in node.value:
             key_loc = self.loc(key_node.start_mark)
             if key_node.tag == _MERGE:
-                self.error("yaml_merge_key", "merge keys (`<<`) are not supported",
-                           key_node.start_mark, path, "write the keys out in full")
+                self.error(
+                    "yaml_merge_key",
+                    "merge keys (`<<`) are not supported",
+                    key_node.start_mark,
+                    path,
+                    "write the keys out in full",
+                )
                 continue
             if not isinstance(key_node, yaml.ScalarNode):
-                self.error("yaml_key_type", "mapping key must be a string, got a collection",
-                           key_node.start_mark, path)
+                self.error(
+                    "yaml_key_type",
+                    "mapping key must be a string, got a collection",
+                    key_node.start_mark,
+                    path,
+                )
                 continue
             key = self.construct(key_node, path)
             if not isinstance(key, str):
@@ -256,14 +280,19 @@ class _Decoder:
                 self.error(
                     "yaml_key_type",
                     f"mapping key must be a string, got {describe_value(key)}",
-                    key_node.start_mark, path, yaml11_help(info, key),
+                    key_node.start_mark,
+                    path,
+                    yaml11_help(info, key),
                 )
                 key = str(raw)
             if key in first_seen:
                 first = first_seen[key]
                 self.error(
-                    "yaml_duplicate_key", f"duplicate key `{key}`", key_node.start_mark,
-                    (*path, key), f"`{key}` is first set at line {first.line}; keep one",
+                    "yaml_duplicate_key",
+                    f"duplicate key `{key}`",
+                    key_node.start_mark,
+                    (*path, key),
+                    f"`{key}` is first set at line {first.line}; keep one",
                 )
                 continue
             first_seen[key] = key_loc
@@ -272,8 +301,9 @@ class _Decoder:
 
     def scalar(self, node: Any, path: DataPath, key_loc: Location | None) -> Any:
         plain = _is_plain(node)
-        self.doc.nodes[path] = NodeInfo(self.loc(node.start_mark), key_loc, node.tag, plain,
-                                        node.value)
+        self.doc.nodes[path] = NodeInfo(
+            self.loc(node.start_mark), key_loc, node.tag, plain, node.value
+        )
         return self.construct(node, path)
 
     def construct(self, node: Any, path: DataPath) -> Any:
@@ -281,19 +311,33 @@ class _Decoder:
         if tag == _STR:
             return node.value
         if tag not in (_NULL, _BOOL, _INT, _FLOAT, _TIMESTAMP):
-            self.error("yaml_tag_error", f"unsupported tag `{tag}`", node.start_mark, path,
-                       "only plain YAML data is accepted (strings, numbers, booleans, "
-                       "null, dates, lists and mappings)")
+            self.error(
+                "yaml_tag_error",
+                f"unsupported tag `{tag}`",
+                node.start_mark,
+                path,
+                "only plain YAML data is accepted (strings, numbers, booleans, "
+                "null, dates, lists and mappings)",
+            )
             return node.value
         try:
             value = self.constructor.construct_object(node)
         except (yaml.YAMLError, ValueError, OverflowError) as exc:
-            self.error("yaml_value_error", f"cannot read `{node.value}`: {_first_line(exc)}",
-                       node.start_mark, path)
+            self.error(
+                "yaml_value_error",
+                f"cannot read `{node.value}`: {_first_line(exc)}",
+                node.start_mark,
+                path,
+            )
             return node.value
         if isinstance(value, float) and not math.isfinite(value):
-            self.error("yaml_value_error", f"non-finite number `{node.value}`",
-                       node.start_mark, path, "JSON has no NaN or infinity; use a string")
+            self.error(
+                "yaml_value_error",
+                f"non-finite number `{node.value}`",
+                node.start_mark,
+                path,
+                "JSON has no NaN or infinity; use a string",
+            )
             return node.value
         if isinstance(value, dt.datetime) and value.tzinfo is not None:
             value = value.astimezone(dt.UTC)
@@ -339,8 +383,9 @@ def load_yaml(
     doc = LoadedDocument(name, "")
     if len(raw) > limits.max_bytes:
         doc.diagnostics.append(
-            Diagnostic("yaml_too_large", f"file is larger than {limits.max_bytes} bytes",
-                       Location(name))
+            Diagnostic(
+                "yaml_too_large", f"file is larger than {limits.max_bytes} bytes", Location(name)
+            )
         )
         return doc
     if isinstance(raw, bytes):
@@ -348,8 +393,9 @@ def load_yaml(
             text = raw.decode("utf-8-sig")
         except UnicodeDecodeError as exc:
             doc.diagnostics.append(
-                Diagnostic("yaml_encoding_error", f"file is not UTF-8 (byte {exc.start})",
-                           Location(name))
+                Diagnostic(
+                    "yaml_encoding_error", f"file is not UTF-8 (byte {exc.start})", Location(name)
+                )
             )
             return doc
     else:
@@ -374,9 +420,13 @@ def load_yaml(
     if len(nodes) > 1:
         second = nodes[1].start_mark
         doc.diagnostics.append(
-            Diagnostic("yaml_multiple_documents", "more than one YAML document in one file",
-                       Location(name, second.line + 1, second.column + 1), None,
-                       "keep one document per file (remove the `---` separator)")
+            Diagnostic(
+                "yaml_multiple_documents",
+                "more than one YAML document in one file",
+                Location(name, second.line + 1, second.column + 1),
+                None,
+                "keep one document per file (remove the `---` separator)",
+            )
         )
         return doc
     decoder = _Decoder(doc, limits)

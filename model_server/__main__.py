@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve JSON counters (model calls, batch sizes) at this REST path, e.g. "
         "/monitoring/model_server/stats (off by default)",
     )
+    serve.add_argument(
+        "--event-loop",
+        choices=("auto", "uvloop", "asyncio"),
+        default="auto",
+        help="event loop implementation (auto: uvloop when installed)",
+    )
     serve.add_argument("--log-level", default="WARNING", help="Python log level (default WARNING)")
     return parser
 
@@ -215,6 +221,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_seconds=args.rest_api_timeout_in_ms / 1000.0,
         enable_cors=args.rest_api_enable_cors_support,
         stats_path=args.stats_path,
+        event_loop=args.event_loop,
     )
     return serve(options)
 

@@ -183,7 +183,7 @@ class Batcher:
         self._stats = stats
         self._queue: deque[_Task] = deque()
         self._queued_rows = 0
-        self._wakeup = asyncio.Event()
+        self._waiting: asyncio.Future[None] | None = None
         self._dispatcher: asyncio.Task[None] | None = None
         self._closed = False
 
@@ -208,16 +208,33 @@ class Batcher:
             future=loop.create_future(),
             enqueued=time.monotonic(),
             shapes=tuple(
-                (name, tuple(array.shape[1:]), array.dtype.str)
-                for name, array in sorted(inputs.items())
+                (name, array.shape[1:], array.dtype.str) for name, array in inputs.items()
             ),
         )
         self._queue.append(task)
         self._queued_rows += rows
-        self._wakeup.set()
+        # Wake the dispatcher only when it has something new to decide: the queue stopped
+        # being empty, or the open batch is full.
+        waiting = self._waiting
+        if waiting is not None and not waiting.done():
+            if len(self._queue) == 1 or self._queued_rows >= limit:
+                waiting.set_result(None)
         if self._dispatcher is None:
             self._dispatcher = loop.create_task(self._dispatch())
         return await task.future
+
+    async def _wait(self, seconds: float | None) -> None:
+        loop = asyncio.get_running_loop()
+        self._waiting = loop.create_future()
+        handle = None
+        if seconds is not None:
+            handle = loop.call_later(seconds, _resolve, self._waiting)
+        try:
+            await self._waiting
+        finally:
+            if handle is not None:
+                handle.cancel()
+            self._waiting = None
 
     async def _dispatch(self) -> None:
         timeout = self._parameters.batch_timeout_micros / 1e6
@@ -226,21 +243,16 @@ class Batcher:
             if not self._queue:
                 if self._closed:
                     return
-                self._wakeup.clear()
-                await self._wakeup.wait()
+                await self._wait(None)
                 continue
             await self._slots.acquire()
             # A thread is free: wait for the batch to fill up or for its oldest task's
             # timeout, whichever comes first.
-            while self._queued_rows < limit and self._queue:
+            while self._queue and self._queued_rows < limit:
                 remaining = self._queue[0].enqueued + timeout - time.monotonic()
                 if remaining <= 0:
                     break
-                self._wakeup.clear()
-                try:
-                    await asyncio.wait_for(self._wakeup.wait(), remaining)
-                except TimeoutError:
-                    break
+                await self._wait(remaining)
             batch = self._take_batch(limit)
             if not batch:
                 self._slots.release()
@@ -298,7 +310,13 @@ class Batcher:
     def close(self) -> None:
         """Stop the dispatcher once the queued tasks have been batched and run."""
         self._closed = True
-        self._wakeup.set()
+        if self._waiting is not None and not self._waiting.done():
+            self._waiting.set_result(None)
+
+
+def _resolve(future: asyncio.Future[None]) -> None:
+    if not future.done():
+        future.set_result(None)
 
 
 def _rows(inputs: Mapping[str, np.ndarray]) -> int:

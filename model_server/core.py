@@ -244,7 +244,8 @@ class ServingCore:
             else:
                 call = self._run_single(servable, signature, inputs, output_aliases)
             try:
-                return await asyncio.wait_for(call, self.timeout_seconds)
+                async with asyncio.timeout(self.timeout_seconds):
+                    return await call
             except TimeoutError:
                 raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
 

@@ -7,6 +7,7 @@ import contextlib
 import logging
 import signal
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -41,6 +42,7 @@ class ServeOptions:
     timeout_seconds: float = 30.0
     enable_cors: bool = False
     stats_path: str | None = None
+    event_loop: str = "auto"
 
 
 def ready_line(rest_port: int, grpc_port: int, available: dict[str, list[int]]) -> str:
@@ -113,10 +115,23 @@ async def _serve(options: ServeOptions) -> int:
     return 0
 
 
+def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    if name == "asyncio":
+        return None
+    try:
+        import uvloop
+    except ImportError:
+        if name == "uvloop":
+            raise StartupError("--event-loop uvloop: the uvloop package is not installed") from None
+        return None
+    return uvloop.new_event_loop  # type: ignore[no-any-return]
+
+
 def serve(options: ServeOptions) -> int:
     """Run until SIGTERM/SIGINT; returns the exit code (1 on a start-up error)."""
     try:
-        return asyncio.run(_serve(options))
+        with asyncio.Runner(loop_factory=_loop_factory(options.event_loop)) as runner:
+            return runner.run(_serve(options))
     except StartupError as error:
         print(f"model_server: error: {error}", file=sys.stderr, flush=True)
         return 1

@@ -19,6 +19,7 @@ from gateway.privacy import (
     Findings,
     MaskRule,
     PhoneDetector,
+    ScanBudgetExceeded,
     UnknownDetectorError,
     apply_masks,
     detectors_named,
@@ -506,6 +507,36 @@ def test_findings_concatenate() -> None:
     assert isinstance(both, Findings)
     assert [f.source for f in both] == ["body", "header"]
     assert both[0].category == "email" and len(both[1:]) == 1
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1234 5678 " * 10_000,
+        "4 1 1 1 " * 12_500,
+        "+1 212 555 0123 " * 6_250,
+        "DE89 3704 0044 0532 0130 01 " * 3_600,
+        "ab.cd@ef.gh " * 8_000,
+        "(0) 12-34/56 " * 7_700,
+    ],
+    ids=["digit-groups", "spaced-digits", "phones", "ibans", "mails", "phone-like"],
+)
+def test_hostile_texts_stop_at_the_budget(text: str) -> None:
+    findings = scan({"note": text}, region_hints=["DE", "CN", "US"], budget=2_000)
+    if not findings.complete:
+        assert findings.unscanned == ("note",)
+    with pytest.raises(ScanBudgetExceeded):
+        scan_text(text, region_hints=["DE", "CN", "US"], budget=0 if findings.complete else 2_000)
+
+
+def test_budget_exhaustion_stops_the_walk_and_keeps_earlier_findings() -> None:
+    document = {"a": "mail a@b.de", "b": ["+49 30 23125000"] * 50, "c": "mail c@d.de"}
+    findings = scan(document, budget=100)
+    assert not findings.complete
+    assert findings.unscanned[0].startswith("b[")
+    assert findings[0].path == "a"
+    assert "c" not in {f.path for f in findings}
+    assert scan(document).complete
 
 
 def test_long_texts_stay_cheap_to_scan_for_phones() -> None:

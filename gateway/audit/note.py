@@ -40,12 +40,13 @@ MAX_SIGNATURES = 100
 _DASH = "\u2014 "
 _TS_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
 _SIZE_RE = re.compile(r"^(0|[1-9][0-9]{0,19})$")
+_CONTROL_RE = re.compile(r"[\x00-\x09\x0b-\x1f\x7f]")
 
 
 def _check_text(text: str) -> None:
     if not text.endswith("\n"):
         raise NoteError("malformed note: text must end with a newline")
-    if any(ord(ch) < 0x20 and ch != "\n" for ch in text) or "\x7f" in text:
+    if _CONTROL_RE.search(text):
         raise NoteError("malformed note: control character in text")
 
 
@@ -114,7 +115,7 @@ def parse_note(data: str | bytes) -> SignedNote:
             data = data.decode("utf-8")
         except UnicodeDecodeError:
             raise NoteError("malformed note: invalid UTF-8") from None
-    if any(ord(ch) < 0x20 and ch != "\n" for ch in data):
+    if _CONTROL_RE.search(data):
         raise NoteError("malformed note: control character")
     split = data.rfind("\n\n")
     if split < 0:

@@ -33,28 +33,48 @@ def register(subparsers: Any) -> None:
     check.set_defaults(func=cmd_check)
 
     test = sub.add_parser("test", help="run the *.cases.yaml next to the packs")
-    test.add_argument("paths", nargs="+", type=Path,
-                      help="directories or case files to search for *.cases.yaml")
-    test.add_argument("--policies", type=Path, action="append",
-                      help="policy paths (default: the directories given)")
-    test.add_argument("--explain", choices=("fails", "full"), default="fails",
-                      help="explanation printed for a failing case")
+    test.add_argument(
+        "paths", nargs="+", type=Path, help="directories or case files to search for *.cases.yaml"
+    )
+    test.add_argument(
+        "--policies",
+        type=Path,
+        action="append",
+        help="policy paths (default: the directories given)",
+    )
+    test.add_argument(
+        "--explain",
+        choices=("fails", "full"),
+        default="fails",
+        help="explanation printed for a failing case",
+    )
     test.add_argument("--format", choices=("text", "json"), default="text")
     test.add_argument("-v", "--verbose", action="store_true", help="list every case")
     test.set_defaults(func=cmd_test)
 
     ev = sub.add_parser("eval", help="evaluate one request context and print the decision")
-    ev.add_argument("--policies", type=Path, action="append",
-                    help="policy files or directories (default: ./policies)")
-    ev.add_argument("--context", required=True,
-                    help="context file (JSON, or YAML by extension), or - for stdin")
-    ev.add_argument("--explain", nargs="?", const="fails", choices=("fails", "full"),
-                    help="add the explanation (text on stderr, JSON under `explanation`)")
+    ev.add_argument(
+        "--policies",
+        type=Path,
+        action="append",
+        help="policy files or directories (default: ./policies)",
+    )
+    ev.add_argument(
+        "--context", required=True, help="context file (JSON, or YAML by extension), or - for stdin"
+    )
+    ev.add_argument(
+        "--explain",
+        nargs="?",
+        const="fails",
+        choices=("fails", "full"),
+        help="add the explanation (text on stderr, JSON under `explanation`)",
+    )
     ev.set_defaults(func=cmd_eval)
 
     schema = sub.add_parser("schema", help="print the JSON Schema for policy files")
-    schema.add_argument("--context", action="store_true",
-                        help="print the request-context schema instead")
+    schema.add_argument(
+        "--context", action="store_true", help="print the request-context schema instead"
+    )
     schema.set_defaults(func=cmd_schema)
 
 
@@ -82,12 +102,17 @@ def cmd_check(args: argparse.Namespace) -> int:
     label = ", ".join(str(p) for p in args.paths)
     if args.format == "json":
         ps = result.policy_set
-        print(json.dumps({
-            "ok": result.ok,
-            "revision": ps.revision if ps else None,
-            "rules": len(ps.rules) if ps else 0,
-            "diagnostics": [d.to_json() for d in result.diagnostics],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": result.ok,
+                    "revision": ps.revision if ps else None,
+                    "rules": len(ps.rules) if ps else 0,
+                    "diagnostics": [d.to_json() for d in result.diagnostics],
+                },
+                indent=2,
+            )
+        )
         return EXIT_OK if result.ok else EXIT_INVALID
     _print_diagnostics(result, sys.stdout if result.ok else sys.stderr)
     if result.policy_set is None:
@@ -111,8 +136,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     result = _load(policy_paths)
     if result.policy_set is None:
         _print_diagnostics(result, sys.stderr)
-        print(f"FAIL: {', '.join(map(str, policy_paths))} (policies do not load)",
-              file=sys.stderr)
+        print(f"FAIL: {', '.join(map(str, policy_paths))} (policies do not load)", file=sys.stderr)
         return EXIT_INVALID
     ps = result.policy_set
     files, problems = discover_files(args.paths, cases=True)
@@ -120,8 +144,9 @@ def cmd_test(args: argparse.Namespace) -> int:
         print(format_diagnostics(problems), file=sys.stderr)
         return EXIT_ERROR
     if not files:
-        print(f"error: no *.cases.yaml found under {', '.join(map(str, args.paths))}",
-              file=sys.stderr)
+        print(
+            f"error: no *.cases.yaml found under {', '.join(map(str, args.paths))}", file=sys.stderr
+        )
         return EXIT_ERROR
     broken = False
     failed = 0
@@ -133,18 +158,28 @@ def cmd_test(args: argparse.Namespace) -> int:
             broken = True
             print(format_diagnostics(case_file.diagnostics), file=sys.stderr)
             print(f"ERROR: {found.display} (broken case file)", file=sys.stderr)
-            report.append({"file": found.display, "error": [d.to_json() for d in
-                                                            case_file.diagnostics]})
+            report.append(
+                {"file": found.display, "error": [d.to_json() for d in case_file.diagnostics]}
+            )
             continue
         results = [check_case(ps, case) for case in case_file.cases]
         total += len(results)
         bad = [r for r in results if not r.passed]
         failed += len(bad)
-        report.append({"file": found.display, "cases": [
-            {"case": r.case.label, "passed": r.passed, "failures": list(r.failures),
-             "decision": r.decision.to_json(include_explanation=not r.passed)}
-            for r in results
-        ]})
+        report.append(
+            {
+                "file": found.display,
+                "cases": [
+                    {
+                        "case": r.case.label,
+                        "passed": r.passed,
+                        "failures": list(r.failures),
+                        "decision": r.decision.to_json(include_explanation=not r.passed),
+                    }
+                    for r in results
+                ],
+            }
+        )
         if args.format == "json":
             continue
         status = "OK" if not bad else "FAIL"
@@ -162,8 +197,18 @@ def cmd_test(args: argparse.Namespace) -> int:
                 for line in r.decision.explanation.text(args.explain).splitlines():
                     print(f"    {line}")
     if args.format == "json":
-        print(json.dumps({"revision": ps.revision, "total": total, "failed": failed,
-                          "broken": broken, "files": report}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "revision": ps.revision,
+                    "total": total,
+                    "failed": failed,
+                    "broken": broken,
+                    "files": report,
+                },
+                indent=2,
+            )
+        )
     else:
         print(f"{total - failed} passed, {failed} failed")
     if broken:
@@ -188,8 +233,7 @@ def _read_context(source: str) -> tuple[Any, str | None]:
     try:
         return json.loads(text), None
     except json.JSONDecodeError as exc:
-        return None, (f"{source}:{exc.lineno}:{exc.colno}: context_json_error: "
-                      f"{exc.msg.lower()}")
+        return None, (f"{source}:{exc.lineno}:{exc.colno}: context_json_error: {exc.msg.lower()}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -210,8 +254,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
         print(format_diagnostics(diagnostics), file=sys.stderr)
         return EXIT_ERROR
     decision = result.policy_set.evaluate(context, explain=bool(args.explain))
-    print(json.dumps(decision.to_json(include_explanation=bool(args.explain)), indent=2,
-                     ensure_ascii=False))
+    print(
+        json.dumps(
+            decision.to_json(include_explanation=bool(args.explain)), indent=2, ensure_ascii=False
+        )
+    )
     if args.explain and decision.explanation is not None:
         print(decision.explanation.text(args.explain), file=sys.stderr)
     return EXIT_OK if decision.allowed else EXIT_DENY

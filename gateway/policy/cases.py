@@ -58,8 +58,19 @@ SCHEMA = "case_schema_error"
 CONTEXT = "case_context_error"
 
 _CASE_KEYS = ("name", "id", "note", "context", "want", "meta")
-_WANT_KEYS = ("effect", "status", "stage", "rules", "rules_include", "dry_run",
-              "legal_basis", "problem", "remedy_mentions", "obligations", "errors")
+_WANT_KEYS = (
+    "effect",
+    "status",
+    "stage",
+    "rules",
+    "rules_include",
+    "dry_run",
+    "legal_basis",
+    "problem",
+    "remedy_mentions",
+    "obligations",
+    "errors",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,8 +153,9 @@ def _context_validator() -> Any:
     return cls(schema)
 
 
-def context_diagnostics(context: object, origin: str = "<context>",
-                        locate: Any = None) -> list[Diagnostic]:
+def context_diagnostics(
+    context: object, origin: str = "<context>", locate: Any = None
+) -> list[Diagnostic]:
     """Validate a context against the context JSON Schema.
 
     `locate(path) -> (Location, DataPath)` maps an error path to a source location.
@@ -157,7 +169,7 @@ def context_diagnostics(context: object, origin: str = "<context>",
             message = message[:157] + "..."
         help = None
         if isinstance(error.instance, bool) and error.validator == "type":
-            help = "YAML 1.1 reads NO, yes, off ... as booleans; quote region codes like \"NO\""
+            help = 'YAML 1.1 reads NO, yes, off ... as booleans; quote region codes like "NO"'
         out.append(Diagnostic(CONTEXT, f"context {message}", loc, format_path(shown), help))
     return out
 
@@ -179,9 +191,15 @@ def _parse_cases(doc: LoadedDocument, diags: list[Diagnostic]) -> list[Case]:
         return []
     for key in data:
         if key not in ("kind", "version", "description", "defaults", "cases"):
-            diags.append(doc.diagnostic(SCHEMA, f"unknown key `{key}` in case file", (key,),
-                                        at_key=True,
-                                        help=did_you_mean(key, ("kind", "defaults", "cases"))))
+            diags.append(
+                doc.diagnostic(
+                    SCHEMA,
+                    f"unknown key `{key}` in case file",
+                    (key,),
+                    at_key=True,
+                    help=did_you_mean(key, ("kind", "defaults", "cases")),
+                )
+            )
     if data.get("kind") != "cases":
         diags.append(doc.diagnostic(SCHEMA, "a case file needs `kind: cases`", ("kind",)))
     defaults: dict[str, Any] = {}
@@ -189,8 +207,11 @@ def _parse_cases(doc: LoadedDocument, diags: list[Diagnostic]) -> list[Case]:
     if not isinstance(raw_defaults, dict) or set(raw_defaults) - {"context"}:
         diags.append(doc.diagnostic(SCHEMA, "`defaults` holds only `context`", ("defaults",)))
     elif not isinstance(raw_defaults.get("context", {}), dict):
-        diags.append(doc.type_error(("defaults", "context"), "a mapping",
-                                    raw_defaults.get("context"), code=SCHEMA))
+        diags.append(
+            doc.type_error(
+                ("defaults", "context"), "a mapping", raw_defaults.get("context"), code=SCHEMA
+            )
+        )
     else:
         defaults = to_json_data(raw_defaults.get("context", {}))
     raw_cases = data.get("cases")
@@ -204,23 +225,41 @@ def _parse_cases(doc: LoadedDocument, diags: list[Diagnostic]) -> list[Case]:
         if case is None:
             continue
         if case.label in seen:
-            diags.append(doc.diagnostic(SCHEMA, f"duplicate case `{case.label}`", ("cases", i),
-                                        help=f"first used by case {seen[case.label]}"))
+            diags.append(
+                doc.diagnostic(
+                    SCHEMA,
+                    f"duplicate case `{case.label}`",
+                    ("cases", i),
+                    help=f"first used by case {seen[case.label]}",
+                )
+            )
         seen[case.label] = i
         cases.append(case)
     return cases
 
 
-def _parse_case(doc: LoadedDocument, raw: object, path: DataPath,
-                defaults: Mapping[str, Any], diags: list[Diagnostic]) -> Case | None:
+def _parse_case(
+    doc: LoadedDocument,
+    raw: object,
+    path: DataPath,
+    defaults: Mapping[str, Any],
+    diags: list[Diagnostic],
+) -> Case | None:
     if not isinstance(raw, dict):
         diags.append(doc.type_error(path, "a mapping", raw, what="a case", code=SCHEMA))
         return None
     before = len(diags)
     for key in raw:
         if key not in _CASE_KEYS:
-            diags.append(doc.diagnostic(SCHEMA, f"unknown key `{key}` in case", (*path, key),
-                                        at_key=True, help=did_you_mean(key, _CASE_KEYS)))
+            diags.append(
+                doc.diagnostic(
+                    SCHEMA,
+                    f"unknown key `{key}` in case",
+                    (*path, key),
+                    at_key=True,
+                    help=did_you_mean(key, _CASE_KEYS),
+                )
+            )
     for key in ("name", "context", "want"):
         if key not in raw:
             diags.append(doc.diagnostic(SCHEMA, f"case is missing `{key}`", path))
@@ -244,9 +283,12 @@ def _parse_case(doc: LoadedDocument, raw: object, path: DataPath,
     def locate(err_path: DataPath) -> tuple[Location, DataPath]:
         full = (*path, "context", *err_path)
         if doc.node(full) is None:
-            return (doc.location(("defaults", "context", *err_path))
-                    if doc.node(("defaults", "context", *err_path)) else doc.location(full),
-                    full)
+            return (
+                doc.location(("defaults", "context", *err_path))
+                if doc.node(("defaults", "context", *err_path))
+                else doc.location(full),
+                full,
+            )
         return doc.location(full), full
 
     context_errors = context_diagnostics(merged, doc.filename, locate)
@@ -254,34 +296,61 @@ def _parse_case(doc: LoadedDocument, raw: object, path: DataPath,
         diags.extend(context_errors)
         return None
     meta = raw.get("meta") or {}
-    return Case(name, case_id, merged, to_json_data(want), doc.location(path),
-                raw.get("note"), meta if isinstance(meta, dict) else {})
+    return Case(
+        name,
+        case_id,
+        merged,
+        to_json_data(want),
+        doc.location(path),
+        raw.get("note"),
+        meta if isinstance(meta, dict) else {},
+    )
 
 
-def _check_want(doc: LoadedDocument, want: object, path: DataPath,
-                diags: list[Diagnostic]) -> None:
+def _check_want(doc: LoadedDocument, want: object, path: DataPath, diags: list[Diagnostic]) -> None:
     if not isinstance(want, dict):
         diags.append(doc.type_error(path, "a mapping", want, code=SCHEMA))
         return
     for key, value in want.items():
         sub = (*path, key)
         if key not in _WANT_KEYS:
-            diags.append(doc.diagnostic(SCHEMA, f"unknown expectation `{key}`", sub, at_key=True,
-                                        help=did_you_mean(key, _WANT_KEYS)))
+            diags.append(
+                doc.diagnostic(
+                    SCHEMA,
+                    f"unknown expectation `{key}`",
+                    sub,
+                    at_key=True,
+                    help=did_you_mean(key, _WANT_KEYS),
+                )
+            )
         elif key == "effect" and value not in ("allow", "deny"):
-            diags.append(doc.diagnostic(SCHEMA, f"effect must be `allow` or `deny`, got "
-                                        f"{describe_value(value)}", sub))
+            diags.append(
+                doc.diagnostic(
+                    SCHEMA, f"effect must be `allow` or `deny`, got {describe_value(value)}", sub
+                )
+            )
         elif key == "status" and value not in (200, 403, 451):
-            diags.append(doc.diagnostic(SCHEMA, f"status must be 200, 403 or 451, got "
-                                        f"{describe_value(value)}", sub))
+            diags.append(
+                doc.diagnostic(
+                    SCHEMA, f"status must be 200, 403 or 451, got {describe_value(value)}", sub
+                )
+            )
         elif key in ("rules", "rules_include", "dry_run", "errors") and not (
-                isinstance(value, list) and all(isinstance(v, str) for v in value)):
+            isinstance(value, list) and all(isinstance(v, str) for v in value)
+        ):
             diags.append(doc.type_error(sub, "a list of strings", value, code=SCHEMA))
-        elif key == "legal_basis" and not (isinstance(value, list) and all(
-                isinstance(v, dict) and isinstance(v.get("regime"), str)
-                and isinstance(v.get("ref"), str) for v in value)):
-            diags.append(doc.diagnostic(SCHEMA, "legal_basis must list {regime, ref} mappings",
-                                        sub))
+        elif key == "legal_basis" and not (
+            isinstance(value, list)
+            and all(
+                isinstance(v, dict)
+                and isinstance(v.get("regime"), str)
+                and isinstance(v.get("ref"), str)
+                for v in value
+            )
+        ):
+            diags.append(
+                doc.diagnostic(SCHEMA, "legal_basis must list {regime, ref} mappings", sub)
+            )
         elif key in ("problem", "obligations") and not isinstance(value, dict):
             diags.append(doc.type_error(sub, "a mapping", value, code=SCHEMA))
 

@@ -40,11 +40,13 @@ __all__ = [
 ]
 
 
-
-
 #: Context sections prefetched into `EvalState` attributes.
 SECTIONS: dict[str, str] = {
-    "caller": "c", "subject": "s", "request": "r", "licence": "l", "model": "m",
+    "caller": "c",
+    "subject": "s",
+    "request": "r",
+    "licence": "l",
+    "model": "m",
 }
 
 _PY_TYPES = {"string": "str", "region": "str", "integer": "int", "boolean": "bool"}
@@ -82,8 +84,9 @@ def _dig(value: object, key: str, path: str) -> Any:
     try:
         return value.get(key)  # type: ignore[attr-defined]
     except AttributeError:
-        raise EvalError("context_type_error", f"`{path}` is unreadable: a parent is not an "
-                        "object") from None
+        raise EvalError(
+            "context_type_error", f"`{path}` is unreadable: a parent is not an object"
+        ) from None
 
 
 def _region_hits(values: Sequence[str], sets: Sequence[frozenset[str]]) -> int:
@@ -92,7 +95,11 @@ def _region_hits(values: Sequence[str], sets: Sequence[frozenset[str]]) -> int:
 
 
 _HELPERS: dict[str, Any] = {
-    "BAD": _bad, "TIME": _time, "LIST": _list, "DIG": _dig, "RHITS": _region_hits,
+    "BAD": _bad,
+    "TIME": _time,
+    "LIST": _list,
+    "DIG": _dig,
+    "RHITS": _region_hits,
 }
 
 
@@ -101,8 +108,9 @@ class TypedLeaf:
 
     __slots__ = ("field", "ftype", "op", "operand", "ref", "ref_type")
 
-    def __init__(self, field: str, ftype: str, op: str, operand: Any, ref: str | None,
-                 ref_type: str | None) -> None:
+    def __init__(
+        self, field: str, ftype: str, op: str, operand: Any, ref: str | None, ref_type: str | None
+    ) -> None:
         self.field = field
         self.ftype = ftype
         self.op = op
@@ -136,21 +144,28 @@ class CodeBuilder:
             return "st.now"
         if path == "subject.presumed_region":
             v = self.var()
-            return (f"({v} if ({v} := st.s.get('region')) is not None "
-                    "else st.c.get('region'))")
+            return f"({v} if ({v} := st.s.get('region')) is not None else st.c.get('region'))"
         if path == "request.has_personal_data":
-            return (f"(len(LIST(st.r.get('personal_data'), "
-                    f"{self.const('request.personal_data')})) > 0 or "
-                    "(st.purpose is not None and st.purpose.get('personal_data', False) "
-                    "is True))")
+            return (
+                f"(len(LIST(st.r.get('personal_data'), "
+                f"{self.const('request.personal_data')})) > 0 or "
+                "(st.purpose is not None and st.purpose.get('personal_data', False) "
+                "is True))"
+            )
         if path == "purpose.known":
             return "(st.purpose is not None)"
         parts = path.split(".")
+        if parts[:2] == ["caller", "flags"] and len(parts) == 3:
+            return f"st.f.get({self.const(parts[2])})"
         if parts[0] == "purpose" and len(parts) == 2:
-            return (f"(st.purpose.get({self.const(parts[1])}, False) "
-                    "if st.purpose is not None else None)")
-        derived = path in ("subject.presumed_region", "request.has_personal_data",
-                           "purpose.known") or parts[0] == "purpose"
+            return (
+                f"(st.purpose.get({self.const(parts[1])}, False) "
+                "if st.purpose is not None else None)"
+            )
+        derived = (
+            path in ("subject.presumed_region", "request.has_personal_data", "purpose.known")
+            or parts[0] == "purpose"
+        )
         if derived or parts[0] not in SECTIONS:
             if len(parts) == 1:
                 return f"ctx.get({self.const(parts[0])})"
@@ -161,7 +176,7 @@ class CodeBuilder:
             return f"ctx.get({self.const(parts[0])})"
         expr = f"{expr}.get({self.const(parts[1])})"
         for i, part in enumerate(parts[2:], start=2):
-            expr = f"DIG({expr}, {self.const(part)}, {self.const('.'.join(parts[:i + 1]))})"
+            expr = f"DIG({expr}, {self.const(part)}, {self.const('.'.join(parts[: i + 1]))})"
         return expr
 
     def checked(self, path: str, ftype: str, var: str) -> str:
@@ -173,8 +188,10 @@ class CodeBuilder:
         if py is None:
             return f"({var} := {read})"
         expected = {"str": "a string", "int": "an integer", "bool": "a boolean"}[py]
-        return (f"({var} if ({var} := {read}) is None or {var}.__class__ is {py} "
-                f"else BAD({self.const(path)}, {self.const(expected)}))")
+        return (
+            f"({var} if ({var} := {read}) is None or {var}.__class__ is {py} "
+            f"else BAD({self.const(path)}, {self.const(expected)}))"
+        )
 
 
 def _base(ftype: str) -> str:

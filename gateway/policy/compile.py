@@ -175,8 +175,15 @@ class CompiledObligations:
     @property
     def empty(self) -> bool:
         """True when the rule sets no obligation."""
-        return not (self.mask or self.route or self.headers or self.image_marks or self.sinks
-                    or self.retention_days or self.storage_region)
+        return not (
+            self.mask
+            or self.route
+            or self.headers
+            or self.image_marks
+            or self.sinks
+            or self.retention_days
+            or self.storage_region
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -210,10 +217,9 @@ class CompileResult:
     vocabulary: Vocabulary | None = None
     settings: SettingsDoc | None = None
     rules: tuple[CompiledRule, ...] = ()
-    index: tuple[tuple[str, Callable[..., tuple[Any, ...]], dict[Any, tuple[int, ...]]], ...] \
-        = ()
+    index: tuple[tuple[str, Callable[..., tuple[Any, ...]], dict[Any, tuple[int, ...]]], ...] = ()
     always: tuple[int, ...] = ()
-    candidates: Callable[..., list[int]] | None = None
+    candidates_by_stage: tuple[Callable[..., list[int]] | None, ...] = ()
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
@@ -245,10 +251,20 @@ class _Compiler:
         self.compiled: list[CompiledRule] = []
         self.result = CompileResult()
 
-    def error(self, code: str, message: str, location: Location | None, path: str | None,
-              help: str | None = None, severity: str = "error") -> None:
-        self.diags.append(Diagnostic(code, message, location, path, help,
-                                     "warning" if severity == "warning" else "error"))
+    def error(
+        self,
+        code: str,
+        message: str,
+        location: Location | None,
+        path: str | None,
+        help: str | None = None,
+        severity: str = "error",
+    ) -> None:
+        self.diags.append(
+            Diagnostic(
+                code, message, location, path, help, "warning" if severity == "warning" else "error"
+            )
+        )
 
     @property
     def vocabulary(self) -> Vocabulary:
@@ -266,21 +282,36 @@ def _collect(c: _Compiler) -> None:
             vocab_files.append(parsed)
         if parsed.settings is not None:
             if c.settings is not None:
-                c.error(CONFLICT, "more than one settings document", parsed.settings.location,
-                        None, f"settings are already defined in {c.settings.file}")
+                c.error(
+                    CONFLICT,
+                    "more than one settings document",
+                    parsed.settings.location,
+                    None,
+                    f"settings are already defined in {c.settings.file}",
+                )
             else:
                 c.settings = parsed.settings
         if parsed.pack is not None:
             c.packs.append(parsed.pack)
     if not vocab_files:
         first = c.files[0][0].filename if c.files else "<policies>"
-        c.error(SCHEMA, "no vocabulary found", Location(first) if c.files else None, None,
-                "add a file with `kind: vocabulary` (policies/vocabulary.yaml)")
+        c.error(
+            SCHEMA,
+            "no vocabulary found",
+            Location(first) if c.files else None,
+            None,
+            "add a file with `kind: vocabulary` (policies/vocabulary.yaml)",
+        )
         return
     if len(vocab_files) > 1:
         for extra in vocab_files[1:]:
-            c.error(CONFLICT, "more than one vocabulary", Location(extra.file, 1, 1), None,
-                    f"the vocabulary is already defined in {vocab_files[0].file}")
+            c.error(
+                CONFLICT,
+                "more than one vocabulary",
+                Location(extra.file, 1, 1),
+                None,
+                f"the vocabulary is already defined in {vocab_files[0].file}",
+            )
         return
     c.vocab = vocab_files[0].vocabulary
     for pack in c.packs:
@@ -295,16 +326,26 @@ def _identify(c: _Compiler) -> None:
     for pack in c.packs:
         if pack.id in seen_packs:
             first = seen_packs[pack.id]
-            c.error(CONFLICT, f"duplicate pack id `{pack.id}`", pack.location, "id",
-                    f"first used in {first.file}")
+            c.error(
+                CONFLICT,
+                f"duplicate pack id `{pack.id}`",
+                pack.location,
+                "id",
+                f"first used in {first.file}",
+            )
         else:
             seen_packs[pack.id] = pack
     seen: dict[str, RuleSpec] = {}
     for rule in c.rules:
         if rule.id in seen:
             first = seen[rule.id]
-            c.error(CONFLICT, f"duplicate rule id `{rule.id}`", rule.location, rule.path,
-                    f"first defined at {first.location}")
+            c.error(
+                CONFLICT,
+                f"duplicate rule id `{rule.id}`",
+                rule.location,
+                rule.path,
+                f"first defined at {first.location}",
+            )
         else:
             seen[rule.id] = rule
 
@@ -318,10 +359,10 @@ def resolve_field_type(name: str, vocabulary: Vocabulary) -> str | None:
     if known is not None:
         return known.type
     if name.startswith("purpose."):
-        attribute = name[len("purpose."):]
+        attribute = name[len("purpose.") :]
         return "boolean" if attribute in vocabulary.purpose_attributes else None
     if name.startswith("caller.flags."):
-        return vocabulary.tenant_flags.get(name[len("caller.flags."):])
+        return vocabulary.tenant_flags.get(name[len("caller.flags.") :])
     return None
 
 
@@ -368,8 +409,9 @@ class _Literal:
         self.doc = c.docs.get(test.location.file)
         self.ok = True
 
-    def fail(self, code: str, message: str, path: tuple[str | int, ...],
-             help: str | None = None) -> None:
+    def fail(
+        self, code: str, message: str, path: tuple[str | int, ...], help: str | None = None
+    ) -> None:
         self.ok = False
         loc = self.doc.location(path) if self.doc else self.test.location
         self.c.error(code, message, loc, format_path(path), help)
@@ -380,8 +422,12 @@ class _Literal:
         if kind == "time":
             parsed = parse_time(raw)
             if parsed is None:
-                self.fail(TYPE, f"`{self.test.field}` compares times: expected a date "
-                          "(YYYY-MM-DD) or an RFC 3339 time", path)
+                self.fail(
+                    TYPE,
+                    f"`{self.test.field}` compares times: expected a date "
+                    "(YYYY-MM-DD) or an RFC 3339 time",
+                    path,
+                )
                 return None
             return interval_of(parsed)
         expected = {"integer": int, "boolean": bool, "string": str}[kind]
@@ -400,8 +446,7 @@ class _Literal:
             options = list(options)
             if raw not in options:
                 where = f" (not in {self.c.vocabulary.file})" if base != "method" else ""
-                self.fail(REF, f"unknown {name} `{raw}`{where}", path,
-                          did_you_mean(raw, options))
+                self.fail(REF, f"unknown {name} `{raw}`{where}", path, did_you_mean(raw, options))
                 return None
         return raw
 
@@ -413,22 +458,33 @@ def _typecheck_test(c: _Compiler, test: Test) -> _Typed | None:
         doc = c.docs.get(test.location.file)
         field_path = test.path if test.path[-1] == test.field else test.path[:-1]
         loc = doc.key_location(field_path) if doc else test.location
-        c.error(REF, f"unknown field `{test.field}`", loc, format_path(field_path),
-                did_you_mean(test.field, _field_names(vocab))
-                or "see the request context in docs/policy-language.md")
+        c.error(
+            REF,
+            f"unknown field `{test.field}`",
+            loc,
+            format_path(field_path),
+            did_you_mean(test.field, _field_names(vocab))
+            or "see the request context in docs/policy-language.md",
+        )
         return None
     spec = OPERATORS[test.op]
     if ftype not in spec.field_types:
         hint = None
         if ftype.startswith("list:") and test.op in ("eq", "in"):
             hint = "for a list field use `contains` or `contains_any`"
-        elif test.op in ("contains", "contains_any", "contains_all") and not \
-                ftype.startswith("list:"):
+        elif test.op in ("contains", "contains_any", "contains_all") and not ftype.startswith(
+            "list:"
+        ):
             hint = "for a single value use `eq` or `in`"
         elif test.op in ("lt", "le", "gt", "ge", "between"):
             hint = "ordering applies to integers and times only"
-        c.error(TYPE, f"operator `{test.op}` does not apply to `{test.field}` ({ftype})",
-                test.location, format_path(test.path), hint)
+        c.error(
+            TYPE,
+            f"operator `{test.op}` does not apply to `{test.field}` ({ftype})",
+            test.location,
+            format_path(test.path),
+            hint,
+        )
         return None
     lit = _Literal(c, test)
     raw = test.operand
@@ -451,18 +507,30 @@ def _typecheck_test(c: _Compiler, test: Test) -> _Typed | None:
         else:
             operand = lit.value(raw, base, test.path)
             if lit.ok and base == "region" and test.op in ("eq", "ne") and raw in vocab.groups:
-                lit.fail(TYPE, f"`{test.op}` compares exact codes and `{raw}` is a group",
-                         test.path, f"write `in: [{raw}]` to test membership")
+                lit.fail(
+                    TYPE,
+                    f"`{test.op}` compares exact codes and `{raw}` is a group",
+                    test.path,
+                    f"write `in: [{raw}]` to test membership",
+                )
     elif spec.operand in ("list", "elements"):
         if not isinstance(raw, list):
-            lit.fail(TYPE, f"`{test.op}` takes a list, got {_describe(raw)}", test.path,
-                     f"write `{test.op}: [{_render_operand(raw)}]`")
+            lit.fail(
+                TYPE,
+                f"`{test.op}` takes a list, got {_describe(raw)}",
+                test.path,
+                f"write `{test.op}: [{_render_operand(raw)}]`",
+            )
             return None
         if not raw:
             never = test.op in ("in", "contains_any")
             verdict = "can never hold" if never else "always holds"
-            lit.fail(UNREACHABLE, f"`{test.op}: []` {verdict}", test.path,
-                     "list at least one value, or remove the test")
+            lit.fail(
+                UNREACHABLE,
+                f"`{test.op}: []` {verdict}",
+                test.path,
+                "list at least one value, or remove the test",
+            )
             return None
         values = [lit.value(v, base, (*test.path, i)) for i, v in enumerate(raw)]
         if lit.ok:
@@ -479,8 +547,12 @@ def _typecheck_test(c: _Compiler, test: Test) -> _Typed | None:
         hi = lit.value(raw[1], base, (*test.path, 1))
         if lit.ok:
             if (base == "time" and lo[0] >= hi[1]) or (base != "time" and lo > hi):
-                lit.fail(UNREACHABLE, "`between` bounds are reversed: this can never hold",
-                         test.path, "write the earlier bound first")
+                lit.fail(
+                    UNREACHABLE,
+                    "`between` bounds are reversed: this can never hold",
+                    test.path,
+                    "write the earlier bound first",
+                )
             operand = (lo, hi)
     if not lit.ok:
         return None
@@ -488,8 +560,7 @@ def _typecheck_test(c: _Compiler, test: Test) -> _Typed | None:
     return _Typed(test, ftype, operand, None, None, text)
 
 
-def _normalise_set(vocab: Vocabulary, base: str, values: list[Any], ftype: str,
-                   op: str) -> Any:
+def _normalise_set(vocab: Vocabulary, base: str, values: list[Any], ftype: str, op: str) -> Any:
     if base == "region":
         if ftype == "list:region":
             return tuple(vocab.expand([v]) for v in values)
@@ -501,9 +572,13 @@ def _typecheck_ref(c: _Compiler, test: Test, ftype: str, ref: FieldRef) -> _Type
     vocab = c.vocabulary
     ref_type = resolve_field_type(ref.path, vocab)
     if ref_type is None:
-        c.error(REF, f"unknown field `{ref.path}`", ref.location,
-                format_path((*test.path, "field")),
-                did_you_mean(ref.path, _field_names(vocab)))
+        c.error(
+            REF,
+            f"unknown field `{ref.path}`",
+            ref.location,
+            format_path((*test.path, "field")),
+            did_you_mean(ref.path, _field_names(vocab)),
+        )
         return None
     spec = OPERATORS[test.op]
     base = _element_type(ftype)
@@ -511,15 +586,24 @@ def _typecheck_ref(c: _Compiler, test: Test, ftype: str, ref: FieldRef) -> _Type
         wanted = f"list:{base}" if not ftype.startswith("list:") else ftype
         ok = ref_type == wanted or (ref_type == "list:string" and wanted.startswith("list:"))
     elif spec.operand == "scalar":
-        ok = _element_type(ref_type) == base and not ref_type.startswith("list:") or (
-            {_python_kind(base), _python_kind(ref_type)} == {"string"}
-            and "region" not in (base, ref_type)
+        ok = (
+            _element_type(ref_type) == base
+            and not ref_type.startswith("list:")
+            or (
+                {_python_kind(base), _python_kind(ref_type)} == {"string"}
+                and "region" not in (base, ref_type)
+            )
         )
     else:
         ok = False
     if not ok:
-        c.error(TYPE, f"`{test.field}` ({ftype}) cannot be compared with `{ref.path}` "
-                f"({ref_type}) by `{test.op}`", ref.location, format_path(test.path))
+        c.error(
+            TYPE,
+            f"`{test.field}` ({ftype}) cannot be compared with `{ref.path}` "
+            f"({ref_type}) by `{test.op}`",
+            ref.location,
+            format_path(test.path),
+        )
         return None
     text = f"{test.field} {test.op} field {ref.path}"
     return _Typed(test, ftype, None, ref.path, ref_type, text)
@@ -567,8 +651,13 @@ def _typecheck(c: _Compiler) -> None:
             _check_empty_combinators(c, cond)
         for basis in rule.basis:
             if basis.regime not in vocab.regimes:
-                c.error(REF, f"unknown regime `{basis.regime}` (not in {vocab.file})",
-                        basis.location, basis.path, did_you_mean(basis.regime, vocab.regimes))
+                c.error(
+                    REF,
+                    f"unknown regime `{basis.regime}` (not in {vocab.file})",
+                    basis.location,
+                    basis.path,
+                    did_you_mean(basis.regime, vocab.regimes),
+                )
             _check_template(c, basis.ref, basis.location, basis.path + ".ref")
         if rule.problem is not None:
             _check_problem_templates(c, rule.problem, rule.path + ".problem")
@@ -584,8 +673,13 @@ def _check_empty_combinators(c: _Compiler, cond: Condition | None) -> None:
         _check_empty_combinators(c, cond.item)
         return
     if isinstance(cond, AnyOf) and not cond.items:
-        c.error(UNREACHABLE, "`any: []` can never hold", cond.location, None,
-                "list at least one condition")
+        c.error(
+            UNREACHABLE,
+            "`any: []` can never hold",
+            cond.location,
+            None,
+            "list at least one condition",
+        )
     for item in cond.items:
         _check_empty_combinators(c, item)
 
@@ -599,8 +693,13 @@ def _check_problem_templates(c: _Compiler, problem: ProblemSpec, path: str) -> N
 def _check_template(c: _Compiler, text: str, location: Location, path: str) -> None:
     for name in template_fields(text):
         if resolve_field_type(name, c.vocabulary) is None:
-            c.error(REF, f"unknown field `{name}` in template", location, path,
-                    did_you_mean(name, _field_names(c.vocabulary)))
+            c.error(
+                REF,
+                f"unknown field `{name}` in template",
+                location,
+                path,
+                did_you_mean(name, _field_names(c.vocabulary)),
+            )
 
 
 def _typecheck_obligations(c: _Compiler, ob: ObligationsSpec) -> None:
@@ -608,19 +707,32 @@ def _typecheck_obligations(c: _Compiler, ob: ObligationsSpec) -> None:
     for mask in ob.mask:
         for cat in mask.categories:
             if cat not in vocab.personal_data:
-                c.error(REF, f"unknown personal-data category `{cat}` (not in {vocab.file})",
-                        mask.location, mask.path, did_you_mean(cat, vocab.personal_data))
+                c.error(
+                    REF,
+                    f"unknown personal-data category `{cat}` (not in {vocab.file})",
+                    mask.location,
+                    mask.path,
+                    did_you_mean(cat, vocab.personal_data),
+                )
     if ob.route is not None:
         for region in ob.route.regions:
             if not vocab.is_region_term(region):
-                c.error(REF, f"unknown region `{region}` (not in {vocab.file})",
-                        ob.route.location, ob.route.path,
-                        did_you_mean(region, vocab.region_terms()))
+                c.error(
+                    REF,
+                    f"unknown region `{region}` (not in {vocab.file})",
+                    ob.route.location,
+                    ob.route.path,
+                    did_you_mean(region, vocab.region_terms()),
+                )
         for mech in ob.route.mechanisms:
             if mech not in vocab.transfer_mechanisms:
-                c.error(REF, f"unknown transfer mechanism `{mech}` (not in {vocab.file})",
-                        ob.route.location, ob.route.path,
-                        did_you_mean(mech, vocab.transfer_mechanisms))
+                c.error(
+                    REF,
+                    f"unknown transfer mechanism `{mech}` (not in {vocab.file})",
+                    ob.route.location,
+                    ob.route.path,
+                    did_you_mean(mech, vocab.transfer_mechanisms),
+                )
     for header in ob.headers:
         _check_template(c, header.value, header.location, header.path)
     for mark in ob.image_marks:
@@ -629,14 +741,22 @@ def _typecheck_obligations(c: _Compiler, ob: ObligationsSpec) -> None:
     if ob.suppress_sinks is not None:
         for cat in ob.suppress_sinks.categories:
             if cat not in vocab.sink_categories:
-                c.error(REF, f"unknown sink category `{cat}` (not in {vocab.file})",
-                        ob.suppress_sinks.location, ob.suppress_sinks.path,
-                        did_you_mean(cat, vocab.sink_categories))
+                c.error(
+                    REF,
+                    f"unknown sink category `{cat}` (not in {vocab.file})",
+                    ob.suppress_sinks.location,
+                    ob.suppress_sinks.path,
+                    did_you_mean(cat, vocab.sink_categories),
+                )
     if ob.audit is not None and ob.audit.storage_region is not None:
         if not vocab.is_region_term(ob.audit.storage_region):
-            c.error(REF, f"unknown region `{ob.audit.storage_region}` (not in {vocab.file})",
-                    ob.audit.location, ob.audit.path,
-                    did_you_mean(ob.audit.storage_region, vocab.region_terms()))
+            c.error(
+                REF,
+                f"unknown region `{ob.audit.storage_region}` (not in {vocab.file})",
+                ob.audit.location,
+                ob.audit.path,
+                did_you_mean(ob.audit.storage_region, vocab.region_terms()),
+            )
 
 
 # --------------------------------------------------------------------------- stage 4
@@ -648,35 +768,72 @@ def _check(c: _Compiler) -> None:
         allowed = STAGE_OBLIGATIONS[rule.stage]
         for kind in sorted(kinds - allowed):
             where = [s for s in STAGES if kind in STAGE_OBLIGATIONS[s]]
-            c.error(SCHEMA, f"`{kind}` obligations do not belong in stage `{rule.stage}`",
-                    rule.location, rule.path + ".obligations",
-                    f"move the rule to stage `{where[0]}`" if where else None)
+            c.error(
+                SCHEMA,
+                f"`{kind}` obligations do not belong in stage `{rule.stage}`",
+                rule.location,
+                rule.path + ".obligations",
+                f"move the rule to stage `{where[0]}`" if where else None,
+            )
         if rule.effect == "deny" and kinds:
-            c.error(SCHEMA, "a deny rule's obligations would never apply", rule.location,
-                    rule.path + ".obligations", "move them to an `obligate` rule")
+            c.error(
+                SCHEMA,
+                "a deny rule's obligations would never apply",
+                rule.location,
+                rule.path + ".obligations",
+                "move them to an `obligate` rule",
+            )
         if rule.effect != "deny" and (rule.status is not None or rule.problem is not None):
-            c.error(SCHEMA, f"`status` and `problem` only apply to deny rules, not "
-                    f"`{rule.effect}`", rule.location, rule.path)
+            c.error(
+                SCHEMA,
+                f"`status` and `problem` only apply to deny rules, not `{rule.effect}`",
+                rule.location,
+                rule.path,
+            )
         if rule.effect == "obligate" and not kinds:
-            c.error(SCHEMA, "an `obligate` rule sets no obligations", rule.location, rule.path,
-                    "add `obligations:` or change the effect")
+            c.error(
+                SCHEMA,
+                "an `obligate` rule sets no obligations",
+                rule.location,
+                rule.path,
+                "add `obligations:` or change the effect",
+            )
         if rule.stage == "audit" and rule.effect != "obligate":
-            c.error(SCHEMA, "rules in stage `audit` must have effect `obligate`", rule.location,
-                    rule.path, "audit rules only set record-keeping obligations")
+            c.error(
+                SCHEMA,
+                "rules in stage `audit` must have effect `obligate`",
+                rule.location,
+                rule.path,
+                "audit rules only set record-keeping obligations",
+            )
         if rule.effect in ("deny", "obligate") and not rule.basis:
-            c.error(SCHEMA, f"a `{rule.effect}` rule must cite its legal basis", rule.location,
-                    rule.path, "add `basis: [{regime: ..., ref: ...}]`")
+            c.error(
+                SCHEMA,
+                f"a `{rule.effect}` rule must cite its legal basis",
+                rule.location,
+                rule.path,
+                "add `basis: [{regime: ..., ref: ...}]`",
+            )
         if rule.effective_from is not None and rule.effective_until is not None:
             start = interval_of(rule.effective_from)[0]
             end = interval_of(rule.effective_until)[1]
             if start >= end:
-                c.error(UNREACHABLE, "effective_from is after effective_until: the rule never "
-                        "applies", rule.location, rule.path + ".effective_from")
+                c.error(
+                    UNREACHABLE,
+                    "effective_from is after effective_until: the rule never applies",
+                    rule.location,
+                    rule.path + ".effective_from",
+                )
         for exc in rule.exceptions:
             if exc.when is None and rule.effect != "allow":
-                c.error(SCHEMA, "an exception without `when` switches the whole rule off",
-                        exc.location, exc.path, "add `when:` or use `effective_until`",
-                        severity="warning")
+                c.error(
+                    SCHEMA,
+                    "an exception without `when` switches the whole rule off",
+                    exc.location,
+                    exc.path,
+                    "add `when:` or use `effective_until`",
+                    severity="warning",
+                )
 
 
 # --------------------------------------------------------------------------- stage 5
@@ -718,11 +875,11 @@ def _lower_condition(c: _Compiler, cond: Condition) -> CNode:
         typed = c.typed[id(cond)]
         get = make_getter(typed.test.field, vocab)
         ref_get = make_getter(typed.ref, vocab) if typed.ref else None
-        fn = make_predicate(typed.ftype, cond.op, get, typed.operand, cond.field, vocab,
-                            ref_get, typed.ref_type)
-        leaf = TypedLeaf(cond.field, typed.ftype, cond.op, typed.operand, typed.ref,
-                         typed.ref_type)
-        return CNode("test", typed.text, cond.location, fn, (), get, _guard_of(typed), leaf)
+        fn = make_predicate(
+            typed.ftype, cond.op, get, typed.operand, cond.field, vocab, ref_get, typed.ref_type
+        )
+        leaf = TypedLeaf(cond.field, typed.ftype, cond.op, typed.operand, typed.ref, typed.ref_type)
+        return CNode("test", typed.text, cond.location, fn, (), get, _guard_of(typed, vocab), leaf)
     if isinstance(cond, Not):
         child = _lower_condition(c, cond.item)
         inner = child.fn
@@ -733,13 +890,13 @@ def _lower_condition(c: _Compiler, cond: Condition) -> CNode:
         return CNode("all", "all", cond.location, fn, children)
     guard = None
     if children and all(ch.guard is not None for ch in children):
-        guard = IndexGuard(tuple(alt for ch in children
-                                 for alt in ch.guard.alternatives))  # type: ignore[union-attr]
-    return CNode("any", "any", cond.location, _or([ch.fn for ch in children]), children,
-                 None, guard)
+        guard = IndexGuard(tuple(alt for ch in children for alt in ch.guard.alternatives))  # type: ignore[union-attr]
+    return CNode(
+        "any", "any", cond.location, _or([ch.fn for ch in children]), children, None, guard
+    )
 
 
-def _guard_of(typed: _Typed) -> IndexGuard | None:
+def _guard_of(typed: _Typed, vocab: Vocabulary | None = None) -> IndexGuard | None:
     op = typed.test.op
     if op == "exists" and not typed.ftype.startswith("list:"):
         marker = PRESENT if typed.operand else ABSENT
@@ -747,6 +904,25 @@ def _guard_of(typed: _Typed) -> IndexGuard | None:
     if typed.ref is not None or op not in _INDEXABLE_OPS or typed.ftype in ("time", "object"):
         return None
     name, ftype = typed.test.field, typed.ftype
+    if (
+        op == "eq"
+        and name.startswith("purpose.")
+        and type(typed.operand) is bool
+        and vocab is not None
+    ):
+        # `purpose.X: true` holds exactly for the declared purposes whose attribute X is
+        # true, so it shares the `request.purpose` table instead of adding one per attribute.
+        attribute = name[len("purpose.") :]
+        want = typed.operand
+        if attribute == "known":
+            chosen = frozenset(vocab.purposes) if want else frozenset()
+        else:
+            chosen = frozenset(
+                p for p, attrs in vocab.purposes.items() if attrs.get(attribute, False) is want
+            )
+        if not chosen:
+            return None
+        return IndexGuard((("request.purpose", "purpose", chosen),))
     if op == "eq":
         if typed.operand is None:
             return None
@@ -771,29 +947,47 @@ def _lower(c: _Compiler) -> None:
         exceptions = []
         for exc in rule.exceptions:
             exc_node = _lower_condition(c, exc.when) if exc.when is not None else None
-            exceptions.append(CompiledException(
-                interval_of(exc.until)[1], exc.until.isoformat(), exc.ticket,
-                exc_node.fn if exc_node else None,
-            ))
+            exceptions.append(
+                CompiledException(
+                    interval_of(exc.until)[1],
+                    exc.until.isoformat(),
+                    exc.ticket,
+                    exc_node.fn if exc_node else None,
+                )
+            )
         basis = tuple(
-            CompiledBasis(b.regime, compile_template(b.ref, vocab),
-                          b.url or (vocab.regimes[b.regime].url
-                                    if b.regime in vocab.regimes else None))
+            CompiledBasis(
+                b.regime,
+                compile_template(b.ref, vocab),
+                b.url or (vocab.regimes[b.regime].url if b.regime in vocab.regimes else None),
+            )
             for b in rule.basis
         )
         status = rule.status or _DEFAULT_STATUS.get(rule.stage, 451)
         problem = None
         if rule.effect == "deny":
             problem = _lower_problem(c, rule.problem, status, rule)
-        c.compiled.append(CompiledRule(
-            spec=rule, pos=pos, stage_index=STAGES.index(rule.stage), node=node, rest=None,
-            guard=None, start=_window(rule.effective_from, False),
-            end=_window(rule.effective_until, True), exceptions=tuple(exceptions),
-            basis=basis, status=status, problem=problem,
-            obligations=_lower_obligations(c, rule.obligations), id=rule.id,
-            timed=rule.effective_from is not None or rule.effective_until is not None,
-            enforced=rule.mode == "enforce", denies=rule.effect == "deny",
-        ))
+        c.compiled.append(
+            CompiledRule(
+                spec=rule,
+                pos=pos,
+                stage_index=STAGES.index(rule.stage),
+                node=node,
+                rest=None,
+                guard=None,
+                start=_window(rule.effective_from, False),
+                end=_window(rule.effective_until, True),
+                exceptions=tuple(exceptions),
+                basis=basis,
+                status=status,
+                problem=problem,
+                obligations=_lower_obligations(c, rule.obligations),
+                id=rule.id,
+                timed=rule.effective_from is not None or rule.effective_until is not None,
+                enforced=rule.mode == "enforce",
+                denies=rule.effect == "deny",
+            )
+        )
 
 
 def _ordered_rules(rules: Sequence[RuleSpec]) -> list[RuleSpec]:
@@ -801,20 +995,27 @@ def _ordered_rules(rules: Sequence[RuleSpec]) -> list[RuleSpec]:
     return sorted(rules, key=lambda r: (STAGES.index(r.stage), r.location.file, r.index))
 
 
-def lower_problem(vocab: Vocabulary, spec: ProblemSpec | None, status: int,
-                  description: str | None, applies_to: str | None,
-                  regime: str | None) -> CompiledProblem:
+def lower_problem(
+    vocab: Vocabulary,
+    spec: ProblemSpec | None,
+    status: int,
+    description: str | None,
+    applies_to: str | None,
+    regime: str | None,
+) -> CompiledProblem:
     """Prepare a problem (from a deny rule or the settings default)."""
-    ptype = (spec.type if spec and spec.type else None) or ("licence" if status == 403
-                                                             else "legal")
-    default_title = ("Forbidden by the model licence" if ptype == "licence"
-                     else "Unavailable For Legal Reasons")
+    ptype = (spec.type if spec and spec.type else None) or ("licence" if status == 403 else "legal")
+    default_title = (
+        "Forbidden by the model licence" if ptype == "licence" else "Unavailable For Legal Reasons"
+    )
     title = (spec.title if spec and spec.title else None) or default_title
     detail = (spec.detail if spec and spec.detail else None) or description or title
     remedy = spec.remedy if spec else None
     info = vocab.regimes.get(regime) if regime else None
     return CompiledProblem(
-        type=ptype, title=title, detail=compile_template(detail, vocab),
+        type=ptype,
+        title=title,
+        detail=compile_template(detail, vocab),
         remedy_text=compile_template(remedy.text, vocab) if remedy else None,
         remedy_header=remedy.header if remedy else None,
         remedy_value=remedy.value if remedy else None,
@@ -824,8 +1025,9 @@ def lower_problem(vocab: Vocabulary, spec: ProblemSpec | None, status: int,
     )
 
 
-def _lower_problem(c: _Compiler, spec: ProblemSpec | None, status: int,
-                   rule: RuleSpec) -> CompiledProblem:
+def _lower_problem(
+    c: _Compiler, spec: ProblemSpec | None, status: int, rule: RuleSpec
+) -> CompiledProblem:
     regime = rule.basis[0].regime if rule.basis else None
     return lower_problem(c.vocabulary, spec, status, rule.description, rule.applies_to, regime)
 
@@ -867,8 +1069,9 @@ def node_source(b: CodeBuilder, node: CNode) -> str:
     return "(" + " or ".join(parts) + ")" if parts else "False"
 
 
-def _choose_guard(vocab: Vocabulary, node: CNode | None, name: str
-                  ) -> tuple[IndexGuard | None, Predicate | None]:
+def _choose_guard(
+    vocab: Vocabulary, node: CNode | None, name: str
+) -> tuple[IndexGuard | None, Predicate | None]:
     if node is None:
         return None, None
     conjuncts = list(node.children) if node.kind == "all" else [node]
@@ -895,11 +1098,23 @@ def _index(c: _Compiler) -> None:
     for rule in c.compiled:
         guard, rest = _choose_guard(vocab, rule.node, f"rule_{rule.pos}")
         rebuilt = CompiledRule(
-            spec=rule.spec, pos=rule.pos, stage_index=rule.stage_index, node=rule.node,
-            rest=rest, guard=guard, start=rule.start, end=rule.end,
-            exceptions=rule.exceptions, basis=rule.basis, status=rule.status,
-            problem=rule.problem, obligations=rule.obligations, id=rule.id, timed=rule.timed,
-            enforced=rule.enforced, denies=rule.denies,
+            spec=rule.spec,
+            pos=rule.pos,
+            stage_index=rule.stage_index,
+            node=rule.node,
+            rest=rest,
+            guard=guard,
+            start=rule.start,
+            end=rule.end,
+            exceptions=rule.exceptions,
+            basis=rule.basis,
+            status=rule.status,
+            problem=rule.problem,
+            obligations=rule.obligations,
+            id=rule.id,
+            timed=rule.timed,
+            enforced=rule.enforced,
+            denies=rule.denies,
         )
         final.append(rebuilt)
         if guard is None:
@@ -913,16 +1128,37 @@ def _index(c: _Compiler) -> None:
                 if rule.pos not in entries:
                     entries.append(rule.pos)
     index = tuple(
-        (name, make_key_function(types[name], make_getter(name, vocab), name),
-         {k: tuple(sorted(v)) for k, v in table.items()})
+        (
+            name,
+            make_key_function(types[name], make_getter(name, vocab), name),
+            {k: tuple(sorted(v)) for k, v in table.items()},
+        )
         for name, table in sorted(tables.items())
     )
     c.result.rules = tuple(final)
     c.result.index = index
     c.result.always = tuple(always)
-    c.result.candidates = generate_candidates(
-        vocab, [(name, types[name], dict(table)) for name, _keys, table in index], always,
-    )
+    # One generated lookup per stage: a stage that denies spares the later lookups.
+    by_stage: list[Callable[..., list[int]] | None] = []
+    for stage_index in range(len(STAGES)):
+        members = {r.pos for r in final if r.stage_index == stage_index}
+        if not members:
+            by_stage.append(None)
+            continue
+        stage_tables = []
+        for name, _keys, table in index:
+            sub = {k: tuple(p for p in v if p in members) for k, v in table.items()}
+            sub = {k: v for k, v in sub.items() if v}
+            if sub:
+                stage_tables.append((name, types[name], sub))
+        by_stage.append(
+            generate_candidates(
+                vocab,
+                stage_tables,
+                [p for p in always if p in members],
+            )
+        )
+    c.result.candidates_by_stage = tuple(by_stage)
 
 
 # --------------------------------------------------------------------------- table
@@ -948,7 +1184,8 @@ COMPILE_STAGES: tuple[tuple[str, Callable[[_Compiler], None]], ...] = (
 
 def compile_documents(
     files: Sequence[tuple[LoadedDocument, ParsedFile]],
-    *, stop_after: str | None = None,
+    *,
+    stop_after: str | None = None,
 ) -> CompileResult:
     """Run the compile stages over parsed files; diagnostics accumulate in the result."""
     c = _Compiler(files)

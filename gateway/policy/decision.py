@@ -177,7 +177,10 @@ class Obligations(NamedTuple):
         gateway would otherwise pick.
         """
         return bool(
-            self.mask or self.mask_paths or self.headers or self.image_marks
+            self.mask
+            or self.mask_paths
+            or self.headers
+            or self.image_marks
             or (self.suppress_sinks is not None and self.suppress_sinks.sinks)
         )
 

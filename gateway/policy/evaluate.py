@@ -51,6 +51,7 @@ _RESIDENCY = STAGES.index("residency")
 _AUDIT = STAGES.index("audit")
 _MASK_RANK = {"redact": 3, "hash": 2, "keep_last": 1}
 _NO_AUDIT = AuditObligation()
+_DENY, _KEEP, _SHADOW = 0, 1, 2
 
 # Outcomes recorded for explanations.
 MATCHED = "matched"
@@ -68,9 +69,19 @@ class PolicySet:
     """
 
     __slots__ = (
-        "revision", "vocabulary", "files", "_rules", "_index", "_always", "_default_effect",
-        "_default_status", "_default_problem", "_cache", "_positions", "_candidates",
-        "_has_audit",
+        "revision",
+        "vocabulary",
+        "files",
+        "_rules",
+        "_index",
+        "_always",
+        "_default_effect",
+        "_default_status",
+        "_default_problem",
+        "_cache",
+        "_positions",
+        "_lookups",
+        "_plan",
     )
 
     def __init__(self, compiled: CompileResult, revision: str, files: Sequence[str]) -> None:
@@ -82,16 +93,22 @@ class PolicySet:
         self._index = compiled.index
         self._always: frozenset[int] = frozenset(compiled.always)
         self._positions: dict[str, int] = {r.id: r.pos for r in self._rules}
-        assert compiled.candidates is not None
-        self._candidates = compiled.candidates
-        self._has_audit = any(r.stage_index == _AUDIT for r in self._rules)
+        self._lookups = compiled.candidates_by_stage
+        self._plan: tuple[tuple[CompiledRule, Any, bool, int], ...] = tuple(
+            (r, r.rest, r.timed, (_DENY if r.denies else _KEEP) if r.enforced else _SHADOW)
+            for r in self._rules
+        )
         settings = compiled.settings
         self._default_effect = settings.default_effect if settings else "deny"
         self._default_status = settings.default_status if settings else 403
         spec = settings.default_problem if settings else None
         self._default_problem: CompiledProblem = lower_problem(
-            self.vocabulary, spec, self._default_status,
-            "no rule allows this request", "requests no rule of the policy set allows", None,
+            self.vocabulary,
+            spec,
+            self._default_status,
+            "no rule allows this request",
+            "requests no rule of the policy set allows",
+            None,
         )
         self._cache: dict[Any, Any] = {}
 
@@ -132,21 +149,35 @@ class PolicySet:
         try:
             return self._decide(context, explain)
         except Exception as exc:  # SECURITY: an engine bug must never turn into an allow
-            return self._failure("policy_internal_error", f"{type(exc).__name__}: {exc}",
-                                 None, None)
+            return self._failure(
+                "policy_internal_error", f"{type(exc).__name__}: {exc}", None, None
+            )
 
-    def _failure(self, code: str, message: str, stage: str | None, rule: str | None,
-                 status: int | None = None, explanation: Any = None) -> Decision:
+    def _failure(
+        self,
+        code: str,
+        message: str,
+        stage: str | None,
+        rule: str | None,
+        status: int | None = None,
+        explanation: Any = None,
+    ) -> Decision:
         return Decision(
-            effect="deny", status=status or self._default_status, stage=stage, rules=(),
-            dry_run=(), legal_basis=(),
+            effect="deny",
+            status=status or self._default_status,
+            stage=stage,
+            rules=(),
+            dry_run=(),
+            legal_basis=(),
             problem=Problem(
                 type="licence" if (status or self._default_status) == 403 else "legal",
                 title="Policy evaluation error",
                 detail=f"the request could not be evaluated ({code}); it is refused",
             ),
-            obligations=EMPTY_OBLIGATIONS, errors=(DecisionError(code, message, rule),),
-            policy_revision=self.revision, explanation=explanation,
+            obligations=EMPTY_OBLIGATIONS,
+            errors=(DecisionError(code, message, rule),),
+            policy_revision=self.revision,
+            explanation=explanation,
         )
 
     def _decide(self, ctx: Mapping[str, Any], explain: bool) -> Decision:
@@ -155,15 +186,14 @@ class PolicySet:
         raw_now = ctx.get("now")
         now = parse_interval(raw_now) if type(raw_now) is str and len(raw_now) > 10 else None
         if now is None:
-            return self._failure("context_invalid_now",
-                                 "`now` must be an RFC 3339 date-time string", None, None)
+            return self._failure(
+                "context_invalid_now", "`now` must be an RFC 3339 date-time string", None, None
+            )
         st = EvalState(now, self.vocabulary)
         try:
             st.load_sections(ctx)
-            cands = self._candidates(ctx, st)
         except EvalError as exc:
             return self._failure(exc.code, exc.message, None, None)
-        rules = self._rules
         at = now[0]
         outcomes: dict[int, str] | None = {} if explain else None
         denies: list[CompiledRule] = []
@@ -173,77 +203,88 @@ class PolicySet:
         waivers: list[Waiver] = []
         routing: Routing | None = None
         route_denial = False
-        stage = 0
         last_stage = _AUDIT - 1
-        for pos in cands:
-            rule = rules[pos]
-            if rule.stage_index != stage:
-                # Leaving `stage`: stop at a deny, and check routing once residency is done.
-                if denies:
-                    last_stage = stage
-                    break
-                if stage <= _RESIDENCY < rule.stage_index:
-                    try:
-                        routing, route_denial = self._route(ctx, matched)
-                    except EvalError as exc:
-                        return self._failure(exc.code, exc.message, STAGES[_RESIDENCY], None)
-                    if route_denial:
-                        last_stage = _RESIDENCY
-                        break
-                if rule.stage_index == _AUDIT:
-                    stage = _AUDIT
-                    break
-                stage = rule.stage_index
-            if rule.timed and ((rule.start is not None and at < rule.start)
-                               or (rule.end is not None and at >= rule.end)):
-                if outcomes is not None:
-                    outcomes[pos] = INACTIVE
-                continue
-            rest = rule.rest
-            try:
-                hit = rest is None or rest(ctx, st)
-                if hit and rule.exceptions:
-                    hit = self._waive(rule, ctx, st, at, waivers, outcomes)
-                    if not hit:
+        lookups = self._lookups
+        plan = self._plan
+        for stage in range(_AUDIT):
+            lookup = lookups[stage]
+            if lookup is not None:
+                try:
+                    positions = lookup(ctx, st)
+                except EvalError as exc:
+                    return self._failure(exc.code, exc.message, STAGES[stage], None)
+                for pos in positions:
+                    rule, rest, timed, kind = plan[pos]
+                    if timed and (
+                        (rule.start is not None and at < rule.start)
+                        or (rule.end is not None and at >= rule.end)
+                    ):
+                        if outcomes is not None:
+                            outcomes[pos] = INACTIVE
                         continue
-            except EvalError as exc:
-                self._errored(rule, exc.code, exc.message, denies, dry, errors, outcomes)
-                continue
-            except Exception as exc:  # SECURITY: fail closed on unexpected errors too
-                self._errored(rule, "policy_eval_error", f"{type(exc).__name__}: {exc}",
-                              denies, dry, errors, outcomes)
-                continue
-            if outcomes is not None:
-                outcomes[pos] = MATCHED if hit else NOT_MATCHED
-            if hit:
-                if rule.enforced:
-                    if rule.denies:
-                        denies.append(rule)
-                    else:
-                        matched.append(rule)
-                else:
-                    dry.append(rule.id)
-        else:
-            # Ran out of candidates before the audit stage.
+                    try:
+                        hit = rest is None or rest(ctx, st)
+                        if (
+                            hit
+                            and rule.exceptions
+                            and not self._waive(rule, ctx, st, at, waivers, outcomes)
+                        ):
+                            continue
+                    except EvalError as exc:
+                        self._errored(rule, exc.code, exc.message, denies, dry, errors, outcomes)
+                        continue
+                    except Exception as exc:  # SECURITY: fail closed on unexpected errors
+                        self._errored(
+                            rule,
+                            "policy_eval_error",
+                            f"{type(exc).__name__}: {exc}",
+                            denies,
+                            dry,
+                            errors,
+                            outcomes,
+                        )
+                        continue
+                    if outcomes is not None:
+                        outcomes[pos] = MATCHED if hit else NOT_MATCHED
+                    if hit:
+                        if kind == _DENY:
+                            denies.append(rule)
+                        elif kind == _KEEP:
+                            matched.append(rule)
+                        else:
+                            dry.append(rule.id)
             if denies:
                 last_stage = stage
-            elif stage <= _RESIDENCY:
+                break
+            if stage == _RESIDENCY:
                 try:
                     routing, route_denial = self._route(ctx, matched)
                 except EvalError as exc:
-                    return self._failure(exc.code, exc.message, STAGES[_RESIDENCY], None)
+                    return self._failure(exc.code, exc.message, STAGES[stage], None)
                 if route_denial:
-                    last_stage = _RESIDENCY
-        audit_hits: list[CompiledRule] = []
-        if self._has_audit:
-            audit_denies: list[CompiledRule] = []
-            for pos in reversed(cands):
-                rule = rules[pos]
-                if rule.stage_index != _AUDIT:
+                    last_stage = stage
                     break
-                self._run(rule, ctx, st, at, audit_denies, audit_hits, dry, errors, waivers,
-                          outcomes)
-            audit_hits.reverse()
+        audit_hits: list[CompiledRule] = []
+        audit_lookup = lookups[_AUDIT]
+        if audit_lookup is not None:
+            audit_denies: list[CompiledRule] = []
+            try:
+                audit_positions = audit_lookup(ctx, st)
+            except EvalError as exc:
+                return self._failure(exc.code, exc.message, STAGES[_AUDIT], None)
+            for pos in audit_positions:
+                self._run(
+                    plan[pos][0],
+                    ctx,
+                    st,
+                    at,
+                    audit_denies,
+                    audit_hits,
+                    dry,
+                    errors,
+                    waivers,
+                    outcomes,
+                )
             audit, audit_errors = self._audit(audit_hits)
             errors.extend(audit_errors)
         else:
@@ -251,8 +292,9 @@ class PolicySet:
         if len(dry) > 1:
             dry.sort(key=self._positions.__getitem__)
         if denies or route_denial or errors:
-            decision = self._deny(ctx, st, denies, matched, audit_hits, dry, errors, waivers,
-                                  audit, route_denial)
+            decision = self._deny(
+                ctx, st, denies, matched, audit_hits, dry, errors, waivers, audit, route_denial
+            )
         else:
             decision = self._allow(ctx, st, matched, audit_hits, dry, waivers, audit, routing)
         if explain:
@@ -262,8 +304,15 @@ class PolicySet:
             decision = decision._replace(explanation=explanation)
         return decision
 
-    def _waive(self, rule: CompiledRule, ctx: Mapping[str, Any], st: EvalState, at: Any,
-               waivers: list[Waiver], outcomes: dict[int, str] | None) -> bool:
+    def _waive(
+        self,
+        rule: CompiledRule,
+        ctx: Mapping[str, Any],
+        st: EvalState,
+        at: Any,
+        waivers: list[Waiver],
+        outcomes: dict[int, str] | None,
+    ) -> bool:
         """Apply a rule's exceptions; returns whether the rule still matches."""
         for exc in rule.exceptions:
             if at < exc.until and (exc.test is None or exc.test(ctx, st)):
@@ -274,26 +323,41 @@ class PolicySet:
         return True
 
     def _run(
-        self, rule: CompiledRule, ctx: Mapping[str, Any], st: EvalState, at: Any,
-        denies: list[CompiledRule], matched: list[CompiledRule], dry: list[str],
-        errors: list[DecisionError], waivers: list[Waiver], outcomes: dict[int, str] | None,
+        self,
+        rule: CompiledRule,
+        ctx: Mapping[str, Any],
+        st: EvalState,
+        at: Any,
+        denies: list[CompiledRule],
+        matched: list[CompiledRule],
+        dry: list[str],
+        errors: list[DecisionError],
+        waivers: list[Waiver],
+        outcomes: dict[int, str] | None,
     ) -> None:
-        if (rule.start is not None and at < rule.start) or (rule.end is not None
-                                                             and at >= rule.end):
+        if (rule.start is not None and at < rule.start) or (
+            rule.end is not None and at >= rule.end
+        ):
             if outcomes is not None:
                 outcomes[rule.pos] = INACTIVE
             return
         try:
             hit = rule.rest is None or rule.rest(ctx, st)
-            if hit and rule.exceptions and not self._waive(rule, ctx, st, at, waivers,
-                                                           outcomes):
+            if hit and rule.exceptions and not self._waive(rule, ctx, st, at, waivers, outcomes):
                 return
         except EvalError as exc:
             self._errored(rule, exc.code, exc.message, denies, dry, errors, outcomes)
             return
         except Exception as exc:  # SECURITY: fail closed on unexpected errors too
-            self._errored(rule, "policy_eval_error", f"{type(exc).__name__}: {exc}", denies,
-                          dry, errors, outcomes)
+            self._errored(
+                rule,
+                "policy_eval_error",
+                f"{type(exc).__name__}: {exc}",
+                denies,
+                dry,
+                errors,
+                outcomes,
+            )
             return
         if outcomes is not None:
             outcomes[rule.pos] = MATCHED if hit else NOT_MATCHED
@@ -307,9 +371,15 @@ class PolicySet:
             matched.append(rule)
 
     @staticmethod
-    def _errored(rule: CompiledRule, code: str, message: str, denies: list[CompiledRule],
-                 dry: list[str], errors: list[DecisionError],
-                 outcomes: dict[int, str] | None) -> None:
+    def _errored(
+        rule: CompiledRule,
+        code: str,
+        message: str,
+        denies: list[CompiledRule],
+        dry: list[str],
+        errors: list[DecisionError],
+        outcomes: dict[int, str] | None,
+    ) -> None:
         if outcomes is not None:
             outcomes[rule.pos] = ERROR
         if rule.spec.mode != "enforce":
@@ -320,8 +390,9 @@ class PolicySet:
 
     # ------------------------------------------------------------------ routing
 
-    def _route(self, ctx: Mapping[str, Any],
-               matched: Sequence[CompiledRule]) -> tuple[Routing | None, bool]:
+    def _route(
+        self, ctx: Mapping[str, Any], matched: Sequence[CompiledRule]
+    ) -> tuple[Routing | None, bool]:
         routes = [r.obligations.route for r in matched if r.obligations.route is not None]
         if not routes:
             return None, False
@@ -331,14 +402,19 @@ class PolicySet:
         mechanisms = frozenset().union(*(m for _r, m in routes))
         candidates = _backends(ctx.get("backends"))
         eligible = tuple(
-            backend_id for backend_id, region, mechs in candidates
-            if all((region is not None and region_in(region, allowed)) or not mechs.isdisjoint(m)
-                   for allowed, m in routes)
+            backend_id
+            for backend_id, region, mechs in candidates
+            if all(
+                (region is not None and region_in(region, allowed)) or not mechs.isdisjoint(m)
+                for allowed, m in routes
+            )
         )
         shown = tuple(self._compress(regions))
         routing = Routing(shown, eligible, tuple(sorted(mechanisms)))
-        denied = (not regions and not all(m for _r, m in routes)) or (bool(candidates)
-                                                                       and not eligible)
+        if candidates:
+            denied = not eligible
+        else:  # no candidate list: only an empty region intersection without a fallback
+            denied = not regions and not all(m for _r, m in routes)
         return routing, denied
 
     def _intersect(self, a: frozenset[str], b: frozenset[str]) -> frozenset[str]:
@@ -361,8 +437,7 @@ class PolicySet:
 
     # ------------------------------------------------------------------ outcomes
 
-    def _audit(self, hits: Sequence[CompiledRule]
-               ) -> tuple[AuditObligation, list[DecisionError]]:
+    def _audit(self, hits: Sequence[CompiledRule]) -> tuple[AuditObligation, list[DecisionError]]:
         retention: int | None = None
         storage: frozenset[str] | None = None
         for rule in hits:
@@ -370,8 +445,11 @@ class PolicySet:
             if ob.retention_days is not None:
                 retention = max(retention or 0, ob.retention_days)
             if ob.storage_region is not None:
-                storage = ob.storage_region if storage is None else self._intersect(
-                    storage, ob.storage_region)
+                storage = (
+                    ob.storage_region
+                    if storage is None
+                    else self._intersect(storage, ob.storage_region)
+                )
         region = None
         errors: list[DecisionError] = []
         if storage is not None:
@@ -379,13 +457,22 @@ class PolicySet:
             if len(names) == 1:
                 region = names[0]
             else:
-                errors.append(DecisionError(
-                    "audit_storage_conflict",
-                    "audit rules require incompatible storage regions", hits[-1].id))
+                errors.append(
+                    DecisionError(
+                        "audit_storage_conflict",
+                        "audit rules require incompatible storage regions",
+                        hits[-1].id,
+                    )
+                )
         return AuditObligation(retention, region), errors
 
-    def _bases(self, ctx: Mapping[str, Any], st: EvalState,
-               rules: Sequence[CompiledRule], errors: list[DecisionError]) -> list[LegalBasis]:
+    def _bases(
+        self,
+        ctx: Mapping[str, Any],
+        st: EvalState,
+        rules: Sequence[CompiledRule],
+        errors: list[DecisionError],
+    ) -> list[LegalBasis]:
         seen: dict[tuple[str, str], LegalBasis] = {}
         for rule in rules:
             for basis in rule.basis:
@@ -398,9 +485,16 @@ class PolicySet:
         return list(seen.values())
 
     def _deny(
-        self, ctx: Mapping[str, Any], st: EvalState, denies: Sequence[CompiledRule],
-        matched: Sequence[CompiledRule], audit_hits: Sequence[CompiledRule], dry: list[str],
-        errors: list[DecisionError], waivers: list[Waiver], audit: AuditObligation,
+        self,
+        ctx: Mapping[str, Any],
+        st: EvalState,
+        denies: Sequence[CompiledRule],
+        matched: Sequence[CompiledRule],
+        audit_hits: Sequence[CompiledRule],
+        dry: list[str],
+        errors: list[DecisionError],
+        waivers: list[Waiver],
+        audit: AuditObligation,
         route_denial: bool,
     ) -> Decision:
         if denies:
@@ -412,14 +506,17 @@ class PolicySet:
         else:  # only audit-stage errors
             deciding = []
             stage = STAGES[_AUDIT]
-        real = [r for r in deciding if r.spec.effect == "deny"
-                and not any(e.rule == r.id for e in errors)]
-        status = real[0].status if real else (deciding[0].status if deciding
-                                              else self._default_status)
+        real = [
+            r
+            for r in deciding
+            if r.spec.effect == "deny" and not any(e.rule == r.id for e in errors)
+        ]
+        status = (
+            real[0].status if real else (deciding[0].status if deciding else self._default_status)
+        )
         if route_denial and not denies:
             status = 451
-        earlier = [r for r in matched if r.stage_index < STAGES.index(stage)]
-        rule_ids = tuple(dict.fromkeys(r.id for r in (*earlier, *deciding, *audit_hits)))
+        rule_ids = tuple(dict.fromkeys(r.id for r in (*deciding, *audit_hits)))
         render_errors: list[DecisionError] = []
         bases = self._bases(ctx, st, deciding, render_errors)
         if errors or render_errors:
@@ -427,8 +524,7 @@ class PolicySet:
             problem = Problem(
                 type="licence" if status == 403 else "legal",
                 title="Policy evaluation error",
-                detail=f"the request could not be evaluated ({all_errors[0].code}); "
-                       "it is refused",
+                detail=f"the request could not be evaluated ({all_errors[0].code}); it is refused",
             )
         elif route_denial:
             problem = self._route_problem(ctx, deciding)
@@ -438,12 +534,19 @@ class PolicySet:
             assert first.problem is not None
             problem = _render_problem(first.problem, ctx, st)
             all_errors = ()
-        obligations = Obligations(audit=audit) if audit != AuditObligation() \
-            else EMPTY_OBLIGATIONS
+        obligations = Obligations(audit=audit) if audit != AuditObligation() else EMPTY_OBLIGATIONS
         return Decision(
-            effect="deny", status=status, stage=stage, rules=rule_ids, dry_run=tuple(dry),
-            legal_basis=tuple(bases), problem=problem, obligations=obligations,
-            errors=tuple(all_errors), policy_revision=self.revision, waivers=tuple(waivers),
+            effect="deny",
+            status=status,
+            stage=stage,
+            rules=rule_ids,
+            dry_run=tuple(dry),
+            legal_basis=tuple(bases),
+            problem=problem,
+            obligations=obligations,
+            errors=tuple(all_errors),
+            policy_revision=self.revision,
+            waivers=tuple(waivers),
         )
 
     def _route_problem(self, ctx: Mapping[str, Any], rules: Sequence[CompiledRule]) -> Problem:
@@ -457,10 +560,11 @@ class PolicySet:
         regime = rules[0].basis[0].regime if rules and rules[0].basis else None
         info = self.vocabulary.regimes.get(regime) if regime else None
         return Problem(
-            type="legal", title="Unavailable For Legal Reasons",
+            type="legal",
+            title="Unavailable For Legal Reasons",
             detail=f"no backend serving model `{model}` lies in the regions this personal "
-                   f"data may be processed in ({allowed}), and none has a transfer mechanism "
-                   "that would allow it",
+            f"data may be processed in ({allowed}), and none has a transfer mechanism "
+            "that would allow it",
             remedy=None,
             demanding_party=info.demanding_party if info else None,
             applies_to="personal data that must stay in the listed regions",
@@ -468,21 +572,34 @@ class PolicySet:
         )
 
     def _allow(
-        self, ctx: Mapping[str, Any], st: EvalState, matched: Sequence[CompiledRule],
-        audit_hits: Sequence[CompiledRule], dry: list[str], waivers: list[Waiver],
-        audit: AuditObligation, routing: Routing | None,
+        self,
+        ctx: Mapping[str, Any],
+        st: EvalState,
+        matched: Sequence[CompiledRule],
+        audit_hits: Sequence[CompiledRule],
+        dry: list[str],
+        waivers: list[Waiver],
+        audit: AuditObligation,
+        routing: Routing | None,
     ) -> Decision:
         allowed = any(r.spec.effect == "allow" for r in matched)
         if not allowed and self._default_effect == "deny":
             errors: list[DecisionError] = []
             problem = _render_problem(self._default_problem, ctx, st)
-            obligations = Obligations(audit=audit) if audit != AuditObligation() \
-                else EMPTY_OBLIGATIONS
+            obligations = (
+                Obligations(audit=audit) if audit != AuditObligation() else EMPTY_OBLIGATIONS
+            )
             return Decision(
-                effect="deny", status=self._default_status, stage="default",
-                rules=tuple(r.id for r in (*matched, *audit_hits)), dry_run=tuple(dry),
-                legal_basis=tuple(self._bases(ctx, st, matched, errors)), problem=problem,
-                obligations=obligations, errors=tuple(errors), policy_revision=self.revision,
+                effect="deny",
+                status=self._default_status,
+                stage="default",
+                rules=tuple(r.id for r in (*matched, *audit_hits)),
+                dry_run=tuple(dry),
+                legal_basis=tuple(self._bases(ctx, st, matched, errors)),
+                problem=problem,
+                obligations=obligations,
+                errors=tuple(errors),
+                policy_revision=self.revision,
                 waivers=tuple(waivers),
             )
         errors = []
@@ -494,14 +611,27 @@ class PolicySet:
         if errors:
             return self._failure(errors[0].code, errors[0].message, None, errors[0].rule)
         return Decision(
-            effect="allow", status=200, stage=None,
-            rules=tuple(r.id for r in (*matched, *audit_hits)), dry_run=tuple(dry),
-            legal_basis=tuple(bases), problem=None, obligations=obligations, errors=(),
-            policy_revision=self.revision, waivers=tuple(waivers),
+            effect="allow",
+            status=200,
+            stage=None,
+            rules=tuple(r.id for r in (*matched, *audit_hits)),
+            dry_run=tuple(dry),
+            legal_basis=tuple(bases),
+            problem=None,
+            obligations=obligations,
+            errors=(),
+            policy_revision=self.revision,
+            waivers=tuple(waivers),
         )
 
-    def _merge(self, ctx: Mapping[str, Any], st: EvalState, matched: Sequence[CompiledRule],
-               audit: AuditObligation, routing: Routing | None) -> Obligations:
+    def _merge(
+        self,
+        ctx: Mapping[str, Any],
+        st: EvalState,
+        matched: Sequence[CompiledRule],
+        audit: AuditObligation,
+        routing: Routing | None,
+    ) -> Obligations:
         mask: dict[str, MaskAction] = {}
         mask_paths: dict[str, MaskAction] = {}
         headers: dict[tuple[str, str], None] = {}
@@ -539,27 +669,39 @@ class PolicySet:
         suppression = None
         if any_sinks:
             suppression = SinkSuppression(
-                tuple(sorted(sink_categories)), sale_or_share,
+                tuple(sorted(sink_categories)),
+                sale_or_share,
                 _suppressed_sinks(ctx.get("sinks"), sink_categories, sale_or_share),
             )
-        if not (mask or mask_paths or headers or marks or suppression or routing) and \
-                audit == AuditObligation():
+        if (
+            not (mask or mask_paths or headers or marks or suppression or routing)
+            and audit == AuditObligation()
+        ):
             return EMPTY_OBLIGATIONS
         return Obligations(
-            mask=dict(sorted(mask.items())), mask_paths=dict(sorted(mask_paths.items())),
-            routing=routing, headers=tuple(headers), image_marks=tuple(marks),
-            suppress_sinks=suppression, audit=audit,
+            mask=dict(sorted(mask.items())),
+            mask_paths=dict(sorted(mask_paths.items())),
+            routing=routing,
+            headers=tuple(headers),
+            image_marks=tuple(marks),
+            suppress_sinks=suppression,
+            audit=audit,
         )
 
 
 def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState) -> Problem:
     remedy = None
     if spec.remedy_text is not None:
-        remedy = Remedy(spec.remedy_text.render(ctx, st, null="unknown"), spec.remedy_header,
-                        spec.remedy_value)
+        remedy = Remedy(
+            spec.remedy_text.render(ctx, st, null="unknown"), spec.remedy_header, spec.remedy_value
+        )
     return Problem(
-        type=spec.type, title=spec.title, detail=spec.detail.render(ctx, st, null="unknown"),
-        remedy=remedy, demanding_party=spec.demanding_party, applies_to=spec.applies_to,
+        type=spec.type,
+        title=spec.title,
+        detail=spec.detail.render(ctx, st, null="unknown"),
+        remedy=remedy,
+        demanding_party=spec.demanding_party,
+        applies_to=spec.applies_to,
         jurisdiction=spec.jurisdiction,
     )
 
@@ -581,8 +723,7 @@ def _found_categories(ctx: Mapping[str, Any]) -> frozenset[str]:
     if found is None:
         return frozenset()
     if type(found) is not list or not all(type(c) is str for c in found):
-        raise EvalError("context_type_error", "`request.personal_data` must be a list of "
-                        "strings")
+        raise EvalError("context_type_error", "`request.personal_data` must be a list of strings")
     return frozenset(found)
 
 
@@ -597,16 +738,19 @@ def _backends(raw: object) -> list[tuple[str, str | None, frozenset[str]]]:
             raise EvalError("context_type_error", "each backend needs a string `id`")
         region = item.get("region")
         mechs = item.get("transfer_mechanisms") or []
-        if (region is not None and type(region) is not str) or type(mechs) is not list \
-                or not all(type(m) is str for m in mechs):
-            raise EvalError("context_type_error",
-                            f"backend `{item['id']}` has a malformed region or mechanisms")
+        if (
+            (region is not None and type(region) is not str)
+            or type(mechs) is not list
+            or not all(type(m) is str for m in mechs)
+        ):
+            raise EvalError(
+                "context_type_error", f"backend `{item['id']}` has a malformed region or mechanisms"
+            )
         out.append((item["id"], region, frozenset(mechs)))
     return out
 
 
-def _suppressed_sinks(raw: object, categories: set[str], sale_or_share: bool
-                      ) -> tuple[str, ...]:
+def _suppressed_sinks(raw: object, categories: set[str], sale_or_share: bool) -> tuple[str, ...]:
     if raw is None:
         return ()
     if type(raw) is not list:
@@ -615,7 +759,8 @@ def _suppressed_sinks(raw: object, categories: set[str], sale_or_share: bool
     for item in raw:
         if not isinstance(item, Mapping) or type(item.get("id")) is not str:
             raise EvalError("context_type_error", "each sink needs a string `id`")
-        if item.get("category") in categories or (sale_or_share
-                                                  and item.get("is_sale_or_share") is True):
+        if item.get("category") in categories or (
+            sale_or_share and item.get("is_sale_or_share") is True
+        ):
             out.append(item["id"])
     return tuple(out)

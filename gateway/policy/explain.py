@@ -106,7 +106,8 @@ class Explanation:
         if mode == "full":
             return list(self.rules)
         return [
-            r for r in self.rules
+            r
+            for r in self.rules
             if r.outcome in ("matched", "error", "waived")
             or (self.default_deny and r.effect == "allow")
         ]
@@ -116,8 +117,10 @@ class Explanation:
         lines = [self.summary]
         for rule in self.selected(mode):
             where = f"{rule.location.file}:{rule.location.line}"
-            lines.append(f"{where}: rule `{rule.rule}` ({rule.stage}, {rule.effect}"
-                         f"{', dry-run' if rule.mode != 'enforce' else ''}): {rule.outcome}")
+            lines.append(
+                f"{where}: rule `{rule.rule}` ({rule.stage}, {rule.effect}"
+                f"{', dry-run' if rule.mode != 'enforce' else ''}): {rule.outcome}"
+            )
             for cond in rule.conditions:
                 pad = "  " * (cond.depth + 1)
                 if cond.result is None:
@@ -154,8 +157,9 @@ def _display(value: Any) -> Any:
     return str(value)
 
 
-def _trace(node: CNode, ctx: Mapping[str, Any], st: EvalState, depth: int,
-           out: list[ConditionTrace]) -> bool | None:
+def _trace(
+    node: CNode, ctx: Mapping[str, Any], st: EvalState, depth: int, out: list[ConditionTrace]
+) -> bool | None:
     if node.kind == "test":
         value: Any = _NO_VALUE
         try:
@@ -179,14 +183,24 @@ def _trace(node: CNode, ctx: Mapping[str, Any], st: EvalState, depth: int,
         combined = False if False in results else (None if None in results else True)
     else:
         combined = True if True in results else (None if None in results else False)
-    out[header_at] = ConditionTrace(node.kind, combined, _NO_VALUE, node.location, depth,
-                                    None if combined is not None else "a sub-condition failed")
+    out[header_at] = ConditionTrace(
+        node.kind,
+        combined,
+        _NO_VALUE,
+        node.location,
+        depth,
+        None if combined is not None else "a sub-condition failed",
+    )
     return combined
 
 
 def build_explanation(
-    policy_set: PolicySet, decision: Decision, ctx: Mapping[str, Any], st: EvalState,
-    outcomes: Mapping[int, str], last_stage: int,
+    policy_set: PolicySet,
+    decision: Decision,
+    ctx: Mapping[str, Any],
+    st: EvalState,
+    outcomes: Mapping[int, str],
+    last_stage: int,
 ) -> Explanation:
     """Trace every rule of the stages that ran (and the audit stage) for one decision."""
     audit = STAGES.index("audit")
@@ -198,15 +212,26 @@ def build_explanation(
         if rule.node is not None:
             _trace(rule.node, ctx, st, 0, conditions)
         outcome = outcomes.get(rule.pos, "skipped")
-        traces.append(RuleTrace(
-            rule.id, rule.spec.pack, rule.spec.stage, rule.spec.effect, rule.spec.mode,
-            outcome, rule.spec.location, tuple(conditions), rule.spec.description,
-        ))
+        traces.append(
+            RuleTrace(
+                rule.id,
+                rule.spec.pack,
+                rule.spec.stage,
+                rule.spec.effect,
+                rule.spec.mode,
+                outcome,
+                rule.spec.location,
+                tuple(conditions),
+                rule.spec.description,
+            )
+        )
     if decision.effect == "allow":
         summary = f"decision: allow 200 (rules: {', '.join(decision.rules) or 'none'})"
     else:
-        summary = (f"decision: deny {decision.status} at stage `{decision.stage}` "
-                   f"(rules: {', '.join(decision.rules) or 'none'})")
+        summary = (
+            f"decision: deny {decision.status} at stage `{decision.stage}` "
+            f"(rules: {', '.join(decision.rules) or 'none'})"
+        )
         if decision.errors:
             summary += "; errors: " + ", ".join(e.code for e in decision.errors)
     return Explanation(summary, decision.stage == "default", tuple(traces))

@@ -26,8 +26,14 @@ from gateway.policy.evaluate import PolicySet
 from gateway.policy.parse import ParsedFile, parse_document
 from gateway.source import LoadedDocument, load_yaml
 
-__all__ = ["LoadResult", "PolicyFile", "discover_files", "is_case_file", "load_policy_set",
-           "revision_of"]
+__all__ = [
+    "LoadResult",
+    "PolicyFile",
+    "discover_files",
+    "is_case_file",
+    "load_policy_set",
+    "revision_of",
+]
 
 _SUFFIXES = (".yaml", ".yml")
 _CASE_SUFFIXES = (".cases.yaml", ".cases.yml")
@@ -60,8 +66,9 @@ def is_case_file(path: Path) -> bool:
     return path.name.endswith(_CASE_SUFFIXES)
 
 
-def discover_files(paths: Iterable[Path | str], *, cases: bool = False
-                   ) -> tuple[list[PolicyFile], list[Diagnostic]]:
+def discover_files(
+    paths: Iterable[Path | str], *, cases: bool = False
+) -> tuple[list[PolicyFile], list[Diagnostic]]:
     """List policy files (or, with `cases=True`, case files) under the given paths."""
     found: list[PolicyFile] = []
     problems: list[Diagnostic] = []
@@ -77,8 +84,9 @@ def discover_files(paths: Iterable[Path | str], *, cases: bool = False
             if cases or not is_case_file(root):
                 found.append(PolicyFile(root, str(root), root.name))
         else:
-            problems.append(Diagnostic("io_error", "no such file or directory",
-                                       Location(str(root))))
+            problems.append(
+                Diagnostic("io_error", "no such file or directory", Location(str(root)))
+            )
     return found, problems
 
 
@@ -108,8 +116,13 @@ def load_policy_set(paths: Sequence[Path | str]) -> LoadResult:
     """
     files, diagnostics = discover_files(paths)
     if not files and not diagnostics:
-        diagnostics.append(Diagnostic("io_error", "no policy files found",
-                                      Location(", ".join(str(p) for p in paths) or ".")))
+        diagnostics.append(
+            Diagnostic(
+                "io_error",
+                "no policy files found",
+                Location(", ".join(str(p) for p in paths) or "."),
+            )
+        )
     loaded: list[tuple[LoadedDocument, ParsedFile]] = []
     canonical: list[tuple[str, Any]] = []
     for file in files:
@@ -120,11 +133,15 @@ def load_policy_set(paths: Sequence[Path | str]) -> LoadResult:
         parsed = parse_document(doc)
         diagnostics.extend(parsed.diagnostics)
         if parsed.kind == "cases":
-            diagnostics.append(Diagnostic(
-                "policy_schema_error", "a cases document in a policy file",
-                Location(file.display, 1, 1), None,
-                "name case files `*.cases.yaml` so they are read as tests",
-            ))
+            diagnostics.append(
+                Diagnostic(
+                    "policy_schema_error",
+                    "a cases document in a policy file",
+                    Location(file.display, 1, 1),
+                    None,
+                    "name case files `*.cases.yaml` so they are read as tests",
+                )
+            )
             continue
         loaded.append((doc, parsed))
         canonical.append((file.canonical_name, doc.data))

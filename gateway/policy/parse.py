@@ -95,24 +95,33 @@ class Reader:
         return self.doc.location(path)
 
     def error(
-        self, code: str, message: str, path: DataPath, *, help: str | None = None,
-        at_key: bool = False, severity: str = "error",
+        self,
+        code: str,
+        message: str,
+        path: DataPath,
+        *,
+        help: str | None = None,
+        at_key: bool = False,
+        severity: str = "error",
     ) -> None:
         """Record a diagnostic at `path`."""
         self.diagnostics.append(
-            self.doc.diagnostic(code, message, path, help=help, at_key=at_key,
-                                severity=severity)
+            self.doc.diagnostic(code, message, path, help=help, at_key=at_key, severity=severity)
         )
 
-    def type_error(self, path: DataPath, expected: str, value: object,
-                   what: str | None = None) -> None:
+    def type_error(
+        self, path: DataPath, expected: str, value: object, what: str | None = None
+    ) -> None:
         """Record a wrong-type diagnostic (with YAML 1.1 help where it applies)."""
-        self.diagnostics.append(
-            self.doc.type_error(path, expected, value, what=what, code=TYPE)
-        )
+        self.diagnostics.append(self.doc.type_error(path, expected, value, what=what, code=TYPE))
 
     def mapping(
-        self, value: object, path: DataPath, *, what: str, required: Iterable[str] = (),
+        self,
+        value: object,
+        path: DataPath,
+        *,
+        what: str,
+        required: Iterable[str] = (),
         optional: Iterable[str] = (),
     ) -> dict[str, Any] | None:
         """Check `value` is a mapping with only known keys and all required ones."""
@@ -123,17 +132,27 @@ class Reader:
         known = (*req, *optional)
         for key in value:
             if key not in known:
-                self.error(SCHEMA, f"unknown key `{key}` in {what}", (*path, key),
-                           help=did_you_mean(key, known) or _expected_keys(known),
-                           at_key=True)
+                self.error(
+                    SCHEMA,
+                    f"unknown key `{key}` in {what}",
+                    (*path, key),
+                    help=did_you_mean(key, known) or _expected_keys(known),
+                    at_key=True,
+                )
         for key in req:
             if key not in value:
                 self.error(SCHEMA, f"{what} is missing `{key}`", path)
         return value
 
     def string(
-        self, value: object, path: DataPath, what: str, *, choices: Iterable[str] = (),
-        pattern: re.Pattern[str] | None = None, pattern_help: str | None = None,
+        self,
+        value: object,
+        path: DataPath,
+        what: str,
+        *,
+        choices: Iterable[str] = (),
+        pattern: re.Pattern[str] | None = None,
+        pattern_help: str | None = None,
     ) -> str | None:
         """Check `value` is a non-empty string (one of `choices` when given)."""
         if not isinstance(value, str):
@@ -144,23 +163,35 @@ class Reader:
             return None
         options = tuple(choices)
         if options and value not in options:
-            self.error(SCHEMA, f"unknown {what} `{value}`", path,
-                       help=did_you_mean(value, options) or _one_of(options))
+            self.error(
+                SCHEMA,
+                f"unknown {what} `{value}`",
+                path,
+                help=did_you_mean(value, options) or _one_of(options),
+            )
             return None
         if pattern is not None and not pattern.match(value):
             self.error(SCHEMA, f"invalid {what} `{value}`", path, help=pattern_help)
             return None
         return value
 
-    def optional_string(self, data: Mapping[str, Any], key: str, path: DataPath,
-                        what: str) -> str | None:
+    def optional_string(
+        self, data: Mapping[str, Any], key: str, path: DataPath, what: str
+    ) -> str | None:
         """Read an optional string member."""
         if key not in data or data[key] is None:
             return None
         return self.string(data[key], (*path, key), what)
 
-    def integer(self, value: object, path: DataPath, what: str, *, minimum: int | None = None,
-                choices: Iterable[int] = ()) -> int | None:
+    def integer(
+        self,
+        value: object,
+        path: DataPath,
+        what: str,
+        *,
+        minimum: int | None = None,
+        choices: Iterable[int] = (),
+    ) -> int | None:
         """Check `value` is an integer (not a boolean), optionally bounded or enumerated."""
         if not isinstance(value, int) or isinstance(value, bool):
             self.type_error(path, "an integer", value, what)
@@ -185,21 +216,24 @@ class Reader:
         """Read a date (`2025-02-02`) or an RFC 3339 date-time."""
         parsed = parse_time(value)
         if parsed is None:
-            self.error(TYPE, f"{what} must be a date (YYYY-MM-DD) or an RFC 3339 time, got "
-                       f"{_describe(value)}", path)
+            self.error(
+                TYPE,
+                f"{what} must be a date (YYYY-MM-DD) or an RFC 3339 time, got {_describe(value)}",
+                path,
+            )
         return parsed
 
     def date(self, value: object, path: DataPath, what: str) -> dt.date | None:
         """Read a calendar date."""
         parsed = parse_time(value)
         if parsed is None or isinstance(parsed, dt.datetime):
-            self.error(TYPE, f"{what} must be a date (YYYY-MM-DD), got {_describe(value)}",
-                       path)
+            self.error(TYPE, f"{what} must be a date (YYYY-MM-DD), got {_describe(value)}", path)
             return None
         return parsed
 
-    def string_list(self, value: object, path: DataPath, what: str,
-                    *, allow_empty: bool = True) -> list[str]:
+    def string_list(
+        self, value: object, path: DataPath, what: str, *, allow_empty: bool = True
+    ) -> list[str]:
         """Read a list of strings (a single string is not accepted: write `[x]`)."""
         if not isinstance(value, list):
             self.type_error(path, "a list", value, what)
@@ -252,8 +286,9 @@ def parse_document(doc: LoadedDocument) -> ParsedFile:
         out.diagnostics = reader.diagnostics
         return out
     if "kind" not in data:
-        reader.error(SCHEMA, "missing `kind`", (),
-                     help=f"add `kind:` with one of {_list(DOCUMENT_KINDS)}")
+        reader.error(
+            SCHEMA, "missing `kind`", (), help=f"add `kind:` with one of {_list(DOCUMENT_KINDS)}"
+        )
         out.diagnostics = reader.diagnostics
         return out
     kind = reader.string(data["kind"], ("kind",), "document kind", choices=DOCUMENT_KINDS)
@@ -272,13 +307,26 @@ def parse_document(doc: LoadedDocument) -> ParsedFile:
 
 
 def _parse_pack(r: Reader, data: dict[str, Any]) -> PackDoc | None:
-    r.mapping(data, (), what="pack", required=("kind", "id", "rules"),
-              optional=("version", "title", "regime", "stage", "description"))
+    r.mapping(
+        data,
+        (),
+        what="pack",
+        required=("kind", "id", "rules"),
+        optional=("version", "title", "regime", "stage", "description"),
+    )
     if "version" in data:
         r.integer(data["version"], ("version",), "version", choices=(1,))
-    pack_id = r.string(data.get("id"), ("id",), "pack id", pattern=_RULE_ID,
-                       pattern_help="use lowercase letters, digits, `-`, `_` and `.`") \
-        if "id" in data else None
+    pack_id = (
+        r.string(
+            data.get("id"),
+            ("id",),
+            "pack id",
+            pattern=_RULE_ID,
+            pattern_help="use lowercase letters, digits, `-`, `_` and `.`",
+        )
+        if "id" in data
+        else None
+    )
     title = r.optional_string(data, "title", (), "title")
     r.optional_string(data, "description", (), "description")
     regime = r.optional_string(data, "regime", (), "regime")
@@ -297,30 +345,60 @@ def _parse_pack(r: Reader, data: dict[str, Any]) -> PackDoc | None:
 
 
 _RULE_KEYS = (
-    "description", "stage", "mode", "status", "applies_to", "when", "basis", "problem",
-    "obligations", "effective_from", "effective_until", "exceptions",
+    "description",
+    "stage",
+    "mode",
+    "status",
+    "applies_to",
+    "when",
+    "basis",
+    "problem",
+    "obligations",
+    "effective_from",
+    "effective_until",
+    "exceptions",
 )
 
 
 def _parse_rule(
-    r: Reader, raw: object, path: DataPath, pack: str, regime: str | None,
-    default_stage: str | None, index: int,
+    r: Reader,
+    raw: object,
+    path: DataPath,
+    pack: str,
+    regime: str | None,
+    default_stage: str | None,
+    index: int,
 ) -> RuleSpec | None:
     data = r.mapping(raw, path, what="rule", required=("id", "effect"), optional=_RULE_KEYS)
     if data is None:
         return None
     before = len(r.diagnostics)
-    rule_id = r.string(data.get("id"), (*path, "id"), "rule id", pattern=_RULE_ID,
-                       pattern_help="use lowercase letters, digits, `-`, `_` and `.`") \
-        if "id" in data else None
-    effect = r.string(data["effect"], (*path, "effect"), "effect", choices=EFFECTS) \
-        if "effect" in data else None
+    rule_id = (
+        r.string(
+            data.get("id"),
+            (*path, "id"),
+            "rule id",
+            pattern=_RULE_ID,
+            pattern_help="use lowercase letters, digits, `-`, `_` and `.`",
+        )
+        if "id" in data
+        else None
+    )
+    effect = (
+        r.string(data["effect"], (*path, "effect"), "effect", choices=EFFECTS)
+        if "effect" in data
+        else None
+    )
     stage = default_stage
     if "stage" in data:
         stage = r.string(data["stage"], (*path, "stage"), "stage", choices=STAGES)
     elif default_stage is None:
-        r.error(SCHEMA, "rule is missing `stage`", path,
-                help=f"set `stage:` on the rule or the pack; one of {_list(STAGES)}")
+        r.error(
+            SCHEMA,
+            "rule is missing `stage`",
+            path,
+            help=f"set `stage:` on the rule or the pack; one of {_list(STAGES)}",
+        )
     mode = "enforce"
     if "mode" in data:
         mode = r.string(data["mode"], (*path, "mode"), "mode", choices=MODES) or "enforce"
@@ -337,23 +415,40 @@ def _parse_rule(
     obligations = ObligationsSpec()
     if "obligations" in data:
         obligations = _parse_obligations(r, data["obligations"], (*path, "obligations"))
-    eff_from = r.time(data["effective_from"], (*path, "effective_from"), "effective_from") \
-        if data.get("effective_from") is not None else None
-    eff_until = r.time(data["effective_until"], (*path, "effective_until"), "effective_until") \
-        if data.get("effective_until") is not None else None
-    exceptions = tuple(
-        _parse_exceptions(r, data.get("exceptions", []), (*path, "exceptions"))
+    eff_from = (
+        r.time(data["effective_from"], (*path, "effective_from"), "effective_from")
+        if data.get("effective_from") is not None
+        else None
     )
+    eff_until = (
+        r.time(data["effective_until"], (*path, "effective_until"), "effective_until")
+        if data.get("effective_until") is not None
+        else None
+    )
+    exceptions = tuple(_parse_exceptions(r, data.get("exceptions", []), (*path, "exceptions")))
     description = r.optional_string(data, "description", path, "description")
     applies_to = r.optional_string(data, "applies_to", path, "applies_to")
     if len(r.diagnostics) != before or rule_id is None or effect is None or stage is None:
         return None
     return RuleSpec(
-        id=rule_id, pack=pack, stage=stage, effect=effect, mode=mode, status=status,
-        description=description, applies_to=applies_to, when=when, basis=basis,
-        problem=problem, obligations=obligations, effective_from=eff_from,
-        effective_until=eff_until, exceptions=exceptions, location=r.loc(path),
-        path=format_path(path), index=index,
+        id=rule_id,
+        pack=pack,
+        stage=stage,
+        effect=effect,
+        mode=mode,
+        status=status,
+        description=description,
+        applies_to=applies_to,
+        when=when,
+        basis=basis,
+        problem=problem,
+        obligations=obligations,
+        effective_from=eff_from,
+        effective_until=eff_until,
+        exceptions=exceptions,
+        location=r.loc(path),
+        path=format_path(path),
+        index=index,
     )
 
 
@@ -366,8 +461,7 @@ def parse_condition(r: Reader, raw: object, path: DataPath) -> Condition | None:
         r.type_error(path, "a mapping of conditions", raw, "a condition")
         return None
     if not raw:
-        r.error(SCHEMA, "empty condition", path,
-                help="omit `when` for a rule that always applies")
+        r.error(SCHEMA, "empty condition", path, help="omit `when` for a rule that always applies")
         return None
     items: list[Condition] = []
     for key, value in raw.items():
@@ -393,25 +487,40 @@ def parse_condition(r: Reader, raw: object, path: DataPath) -> Condition | None:
 
 def _parse_tests(r: Reader, field_path: str, value: object, path: DataPath) -> list[Test]:
     if isinstance(value, list):
-        r.error(SCHEMA, f"a list cannot be compared with `{field_path}` directly", path,
-                help="write `{in: [...]}` (or `{contains_any: [...]}` for a list field)")
+        r.error(
+            SCHEMA,
+            f"a list cannot be compared with `{field_path}` directly",
+            path,
+            help="write `{in: [...]}` (or `{contains_any: [...]}` for a list field)",
+        )
         return []
     if not isinstance(value, dict):
         return [Test(field_path, "eq", value, r.loc(path), path)]
     if not value:
-        r.error(SCHEMA, f"no operator for `{field_path}`", path,
-                help=f"use one of {_list(OPERATORS)}")
+        r.error(
+            SCHEMA, f"no operator for `{field_path}`", path, help=f"use one of {_list(OPERATORS)}"
+        )
         return []
     tests: list[Test] = []
     for op, operand in value.items():
         sub = (*path, op)
         if op not in OPERATORS:
             if op == "field" and len(value) == 1:
-                r.error(SCHEMA, f"`{field_path}` needs an operator before a field reference",
-                        sub, at_key=True, help="write `{eq: {field: other.path}}`")
+                r.error(
+                    SCHEMA,
+                    f"`{field_path}` needs an operator before a field reference",
+                    sub,
+                    at_key=True,
+                    help="write `{eq: {field: other.path}}`",
+                )
             else:
-                r.error(SCHEMA, f"unknown operator `{op}`", sub, at_key=True,
-                        help=did_you_mean(op, OPERATORS) or _one_of(OPERATORS))
+                r.error(
+                    SCHEMA,
+                    f"unknown operator `{op}`",
+                    sub,
+                    at_key=True,
+                    help=did_you_mean(op, OPERATORS) or _one_of(OPERATORS),
+                )
             continue
         tests.append(Test(field_path, op, _operand(r, operand, sub), r.loc(sub), sub))
     return tests
@@ -432,18 +541,22 @@ class UnparsedOperand:
     raw: dict[str, Any]
 
 
-def _parse_basis(r: Reader, raw: object, path: DataPath,
-                 regime: str | None) -> Iterable[BasisSpec]:
+def _parse_basis(r: Reader, raw: object, path: DataPath, regime: str | None) -> Iterable[BasisSpec]:
     for i, item in enumerate(r.listing(raw, path, "basis")):
         sub = (*path, i)
-        data = r.mapping(item, sub, what="basis entry", required=("ref",),
-                         optional=("regime", "url"))
+        data = r.mapping(
+            item, sub, what="basis entry", required=("ref",), optional=("regime", "url")
+        )
         if data is None:
             continue
         reg = r.optional_string(data, "regime", sub, "regime") or regime
         if reg is None:
-            r.error(SCHEMA, "basis entry is missing `regime`", sub,
-                    help="set `regime:` on the entry or on the pack")
+            r.error(
+                SCHEMA,
+                "basis entry is missing `regime`",
+                sub,
+                help="set `regime:` on the entry or on the pack",
+            )
             continue
         ref = r.string(data.get("ref"), (*sub, "ref"), "ref") if "ref" in data else None
         url = r.optional_string(data, "url", sub, "url")
@@ -452,8 +565,7 @@ def _parse_basis(r: Reader, raw: object, path: DataPath,
 
 
 def _parse_problem(r: Reader, raw: object, path: DataPath) -> ProblemSpec | None:
-    data = r.mapping(raw, path, what="problem",
-                     optional=("type", "title", "detail", "remedy"))
+    data = r.mapping(raw, path, what="problem", optional=("type", "title", "detail", "remedy"))
     if data is None:
         return None
     ptype = None
@@ -462,11 +574,11 @@ def _parse_problem(r: Reader, raw: object, path: DataPath) -> ProblemSpec | None
     remedy = None
     if "remedy" in data:
         sub = (*path, "remedy")
-        rd = r.mapping(data["remedy"], sub, what="remedy", required=("text",),
-                       optional=("header", "value"))
+        rd = r.mapping(
+            data["remedy"], sub, what="remedy", required=("text",), optional=("header", "value")
+        )
         if rd is not None:
-            text = r.string(rd.get("text"), (*sub, "text"), "remedy text") \
-                if "text" in rd else None
+            text = r.string(rd.get("text"), (*sub, "text"), "remedy text") if "text" in rd else None
             header = r.optional_string(rd, "header", sub, "remedy header")
             if header is not None and not _HEADER_NAME.match(header):
                 r.error(SCHEMA, f"invalid header name `{header}`", (*sub, "header"))
@@ -474,8 +586,11 @@ def _parse_problem(r: Reader, raw: object, path: DataPath) -> ProblemSpec | None
             if text is not None:
                 remedy = RemedySpec(text, header, value, r.loc(sub))
     return ProblemSpec(
-        ptype, r.optional_string(data, "title", path, "title"),
-        r.optional_string(data, "detail", path, "detail"), remedy, r.loc(path),
+        ptype,
+        r.optional_string(data, "title", path, "title"),
+        r.optional_string(data, "detail", path, "detail"),
+        remedy,
+        r.loc(path),
     )
 
 
@@ -500,17 +615,21 @@ def _parse_obligations(r: Reader, raw: object, path: DataPath) -> ObligationsSpe
     headers: list[HeaderSpec] = []
     if "headers" in data:
         sub = (*path, "headers")
-        hd = r.mapping(data["headers"], sub, what="headers",
-                       optional=tuple(data["headers"]) if isinstance(data["headers"], dict)
-                       else ())
+        hd = r.mapping(
+            data["headers"],
+            sub,
+            what="headers",
+            optional=tuple(data["headers"]) if isinstance(data["headers"], dict) else (),
+        )
         for name, value in (hd or {}).items():
             if not _HEADER_NAME.match(name):
                 r.error(SCHEMA, f"invalid header name `{name}`", (*sub, name), at_key=True)
                 continue
             text = r.string(value, (*sub, name), f"header `{name}`")
             if text is not None:
-                headers.append(HeaderSpec(name, text, r.loc((*sub, name)),
-                                          format_path((*sub, name))))
+                headers.append(
+                    HeaderSpec(name, text, r.loc((*sub, name)), format_path((*sub, name)))
+                )
     marks: list[ImageMarkSpec] = []
     if "image_marks" in data:
         sub = (*path, "image_marks")
@@ -521,24 +640,34 @@ def _parse_obligations(r: Reader, raw: object, path: DataPath) -> ObligationsSpe
     sinks = None
     if "suppress_sinks" in data:
         sub = (*path, "suppress_sinks")
-        sd = r.mapping(data["suppress_sinks"], sub, what="suppress_sinks",
-                       optional=("categories", "sale_or_share"))
+        sd = r.mapping(
+            data["suppress_sinks"],
+            sub,
+            what="suppress_sinks",
+            optional=("categories", "sale_or_share"),
+        )
         if sd is not None:
             cats = r.string_list(sd.get("categories", []), (*sub, "categories"), "categories")
-            sale = r.boolean(sd.get("sale_or_share", False), (*sub, "sale_or_share"),
-                             "sale_or_share")
+            sale = r.boolean(
+                sd.get("sale_or_share", False), (*sub, "sale_or_share"), "sale_or_share"
+            )
             if not cats and not sale:
-                r.error(SCHEMA, "suppress_sinks names no categories and not sale_or_share",
-                        sub)
+                r.error(SCHEMA, "suppress_sinks names no categories and not sale_or_share", sub)
             sinks = SinkSpec(tuple(cats), bool(sale), r.loc(sub), format_path(sub))
     audit = None
     if "audit" in data:
         sub = (*path, "audit")
-        ad = r.mapping(data["audit"], sub, what="audit",
-                       optional=("retention_days", "storage_region"))
+        ad = r.mapping(
+            data["audit"], sub, what="audit", optional=("retention_days", "storage_region")
+        )
         if ad is not None:
-            days = r.integer(ad["retention_days"], (*sub, "retention_days"), "retention_days",
-                             minimum=1) if "retention_days" in ad else None
+            days = (
+                r.integer(
+                    ad["retention_days"], (*sub, "retention_days"), "retention_days", minimum=1
+                )
+                if "retention_days" in ad
+                else None
+            )
             region = r.optional_string(ad, "storage_region", sub, "storage_region")
             if "retention_days" not in ad and "storage_region" not in ad:
                 r.error(SCHEMA, "audit sets neither retention_days nor storage_region", sub)
@@ -547,12 +676,16 @@ def _parse_obligations(r: Reader, raw: object, path: DataPath) -> ObligationsSpe
 
 
 def _parse_mask(r: Reader, raw: object, path: DataPath) -> MaskSpec | None:
-    data = r.mapping(raw, path, what="mask", required=("method",),
-                     optional=("categories", "paths", "keep"))
+    data = r.mapping(
+        raw, path, what="mask", required=("method",), optional=("categories", "paths", "keep")
+    )
     if data is None:
         return None
-    method = r.string(data.get("method"), (*path, "method"), "mask method",
-                      choices=MASK_METHODS) if "method" in data else None
+    method = (
+        r.string(data.get("method"), (*path, "method"), "mask method", choices=MASK_METHODS)
+        if "method" in data
+        else None
+    )
     cats = r.string_list(data.get("categories", []), (*path, "categories"), "categories")
     paths = r.string_list(data.get("paths", []), (*path, "paths"), "paths")
     if not cats and not paths:
@@ -565,39 +698,53 @@ def _parse_mask(r: Reader, raw: object, path: DataPath) -> MaskSpec | None:
             return None
         keep = r.integer(data["keep"], (*path, "keep"), "keep", minimum=1)
     elif "keep" in data:
-        r.error(SCHEMA, f"`keep` only applies to `keep_last`, not `{method}`", (*path, "keep"),
-                at_key=True)
+        r.error(
+            SCHEMA,
+            f"`keep` only applies to `keep_last`, not `{method}`",
+            (*path, "keep"),
+            at_key=True,
+        )
     if method is None:
         return None
     return MaskSpec(tuple(cats), tuple(paths), method, keep, r.loc(path), format_path(path))
 
 
 def _parse_route(r: Reader, raw: object, path: DataPath) -> RouteSpec | None:
-    data = r.mapping(raw, path, what="route", required=("regions",),
-                     optional=("or_mechanisms",))
+    data = r.mapping(raw, path, what="route", required=("regions",), optional=("or_mechanisms",))
     if data is None:
         return None
-    regions = r.string_list(data.get("regions", []), (*path, "regions"), "region",
-                            allow_empty=False)
-    mechanisms = r.string_list(data.get("or_mechanisms", []), (*path, "or_mechanisms"),
-                               "transfer mechanism")
+    regions = r.string_list(
+        data.get("regions", []), (*path, "regions"), "region", allow_empty=False
+    )
+    mechanisms = r.string_list(
+        data.get("or_mechanisms", []), (*path, "or_mechanisms"), "transfer mechanism"
+    )
     return RouteSpec(tuple(regions), tuple(mechanisms), r.loc(path), format_path(path))
 
 
 def _parse_mark(r: Reader, raw: object, path: DataPath) -> ImageMarkSpec | None:
-    data = r.mapping(raw, path, what="image mark", required=("scheme",),
-                     optional=("value", "fields"))
+    data = r.mapping(
+        raw, path, what="image mark", required=("scheme",), optional=("value", "fields")
+    )
     if data is None:
         return None
-    scheme = r.string(data.get("scheme"), (*path, "scheme"), "image mark scheme",
-                      choices=IMAGE_MARK_SCHEMES) if "scheme" in data else None
+    scheme = (
+        r.string(
+            data.get("scheme"), (*path, "scheme"), "image mark scheme", choices=IMAGE_MARK_SCHEMES
+        )
+        if "scheme" in data
+        else None
+    )
     value = r.optional_string(data, "value", path, "value")
     fields: list[tuple[str, str]] = []
     if "fields" in data:
         sub = (*path, "fields")
-        fd = r.mapping(data["fields"], sub, what="fields",
-                       optional=tuple(data["fields"]) if isinstance(data["fields"], dict)
-                       else ())
+        fd = r.mapping(
+            data["fields"],
+            sub,
+            what="fields",
+            optional=tuple(data["fields"]) if isinstance(data["fields"], dict) else (),
+        )
         for key, val in (fd or {}).items():
             text = r.string(val, (*sub, key), f"field `{key}`")
             if text is not None:
@@ -610,13 +757,13 @@ def _parse_mark(r: Reader, raw: object, path: DataPath) -> ImageMarkSpec | None:
 def _parse_exceptions(r: Reader, raw: object, path: DataPath) -> Iterable[ExceptionSpec]:
     for i, item in enumerate(r.listing(raw, path, "exceptions")):
         sub = (*path, i)
-        data = r.mapping(item, sub, what="exception", required=("until", "ticket"),
-                         optional=("when", "reason"))
+        data = r.mapping(
+            item, sub, what="exception", required=("until", "ticket"), optional=("when", "reason")
+        )
         if data is None:
             continue
         until = r.date(data["until"], (*sub, "until"), "until") if "until" in data else None
-        ticket = r.string(data["ticket"], (*sub, "ticket"), "ticket") \
-            if "ticket" in data else None
+        ticket = r.string(data["ticket"], (*sub, "ticket"), "ticket") if "ticket" in data else None
         when = parse_condition(r, data["when"], (*sub, "when")) if "when" in data else None
         reason = r.optional_string(data, "reason", sub, "reason")
         if until is not None and ticket is not None:
@@ -631,12 +778,16 @@ def _parse_settings(r: Reader, data: dict[str, Any]) -> SettingsDoc | None:
     if "default" not in data:
         return None
     path: DataPath = ("default",)
-    dd = r.mapping(data["default"], path, what="default", required=("effect",),
-                   optional=("status", "problem"))
+    dd = r.mapping(
+        data["default"], path, what="default", required=("effect",), optional=("status", "problem")
+    )
     if dd is None:
         return None
-    effect = r.string(dd.get("effect"), (*path, "effect"), "default effect",
-                      choices=("allow", "deny")) if "effect" in dd else None
+    effect = (
+        r.string(dd.get("effect"), (*path, "effect"), "default effect", choices=("allow", "deny"))
+        if "effect" in dd
+        else None
+    )
     status = 403
     if "status" in dd:
         status = r.integer(dd["status"], (*path, "status"), "status", choices=(451, 403)) or 403
@@ -649,24 +800,40 @@ def _parse_settings(r: Reader, data: dict[str, Any]) -> SettingsDoc | None:
 # --------------------------------------------------------------------------- vocabulary
 
 _VOCAB_SETS = (
-    "lawful_bases", "consents", "deployment_contexts", "transfer_mechanisms",
-    "sink_categories", "model_kinds", "model_outputs", "licence_kinds",
+    "lawful_bases",
+    "consents",
+    "deployment_contexts",
+    "transfer_mechanisms",
+    "sink_categories",
+    "model_kinds",
+    "model_outputs",
+    "licence_kinds",
 )
 _FLAG_TYPES = ("boolean", "string", "integer")
 
 
 def _parse_vocabulary(r: Reader, data: dict[str, Any]) -> Vocabulary | None:
-    r.mapping(data, (), what="vocabulary",
-              required=("kind", "regions", "purposes", "personal_data", "regimes"),
-              optional=("version", "purpose_attributes", "tenant_flags", *_VOCAB_SETS))
+    r.mapping(
+        data,
+        (),
+        what="vocabulary",
+        required=("kind", "regions", "purposes", "personal_data", "regimes"),
+        optional=("version", "purpose_attributes", "tenant_flags", *_VOCAB_SETS),
+    )
     before = len(r.diagnostics)
     countries, subdivisions, groups, order = _parse_regions(r, data.get("regions"))
-    attributes = _described_names(r, data.get("purpose_attributes", {}),
-                                  ("purpose_attributes",), "purpose attribute")
+    attributes = _described_names(
+        r, data.get("purpose_attributes", {}), ("purpose_attributes",), "purpose attribute"
+    )
     purposes: dict[str, dict[str, bool]] = {}
-    praw = r.mapping(data.get("purposes"), ("purposes",), what="purposes",
-                     optional=tuple(data.get("purposes") or ())
-                     if isinstance(data.get("purposes"), dict) else ())
+    praw = r.mapping(
+        data.get("purposes"),
+        ("purposes",),
+        what="purposes",
+        optional=tuple(data.get("purposes") or ())
+        if isinstance(data.get("purposes"), dict)
+        else (),
+    )
     for name, attrs in (praw or {}).items():
         sub: DataPath = ("purposes", name)
         if not _NAME.match(name):
@@ -681,20 +848,30 @@ def _parse_vocabulary(r: Reader, data: dict[str, Any]) -> Vocabulary | None:
                 value = r.boolean(flag, (*sub, attr), attr)
                 if value is not None:
                     purposes[name][attr] = value
-    pd = _described_names(r, data.get("personal_data"), ("personal_data",),
-                          "personal-data category")
+    pd = _described_names(
+        r, data.get("personal_data"), ("personal_data",), "personal-data category"
+    )
     regimes: dict[str, RegimeInfo] = {}
-    rraw = r.mapping(data.get("regimes"), ("regimes",), what="regimes",
-                     optional=tuple(data.get("regimes") or ())
-                     if isinstance(data.get("regimes"), dict) else ())
+    rraw = r.mapping(
+        data.get("regimes"),
+        ("regimes",),
+        what="regimes",
+        optional=tuple(data.get("regimes") or ()) if isinstance(data.get("regimes"), dict) else (),
+    )
     for rid, info in (rraw or {}).items():
         sub = ("regimes", rid)
-        idata = r.mapping(info, sub, what=f"regime `{rid}`", required=("name",),
-                          optional=("url", "demanding_party", "jurisdiction"))
+        idata = r.mapping(
+            info,
+            sub,
+            what=f"regime `{rid}`",
+            required=("name",),
+            optional=("url", "demanding_party", "jurisdiction"),
+        )
         if idata is None:
             continue
         regimes[rid] = RegimeInfo(
-            rid, r.string(idata.get("name"), (*sub, "name"), "name") or rid,
+            rid,
+            r.string(idata.get("name"), (*sub, "name"), "name") or rid,
             r.optional_string(idata, "url", sub, "url"),
             r.optional_string(idata, "demanding_party", sub, "demanding_party"),
             r.optional_string(idata, "jurisdiction", sub, "jurisdiction"),
@@ -704,12 +881,17 @@ def _parse_vocabulary(r: Reader, data: dict[str, Any]) -> Vocabulary | None:
         sets[key] = frozenset(_described_names(r, data.get(key, []), (key,), key[:-1]))
     flags: dict[str, str] = {}
     fraw = data.get("tenant_flags", {})
-    fd = r.mapping(fraw, ("tenant_flags",), what="tenant_flags",
-                   optional=tuple(fraw) if isinstance(fraw, dict) else ())
+    fd = r.mapping(
+        fraw,
+        ("tenant_flags",),
+        what="tenant_flags",
+        optional=tuple(fraw) if isinstance(fraw, dict) else (),
+    )
     for name, spec in (fd or {}).items():
         sub = ("tenant_flags", name)
-        sd = r.mapping(spec, sub, what=f"tenant flag `{name}`", required=("type",),
-                       optional=("description",))
+        sd = r.mapping(
+            spec, sub, what=f"tenant flag `{name}`", required=("type",), optional=("description",)
+        )
         if sd is not None and "type" in sd:
             ftype = r.string(sd["type"], (*sub, "type"), "flag type", choices=_FLAG_TYPES)
             if ftype is not None:
@@ -717,14 +899,24 @@ def _parse_vocabulary(r: Reader, data: dict[str, Any]) -> Vocabulary | None:
     if len(r.diagnostics) != before:
         return None
     return Vocabulary(
-        countries=frozenset(countries), subdivisions=subdivisions, groups=groups,
-        purposes=purposes, purpose_attributes=attributes, personal_data=pd, regimes=regimes,
-        lawful_bases=sets["lawful_bases"], consents=sets["consents"],
+        countries=frozenset(countries),
+        subdivisions=subdivisions,
+        groups=groups,
+        purposes=purposes,
+        purpose_attributes=attributes,
+        personal_data=pd,
+        regimes=regimes,
+        lawful_bases=sets["lawful_bases"],
+        consents=sets["consents"],
         deployment_contexts=sets["deployment_contexts"],
         transfer_mechanisms=sets["transfer_mechanisms"],
-        sink_categories=sets["sink_categories"], model_kinds=sets["model_kinds"],
-        model_outputs=sets["model_outputs"], licence_kinds=sets["licence_kinds"],
-        tenant_flags=flags, file=r.doc.filename, _group_order=order,
+        sink_categories=sets["sink_categories"],
+        model_kinds=sets["model_kinds"],
+        model_outputs=sets["model_outputs"],
+        licence_kinds=sets["licence_kinds"],
+        tenant_flags=flags,
+        file=r.doc.filename,
+        _group_order=order,
     )
 
 
@@ -748,35 +940,57 @@ def _described_names(r: Reader, raw: object, path: DataPath, what: str) -> dict[
 
 
 def _parse_regions(
-    r: Reader, raw: object,
+    r: Reader,
+    raw: object,
 ) -> tuple[set[str], dict[str, str], dict[str, frozenset[str]], tuple[str, ...]]:
     path: DataPath = ("regions",)
-    data = r.mapping(raw, path, what="regions", required=("countries",),
-                     optional=("subdivisions", "groups"))
+    data = r.mapping(
+        raw, path, what="regions", required=("countries",), optional=("subdivisions", "groups")
+    )
     if data is None:
         return set(), {}, {}, ()
     countries: set[str] = set()
-    for i, code in enumerate(r.listing(data.get("countries", []), (*path, "countries"),
-                                       "countries")):
-        text = r.string(code, (*path, "countries", i), "country code", pattern=_COUNTRY,
-                        pattern_help="use ISO 3166-1 alpha-2 codes such as `DE`")
+    for i, code in enumerate(
+        r.listing(data.get("countries", []), (*path, "countries"), "countries")
+    ):
+        text = r.string(
+            code,
+            (*path, "countries", i),
+            "country code",
+            pattern=_COUNTRY,
+            pattern_help="use ISO 3166-1 alpha-2 codes such as `DE`",
+        )
         if text is not None:
             countries.add(text)
     subdivisions: dict[str, str] = {}
-    for code, name in _described_names(r, data.get("subdivisions", {}),
-                                       (*path, "subdivisions"), "subdivision").items():
+    for code, name in _described_names(
+        r, data.get("subdivisions", {}), (*path, "subdivisions"), "subdivision"
+    ).items():
         sub = (*path, "subdivisions", code)
         if not _SUBDIVISION.match(code):
-            r.error(SCHEMA, f"invalid subdivision code `{code}`", sub, at_key=True,
-                    help="use ISO 3166-2 codes such as `US-CA`")
+            r.error(
+                SCHEMA,
+                f"invalid subdivision code `{code}`",
+                sub,
+                at_key=True,
+                help="use ISO 3166-2 codes such as `US-CA`",
+            )
         elif code[:2] not in countries:
-            r.error("policy_ref_error", f"subdivision `{code}` names unknown country "
-                    f"`{code[:2]}`", sub, at_key=True)
+            r.error(
+                "policy_ref_error",
+                f"subdivision `{code}` names unknown country `{code[:2]}`",
+                sub,
+                at_key=True,
+            )
         subdivisions[code] = name
     raw_groups: dict[str, list[str]] = {}
     graw = data.get("groups", {})
-    gd = r.mapping(graw, (*path, "groups"), what="groups",
-                   optional=tuple(graw) if isinstance(graw, dict) else ())
+    gd = r.mapping(
+        graw,
+        (*path, "groups"),
+        what="groups",
+        optional=tuple(graw) if isinstance(graw, dict) else (),
+    )
     for name, members in (gd or {}).items():
         sub = (*path, "groups", name)
         if name in countries or name in subdivisions:
@@ -786,13 +1000,20 @@ def _parse_regions(
     for name, members in raw_groups.items():
         for i, member in enumerate(members):
             if member not in known:
-                r.error("policy_ref_error", f"unknown region `{member}` in group `{name}`",
-                        (*path, "groups", name, i),
-                        help=did_you_mean(member, sorted(known)))
+                r.error(
+                    "policy_ref_error",
+                    f"unknown region `{member}` in group `{name}`",
+                    (*path, "groups", name, i),
+                    help=did_you_mean(member, sorted(known)),
+                )
     groups, order, cycles = build_groups(raw_groups)
     for name, chain in cycles:
-        r.error(SCHEMA, f"region group `{name}` contains itself ({chain})",
-                (*path, "groups", name), at_key=True)
+        r.error(
+            SCHEMA,
+            f"region group `{name}` contains itself ({chain})",
+            (*path, "groups", name),
+            at_key=True,
+        )
     return countries, subdivisions, groups, order
 
 

@@ -78,17 +78,17 @@ _EMPTY: Mapping[str, Any] = {}
 class EvalState:
     """Per-evaluation facts computed once: the clock and the context's sections.
 
-    `c`, `s`, `r`, `l`, `m` are the `caller`, `subject`, `request`, `licence` and `model`
-    mappings (an empty mapping when absent); `load_sections` raises `EvalError` when one is
-    present but not an object.
+    `c`, `s`, `r`, `l`, `m`, `f` are the `caller`, `subject`, `request`, `licence`, `model`
+    and `caller.flags` mappings (an empty mapping when absent); `load_sections` raises
+    `EvalError` when one is present but not an object.
     """
 
-    __slots__ = ("now", "vocabulary", "c", "s", "r", "l", "m", "purpose")
+    __slots__ = ("now", "vocabulary", "c", "s", "r", "l", "m", "f", "purpose")
 
     def __init__(self, now: Interval, vocabulary: Vocabulary) -> None:
         self.now = now
         self.vocabulary = vocabulary
-        self.c = self.s = self.r = self.l = self.m = _EMPTY
+        self.c = self.s = self.r = self.l = self.m = self.f = _EMPTY
         #: The attributes of the declared purpose; None when undeclared or unknown.
         self.purpose: Mapping[str, bool] | None = None
 
@@ -100,6 +100,7 @@ class EvalState:
         self.r = _section(get("request"), "request")
         self.l = _section(get("licence"), "licence")
         self.m = _section(get("model"), "model")
+        self.f = _section(self.c.get("flags"), "caller.flags")
         purpose = self.r.get("purpose")
         self.purpose = self.vocabulary.purposes.get(purpose) if type(purpose) is str else None
 
@@ -178,7 +179,7 @@ def make_getter(path: str, vocabulary: Vocabulary) -> Getter:
     if path == "purpose.known":
         return lambda ctx, st: isinstance(p := purpose(ctx, st), str) and p in vocabulary.purposes
     if path.startswith("purpose."):
-        attribute = path[len("purpose."):]
+        attribute = path[len("purpose.") :]
         return lambda ctx, st: vocabulary.purpose_attribute(purpose(ctx, st), attribute)
     return _plain_getter(tuple(path.split(".")))
 
@@ -187,8 +188,10 @@ def _plain_getter(parts: Sequence[str]) -> Getter:
     dotted = ".".join(parts)
 
     def unreachable(exc: Exception) -> EvalError:
-        return EvalError("context_type_error", f"`{dotted}` is unreadable: a parent is not an "
-                         f"object ({type(exc).__name__})")
+        return EvalError(
+            "context_type_error",
+            f"`{dotted}` is unreadable: a parent is not an object ({type(exc).__name__})",
+        )
 
     if len(parts) == 1:
         (a,) = parts
@@ -258,14 +261,17 @@ def _checker(ftype: str, path: str) -> Callable[[object], object]:
     if kind == "object":
         return lambda v: v
     expected = str if kind in ("string", "region") else _SCALAR_PY[kind]
-    name = {"string": "a string", "region": "a region code string", "integer": "an integer",
-            "boolean": "a boolean"}[kind]
+    name = {
+        "string": "a string",
+        "region": "a region code string",
+        "integer": "an integer",
+        "boolean": "a boolean",
+    }[kind]
 
     def check(v: object) -> object:
         if v is None or type(v) is expected:
             return v
-        raise EvalError("context_type_error", f"`{path}` must be {name}, got "
-                        f"{type(v).__name__}")
+        raise EvalError("context_type_error", f"`{path}` must be {name}, got {type(v).__name__}")
 
     return check
 
@@ -290,8 +296,14 @@ def _list_checker(ftype: str, path: str) -> Callable[[object], list[Any]]:
 
 
 def make_predicate(
-    ftype: str, op: str, get: Getter, operand: Any, path: str, vocabulary: Vocabulary,
-    ref_get: Getter | None = None, ref_type: str | None = None,
+    ftype: str,
+    op: str,
+    get: Getter,
+    operand: Any,
+    path: str,
+    vocabulary: Vocabulary,
+    ref_get: Getter | None = None,
+    ref_type: str | None = None,
 ) -> Predicate:
     """Build the closure for `field op operand`.
 
@@ -308,8 +320,7 @@ def make_predicate(
             return lambda ctx, st: (get(ctx, st) is not None) is want
         return lambda ctx, st: (check(get(ctx, st)) is not None) is want
     if ref_get is not None:
-        return _ref_predicate(ftype, op, get, check, ref_get, ref_type or ftype, path,
-                              vocabulary)
+        return _ref_predicate(ftype, op, get, check, ref_get, ref_type or ftype, path, vocabulary)
     kind = _scalar_kind(ftype)
     if kind == "time":
         return _time_predicate(op, get, operand, path)
@@ -405,8 +416,14 @@ def _time_predicate(op: str, get: Getter, operand: Any, path: str) -> Predicate:
 
 
 def _ref_predicate(
-    ftype: str, op: str, get: Getter, check: Callable[[object], object], ref_get: Getter,
-    ref_type: str, path: str, vocabulary: Vocabulary,
+    ftype: str,
+    op: str,
+    get: Getter,
+    check: Callable[[object], object],
+    ref_get: Getter,
+    ref_type: str,
+    path: str,
+    vocabulary: Vocabulary,
 ) -> Predicate:
     kind = _scalar_kind(ftype)
     if op in ("in", "not_in"):
@@ -438,8 +455,9 @@ def _ref_predicate(
         return timed
     if op in ("eq", "ne"):
         want_eq = op == "eq"
-        return lambda ctx, st: (check(get(ctx, st)) == ref_check_scalar(ref_get(ctx, st))) \
-            is want_eq
+        return lambda ctx, st: (
+            (check(get(ctx, st)) == ref_check_scalar(ref_get(ctx, st))) is want_eq
+        )
     compare_int = _INT_COMPARE[op]
 
     def ordered(ctx: Mapping[str, Any], st: EvalState) -> bool:
@@ -451,8 +469,14 @@ def _ref_predicate(
 
 
 def _list_predicate(
-    ftype: str, op: str, get: Getter, operand: Any, path: str, vocabulary: Vocabulary,
-    ref_get: Getter | None, ref_type: str | None,
+    ftype: str,
+    op: str,
+    get: Getter,
+    operand: Any,
+    path: str,
+    vocabulary: Vocabulary,
+    ref_get: Getter | None,
+    ref_type: str | None,
 ) -> Predicate:
     check = _list_checker(ftype, path)
     is_region = ftype == "list:region"
@@ -521,9 +545,9 @@ def _expand_cached(vocabulary: Vocabulary, items: tuple[str, ...]) -> frozenset[
 # --------------------------------------------------------------------------- index keys
 
 
-def make_key_function(ftype: str, get: Getter, path: str) -> Callable[
-    [Mapping[str, Any], EvalState], tuple[Any, ...]
-]:
+def make_key_function(
+    ftype: str, get: Getter, path: str
+) -> Callable[[Mapping[str, Any], EvalState], tuple[Any, ...]]:
     """Keys under which a context value is looked up in the rule index (reference form).
 
     A null value yields `ABSENT`; a present one yields `PRESENT` plus its own keys (a
@@ -591,8 +615,9 @@ class Template:
                 value = value[0].isoformat().replace("+00:00", "Z")
             if value is None or isinstance(value, dict | list):
                 if null is None:
-                    raise EvalError("template_value_missing",
-                                    f"`${{{name}}}` has no value to render")
+                    raise EvalError(
+                        "template_value_missing", f"`${{{name}}}` has no value to render"
+                    )
                 out.append(null)
             elif isinstance(value, bool):
                 out.append("true" if value else "false")
@@ -612,7 +637,7 @@ def compile_template(source: str, vocabulary: Vocabulary) -> Template:
     last = 0
     for match in _PLACEHOLDER.finditer(source):
         if match.start() > last:
-            parts.append(source[last:match.start()])
+            parts.append(source[last : match.start()])
         name = match.group(1)
         parts.append((name, make_getter(name, vocabulary)))
         last = match.end()

@@ -90,10 +90,25 @@ METHODS: tuple[str, ...] = ("predict", "classify", "regress", "status", "metadat
 #: Value types of context fields. `list:<t>` is a list of `<t>`; domains name vocabulary
 #: sections that literals are checked against.
 FieldType = Literal[
-    "string", "integer", "boolean", "time", "region", "object",
-    "purpose", "lawful_basis", "deployment_context", "method", "model_kind", "model_output",
-    "licence_kind", "commercial_use",
-    "list:region", "list:string", "list:purpose", "list:consent", "list:personal_data",
+    "string",
+    "integer",
+    "boolean",
+    "time",
+    "region",
+    "object",
+    "purpose",
+    "lawful_basis",
+    "deployment_context",
+    "method",
+    "model_kind",
+    "model_output",
+    "licence_kind",
+    "commercial_use",
+    "list:region",
+    "list:string",
+    "list:purpose",
+    "list:consent",
+    "list:personal_data",
 ]
 
 
@@ -217,9 +232,21 @@ class OperatorSpec:
 
 
 _SCALARS = frozenset(
-    {"string", "integer", "boolean", "time", "region", "purpose", "lawful_basis",
-     "deployment_context", "method", "model_kind", "model_output", "licence_kind",
-     "commercial_use"}
+    {
+        "string",
+        "integer",
+        "boolean",
+        "time",
+        "region",
+        "purpose",
+        "lawful_basis",
+        "deployment_context",
+        "method",
+        "model_kind",
+        "model_output",
+        "licence_kind",
+        "commercial_use",
+    }
 )
 _ORDERED = frozenset({"integer", "time"})
 _LISTS = frozenset(
@@ -229,14 +256,17 @@ _ALL = _SCALARS | _LISTS | {"object"}
 
 OPERATORS: dict[str, OperatorSpec] = {
     "eq": OperatorSpec(_SCALARS, "scalar", "equals (regions: the exact code)"),
-    "ne": OperatorSpec(_SCALARS, "scalar", "differs from (null differs from everything)",
-                       negated=True),
+    "ne": OperatorSpec(
+        _SCALARS, "scalar", "differs from (null differs from everything)", negated=True
+    ),
     "in": OperatorSpec(
-        _SCALARS - {"boolean"}, "list",
+        _SCALARS - {"boolean"},
+        "list",
         "is one of; for regions, also when inside a listed country or group",
     ),
-    "not_in": OperatorSpec(_SCALARS - {"boolean"}, "list",
-                           "is not one of (null is not in any list)", negated=True),
+    "not_in": OperatorSpec(
+        _SCALARS - {"boolean"}, "list", "is not one of (null is not in any list)", negated=True
+    ),
     "lt": OperatorSpec(_ORDERED, "scalar", "less than / before"),
     "le": OperatorSpec(_ORDERED, "scalar", "less than or equal / on or before"),
     "gt": OperatorSpec(_ORDERED, "scalar", "greater than / after"),
@@ -246,8 +276,7 @@ OPERATORS: dict[str, OperatorSpec] = {
     "contains": OperatorSpec(_LISTS, "element", "the list holds this element"),
     "contains_any": OperatorSpec(_LISTS, "elements", "the list holds at least one of these"),
     "contains_all": OperatorSpec(_LISTS, "elements", "the list holds all of these"),
-    "contains_none": OperatorSpec(_LISTS, "elements", "the list holds none of these",
-                                  negated=True),
+    "contains_none": OperatorSpec(_LISTS, "elements", "the list holds none of these", negated=True),
     "empty": OperatorSpec(_LISTS, "bool", "the list is empty or null (`empty: false`: not)"),
 }
 

@@ -120,9 +120,7 @@ class Vocabulary:
                 remaining -= group
         # Subdivisions whose country is already listed add nothing.
         countries = {m for m in remaining if "-" not in m}
-        leftovers = sorted(
-            m for m in remaining if "-" not in m or country_of(m) not in countries
-        )
+        leftovers = sorted(m for m in remaining if "-" not in m or country_of(m) not in countries)
         return out + leftovers
 
     def purpose_attribute(self, purpose: object, attribute: str) -> bool | None:

@@ -14,29 +14,40 @@ from gateway.privacy.detectors import (
     DEFAULT_DETECTORS,
     Detector,
     EmailDetector,
-    GroupedNumberDetector,
+    IbanDetector,
     PatternDetector,
     PhoneDetector,
+    ScanBudgetExceeded,
+    ScanState,
     UnknownDetectorError,
     detectors_named,
 )
 from gateway.privacy.findings import Finding, Findings, format_path, header_path
 from gateway.privacy.masking import MaskedEntry, MaskRule, apply_masks, mask_headers, mask_text
-from gateway.privacy.scan import is_base64_like, scan, scan_headers, scan_text
+from gateway.privacy.scan import (
+    DEFAULT_SCAN_BUDGET,
+    is_base64_like,
+    scan,
+    scan_headers,
+    scan_text,
+)
 
 __all__ = [
     "BUILTIN_DETECTORS",
+    "DEFAULT_SCAN_BUDGET",
     "DEFAULT_DETECTORS",
     "DEFAULT_DETECTOR_NAMES",
     "Detector",
     "EmailDetector",
     "Finding",
     "Findings",
-    "GroupedNumberDetector",
+    "IbanDetector",
     "MaskRule",
     "MaskedEntry",
     "PatternDetector",
     "PhoneDetector",
+    "ScanBudgetExceeded",
+    "ScanState",
     "UnknownDetectorError",
     "apply_masks",
     "detectors_named",

@@ -13,6 +13,12 @@ and the e-mail matcher anchors on `@` instead of trying every start position.
 Rule 4 — `min_digits` and `marker` are promises: a value of the category always holds at
 least `min_digits` ASCII digits and, when set, the `marker` character. The scanner uses them
 to skip a string before running any regex.
+
+Rule 5 — every validator call and phone-matcher call is paid from the scan's `ScanState`
+budget, so a hostile body costs bounded CPU: when the budget runs out `spend` raises
+`ScanBudgetExceeded` and the scan reports itself incomplete instead of taking seconds.
+After a candidate fails validation the search resumes one character later (never past the
+candidate), so a valid value right behind a look-alike is still found.
 """
 
 from __future__ import annotations
@@ -21,7 +27,7 @@ import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Final, Protocol, runtime_checkable
+from typing import Any, Final, Protocol, runtime_checkable
 
 import phonenumbers
 from stdnum import iban as stdnum_iban
@@ -34,6 +40,36 @@ from stdnum.in_ import pan as stdnum_pan
 from stdnum.us import ssn as stdnum_ssn
 
 Span = tuple[int, int]
+
+
+class ScanBudgetExceeded(Exception):
+    """The scan's work budget is spent; the remaining text is not scanned."""
+
+
+class ScanState:
+    """Per-scan inputs shared by the detectors: region hints and the work budget (units of
+    about 10 microseconds; see the `*_COST` constants)."""
+
+    __slots__ = ("region_hints", "remaining")
+
+    def __init__(self, region_hints: tuple[str, ...] = (), budget: int = 50_000) -> None:
+        self.region_hints = region_hints
+        self.remaining = budget
+
+    def spend(self, units: int = 1) -> None:
+        """Pay `units`, or raise `ScanBudgetExceeded` when the budget is gone."""
+        self.remaining -= units
+        if self.remaining < 0:
+            raise ScanBudgetExceeded
+
+
+# Work units, calibrated on a 2-core machine: one unit is about 10 microseconds.
+#: A python-stdnum validation (checksum, date and area tables).
+STDNUM_COST: Final = 3
+#: One phone-matcher call per digit run and region (the matcher is thorough and slow).
+PHONE_MATCH_COST: Final = 30
+#: One `phonenumbers.parse` plus validity check.
+PHONE_PARSE_COST: Final = 4
 
 
 @runtime_checkable
@@ -56,7 +92,7 @@ class Detector(Protocol):
     def marker(self) -> str | None:
         """A character every value holds (`@` for e-mail), or None."""
 
-    def find(self, text: str, region_hints: tuple[str, ...]) -> Iterable[Span]:
+    def find(self, text: str, state: ScanState) -> Iterable[Span]:
         """Yield `(start, end)` character spans of validated values in `text`."""
 
 
@@ -81,17 +117,22 @@ class PatternDetector:
     marker: str | None = None
     context: re.Pattern[str] | None = None
     context_window: int = 24
+    cost: int = STDNUM_COST
 
-    def find(self, text: str, region_hints: tuple[str, ...]) -> Iterator[Span]:
+    def find(self, text: str, state: ScanState) -> Iterator[Span]:
         """Yield spans of candidates that pass the validator (and the context rule)."""
-        for match in self.pattern.finditer(text):
+        pos = 0
+        while (match := self.pattern.search(text, pos)) is not None:
             start, end = match.span()
+            pos = start + 1
             if self.context is not None and not self.context.search(
                 text, max(0, start - self.context_window), start
             ):
                 continue
+            state.spend(self.cost)
             if self.validate(match.group()):
                 yield start, end
+                pos = end
 
 
 def _stdnum_check(module: object) -> Callable[[str], bool]:
@@ -115,62 +156,46 @@ def _valid_ssn(value: str) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
-# Groups of digits with a variable split: payment cards and IBANs are checked on every run of
-# whole groups, so an order number in front of a card does not hide the card.
+# IBAN: the regex cannot know where an IBAN ends (its length depends on the country, and a
+# BIC or a word in capitals may follow), so prefixes of each candidate are tried.
+
+
+_SEPARATORS: Final = re.compile(r"[^0-9A-Za-z]+")
 
 
 @dataclass(frozen=True)
-class GroupedNumberDetector:
-    """Runs of separated groups; every contiguous sub-run of groups is a candidate."""
+class IbanDetector:
+    """IBANs written compact or in groups of four; mod-97 plus the country's BBAN format."""
 
-    category: str
-    pattern: re.Pattern[str]
-    validate: Callable[[str], bool]
-    priority: int
-    min_digits: int
-    min_length: int
-    max_length: int
+    pattern: re.Pattern[str] = re.compile(
+        r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}"
+        r"(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,4})?)(?![a-z0-9])"
+    )
+    category: str = "iban"
+    priority: int = 20
+    min_digits: int = 2
     marker: str | None = None
 
-    def find(self, text: str, region_hints: tuple[str, ...]) -> Iterator[Span]:
-        """Yield the leftmost longest valid sub-run of each candidate run, left to right."""
+    def find(self, text: str, state: ScanState) -> Iterator[Span]:
+        """Yield the longest valid prefix of each candidate."""
         pos = 0
-        while True:
-            match = self.pattern.search(text, pos)
-            if match is None:
-                return
-            span = self._first_valid_subrun(match)
-            if span is not None:
-                yield span
-                pos = span[1]
+        while (match := self.pattern.search(text, pos)) is not None:
+            pos = match.start() + 1
+            candidate = match.group()
+            # Prefix ends: after every character when written compact, else after each group.
+            if " " in candidate:
+                ends = [m.end() for m in re.finditer(r"[A-Z0-9]+", candidate)]
             else:
-                # The run may have been cut at the pattern's length limit in the middle of a
-                # value; look again from its second group.
-                first_group = _GROUP.match(text, match.start())
-                pos = first_group.end() if first_group is not None else match.end()
-
-    def _first_valid_subrun(self, match: re.Match[str]) -> Span | None:
-        run = match.group()
-        groups = [(m.start(), m.end()) for m in _GROUP.finditer(run)]
-        lengths = [end - start for start, end in groups]
-        for first in range(len(groups)):
-            size = 0
-            candidates: list[int] = []
-            for last in range(first, len(groups)):
-                size += lengths[last]
-                if size > self.max_length:
+                ends = list(range(15, len(candidate) + 1))
+            for end in reversed(ends):
+                compact = candidate[:end].replace(" ", "")
+                if not 15 <= len(compact) <= 34:
+                    continue
+                state.spend(1)
+                if _valid_iban(compact):
+                    yield match.start(), match.start() + end
+                    pos = match.start() + end
                     break
-                if size >= self.min_length:
-                    candidates.append(last)
-            for last in reversed(candidates):
-                start, end = groups[first][0], groups[last][1]
-                if self.validate(_SEPARATORS.sub("", run[start:end])):
-                    return match.start() + start, match.start() + end
-        return None
-
-
-_GROUP: Final = re.compile(r"[0-9A-Za-z]+")
-_SEPARATORS: Final = re.compile(r"[^0-9A-Za-z]+")
 
 
 # Issuer identification ranges (ISO/IEC 7812 as published by the card schemes): first digits
@@ -198,7 +223,8 @@ _CARD_RANGES: Final[tuple[tuple[int, int, int, frozenset[int]], ...]] = (
 )
 
 
-def _valid_card(digits: str) -> bool:
+def _valid_card(value: str) -> bool:
+    digits = _SEPARATORS.sub("", value)
     if not digits.isdigit():
         return False
     in_range = any(
@@ -247,11 +273,12 @@ class EmailDetector:
     min_digits: int = 0
     marker: str | None = "@"
 
-    def find(self, text: str, region_hints: tuple[str, ...]) -> Iterator[Span]:
+    def find(self, text: str, state: ScanState) -> Iterator[Span]:
         """Yield spans of syntactically valid addresses."""
         at = text.find("@")
         previous_end = 0
         while at >= 0:
+            state.spend()
             local = _LOCAL_BEFORE_AT.search(text, max(previous_end, at - 64), at)
             domain = _DOMAIN_AFTER_AT.match(text, at + 1)
             local_run_too_long = (
@@ -294,8 +321,9 @@ class PhoneDetector:
     Numbers in international form (`+49 30 23125000`) are found without hints. National
     forms (`13800138000`, `030 23125000`) need the region they are written for: the scanner's
     `region_hints` (caller, data-subject and tenant regions) plus `regions` configured here.
-    In long texts the matcher only sees windows around digit runs, so its cost does not grow
-    with the length of the surrounding prose.
+    The matcher sees windows around digit runs (with some context on each side), so its cost
+    follows the number of candidates, not the length of the surrounding prose; a match must
+    lie on a digit run, never only in the context of a window.
     """
 
     regions: tuple[str, ...] = ()
@@ -303,28 +331,33 @@ class PhoneDetector:
     priority: int = 90
     min_digits: int = 7
     marker: str | None = None
-    #: Texts up to this length are matched whole; longer ones in windows around digit runs.
-    whole_text_limit: int = 512
     #: Context kept around a digit run: the matcher looks at neighbours (a following `:30`
     #: marks a time stamp, a preceding letter a product code).
     window_margin: int = 16
+    #: Digit runs closer than this share one matcher call, up to `max_core` characters.
+    max_core: int = 256
 
-    def find(self, text: str, region_hints: tuple[str, ...]) -> Iterator[Span]:
+    def find(self, text: str, state: ScanState) -> Iterator[Span]:
         """Yield spans of valid phone numbers."""
-        regions = _phone_regions(self.regions + region_hints)
+        hinted = _phone_regions(self.regions + state.region_hints)
         found: list[Span] = []
 
         def add(span: Span) -> None:
             if not any(span[0] < end and start < span[1] for start, end in found):
                 found.append(span)
 
-        for window_start, window_end in self._windows(text):
-            window = text[window_start:window_end]
-            for region in regions:
+        for core_start, core_end, runs, international in self._cores(text):
+            window_start = max(0, core_start - self.window_margin)
+            window = text[window_start : min(len(text), core_end + self.window_margin)]
+            # The region only matters for national forms.
+            for region in ("ZZ",) if international else hinted:
+                state.spend(PHONE_MATCH_COST * runs)
                 for match in phonenumbers.PhoneNumberMatcher(
                     window, region, leniency=phonenumbers.Leniency.VALID
                 ):
-                    add((window_start + match.start, window_start + match.end))
+                    start, end = window_start + match.start, window_start + match.end
+                    if core_start <= start and end <= core_end:
+                        add((start, end))
         # The matcher reads `+49 30 23125000 x 4111...` as one number with an extension and
         # then drops it as invalid; numbers written in international form are checked again
         # on their own (national forms are not: without the matcher's context checks, dates
@@ -333,36 +366,40 @@ class PhoneDetector:
             if candidate.group().startswith("+") and not any(
                 candidate.start() < end and start < candidate.end() for start, end in found
             ):
-                span = _valid_international(candidate.group())
+                span = _valid_international(candidate.group(), state)
                 if span is not None:
                     add((candidate.start() + span[0], candidate.start() + span[1]))
         yield from sorted(found)
 
-    def _windows(self, text: str) -> Iterator[Span]:
-        if len(text) <= self.whole_text_limit:
-            yield 0, len(text)
-            return
-        pending: Span | None = None
+    def _cores(self, text: str) -> Iterator[tuple[int, int, int, bool]]:
+        """(start, end, number of digit runs, all international) of grouped digit runs."""
+        pending: list[Any] | None = None
         for match in _PHONE_CANDIDATE.finditer(text):
             digits = match.group().encode()
             if len(digits) - len(digits.translate(None, _DIGIT_BYTES)) < self.min_digits:
                 continue
-            start = max(0, match.start() - self.window_margin)
-            end = min(len(text), match.end() + self.window_margin)
-            if pending is not None and start <= pending[1]:
-                pending = (pending[0], end)
+            start, end = match.span()
+            international = match.group().startswith("+")
+            if (
+                pending is not None
+                and start - pending[1] <= 2 * self.window_margin
+                and end - pending[0] <= self.max_core
+            ):
+                pending[1], pending[2] = end, pending[2] + 1
+                pending[3] = pending[3] and international
                 continue
             if pending is not None:
-                yield pending
-            pending = (start, end)
+                yield pending[0], pending[1], pending[2], pending[3]
+            pending = [start, end, 1, international]
         if pending is not None:
-            yield pending
+            yield pending[0], pending[1], pending[2], pending[3]
 
 
-def _valid_international(candidate: str) -> Span | None:
+def _valid_international(candidate: str, state: ScanState) -> Span | None:
     """The longest prefix of `candidate` (whole digit groups) that is a valid number."""
     ends = [m.end() for m in re.finditer(r"[0-9](?![0-9])", candidate)]
     for end in reversed(ends):
+        state.spend(PHONE_PARSE_COST)
         try:
             number = phonenumbers.parse(candidate[:end], None)
         except phonenumbers.NumberParseException:
@@ -392,25 +429,21 @@ def _compile(pattern: str) -> re.Pattern[str]:
 
 EMAIL: Final = EmailDetector()
 PHONE: Final = PhoneDetector()
-IBAN: Final = GroupedNumberDetector(
-    category="iban",
-    pattern=_compile(r"(?<![A-Za-z0-9])[A-Z]{2}[0-9]{2}(?:[ \-]?[A-Z0-9]){11,30}(?![a-z0-9])"),
-    validate=_valid_iban,
-    priority=20,
-    min_digits=2,
-    min_length=15,
-    max_length=34,
-)
-PAYMENT_CARD: Final = GroupedNumberDetector(
+IBAN: Final = IbanDetector()
+PAYMENT_CARD: Final = PatternDetector(
     category="payment_card",
-    pattern=_compile(r"(?<![0-9])[0-9](?:[ \-]?[0-9]){12,24}(?![0-9])"),
+    # 13-19 digits written compact, in groups of four (16 or 19 digits), or 4-6-5 / 4-6-4
+    # (American Express, Diners); one separator kind per number. 12-digit Maestro numbers are
+    # rare and look like too many other things.
+    pattern=_compile(
+        r"(?<![0-9])(?:[0-9]{13,19}"
+        r"|[0-9]{4}([ \-])[0-9]{4}\1[0-9]{4}\1[0-9]{4}(?:\1[0-9]{3})?"
+        r"|[0-9]{4}([ \-])[0-9]{6}\2[0-9]{4,5})(?![0-9])"
+    ),
     validate=_valid_card,
     priority=70,
-    # 12-digit Maestro numbers exist but are rare; with look-alikes cut out of longer digit
-    # runs they cause more false findings than they catch.
     min_digits=13,
-    min_length=13,
-    max_length=19,
+    cost=1,
 )
 CN_RESIDENT_ID: Final = PatternDetector(
     category="cn_resident_id",

@@ -36,9 +36,20 @@ class Finding:
 
 @dataclass(frozen=True, slots=True)
 class Findings(Sequence[Finding]):
-    """The findings of one scan, in document order."""
+    """The findings of one scan, in document order.
+
+    `unscanned` lists the path where the scan's work budget ran out (the rest of the
+    document was not scanned either); a gateway should refuse such a request rather than
+    forward personal data it could not look for.
+    """
 
     items: tuple[Finding, ...] = ()
+    unscanned: tuple[str, ...] = ()
+
+    @property
+    def complete(self) -> bool:
+        """False when the work budget ran out before every string was scanned."""
+        return not self.unscanned
 
     @overload
     def __getitem__(self, index: int) -> Finding: ...
@@ -56,7 +67,7 @@ class Findings(Sequence[Finding]):
         return iter(self.items)
 
     def __add__(self, other: Findings) -> Findings:
-        return Findings(self.items + other.items)
+        return Findings(self.items + other.items, self.unscanned + other.unscanned)
 
     @property
     def categories(self) -> tuple[str, ...]:

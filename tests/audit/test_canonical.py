@@ -118,4 +118,6 @@ def test_strict_parser_rejects(data: bytes) -> None:
 
 
 def test_strict_parser_accepts_plain_json() -> None:
-    assert strict_loads(b'{"a":[1,"x",true,null,{"b":2.5}]}') == {"a": [1, "x", True, None, {"b": 2.5}]}
+    assert strict_loads(b'{"a":[1,"x",true,null,{"b":2.5}]}') == {
+        "a": [1, "x", True, None, {"b": 2.5}]
+    }

@@ -32,7 +32,9 @@ from .conftest import ORIGIN, LogBuilder, decision, run, segment_lines
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _append_unsigned_tail(builder: LogBuilder, count: int) -> tuple[Path, int]:
+def _append_unsigned_tail(
+    builder: LogBuilder, count: int, *, small: bool = False
+) -> tuple[Path, int]:
     """Simulate a crash after records were written but before their checkpoint:
     seal `count` records onto the last segment without signing a checkpoint."""
     meta = read_meta(builder.directory)
@@ -42,10 +44,15 @@ def _append_unsigned_tail(builder: LogBuilder, count: int) -> tuple[Path, int]:
     segment = builder.directory / "segments" / segment_name(recovered.segment_start)
     base = segment.stat().st_size if segment.exists() else 0
     lines = b"".join(
-        seal(state, decision(100 + i), builder.signer, "2026-03-01T13:00:00.000000Z",
-             sign_record=True).line
+        seal(
+            state,
+            {"type": "decision", "decision_id": f"t{i}"} if small else decision(100 + i),
+            builder.signer,
+            "2026-03-01T13:00:00.000000Z",
+            sign_record=not small,
+        ).line
         for i in range(count)
-    )  # fmt: skip
+    )
     with open(segment, "ab") as handle:
         handle.write(lines)
     return segment, base
@@ -56,18 +63,15 @@ def _max_checkpoint(directory: Path) -> int:
     return max(parse_checkpoint_text(parse_note(raw).text).size for _o, raw in notes)
 
 
-def test_truncation_at_every_byte_of_the_unsigned_tail_recovers_and_verifies(
+async def test_truncation_at_every_byte_of_the_unsigned_tail_recovers_and_verifies(
     builder: LogBuilder, keyring: Keyring, tmp_path: Path, no_fsync: None
 ) -> None:
-    async def build() -> None:
-        log = await builder.open(record_signatures=True)
-        for i in range(3):
-            await log.append(decision(i))
-        await log.close()
-
-    run(build())
+    log = await builder.open()
+    for i in range(3):
+        await log.append(decision(i))
+    await log.close()
     checkpointed = len(segment_lines(builder.directory))
-    segment, base = _append_unsigned_tail(builder, 2)
+    segment, base = _append_unsigned_tail(builder, 2, small=True)
     full = segment.read_bytes()
     tail = full[base:]
     line_ends = {i + 1 for i, byte in enumerate(tail) if byte == 0x0A}
@@ -81,12 +85,8 @@ def test_truncation_at_every_byte_of_the_unsigned_tail_recovers_and_verifies(
         with open(work / "segments" / segment.name, "r+b") as handle:
             handle.truncate(base + cut)
 
-        async def reopen() -> None:
-            log = await AuditLog.open(work, builder.signer, origin=ORIGIN,
-                                      options=builder.options())  # fmt: skip
-            await log.close()
-
-        run(reopen())
+        log = await AuditLog.open(work, builder.signer, origin=ORIGIN, options=builder.options())
+        await log.close()
         records = [orjson.loads(line)["r"] for line in segment_lines(work)]
         kept = sum(1 for end in line_ends if end <= cut)
         torn = cut not in line_ends and cut != 0

@@ -22,9 +22,9 @@ from gateway.audit import (
     KeyringEntry,
     RecordInvalid,
     Signer,
+    storage,
     verify_source,
 )
-from gateway.audit import storage
 from gateway.audit.chain import record_bytes_of_line
 from gateway.audit.merkle import leaf_hash, verify_inclusion
 from gateway.audit.note import parse_checkpoint_text, parse_note, split_notes
@@ -89,7 +89,10 @@ async def test_concurrent_appends_are_contiguous_and_receipts_prove_inclusion(
         cp = parse_checkpoint_text(parse_note(receipt.checkpoint).text)
         assert cp.size > receipt.seq
         verify_inclusion(
-            receipt.seq, cp.size, leaves[receipt.seq], inclusion_proof(receipt.seq, cp.size, tree),
+            receipt.seq,
+            cp.size,
+            leaves[receipt.seq],
+            inclusion_proof(receipt.seq, cp.size, tree),
             cp.root,
         )
     assert log.stats().batches_written < 40 * 30  # batching happened

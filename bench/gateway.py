@@ -1,0 +1,915 @@
+"""Side-by-side HTTP cost of the gateway: direct to the backend, a bare proxy, the full gateway.
+
+    python bench/gateway.py                  # about 2 to 3 minutes on 2 cores
+    python bench/gateway.py --profile        # also sample the gateway under load with py-spy
+    python bench/gateway.py --json out.json  # also write every number as JSON
+
+Needs `wrk` (`apt-get install -y wrk`); `--profile` needs py-spy (`pip install py-spy`).
+
+One run, one load generator (wrk, closed loop, `--latency`), three targets on loopback, each
+server in its own process:
+
+1. direct: a stub TF Serving backend (aiohttp; fixed predictions JSON, model status);
+2. bare: an aiohttp pass-through proxy in front of it (one ClientSession; no policy, no audit);
+3. gateway: `python -m gateway serve --config ...` in front of it with every shipped policy
+   pack, personal-data scanning and strict durable audit (fsync per group commit), a tenant
+   with a hashed API key, a licence for the model and a CIDR table mapping 127.0.0.0/8 to DE.
+
+The configuration, tenants file, signing key, audit log and request body are generated into a
+temporary directory (removed afterwards unless `--keep`). The body is a 28x28 float image plus
+a short note without personal data (about 7 KB).
+
+Measured: requests/s, p50 and p99 latency under load (wrk, interleaved rounds, median round),
+CPU microseconds per request of each server process (utime+stime from /proc/<pid>/stat), the
+gateway's RSS after 1,000 and after 10,000 requests, and the p50 latency at a moderate fixed
+rate (an open-loop Python client on raw keep-alive connections; latency from the write of the
+request to the last byte of the response). Bars (issue 5): gateway/bare throughput >= 0.8,
+p50 added over direct at the fixed rate <= 1.5 ms, RSS growth 1k->10k < 20%.
+
+Cores: with two or more cores the load generator, this script and the stub backend share the
+first allowed core and the proxy under test gets the second one to itself (`taskset -c`), so
+the proxies are measured on a whole core and the shared backend costs all targets alike.
+Other processes' CPU on each core during a run is shown as `other` (a noisy machine shows).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+# `python bench/gateway.py` puts bench/ first on sys.path, where this very file would shadow
+# the `gateway` package.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+LUA_SCRIPT = Path(__file__).resolve().with_suffix(".lua")
+MODEL = "bench-mnist"
+PREDICT_PATH = f"/v1/models/{MODEL}:predict"
+STATUS_PATH = f"/v1/models/{MODEL}"
+TENANT = "bench-eu"
+API_KEY = "jg-bench-key-not-a-secret"
+PURPOSE = "product_catalog_tagging"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+TARGETS = ("direct", "bare", "gateway")
+# What a TF Serving classifier answers: ten class scores, TF Serving's own layout.
+PREDICTIONS = (
+    b'{\n    "predictions": [[0.000112, 0.000231, 0.981204, 0.003311, 0.000052, 0.001874,'
+    b" 0.000093, 0.012455, 0.000611, 0.000057]\n    ]\n}"
+)
+MODEL_STATUS = (
+    b'{"model_version_status": [{"version": "1", "state": "AVAILABLE",'
+    b' "status": {"error_code": "OK", "error_message": ""}}]}'
+)
+
+
+# --------------------------------------------------------------------------- servers
+
+
+def serve_backend(port: int) -> None:
+    """The stub TF Serving backend: fixed predictions, model status, nothing else."""
+    from aiohttp import web
+
+    async def predict(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=PREDICTIONS, content_type="application/json")
+
+    async def status(request: web.Request) -> web.Response:
+        return web.Response(body=MODEL_STATUS, content_type="application/json")
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.router.add_post("/v1/models/{target}", predict)
+    app.router.add_get("/v1/models/{name}", status)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
+
+
+def serve_bare_proxy(port: int, upstream: str) -> None:
+    """A bare pass-through proxy: one ClientSession, no parsing, no policy, no audit."""
+    from collections.abc import AsyncIterator
+
+    import aiohttp
+    from aiohttp import web
+
+    session_key = web.AppKey("session", aiohttp.ClientSession)
+
+    async def session_ctx(app: web.Application) -> AsyncIterator[None]:
+        app[session_key] = aiohttp.ClientSession(
+            base_url=upstream, auto_decompress=False, connector=aiohttp.TCPConnector(limit=100)
+        )
+        yield
+        await app[session_key].close()
+
+    async def forward(request: web.Request) -> web.Response:
+        body = await request.read()
+        headers = {}
+        if request.content_type:
+            headers["Content-Type"] = request.headers.get("Content-Type", "")
+        async with request.app[session_key].request(
+            request.method, request.raw_path, data=body or None, headers=headers
+        ) as upstream_response:
+            payload = await upstream_response.read()
+            response = web.Response(status=upstream_response.status, body=payload)
+            content_type = upstream_response.headers.get("Content-Type")
+            if content_type:
+                response.headers["Content-Type"] = content_type
+            return response
+
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app.cleanup_ctx.append(session_ctx)
+    app.router.add_route("*", "/{tail:.*}", forward)
+    runner_kwargs: dict[str, Any] = {"auto_decompress": False}
+    web.run_app(
+        app, host="127.0.0.1", port=port, access_log=None, print=None, **runner_kwargs
+    )
+
+
+# --------------------------------------------------------------------------- set-up
+
+
+def request_body() -> bytes:
+    """A TF Serving row-format predict body: a 28x28 image and a note without personal data."""
+    rng = random.Random(7)
+    image = [[round(rng.random(), 5) for _ in range(28)] for _ in range(28)]
+    note = "catalogue item 4471: grey running shoe, left side view, studio light"
+    return json.dumps({"instances": [{"image": image, "note": note}]}).encode()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def write_gateway_files(work: Path, gateway_port: int, backend_port: int) -> Path:
+    """The gateway's configuration, tenants file and signing key; returns the config path."""
+    from gateway.audit import Signer
+    from gateway.audit.signing import write_private_key
+    from gateway.tenants import hash_api_key
+
+    (work / "keys").mkdir(parents=True, exist_ok=True)
+    write_private_key(work / "keys" / "signing-key.pem", Signer.generate("jurisgate-bench"))
+    tenants = {
+        "tenants": [
+            {
+                "id": TENANT,
+                "api_key_hashes": [hash_api_key(API_KEY)],
+                "established_in": "DE",
+                "registered_purposes": [PURPOSE],
+                "mask_pd_in_free_text": True,
+            }
+        ]
+    }
+    config = {
+        "version": 1,
+        "deployment": "jurisgate-bench",
+        "instance": "gw-bench",
+        "listen": {"host": "127.0.0.1", "port": gateway_port},
+        "admin": {"enabled": False},
+        "operator": {"name": "Bench operator", "established_in": "DE"},
+        # No watching: a policy edit elsewhere in the tree must not trigger a reload (a full
+        # recompile on the gateway's core) in the middle of a measurement.
+        "policies": {"paths": [str(REPO / "policies")], "watch": False},
+        "tenants": {"file": "tenants.yaml"},
+        "models": [
+            {"id": MODEL, "kind": "classifier", "output": "labels", "placed_on_market": "2025-03-01"}
+        ],
+        "licences": [
+            {
+                "id": "LIC-BENCH-MNIST",
+                "model": MODEL,
+                "licensee": TENANT,
+                "kind": "contract",
+                "commercial_use": "allowed",
+                "valid_from": "2025-01-01",
+                "valid_until": "2099-12-31",
+            }
+        ],
+        "backends": [
+            {
+                "id": "be-bench-de",
+                "region": "DE",
+                "url": f"http://127.0.0.1:{backend_port}",
+                "models": [MODEL],
+            }
+        ],
+        "routing": {"default_by_caller_region": {"EU": "be-bench-de", "other": "be-bench-de"}},
+        "network": {"geoip": {"entries": [{"cidr": "127.0.0.0/8", "region": "DE"}]}},
+        "audit": {
+            "directory": "audit",
+            "signing_key": "keys/signing-key.pem",
+            "durability": "strict",
+        },
+    }
+    # JSON is valid YAML 1.2 and leaves nothing to YAML 1.1 guessing (dates stay strings).
+    (work / "tenants.yaml").write_text(json.dumps(tenants, indent=2) + "\n", encoding="utf-8")
+    path = work / "jurisgate.yaml"
+    path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
+    return path
+
+
+@dataclass
+class Server:
+    name: str
+    port: int
+    process: subprocess.Popen[bytes]
+    command: list[str]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+
+def start_server(name: str, command: list[str], port: int, log: Path, core: int | None) -> Server:
+    pinned = ["taskset", "-c", str(core), *command] if core is not None else command
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            pinned, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent, env=env
+        )
+    return Server(name, port, process, pinned)
+
+
+def stop_server(server: Server, grace_s: float = 25.0) -> None:
+    if server.process.poll() is not None:
+        return
+    server.process.send_signal(signal.SIGTERM)
+    try:
+        server.process.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        server.process.kill()
+        server.process.wait(timeout=5)
+
+
+# --------------------------------------------------------------------------- /proc readings
+
+
+def cpu_ticks(pid: int) -> int:
+    """utime + stime of every thread of the process, in clock ticks."""
+    text = Path(f"/proc/{pid}/stat").read_text()
+    fields = text[text.rindex(")") + 2 :].split()
+    return int(fields[11]) + int(fields[12])
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def core_busy_ticks() -> dict[int, int]:
+    """Busy (non-idle, non-iowait) ticks per core from /proc/stat."""
+    busy: dict[int, int] = {}
+    for line in Path("/proc/stat").read_text().splitlines():
+        match = re.match(r"cpu(\d+) (.*)", line)
+        if match:
+            values = [int(v) for v in match.group(2).split()]
+            busy[int(match.group(1))] = sum(values[:8]) - values[3] - values[4]
+    return busy
+
+
+def self_and_children_ticks() -> tuple[float, float]:
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return (me.ru_utime + me.ru_stime) * CLK_TCK, (kids.ru_utime + kids.ru_stime) * CLK_TCK
+
+
+@dataclass
+class CpuWindow:
+    """CPU used by each of our processes and by everything else per core, over one run."""
+
+    ticks: dict[str, int] = field(default_factory=dict)
+    other_cores: dict[int, float] = field(default_factory=dict)
+    wall_s: float = 0.0
+
+
+@contextmanager
+def cpu_window(
+    servers: Sequence[Server], core_of: dict[str, int | None], client_core: int | None
+) -> Iterator[CpuWindow]:
+    window = CpuWindow()
+    before = {s.name: cpu_ticks(s.pid) for s in servers}
+    cores_before = core_busy_ticks()
+    me_before, kids_before = self_and_children_ticks()
+    started = time.perf_counter()
+    yield window
+    window.wall_s = time.perf_counter() - started
+    me_after, kids_after = self_and_children_ticks()
+    cores_after = core_busy_ticks()
+    for server in servers:
+        window.ticks[server.name] = cpu_ticks(server.pid) - before[server.name]
+    ours: Counter[int] = Counter()
+    for server in servers:
+        core = core_of.get(server.name)
+        if core is not None:
+            ours[core] += window.ticks[server.name]
+    if client_core is not None:
+        ours[client_core] += int((me_after - me_before) + (kids_after - kids_before))
+    for core, after in cores_after.items():
+        if core in core_of.values() or core == client_core:
+            other = after - cores_before.get(core, after) - ours[core]
+            window.other_cores[core] = max(0.0, other / CLK_TCK / max(window.wall_s, 1e-9))
+
+
+# --------------------------------------------------------------------------- wrk
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    duration_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us: dict[str, float]
+    other_cores: dict[int, float]
+
+    @property
+    def rps(self) -> float:
+        return self.requests / self.duration_s if self.duration_s else 0.0
+
+
+def wrk_command(
+    url: str, *, duration_s: float, connections: int, core: int | None, timeout_s: float = 5.0
+) -> list[str]:
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{max(1, round(duration_s))}s",
+        f"--timeout={timeout_s:g}s",
+        "--latency",
+        "-s",
+        str(LUA_SCRIPT),
+        url,
+    ]
+    return ["taskset", "-c", str(core), *command] if core is not None else command
+
+
+def run_wrk(
+    command: list[str], env: dict[str, str], limit: int | None, wall_cap_s: float
+) -> dict[str, Any]:
+    run_env = dict(env)
+    if limit is not None:
+        run_env["BENCH_LIMIT"] = str(limit)
+    done = subprocess.run(
+        command, env=run_env, capture_output=True, text=True, timeout=wall_cap_s, check=False
+    )
+    for line in done.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            parsed: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
+            return parsed
+    raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+
+
+def measured_wrk(
+    target: Server,
+    url: str,
+    servers: Sequence[Server],
+    core_of: dict[str, int | None],
+    client_core: int | None,
+    env: dict[str, str],
+    *,
+    duration_s: float,
+    connections: int,
+    limit: int | None = None,
+) -> WrkResult:
+    command = wrk_command(url, duration_s=duration_s, connections=connections, core=client_core)
+    with cpu_window(servers, core_of, client_core) as window:
+        raw = run_wrk(command, env, limit, wall_cap_s=duration_s + 30)
+    served = max(1, int(raw["requests"]))
+    errors = sum(
+        int(raw[k])
+        for k in ("connect_errors", "read_errors", "write_errors", "status_errors", "timeouts")
+    )
+    return WrkResult(
+        requests=int(raw["requests"]),
+        duration_s=raw["duration_us"] / 1e6,
+        p50_ms=raw["p50_us"] / 1000,
+        p99_ms=raw["p99_us"] / 1000,
+        errors=errors,
+        cpu_us={n: t * 1e6 / CLK_TCK / served for n, t in window.ticks.items()},
+        other_cores=window.other_cores,
+    )
+
+
+# --------------------------------------------------------------------------- open-loop client
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection on raw asyncio streams (cheap for the client core)."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, port: int) -> Connection:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        return cls(reader, writer)
+
+    def close(self) -> None:
+        self.writer.close()
+
+    async def exchange(self, message: bytes) -> tuple[int, dict[str, str], bytes]:
+        self.writer.write(message)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        status = int(lines[0].split(" ", 2)[1])
+        headers: dict[str, str] = {}
+        for line in lines[1:]:
+            if ":" in line:
+                name, value = line.split(":", 1)
+                headers[name.strip().lower()] = value.strip()
+        if "content-length" in headers:
+            body = await self.reader.readexactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding", "").lower() == "chunked":
+            parts: list[bytes] = []
+            for _ in range(1_000_000):
+                size = int((await self.reader.readuntil(b"\r\n")).split(b";")[0], 16)
+                chunk = await self.reader.readexactly(size + 2)
+                if size == 0:
+                    break
+                parts.append(chunk[:-2])
+            body = b"".join(parts)
+        else:
+            body = b""
+        return status, headers, body
+
+
+def http_message(method: str, path: str, port: int, body: bytes) -> bytes:
+    head = (
+        f"{method} {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"X-Api-Key: {API_KEY}\r\nX-Purpose: {PURPOSE}\r\n"
+    )
+    if method == "POST":
+        head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    return (head + "\r\n").encode() + body
+
+
+async def one_request(
+    port: int, method: str, path: str, body: bytes = b""
+) -> tuple[int, dict[str, str], bytes]:
+    conn = await Connection.open(port)
+    try:
+        return await asyncio.wait_for(conn.exchange(http_message(method, path, port, body)), 30)
+    finally:
+        conn.close()
+
+
+@dataclass
+class RateResult:
+    latencies_ms: list[float] = field(default_factory=list)
+    statuses: Counter[int] = field(default_factory=Counter)
+    waited_for_connection: int = 0
+    errors: int = 0
+
+    def percentile(self, q: float) -> float:
+        ordered = sorted(self.latencies_ms)
+        if not ordered:
+            return float("nan")
+        return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
+
+
+async def open_loop(
+    port: int, body: bytes, rate: float, count: int, result: RateResult, pool_size: int = 8
+) -> None:
+    """Send `count` predict requests at `rate` per second whatever the responses do."""
+    message = http_message("POST", PREDICT_PATH, port, body)
+    pool: asyncio.Queue[Connection] = asyncio.Queue()
+    for _ in range(pool_size):
+        pool.put_nowait(await Connection.open(port))
+
+    async def send() -> None:
+        if pool.empty():
+            result.waited_for_connection += 1
+        conn = await pool.get()
+        started = time.perf_counter()
+        try:
+            status, _, _ = await asyncio.wait_for(conn.exchange(message), 10)
+        except (OSError, asyncio.IncompleteReadError, TimeoutError, ValueError):
+            result.errors += 1
+            conn.close()
+            pool.put_nowait(await Connection.open(port))
+            return
+        result.latencies_ms.append((time.perf_counter() - started) * 1000)
+        result.statuses[status] += 1
+        pool.put_nowait(conn)
+
+    loop = asyncio.get_running_loop()
+    start = loop.time() + 0.05
+    tasks: list[asyncio.Task[None]] = []
+    for index in range(count):
+        delay = start + index / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(send()))
+    await asyncio.wait_for(asyncio.gather(*tasks), timeout=30)
+    while not pool.empty():
+        pool.get_nowait().close()
+
+
+# --------------------------------------------------------------------------- profiling
+
+
+def profile_gateway(
+    gateway: Server, wrk: list[str], env: dict[str, str], duration_s: float, out: Path, core: int | None
+) -> tuple[list[tuple[str, float]], list[tuple[str, float]], int] | None:
+    """Sample the gateway with py-spy while wrk loads it; top frames by self and total time."""
+    py_spy = shutil.which("py-spy")
+    if py_spy is None:
+        print("  py-spy not found: `pip install py-spy` to profile the gateway")
+        return None
+    command = [
+        py_spy, "record", "--pid", str(gateway.pid), "--duration", str(round(duration_s)),
+        "--rate", "200", "--format", "raw", "--nonblocking", "--output", str(out),
+    ]  # fmt: skip
+    if core is not None:
+        command = ["taskset", "-c", str(core), *command]
+    sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    time.sleep(1.0)
+    run_wrk(wrk, env, None, wall_cap_s=duration_s + 30)
+    try:
+        _, err = sampler.communicate(timeout=duration_s + 30)
+    except subprocess.TimeoutExpired:
+        sampler.kill()
+        _, err = sampler.communicate()
+    if not out.exists():
+        print(f"  py-spy failed: {err.decode(errors='replace').strip()[:400]}")
+        return None
+    self_samples: Counter[str] = Counter()
+    total_samples: Counter[str] = Counter()
+    samples = 0
+    for line in out.read_text(encoding="utf-8", errors="replace").splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_short_frame(f) for f in stack.split(";")]
+        frames = [f for f in frames if f]
+        if not frames:
+            continue
+        samples += count
+        self_samples[frames[-1]] += count
+        for function in {f.rsplit(":", 1)[0] for f in frames}:
+            total_samples[function] += count
+    top_self = [(name, n / samples * 100) for name, n in self_samples.most_common(25)]
+    top_total = [(name, n / samples * 100) for name, n in total_samples.most_common(40)]
+    return top_self, top_total, samples
+
+
+def _short_frame(frame: str) -> str:
+    """`func (path/to/file.py:123)` -> `func file.py:123`, repo files relative to the repo."""
+    match = re.match(r"(.*) \((.*):(\d+)\)$", frame.strip())
+    if not match:
+        return frame.strip()
+    function, path, line = match.groups()
+    if path.startswith(str(REPO) + "/"):
+        path = path[len(str(REPO)) + 1 :]
+    elif "site-packages/" in path:
+        path = path.split("site-packages/", 1)[1]
+    elif "/lib/python3" in path:
+        path = "stdlib/" + path.split("/lib/python3", 1)[1].split("/", 1)[1]
+    return f"{function} {path}:{line}"
+
+
+# --------------------------------------------------------------------------- main
+
+
+def pick_cores(pin: bool) -> tuple[int | None, int | None]:
+    allowed = sorted(os.sched_getaffinity(0))
+    if not pin or len(allowed) < 2:
+        return None, None
+    return allowed[0], allowed[1]
+
+
+def wait_ready(server: Server, deadline_s: float = 90.0) -> None:
+    give_up = time.monotonic() + deadline_s
+    while time.monotonic() < give_up:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{server.name} exited with {server.process.returncode}")
+        try:
+            status, _, _ = asyncio.run(one_request(server.port, "GET", STATUS_PATH))
+            if status == 200:
+                return
+        except OSError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"{server.name} not ready after {deadline_s:.0f} s")
+
+
+def audit_records(directory: Path) -> int:
+    from gateway.audit.storage import list_segments
+
+    return sum(
+        sum(1 for line in path.read_bytes().splitlines() if line.strip())
+        for _, path in list_segments(directory)
+    )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=6.0, help="seconds per wrk round")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved wrk rounds")
+    parser.add_argument("--connections", type=int, default=16, help="wrk connections")
+    parser.add_argument("--warmup", type=float, default=2.0, help="seconds of warm-up per target")
+    parser.add_argument("--rate", type=float, default=200.0, help="fixed rate, requests/s")
+    parser.add_argument("--rate-seconds", type=float, default=8.0, help="fixed-rate seconds")
+    parser.add_argument("--rss-first", type=int, default=1_000)
+    parser.add_argument("--rss-second", type=int, default=10_000)
+    parser.add_argument("--profile", action="store_true", help="py-spy the gateway under load")
+    parser.add_argument("--profile-seconds", type=float, default=8.0)
+    parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument("--role", choices=["backend", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--upstream", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+
+    if args.role == "backend":
+        serve_backend(args.port)
+        return 0
+    if args.role == "bare":
+        serve_bare_proxy(args.port, args.upstream)
+        return 0
+    if shutil.which("wrk") is None:
+        print("wrk not found: install it with `apt-get install -y wrk`", file=sys.stderr)
+        return 1
+    if not all(0 < n <= 1_000_000 for n in (args.rss_first, args.rss_second, args.rounds)):
+        parser.error("counts must be between 1 and 1,000,000")
+    return run(args)
+
+
+def run(args: argparse.Namespace) -> int:
+    client_core, server_core = pick_cores(not args.no_pin)
+    if client_core is not None:
+        os.sched_setaffinity(0, {client_core})
+    work = Path(tempfile.mkdtemp(prefix="jurisgate-bench-"))
+    body = request_body()
+    (work / "body.json").write_bytes(body)
+    ports = {name: free_port() for name in TARGETS}
+    config_path = write_gateway_files(work, ports["gateway"], ports["direct"])
+    upstream = f"http://127.0.0.1:{ports['direct']}"
+    me = [sys.executable, str(Path(__file__).resolve())]
+    core_of: dict[str, int | None] = {
+        "direct": client_core,
+        "bare": server_core,
+        "gateway": server_core,
+    }
+    commands = {
+        "direct": [*me, "--role", "backend", "--port", str(ports["direct"])],
+        "bare": [*me, "--role", "bare", "--port", str(ports["bare"]), "--upstream", upstream],
+        "gateway": [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
+    }
+    servers: dict[str, Server] = {}
+    results: dict[str, Any] = {"body_bytes": len(body), "work_dir": str(work)}
+    wrk_env = dict(
+        os.environ, BENCH_BODY=str(work / "body.json"), BENCH_API_KEY=API_KEY, BENCH_PURPOSE=PURPOSE
+    )
+    try:
+        for name in TARGETS:
+            servers[name] = start_server(
+                name, commands[name], ports[name], work / f"{name}.log", core_of[name]
+            )
+        for name in TARGETS:
+            wait_ready(servers[name])
+        url = {name: f"http://127.0.0.1:{ports[name]}{PREDICT_PATH}" for name in TARGETS}
+        everyone = list(servers.values())
+
+        print(f"jurisgate gateway bench: {len(body)} B predict body, work dir {work}")
+        if client_core is None:
+            print("cores: not pinned")
+        else:
+            print(
+                f"cores: wrk, this script and the stub backend on core {client_core}; "
+                f"the bare proxy and the gateway on core {server_core} (taskset -c)"
+            )
+        for name in TARGETS:
+            print(f"  {name:8s} pid {servers[name].pid:<7d} {' '.join(servers[name].command)}")
+
+        # Every target must answer the predict with 200 and the backend's exact bytes.
+        for name in TARGETS:
+            status, headers, answer = asyncio.run(
+                one_request(ports[name], "POST", PREDICT_PATH, body)
+            )
+            if status != 200 or answer != PREDICTIONS:
+                print(f"{name}: predict answered {status}: {answer[:600]!r}", file=sys.stderr)
+                return 1
+            if name == "gateway" and "x-decision-id" not in headers:
+                print("gateway: no X-Decision-Id on an allowed response", file=sys.stderr)
+                return 1
+        print("check: all three answer the predict with 200 and the backend's bytes")
+
+        # RSS on a fresh gateway: after the first N requests and after M in total.
+        gateway = servers["gateway"]
+        rss = {"start": rss_kib(gateway.pid)}
+        done = 1
+        for label, target_total in (("first", args.rss_first), ("second", args.rss_second)):
+            want = max(1, target_total - done)
+            raw = run_wrk(
+                wrk_command(url["gateway"], duration_s=60, connections=8, core=client_core),
+                wrk_env,
+                want,
+                wall_cap_s=90,
+            )
+            done += int(raw["requests"])
+            if raw["status_errors"]:
+                print(f"gateway: {raw['status_errors']} non-2xx during the RSS run", file=sys.stderr)
+                return 1
+            rss[label] = rss_kib(gateway.pid)
+            rss[f"{label}_requests"] = done
+        results["gateway_rss_kib"] = rss
+
+        # Warm-up, then interleaved rounds (the order rotates so no target always goes first).
+        for name in TARGETS:
+            run_wrk(
+                wrk_command(
+                    url[name], duration_s=args.warmup, connections=args.connections, core=client_core
+                ),
+                wrk_env,
+                None,
+                wall_cap_s=args.warmup + 30,
+            )
+        rounds: dict[str, list[WrkResult]] = {name: [] for name in TARGETS}
+        for index in range(args.rounds):
+            order = TARGETS[index % 3 :] + TARGETS[: index % 3]
+            for name in order:
+                result = measured_wrk(
+                    servers[name], url[name], everyone, core_of, client_core, wrk_env,
+                    duration_s=args.duration, connections=args.connections,
+                )  # fmt: skip
+                rounds[name].append(result)
+                print(
+                    f"  round {index + 1} {name:8s} {result.rps:8.0f} req/s  "
+                    f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+                    f"errors {result.errors}  other load "
+                    + " ".join(f"core{c}={v:.2f}" for c, v in sorted(result.other_cores.items()))
+                )
+        load = {name: median_round(rounds[name]) for name in TARGETS}
+        results["wrk"] = {name: [asdict(r) for r in rounds[name]] for name in TARGETS}
+
+        # The fixed moderate rate, in two interleaved halves per target.
+        per_half = max(1, int(args.rate * args.rate_seconds / 2))
+        rate_results = {name: RateResult() for name in TARGETS}
+        for _ in range(2):
+            for name in TARGETS:
+                asyncio.run(open_loop(ports[name], body, args.rate, per_half, rate_results[name]))
+        results["fixed_rate"] = {
+            name: {
+                "rate": args.rate,
+                "requests": len(r.latencies_ms),
+                "p50_ms": r.percentile(50),
+                "p90_ms": r.percentile(90),
+                "p99_ms": r.percentile(99),
+                "statuses": dict(r.statuses),
+                "errors": r.errors,
+                "waited_for_connection": r.waited_for_connection,
+            }
+            for name, r in rate_results.items()
+        }
+        rss["end"] = rss_kib(gateway.pid)
+        rss["bare_end"] = rss_kib(servers["bare"].pid)
+
+        profile = None
+        if args.profile:
+            print(f"profiling the gateway with py-spy for {args.profile_seconds:.0f} s under wrk")
+            profile = profile_gateway(
+                gateway,
+                wrk_command(
+                    url["gateway"], duration_s=args.profile_seconds,
+                    connections=args.connections, core=client_core,
+                ),
+                wrk_env,
+                args.profile_seconds,
+                work / "py-spy.txt",
+                client_core,
+            )  # fmt: skip
+    finally:
+        for server in reversed(list(servers.values())):
+            stop_server(server)
+
+    records = audit_records(work / "audit")
+    report(args, load, rate_results, rss, records, profile, wrk_command_text(args, client_core))
+    results["audit_records"] = records
+    results["summary"] = {name: asdict(r) for name, r in load.items()}
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
+    if args.keep:
+        print(f"kept {work}")
+    else:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def median_round(results: list[WrkResult]) -> WrkResult:
+    ordered = sorted(results, key=lambda r: r.rps)
+    return ordered[len(ordered) // 2]
+
+
+def wrk_command_text(args: argparse.Namespace, core: int | None) -> str:
+    text = " ".join(
+        wrk_command("URL", duration_s=args.duration, connections=args.connections, core=core)
+    )
+    return text.replace(str(LUA_SCRIPT), "bench/gateway.lua")
+
+
+def report(
+    args: argparse.Namespace,
+    load: dict[str, WrkResult],
+    rates: dict[str, RateResult],
+    rss: dict[str, int],
+    records: int,
+    profile: tuple[list[tuple[str, float]], list[tuple[str, float]], int] | None,
+    wrk_text: str,
+) -> None:
+    print()
+    print(f"load: {wrk_text}  (median of {args.rounds} interleaved rounds)")
+    print(
+        f"{'target':9s}{'req/s':>9s}{'x direct':>10s}{'p50 ms':>9s}{'p99 ms':>9s}"
+        f"{'proxy CPU us/req':>18s}{'backend CPU us/req':>20s}{'errors':>8s}"
+    )
+    direct_rps = load["direct"].rps
+    for name in TARGETS:
+        r = load[name]
+        proxy_cpu = "-" if name == "direct" else f"{r.cpu_us[name]:.0f}"
+        print(
+            f"{name:9s}{r.rps:9.0f}{r.rps / direct_rps:10.2f}{r.p50_ms:9.2f}{r.p99_ms:9.2f}"
+            f"{proxy_cpu:>18s}{r.cpu_us['direct']:20.0f}{r.errors:8d}"
+        )
+    print()
+    print(f"fixed rate: {args.rate:.0f} req/s open loop, {args.rate_seconds:.0f} s per target")
+    print(f"{'target':9s}{'n':>7s}{'p50 ms':>9s}{'p90 ms':>9s}{'p99 ms':>9s}{'p50 added':>11s}")
+    direct_p50 = rates["direct"].percentile(50)
+    for name in TARGETS:
+        r = rates[name]
+        added = "-" if name == "direct" else f"{r.percentile(50) - direct_p50:+.3f}"
+        late = f"  (waited for a connection: {r.waited_for_connection})" if r.waited_for_connection else ""
+        bad = sum(n for s, n in r.statuses.items() if s != 200) + r.errors
+        print(
+            f"{name:9s}{len(r.latencies_ms):7d}{r.percentile(50):9.3f}{r.percentile(90):9.3f}"
+            f"{r.percentile(99):9.3f}{added:>11s}{'  non-200/errors: ' + str(bad) if bad else ''}{late}"
+        )
+    print()
+    print(
+        f"gateway RSS: start {rss['start'] / 1024:.1f} MiB, after {rss['first_requests']} requests "
+        f"{rss['first'] / 1024:.1f} MiB, after {rss['second_requests']} {rss['second'] / 1024:.1f} MiB, "
+        f"at the end {rss['end'] / 1024:.1f} MiB (bare proxy at the end {rss['bare_end'] / 1024:.1f} MiB)"
+    )
+    print(f"audit records written by the gateway: {records}")
+    print()
+    throughput = load["gateway"].rps / load["bare"].rps
+    added_p50 = rates["gateway"].percentile(50) - direct_p50
+    growth = (rss["second"] - rss["first"]) / rss["first"] * 100
+    bars = [
+        ("gateway/bare throughput", f"{throughput:.2f}x", ">= 0.80x", throughput >= 0.8),
+        (
+            f"p50 added over direct at {args.rate:.0f} req/s",
+            f"{added_p50:.3f} ms",
+            "<= 1.500 ms",
+            added_p50 <= 1.5,
+        ),
+        ("gateway RSS growth 1k -> 10k", f"{growth:+.1f}%", "< 20%", growth < 20),
+    ]
+    print(f"{'bar':40s}{'measured':>12s}{'bar':>14s}  result")
+    for label, value, bar, ok in bars:
+        print(f"{label:40s}{value:>12s}{bar:>14s}  {'PASS' if ok else 'MISS'}")
+    print(
+        f"context: bare/direct {load['bare'].rps / direct_rps:.2f}x, "
+        f"gateway/direct {load['gateway'].rps / direct_rps:.2f}x, gateway CPU per request "
+        f"{load['gateway'].cpu_us['gateway'] / max(load['bare'].cpu_us['bare'], 1e-9):.2f}x the bare proxy's"
+    )
+    if profile is not None:
+        top_self, top_total, samples = profile
+        print()
+        print(f"gateway profile (py-spy, {samples} samples of busy threads)")
+        print("  self time (leaf frame):")
+        for name, share in top_self:
+            print(f"    {share:5.1f}%  {name}")
+        print("  total time (function on the stack):")
+        for name, share in top_total:
+            print(f"    {share:5.1f}%  {name}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,250 @@
+"""`jurisgate up`: the embedded default, end to end, in one command.
+
+Trains the CNN if no model exists, starts the embedded TF-Serving-compatible model server
+behind the gateway, and runs the gateway with the shipped policies, a demo tenant and a
+default tenant for keyless local callers, on the port TF Serving clients expect (8501).
+Everything it creates lives in the work directory (`./var/jurisgate` by default) and is
+reused on the next start: model, signing key, keyring, tenants, admin token, audit log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+DEMO_TENANT = "demo"
+LOCAL_TENANT = "local-dev"
+DEMO_PURPOSE = "document_classification"
+
+
+def register(subparsers: Any) -> None:
+    """Add the `up` command."""
+    parser = subparsers.add_parser(
+        "up",
+        help="train if needed, start the model server and the gateway (the embedded default)",
+        description="Run the whole product locally: embedded model server behind the gateway.",
+    )
+    parser.add_argument("--workdir", type=Path, default=Path("var/jurisgate"))
+    parser.add_argument("--policies", type=Path, default=None, help="policy directory")
+    parser.add_argument("--host", default="127.0.0.1", help="gateway listen address")
+    parser.add_argument("--port", type=int, default=8501, help="gateway port (TF Serving REST)")
+    parser.add_argument("--admin-port", type=int, default=8601)
+    parser.add_argument("--backend-port", type=int, default=8511, help="model server REST port")
+    parser.add_argument("--backend-grpc-port", type=int, default=8510)
+    parser.add_argument("--epochs", type=int, default=None, help="training epochs (first run)")
+    parser.set_defaults(func=run)
+
+
+def _shipped_policies() -> Path | None:
+    candidate = Path(__file__).resolve().parents[2] / "policies"
+    return candidate if (candidate / "vocabulary.yaml").exists() else None
+
+
+def _say(text: str) -> None:
+    print(f"jurisgate up: {text}", flush=True)
+
+
+def _write_secret(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(value + "\n")
+
+
+def _model_card(model_base: Path) -> dict[str, Any]:
+    versions = sorted(
+        (p for p in (model_base / "mnist").glob("*") if p.is_dir() and p.name.isdigit()),
+        key=lambda p: int(p.name),
+    )
+    for version in reversed(versions):
+        for name in ("model_card.json", "model-card.json"):
+            for card in (version / name, version.parent / f"{version.name}.{name}"):
+                if card.exists():
+                    data: dict[str, Any] = json.loads(card.read_text())
+                    return data
+    return {}
+
+
+def _has_model(model_base: Path) -> bool:
+    return any(
+        p.is_dir() and p.name.isdigit() and (p / "saved_model.pb").exists()
+        for p in (model_base / "mnist").glob("*")
+    )
+
+
+def _prepare(args: argparse.Namespace, policies: Path) -> tuple[Path, str]:
+    """Create what is missing in the work directory; return the config path and demo key."""
+    from gateway.cli import main as cli_main
+    from gateway.tenants import generate_api_key, hash_api_key
+
+    work = args.workdir.resolve()
+    (work / "keys").mkdir(parents=True, exist_ok=True)
+    key_file = work / "keys" / "audit-signing-key.pem"
+    if not key_file.exists():
+        code = cli_main(
+            ["keys", "generate", "--out", str(key_file), "--name", "jurisgate.local",
+             "--keyring", str(work / "keys" / "trusted-keys.json")]
+        )  # fmt: skip
+        if code != 0:
+            raise SystemExit(code)
+    token_file = work / "admin-token"
+    if not token_file.exists():
+        _write_secret(token_file, secrets.token_urlsafe(24))
+    demo_key_file = work / "demo-api-key"
+    if not demo_key_file.exists():
+        _write_secret(demo_key_file, generate_api_key())
+    demo_key = demo_key_file.read_text().strip()
+    tenants = work / "tenants.yaml"
+    if not tenants.exists():
+        tenants.write_text(
+            "# Tenants of the local demo. Add one with: jurisgate tenants add --file "
+            f"{tenants} --id NAME\n"
+            "tenants:\n"
+            f"  - id: {DEMO_TENANT}\n"
+            f'    api_key_hashes: ["{hash_api_key(demo_key)}"]\n'
+            "    established_in: DE\n"
+            f"    registered_purposes: [{DEMO_PURPOSE}]\n"
+            "    mask_pd_in_free_text: true\n"
+            f"  - id: {LOCAL_TENANT}\n"
+            "    established_in: DE\n"
+            f"    registered_purposes: [{DEMO_PURPOSE}]\n"
+            "    mask_pd_in_free_text: true\n"
+        )
+    card = _model_card(work / "models")
+    licence_id = str(card.get("licence") or card.get("license") or "Apache-2.0")
+    if isinstance(card.get("licence"), dict):
+        licence_id = str(card["licence"].get("spdx") or card["licence"].get("id"))
+    config = work / "jurisgate.yaml"
+    if config.exists():
+        return config, demo_key
+    config.write_text(
+        f"""# Written by `jurisgate up`; edit freely, it is rewritten only when deleted.
+# Every key is documented in docs/configuration.md.
+version: 1
+deployment: jurisgate.local
+instance: up
+listen: {{host: "{args.host}", port: {args.port}}}
+admin: {{enabled: true, host: 127.0.0.1, port: {args.admin_port}, token: {{file: admin-token}}}}
+operator:
+  name: Jurisgate demo operator
+  established_in: DE
+  blocking_entity_uri: "http://127.0.0.1:{args.port}/legal/blocking-entity"
+policies: {{paths: ["{policies}"], watch: true}}
+tenants: {{file: tenants.yaml, default_tenant: {LOCAL_TENANT}}}
+models:
+  - {{id: mnist, kind: classifier, output: labels, placed_on_market: "2026-01-01"}}
+licences:
+  - {{id: LIC-MNIST-DEMO, model: mnist, licensee: "*", kind: public, spdx: "{licence_id}",
+     commercial_use: allowed, valid_from: "2025-01-01"}}
+backends:
+  - {{id: local, url: "http://127.0.0.1:{args.backend_port}", region: DE, models: [mnist]}}
+routing: {{default_by_caller_region: {{other: local}}}}
+network:
+  geoip:
+    entries:
+      - {{cidr: 127.0.0.0/8, region: DE}}
+      - {{cidr: "::1/128", region: DE}}
+audit:
+  directory: audit
+  signing_key: keys/audit-signing-key.pem
+"""
+    )
+    return config, demo_key
+
+
+def _wait_for_model(url: str, process: subprocess.Popen[bytes], deadline_s: float) -> None:
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        if process.poll() is not None:
+            raise SystemExit(f"jurisgate up: the model server exited with {process.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if b"AVAILABLE" in resp.read():
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.2)
+    raise SystemExit(f"jurisgate up: the model server did not become ready at {url}")
+
+
+def _banner(args: argparse.Namespace, demo_key: str, work: Path) -> None:
+    base = f"http://{args.host}:{args.port}/v1/models/mnist"
+    example = Path(__file__).resolve().parents[2] / "examples"
+    digit = example / "digit.json" if (example / "digit.json").exists() else "digit.json"
+    print(
+        f"""
+Jurisgate is up: TF Serving clients use {base} unchanged.
+  model server (embedded TF Serving)  http://127.0.0.1:{args.backend_port}  (behind the gateway)
+  admin (token in {work / "admin-token"})  http://127.0.0.1:{args.admin_port}/metrics
+  audit log  {work / "audit"}   trusted keys  {work / "keys" / "trusted-keys.json"}
+
+Try it (the shipped policies decide):
+  allowed, relayed unchanged:
+    curl -s {base}:predict -H 'X-Purpose: {DEMO_PURPOSE}' -d @{digit}
+  refused with 451 (an untrusted region claim can only make a decision stricter: sanctions):
+    curl -s {base}:predict -H 'X-Purpose: {DEMO_PURPOSE}' -H 'X-Geo-Country: IR' -d @{digit}
+  as the demo tenant (API key in {work / "demo-api-key"}):
+    curl -s {base}:predict -H 'X-Api-Key: {demo_key[:6]}...' -H 'X-Purpose: {DEMO_PURPOSE}' \\
+      -d @{digit}
+Ctrl-C stops both.""",
+        flush=True,
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Start everything; return when interrupted."""
+    from gateway.app import run_gateway
+    from gateway.logs import configure_logging
+
+    configure_logging("WARNING")
+    policies = (args.policies or _shipped_policies() or Path("policies")).resolve()
+    if not (policies / "vocabulary.yaml").exists():
+        print(
+            f"jurisgate up: --policies `{policies}` holds no vocabulary.yaml\n"
+            "  help: run from a checkout, or point --policies at a policy directory",
+            file=sys.stderr,
+        )
+        return 2
+    work = args.workdir.resolve()
+    model_base = work / "models"
+    if not _has_model(model_base):
+        _say(f"no model in {model_base}: training the CNN (first run only)")
+        train = [sys.executable, "-m", "model_server", "train", "--model-base", str(model_base)]
+        if args.epochs:
+            train += ["--epochs", str(args.epochs)]
+        if subprocess.run(train, check=False).returncode != 0:
+            _say("training failed")
+            return 1
+    config, demo_key = _prepare(args, policies)
+    _say(f"starting the model server on 127.0.0.1:{args.backend_port}")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "model_server", "serve", "--model-base", str(model_base),
+         "--host", "127.0.0.1", "--rest-port", str(args.backend_port),
+         "--grpc-port", str(args.backend_grpc_port)],
+        stdout=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for_model(f"http://127.0.0.1:{args.backend_port}/v1/models/mnist", server, 180)
+
+        def ready(url: str) -> None:
+            _banner(args, demo_key, work)
+
+        return asyncio.run(run_gateway(config, ready=ready))
+    finally:
+        if server.poll() is None:
+            server.send_signal(signal.SIGTERM)
+            try:
+                server.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                server.kill()
+        _say("stopped")
