@@ -25,7 +25,11 @@ if limit then
   local seen = 0
   function response(status, headers, body)
     seen = seen + 1
-    if seen >= limit then
+    if seen == limit then
+      -- wrk's main thread sleeps out the whole -d duration even when every thread has
+      -- stopped; the marker tells bench/gateway.py to end it early with SIGINT.
+      io.write("BENCH_LIMIT_REACHED\n")
+      io.flush()
       wrk.thread:stop()
     end
   end

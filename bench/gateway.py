@@ -44,10 +44,10 @@ import resource
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator, Sequence
@@ -137,9 +137,7 @@ def serve_bare_proxy(port: int, upstream: str) -> None:
     app.cleanup_ctx.append(session_ctx)
     app.router.add_route("*", "/{tail:.*}", forward)
     runner_kwargs: dict[str, Any] = {"auto_decompress": False}
-    web.run_app(
-        app, host="127.0.0.1", port=port, access_log=None, print=None, **runner_kwargs
-    )
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, **runner_kwargs)
 
 
 # --------------------------------------------------------------------------- set-up
@@ -190,7 +188,12 @@ def write_gateway_files(work: Path, gateway_port: int, backend_port: int) -> Pat
         "policies": {"paths": [str(REPO / "policies")], "watch": False},
         "tenants": {"file": "tenants.yaml"},
         "models": [
-            {"id": MODEL, "kind": "classifier", "output": "labels", "placed_on_market": "2025-03-01"}
+            {
+                "id": MODEL,
+                "kind": "classifier",
+                "output": "labels",
+                "placed_on_market": "2025-03-01",
+            }
         ],
         "licences": [
             {
@@ -238,9 +241,16 @@ class Server:
         return self.process.pid
 
 
-def start_server(name: str, command: list[str], port: int, log: Path, core: int | None) -> Server:
+def start_server(
+    name: str,
+    command: list[str],
+    port: int,
+    log: Path,
+    core: int | None,
+    extra_env: dict[str, str] | None = None,
+) -> Server:
     pinned = ["taskset", "-c", str(core), *command] if core is not None else command
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     with log.open("wb") as out:
         process = subprocess.Popen(
@@ -294,12 +304,33 @@ def self_and_children_ticks() -> tuple[float, float]:
     return (me.ru_utime + me.ru_stime) * CLK_TCK, (kids.ru_utime + kids.ru_stime) * CLK_TCK
 
 
+def all_process_ticks() -> dict[int, tuple[str, int]]:
+    """(command name, utime+stime) of every process, kernel threads included."""
+    found: dict[int, tuple[str, int]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        close = text.rindex(")")
+        fields = text[close + 2 :].split()
+        found[int(entry.name)] = (
+            text[text.index("(") + 1 : close],
+            int(fields[11]) + int(fields[12]),
+        )
+    return found
+
+
 @dataclass
 class CpuWindow:
     """CPU used by each of our processes and by everything else per core, over one run."""
 
     ticks: dict[str, int] = field(default_factory=dict)
     other_cores: dict[int, float] = field(default_factory=dict)
+    # The busiest processes that are not ours (a noisy neighbour shows here), in cores.
+    other_processes: list[tuple[str, float]] = field(default_factory=list)
     wall_s: float = 0.0
 
 
@@ -309,6 +340,7 @@ def cpu_window(
 ) -> Iterator[CpuWindow]:
     window = CpuWindow()
     before = {s.name: cpu_ticks(s.pid) for s in servers}
+    processes_before = all_process_ticks()
     cores_before = core_busy_ticks()
     me_before, kids_before = self_and_children_ticks()
     started = time.perf_counter()
@@ -316,18 +348,26 @@ def cpu_window(
     window.wall_s = time.perf_counter() - started
     me_after, kids_after = self_and_children_ticks()
     cores_after = core_busy_ticks()
+    processes_after = all_process_ticks()
     for server in servers:
         window.ticks[server.name] = cpu_ticks(server.pid) - before[server.name]
-    ours: Counter[int] = Counter()
+    ours = {s.pid for s in servers} | {os.getpid()}
+    others = [
+        (f"{name}[{pid}]", (ticks - processes_before[pid][1]) / CLK_TCK / max(window.wall_s, 1e-9))
+        for pid, (name, ticks) in processes_after.items()
+        if pid in processes_before and pid not in ours
+    ]
+    window.other_processes = sorted((o for o in others if o[1] >= 0.05), key=lambda o: -o[1])[:3]
+    per_core: Counter[int] = Counter()
     for server in servers:
         core = core_of.get(server.name)
         if core is not None:
-            ours[core] += window.ticks[server.name]
+            per_core[core] += window.ticks[server.name]
     if client_core is not None:
-        ours[client_core] += int((me_after - me_before) + (kids_after - kids_before))
+        per_core[client_core] += int((me_after - me_before) + (kids_after - kids_before))
     for core, after in cores_after.items():
         if core in core_of.values() or core == client_core:
-            other = after - cores_before.get(core, after) - ours[core]
+            other = after - cores_before.get(core, after) - per_core[core]
             window.other_cores[core] = max(0.0, other / CLK_TCK / max(window.wall_s, 1e-9))
 
 
@@ -342,7 +382,9 @@ class WrkResult:
     p99_ms: float
     errors: int
     cpu_us: dict[str, float]
+    busy: dict[str, float]
     other_cores: dict[int, float]
+    other_processes: list[tuple[str, float]]
 
     @property
     def rps(self) -> float:
@@ -372,18 +414,32 @@ def run_wrk(
     run_env = dict(env)
     if limit is not None:
         run_env["BENCH_LIMIT"] = str(limit)
-    done = subprocess.run(
-        command, env=run_env, capture_output=True, text=True, timeout=wall_cap_s, check=False
-    )
-    for line in done.stdout.splitlines():
+    lines: list[str] = []
+    with subprocess.Popen(
+        command, env=run_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    ) as wrk:
+        # The stdout loop ends when wrk exits: by its -d duration, early by SIGINT once the
+        # counted requests are done, or by this kill at the wall-clock cap.
+        cap = threading.Timer(wall_cap_s, wrk.kill)
+        cap.start()
+        try:
+            assert wrk.stdout is not None and wrk.stderr is not None
+            for line in wrk.stdout:
+                lines.append(line)
+                if line.startswith("BENCH_LIMIT_REACHED"):
+                    wrk.send_signal(signal.SIGINT)
+            errors = wrk.stderr.read()
+            wrk.wait()
+        finally:
+            cap.cancel()
+    for line in lines:
         if line.startswith("BENCH_JSON "):
             parsed: dict[str, Any] = json.loads(line.removeprefix("BENCH_JSON "))
             return parsed
-    raise RuntimeError(f"wrk failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+    raise RuntimeError(f"wrk failed ({wrk.returncode}):\n{''.join(lines)}\n{errors}")
 
 
 def measured_wrk(
-    target: Server,
     url: str,
     servers: Sequence[Server],
     core_of: dict[str, int | None],
@@ -409,7 +465,9 @@ def measured_wrk(
         p99_ms=raw["p99_us"] / 1000,
         errors=errors,
         cpu_us={n: t * 1e6 / CLK_TCK / served for n, t in window.ticks.items()},
+        busy={n: t / CLK_TCK / max(window.wall_s, 1e-9) for n, t in window.ticks.items()},
         other_cores=window.other_cores,
+        other_processes=window.other_processes,
     )
 
 
@@ -532,17 +590,42 @@ async def open_loop(
 # --------------------------------------------------------------------------- profiling
 
 
+@dataclass
+class Profile:
+    """py-spy samples of the gateway under load, split by thread."""
+
+    samples: int
+    thread_samples: dict[str, int]
+    loop_self: list[tuple[str, float]]
+    loop_total: list[tuple[str, float]]
+    loop_areas: list[tuple[str, float]]
+    other_self: list[tuple[str, float]]
+
+
+# Frames every event-loop stack has; they say nothing about where the time goes.
+_PLUMBING = re.compile(
+    r"^(<module>|_run_module_as_main|_run_code|main|run|Runner\.run|"
+    r"BaseEventLoop\.(run_forever|run_until_complete|_run_once)|Handle\._run) "
+)
+
+
 def profile_gateway(
-    gateway: Server, wrk: list[str], env: dict[str, str], duration_s: float, out: Path, core: int | None
-) -> tuple[list[tuple[str, float]], list[tuple[str, float]], int] | None:
-    """Sample the gateway with py-spy while wrk loads it; top frames by self and total time."""
+    gateway: Server,
+    wrk: list[str],
+    env: dict[str, str],
+    duration_s: float,
+    out: Path,
+    core: int | None,
+) -> Profile | None:
+    """Sample the gateway with py-spy while wrk loads it: the event loop's hot spots by self
+    time (file:line) and by time on the stack (function), and the other threads' by self."""
     py_spy = shutil.which("py-spy")
     if py_spy is None:
         print("  py-spy not found: `pip install py-spy` to profile the gateway")
         return None
     command = [
         py_spy, "record", "--pid", str(gateway.pid), "--duration", str(round(duration_s)),
-        "--rate", "200", "--format", "raw", "--nonblocking", "--output", str(out),
+        "--rate", "250", "--format", "raw", "--threads", "--nonblocking", "--output", str(out),
     ]  # fmt: skip
     if core is not None:
         command = ["taskset", "-c", str(core), *command]
@@ -557,25 +640,50 @@ def profile_gateway(
     if not out.exists():
         print(f"  py-spy failed: {err.decode(errors='replace').strip()[:400]}")
         return None
-    self_samples: Counter[str] = Counter()
-    total_samples: Counter[str] = Counter()
-    samples = 0
+    loop_self: Counter[str] = Counter()
+    loop_total: Counter[str] = Counter()
+    other_self: Counter[str] = Counter()
+    loop_areas: Counter[str] = Counter()
+    threads: Counter[str] = Counter()
     for line in out.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
         count = int(count_text)
-        frames = [_short_frame(f) for f in stack.split(";")]
-        frames = [f for f in frames if f]
+        thread, *raw_frames = stack.split(";")
+        frames = [_short_frame(f) for f in raw_frames if f.strip()]
         if not frames:
             continue
-        samples += count
-        self_samples[frames[-1]] += count
-        for function in {f.rsplit(":", 1)[0] for f in frames}:
-            total_samples[function] += count
-    top_self = [(name, n / samples * 100) for name, n in self_samples.most_common(25)]
-    top_total = [(name, n / samples * 100) for name, n in total_samples.most_common(40)]
-    return top_self, top_total, samples
+        is_loop = "MainThread" in thread
+        threads["event loop (MainThread)" if is_loop else "other threads"] += count
+        if is_loop:
+            loop_self[frames[-1]] += count
+            loop_areas[_area(frames[-1])] += count
+            for function in {f.rsplit(":", 1)[0] for f in frames if not _PLUMBING.match(f)}:
+                loop_total[function] += count
+        else:
+            other_self[frames[-1]] += count
+    samples = sum(threads.values())
+    loop = max(1, threads["event loop (MainThread)"])
+    other = max(1, threads["other threads"])
+    return Profile(
+        samples=samples,
+        thread_samples=dict(threads),
+        loop_self=[(n, c / loop * 100) for n, c in loop_self.most_common(25)],
+        loop_total=[(n, c / loop * 100) for n, c in loop_total.most_common(30)],
+        loop_areas=[(n, c / loop * 100) for n, c in loop_areas.most_common(14)],
+        other_self=[(n, c / other * 100) for n, c in other_self.most_common(6)],
+    )
+
+
+def _area(frame: str) -> str:
+    """The module (gateway) or package (libraries) a shortened frame belongs to."""
+    path = frame.rsplit(" ", 1)[-1].rsplit(":", 1)[0]
+    if path.startswith("gateway/"):
+        return path
+    if path.startswith("stdlib/"):
+        return "stdlib " + path.removeprefix("stdlib/").split("/", 1)[0]
+    return path.split("/", 1)[0]
 
 
 def _short_frame(frame: str) -> str:
@@ -639,6 +747,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--rss-second", type=int, default=10_000)
     parser.add_argument("--profile", action="store_true", help="py-spy the gateway under load")
     parser.add_argument("--profile-seconds", type=float, default=8.0)
+    parser.add_argument(
+        "--diagnose",
+        action="store_true",
+        help="also run gateway variants with audit settings changed",
+    )
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
@@ -661,6 +774,74 @@ def main(argv: Sequence[str] | None = None) -> int:
     return run(args)
 
 
+# Gateway variants for --diagnose: the same config with audit settings changed by environment
+# overrides, to split the gateway's cost between the audit's waiting and everything else.
+VARIANTS = (
+    (
+        "gw-no-delay",
+        "audit group_commit_max_delay_ms=0",
+        {"JURISGATE__AUDIT__GROUP_COMMIT_MAX_DELAY_MS": "0"},
+    ),
+    (
+        "gw-relaxed",
+        "audit relaxed (no fsync), delay 0",
+        {
+            "JURISGATE__AUDIT__DURABILITY": "relaxed",
+            "JURISGATE__AUDIT__GROUP_COMMIT_MAX_DELAY_MS": "0",
+        },
+    ),
+)
+
+
+@dataclass
+class Rig:
+    """The running processes and how to load them."""
+
+    work: Path
+    body: bytes
+    client_core: int | None
+    server_core: int | None
+    wrk_env: dict[str, str]
+    servers: dict[str, Server] = field(default_factory=dict)
+    core_of: dict[str, int | None] = field(default_factory=dict)
+
+    def url(self, name: str) -> str:
+        return f"http://127.0.0.1:{self.servers[name].port}{PREDICT_PATH}"
+
+    def start(self, name: str, command: list[str], port: int, core: int | None, **env: str) -> None:
+        self.servers[name] = start_server(name, command, port, self.work / f"{name}.log", core, env)
+        self.core_of[name] = core
+
+    def stop(self, name: str) -> None:
+        stop_server(self.servers.pop(name))
+        self.core_of.pop(name, None)
+
+    def check(self, name: str) -> None:
+        """The predict must come back 200 with the backend's exact bytes (and a decision id)."""
+        status, headers, answer = asyncio.run(
+            one_request(self.servers[name].port, "POST", PREDICT_PATH, self.body)
+        )
+        if status != 200 or answer != PREDICTIONS:
+            raise RuntimeError(f"{name}: predict answered {status}: {answer[:600]!r}")
+        if name.startswith("gw") and "x-decision-id" not in headers:
+            raise RuntimeError(f"{name}: no X-Decision-Id on an allowed response")
+
+    def wrk(self, name: str, duration_s: float, connections: int) -> WrkResult:
+        return measured_wrk(
+            self.url(name), list(self.servers.values()), self.core_of, self.client_core,
+            self.wrk_env, duration_s=duration_s, connections=connections,
+        )  # fmt: skip
+
+    def warm(self, name: str, duration_s: float, connections: int) -> None:
+        command = wrk_command(
+            self.url(name), duration_s=duration_s, connections=connections, core=self.client_core
+        )
+        run_wrk(command, self.wrk_env, None, wall_cap_s=duration_s + 30)
+
+    def fixed_rate(self, name: str, rate: float, count: int, into: RateResult) -> None:
+        asyncio.run(open_loop(self.servers[name].port, self.body, rate, count, into))
+
+
 def run(args: argparse.Namespace) -> int:
     client_core, server_core = pick_cores(not args.no_pin)
     if client_core is not None:
@@ -672,30 +853,23 @@ def run(args: argparse.Namespace) -> int:
     config_path = write_gateway_files(work, ports["gateway"], ports["direct"])
     upstream = f"http://127.0.0.1:{ports['direct']}"
     me = [sys.executable, str(Path(__file__).resolve())]
-    core_of: dict[str, int | None] = {
-        "direct": client_core,
-        "bare": server_core,
-        "gateway": server_core,
-    }
-    commands = {
-        "direct": [*me, "--role", "backend", "--port", str(ports["direct"])],
-        "bare": [*me, "--role", "bare", "--port", str(ports["bare"]), "--upstream", upstream],
-        "gateway": [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
-    }
-    servers: dict[str, Server] = {}
-    results: dict[str, Any] = {"body_bytes": len(body), "work_dir": str(work)}
+    gateway_command = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)]
     wrk_env = dict(
         os.environ, BENCH_BODY=str(work / "body.json"), BENCH_API_KEY=API_KEY, BENCH_PURPOSE=PURPOSE
     )
+    rig = Rig(work, body, client_core, server_core, wrk_env)
+    results: dict[str, Any] = {"body_bytes": len(body)}
+    profile: Profile | None = None
+    diagnosis: list[tuple[str, str, WrkResult, float]] = []
     try:
+        rig.start("direct", [*me, "--role", "backend", "--port", str(ports["direct"])],
+                  ports["direct"], client_core)  # fmt: skip
+        rig.start("bare", [*me, "--role", "bare", "--port", str(ports["bare"]), "--upstream",
+                  upstream], ports["bare"], server_core)  # fmt: skip
+        rig.start("gateway", gateway_command, ports["gateway"], server_core)
         for name in TARGETS:
-            servers[name] = start_server(
-                name, commands[name], ports[name], work / f"{name}.log", core_of[name]
-            )
-        for name in TARGETS:
-            wait_ready(servers[name])
-        url = {name: f"http://127.0.0.1:{ports[name]}{PREDICT_PATH}" for name in TARGETS}
-        everyone = list(servers.values())
+            wait_ready(rig.servers[name])
+            rig.check(name)
 
         print(f"jurisgate gateway bench: {len(body)} B predict body, work dir {work}")
         if client_core is None:
@@ -706,120 +880,140 @@ def run(args: argparse.Namespace) -> int:
                 f"the bare proxy and the gateway on core {server_core} (taskset -c)"
             )
         for name in TARGETS:
-            print(f"  {name:8s} pid {servers[name].pid:<7d} {' '.join(servers[name].command)}")
+            server = rig.servers[name]
+            print(f"  {name:8s} pid {server.pid:<7d} {' '.join(server.command)}")
+        progress("check: all three answer the predict with 200 and the backend's exact bytes")
 
-        # Every target must answer the predict with 200 and the backend's exact bytes.
-        for name in TARGETS:
-            status, headers, answer = asyncio.run(
-                one_request(ports[name], "POST", PREDICT_PATH, body)
-            )
-            if status != 200 or answer != PREDICTIONS:
-                print(f"{name}: predict answered {status}: {answer[:600]!r}", file=sys.stderr)
-                return 1
-            if name == "gateway" and "x-decision-id" not in headers:
-                print("gateway: no X-Decision-Id on an allowed response", file=sys.stderr)
-                return 1
-        print("check: all three answer the predict with 200 and the backend's bytes")
-
-        # RSS on a fresh gateway: after the first N requests and after M in total.
-        gateway = servers["gateway"]
-        rss = {"start": rss_kib(gateway.pid)}
+        # RSS of a fresh gateway after the first N requests and after M in total.
+        gateway = rig.servers["gateway"]
+        rss: dict[str, int] = {"start": rss_kib(gateway.pid)}
         done = 1
         for label, target_total in (("first", args.rss_first), ("second", args.rss_second)):
-            want = max(1, target_total - done)
-            raw = run_wrk(
-                wrk_command(url["gateway"], duration_s=60, connections=8, core=client_core),
-                wrk_env,
-                want,
-                wall_cap_s=90,
+            command = wrk_command(
+                rig.url("gateway"), duration_s=60, connections=8, core=client_core
             )
+            raw = run_wrk(command, wrk_env, max(1, target_total - done), wall_cap_s=90)
             done += int(raw["requests"])
-            if raw["status_errors"]:
-                print(f"gateway: {raw['status_errors']} non-2xx during the RSS run", file=sys.stderr)
-                return 1
+            if raw["status_errors"] or raw["timeouts"]:
+                raise RuntimeError(f"gateway: errors during the RSS run: {raw}")
             rss[label] = rss_kib(gateway.pid)
             rss[f"{label}_requests"] = done
-        results["gateway_rss_kib"] = rss
+        progress(
+            f"gateway RSS: {rss['first'] / 1024:.1f} MiB after {rss['first_requests']} requests, "
+            f"{rss['second'] / 1024:.1f} MiB after {rss['second_requests']}"
+        )
 
         # Warm-up, then interleaved rounds (the order rotates so no target always goes first).
         for name in TARGETS:
-            run_wrk(
-                wrk_command(
-                    url[name], duration_s=args.warmup, connections=args.connections, core=client_core
-                ),
-                wrk_env,
-                None,
-                wall_cap_s=args.warmup + 30,
-            )
+            rig.warm(name, args.warmup, args.connections)
         rounds: dict[str, list[WrkResult]] = {name: [] for name in TARGETS}
         for index in range(args.rounds):
-            order = TARGETS[index % 3 :] + TARGETS[: index % 3]
-            for name in order:
-                result = measured_wrk(
-                    servers[name], url[name], everyone, core_of, client_core, wrk_env,
-                    duration_s=args.duration, connections=args.connections,
-                )  # fmt: skip
+            for name in TARGETS[index % 3 :] + TARGETS[: index % 3]:
+                result = rig.wrk(name, args.duration, args.connections)
                 rounds[name].append(result)
-                print(
-                    f"  round {index + 1} {name:8s} {result.rps:8.0f} req/s  "
-                    f"p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
-                    f"errors {result.errors}  other load "
-                    + " ".join(f"core{c}={v:.2f}" for c, v in sorted(result.other_cores.items()))
-                )
+                progress(f"round {index + 1} {name:8s} {describe(result, name)}")
         load = {name: median_round(rounds[name]) for name in TARGETS}
-        results["wrk"] = {name: [asdict(r) for r in rounds[name]] for name in TARGETS}
+        results["wrk_rounds"] = {name: [asdict(r) for r in rounds[name]] for name in TARGETS}
 
         # The fixed moderate rate, in two interleaved halves per target.
         per_half = max(1, int(args.rate * args.rate_seconds / 2))
-        rate_results = {name: RateResult() for name in TARGETS}
+        rates = {name: RateResult() for name in TARGETS}
         for _ in range(2):
             for name in TARGETS:
-                asyncio.run(open_loop(ports[name], body, args.rate, per_half, rate_results[name]))
-        results["fixed_rate"] = {
-            name: {
-                "rate": args.rate,
-                "requests": len(r.latencies_ms),
-                "p50_ms": r.percentile(50),
-                "p90_ms": r.percentile(90),
-                "p99_ms": r.percentile(99),
-                "statuses": dict(r.statuses),
-                "errors": r.errors,
-                "waited_for_connection": r.waited_for_connection,
-            }
-            for name, r in rate_results.items()
-        }
+                rig.fixed_rate(name, args.rate, per_half, rates[name])
+        progress(
+            "fixed rate p50: "
+            + ", ".join(f"{n} {r.percentile(50):.3f} ms" for n, r in rates.items())
+        )
         rss["end"] = rss_kib(gateway.pid)
-        rss["bare_end"] = rss_kib(servers["bare"].pid)
+        rss["bare_end"] = rss_kib(rig.servers["bare"].pid)
 
-        profile = None
+        if args.diagnose:
+            for name, label, overrides in VARIANTS:
+                port = free_port()
+                rig.start(name, gateway_command, port, server_core,
+                          JURISGATE__LISTEN__PORT=str(port),
+                          JURISGATE__AUDIT__DIRECTORY=str(work / f"audit-{name}"),
+                          **overrides)  # fmt: skip
+                try:
+                    wait_ready(rig.servers[name])
+                    rig.check(name)
+                    rig.warm(name, args.warmup, args.connections)
+                    result = rig.wrk(name, args.duration, args.connections)
+                    direct, variant = RateResult(), RateResult()
+                    rig.fixed_rate("direct", args.rate, per_half, direct)
+                    rig.fixed_rate(name, args.rate, per_half, variant)
+                    added = variant.percentile(50) - direct.percentile(50)
+                    diagnosis.append((label, name, result, added))
+                    progress(f"{label}: {describe(result, name)}, p50 added {added:+.3f} ms")
+                finally:
+                    rig.stop(name)
+
         if args.profile:
-            print(f"profiling the gateway with py-spy for {args.profile_seconds:.0f} s under wrk")
-            profile = profile_gateway(
-                gateway,
-                wrk_command(
-                    url["gateway"], duration_s=args.profile_seconds,
-                    connections=args.connections, core=client_core,
-                ),
-                wrk_env,
-                args.profile_seconds,
-                work / "py-spy.txt",
-                client_core,
+            progress(
+                f"profiling the gateway with py-spy for {args.profile_seconds:.0f} s under wrk"
+            )
+            command = wrk_command(
+                rig.url("gateway"), duration_s=args.profile_seconds,
+                connections=args.connections, core=client_core,
             )  # fmt: skip
+            profile = profile_gateway(
+                gateway, command, wrk_env, args.profile_seconds, work / "py-spy.txt", client_core
+            )
+    except RuntimeError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        print(f"logs are in {work}", file=sys.stderr)
+        return 1
     finally:
-        for server in reversed(list(servers.values())):
-            stop_server(server)
+        for name in reversed(list(rig.servers)):
+            rig.stop(name)
 
     records = audit_records(work / "audit")
-    report(args, load, rate_results, rss, records, profile, wrk_command_text(args, client_core))
-    results["audit_records"] = records
-    results["summary"] = {name: asdict(r) for name, r in load.items()}
+    report(args, load, rates, rss, records, diagnosis, profile, wrk_command_text(args, client_core))
     if args.json:
+        results.update(
+            summary={name: asdict(r) for name, r in load.items()},
+            fixed_rate={name: rate_summary(r, args.rate) for name, r in rates.items()},
+            gateway_rss_kib=rss,
+            audit_records=records,
+            diagnosis=[{"variant": v, **asdict(r), "p50_added_ms": a} for v, _, r, a in diagnosis],
+            profile=asdict(profile) if profile else None,
+        )
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     if args.keep:
         print(f"kept {work}")
     else:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+_STARTED = time.monotonic()
+
+
+def progress(message: str) -> None:
+    print(f"[{time.monotonic() - _STARTED:6.1f} s] {message}", flush=True)
+
+
+def describe(result: WrkResult, name: str) -> str:
+    cpu = result.cpu_us.get(name, 0.0)
+    return (
+        f"{result.rps:7.0f} req/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+        f"{cpu:5.0f} us/req  busy {result.busy.get(name, 0.0):4.0%}  errors {result.errors}  "
+        "other load " + " ".join(f"core{c}={v:.2f}" for c, v in sorted(result.other_cores.items()))
+    ) + "".join(f" {name}={share:.2f}" for name, share in result.other_processes)
+
+
+def rate_summary(result: RateResult, rate: float) -> dict[str, Any]:
+    return {
+        "rate": rate,
+        "requests": len(result.latencies_ms),
+        "p50_ms": result.percentile(50),
+        "p90_ms": result.percentile(90),
+        "p99_ms": result.percentile(99),
+        "statuses": dict(result.statuses),
+        "errors": result.errors,
+        "waited_for_connection": result.waited_for_connection,
+    }
 
 
 def median_round(results: list[WrkResult]) -> WrkResult:
@@ -840,43 +1034,63 @@ def report(
     rates: dict[str, RateResult],
     rss: dict[str, int],
     records: int,
-    profile: tuple[list[tuple[str, float]], list[tuple[str, float]], int] | None,
+    diagnosis: list[tuple[str, str, WrkResult, float]],
+    profile: Profile | None,
     wrk_text: str,
 ) -> None:
     print()
     print(f"load: {wrk_text}  (median of {args.rounds} interleaved rounds)")
     print(
-        f"{'target':9s}{'req/s':>9s}{'x direct':>10s}{'p50 ms':>9s}{'p99 ms':>9s}"
-        f"{'proxy CPU us/req':>18s}{'backend CPU us/req':>20s}{'errors':>8s}"
+        f"{'target':9s}{'req/s':>8s}{'x direct':>9s}{'p50 ms':>8s}{'p99 ms':>8s}"
+        f"{'server CPU us/req':>19s}{'server core busy':>18s}{'backend us/req':>16s}{'errors':>7s}"
     )
     direct_rps = load["direct"].rps
     for name in TARGETS:
         r = load[name]
-        proxy_cpu = "-" if name == "direct" else f"{r.cpu_us[name]:.0f}"
         print(
-            f"{name:9s}{r.rps:9.0f}{r.rps / direct_rps:10.2f}{r.p50_ms:9.2f}{r.p99_ms:9.2f}"
-            f"{proxy_cpu:>18s}{r.cpu_us['direct']:20.0f}{r.errors:8d}"
+            f"{name:9s}{r.rps:8.0f}{r.rps / direct_rps:9.2f}{r.p50_ms:8.2f}{r.p99_ms:8.2f}"
+            f"{r.cpu_us[name]:19.0f}{r.busy[name]:18.0%}{r.cpu_us['direct']:16.0f}{r.errors:7d}"
         )
+    print("(server = the process under test: the stub backend for direct, else the proxy)")
     print()
     print(f"fixed rate: {args.rate:.0f} req/s open loop, {args.rate_seconds:.0f} s per target")
     print(f"{'target':9s}{'n':>7s}{'p50 ms':>9s}{'p90 ms':>9s}{'p99 ms':>9s}{'p50 added':>11s}")
     direct_p50 = rates["direct"].percentile(50)
     for name in TARGETS:
-        r = rates[name]
-        added = "-" if name == "direct" else f"{r.percentile(50) - direct_p50:+.3f}"
-        late = f"  (waited for a connection: {r.waited_for_connection})" if r.waited_for_connection else ""
-        bad = sum(n for s, n in r.statuses.items() if s != 200) + r.errors
+        fixed = rates[name]
+        added_text = "-" if name == "direct" else f"{fixed.percentile(50) - direct_p50:+.3f}"
+        notes = []
+        bad = sum(n for code, n in fixed.statuses.items() if code != 200) + fixed.errors
+        if bad:
+            notes.append(f"non-200 or failed: {bad}")
+        if fixed.waited_for_connection:
+            notes.append(f"queued behind a busy connection: {fixed.waited_for_connection}")
         print(
-            f"{name:9s}{len(r.latencies_ms):7d}{r.percentile(50):9.3f}{r.percentile(90):9.3f}"
-            f"{r.percentile(99):9.3f}{added:>11s}{'  non-200/errors: ' + str(bad) if bad else ''}{late}"
+            f"{name:9s}{len(fixed.latencies_ms):7d}{fixed.percentile(50):9.3f}"
+            f"{fixed.percentile(90):9.3f}{fixed.percentile(99):9.3f}{added_text:>11s}  "
+            + "; ".join(notes)
         )
     print()
+    mib = {key: value / 1024 for key, value in rss.items() if not key.endswith("_requests")}
     print(
-        f"gateway RSS: start {rss['start'] / 1024:.1f} MiB, after {rss['first_requests']} requests "
-        f"{rss['first'] / 1024:.1f} MiB, after {rss['second_requests']} {rss['second'] / 1024:.1f} MiB, "
-        f"at the end {rss['end'] / 1024:.1f} MiB (bare proxy at the end {rss['bare_end'] / 1024:.1f} MiB)"
+        f"gateway RSS: {mib['start']:.1f} MiB at start, {mib['first']:.1f} MiB after "
+        f"{rss['first_requests']} requests, {mib['second']:.1f} MiB after "
+        f"{rss['second_requests']}, {mib['end']:.1f} MiB at the end "
+        f"(bare proxy: {mib['bare_end']:.1f} MiB)"
     )
     print(f"audit records written by the gateway: {records}")
+    if diagnosis:
+        print()
+        print("diagnosis: the same gateway with audit settings changed (one run each)")
+        print(f"{'variant':36s}{'req/s':>8s}{'x bare':>8s}{'us/req':>8s}{'busy':>7s}", end="")
+        print(f"{'p50 added':>11s}")
+        gateway_added = rates["gateway"].percentile(50) - direct_p50
+        rows = [("as configured (strict, delay 2 ms)", "gateway", load["gateway"], gateway_added)]
+        for label, name, result, added in [*rows, *diagnosis]:
+            print(
+                f"{label:36s}{result.rps:8.0f}{result.rps / load['bare'].rps:8.2f}"
+                f"{result.cpu_us[name]:8.0f}{result.busy[name]:7.0%}{added:+11.3f}"
+            )
     print()
     throughput = load["gateway"].rps / load["bare"].rps
     added_p50 = rates["gateway"].percentile(50) - direct_p50
@@ -889,25 +1103,37 @@ def report(
             "<= 1.500 ms",
             added_p50 <= 1.5,
         ),
-        ("gateway RSS growth 1k -> 10k", f"{growth:+.1f}%", "< 20%", growth < 20),
+        (
+            f"gateway RSS growth {rss['first_requests']} -> {rss['second_requests']}",
+            f"{growth:+.1f}%",
+            "< 20%",
+            growth < 20,
+        ),
     ]
     print(f"{'bar':40s}{'measured':>12s}{'bar':>14s}  result")
     for label, value, bar, ok in bars:
         print(f"{label:40s}{value:>12s}{bar:>14s}  {'PASS' if ok else 'MISS'}")
     print(
-        f"context: bare/direct {load['bare'].rps / direct_rps:.2f}x, "
-        f"gateway/direct {load['gateway'].rps / direct_rps:.2f}x, gateway CPU per request "
-        f"{load['gateway'].cpu_us['gateway'] / max(load['bare'].cpu_us['bare'], 1e-9):.2f}x the bare proxy's"
+        f"context: bare/direct {load['bare'].rps / direct_rps:.2f}x, gateway/direct "
+        f"{load['gateway'].rps / direct_rps:.2f}x; gateway CPU per request "
+        f"{load['gateway'].cpu_us['gateway'] / max(load['bare'].cpu_us['bare'], 1e-9):.1f}x "
+        "the bare proxy's"
     )
     if profile is not None:
-        top_self, top_total, samples = profile
         print()
-        print(f"gateway profile (py-spy, {samples} samples of busy threads)")
-        print("  self time (leaf frame):")
-        for name, share in top_self:
+        threads = ", ".join(f"{k} {v}" for k, v in sorted(profile.thread_samples.items()))
+        print(f"gateway profile under wrk (py-spy --threads, busy samples: {threads})")
+        print("  event loop, self time (leaf frame, % of event-loop samples):")
+        for name, share in profile.loop_self:
             print(f"    {share:5.1f}%  {name}")
-        print("  total time (function on the stack):")
-        for name, share in top_total:
+        print("  event loop, self time by module:")
+        for name, share in profile.loop_areas:
+            print(f"    {share:5.1f}%  {name}")
+        print("  event loop, time on the stack (function):")
+        for name, share in profile.loop_total:
+            print(f"    {share:5.1f}%  {name}")
+        print("  other threads (audit writer, executor), self time:")
+        for name, share in profile.other_self:
             print(f"    {share:5.1f}%  {name}")
 
 

@@ -91,10 +91,7 @@ async def _load(port: int, concurrency: int, seconds: float, bodies: list[bytes]
     errors: list[int] = []
     started = time.perf_counter()
     await asyncio.gather(
-        *(
-            _worker(port, bodies, started + seconds, latencies, errors)
-            for _ in range(concurrency)
-        )
+        *(_worker(port, bodies, started + seconds, latencies, errors) for _ in range(concurrency))
     )
     elapsed = time.perf_counter() - started
     latencies.sort()
@@ -108,7 +105,9 @@ async def _load(port: int, concurrency: int, seconds: float, bodies: list[bytes]
     )
 
 
-def _start_server(model_base: Path, batching: bool, extra: list[str]) -> tuple[subprocess.Popen[str], int]:
+def _start_server(
+    model_base: Path, batching: bool, extra: list[str]
+) -> tuple[subprocess.Popen[str], int]:
     command = [
         sys.executable,
         "-m",
@@ -141,7 +140,8 @@ def _stats(port: int) -> dict[str, object]:
     import urllib.request
 
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/bench-stats") as response:
-        return json.loads(response.read())
+        stats: dict[str, object] = json.loads(response.read())
+    return stats
 
 
 def _in_process(version_dir: Path, seconds: float) -> dict[int, float]:
@@ -179,7 +179,7 @@ def main() -> int:
         "--server-arg",
         action="append",
         default=[],
-        help="extra `serve` flag for both servers (repeatable), e.g. --server-arg=--max-batch-size=16",
+        help="extra serve flag for both servers (repeatable): --server-arg=--max-batch-size=8",
     )
     args = parser.parse_args()
 
@@ -249,8 +249,10 @@ def main() -> int:
     for batch, rate in sorted(in_process.items()):
         print(f"  batch {batch:>2}: {rate:>8.0f} images/s")
     ratio_32 = by_key[("batching on", 32)] / by_key[("batching off", 32)]
-    print(f"\nbar: concurrency 32 batching on >= 2.5x off: {ratio_32:.2f}x "
-          f"{'PASS' if ratio_32 >= 2.5 else 'FAIL'}")
+    print(
+        f"\nbar: concurrency 32 batching on >= 2.5x off: {ratio_32:.2f}x "
+        f"{'PASS' if ratio_32 >= 2.5 else 'FAIL'}"
+    )
     if temporary is not None:
         temporary.cleanup()
     return 0

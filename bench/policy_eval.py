@@ -32,47 +32,213 @@ from gateway.policy import PolicySet, load_policy_set  # noqa: E402
 from gateway.policy.vocabulary import Vocabulary, region_in  # noqa: E402
 
 TENANTS: list[dict[str, Any]] = [
-    {"tenant": "acme-eu", "established_in": "DE", "registered_purposes": ["product_catalog_tagging", "quality_inspection"], "flags": {"mask_pd_in_free_text": True}},
-    {"tenant": "kids-photo-de", "established_in": "DE", "registered_purposes": ["photo_organisation"], "flags": {"offers_service_to_children": True}},
-    {"tenant": "hr-analytics-de", "established_in": "DE", "registered_purposes": ["emotion_recognition"], "flags": {}},
-    {"tenant": "adtest-fr", "established_in": "FR", "registered_purposes": ["emotion_recognition"], "flags": {}},
-    {"tenant": "atelier-fr", "established_in": "FR", "registered_purposes": ["style_transfer"], "flags": {}},
-    {"tenant": "cn-studio", "established_in": "CN", "registered_purposes": ["style_transfer"], "flags": {"labelling_terms_in_agreement": True, "unlabeled_output_agreement": True}},
-    {"tenant": "cn-retail", "established_in": "CN", "registered_purposes": ["product_catalog_tagging"], "flags": {"mask_pd_in_free_text": True}},
-    {"tenant": "westmart-us", "established_in": "US-CA", "registered_purposes": ["product_catalog_tagging"], "flags": {"ccpa_business": True, "mask_pd_in_free_text": True}},
-    {"tenant": "br-varejo", "established_in": "BR", "registered_purposes": ["product_catalog_tagging", "face_identification"], "flags": {"mask_pd_in_free_text": True}},
-    {"tenant": "in-fintech", "established_in": "IN", "registered_purposes": ["document_classification"], "flags": {"uidai_licensed": False, "mask_pd_in_free_text": True}},
-    {"tenant": "in-edtech", "established_in": "IN", "registered_purposes": ["targeted_advertising"], "flags": {}},
-    {"tenant": "kz-retail", "established_in": "KZ", "registered_purposes": ["product_catalog_tagging"], "flags": {}},
-    {"tenant": "globalapp-sg", "established_in": "SG", "registered_purposes": ["product_catalog_tagging"], "flags": {}},
-    {"tenant": "uni-lab", "established_in": "FR", "registered_purposes": ["academic_research", "commercial_product_tagging"], "flags": {}},
-    {"tenant": "eu-vision", "established_in": "DE", "registered_purposes": ["product_catalog_tagging"], "flags": {}},
+    {
+        "tenant": "acme-eu",
+        "established_in": "DE",
+        "registered_purposes": ["product_catalog_tagging", "quality_inspection"],
+        "flags": {"mask_pd_in_free_text": True},
+    },
+    {
+        "tenant": "kids-photo-de",
+        "established_in": "DE",
+        "registered_purposes": ["photo_organisation"],
+        "flags": {"offers_service_to_children": True},
+    },
+    {
+        "tenant": "hr-analytics-de",
+        "established_in": "DE",
+        "registered_purposes": ["emotion_recognition"],
+        "flags": {},
+    },
+    {
+        "tenant": "adtest-fr",
+        "established_in": "FR",
+        "registered_purposes": ["emotion_recognition"],
+        "flags": {},
+    },
+    {
+        "tenant": "atelier-fr",
+        "established_in": "FR",
+        "registered_purposes": ["style_transfer"],
+        "flags": {},
+    },
+    {
+        "tenant": "cn-studio",
+        "established_in": "CN",
+        "registered_purposes": ["style_transfer"],
+        "flags": {"labelling_terms_in_agreement": True, "unlabeled_output_agreement": True},
+    },
+    {
+        "tenant": "cn-retail",
+        "established_in": "CN",
+        "registered_purposes": ["product_catalog_tagging"],
+        "flags": {"mask_pd_in_free_text": True},
+    },
+    {
+        "tenant": "westmart-us",
+        "established_in": "US-CA",
+        "registered_purposes": ["product_catalog_tagging"],
+        "flags": {"ccpa_business": True, "mask_pd_in_free_text": True},
+    },
+    {
+        "tenant": "br-varejo",
+        "established_in": "BR",
+        "registered_purposes": ["product_catalog_tagging", "face_identification"],
+        "flags": {"mask_pd_in_free_text": True},
+    },
+    {
+        "tenant": "in-fintech",
+        "established_in": "IN",
+        "registered_purposes": ["document_classification"],
+        "flags": {"uidai_licensed": False, "mask_pd_in_free_text": True},
+    },
+    {
+        "tenant": "in-edtech",
+        "established_in": "IN",
+        "registered_purposes": ["targeted_advertising"],
+        "flags": {},
+    },
+    {
+        "tenant": "kz-retail",
+        "established_in": "KZ",
+        "registered_purposes": ["product_catalog_tagging"],
+        "flags": {},
+    },
+    {
+        "tenant": "globalapp-sg",
+        "established_in": "SG",
+        "registered_purposes": ["product_catalog_tagging"],
+        "flags": {},
+    },
+    {
+        "tenant": "uni-lab",
+        "established_in": "FR",
+        "registered_purposes": ["academic_research", "commercial_product_tagging"],
+        "flags": {},
+    },
+    {
+        "tenant": "eu-vision",
+        "established_in": "DE",
+        "registered_purposes": ["product_catalog_tagging"],
+        "flags": {},
+    },
 ]
-REGIONS = ["DE", "FR", "NL", "IT", "ES", "PL", "SE", "US-CA", "US-NY", "US", "CN", "IN", "BR",
-           "RU", "KZ", "SG", "GB", "JP", "IR", "CU", "KP", "UA-43", "UA-40", "UA-14", "SY",
-           "NO", "CH", None]
-REGION_WEIGHTS = [8, 6, 3, 2, 2, 2, 2, 6, 3, 3, 6, 5, 5, 1, 1, 3, 2, 2, 1, 1, 1, 1, 1, 1, 1,
-                  1, 1, 2]
-PURPOSES = ["product_catalog_tagging", "quality_inspection", "document_classification",
-            "photo_organisation", "style_transfer", "academic_research",
-            "commercial_product_tagging", "emotion_recognition", "face_identification",
-            "targeted_advertising", "credit_scoring", None]
-CATEGORIES = ["email", "phone", "iban", "payment_card", "cn_resident_id", "us_ssn",
-              "in_aadhaar", "br_cpf", "ip_address"]
-BACKENDS = [
+REGIONS = [
+    "DE",
+    "FR",
+    "NL",
+    "IT",
+    "ES",
+    "PL",
+    "SE",
+    "US-CA",
+    "US-NY",
+    "US",
+    "CN",
+    "IN",
+    "BR",
+    "RU",
+    "KZ",
+    "SG",
+    "GB",
+    "JP",
+    "IR",
+    "CU",
+    "KP",
+    "UA-43",
+    "UA-40",
+    "UA-14",
+    "SY",
+    "NO",
+    "CH",
+    None,
+]
+REGION_WEIGHTS = [
+    8,
+    6,
+    3,
+    2,
+    2,
+    2,
+    2,
+    6,
+    3,
+    3,
+    6,
+    5,
+    5,
+    1,
+    1,
+    3,
+    2,
+    2,
+    1,
+    1,
+    1,
+    1,
+    1,
+    1,
+    1,
+    1,
+    1,
+    2,
+]
+PURPOSES = [
+    "product_catalog_tagging",
+    "quality_inspection",
+    "document_classification",
+    "photo_organisation",
+    "style_transfer",
+    "academic_research",
+    "commercial_product_tagging",
+    "emotion_recognition",
+    "face_identification",
+    "targeted_advertising",
+    "credit_scoring",
+    None,
+]
+CATEGORIES = [
+    "email",
+    "phone",
+    "iban",
+    "payment_card",
+    "cn_resident_id",
+    "us_ssn",
+    "in_aadhaar",
+    "br_cpf",
+    "ip_address",
+]
+BACKENDS: list[dict[str, Any]] = [
     {"id": "be-eu-fra", "region": "DE", "transfer_mechanisms": []},
     {"id": "be-us-east", "region": "US", "transfer_mechanisms": []},
     {"id": "be-cn-sha", "region": "CN", "transfer_mechanisms": []},
     {"id": "be-br-sao", "region": "BR", "transfer_mechanisms": []},
     {"id": "be-in-mum", "region": "IN", "transfer_mechanisms": []},
 ]
-MODELS = [
-    {"id": "imgcls-resnet50", "kind": "classifier", "output": "labels", "placed_on_market": "2025-03-01"},
+MODELS: list[dict[str, Any]] = [
+    {
+        "id": "imgcls-resnet50",
+        "kind": "classifier",
+        "output": "labels",
+        "placed_on_market": "2025-03-01",
+    },
     {"id": "imgcls-nc", "kind": "classifier", "output": "labels", "placed_on_market": "2025-06-01"},
-    {"id": "style-transfer-cnn", "kind": "generative", "output": "image", "substantially_alters_input": True, "placed_on_market": "2026-09-15", "cn_public_service": True},
+    {
+        "id": "style-transfer-cnn",
+        "kind": "generative",
+        "output": "image",
+        "substantially_alters_input": True,
+        "placed_on_market": "2026-09-15",
+        "cn_public_service": True,
+    },
 ]
-NOWS = ["2026-11-28T10:00:00Z", "2026-11-27T23:59:59Z", "2027-06-01T08:00:00Z",
-        "2025-06-01T12:00:00Z", "2026-12-05T00:00:00Z"]
+NOWS = [
+    "2026-11-28T10:00:00Z",
+    "2026-11-27T23:59:59Z",
+    "2027-06-01T08:00:00Z",
+    "2025-06-01T12:00:00Z",
+    "2026-12-05T00:00:00Z",
+]
 
 
 def make_contexts(n: int, seed: int) -> list[dict[str, Any]]:
@@ -83,14 +249,22 @@ def make_contexts(n: int, seed: int) -> list[dict[str, Any]]:
         tenant = dict(rnd.choice(TENANTS))
         region = rnd.choices(REGIONS, REGION_WEIGHTS)[0]
         model = rnd.choice(MODELS)
-        purpose = rnd.choice(tenant["registered_purposes"]) if rnd.random() < 0.8 \
+        purpose = (
+            rnd.choice(tenant["registered_purposes"])
+            if rnd.random() < 0.8
             else rnd.choice(PURPOSES)
+        )
         pd = rnd.sample(CATEGORIES, rnd.choice([0, 0, 0, 1, 1, 2, 3]))
-        subject_region = rnd.choice([None, None, region, tenant["established_in"], "DE", "CN",
-                                     "BR", "IN", "US-CA"])
+        subject_region = rnd.choice(
+            [None, None, region, tenant["established_in"], "DE", "CN", "BR", "IN", "US-CA"]
+        )
         licence: dict[str, Any] | None = {
-            "id": f"LIC-{tenant['tenant']}", "model": model["id"], "licensee": tenant["tenant"],
-            "kind": "contract", "commercial_use": "allowed", "valid_from": "2025-01-01",
+            "id": f"LIC-{tenant['tenant']}",
+            "model": model["id"],
+            "licensee": tenant["tenant"],
+            "kind": "contract",
+            "commercial_use": "allowed",
+            "valid_from": "2025-01-01",
             "valid_until": rnd.choice(["2027-12-31", "2027-12-31", "2026-11-27", None]),
         }
         roll = rnd.random()
@@ -98,48 +272,83 @@ def make_contexts(n: int, seed: int) -> list[dict[str, Any]]:
             licence = None
         elif roll < 0.2:
             assert licence is not None
-            licence.update({"kind": "public", "spdx": "CC-BY-NC-4.0",
-                            "commercial_use": "prohibited",
-                            "attribution": {"required": True, "text": "Model by Example Lab",
-                                            "license_url": "https://example.org/licence"}})
+            licence.update(
+                {
+                    "kind": "public",
+                    "spdx": "CC-BY-NC-4.0",
+                    "commercial_use": "prohibited",
+                    "attribution": {
+                        "required": True,
+                        "text": "Model by Example Lab",
+                        "license_url": "https://example.org/licence",
+                    },
+                }
+            )
         elif roll < 0.25:
             assert licence is not None
             licence["licensee_domicile_excluded"] = ["EU"]
         backends = rnd.sample(BACKENDS, rnd.randint(1, len(BACKENDS)))
         if rnd.random() < 0.1:
             backends = [dict(b, transfer_mechanisms=["eu_scc", "anpd_scc"]) for b in backends]
-        out.append({
-            "now": rnd.choice(NOWS),
-            "caller": {
-                "tenant": tenant["tenant"], "established_in": tenant["established_in"],
-                "region": region, "client_ip": "192.0.2.10",
-                "region_claims": rnd.choice([[], [], [], ["US"], ["CU"], ["US-CA", "US"]]),
-                "registered_purposes": tenant["registered_purposes"],
-                "default_backend": None, "flags": tenant["flags"],
-            },
-            "subject": {"region": subject_region,
-                        "citizenship": rnd.choice([None, None, None, "RU", "DE"]),
-                        "age": rnd.choice([None, None, None, 10, 13, 15, 17, 30])},
-            "request": {
-                "model": model["id"], "version": None, "label": None,
-                "method": rnd.choice(["predict"] * 9 + ["metadata"]),
-                "purpose": purpose,
-                "lawful_basis": rnd.choice([None, "consent", "contract", "legitimate_interests"]),
-                "consents": rnd.choice([[], [], ["parental-verified"], ["explicit"],
-                                        ["separate"], ["specific-highlighted"]]),
-                "deployment_context": rnd.choice([None, None, "workplace", "consumer_research",
-                                                  "consumer_app"]),
-                "gpc": rnd.random() < 0.2, "exposed_persons_informed": rnd.random() < 0.5,
-                "explicit_label_omitted": rnd.random() < 0.2, "end_user": None,
-                "personal_data": pd,
-                "personal_data_paths": {c: ["instances[0].note"] for c in pd},
-            },
-            "licence": licence,
-            "model": model,
-            "backends": backends,
-            "sinks": [{"id": "adtech-partner", "category": "cross_context_behavioral_advertising",
-                       "is_sale_or_share": True}],
-        })
+        out.append(
+            {
+                "now": rnd.choice(NOWS),
+                "caller": {
+                    "tenant": tenant["tenant"],
+                    "established_in": tenant["established_in"],
+                    "region": region,
+                    "client_ip": "192.0.2.10",
+                    "region_claims": rnd.choice([[], [], [], ["US"], ["CU"], ["US-CA", "US"]]),
+                    "registered_purposes": tenant["registered_purposes"],
+                    "default_backend": None,
+                    "flags": tenant["flags"],
+                },
+                "subject": {
+                    "region": subject_region,
+                    "citizenship": rnd.choice([None, None, None, "RU", "DE"]),
+                    "age": rnd.choice([None, None, None, 10, 13, 15, 17, 30]),
+                },
+                "request": {
+                    "model": model["id"],
+                    "version": None,
+                    "label": None,
+                    "method": rnd.choice(["predict"] * 9 + ["metadata"]),
+                    "purpose": purpose,
+                    "lawful_basis": rnd.choice(
+                        [None, "consent", "contract", "legitimate_interests"]
+                    ),
+                    "consents": rnd.choice(
+                        [
+                            [],
+                            [],
+                            ["parental-verified"],
+                            ["explicit"],
+                            ["separate"],
+                            ["specific-highlighted"],
+                        ]
+                    ),
+                    "deployment_context": rnd.choice(
+                        [None, None, "workplace", "consumer_research", "consumer_app"]
+                    ),
+                    "gpc": rnd.random() < 0.2,
+                    "exposed_persons_informed": rnd.random() < 0.5,
+                    "explicit_label_omitted": rnd.random() < 0.2,
+                    "end_user": None,
+                    "personal_data": pd,
+                    "personal_data_paths": {c: ["instances[0].note"] for c in pd},
+                },
+                "licence": licence,
+                "model": model,
+                "backends": backends,
+                "sinks": [
+                    {
+                        "id": "adtech-partner",
+                        "category": "cross_context_behavioral_advertising",
+                        "is_sale_or_share": True,
+                    }
+                ],
+            }
+        )
     return out
 
 
@@ -180,21 +389,40 @@ def cedar_context(ctx: dict[str, Any], vocab: Vocabulary) -> dict[str, Any]:
         "subject_regions": _ancestors(vocab, presumed),
         "citizenship": _ancestors(vocab, subject["citizenship"]),
         "registered_purposes": caller["registered_purposes"],
-        "method": request["method"], "purpose": purpose or "",
+        "method": request["method"],
+        "purpose": purpose or "",
         "lawful_basis": request["lawful_basis"] or "",
-        "consents": request["consents"], "personal_data": request["personal_data"],
-        "has_pd": has_pd, "deployment_context": request["deployment_context"] or "",
+        "consents": request["consents"],
+        "personal_data": request["personal_data"],
+        "has_pd": has_pd,
+        "deployment_context": request["deployment_context"] or "",
         "exposed_persons_informed": bool(request["exposed_persons_informed"]),
-        "gpc": bool(request["gpc"]), "explicit_label_omitted": bool(request["explicit_label_omitted"]),
-        "has_age": subject["age"] is not None, "age": subject["age"] or 0,
+        "gpc": bool(request["gpc"]),
+        "explicit_label_omitted": bool(request["explicit_label_omitted"]),
+        "has_age": subject["age"] is not None,
+        "age": subject["age"] or 0,
         "now_day": _day(ctx["now"]),
         "purpose_non_commercial": bool(attrs is not None and attrs.get("commercial") is False),
-        **{f"p_{a}": bool(attrs and attrs.get(a)) for a in (
-            "biometric_identification", "biometric_categorisation", "emotion_recognition",
-            "behavioural_advertising", "significant_decision")},
-        **{f"f_{f}": flags.get(f) is True for f in (
-            "offers_service_to_children", "mask_pd_in_free_text", "ccpa_business",
-            "uidai_licensed", "unlabeled_output_agreement")},
+        **{
+            f"p_{a}": bool(attrs and attrs.get(a))
+            for a in (
+                "biometric_identification",
+                "biometric_categorisation",
+                "emotion_recognition",
+                "behavioural_advertising",
+                "significant_decision",
+            )
+        },
+        **{
+            f"f_{f}": flags.get(f) is True
+            for f in (
+                "offers_service_to_children",
+                "mask_pd_in_free_text",
+                "ccpa_business",
+                "uidai_licensed",
+                "unlabeled_output_agreement",
+            )
+        },
         "has_licence": bool(ctx["licence"]),
         "has_licence_model": "model" in licence,
         "licence_model_matches": licence.get("model") == request["model"],
@@ -207,7 +435,8 @@ def cedar_context(ctx: dict[str, Any], vocab: Vocabulary) -> dict[str, Any]:
         "has_licence_territory": licence.get("territory") is not None,
         "licence_territory": licence.get("territory") or [],
         "licence_attribution_required": bool((licence.get("attribution") or {}).get("required")),
-        "model_kind": model["kind"], "model_output": model["output"],
+        "model_kind": model["kind"],
+        "model_output": model["output"],
         "model_alters_input": model.get("substantially_alters_input") is not False,
         "model_cn_public_service": model.get("cn_public_service") is True,
         "placed_on_market_day": _day(model.get("placed_on_market")),
@@ -255,8 +484,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--contexts", type=int, default=3000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--rounds", type=int, default=3, help="engine passes (best kept)")
-    parser.add_argument("--cedar-sample", type=int, default=1000,
-                        help="contexts timed with cedarpy (all are checked for agreement)")
+    parser.add_argument(
+        "--cedar-sample",
+        type=int,
+        default=1000,
+        help="contexts timed with cedarpy (all are checked for agreement)",
+    )
     args = parser.parse_args(argv)
 
     import cedarpy
@@ -269,40 +502,48 @@ def main(argv: list[str] | None = None) -> int:
     ps = result.policy_set
     contexts = make_contexts(args.contexts, args.seed)
     cedar_text = (ROOT / "bench" / "cedar" / "policies.cedar").read_text(encoding="utf-8")
-    cedar_ids = [line.split('"')[1] for line in cedar_text.splitlines()
-                 if line.startswith("@id(")]
+    cedar_ids = [line.split('"')[1] for line in cedar_text.splitlines() if line.startswith("@id(")]
     cedar_set = cedarpy.PolicySet.from_str(cedar_text)
     obligation_ids = {r.id for r in ps.rules if r.spec.effect == "obligate"}
 
     requests = []
     for ctx in contexts:
         cctx = cedar_context(ctx, ps.vocabulary)
-        base = {"principal": f'Tenant::"{ctx["caller"]["tenant"]}"',
-                "resource": f'Model::"{ctx["request"]["model"]}"', "context": cctx}
-        requests.append([{**base, "action": 'Action::"invoke"'},
-                         {**base, "action": 'Action::"obligations"'}])
+        base = {
+            "principal": f'Tenant::"{ctx["caller"]["tenant"]}"',
+            "resource": f'Model::"{ctx["request"]["model"]}"',
+            "context": cctx,
+        }
+        requests.append(
+            [{**base, "action": 'Action::"invoke"'}, {**base, "action": 'Action::"obligations"'}]
+        )
 
     # Agreement: effects on every context, and obligation rules on every allow.
     decisions = [ps.evaluate(ctx) for ctx in contexts]
     disagree = 0
     obligation_mismatch = 0
-    for ctx, decision, reqs in zip(contexts, decisions, requests, strict=True):
+    for decision, reqs in zip(decisions, requests, strict=True):
         invoke, obligations = cedarpy.is_authorized_batch(reqs, cedar_set, [])
         if invoke.allowed != decision.allowed:
             disagree += 1
             if disagree <= 3:
-                print(f"effect differs: engine {decision.effect} {decision.rules} "
-                      f"{[e.code for e in decision.errors]} / cedar {invoke.decision} "
-                      f"{[cedar_ids[int(p[6:])] for p in invoke.diagnostics.reasons]}",
-                      file=sys.stderr)
+                print(
+                    f"effect differs: engine {decision.effect} {decision.rules} "
+                    f"{[e.code for e in decision.errors]} / cedar {invoke.decision} "
+                    f"{[cedar_ids[int(p[6:])] for p in invoke.diagnostics.reasons]}",
+                    file=sys.stderr,
+                )
         if decision.allowed:
             cedar_obl = {cedar_ids[int(p[6:])] for p in obligations.diagnostics.reasons}
             engine_obl = {r for r in decision.rules if r in obligation_ids}
             if cedar_obl != engine_obl:
                 obligation_mismatch += 1
                 if obligation_mismatch <= 3:
-                    print(f"obligations differ: engine {sorted(engine_obl)} / cedar "
-                          f"{sorted(cedar_obl)}", file=sys.stderr)
+                    print(
+                        f"obligations differ: engine {sorted(engine_obl)} / cedar "
+                        f"{sorted(cedar_obl)}",
+                        file=sys.stderr,
+                    )
 
     engine = time_engine(ps, contexts, args.rounds)
     sample = requests[: args.cedar_sample]
@@ -315,22 +556,33 @@ def main(argv: list[str] | None = None) -> int:
     engine_sample = engine[: args.cedar_sample]
 
     allows = sum(d.allowed for d in decisions)
-    print(f"policy set: {len(ps.rules)} rules, revision {ps.revision[:19]}...; "
-          f"cedar set: {len(cedar_ids)} policies")
-    print(f"contexts: {len(contexts)} ({allows} allow, {len(contexts) - allows} deny); "
-          f"effect disagreements: {disagree}; obligation disagreements: {obligation_mismatch}")
-    print(f"jurisgate  median {statistics.median(engine):7.2f} us   "
-          f"p90 {_percentile(engine, 0.90):7.2f} us   p99 {_percentile(engine, 0.99):7.2f} us"
-          f"   (all {len(engine)} contexts, best of {args.rounds})")
-    print(f"cedarpy    median {statistics.median(cedar):7.2f} us   "
-          f"p90 {_percentile(cedar, 0.90):7.2f} us   p99 {_percentile(cedar, 0.99):7.2f} us"
-          f"   ({len(cedar)} contexts, pre-parsed policy set, requests built untimed)")
+    print(
+        f"policy set: {len(ps.rules)} rules, revision {ps.revision[:19]}...; "
+        f"cedar set: {len(cedar_ids)} policies"
+    )
+    print(
+        f"contexts: {len(contexts)} ({allows} allow, {len(contexts) - allows} deny); "
+        f"effect disagreements: {disagree}; obligation disagreements: {obligation_mismatch}"
+    )
+    print(
+        f"jurisgate  median {statistics.median(engine):7.2f} us   "
+        f"p90 {_percentile(engine, 0.90):7.2f} us   p99 {_percentile(engine, 0.99):7.2f} us"
+        f"   (all {len(engine)} contexts, best of {args.rounds})"
+    )
+    print(
+        f"cedarpy    median {statistics.median(cedar):7.2f} us   "
+        f"p90 {_percentile(cedar, 0.90):7.2f} us   p99 {_percentile(cedar, 0.99):7.2f} us"
+        f"   ({len(cedar)} contexts, pre-parsed policy set, requests built untimed)"
+    )
     ratio_median = statistics.median(cedar) / statistics.median(engine_sample)
     ratio_mean = statistics.fmean(cedar) / statistics.fmean(engine_sample)
-    print(f"ratio cedarpy/jurisgate on the same contexts: median {ratio_median:.1f}x, "
-          f"mean {ratio_mean:.1f}x")
-    bars = (statistics.median(engine) <= 10 and _percentile(engine, 0.99) <= 50
-            and ratio_median >= 20)
+    print(
+        f"ratio cedarpy/jurisgate on the same contexts: median {ratio_median:.1f}x, "
+        f"mean {ratio_mean:.1f}x"
+    )
+    bars = (
+        statistics.median(engine) <= 10 and _percentile(engine, 0.99) <= 50 and ratio_median >= 20
+    )
     print(f"bars (median <= 10 us, p99 <= 50 us, >= 20x): {'met' if bars else 'NOT met'}")
     return 1 if disagree or obligation_mismatch else 0
 

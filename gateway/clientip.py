@@ -368,6 +368,8 @@ def resolve_client(
             continue
         for value in values.get(key, ()):
             for item in value.split(",")[: config.max_claims]:
+                if not item.strip():
+                    continue
                 code = _region_code(item)
                 if code is None:
                     if REGION_CLAIM_INVALID not in anomalies:

@@ -203,7 +203,7 @@ def config_schema() -> dict[str, Any]:
                 "properties": {
                     "max_body_bytes": {"type": "integer", "minimum": 1024},
                     "max_inflated_bytes": {"type": "integer", "minimum": 1024},
-                    "max_json_depth": {"type": "integer", "minimum": 2, "maximum": 10000},
+                    "max_json_depth": {"type": "integer", "minimum": 2, "maximum": 254},
                 },
             },
             "timeouts": {

@@ -292,6 +292,13 @@ async def _pipeline(
     if subject_hint and len(subject_hint) <= 6:
         hints.append(subject_hint.strip().upper())
     findings = scan(document, region_hints=hints) if document is not None else None
+    if findings is not None and not findings.complete:
+        # SECURITY: what the scan budget left unread may hold personal data; never forward it.
+        raise _gateway_refusal(
+            snap, decision_id, 413, "scan_budget_exceeded", "Payload Too Large",
+            "the request holds more text than the gateway inspects in one request",
+            "split the text into smaller requests",
+        )  # fmt: skip
     header_findings = (
         scan_headers(request.headers.items(), config.scan_headers, region_hints=hints)
         if config.scan_headers

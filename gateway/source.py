@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as dt
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -379,7 +378,7 @@ def load_yaml(
             return doc
     else:
         name = filename or "<input>"
-        raw = source
+        raw = source.encode("utf-8") if isinstance(source, str) else source
     doc = LoadedDocument(name, "")
     if len(raw) > limits.max_bytes:
         doc.diagnostics.append(
@@ -388,18 +387,15 @@ def load_yaml(
             )
         )
         return doc
-    if isinstance(raw, bytes):
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError as exc:
-            doc.diagnostics.append(
-                Diagnostic(
-                    "yaml_encoding_error", f"file is not UTF-8 (byte {exc.start})", Location(name)
-                )
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        doc.diagnostics.append(
+            Diagnostic(
+                "yaml_encoding_error", f"file is not UTF-8 (byte {exc.start})", Location(name)
             )
-            return doc
-    else:
-        text = raw
+        )
+        return doc
     doc.text = text
     try:
         nodes = list(yaml.compose_all(text, Loader=_Loader))
@@ -438,13 +434,3 @@ def load_yaml(
     if doc.ok:
         doc.data = data
     return doc
-
-
-def expected_article(expected: str) -> str:
-    """Return `expected` with an English indefinite article ("an integer", "a string")."""
-    return f"an {expected}" if expected[:1] in "aeiou" else f"a {expected}"
-
-
-def strings_only(values: Sequence[object]) -> bool:
-    """True when every element is a `str` (helper for list-of-string slots)."""
-    return all(isinstance(v, str) for v in values)

@@ -136,7 +136,19 @@ def loads(
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
         return _loads_lenient_tokens(raw, max_depth, allow_non_finite)
-    if _deeper_than(raw, max_depth) or _may_hold_duplicates(raw, value):
+    # One pass keeps only the bytes the checks below count (colons, openers, backslashes).
+    marks = raw.translate(None, _NOT_MARKS)
+    openers = marks.count(b"[") + marks.count(b"{")
+    if openers > max_depth:
+        # Stripping strings from the bytes is cheap for few strings (tensors); walking the
+        # containers of the value is cheap for many small strings (text batches).
+        few_strings = marks.count(b'"') <= _FEW_QUOTES
+        too_deep = (
+            _deeper_than(raw, max_depth) if few_strings else _value_deeper_than(value, max_depth)
+        )
+        if too_deep:
+            return _CheckingParser(raw, max_depth, allow_non_finite).parse()
+    if _may_hold_duplicates(raw, marks, value):
         return _CheckingParser(raw, max_depth, allow_non_finite).parse()
     return value
 
@@ -151,7 +163,11 @@ def loads(
 _ESCAPED_COLONS: Final = (b"\\u003a", b"\\u003A")
 
 
-def _may_hold_duplicates(raw: bytes, value: Any) -> bool:
+_NOT_MARKS: Final = bytes(b for b in range(256) if b not in b':[{"\\')
+_FEW_QUOTES: Final = 64
+
+
+def _may_hold_duplicates(raw: bytes, marks: bytes, value: Any) -> bool:
     """True unless the body provably has no duplicate keys.
 
     Without `\\u003a` escapes, every ':' in the source is either a member separator or a
@@ -159,10 +175,12 @@ def _may_hold_duplicates(raw: bytes, value: Any) -> bool:
     one separator per surviving member. A duplicate drops a member (and the strings inside
     it), so the re-serialised text has strictly fewer ':' than the source.
     """
-    colons = raw.count(b":")
-    if colons == 0:
+    colons = marks.count(b":")
+    # Every member of the top-level object needs its own ':'; if there are no more colons
+    # than members, no other ':' exists anywhere (tensor bodies end here, skipping `dumps`).
+    if colons == 0 or (type(value) is dict and colons == len(value)):
         return False
-    if any(escape in raw for escape in _ESCAPED_COLONS):
+    if b"\\" in marks and any(escape in raw for escape in _ESCAPED_COLONS):
         return True
     try:
         return orjson.dumps(value).count(b":") != colons
@@ -186,6 +204,19 @@ def _deeper_than(raw: bytes, max_depth: int) -> bool:
         if not brackets:
             return False
     return True
+
+
+def _value_deeper_than(value: Any, max_depth: int) -> bool:
+    """Whether a parsed value nests deeper than `max_depth` containers (iterative)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > max_depth:
+            return True
+        for child in node.values() if type(node) is dict else node:
+            if type(child) is dict or type(child) is list:
+                stack.append((child, depth + 1))
+    return False
 
 
 def _strip_strings(raw: bytes) -> bytes:

@@ -11,7 +11,7 @@ import asyncio
 import concurrent.futures
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
@@ -141,13 +141,15 @@ class ServingCore:
         return signature
 
     @staticmethod
-    def classify_regress_error(servable: LoadedServable, signature_name: str, method: str) -> None:
+    def classify_regress_error(
+        servable: LoadedServable, signature_name: str, method: str
+    ) -> NoReturn:
         """Classify/Regress on a model: TF Serving's answer when the signature lacks them.
 
         The method-name check is off by default in TF Serving, so the checks of
         PreProcessClassification / PreProcessRegression decide.
         """
-        from google.protobuf import text_format
+        from google.protobuf import text_format  # type: ignore[import-untyped]
 
         key = signature_name or DEFAULT_SIGNATURE
         found = servable.meta_graph.signature_def.get(key)
@@ -193,38 +195,14 @@ class ServingCore:
 
     # ---------------------------------------------------------------- predict
 
-    @staticmethod
-    def check_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
-        """Input aliases, dtypes and shapes against the signature.
-
-        TF Serving leaves shape checks to the kernels; this server checks first because
-        some CPU kernels abort the process on a wrong rank instead of returning an error.
-        """
-        if len(inputs) != len(signature.inputs):
-            sent, wanted = set(inputs), set(signature.inputs)
-            raise ServingError(
-                Code.INVALID_ARGUMENT,
-                f"input size does not match signature: {len(inputs)}!={len(wanted)} "
-                f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
-                f"Sent extra: {{{','.join(sorted(sent - wanted))}}}. "
-                f"Missing but required: {{{','.join(sorted(wanted - sent))}}}.",
-            )
-        for alias, array in inputs.items():
-            spec = signature.inputs.get(alias)
-            if spec is None:
-                raise ServingError(
-                    Code.INVALID_ARGUMENT,
-                    f"input tensor alias not found in signature: {alias}. Inputs expected to "
-                    f"be in the set {{{','.join(sorted(signature.inputs))}}}.",
-                )
-            actual = _NUMPY_TO_DT.get(array.dtype, str(array.dtype))
-            if actual != spec.dtype:
-                raise ServingError(
-                    Code.INVALID_ARGUMENT,
-                    f"Type mismatch: actual {dtype_string(actual)} vs. expect "
-                    f"{dtype_string(spec.dtype)} for input {alias}",
-                )
-            _check_shape(alias, array.shape, spec, signature.input_tensors[alias])
+    def check_inputs(self, signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+        """`validate_inputs`, remembering input layouts already found valid."""
+        key = tuple((alias, value.shape, value.dtype.str) for alias, value in inputs.items())
+        if key in signature.valid_layouts:
+            return
+        validate_inputs(signature, inputs)
+        if len(signature.valid_layouts) < 1024:
+            signature.valid_layouts.add(key)
 
     async def predict(
         self,
@@ -281,6 +259,39 @@ class ServingCore:
     def shutdown(self) -> None:
         """Stop the model threads (after the front ends stopped)."""
         self._executor.shutdown(wait=True, cancel_futures=False)
+
+
+def validate_inputs(signature: Signature, inputs: Mapping[str, np.ndarray]) -> None:
+    """Input aliases, dtypes and shapes against the signature.
+
+    TF Serving leaves shape checks to the kernels; this server checks first because some
+    CPU kernels abort the process on a wrong rank instead of returning an error.
+    """
+    if len(inputs) != len(signature.inputs):
+        sent, wanted = set(inputs), set(signature.inputs)
+        raise ServingError(
+            Code.INVALID_ARGUMENT,
+            f"input size does not match signature: {len(inputs)}!={len(wanted)} "
+            f"len({{{','.join(sorted(sent))}}}) != len({{{','.join(sorted(wanted))}}}). "
+            f"Sent extra: {{{','.join(sorted(sent - wanted))}}}. "
+            f"Missing but required: {{{','.join(sorted(wanted - sent))}}}.",
+        )
+    for alias, array in inputs.items():
+        spec = signature.inputs.get(alias)
+        if spec is None:
+            raise ServingError(
+                Code.INVALID_ARGUMENT,
+                f"input tensor alias not found in signature: {alias}. Inputs expected to "
+                f"be in the set {{{','.join(sorted(signature.inputs))}}}.",
+            )
+        actual = _NUMPY_TO_DT.get(array.dtype, str(array.dtype))
+        if actual != spec.dtype:
+            raise ServingError(
+                Code.INVALID_ARGUMENT,
+                f"Type mismatch: actual {dtype_string(actual)} vs. expect "
+                f"{dtype_string(spec.dtype)} for input {alias}",
+            )
+        _check_shape(alias, array.shape, spec, signature.input_tensors[alias])
 
 
 def _check_shape(alias: str, shape: tuple[int, ...], spec: TensorSpec, tensor: str) -> None:

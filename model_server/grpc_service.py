@@ -79,7 +79,7 @@ def array_to_tensor(array: np.ndarray) -> Any:
     return tf.make_tensor_proto(array)
 
 
-class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
+class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
     """Predict, GetModelMetadata, Classify and Regress."""
 
     def __init__(self, core: ServingCore) -> None:
@@ -178,10 +178,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):
             self.core.classify_regress_error(servable, request.model_spec.signature_name, method)
         except ServingError as error:
             await _abort(context, error)
-        raise AssertionError("unreachable")
 
 
-class ModelService(model_service_pb2_grpc.ModelServiceServicer):
+class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
     """GetModelStatus (HandleReloadConfigRequest is not offered)."""
 
     def __init__(self, core: ServingCore) -> None:
@@ -200,14 +199,14 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):
         except ServingError as error:
             await _abort(context, error)
         response = get_model_status_pb2.GetModelStatusResponse()
-        for number, state, error in rows:
+        for number, state, failure in rows:
             entry = response.model_version_status.add()
             entry.version = number
             entry.state = state.value
             entry.status.SetInParent()
-            if error is not None:
-                entry.status.error_code = error_codes_pb2.Code.Value(error.code.name)
-                entry.status.error_message = error.message
+            if failure is not None:
+                entry.status.error_code = error_codes_pb2.Code.Value(failure.code.name)
+                entry.status.error_message = failure.message
         return response
 
 

@@ -14,8 +14,8 @@ import base64
 import math
 from typing import Any
 
-from google.protobuf import descriptor
-from google.protobuf.message import Message
+from google.protobuf import descriptor  # type: ignore[import-untyped]
+from google.protobuf.message import Message  # type: ignore[import-untyped]
 
 __all__ = ["message_to_json", "metadata_to_json"]
 
@@ -109,7 +109,7 @@ class _Printer:
     def message(self, message: Message) -> None:
         desc = message.DESCRIPTOR
         if desc.full_name in _WRAPPERS:
-            self.scalar(desc.fields_by_name["value"], message.value)  # type: ignore[attr-defined]
+            self.scalar(desc.fields_by_name["value"], message.value)
             return
         self.out.append("{")
         self.indent += 1

@@ -117,9 +117,8 @@ class RestApi:
         if method == "OPTIONS":
             origin = request.headers.get("Origin", "")
             ok = "http://" in origin or "https://" in origin
-            response = web.Response(status=200 if ok else 400, headers=headers)
-            response.content_type = ""  # TF Serving sets none
-            return response
+            # An empty body: aiohttp then adds no Content-Type, and TF Serving sets none.
+            return web.Response(status=200 if ok else 400, headers=headers)
         body = await request.content.read()
         if "gzip" in request.headers.get("Content-Encoding", ""):
             body = _inflate(body)
@@ -196,7 +195,6 @@ class RestApi:
         signature_name, _ = rest_json.check_classify_regress_body(body)
         servable = self.core.registry.resolve(name, version, label)
         self.core.classify_regress_error(servable, signature_name, verb)
-        raise AssertionError("unreachable")  # classify_regress_error always raises
 
     def model_status(self, name: str, version: int | None) -> bytes:
         """GET /v1/models/{model}[/versions/{n}] (a label selects all versions)."""
@@ -240,6 +238,5 @@ async def start_rest_server(api: RestApi, host: str, port: int) -> tuple[Any, in
     await runner.setup()
     site = web.TCPSite(runner, host, port, reuse_address=True)
     await site.start()
-    sockets = site._server.sockets if site._server is not None else []  # type: ignore[union-attr]
-    bound = sockets[0].getsockname()[1] if sockets else port
+    bound = runner.addresses[0][1] if runner.addresses else port
     return runner, int(bound)

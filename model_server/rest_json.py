@@ -23,6 +23,7 @@ import decimal
 import enum
 import math
 import re
+import struct
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -244,10 +245,10 @@ class _Parser:
             while True:
                 if not stack:
                     return value  # kParseStopWhenDoneFlag: bytes after the root are ignored
-                container, key = stack[-1]
+                container, pending_key = stack[-1]
                 i = self.skip(i)
                 c = self.peek(i)
-                if key is None:
+                if pending_key is None:
                     container.append(value)
                     if c == ord(","):
                         i = self.skip(i + 1)
@@ -258,7 +259,7 @@ class _Parser:
                         value, i = container, i + 1
                         continue
                     raise _ParseFailure(_ARRAY_MISS_COMMA, i)
-                container.members.append((key, value))
+                container.members.append((pending_key, value))
                 if c == ord(","):
                     i = self.skip(i + 1)
                     new_key, i = self.member_key(i)
@@ -509,15 +510,27 @@ def format_float64(value: float) -> str:
     return text
 
 
+_FLOAT32 = struct.Struct("f")
+
+
+def _round_to_float32(value: float) -> float:
+    return float(_FLOAT32.unpack(_FLOAT32.pack(value))[0])
+
+
 def _format_float32_array(flat: np.ndarray) -> list[str]:
     """Vectorised `format_float32` for a 1-D float32 array."""
-    values = flat.astype(np.float64).tolist()
-    texts = [f"{v:.6g}" for v in values]
-    finite = np.isfinite(flat)
-    if not finite.all():
+    values = flat.tolist()
+    if not np.isfinite(flat).all():
         return [format_float32(v) for v in values]
-    back = np.array(texts, dtype=np.float64).astype(np.float32)
-    mismatch = np.flatnonzero(back != flat)
+    texts = [f"{v:.6g}" for v in values]
+    if len(texts) <= 64:
+        # Few values (one prediction): struct round trips beat numpy's per-call overhead.
+        for index, text in enumerate(texts):
+            if _round_to_float32(float(text)) != values[index]:
+                texts[index] = f"{values[index]:.9g}"
+        return [t if ("." in t or "e" in t) else t + ".0" for t in texts]
+    # Six significant digits usually round-trip a float32; the rest need nine.
+    mismatch = np.flatnonzero(np.array(texts, dtype=np.float32) != flat)
     for index in mismatch.tolist():
         texts[index] = f"{values[index]:.9g}"
     return [t if ("." in t or "e" in t) else t + ".0" for t in texts]
@@ -559,7 +572,7 @@ def _pretty_tokens(value: Any) -> Iterator[str]:
         if not stack:
             return
         children, is_object, frame_level = stack[-1]
-        child = next(children, _NOTHING)
+        child: Any = next(children, _NOTHING)
         if child is _NOTHING:
             stack.pop()
             level = frame_level - 1
@@ -996,30 +1009,27 @@ def _count_object_keys(value: Any) -> int:
 
 
 _WS = rb"[ \t\n\r]*"
-_TENSOR_MEMBER = rb'"(instances|inputs)"' + _WS + rb":" + _WS + rb"(\[[0-9eE+\-.,\[\] \t\n\r]*\])"
 _SIGNATURE_MEMBER = rb'"signature_name"' + _WS + rb":" + _WS + rb'"([^"\\\x00-\x1f]*)"'
-#: A body that is exactly one numeric tensor (and optionally a plain signature_name).
-_NUMERIC_BODY = re.compile(
+#: `{ ["signature_name": "...",] "instances"|"inputs": ` up to the array's `[`.
+_NUMERIC_PREFIX = re.compile(
     _WS
     + rb"\{"
     + _WS
     + rb"(?:"
-    + _TENSOR_MEMBER
-    + rb"(?:"
-    + _WS
-    + rb","
-    + _WS
-    + _SIGNATURE_MEMBER
-    + rb")?|"
     + _SIGNATURE_MEMBER
     + _WS
     + rb","
     + _WS
-    + _TENSOR_MEMBER
-    + rb")"
+    + rb")?"
+    + rb'"(instances|inputs)"'
     + _WS
-    + rb"\}"
+    + rb":"
+    + _WS
+    + rb"(?=\[)"
 )
+#: After the array's `]`: `[, "signature_name": "..."] }` (bytes after the root are ignored).
+_NUMERIC_SUFFIX = re.compile(_WS + rb"(?:," + _WS + _SIGNATURE_MEMBER + _WS + rb")?\}")
+_ARRAY_BYTES = b"0123456789.eE+-,[] \t\n\r"
 _BIG_EXPONENT = re.compile(rb"[eE]\+?[0-9]{3,}")
 _NUMBER_CHARS = b"0123456789.eE+-"
 _WHITESPACE_BYTES = b" \t\n\r"
@@ -1075,13 +1085,23 @@ def scan_numeric_body(body: bytes) -> _NumericTensor | None:
     The skeleton check proves the array is rectangular and well formed; orjson then parses
     the numbers alone (strictly, so malformed numbers fall back to the exact path).
     """
-    match = _NUMERIC_BODY.match(body)
-    if match is None:
+    prefix = _NUMERIC_PREFIX.match(body)
+    if prefix is None:
         return None
-    if match.group(1) is not None:
-        key, array, signature = match.group(1), match.group(2), match.group(3)
-    else:
-        signature, key, array = match.group(4), match.group(5), match.group(6)
+    start = prefix.end()
+    end = body.rfind(b"]") + 1
+    suffix = _NUMERIC_SUFFIX.match(body, end)
+    if suffix is None:
+        return None
+    signature = prefix.group(1)
+    if suffix.group(1) is not None:
+        if signature is not None:
+            return None  # two signature_name members: the exact path picks the first
+        signature = suffix.group(1)
+    key = prefix.group(2)
+    array = body[start:end]
+    if array.translate(None, _ARRAY_BYTES):
+        return None  # anything but numbers, brackets, commas and whitespace
     if b"[]" in array or (b"e" in array or b"E" in array) and _BIG_EXPONENT.search(array):
         return None
     skeleton = array.translate(None, _NUMBER_CHARS + _WHITESPACE_BYTES)
@@ -1093,7 +1113,7 @@ def scan_numeric_body(body: bytes) -> _NumericTensor | None:
         values = np.array(flat, dtype=np.float64)
     except (orjson.JSONDecodeError, ValueError, TypeError, OverflowError):
         return None
-    if values.size != math.prod(shape) or not np.isfinite(values).all():
+    if values.size != math.prod(shape):
         return None
     try:
         signature_name = signature.decode("utf-8") if signature is not None else None
@@ -1112,7 +1132,8 @@ def prepare_fast(doc: Any, body: bytes) -> _FastDocument | None:
     if b"true" in body or b"false" in body or b"null" in body:
         return None  # numpy would coerce booleans into numbers
     keys = len(doc)
-    instances = inputs = None
+    instances: np.ndarray | None = None
+    inputs: np.ndarray | dict[str, np.ndarray] | None = None
     for key, value in doc.items():
         if key == "instances":
             instances = _numeric_array(value)

@@ -118,6 +118,8 @@ class Signature:
     outputs: dict[str, TensorSpec]
     input_tensors: dict[str, str]
     output_tensors: dict[str, str]
+    #: Input layouts (alias, shape, dtype) already validated against this signature.
+    valid_layouts: set[tuple[Any, ...]] = field(default_factory=set, compare=False, repr=False)
 
 
 def _tensor_spec(info: Any) -> TensorSpec:
@@ -240,7 +242,7 @@ class LoadedServable:
 def load_servable(name: str, version: int, path: Path, options: SessionOptions) -> LoadedServable:
     """Load one SavedModel version the way TF Serving's SavedModelBundle loader does."""
     import tensorflow as tf
-    from google.protobuf import message, text_format
+    from google.protobuf import message, text_format  # type: ignore[import-untyped]
     from tensorflow.core.protobuf import saved_model_pb2
 
     binary, text = path / "saved_model.pb", path / "saved_model.pbtxt"

@@ -62,8 +62,6 @@ def _configs(options: ServeOptions) -> list[ModelConfig]:
 
 async def _serve(options: ServeOptions) -> int:
     from model_server.core import ServingCore
-    from model_server.grpc_service import start_grpc_server
-    from model_server.rest import RestApi, start_rest_server
 
     configs = _configs(options)
     core_holder: list[ServingCore] = []
@@ -82,6 +80,10 @@ async def _serve(options: ServeOptions) -> int:
     )
     core_holder.append(core)
     await registry.start()
+    # These import TensorFlow (through the serving protos): only once the models loaded.
+    from model_server.grpc_service import start_grpc_server
+    from model_server.rest import RestApi, start_rest_server
+
     api = RestApi(core, enable_cors=options.enable_cors, stats_path=options.stats_path)
     try:
         runner, rest_port = await start_rest_server(api, options.host, options.rest_port)
@@ -124,7 +126,7 @@ def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
         if name == "uvloop":
             raise StartupError("--event-loop uvloop: the uvloop package is not installed") from None
         return None
-    return uvloop.new_event_loop  # type: ignore[no-any-return]
+    return uvloop.new_event_loop
 
 
 def serve(options: ServeOptions) -> int:

@@ -87,7 +87,7 @@ def next_version(model_dir: Path) -> int:
 
 def build_model(seed: int) -> Any:
     """Conv2D(32, 3x3, relu) -> MaxPool 2x2 -> Flatten -> Dense(128, relu) -> Dense(10, softmax)."""
-    import keras
+    import keras  # type: ignore[import-untyped]
 
     keras.utils.set_random_seed(seed)
     model = keras.Sequential(
@@ -112,7 +112,7 @@ def build_model(seed: int) -> Any:
 def _epoch_printer(epochs: int, out: Callable[[str], None]) -> Any:
     import keras
 
-    class EpochProgress(keras.callbacks.Callback):
+    class EpochProgress(keras.callbacks.Callback):  # type: ignore[misc]
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             self.started = time.monotonic()
 

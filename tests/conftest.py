@@ -1,3 +1,3 @@
 """Shared pytest configuration; fixture plugins live in tests/plugins/."""
 
-pytest_plugins: list[str] = ["tests.plugins.gateway"]
+pytest_plugins: list[str] = ["tests.plugins.gateway", "tests.plugins.model_server"]

@@ -209,7 +209,10 @@ POSITIVES: list[tuple[str, list[str], list[tuple[str, str]]]] = [
 def test_valid_values_are_found(
     text: str, hints: list[str], expected: list[tuple[str, str]]
 ) -> None:
-    found = [(category, text[start:end]) for category, (start, end) in scan_text(text, region_hints=hints)]
+    found = [
+        (category, text[start:end])
+        for category, (start, end) in scan_text(text, region_hints=hints)
+    ]
     assert found == expected
 
 
@@ -366,7 +369,11 @@ def test_selected_headers_are_scanned_case_insensitively() -> None:
         ("email", 'headers["x-note"]', (2,), "header"),
     ]
     masked, entries = mask_headers(headers, findings, {"phone": MaskRule(), "email": MaskRule()})
-    assert masked == [("X-Note", "call [PHONE]"), ("X-Api-Key", "a@b.de"), ("x-note", "mail [EMAIL]")]
+    assert masked == [
+        ("X-Note", "call [PHONE]"),
+        ("X-Api-Key", "a@b.de"),
+        ("x-note", "mail [EMAIL]"),
+    ]
     assert entries == [
         {"path": 'headers["x-note"]', "category": "phone", "method": "redact"},
         {"path": 'headers["x-note"]', "category": "email", "method": "redact"},
@@ -597,8 +604,9 @@ json_documents = st.recursive(
     | st.floats()
     | st.text(alphabet=st.characters(blacklist_categories=("Cs",)))
     | st.text(alphabet="0123456789 +-.()@abcXde/:"),
-    lambda children: st.lists(children, max_size=4)
-    | st.dictionaries(st.text(max_size=5), children, max_size=4),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
     max_leaves=20,
 )
 

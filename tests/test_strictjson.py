@@ -187,6 +187,29 @@ def test_depth_counts_objects_and_ignores_brackets_in_strings() -> None:
     assert loads(escaped, max_depth=2) == {"a": ['"[[[[[[[[', 1]}
 
 
+def test_depth_of_text_heavy_bodies() -> None:
+    # Many strings take the path that walks the parsed value instead of the bytes.
+    strings = ", ".join(f'"s{i}"' for i in range(100))
+    body = ("[" * 10 + strings + "]" * 10).encode()
+    assert len(loads(body, max_depth=10)[0][0][0][0][0][0][0][0][0]) == 100
+    with pytest.raises(StrictJsonError) as caught:
+        loads(body, max_depth=9)
+    assert (caught.value.code, caught.value.position) == ("json_too_deep", 9)
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b'{"a": 1, "b": 2}', b'{"a": {"x": 1}, "b": 2}', b'{"a": "x:y"}', b'{"a": ":", "a": 1}'],
+)
+def test_duplicate_check_shortcut_is_exact(body: bytes) -> None:
+    expected_error = body.count(b'"a"') > 1
+    if expected_error:
+        with pytest.raises(StrictJsonError):
+            loads(body)
+    else:
+        assert loads(body) == json.loads(body)
+
+
 def test_deep_bodies_with_nan_and_beyond_orjson_are_refused_without_recursion() -> None:
     for body in (_nested(5000), b"[" * 300 + b"NaN" + b"]" * 300):
         with pytest.raises(StrictJsonError) as caught:
@@ -241,8 +264,9 @@ json_values = st.recursive(
     | st.integers(min_value=-(2**63), max_value=2**64 - 1)
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.text(),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(st.text(max_size=8), children, max_size=5),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
+    ),
     max_leaves=30,
 )
 
@@ -268,7 +292,10 @@ def _json_like_orjson(body: bytes) -> Any:
     return json.loads(body, parse_int=integer)
 
 
-@given(st.binary(max_size=40) | st.text(alphabet='{}[]",:0123456789.eE+-aNInfity \\u\n').map(str.encode))
+@given(
+    st.binary(max_size=40)
+    | st.text(alphabet='{}[]",:0123456789.eE+-aNInfity \\u\n').map(str.encode)
+)
 @settings(max_examples=400, deadline=None)
 def test_arbitrary_bytes_never_crash_and_accepted_ones_match_json(body: bytes) -> None:
     try:

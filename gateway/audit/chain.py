@@ -15,9 +15,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
-from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.audit.canonical import canonical_dumps
 from gateway.audit.merkle import CompactRange
@@ -39,8 +38,7 @@ _LINE_PREFIX = b'{"r":'
 _SIG_TAIL = b'"}'
 
 
-@dataclass(frozen=True)
-class SealedRecord:
+class SealedRecord(NamedTuple):
     """One record ready to be written: its line (with newline) and leaf hash."""
 
     seq: int
@@ -74,18 +72,19 @@ class ChainState:
 
 def seal(
     state: ChainState,
-    fields: Mapping[str, Any],
+    fields: dict[str, Any],
     signer: Signer,
     ts: str,
     *,
     sign_record: bool,
 ) -> SealedRecord:
-    """Add the log fields to `fields`, canonicalize, hash, optionally sign, and advance
-    `state`. `fields` must already be validated (JCS-safe, no log fields)."""
+    """Add the log fields to `fields` (in place: the dict is consumed), canonicalize,
+    hash, optionally sign, and advance `state`. `fields` must already be validated
+    (JCS-safe, no log fields), e.g. by `record.validate_record`, which returns a copy."""
     if ts < state.last_ts:
         ts = state.last_ts
     seq = state.compact.size
-    record = dict(fields)
+    record = fields
     record["seq"] = seq
     record["prev"] = state.prev.hex()
     record["ts"] = ts

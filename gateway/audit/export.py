@@ -98,7 +98,8 @@ def _csv_cell(value: Any) -> str:
 
 
 def _csv_view(records: list[dict[str, Any]]) -> bytes:
-    first = ["seq", "ts", "type", "tenant", "effect", "status", "rules", "legal_basis", "juris"]
+    first = ["seq", "ts", "type", "decision_id", "tenant", "decision", "effect", "status",
+             "rules", "legal_basis", "juris"]  # fmt: skip
     rest = sorted({key for record in records for key in record} - set(first))
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -307,7 +308,8 @@ def export_bundle(
             "format": BUNDLE_FORMAT,
             "origin": origin,
             "range": {"from": a, "to": b},
-            "requested": {"from_ts": from_ts, "to_ts": min(to_ts, created) if to_ts else created},
+            # A requested end is a freshness claim the verifier checks (STALE_TAIL).
+            "requested": {"from_ts": from_ts, "to_ts": min(to_ts, created) if to_ts else None},
             "filter": export_filter.to_json(),
             "completeness": completeness,
             "records": len(selected),

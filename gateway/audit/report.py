@@ -47,8 +47,13 @@ def _time_chart(decisions: Sequence[Mapping[str, Any]]) -> str:
     if not decisions:
         return "<p>No decisions in this range.</p>"
     first, last = decisions[0]["ts"], decisions[-1]["ts"]
-    # Buckets by day, or by hour for ranges within two days.
-    width = 13 if first[:10] == last[:10] or len({d["ts"][:10] for d in decisions}) <= 2 else 10
+    # Buckets by minute within an hour, by hour within two days, else by day.
+    if first[:13] == last[:13]:
+        width = 16
+    elif len({str(d["ts"])[:10] for d in decisions}) <= 2:
+        width = 13
+    else:
+        width = 10
     buckets: dict[str, Counter[str]] = {}
     for record in decisions:
         key = str(record["ts"])[:width]

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from gateway import __version__
 from gateway.audit.chain import ChainState, SealedRecord, seal
@@ -115,10 +115,9 @@ class AuditOptions:
             raise ValueError("audit max_batch_delay must be >= 0 and heartbeat_seconds > 0")
 
 
-@dataclass(frozen=True)
-class AppendReceipt:
+class AppendReceipt(NamedTuple):
     """Proof-of-write handed back by `append`: the record's place and the signed
-    checkpoint (C2SP note) that covers it."""
+    checkpoint (C2SP note) that covers it. (A NamedTuple: one is made per record.)"""
 
     seq: int
     ts: str
@@ -170,6 +169,8 @@ class _Job:
 
 
 _Pending = tuple[dict[str, Any], "asyncio.Future[AppendReceipt] | None"]
+#: With at least this many appends waiting and no batch in flight, the writer splits them.
+_SPLIT_AT = 64
 
 
 class AuditLog:
@@ -194,6 +195,10 @@ class AuditLog:
         self._closed = False
         self._task: asyncio.Task[None] | None = None
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
+        # Checkpoint-file fsyncs run here, overlapping the next batch's record fsync.
+        self._cp_sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-cpsync")
+        self._cp_sync_queued = False
+        self._cp_sync_error: BaseException | None = None
         self._files: LogFiles | None = None
         self._state = ChainState(meta.origin)
         self._durable_size = 0
@@ -453,6 +458,7 @@ class AuditLog:
             self._task.cancel()
             with contextlib.suppress(BaseException):
                 await self._task
+        await asyncio.to_thread(self._cp_sync.shutdown, True)
         if self._files is not None:
             files = self._files
             self._files = None
@@ -529,6 +535,8 @@ class AuditLog:
         files = self._files
         if files is None:
             raise AuditUnavailable("audit log files are closed")
+        if self._cp_sync_error is not None:
+            raise self._cp_sync_error
         files.append_records(job.first_seq, job.lines)
         note = sign_note(job.text, job.signers)
         files.append_checkpoint(note)
@@ -550,11 +558,33 @@ class AuditLog:
                 future.set_result(
                     AppendReceipt(record.seq, record.ts, record.leaf.hex(), job.size, note)
                 )
+        self._schedule_checkpoint_sync()
 
-    def _take_batch(self) -> list[_Pending]:
+    def _schedule_checkpoint_sync(self) -> None:
+        files = self._files
+        if files is None or not files.fsync or self._cp_sync_queued:
+            return  # a queued sync has not started yet: it will cover this note too
+        self._cp_sync_queued = True
+        self._cp_sync.submit(self._sync_checkpoints, files)
+
+    def _sync_checkpoints(self, files: LogFiles) -> None:
+        """Runs on the checkpoint-sync thread."""
+        self._cp_sync_queued = False  # notes written from now on need another sync
+        try:
+            files.sync_checkpoints()
+        except OSError as exc:
+            # The next commit raises it on the writer thread: the log fails closed.
+            self._cp_sync_error = exc
+
+    def _take_batch(self, idle: bool) -> list[_Pending]:
         seg = self.meta.segment_records
         room = seg - self._state.size % seg
         limit = min(self.options.max_batch_records, room)
+        if idle and len(self._pending) >= _SPLIT_AT:
+            # Nothing is being written: send half now and seal the other half while the
+            # first is fsynced, so CPU and fsync overlap even when every waiting client
+            # is in this one batch.
+            limit = min(limit, (len(self._pending) + 1) // 2)
         batch: list[_Pending] = []
         pending = self._pending
         while pending and len(batch) < limit and not isinstance(pending[0], _Control):
@@ -595,7 +625,7 @@ class AuditLog:
                     self._pending.popleft()
                     await self._run_control(head)
                     continue
-                job = self._seal_batch(self._take_batch(), self._batch_ts())
+                job = self._seal_batch(self._take_batch(inflight is None), self._batch_ts())
                 if inflight is not None:
                     done_job, io = inflight
                     inflight = None

@@ -179,10 +179,12 @@ def _summary(report: SourceReport) -> str:
             f"{req.get('to_ts') or 'end'}"
         )
     if found:
-        lines.append(
-            f"  Results found for seq {found.get('from')}..{found.get('to')} "
-            f"({found.get('from_ts')} to {found.get('to_ts')})"
+        span = (
+            f"selected records up to seq {found.get('to')}"
+            if found.get("from") is None
+            else f"seq {found.get('from')}..{found.get('to')}"
         )
+        lines.append(f"  Results found for {span} ({found.get('from_ts')} to {found.get('to_ts')})")
     valid = report.records_total - report.records_invalid
     cp_valid = report.checkpoints_total - report.checkpoints_invalid
     lines.append(

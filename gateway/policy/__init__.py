@@ -6,7 +6,7 @@ Public API (stable; the gateway calls only these):
 * `PolicySet.revision`, `PolicySet.evaluate(context, *, explain=False) -> Decision`
 * `Decision` and its parts, `Diagnostic`, `Location`
 * `context_json_schema()` / `policy_json_schema()` for validation and editors
-* `run_case_files(paths, policy_paths)` for data-driven cases
+* `gateway.policy.cases` (`load_case_file`, `check_case`) for data-driven cases
 
 The package is pure: it reads files when asked to load, and otherwise does no I/O.
 """

@@ -51,6 +51,7 @@ __all__ = [
     "context_diagnostics",
     "load_case_file",
     "merge_context",
+    "run_cases",
     "to_json_data",
 ]
 

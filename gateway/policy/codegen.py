@@ -94,12 +94,56 @@ def _region_hits(values: Sequence[str], sets: Sequence[frozenset[str]]) -> int:
     return sum(1 for s in sets if any(region_in(v, s) for v in values))
 
 
+def _member(
+    value: object, items: Sequence[str], inside: bool, vocabulary: Vocabulary | None
+) -> bool:
+    """`value in items` (regions: inside any listed term); null is in no list."""
+    if value is None:
+        return not inside
+    if vocabulary is not None:
+        return region_in(value, _expand(vocabulary, tuple(items))) is inside  # type: ignore[arg-type]
+    return (value in items) is inside
+
+
+def _time_ref(a: Any, b: Any, op: str) -> bool:
+    """Compare two time intervals read from fields (nulls as in `predicates`)."""
+    if a is None or b is None:
+        if (a is None) != (b is None):
+            return op == "ne"
+        return op == "eq"
+    return bool(_TIME_OPS[op](a, b))
+
+
+_TIME_OPS: dict[str, Callable[[Any, Any], bool]] = {
+    "lt": lambda a, b: a[1] <= b[0],
+    "le": lambda a, b: a[0] < b[1],
+    "gt": lambda a, b: a[0] >= b[1],
+    "ge": lambda a, b: a[1] > b[0],
+    "eq": lambda a, b: a[0] < b[1] and a[1] > b[0],
+    "ne": lambda a, b: not (a[0] < b[1] and a[1] > b[0]),
+}
+
+_EXPANDED: dict[tuple[int, tuple[str, ...]], frozenset[str]] = {}
+
+
+def _expand(vocabulary: Vocabulary, items: tuple[str, ...]) -> frozenset[str]:
+    key = (id(vocabulary), items)
+    hit = _EXPANDED.get(key)
+    if hit is None:
+        if len(_EXPANDED) > 1024:
+            _EXPANDED.clear()
+        hit = _EXPANDED[key] = vocabulary.expand(items)
+    return hit
+
+
 _HELPERS: dict[str, Any] = {
     "BAD": _bad,
     "TIME": _time,
     "LIST": _list,
     "DIG": _dig,
     "RHITS": _region_hits,
+    "MEMBER": _member,
+    "TREF": _time_ref,
 }
 
 
@@ -203,7 +247,7 @@ def _base(ftype: str) -> str:
 def leaf_source(b: CodeBuilder, leaf: TypedLeaf, reference: Predicate) -> str:
     """Python expression for one test. Field-reference operands call the reference closure."""
     if leaf.ref is not None:
-        return f"{b.const(reference)}(ctx, st)"
+        return _ref_source(b, leaf, reference)
     op, ftype = leaf.op, leaf.ftype
     if ftype.startswith("list:"):
         return _list_source(b, leaf)
@@ -234,6 +278,30 @@ def leaf_source(b: CodeBuilder, leaf: TypedLeaf, reference: Predicate) -> str:
         return f"({value} is not None and {b.const(lo)} <= {v} <= {b.const(hi)})"
     symbol = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}[op]
     return f"({value} is not None and {v} {symbol} {k})"
+
+
+def _ref_source(b: CodeBuilder, leaf: TypedLeaf, reference: Predicate) -> str:
+    """A test whose operand is another field (same evaluation order as the reference)."""
+    op, kind = leaf.op, _base(leaf.ftype)
+    assert leaf.ref is not None and leaf.ref_type is not None
+    if leaf.ftype.startswith("list:"):
+        return f"{b.const(reference)}(ctx, st)"  # list-to-list tests are rare
+    value = b.checked(leaf.field, kind, b.var())
+    if op in ("in", "not_in"):
+        items = f"LIST({b.read(leaf.ref)}, {b.const('operand of ' + leaf.field)})"
+        vocab = b.const(b.vocabulary) if kind == "region" else "None"
+        return f"MEMBER({value}, {items}, {op == 'in'}, {vocab})"
+    ref_kind = _base(leaf.ref_type)
+    other = b.checked(leaf.ref, ref_kind, b.var())
+    if kind == "time":
+        return f"TREF({value}, {other}, {b.const(op)})"
+    if op == "eq":
+        return f"({value} == {other})"
+    if op == "ne":
+        return f"({value} != {other})"
+    a, c = b.var(), b.var()
+    symbol = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}[op]
+    return f"(({a} := {value}) is not None and ({c} := {other}) is not None and {a} {symbol} {c})"
 
 
 _TIME_SOURCE = {
@@ -288,6 +356,7 @@ def generate_predicate(b: CodeBuilder, expression: str, name: str) -> Predicate:
     namespace = dict(b.constants)
     exec(compile(source, f"<policy:{name}>", "exec"), namespace)
     fn: Predicate = namespace[name]
+    fn.__doc__ = source  # the generated source, for debugging and `test_codegen`
     return fn
 
 
@@ -348,4 +417,5 @@ def generate_candidates(
     # SECURITY: see Rule 1; table keys and field names are bound constants.
     exec(compile(source, "<policy:candidates>", "exec"), namespace)
     fn: Callable[[Mapping[str, Any], EvalState], list[int]] = namespace["candidates"]
+    fn.__doc__ = source
     return fn

@@ -16,6 +16,7 @@ later stages rely on its results):
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -29,13 +30,12 @@ from gateway.policy.codegen import (
     generate_predicate,
     leaf_source,
 )
-from gateway.policy.decision import LegalBasis, MaskAction
+from gateway.policy.decision import LegalBasis, MaskAction, Problem, Remedy
 from gateway.policy.parse import ParsedFile, UnparsedOperand, parse_time
 from gateway.policy.predicates import (
     ABSENT,
     PRESENT,
     Getter,
-    Interval,
     Predicate,
     Template,
     compile_template,
@@ -138,10 +138,12 @@ class CompiledBasis:
     ref: Template
     url: str | None
 
+    static: LegalBasis | None = None  # the rendered basis when `ref` names no field
+
     def render(self, ctx: Mapping[str, Any], st: Any) -> LegalBasis:
         """Render the basis for one context."""
-        if not self.ref.fields:
-            return LegalBasis(self.regime, self.ref.source, self.url)
+        if self.static is not None:
+            return self.static
         return LegalBasis(self.regime, self.ref.render(ctx, st), self.url)
 
 
@@ -158,6 +160,8 @@ class CompiledProblem:
     demanding_party: str | None
     applies_to: str | None
     jurisdiction: str | None
+    #: The rendered problem when no text names a field (most denials).
+    static: Problem | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,6 +208,7 @@ class CompiledRule:
     problem: CompiledProblem | None
     obligations: CompiledObligations
     id: str = ""
+    allows: bool = False
     #: True when the rule has an effective window (checked before its condition).
     timed: bool = False
     enforced: bool = True
@@ -338,13 +343,13 @@ def _identify(c: _Compiler) -> None:
     seen: dict[str, RuleSpec] = {}
     for rule in c.rules:
         if rule.id in seen:
-            first = seen[rule.id]
+            first_rule = seen[rule.id]
             c.error(
                 CONFLICT,
                 f"duplicate rule id `{rule.id}`",
                 rule.location,
                 rule.path,
-                f"first defined at {first.location}",
+                f"first defined at {first_rule.location}",
             )
         else:
             seen[rule.id] = rule
@@ -955,14 +960,7 @@ def _lower(c: _Compiler) -> None:
                     exc_node.fn if exc_node else None,
                 )
             )
-        basis = tuple(
-            CompiledBasis(
-                b.regime,
-                compile_template(b.ref, vocab),
-                b.url or (vocab.regimes[b.regime].url if b.regime in vocab.regimes else None),
-            )
-            for b in rule.basis
-        )
+        basis = tuple(_lower_basis(vocab, b.regime, b.ref, b.url) for b in rule.basis)
         status = rule.status or _DEFAULT_STATUS.get(rule.stage, 451)
         problem = None
         if rule.effect == "deny":
@@ -986,8 +984,16 @@ def _lower(c: _Compiler) -> None:
                 timed=rule.effective_from is not None or rule.effective_until is not None,
                 enforced=rule.mode == "enforce",
                 denies=rule.effect == "deny",
+                allows=rule.effect == "allow",
             )
         )
+
+
+def _lower_basis(vocab: Vocabulary, regime: str, ref: str, url: str | None) -> CompiledBasis:
+    template = compile_template(ref, vocab)
+    url = url or (vocab.regimes[regime].url if regime in vocab.regimes else None)
+    static = LegalBasis(regime, ref, url) if not template.fields else None
+    return CompiledBasis(regime, template, url, static)
 
 
 def _ordered_rules(rules: Sequence[RuleSpec]) -> list[RuleSpec]:
@@ -1012,7 +1018,7 @@ def lower_problem(
     detail = (spec.detail if spec and spec.detail else None) or description or title
     remedy = spec.remedy if spec else None
     info = vocab.regimes.get(regime) if regime else None
-    return CompiledProblem(
+    compiled = CompiledProblem(
         type=ptype,
         title=title,
         detail=compile_template(detail, vocab),
@@ -1023,6 +1029,26 @@ def lower_problem(
         applies_to=applies_to or description,
         jurisdiction=info.jurisdiction if info else None,
     )
+    if not compiled.detail.fields and not (
+        compiled.remedy_text is not None and compiled.remedy_text.fields
+    ):
+        remedy_text = compiled.remedy_text
+        static_remedy = (
+            Remedy(remedy_text.source, compiled.remedy_header, compiled.remedy_value)
+            if remedy_text is not None
+            else None
+        )
+        static = Problem(
+            compiled.type,
+            compiled.title,
+            compiled.detail.source,
+            static_remedy,
+            compiled.demanding_party,
+            compiled.applies_to,
+            compiled.jurisdiction,
+        )
+        compiled = dataclasses.replace(compiled, static=static)
+    return compiled
 
 
 def _lower_problem(
@@ -1115,6 +1141,7 @@ def _index(c: _Compiler) -> None:
             timed=rule.timed,
             enforced=rule.enforced,
             denies=rule.denies,
+            allows=rule.allows,
         )
         final.append(rebuilt)
         if guard is None:
@@ -1146,8 +1173,8 @@ def _index(c: _Compiler) -> None:
             by_stage.append(None)
             continue
         stage_tables = []
-        for name, _keys, table in index:
-            sub = {k: tuple(p for p in v if p in members) for k, v in table.items()}
+        for name, _keys, full in index:
+            sub = {k: tuple(p for p in v if p in members) for k, v in full.items()}
             sub = {k: v for k, v in sub.items() if v}
             if sub:
                 stage_tables.append((name, types[name], sub))
@@ -1169,16 +1196,18 @@ def _freeze(c: _Compiler) -> None:
     c.result.settings = c.settings
 
 
-#: The compile pipeline as data: (name, stage). Each stage reads and extends the shared
-#: compiler state; the pipeline stops after the first stage that reports an error.
-COMPILE_STAGES: tuple[tuple[str, Callable[[_Compiler], None]], ...] = (
-    ("collect", _collect),
-    ("identify", _identify),
-    ("typecheck", _typecheck),
-    ("check", _check),
-    ("lower", _lower),
-    ("index", _index),
-    ("freeze", _freeze),
+#: The compile pipeline as data: (name, stage, needs a clean input). Each stage reads and
+#: extends the shared compiler state. A stage that needs a clean input runs only when no
+#: earlier stage reported an error; the checking stages run together, so one run reports
+#: duplicate ids, reference errors and consistency errors at once.
+COMPILE_STAGES: tuple[tuple[str, Callable[[_Compiler], None], bool], ...] = (
+    ("collect", _collect, True),
+    ("identify", _identify, True),
+    ("typecheck", _typecheck, False),
+    ("check", _check, False),
+    ("lower", _lower, True),
+    ("index", _index, True),
+    ("freeze", _freeze, True),
 )
 
 
@@ -1189,9 +1218,11 @@ def compile_documents(
 ) -> CompileResult:
     """Run the compile stages over parsed files; diagnostics accumulate in the result."""
     c = _Compiler(files)
-    for name, stage in COMPILE_STAGES:
+    for name, stage, needs_clean_input in COMPILE_STAGES:
+        if needs_clean_input and has_errors(c.diags):
+            break
         stage(c)
-        if has_errors(c.diags) or name == stop_after:
+        if name == stop_after:
             break
     c.result.diagnostics = c.diags
     return c.result

@@ -147,11 +147,16 @@ class PolicySet:
     def evaluate(self, context: Mapping[str, Any], *, explain: bool = False) -> Decision:
         """Decide one request context. Pure and fast; never raises (fails closed)."""
         try:
-            return self._decide(context, explain)
+            decision = self._decide(context, explain)
         except Exception as exc:  # SECURITY: an engine bug must never turn into an allow
-            return self._failure(
+            decision = self._failure(
                 "policy_internal_error", f"{type(exc).__name__}: {exc}", None, None
             )
+        if explain and decision.explanation is None:
+            from gateway.policy.explain import summary_explanation
+
+            decision = decision._replace(explanation=summary_explanation(decision))
+        return decision
 
     def _failure(
         self,
@@ -180,8 +185,9 @@ class PolicySet:
             explanation=explanation,
         )
 
-    def _decide(self, ctx: Mapping[str, Any], explain: bool) -> Decision:
-        if not isinstance(ctx, Mapping):
+    def _decide(self, ctx: Any, explain: bool) -> Decision:
+        # `ctx` is typed loosely on purpose: callers may pass anything and must get a deny.
+        if ctx.__class__ is not dict and not isinstance(ctx, Mapping):
             return self._failure("context_invalid", "the context must be an object", None, None)
         raw_now = ctx.get("now")
         now = parse_interval(raw_now) if type(raw_now) is str and len(raw_now) > 10 else None
@@ -211,8 +217,8 @@ class PolicySet:
             if lookup is not None:
                 try:
                     positions = lookup(ctx, st)
-                except EvalError as exc:
-                    return self._failure(exc.code, exc.message, STAGES[stage], None)
+                except EvalError as exc:  # an indexed field is unreadable: a context error
+                    return self._failure(exc.code, exc.message, None, None)
                 for pos in positions:
                     rule, rest, timed, kind = plan[pos]
                     if timed and (
@@ -271,7 +277,7 @@ class PolicySet:
             try:
                 audit_positions = audit_lookup(ctx, st)
             except EvalError as exc:
-                return self._failure(exc.code, exc.message, STAGES[_AUDIT], None)
+                return self._failure(exc.code, exc.message, None, None)
             for pos in audit_positions:
                 self._run(
                     plan[pos][0],
@@ -424,7 +430,7 @@ class PolicySet:
             if len(self._cache) > 4096:
                 self._cache.clear()
             hit = self._cache[key] = self.vocabulary.intersect(a, b)
-        return hit  # type: ignore[no-any-return]
+        return hit
 
     def _compress(self, regions: frozenset[str]) -> list[str]:
         key = ("compress", regions)
@@ -433,11 +439,13 @@ class PolicySet:
             if len(self._cache) > 4096:
                 self._cache.clear()
             hit = self._cache[key] = self.vocabulary.compress(regions)
-        return hit  # type: ignore[no-any-return]
+        return hit
 
     # ------------------------------------------------------------------ outcomes
 
     def _audit(self, hits: Sequence[CompiledRule]) -> tuple[AuditObligation, list[DecisionError]]:
+        if not hits:
+            return _NO_AUDIT, []
         retention: int | None = None
         storage: frozenset[str] | None = None
         for rule in hits:
@@ -506,17 +514,20 @@ class PolicySet:
         else:  # only audit-stage errors
             deciding = []
             stage = STAGES[_AUDIT]
-        real = [
-            r
-            for r in deciding
-            if r.spec.effect == "deny" and not any(e.rule == r.id for e in errors)
-        ]
+        if errors:
+            failed = {e.rule for e in errors}
+            real = [r for r in deciding if r.denies and r.id not in failed]
+        else:
+            real = [r for r in deciding if r.denies]
         status = (
             real[0].status if real else (deciding[0].status if deciding else self._default_status)
         )
         if route_denial and not denies:
             status = 451
-        rule_ids = tuple(dict.fromkeys(r.id for r in (*deciding, *audit_hits)))
+        if audit_hits:
+            rule_ids = tuple(dict.fromkeys(r.id for r in (*deciding, *audit_hits)))
+        else:
+            rule_ids = tuple(r.id for r in deciding)
         render_errors: list[DecisionError] = []
         bases = self._bases(ctx, st, deciding, render_errors)
         if errors or render_errors:
@@ -532,21 +543,22 @@ class PolicySet:
         else:
             first = real[0]
             assert first.problem is not None
-            problem = _render_problem(first.problem, ctx, st)
+            problem = first.problem.static or _render_problem(first.problem, ctx, st)
             all_errors = ()
-        obligations = Obligations(audit=audit) if audit != AuditObligation() else EMPTY_OBLIGATIONS
+        obligations = EMPTY_OBLIGATIONS if audit is _NO_AUDIT else Obligations(audit=audit)
+        # Positional arguments: this runs for every denial.
         return Decision(
-            effect="deny",
-            status=status,
-            stage=stage,
-            rules=rule_ids,
-            dry_run=tuple(dry),
-            legal_basis=tuple(bases),
-            problem=problem,
-            obligations=obligations,
-            errors=tuple(all_errors),
-            policy_revision=self.revision,
-            waivers=tuple(waivers),
+            "deny",
+            status,
+            stage,
+            rule_ids,
+            tuple(dry),
+            tuple(bases),
+            problem,
+            obligations,
+            tuple(all_errors),
+            self.revision,
+            tuple(waivers),
         )
 
     def _route_problem(self, ctx: Mapping[str, Any], rules: Sequence[CompiledRule]) -> Problem:
@@ -582,7 +594,7 @@ class PolicySet:
         audit: AuditObligation,
         routing: Routing | None,
     ) -> Decision:
-        allowed = any(r.spec.effect == "allow" for r in matched)
+        allowed = any(r.allows for r in matched)
         if not allowed and self._default_effect == "deny":
             errors: list[DecisionError] = []
             problem = _render_problem(self._default_problem, ctx, st)

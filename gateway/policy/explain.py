@@ -32,7 +32,13 @@ if TYPE_CHECKING:
     from gateway.policy.decision import Decision
     from gateway.policy.evaluate import PolicySet
 
-__all__ = ["ConditionTrace", "Explanation", "RuleTrace", "build_explanation"]
+__all__ = [
+    "ConditionTrace",
+    "Explanation",
+    "RuleTrace",
+    "build_explanation",
+    "summary_explanation",
+]
 
 ExplainMode = Literal["fails", "full"]
 
@@ -53,7 +59,7 @@ class ConditionTrace:
         return {
             "condition": self.text,
             "result": self.result,
-            "value": self.value,
+            "value": None if self.value is _NO_VALUE else self.value,
             "location": str(self.location),
             "depth": self.depth,
             "error": self.error,
@@ -225,13 +231,26 @@ def build_explanation(
                 rule.spec.description,
             )
         )
-    if decision.effect == "allow":
-        summary = f"decision: allow 200 (rules: {', '.join(decision.rules) or 'none'})"
-    else:
-        summary = (
-            f"decision: deny {decision.status} at stage `{decision.stage}` "
-            f"(rules: {', '.join(decision.rules) or 'none'})"
-        )
-        if decision.errors:
-            summary += "; errors: " + ", ".join(e.code for e in decision.errors)
+    summary = _summary(decision)
     return Explanation(summary, decision.stage == "default", tuple(traces))
+
+
+def _summary(decision: Decision) -> str:
+    if decision.effect == "allow":
+        return f"decision: allow 200 (rules: {', '.join(decision.rules) or 'none'})"
+    summary = (
+        f"decision: deny {decision.status} at stage `{decision.stage}` "
+        f"(rules: {', '.join(decision.rules) or 'none'})"
+    )
+    if decision.errors:
+        summary += "; errors: " + ", ".join(
+            f"{e.code} ({e.message})" if e.rule is None else f"{e.code} in `{e.rule}`"
+            for e in decision.errors
+        )
+    return summary
+
+
+def summary_explanation(decision: Decision) -> Explanation:
+    """An explanation without rule traces, for decisions made before any rule ran
+    (an unreadable context)."""
+    return Explanation(_summary(decision), False, ())

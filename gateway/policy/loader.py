@@ -125,10 +125,12 @@ def load_policy_set(paths: Sequence[Path | str]) -> LoadResult:
         )
     loaded: list[tuple[LoadedDocument, ParsedFile]] = []
     canonical: list[tuple[str, Any]] = []
+    unreadable = False
     for file in files:
         doc = load_yaml(file.path, file.display)
         diagnostics.extend(doc.diagnostics)
         if not doc.ok:
+            unreadable = True
             continue
         parsed = parse_document(doc)
         diagnostics.extend(parsed.diagnostics)
@@ -145,7 +147,11 @@ def load_policy_set(paths: Sequence[Path | str]) -> LoadResult:
             continue
         loaded.append((doc, parsed))
         canonical.append((file.canonical_name, doc.data))
-    if has_errors(diagnostics):
+    # Rules that parsed are still checked against the vocabulary, so one run reports
+    # problems of every kind; only a broken (or unreadable, possibly vocabulary) file
+    # makes the reference checks meaningless.
+    vocabularies = [p for _d, p in loaded if p.kind == "vocabulary"]
+    if any(p.vocabulary is None for p in vocabularies) or (unreadable and not vocabularies):
         return LoadResult(None, tuple(sort_diagnostics(diagnostics)))
     compiled = compile_documents(loaded)
     diagnostics.extend(compiled.diagnostics)

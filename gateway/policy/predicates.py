@@ -21,7 +21,7 @@ import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gateway.policy.vocabulary import Vocabulary, country_of, region_in
+from gateway.policy.vocabulary import Vocabulary, region_in
 
 __all__ = [
     "ABSENT",
@@ -95,12 +95,19 @@ class EvalState:
     def load_sections(self, ctx: Mapping[str, Any]) -> None:
         """Read the context's sections once (type-checked)."""
         get = ctx.get
-        self.c = _section(get("caller"), "caller")
-        self.s = _section(get("subject"), "subject")
-        self.r = _section(get("request"), "request")
-        self.l = _section(get("licence"), "licence")
-        self.m = _section(get("model"), "model")
-        self.f = _section(self.c.get("flags"), "caller.flags")
+        # The common case (a dict or null) is checked inline; `_section` does the rest.
+        c = get("caller")
+        self.c = c if c.__class__ is dict else _section(c, "caller")
+        s = get("subject")
+        self.s = s if s.__class__ is dict else _section(s, "subject")
+        r = get("request")
+        self.r = r if r.__class__ is dict else _section(r, "request")
+        lic = get("licence")
+        self.l = lic if lic.__class__ is dict else _section(lic, "licence")
+        m = get("model")
+        self.m = m if m.__class__ is dict else _section(m, "model")
+        f = self.c.get("flags")
+        self.f = f if f.__class__ is dict else _section(f, "caller.flags")
         purpose = self.r.get("purpose")
         self.purpose = self.vocabulary.purposes.get(purpose) if type(purpose) is str else None
 
@@ -109,7 +116,7 @@ def _section(value: Any, name: str) -> Mapping[str, Any]:
     if value is None:
         return _EMPTY
     if value.__class__ is dict or isinstance(value, Mapping):
-        return value  # type: ignore[no-any-return]
+        return value
     raise EvalError("context_type_error", f"`{name}` must be an object")
 
 
@@ -358,7 +365,7 @@ def make_predicate(
 
         def between(ctx: Mapping[str, Any], st: EvalState) -> bool:
             v = check(get(ctx, st))
-            return v is not None and lo <= v <= hi  # type: ignore[operator]
+            return v is not None and lo <= v <= hi
 
         return between
     compare = _INT_COMPARE[op]

@@ -10,9 +10,9 @@ ASCII digits and letters.
 Rule 3 — every regex is linear in the text: bounded repetitions, no nested unbounded groups,
 and the e-mail matcher anchors on `@` instead of trying every start position.
 
-Rule 4 — `min_digits` and `marker` are promises: a value of the category always holds at
-least `min_digits` ASCII digits and, when set, the `marker` character. The scanner uses them
-to skip a string before running any regex.
+Rule 4 — `min_digits` and `marker` are promises: a value of the category always holds a run
+of at least `min_digits` ASCII digits (separated by at most three of ` .-/()`) and, when set,
+the `marker` character. The scanner uses them to skip detectors before running any regex.
 
 Rule 5 — every validator call and phone-matcher call is paid from the scan's `ScanState`
 budget, so a hostile body costs bounded CPU: when the budget runs out `spend` raises
@@ -23,6 +23,7 @@ candidate), so a valid value right behind a look-alike is still found.
 
 from __future__ import annotations
 
+import bisect
 import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -42,6 +43,44 @@ from stdnum.us import ssn as stdnum_ssn
 Span = tuple[int, int]
 
 
+class SpanSet:
+    """Non-overlapping labelled spans, kept sorted; `add` refuses overlaps in O(log n)."""
+
+    __slots__ = ("_ends", "_labels", "_starts")
+
+    def __init__(self) -> None:
+        self._starts: list[int] = []
+        self._ends: list[int] = []
+        self._labels: list[str] = []
+
+    def add(self, start: int, end: int, label: str = "") -> bool:
+        """Insert `[start, end)` unless it overlaps a span already held."""
+        index = bisect.bisect_right(self._starts, start)
+        if index > 0 and self._ends[index - 1] > start:
+            return False
+        if index < len(self._starts) and self._starts[index] < end:
+            return False
+        self._starts.insert(index, start)
+        self._ends.insert(index, end)
+        self._labels.insert(index, label)
+        return True
+
+    def overlaps(self, start: int, end: int) -> bool:
+        """Whether `[start, end)` overlaps a held span."""
+        index = bisect.bisect_right(self._starts, start)
+        if index > 0 and self._ends[index - 1] > start:
+            return True
+        return index < len(self._starts) and self._starts[index] < end
+
+    def spans(self) -> list[Span]:
+        """The spans in order."""
+        return list(zip(self._starts, self._ends, strict=True))
+
+    def hits(self) -> list[tuple[str, int, int]]:
+        """`(label, start, end)` in order."""
+        return list(zip(self._labels, self._starts, self._ends, strict=True))
+
+
 class ScanBudgetExceeded(Exception):
     """The scan's work budget is spent; the remaining text is not scanned."""
 
@@ -50,11 +89,14 @@ class ScanState:
     """Per-scan inputs shared by the detectors: region hints and the work budget (units of
     about 10 microseconds; see the `*_COST` constants)."""
 
-    __slots__ = ("region_hints", "remaining")
+    __slots__ = ("region_hints", "remaining", "taken")
 
     def __init__(self, region_hints: tuple[str, ...] = (), budget: int = 50_000) -> None:
         self.region_hints = region_hints
         self.remaining = budget
+        #: Spans already claimed in the current text by higher-priority detectors; a detector
+        #: skips candidates that overlap them (they would lose anyway).
+        self.taken = SpanSet()
 
     def spend(self, units: int = 1) -> None:
         """Pay `units`, or raise `ScanBudgetExceeded` when the budget is gone."""
@@ -86,7 +128,8 @@ class Detector(Protocol):
 
     @property
     def min_digits(self) -> int:
-        """Every value of the category holds at least this many ASCII digits."""
+        """Every value holds a run of at least this many ASCII digits, consecutive digits
+        separated by at most three of ` .-/()` (`+49 (0)30 / 2312` is a run of 9)."""
 
     @property
     def marker(self) -> str | None:
@@ -125,6 +168,8 @@ class PatternDetector:
         while (match := self.pattern.search(text, pos)) is not None:
             start, end = match.span()
             pos = start + 1
+            if state.taken.overlaps(start, end):
+                continue
             if self.context is not None and not self.context.search(
                 text, max(0, start - self.context_window), start
             ):
@@ -173,7 +218,7 @@ class IbanDetector:
     )
     category: str = "iban"
     priority: int = 20
-    min_digits: int = 2
+    min_digits: int = 7
     marker: str | None = None
 
     def find(self, text: str, state: ScanState) -> Iterator[Span]:
@@ -181,6 +226,8 @@ class IbanDetector:
         pos = 0
         while (match := self.pattern.search(text, pos)) is not None:
             pos = match.start() + 1
+            if state.taken.overlaps(*match.span()):
+                continue
             candidate = match.group()
             # Prefix ends: after every character when written compact, else after each group.
             if " " in candidate:
@@ -340,13 +387,9 @@ class PhoneDetector:
     def find(self, text: str, state: ScanState) -> Iterator[Span]:
         """Yield spans of valid phone numbers."""
         hinted = _phone_regions(self.regions + state.region_hints)
-        found: list[Span] = []
+        found = SpanSet()
 
-        def add(span: Span) -> None:
-            if not any(span[0] < end and start < span[1] for start, end in found):
-                found.append(span)
-
-        for core_start, core_end, runs, international in self._cores(text):
+        for core_start, core_end, runs, international in self._cores(text, state.taken):
             window_start = max(0, core_start - self.window_margin)
             window = text[window_start : min(len(text), core_end + self.window_margin)]
             # The region only matters for national forms.
@@ -357,26 +400,30 @@ class PhoneDetector:
                 ):
                     start, end = window_start + match.start, window_start + match.end
                     if core_start <= start and end <= core_end:
-                        add((start, end))
+                        found.add(start, end)
         # The matcher reads `+49 30 23125000 x 4111...` as one number with an extension and
         # then drops it as invalid; numbers written in international form are checked again
         # on their own (national forms are not: without the matcher's context checks, dates
         # and time stamps would pass).
         for candidate in _PHONE_CANDIDATE.finditer(text):
-            if candidate.group().startswith("+") and not any(
-                candidate.start() < end and start < candidate.end() for start, end in found
+            if (
+                candidate.group().startswith("+")
+                and not found.overlaps(*candidate.span())
+                and not state.taken.overlaps(*candidate.span())
             ):
                 span = _valid_international(candidate.group(), state)
                 if span is not None:
-                    add((candidate.start() + span[0], candidate.start() + span[1]))
-        yield from sorted(found)
+                    found.add(candidate.start() + span[0], candidate.start() + span[1])
+        yield from found.spans()
 
-    def _cores(self, text: str) -> Iterator[tuple[int, int, int, bool]]:
+    def _cores(self, text: str, taken: SpanSet) -> Iterator[tuple[int, int, int, bool]]:
         """(start, end, number of digit runs, all international) of grouped digit runs."""
         pending: list[Any] | None = None
         for match in _PHONE_CANDIDATE.finditer(text):
             digits = match.group().encode()
             if len(digits) - len(digits.translate(None, _DIGIT_BYTES)) < self.min_digits:
+                continue
+            if taken.overlaps(*match.span()):
                 continue
             start, end = match.span()
             international = match.group().startswith("+")

@@ -13,14 +13,20 @@ finding.
 
 Rule 4 — the walk is iterative (no recursion limit) and document order is kept.
 
+Rule 5 — work is paid from a budget (`DEFAULT_SCAN_BUDGET` units of about 10 us). When it
+runs out the scan stops and `Findings.complete` is False: the caller must then refuse the
+request, since the unscanned rest may hold personal data.
+
 Speed: a string shorter than any value, or with too few digits and no marker character
-(`@`), costs one `encode` and one `translate`; lists of numbers (tensors) are recognised by
-one `orjson.dumps` without walking their elements.
+(`@`), costs one `encode` and one `translate`; a detector runs only when the string holds a
+digit run as long as its values need; lists of numbers (tensors) are recognised by one
+`orjson.dumps` without walking their elements.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Final
@@ -33,6 +39,7 @@ from gateway.privacy.detectors import (
     ScanBudgetExceeded,
     ScanState,
     Span,
+    SpanSet,
 )
 from gateway.privacy.findings import Finding, Findings, Location, format_path, header_path
 
@@ -57,6 +64,7 @@ class _Plan:
     detectors: tuple[Detector, ...]
     min_digits: int
     markers: tuple[str, ...]
+    entries: tuple[tuple[int, str | None, str, Callable[[str, ScanState], Iterable[Span]]], ...]
 
     def find(self, text: str, state: ScanState) -> tuple[list[tuple[str, int, int]], bool]:
         """Hits in `text` and whether the text was scanned completely."""
@@ -68,21 +76,18 @@ class _Plan:
         digits = len(encoded) - len(encoded.translate(None, _DIGITS))
         if digits < self.min_digits and not any(marker in text for marker in self.markers):
             return [], True
-        taken: list[tuple[str, int, int]] = []
+        run = _longest_digit_run(encoded) if digits >= self.min_digits else 0
+        taken = state.taken = SpanSet()
         complete = True
         try:
-            for detector in self.detectors:
-                if digits < detector.min_digits:
+            for min_digits, marker, category, find in self.entries:
+                if run < min_digits or (marker is not None and marker not in text):
                     continue
-                if detector.marker is not None and detector.marker not in text:
-                    continue
-                for start, end in detector.find(text, state):
-                    if not any(start < t_end and t_start < end for _, t_start, t_end in taken):
-                        taken.append((detector.category, start, end))
+                for start, end in find(text, state):
+                    taken.add(start, end, category)
         except ScanBudgetExceeded:
             complete = False
-        taken.sort(key=lambda hit: hit[1])
-        return taken, complete
+        return taken.hits(), complete
 
 
 @lru_cache(maxsize=64)
@@ -90,7 +95,22 @@ def _plan(detectors: tuple[Detector, ...]) -> _Plan:
     ordered = tuple(sorted(detectors, key=lambda detector: detector.priority))
     unmarked = [detector.min_digits for detector in ordered if detector.marker is None]
     markers = tuple(sorted({d.marker for d in ordered if d.marker is not None}))
-    return _Plan(ordered, min(unmarked, default=1 << 30), markers)
+    entries = tuple((d.min_digits, d.marker, d.category, d.find) for d in ordered)
+    return _Plan(ordered, min(unmarked, default=1 << 30), markers, entries)
+
+
+_RUN_SEPARATORS: Final = b" .-/()"
+_DIGIT_BYTES_RUN: Final = re.compile(rb"[0-9]+")
+
+
+def _longest_digit_run(encoded: bytes) -> int:
+    """An upper bound of the digits in the longest run (see `Detector.min_digits`).
+
+    Dropping every separator byte joins more than the runs a detector accepts, so the bound
+    can only be too high: the scanner then runs a detector for nothing, never skips one.
+    """
+    runs = _DIGIT_BYTES_RUN.findall(encoded.translate(None, _RUN_SEPARATORS))
+    return max(map(len, runs), default=0)
 
 
 def _normalise_hints(region_hints: Iterable[str]) -> tuple[str, ...]:

@@ -136,8 +136,13 @@ def test_a_log_shorter_than_its_checkpoint_refuses_to_start(
     assert "covers 7" in str(info.value) and "jurisgate audit new-epoch" in str(info.value)
 
     async def new_epoch() -> str:
-        log = await AuditLog.open_new_epoch(builder.directory, builder.signer, origin=ORIGIN,
-                                            reason="disk replaced", options=builder.options())  # fmt: skip
+        log = await AuditLog.open_new_epoch(
+            builder.directory,
+            builder.signer,
+            origin=ORIGIN,
+            reason="disk replaced",
+            options=builder.options(),
+        )
         await log.append(decision(1))
         origin = log.origin
         await log.close()

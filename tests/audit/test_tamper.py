@@ -148,7 +148,7 @@ def world(tmp_path_factory: pytest.TempPathFactory, signer: Signer) -> World:
     )
     now = clock.now
     export_bundle(root / "log", root / "bundle", k2, keyring=keyring, now=now)
-    middle_ts = records[len(records) // 2]["ts"]
+    middle_ts = next(r["ts"] for r in records if r["seq"] == 150)
     export_bundle(root / "log", root / "window", k2, from_ts=middle_ts, keyring=keyring, now=now)
     export_bundle(
         root / "log", root / "filtered", k2, export_filter=ExportFilter(tenant="acme-eu"),
@@ -438,7 +438,8 @@ def test_15_checkpoint_time_going_backwards(world: World, tmp_path: Path, positi
     path = _copy(world, "log", tmp_path)
     file, notes = _notes(path)
     signed_by = [[sig.key_id for sig in parse_note(raw).signatures] for raw in notes]
-    late = [i for i, kids in enumerate(signed_by) if kids == [world.k2.key_id]]
+    # K2-only checkpoints, skipping the first: going back before it would also predate K2.
+    late = [i for i, kids in enumerate(signed_by) if kids == [world.k2.key_id]][1:]
     i = late[_pick(late, position)]
     cp = parse_checkpoint_text(parse_note(notes[i]).text)
     earlier = parse_checkpoint_text(parse_note(notes[i - 1]).text).ts
@@ -455,11 +456,14 @@ def test_15_checkpoint_time_going_backwards(world: World, tmp_path: Path, positi
 def test_15_checkpoint_gap_without_restart(world: World, tmp_path: Path, position: str) -> None:
     path = _copy(world, "log", tmp_path)
     file, notes = _notes(path)
-    times = [parse_ts(parse_checkpoint_text(parse_note(raw).text).ts) for raw in notes]
+    cps = [parse_checkpoint_text(parse_note(raw).text) for raw in notes]
+    times = [parse_ts(cp.ts) for cp in cps]
     restart = next(i for i in range(1, len(times)) if (times[i] - times[i - 1]).seconds > 600)
+    at_cut = next(i for i, cp in enumerate(cps) if cp.size == 64)  # pruned.json needs it
     # Drop six consecutive checkpoints inside one writer session: the neighbours left are
     # more than MAX_GAP apart, and no start record lies between them.
-    lo = {"first": 1, "middle": restart // 2 - 3, "last": restart + 1}[position]
+    lo = {"first": 1, "middle": at_cut + 1, "last": restart + 1}[position]
+    assert not lo <= at_cut < lo + 6
     assert lo + 6 < len(notes) and not lo <= restart < lo + 6
     del notes[lo : lo + 6]
     _write_notes(file, notes)

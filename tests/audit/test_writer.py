@@ -342,3 +342,24 @@ async def test_log_meta_names_origin_and_key(builder: LogBuilder) -> None:
     await log.close()
     meta = json.loads((builder.directory / "LOG.json").read_text())
     assert meta["origin"] == log.origin and meta["key_name"] == DEPLOYMENT
+
+
+async def test_a_failed_checkpoint_fsync_fails_closed(
+    builder: LogBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = await builder.open()
+    await log.append(decision(1))
+
+    def broken(self: LogFiles) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(LogFiles, "sync_checkpoints", broken)
+    await log.append(decision(2))  # durable; its checkpoint's own fsync then fails
+    for _ in range(100):
+        if log._cp_sync_error is not None:  # noqa: SLF001 - waiting for the sync thread
+            break
+        await asyncio.sleep(0.005)
+    with pytest.raises(AuditUnavailable):
+        await log.append(decision(3))
+    assert not log.healthy
+    await log.close()
