@@ -37,6 +37,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import linecache
 import os
 import random
 import re
@@ -287,14 +288,14 @@ def rss_kib(pid: int) -> int:
     raise RuntimeError(f"no VmRSS for pid {pid}")
 
 
-def core_busy_ticks() -> dict[int, int]:
-    """Busy (non-idle, non-iowait) ticks per core from /proc/stat."""
-    busy: dict[int, int] = {}
+def core_busy_ticks() -> dict[int, tuple[int, int]]:
+    """(busy, steal) ticks per core from /proc/stat; busy is user+nice+system+irq+softirq."""
+    busy: dict[int, tuple[int, int]] = {}
     for line in Path("/proc/stat").read_text().splitlines():
         match = re.match(r"cpu(\d+) (.*)", line)
         if match:
             values = [int(v) for v in match.group(2).split()]
-            busy[int(match.group(1))] = sum(values[:8]) - values[3] - values[4]
+            busy[int(match.group(1))] = (sum(values[i] for i in (0, 1, 2, 5, 6)), values[7])
     return busy
 
 
@@ -329,6 +330,8 @@ class CpuWindow:
 
     ticks: dict[str, int] = field(default_factory=dict)
     other_cores: dict[int, float] = field(default_factory=dict)
+    # Time the hypervisor ran something else on our virtual cores.
+    steal_cores: dict[int, float] = field(default_factory=dict)
     # The busiest processes that are not ours (a noisy neighbour shows here), in cores.
     other_processes: list[tuple[str, float]] = field(default_factory=list)
     wall_s: float = 0.0
@@ -365,10 +368,12 @@ def cpu_window(
             per_core[core] += window.ticks[server.name]
     if client_core is not None:
         per_core[client_core] += int((me_after - me_before) + (kids_after - kids_before))
-    for core, after in cores_after.items():
+    for core, (after, steal_after) in cores_after.items():
         if core in core_of.values() or core == client_core:
-            other = after - cores_before.get(core, after) - per_core[core]
+            busy_before, steal_before = cores_before.get(core, (after, steal_after))
+            other = after - busy_before - per_core[core]
             window.other_cores[core] = max(0.0, other / CLK_TCK / max(window.wall_s, 1e-9))
+            window.steal_cores[core] = (steal_after - steal_before) / CLK_TCK / window.wall_s
 
 
 # --------------------------------------------------------------------------- wrk
@@ -384,6 +389,7 @@ class WrkResult:
     cpu_us: dict[str, float]
     busy: dict[str, float]
     other_cores: dict[int, float]
+    steal_cores: dict[int, float]
     other_processes: list[tuple[str, float]]
 
     @property
@@ -467,6 +473,7 @@ def measured_wrk(
         cpu_us={n: t * 1e6 / CLK_TCK / served for n, t in window.ticks.items()},
         busy={n: t / CLK_TCK / max(window.wall_s, 1e-9) for n, t in window.ticks.items()},
         other_cores=window.other_cores,
+        steal_cores=window.steal_cores,
         other_processes=window.other_processes,
     )
 
@@ -599,6 +606,7 @@ class Profile:
     loop_self: list[tuple[str, float]]
     loop_total: list[tuple[str, float]]
     loop_areas: list[tuple[str, float]]
+    stages: list[tuple[str, float]]
     other_self: list[tuple[str, float]]
 
 
@@ -644,6 +652,7 @@ def profile_gateway(
     loop_total: Counter[str] = Counter()
     other_self: Counter[str] = Counter()
     loop_areas: Counter[str] = Counter()
+    stages: Counter[str] = Counter()
     threads: Counter[str] = Counter()
     for line in out.read_text(encoding="utf-8", errors="replace").splitlines():
         stack, _, count_text = line.rpartition(" ")
@@ -659,6 +668,9 @@ def profile_gateway(
         if is_loop:
             loop_self[frames[-1]] += count
             loop_areas[_area(frames[-1])] += count
+            # The request pipeline's own call site (deepest handlers.py frame) names the stage.
+            sites = [f for f in frames if " gateway/handlers.py:" in f]
+            stages[sites[-1] if sites else "(outside gateway/handlers.py)"] += count
             for function in {f.rsplit(":", 1)[0] for f in frames if not _PLUMBING.match(f)}:
                 loop_total[function] += count
         else:
@@ -672,8 +684,19 @@ def profile_gateway(
         loop_self=[(n, c / loop * 100) for n, c in loop_self.most_common(25)],
         loop_total=[(n, c / loop * 100) for n, c in loop_total.most_common(30)],
         loop_areas=[(n, c / loop * 100) for n, c in loop_areas.most_common(14)],
+        stages=[(n, c / loop * 100) for n, c in stages.most_common(16)],
         other_self=[(n, c / other * 100) for n, c in other_self.most_common(6)],
     )
+
+
+def _source_line(frame: str) -> str:
+    """The source text of a `func path:line` frame in this repository, shortened."""
+    location = frame.rsplit(" ", 1)[-1]
+    path, _, line = location.rpartition(":")
+    if not line.isdigit() or not (REPO / path).is_file():
+        return ""
+    text = linecache.getline(str(REPO / path), int(line)).strip()
+    return text if len(text) <= 70 else text[:67] + "..."
 
 
 def _area(frame: str) -> str:
@@ -996,11 +1019,21 @@ def progress(message: str) -> None:
 
 def describe(result: WrkResult, name: str) -> str:
     cpu = result.cpu_us.get(name, 0.0)
+    noise = " ".join(
+        f"core{core}={share:.2f}"
+        + (
+            f"+steal {result.steal_cores[core]:.2f}"
+            if result.steal_cores.get(core, 0) >= 0.05
+            else ""
+        )
+        for core, share in sorted(result.other_cores.items())
+    )
+    noise += "".join(f" {process}={share:.2f}" for process, share in result.other_processes)
     return (
         f"{result.rps:7.0f} req/s  p50 {result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
         f"{cpu:5.0f} us/req  busy {result.busy.get(name, 0.0):4.0%}  errors {result.errors}  "
-        "other load " + " ".join(f"core{c}={v:.2f}" for c, v in sorted(result.other_cores.items()))
-    ) + "".join(f" {name}={share:.2f}" for name, share in result.other_processes)
+        f"other load {noise}"
+    )
 
 
 def rate_summary(result: RateResult, rate: float) -> dict[str, Any]:
@@ -1129,6 +1162,9 @@ def report(
         print("  event loop, self time by module:")
         for name, share in profile.loop_areas:
             print(f"    {share:5.1f}%  {name}")
+        print("  event loop, by pipeline call site (deepest gateway/handlers.py frame):")
+        for name, share in profile.stages:
+            print(f"    {share:5.1f}%  {name:58s} {_source_line(name)}")
         print("  event loop, time on the stack (function):")
         for name, share in profile.loop_total:
             print(f"    {share:5.1f}%  {name}")

@@ -212,7 +212,7 @@ def _load_signer(config: GatewayConfig) -> Signer:
     return Signer.from_pem_file(path, config.deployment, passphrase)
 
 
-def _digester(config: GatewayConfig) -> PayloadDigester:
+def _digester(config: GatewayConfig) -> tuple[PayloadDigester, bytes]:
     key = config.audit.hmac_key
     if key is None:
         # Keep digests linkable across restarts without putting a secret in the config.
@@ -223,7 +223,7 @@ def _digester(config: GatewayConfig) -> PayloadDigester:
             with os.fdopen(fd, "w") as handle:
                 handle.write(secrets.token_hex(32))
         key = bytes.fromhex(key_file.read_text().strip())
-    return PayloadDigester(key, config.audit.hmac_key_version)
+    return PayloadDigester(key, config.audit.hmac_key_version), key
 
 
 def create_app(
@@ -272,13 +272,15 @@ def create_app(
                 ],
             )
             sinks.start()
+        digester, masking_key = _digester(config)
         runtime = Runtime(
             snapshot=snap,
             upstream=upstream,
             audit=audit,
             sinks=sinks,
             metrics=metrics,
-            digester=_digester(config),
+            digester=digester,
+            masking_key=masking_key,
         )
         if clock is not None:
             runtime.clock = clock

@@ -10,7 +10,7 @@ Rule 2: the `Runtime` owns the I/O objects that outlive reloads: the one upstrea
 from __future__ import annotations
 
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -95,8 +95,7 @@ class Snapshot:
                 "whose residency rules allow the available regions"
             ),
         )
-        return replace(
-            decision,
+        return decision._replace(
             effect="deny",
             status=451,
             stage="residency",
@@ -119,6 +118,8 @@ class Runtime:
     """UTC clock; injectable so tests can pin `now` (licence dates, commencement dates)."""
     unavailable_backends: Collection[str] = field(default_factory=frozenset)
     last_reload: dict[str, Any] = field(default_factory=dict)
+    #: Key of the keyed-hash masking method when `privacy.hmac_key` is not configured.
+    masking_key: bytes = b""
 
     def keyed_digest(self, payload: bytes) -> str:
         """Keyed (HMAC) digest of payload bytes: never the payload itself."""

@@ -379,7 +379,7 @@ class GatewayConfig:
     connect_timeout_s: float
     read_timeout_s: float
     scan_headers: tuple[str, ...]
-    privacy_hmac_key: bytes
+    privacy_hmac_key: bytes | None
     audit: AuditConfig
     sinks: tuple[SinkConfig, ...]
     #: The environment the file was loaded with (overrides, secrets); reloads reuse it.
@@ -699,33 +699,21 @@ def _build(
         for model in backend.models:
             models.setdefault(model, {"id": model})
 
-    admin_token = _secret(
-        admin.get("token"), "admin.token", base, env, document.location(("admin",)), diagnostics
-    )
-    passphrase = _secret(
-        audit.get("passphrase"),
-        "audit.passphrase",
-        base,
-        env,
-        document.location(("audit",)),
-        diagnostics,
-    )
-    audit_hmac = _secret(
-        audit.get("hmac_key"),
-        "audit.hmac_key",
-        base,
-        env,
-        document.location(("audit",)),
-        diagnostics,
-    )
-    privacy_hmac = _secret(
-        privacy.get("hmac_key"),
-        "privacy.hmac_key",
-        base,
-        env,
-        document.location(("privacy",)),
-        diagnostics,
-    )
+    secrets: dict[str, str | None] = {}
+    for section, key in (("admin", "token"), ("audit", "passphrase"), ("audit", "hmac_key"),
+                         ("privacy", "hmac_key")):  # fmt: skip
+        secrets[f"{section}.{key}"] = _secret(
+            data.get(section, {}).get(key),
+            f"{section}.{key}",
+            base,
+            env,
+            document.location((section, key)),
+            diagnostics,
+        )
+    admin_token = secrets["admin.token"]
+    passphrase = secrets["audit.passphrase"]
+    audit_hmac = secrets["audit.hmac_key"]
+    privacy_hmac = secrets["privacy.hmac_key"]
     if diagnostics:
         raise ConfigError(diagnostics)
 
@@ -770,7 +758,7 @@ def _build(
         connect_timeout_s=float(timeouts.get("connect_s", 2.0)),
         read_timeout_s=float(timeouts.get("read_s", 30.0)),
         scan_headers=tuple(privacy.get("scan_headers", ())),
-        privacy_hmac_key=(privacy_hmac or audit_hmac or "jurisgate-masking").encode(),
+        privacy_hmac_key=(privacy_hmac or audit_hmac or "").encode() or None,
         audit=AuditConfig(
             directory=audit_dir,
             signing_key=_resolve_path(base, audit.get("signing_key", str(audit_dir / "key.pem"))),

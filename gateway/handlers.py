@@ -399,7 +399,7 @@ async def _pipeline(
     rules = _mask_rules(decision)
     if rules and findings:
         new_document, masked = apply_masks(
-            document, findings, rules, hash_key=config.privacy_hmac_key
+            document, findings, rules, hash_key=config.privacy_hmac_key or runtime.masking_key
         )
         if masked:
             forward_body = orjson.dumps(new_document)

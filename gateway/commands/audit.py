@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from gateway.audit.keyring import Keyring
     from gateway.audit.signing import Signer
-    from gateway.audit.verify import SourceReport, VerifyOptions, VerifyReport
+    from gateway.audit.verify import SourceReport
 
 PASSPHRASE_ENV = "JURISGATE_AUDIT_KEY_PASSPHRASE"
 _PROGRESS_MIN_BYTES = 8 << 20
@@ -198,7 +197,7 @@ def _summary(report: SourceReport) -> str:
 def _verify(args: argparse.Namespace) -> int:
     from gateway.audit.errors import KeyLoadError
     from gateway.audit.keyring import Keyring
-    from gateway.audit.verify import VerifyOptions, load_state
+    from gateway.audit.verify import VerifyOptions, load_state, verify_paths
 
     for raw in args.paths:
         if not Path(raw).is_dir():
@@ -212,21 +211,15 @@ def _verify(args: argparse.Namespace) -> int:
             load_state(Path(args.state))
         except (OSError, ValueError) as exc:
             return _fail(f"--state: {exc}", code=2)
-    items = [
-        (
-            raw,
-            VerifyOptions(
-                record_signatures=not args.no_record_sigs,
-                max_gap_seconds=args.max_gap,
-                until=args.until,
-                expect_origin=args.origin,
-                progress=_Progress(raw) if sys.stderr.isatty() else None,
-            ),
-        )
-        for raw in args.paths
-    ]
+    options = VerifyOptions(
+        record_signatures=not args.no_record_sigs,
+        max_gap_seconds=args.max_gap,
+        until=args.until,
+        expect_origin=args.origin,
+        progress=_Progress("verifying") if sys.stderr.isatty() else None,
+    )
     try:
-        result = _verify_each(items, keyring, args.state)
+        result = verify_paths(args.paths, keyring, options, args.state)
     except OSError as exc:
         return _fail(f"cannot read input: {exc}", code=2)
     for source in result.sources:
@@ -251,27 +244,6 @@ def _verify(args: argparse.Namespace) -> int:
         else:
             Path(args.json).write_text(text, encoding="utf-8")
     return 0 if result.valid else 1
-
-
-def _verify_each(
-    items: list[tuple[str, VerifyOptions]], keyring: Keyring, state: str | None
-) -> VerifyReport:
-    """Verify each path with its own options (progress label); advance the state file
-    only when everything verified."""
-    from gateway.audit.verify import VerifyReport, load_state, save_state, verify_source
-
-    state_path = Path(state) if state else None
-    stored = load_state(state_path) if state_path else {}
-    sources = [verify_source(raw, keyring, options, stored) for raw, options in items]
-    report = VerifyReport(sources)
-    if state_path is not None and report.valid:
-        for source in sources:
-            known = stored.get(source.origin)
-            known_size = known.get("size", -1) if isinstance(known, dict) else -1
-            if source.head and known_size <= source.head["size"]:
-                stored[source.origin] = source.head
-        save_state(state_path, stored)
-    return report
 
 
 def _load_signer(args: argparse.Namespace, log_dir: Path) -> tuple[Signer, Any]:

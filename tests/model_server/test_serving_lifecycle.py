@@ -173,3 +173,28 @@ def test_usage_errors_exit_2() -> None:
         timeout=60,
     )
     assert result.returncode == 2 and "usage:" in result.stderr
+
+
+def test_model_config_file_with_version_labels(trained_model_base: Path, tmp_path: Path) -> None:
+    shutil.copytree(trained_model_base / "mnist", tmp_path / "digits")
+    config = tmp_path / "models.config"
+    config.write_text(
+        "model_config_list {\n"
+        '  config { name: "digits" base_path: "digits" model_platform: "tensorflow"\n'
+        "    model_version_policy { specific { versions: 1 } }\n"
+        '    version_labels { key: "stable" value: 1 } }\n'
+        "}\n"
+    )
+    server = start_model_server(tmp_path, model_config_file=config)
+    try:
+        import urllib.request
+
+        request = urllib.request.Request(
+            server.rest_url + "/v1/models/digits/labels/stable:predict", data=BODY, method="POST"
+        )
+        with urllib.request.urlopen(request, timeout=30) as response:
+            assert response.status == 200
+            assert len(json.loads(response.read())["predictions"][0]) == 10
+        assert server.ready_line.endswith("models=digits:1")
+    finally:
+        assert server.stop() == 0
