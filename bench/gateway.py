@@ -883,7 +883,7 @@ def run(args: argparse.Namespace) -> int:
     rig = Rig(work, body, client_core, server_core, wrk_env)
     results: dict[str, Any] = {"body_bytes": len(body)}
     profile: Profile | None = None
-    diagnosis: list[tuple[str, str, WrkResult, float]] = []
+    diagnosis: list[tuple[str, str, WrkResult, float, float]] = []
     try:
         rig.start("direct", [*me, "--role", "backend", "--port", str(ports["direct"])],
                   ports["direct"], client_core)  # fmt: skip
@@ -952,6 +952,15 @@ def run(args: argparse.Namespace) -> int:
         rss["bare_end"] = rss_kib(rig.servers["bare"].pid)
 
         if args.diagnose:
+            # Strict audit caps how many requests 16 connections keep in the gateway; with more
+            # connections the gateway's own CPU becomes the limit.
+            wide = args.connections * 4
+            bare_wide = rig.wrk("bare", args.duration, wide)
+            progress(f"bare, wrk -c{wide}: {describe(bare_wide, 'bare')}")
+            result = rig.wrk("gateway", args.duration, wide)
+            label = f"as configured, wrk -c{wide}"
+            diagnosis.append((label, "gateway", result, float("nan"), bare_wide.rps))
+            progress(f"{label}: {describe(result, 'gateway')}")
             for name, label, overrides in VARIANTS:
                 port = free_port()
                 rig.start(name, gateway_command, port, server_core,
@@ -967,7 +976,7 @@ def run(args: argparse.Namespace) -> int:
                     rig.fixed_rate("direct", args.rate, per_half, direct)
                     rig.fixed_rate(name, args.rate, per_half, variant)
                     added = variant.percentile(50) - direct.percentile(50)
-                    diagnosis.append((label, name, result, added))
+                    diagnosis.append((label, name, result, added, load["bare"].rps))
                     progress(f"{label}: {describe(result, name)}, p50 added {added:+.3f} ms")
                 finally:
                     rig.stop(name)
@@ -999,7 +1008,9 @@ def run(args: argparse.Namespace) -> int:
             fixed_rate={name: rate_summary(r, args.rate) for name, r in rates.items()},
             gateway_rss_kib=rss,
             audit_records=records,
-            diagnosis=[{"variant": v, **asdict(r), "p50_added_ms": a} for v, _, r, a in diagnosis],
+            diagnosis=[
+                {"variant": v, **asdict(r), "p50_added_ms": a} for v, _, r, a, _ in diagnosis
+            ],
             profile=asdict(profile) if profile else None,
         )
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
@@ -1067,7 +1078,7 @@ def report(
     rates: dict[str, RateResult],
     rss: dict[str, int],
     records: int,
-    diagnosis: list[tuple[str, str, WrkResult, float]],
+    diagnosis: list[tuple[str, str, WrkResult, float, float]],
     profile: Profile | None,
     wrk_text: str,
 ) -> None:
@@ -1114,15 +1125,24 @@ def report(
     print(f"audit records written by the gateway: {records}")
     if diagnosis:
         print()
-        print("diagnosis: the same gateway with audit settings changed (one run each)")
+        print("diagnosis: gateway variants, one run each (x bare: the bare proxy at the same -c)")
         print(f"{'variant':36s}{'req/s':>8s}{'x bare':>8s}{'us/req':>8s}{'busy':>7s}", end="")
         print(f"{'p50 added':>11s}")
         gateway_added = rates["gateway"].percentile(50) - direct_p50
-        rows = [("as configured (strict, delay 2 ms)", "gateway", load["gateway"], gateway_added)]
-        for label, name, result, added in [*rows, *diagnosis]:
+        rows = [
+            (
+                "as configured (strict, delay 2 ms)",
+                "gateway",
+                load["gateway"],
+                gateway_added,
+                load["bare"].rps,
+            )
+        ]
+        for label, name, result, added, bare_rps in [*rows, *diagnosis]:
             print(
-                f"{label:36s}{result.rps:8.0f}{result.rps / load['bare'].rps:8.2f}"
-                f"{result.cpu_us[name]:8.0f}{result.busy[name]:7.0%}{added:+11.3f}"
+                f"{label:36s}{result.rps:8.0f}{result.rps / bare_rps:8.2f}"
+                f"{result.cpu_us[name]:8.0f}{result.busy[name]:7.0%}"
+                + (f"{added:+11.3f}" if added == added else f"{'-':>11s}")
             )
     print()
     throughput = load["gateway"].rps / load["bare"].rps

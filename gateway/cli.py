@@ -1,10 +1,11 @@
 """The `jurisgate` command line.
 
-Exit codes (shared by every command):
+Exit codes:
   0  success
-  1  error (bad input, I/O failure, broken test case file)
-  2  usage error, or a policy decision of deny from `policy eval`
-  3  validation or verification failure (policy diagnostics, audit tampering)
+  1  error: bad input, I/O failure, a broken test case file, an audit log that fails
+     verification (`audit verify`: 0 valid, 1 invalid, 2 usage or I/O error)
+  2  usage error, or a decision of deny from `policy eval`
+  3  policy or configuration diagnostics (`policy check`, `serve` refusing to start)
 """
 
 from __future__ import annotations

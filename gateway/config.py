@@ -345,10 +345,10 @@ class AuditConfig:
     hmac_key_version: str = "k1"
     durability: str = "strict"
     per_record_signatures: bool = False
-    retention_default_days: int = 90
+    retention_default_days: int = 183
     storage_region: str | None = None
     group_commit_max_records: int = 256
-    group_commit_max_delay_ms: float = 2.0
+    group_commit_max_delay_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -767,10 +767,10 @@ def _build(
             hmac_key_version=audit.get("hmac_key_version", "k1"),
             durability=audit.get("durability", "strict"),
             per_record_signatures=audit.get("per_record_signatures", False),
-            retention_default_days=audit.get("retention_default_days", 90),
+            retention_default_days=audit.get("retention_default_days", 183),
             storage_region=audit.get("storage_region"),
             group_commit_max_records=audit.get("group_commit_max_records", 256),
-            group_commit_max_delay_ms=float(audit.get("group_commit_max_delay_ms", 2.0)),
+            group_commit_max_delay_ms=float(audit.get("group_commit_max_delay_ms", 0.0)),
         ),
         environ=env,
         sinks=tuple(

@@ -23,6 +23,7 @@ Order (each step may end the request):
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -32,7 +33,7 @@ from aiohttp import web
 
 from gateway import strictjson
 from gateway.app_state import DECISION_ID, RUNTIME, Runtime, Snapshot
-from gateway.audit import AuditUnavailable
+from gateway.audit import AuditError, AuditUnavailable
 from gateway.clientip import resolve_client
 from gateway.context import ClientFacts, ContextError, RouteFacts, build_context, find_licence
 from gateway.marks import ImageMarkError, mark_predict_response, marks_for_obligations
@@ -51,6 +52,8 @@ from gateway.tfserving import (
 )
 
 __all__ = ["handle_tfserving"]
+
+log = logging.getLogger("jurisgate")
 
 _JSON = "application/json"
 #: Request headers relayed to the backend (TF Serving reads none, but a custom backend may).
@@ -225,7 +228,9 @@ async def handle_tfserving(request: web.Request) -> web.StreamResponse:
 async def _append(runtime: Runtime, record: Mapping[str, Any], snap: Snapshot, did: str) -> None:
     try:
         await runtime.audit.append(record)
-    except AuditUnavailable:
+    except AuditError as exc:
+        if not isinstance(exc, AuditUnavailable):
+            log.error("audit record refused for %s: %s", did, exc)
         runtime.metrics.audit_failures.inc()
         raise web.HTTPServiceUnavailable(
             body=error_body(

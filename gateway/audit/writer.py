@@ -3,10 +3,14 @@
 Rule 1 (durable before resolved): `await log.append(record)` resolves only after its
 line is written and fsynced (strict mode) and a checkpoint covering it is signed and
 written. Every batch gets its checkpoint, so signing cost grows with fsyncs, not records.
+The checkpoint file's own fsync follows on a second thread, overlapping the next batch: a
+crash can lose the newest notes, never a record they cover (recovery signs it again at
+the same size and root), and a note never covers more than the fsynced records.
 
 Rule 2 (never block the loop): sealing (canonicalize, hash, optional record signature)
 runs on the event loop; write, fsync and checkpoint signing run on one dedicated thread.
-While one batch is on the thread, the next is sealed, so CPU and fsync overlap.
+While one batch is on the thread, the next is sealed, so CPU and fsync overlap; with many
+appends waiting and nothing in flight, the writer splits them in two to get that overlap.
 
 Rule 3 (fail closed): any write error makes the log unhealthy for good (until restart and
 recovery): pending and later appends raise `AuditUnavailable`, and the caller answers 503.
@@ -438,9 +442,13 @@ class AuditLog:
         if self._closed:
             return
         if self._healthy and not self._closing:
+            # Refuse new appends first, so that nothing lands after the stop record; the
+            # ones already queued are written before it.
+            self._closing = True
             with contextlib.suppress(AuditError):
                 await self._append_system(
-                    [{"type": "stop", "records_written": self._records_written}]
+                    [{"type": "stop", "records_written": self._records_written}],
+                    closing=True,
                 )
         self._closing = True
         self._wake.set()
@@ -468,8 +476,11 @@ class AuditLog:
 
     # -- writer internals ----------------------------------------------------------------
 
-    async def _append_system(self, records: Sequence[Mapping[str, Any]]) -> list[AppendReceipt]:
-        self._check_open()
+    async def _append_system(
+        self, records: Sequence[Mapping[str, Any]], *, closing: bool = False
+    ) -> list[AppendReceipt]:
+        if not (closing and self._healthy):
+            self._check_open()
         loop = asyncio.get_running_loop()
         futures: list[asyncio.Future[AppendReceipt]] = []
         for record in records:

@@ -136,6 +136,9 @@ def _expand(vocabulary: Vocabulary, items: tuple[str, ...]) -> frozenset[str]:
     return hit
 
 
+#: List fields `EvalState.load_sections` has read and validated already.
+_PREFETCHED_LISTS = {"request.personal_data": "st.pd", "request.consents": "st.consents"}
+
 _HELPERS: dict[str, Any] = {
     "BAD": _bad,
     "TIME": _time,
@@ -187,15 +190,9 @@ class CodeBuilder:
         if path == "now":
             return "st.now"
         if path == "subject.presumed_region":
-            v = self.var()
-            return f"({v} if ({v} := st.s.get('region')) is not None else st.c.get('region'))"
+            return "st.presumed"
         if path == "request.has_personal_data":
-            return (
-                f"(len(LIST(st.r.get('personal_data'), "
-                f"{self.const('request.personal_data')})) > 0 or "
-                "(st.purpose is not None and st.purpose.get('personal_data', False) "
-                "is True))"
-            )
+            return "st.has_pd"
         if path == "purpose.known":
             return "(st.purpose is not None)"
         parts = path.split(".")
@@ -332,7 +329,7 @@ def _list_source(b: CodeBuilder, leaf: TypedLeaf) -> str:
     read = b.read(leaf.field)
     if op == "exists":
         return f"(({read}) is {'not ' if leaf.operand else ''}None)"
-    values = f"LIST({read}, {b.const(leaf.field)})"
+    values = _PREFETCHED_LISTS.get(leaf.field) or f"LIST({read}, {b.const(leaf.field)})"
     if op == "empty":
         return f"((not {values}) is {bool(leaf.operand)})"
     k = b.const(leaf.operand)
@@ -371,7 +368,7 @@ def generate_candidates(
     for field, ftype, table in tables:
         t = b.const(dict(table))
         p = b.const(field)
-        lines.append(f"    v = {b.read(field)}")
+        lines.append(f"    v = {_PREFETCHED_LISTS.get(field) or b.read(field)}")
         if ABSENT in table:
             lines.append("    if v is None:")
             lines.append(f"        found.update({b.const(table[ABSENT])})")
@@ -392,9 +389,12 @@ def generate_candidates(
             lines.append("        pass")
             continue
         if ftype.startswith("list:"):
-            lines.append("        if v.__class__ is not list: BAD(" + p + ", 'a list')")
-            lines.append("        for k in v:")
-            lines.append("            if k.__class__ is not str: BAD(" + p + ", 'strings')")
+            if field in _PREFETCHED_LISTS:  # already validated by `load_sections`
+                lines.append("        for k in v:")
+            else:
+                lines.append("        if v.__class__ is not list: BAD(" + p + ", 'a list')")
+                lines.append("        for k in v:")
+                lines.append("            if k.__class__ is not str: BAD(" + p + ", 'strings')")
             lines.append(f"            h = {t}.get(k)")
             lines.append("            if h: found.update(h)")
             if ftype == "list:region":

@@ -68,6 +68,7 @@ from gateway.source import LoadedDocument, format_path
 
 __all__ = [
     "COMPILE_STAGES",
+    "LOOKUP_GROUPS",
     "CNode",
     "CompiledRule",
     "CompileResult",
@@ -83,6 +84,14 @@ CONFLICT = "policy_conflict"
 UNREACHABLE = "policy_unreachable"
 
 _DEFAULT_STATUS = {"licence": 403}
+
+#: Stages whose index lookups are generated together, evaluated in this order. The audit
+#: stage rides with the first group because it runs on every decision.
+LOOKUP_GROUPS: tuple[tuple[str, ...], ...] = (
+    ("sanctions", "audit"),
+    ("licence",),
+    ("lawful_basis", "residency", "minimisation", "output"),
+)
 _INDEXABLE_OPS = frozenset({"eq", "in", "contains", "contains_any"})
 
 
@@ -176,18 +185,8 @@ class CompiledObligations:
     retention_days: int | None = None
     storage_region: frozenset[str] | None = None
 
-    @property
-    def empty(self) -> bool:
-        """True when the rule sets no obligation."""
-        return not (
-            self.mask
-            or self.route
-            or self.headers
-            or self.image_marks
-            or self.sinks
-            or self.retention_days
-            or self.storage_region
-        )
+    #: True when the rule sets no obligation (computed once; see `_lower_obligations`).
+    empty: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,7 +223,7 @@ class CompileResult:
     rules: tuple[CompiledRule, ...] = ()
     index: tuple[tuple[str, Callable[..., tuple[Any, ...]], dict[Any, tuple[int, ...]]], ...] = ()
     always: tuple[int, ...] = ()
-    candidates_by_stage: tuple[Callable[..., list[int]] | None, ...] = ()
+    lookups: tuple[Callable[..., list[int]], ...] = ()
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
 
@@ -1076,7 +1075,9 @@ def _lower_obligations(c: _Compiler, ob: ObligationsSpec) -> CompiledObligations
     storage = None
     if ob.audit is not None and ob.audit.storage_region is not None:
         storage = vocab.expand([ob.audit.storage_region])
-    return CompiledObligations(masks, route, headers, marks, sinks, retention, storage)
+    lowered = CompiledObligations(masks, route, headers, marks, sinks, retention, storage)
+    empty = not (masks or route or headers or marks or sinks or retention or storage)
+    return dataclasses.replace(lowered, empty=empty)
 
 
 # --------------------------------------------------------------------------- stage 6
@@ -1165,27 +1166,19 @@ def _index(c: _Compiler) -> None:
     c.result.rules = tuple(final)
     c.result.index = index
     c.result.always = tuple(always)
-    # One generated lookup per stage: a stage that denies spares the later lookups.
-    by_stage: list[Callable[..., list[int]] | None] = []
-    for stage_index in range(len(STAGES)):
-        members = {r.pos for r in final if r.stage_index == stage_index}
-        if not members:
-            by_stage.append(None)
-            continue
-        stage_tables = []
+    # One generated lookup per group of stages (`LOOKUP_GROUPS`): a denial in an early
+    # group spares the later lookups, and few groups keep the per-call cost low.
+    groups: list[Callable[..., list[int]]] = []
+    for stages in LOOKUP_GROUPS:
+        members = {r.pos for r in final if STAGES[r.stage_index] in stages}
+        group_tables = []
         for name, _keys, full in index:
             sub = {k: tuple(p for p in v if p in members) for k, v in full.items()}
             sub = {k: v for k, v in sub.items() if v}
             if sub:
-                stage_tables.append((name, types[name], sub))
-        by_stage.append(
-            generate_candidates(
-                vocab,
-                stage_tables,
-                [p for p in always if p in members],
-            )
-        )
-    c.result.candidates_by_stage = tuple(by_stage)
+                group_tables.append((name, types[name], sub))
+        groups.append(generate_candidates(vocab, group_tables, [p for p in always if p in members]))
+    c.result.lookups = tuple(groups)
 
 
 # --------------------------------------------------------------------------- table

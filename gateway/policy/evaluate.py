@@ -93,9 +93,15 @@ class PolicySet:
         self._index = compiled.index
         self._always: frozenset[int] = frozenset(compiled.always)
         self._positions: dict[str, int] = {r.id: r.pos for r in self._rules}
-        self._lookups = compiled.candidates_by_stage
-        self._plan: tuple[tuple[CompiledRule, Any, bool, int], ...] = tuple(
-            (r, r.rest, r.timed, (_DENY if r.denies else _KEEP) if r.enforced else _SHADOW)
+        self._lookups = compiled.lookups
+        self._plan: tuple[tuple[CompiledRule, Any, bool, int, int], ...] = tuple(
+            (
+                r,
+                r.rest,
+                r.timed,
+                (_DENY if r.denies else _KEEP) if r.enforced else _SHADOW,
+                r.stage_index,
+            )
             for r in self._rules
         )
         settings = compiled.settings
@@ -209,75 +215,89 @@ class PolicySet:
         waivers: list[Waiver] = []
         routing: Routing | None = None
         route_denial = False
-        last_stage = _AUDIT - 1
-        lookups = self._lookups
+        route_checked = False
+        audit_positions: Sequence[int] = ()
+        stage = 0
         plan = self._plan
-        for stage in range(_AUDIT):
-            lookup = lookups[stage]
-            if lookup is not None:
-                try:
-                    positions = lookup(ctx, st)
-                except EvalError as exc:  # an indexed field is unreadable: a context error
-                    return self._failure(exc.code, exc.message, None, None)
-                for pos in positions:
-                    rule, rest, timed, kind = plan[pos]
-                    if timed and (
-                        (rule.start is not None and at < rule.start)
-                        or (rule.end is not None and at >= rule.end)
-                    ):
-                        if outcomes is not None:
-                            outcomes[pos] = INACTIVE
-                        continue
-                    try:
-                        hit = rest is None or rest(ctx, st)
-                        if (
-                            hit
-                            and rule.exceptions
-                            and not self._waive(rule, ctx, st, at, waivers, outcomes)
-                        ):
-                            continue
-                    except EvalError as exc:
-                        self._errored(rule, exc.code, exc.message, denies, dry, errors, outcomes)
-                        continue
-                    except Exception as exc:  # SECURITY: fail closed on unexpected errors
-                        self._errored(
-                            rule,
-                            "policy_eval_error",
-                            f"{type(exc).__name__}: {exc}",
-                            denies,
-                            dry,
-                            errors,
-                            outcomes,
-                        )
-                        continue
-                    if outcomes is not None:
-                        outcomes[pos] = MATCHED if hit else NOT_MATCHED
-                    if hit:
-                        if kind == _DENY:
-                            denies.append(rule)
-                        elif kind == _KEEP:
-                            matched.append(rule)
-                        else:
-                            dry.append(rule.id)
-            if denies:
-                last_stage = stage
-                break
-            if stage == _RESIDENCY:
-                try:
-                    routing, route_denial = self._route(ctx, matched)
-                except EvalError as exc:
-                    return self._failure(exc.code, exc.message, STAGES[stage], None)
-                if route_denial:
-                    last_stage = stage
-                    break
-        audit_hits: list[CompiledRule] = []
-        audit_lookup = lookups[_AUDIT]
-        if audit_lookup is not None:
-            audit_denies: list[CompiledRule] = []
+        stop = False
+        for lookup in self._lookups:
             try:
-                audit_positions = audit_lookup(ctx, st)
-            except EvalError as exc:
+                positions = lookup(ctx, st)
+            except EvalError as exc:  # an indexed field is unreadable: a context error
                 return self._failure(exc.code, exc.message, None, None)
+            for index, pos in enumerate(positions):
+                rule, rest, timed, kind, rule_stage = plan[pos]
+                if rule_stage != stage:
+                    # Leaving `stage`. Audit rules run last, on every decision; otherwise
+                    # stop at a deny, and route once residency is done.
+                    if rule_stage == _AUDIT:
+                        audit_positions = positions[index:]
+                        break
+                    if denies:
+                        stop = True
+                        break
+                    if rule_stage > _RESIDENCY and not route_checked:
+                        route_checked = True
+                        try:
+                            routing, route_denial = self._route(ctx, matched)
+                        except EvalError as exc:
+                            return self._failure(exc.code, exc.message, STAGES[_RESIDENCY], None)
+                        if route_denial:
+                            stage = _RESIDENCY
+                            stop = True
+                            break
+                    stage = rule_stage
+                if timed and (
+                    (rule.start is not None and at < rule.start)
+                    or (rule.end is not None and at >= rule.end)
+                ):
+                    if outcomes is not None:
+                        outcomes[pos] = INACTIVE
+                    continue
+                try:
+                    hit = rest is None or rest(ctx, st)
+                    if (
+                        hit
+                        and rule.exceptions
+                        and not self._waive(rule, ctx, st, at, waivers, outcomes)
+                    ):
+                        continue
+                except EvalError as exc:
+                    self._errored(rule, exc.code, exc.message, denies, dry, errors, outcomes)
+                    continue
+                except Exception as exc:  # SECURITY: fail closed on unexpected errors
+                    self._errored(
+                        rule,
+                        "policy_eval_error",
+                        f"{type(exc).__name__}: {exc}",
+                        denies,
+                        dry,
+                        errors,
+                        outcomes,
+                    )
+                    continue
+                if outcomes is not None:
+                    outcomes[pos] = MATCHED if hit else NOT_MATCHED
+                if hit:
+                    if kind == _DENY:
+                        denies.append(rule)
+                    elif kind == _KEEP:
+                        matched.append(rule)
+                    else:
+                        dry.append(rule.id)
+            if stop or denies:
+                break
+        if not (denies or route_denial or route_checked):
+            try:
+                routing, route_denial = self._route(ctx, matched)
+            except EvalError as exc:
+                return self._failure(exc.code, exc.message, STAGES[_RESIDENCY], None)
+            if route_denial:
+                stage = _RESIDENCY
+        last_stage = stage if (denies or route_denial) else _AUDIT - 1
+        audit_hits: list[CompiledRule] = []
+        if audit_positions:
+            audit_denies: list[CompiledRule] = []
             for pos in audit_positions:
                 self._run(
                     plan[pos][0],
@@ -400,7 +420,7 @@ class PolicySet:
         self, ctx: Mapping[str, Any], matched: Sequence[CompiledRule]
     ) -> tuple[Routing | None, bool]:
         routes = [r.obligations.route for r in matched if r.obligations.route is not None]
-        if not routes:
+        if not routes:  # most requests: nothing to route
             return None, False
         regions = routes[0][0]
         for other, _mechs in routes[1:]:
@@ -484,11 +504,13 @@ class PolicySet:
         seen: dict[tuple[str, str], LegalBasis] = {}
         for rule in rules:
             for basis in rule.basis:
-                try:
-                    rendered = basis.render(ctx, st)
-                except EvalError as exc:
-                    errors.append(DecisionError(exc.code, exc.message, rule.id))
-                    continue
+                rendered = basis.static
+                if rendered is None:
+                    try:
+                        rendered = basis.render(ctx, st)
+                    except EvalError as exc:
+                        errors.append(DecisionError(exc.code, exc.message, rule.id))
+                        continue
                 seen.setdefault((rendered.regime, rendered.ref), rendered)
         return list(seen.values())
 
@@ -594,46 +616,51 @@ class PolicySet:
         audit: AuditObligation,
         routing: Routing | None,
     ) -> Decision:
-        allowed = any(r.allows for r in matched)
+        allowed = False
+        for rule in matched:
+            if rule.allows:
+                allowed = True
+                break
+        everything = (*matched, *audit_hits) if audit_hits else matched
         if not allowed and self._default_effect == "deny":
             errors: list[DecisionError] = []
-            problem = _render_problem(self._default_problem, ctx, st)
-            obligations = (
-                Obligations(audit=audit) if audit != AuditObligation() else EMPTY_OBLIGATIONS
-            )
+            spec = self._default_problem
+            problem = spec.static or _render_problem(spec, ctx, st)
+            obligations = EMPTY_OBLIGATIONS if audit is _NO_AUDIT else Obligations(audit=audit)
             return Decision(
-                effect="deny",
-                status=self._default_status,
-                stage="default",
-                rules=tuple(r.id for r in (*matched, *audit_hits)),
-                dry_run=tuple(dry),
-                legal_basis=tuple(self._bases(ctx, st, matched, errors)),
-                problem=problem,
-                obligations=obligations,
-                errors=tuple(errors),
-                policy_revision=self.revision,
-                waivers=tuple(waivers),
+                "deny",
+                self._default_status,
+                "default",
+                tuple(r.id for r in everything),
+                tuple(dry),
+                tuple(self._bases(ctx, st, matched, errors)),
+                problem,
+                obligations,
+                tuple(errors),
+                self.revision,
+                tuple(waivers),
             )
         errors = []
         try:
             obligations = self._merge(ctx, st, matched, audit, routing)
         except EvalError as exc:
             return self._failure(exc.code, exc.message, None, getattr(exc, "rule", None))
-        bases = self._bases(ctx, st, (*matched, *audit_hits), errors)
+        bases = self._bases(ctx, st, everything, errors)
         if errors:
             return self._failure(errors[0].code, errors[0].message, None, errors[0].rule)
+        # Positional arguments: this runs for every allow.
         return Decision(
-            effect="allow",
-            status=200,
-            stage=None,
-            rules=tuple(r.id for r in (*matched, *audit_hits)),
-            dry_run=tuple(dry),
-            legal_basis=tuple(bases),
-            problem=None,
-            obligations=obligations,
-            errors=(),
-            policy_revision=self.revision,
-            waivers=tuple(waivers),
+            "allow",
+            200,
+            None,
+            tuple(r.id for r in everything),
+            tuple(dry),
+            tuple(bases),
+            None,
+            obligations,
+            (),
+            self.revision,
+            tuple(waivers),
         )
 
     def _merge(
@@ -644,6 +671,12 @@ class PolicySet:
         audit: AuditObligation,
         routing: Routing | None,
     ) -> Obligations:
+        if routing is None and audit is _NO_AUDIT:
+            for rule in matched:
+                if not rule.obligations.empty:
+                    break
+            else:
+                return EMPTY_OBLIGATIONS
         mask: dict[str, MaskAction] = {}
         mask_paths: dict[str, MaskAction] = {}
         headers: dict[tuple[str, str], None] = {}
@@ -659,7 +692,7 @@ class PolicySet:
             try:
                 if ob.mask:
                     if found is None:
-                        found = _found_categories(ctx)
+                        found = frozenset(st.pd)  # validated by `load_sections`
                     for categories, paths, action in ob.mask:
                         for cat in categories:
                             if cat in found:
@@ -685,9 +718,8 @@ class PolicySet:
                 sale_or_share,
                 _suppressed_sinks(ctx.get("sinks"), sink_categories, sale_or_share),
             )
-        if (
-            not (mask or mask_paths or headers or marks or suppression or routing)
-            and audit == AuditObligation()
+        if not (mask or mask_paths or headers or marks or suppression or routing) and (
+            audit is _NO_AUDIT
         ):
             return EMPTY_OBLIGATIONS
         return Obligations(
@@ -729,16 +761,6 @@ def _stronger(current: MaskAction | None, new: MaskAction) -> MaskAction:
     return current
 
 
-def _found_categories(ctx: Mapping[str, Any]) -> frozenset[str]:
-    request = ctx.get("request")
-    found = request.get("personal_data") if isinstance(request, Mapping) else None
-    if found is None:
-        return frozenset()
-    if type(found) is not list or not all(type(c) is str for c in found):
-        raise EvalError("context_type_error", "`request.personal_data` must be a list of strings")
-    return frozenset(found)
-
-
 def _backends(raw: object) -> list[tuple[str, str | None, frozenset[str]]]:
     if raw is None:
         return []
@@ -746,7 +768,9 @@ def _backends(raw: object) -> list[tuple[str, str | None, frozenset[str]]]:
         raise EvalError("context_type_error", "`backends` must be a list")
     out = []
     for item in raw:
-        if not isinstance(item, Mapping) or type(item.get("id")) is not str:
+        if (item.__class__ is not dict and not isinstance(item, Mapping)) or type(
+            item.get("id")
+        ) is not str:
             raise EvalError("context_type_error", "each backend needs a string `id`")
         region = item.get("region")
         mechs = item.get("transfer_mechanisms") or []

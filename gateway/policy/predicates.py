@@ -80,10 +80,26 @@ class EvalState:
 
     `c`, `s`, `r`, `l`, `m`, `f` are the `caller`, `subject`, `request`, `licence`, `model`
     and `caller.flags` mappings (an empty mapping when absent); `load_sections` raises
-    `EvalError` when one is present but not an object.
+    `EvalError` when one is present but not an object. It also reads the facts most rules
+    test: `pd` and `consents` (validated lists of strings), `has_pd`, and `presumed` (the
+    presumed subject region, unchecked: a test checks the type where it reads it).
     """
 
-    __slots__ = ("now", "vocabulary", "c", "s", "r", "l", "m", "f", "purpose")
+    __slots__ = (
+        "now",
+        "vocabulary",
+        "c",
+        "s",
+        "r",
+        "l",
+        "m",
+        "f",
+        "purpose",
+        "pd",
+        "consents",
+        "has_pd",
+        "presumed",
+    )
 
     def __init__(self, now: Interval, vocabulary: Vocabulary) -> None:
         self.now = now
@@ -91,6 +107,10 @@ class EvalState:
         self.c = self.s = self.r = self.l = self.m = self.f = _EMPTY
         #: The attributes of the declared purpose; None when undeclared or unknown.
         self.purpose: Mapping[str, bool] | None = None
+        self.pd: Sequence[str] = ()
+        self.consents: Sequence[str] = ()
+        self.has_pd = False
+        self.presumed: Any = None
 
     def load_sections(self, ctx: Mapping[str, Any]) -> None:
         """Read the context's sections once (type-checked)."""
@@ -110,6 +130,24 @@ class EvalState:
         self.f = f if f.__class__ is dict else _section(f, "caller.flags")
         purpose = self.r.get("purpose")
         self.purpose = self.vocabulary.purposes.get(purpose) if type(purpose) is str else None
+        self.pd = pd = _strings(self.r.get("personal_data"), "request.personal_data")
+        self.consents = _strings(self.r.get("consents"), "request.consents")
+        self.has_pd = bool(pd) or (
+            self.purpose is not None and self.purpose.get("personal_data", False) is True
+        )
+        presumed = self.s.get("region")
+        self.presumed = presumed if presumed is not None else self.c.get("region")
+
+
+def _strings(value: Any, name: str) -> Sequence[str]:
+    if value is None:
+        return ()
+    if value.__class__ is not list:
+        raise EvalError("context_type_error", f"`{name}` must be a list")
+    for item in value:
+        if item.__class__ is not str:
+            raise EvalError("context_type_error", f"`{name}` must hold strings")
+    return value
 
 
 def _section(value: Any, name: str) -> Mapping[str, Any]:

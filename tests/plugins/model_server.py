@@ -82,15 +82,21 @@ class RunningModelServer:
         return self.process.returncode
 
 
-def serve_command(model_base: Path, *flags: str) -> list[str]:
+def serve_command(
+    model_base: Path, *flags: str, model_config_file: Path | None = None
+) -> list[str]:
     """The command line `start_model_server` runs."""
+    source = (
+        ["--model-config-file", str(model_config_file)]
+        if model_config_file is not None
+        else ["--model-base", str(model_base)]
+    )
     return [
         sys.executable,
         "-m",
         "model_server",
         "serve",
-        "--model-base",
-        str(model_base),
+        *source,
         "--host",
         "127.0.0.1",
         "--rest-port",
@@ -103,10 +109,19 @@ def serve_command(model_base: Path, *flags: str) -> list[str]:
     ]
 
 
-def start_model_server(model_base: Path, *flags: str, timeout: float = 120.0) -> RunningModelServer:
-    """Start a server on free ports and wait for its ready line."""
+def start_model_server(
+    model_base: Path,
+    *flags: str,
+    model_config_file: Path | None = None,
+    timeout: float = 120.0,
+) -> RunningModelServer:
+    """Start a server on free ports and wait for its ready line.
+
+    With `model_config_file` the server reads that TF Serving model config instead of
+    scanning `model_base` (which is then only recorded on the returned object).
+    """
     process = subprocess.Popen(
-        serve_command(model_base, *flags),
+        serve_command(model_base, *flags, model_config_file=model_config_file),
         cwd=REPO,
         env=_environment(),
         stdout=subprocess.PIPE,
