@@ -890,11 +890,21 @@ def run(args: argparse.Namespace) -> int:
         rig.start("bare", [*me, "--role", "bare", "--port", str(ports["bare"]), "--upstream",
                   upstream], ports["bare"], server_core)  # fmt: skip
         rig.start("gateway", gateway_command, ports["gateway"], server_core)
+        # Remember the sources the gateway runs now: the profile names file:line, and the tree
+        # may be edited while the bench runs.
+        for source in sorted((REPO / "gateway").rglob("*.py")):
+            linecache.getlines(str(source))
         for name in TARGETS:
             wait_ready(rig.servers[name])
             rig.check(name)
 
         print(f"jurisgate gateway bench: {len(body)} B predict body, work dir {work}")
+        load_1m = os.getloadavg()[0]
+        if load_1m > 0.5:
+            print(
+                f"warning: load average {load_1m:.2f} before the start; other processes share "
+                "the cores (see `other load` per run) and make the numbers noisy"
+            )
         if client_core is None:
             print("cores: not pinned")
         else:

@@ -162,22 +162,37 @@ async def _read_body(request: web.Request, snap: Snapshot, decision_id: str) -> 
 
 def _parse_json(body: bytes, snap: Snapshot, decision_id: str) -> Any:
     if not body.strip():
-        raise _tfs_refusal(
-            _tfs_json_error("JSON Parse error: The document is empty", decision_id), "reject"
-        )
+        raise _tfs_refusal(_tfs_json_error("JSON Parse error: The document is empty"), "reject")
     try:
         return strictjson.loads(body, max_depth=snap.config.limits.max_json_depth)
     except strictjson.StrictJsonError as exc:
         raise _tfs_refusal(
-            _tfs_json_error(f"JSON Parse error: {exc.message}", decision_id), "reject"
+            _tfs_json_error(_tf_serving_parse_message(body) or f"JSON Parse error: {exc.message}"),
+            "reject",
         ) from None
 
 
-def _tfs_json_error(message: str, decision_id: str) -> TfsError:
-    return TfsError(
-        400, ERROR_CONTENT_TYPE, error_body(message, decision_id=decision_id), "invalid_json",
-        message,
-    )  # fmt: skip
+def _tf_serving_parse_message(body: bytes) -> str | None:
+    """TF Serving's own message for a body its parser (rapidjson) also rejects, else None.
+
+    A body TF Serving would accept but the gateway refuses (duplicate keys, trailing data,
+    invalid UTF-8) keeps the gateway's own, more precise message.
+    """
+    try:
+        # Cold path only; the rapidjson-compatible parser ships with the model server.
+        from model_server.rest_json import parse_exact
+    except ImportError:
+        return None
+    try:
+        parse_exact(body)
+    except Exception as exc:  # noqa: BLE001 - its error carries TF Serving's exact text
+        return str(exc)
+    return None
+
+
+def _tfs_json_error(message: str) -> TfsError:
+    # Same body as TF Serving (the decision id travels in the X-Decision-Id header).
+    return TfsError(400, ERROR_CONTENT_TYPE, error_body(message), "invalid_json", message)
 
 
 def _mask_rules(decision: Decision) -> dict[str, MaskRule]:
@@ -367,7 +382,7 @@ async def _pipeline(
             else f"Servable not found for request: Latest({route.model})"
         )
         raise _Refusal(
-            404, error_body(message, decision_id=decision_id), _JSON,
+            404, error_body(message), _JSON,
             outcome="reject", reason="unknown_model",
         )  # fmt: skip
     backend: BackendSpec | None = None

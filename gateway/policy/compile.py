@@ -26,6 +26,7 @@ from gateway.errors import Diagnostic, Location, describe_value, did_you_mean, h
 from gateway.policy.codegen import (
     CodeBuilder,
     TypedLeaf,
+    fast_template,
     generate_candidates,
     generate_predicate,
     leaf_source,
@@ -989,7 +990,7 @@ def _lower(c: _Compiler) -> None:
 
 
 def _lower_basis(vocab: Vocabulary, regime: str, ref: str, url: str | None) -> CompiledBasis:
-    template = compile_template(ref, vocab)
+    template = fast_template(compile_template(ref, vocab), vocab)
     url = url or (vocab.regimes[regime].url if regime in vocab.regimes else None)
     static = LegalBasis(regime, ref, url) if not template.fields else None
     return CompiledBasis(regime, template, url, static)
@@ -1020,8 +1021,8 @@ def lower_problem(
     compiled = CompiledProblem(
         type=ptype,
         title=title,
-        detail=compile_template(detail, vocab),
-        remedy_text=compile_template(remedy.text, vocab) if remedy else None,
+        detail=fast_template(compile_template(detail, vocab), vocab),
+        remedy_text=fast_template(compile_template(remedy.text, vocab), vocab) if remedy else None,
         remedy_header=remedy.header if remedy else None,
         remedy_value=remedy.value if remedy else None,
         demanding_party=info.demanding_party if info else None,
@@ -1063,9 +1064,15 @@ def _lower_obligations(c: _Compiler, ob: ObligationsSpec) -> CompiledObligations
     route = None
     if ob.route is not None:
         route = (vocab.expand(ob.route.regions), frozenset(ob.route.mechanisms))
-    headers = tuple((h.name, compile_template(h.value, vocab)) for h in ob.headers)
+    headers = tuple(
+        (h.name, fast_template(compile_template(h.value, vocab), vocab)) for h in ob.headers
+    )
     marks = tuple(
-        (m.scheme, m.value, tuple((k, compile_template(v, vocab)) for k, v in m.fields))
+        (
+            m.scheme,
+            m.value,
+            tuple((k, fast_template(compile_template(v, vocab), vocab)) for k, v in m.fields),
+        )
         for m in ob.image_marks
     )
     sinks = None

@@ -422,21 +422,19 @@ class PolicySet:
         routes = [r.obligations.route for r in matched if r.obligations.route is not None]
         if not routes:  # most requests: nothing to route
             return None, False
-        regions = routes[0][0]
-        for other, _mechs in routes[1:]:
-            regions = self._intersect(regions, other)
-        mechanisms = frozenset().union(*(m for _r, m in routes))
-        candidates = _backends(ctx.get("backends"))
-        eligible = tuple(
-            backend_id
-            for backend_id, region, mechs in candidates
-            if all(
-                (region is not None and region_in(region, allowed)) or not mechs.isdisjoint(m)
-                for allowed, m in routes
-            )
-        )
-        shown = tuple(self._compress(regions))
-        routing = Routing(shown, eligible, tuple(sorted(mechanisms)))
+        if len(routes) == 1:
+            regions, mechanisms = routes[0]
+        else:
+            regions = routes[0][0]
+            for other, _mechs in routes[1:]:
+                regions = self._intersect(regions, other)
+            mechanisms = frozenset().union(*(m for _r, m in routes))
+        candidates, eligible = _eligible_backends(ctx.get("backends"), routes)
+        key = ("routing", regions, mechanisms)
+        shown = self._cache.get(key)
+        if shown is None:
+            shown = self._cache[key] = (tuple(self._compress(regions)), tuple(sorted(mechanisms)))
+        routing = Routing(shown[0], eligible, shown[1])
         if candidates:
             denied = not eligible
         else:  # no candidate list: only an empty region intersection without a fallback
@@ -761,29 +759,41 @@ def _stronger(current: MaskAction | None, new: MaskAction) -> MaskAction:
     return current
 
 
-def _backends(raw: object) -> list[tuple[str, str | None, frozenset[str]]]:
+def _eligible_backends(
+    raw: object, routes: Sequence[tuple[frozenset[str], frozenset[str]]]
+) -> tuple[int, tuple[str, ...]]:
+    """Count the candidate backends and list those every route constraint allows."""
     if raw is None:
-        return []
-    if type(raw) is not list:
+        return 0, ()
+    if raw.__class__ is not list:
         raise EvalError("context_type_error", "`backends` must be a list")
-    out = []
+    eligible = []
     for item in raw:
-        if (item.__class__ is not dict and not isinstance(item, Mapping)) or type(
-            item.get("id")
-        ) is not str:
-            raise EvalError("context_type_error", "each backend needs a string `id`")
+        if item.__class__ is not dict and not isinstance(item, Mapping):
+            raise EvalError("context_type_error", "each backend must be an object")
+        backend_id = item.get("id")
         region = item.get("region")
-        mechs = item.get("transfer_mechanisms") or []
+        mechs = item.get("transfer_mechanisms") or ()
         if (
-            (region is not None and type(region) is not str)
-            or type(mechs) is not list
-            or not all(type(m) is str for m in mechs)
+            backend_id.__class__ is not str
+            or (region is not None and region.__class__ is not str)
+            or (mechs and mechs.__class__ is not list)
         ):
             raise EvalError(
-                "context_type_error", f"backend `{item['id']}` has a malformed region or mechanisms"
+                "context_type_error", "a backend has a malformed id, region or mechanisms"
             )
-        out.append((item["id"], region, frozenset(mechs)))
-    return out
+        for mech in mechs:
+            if mech.__class__ is not str:
+                raise EvalError("context_type_error", f"backend `{backend_id}` has a bad mechanism")
+        for allowed, allowed_mechs in routes:
+            if region is not None and region_in(region, allowed):
+                continue
+            if allowed_mechs and any(m in allowed_mechs for m in mechs):
+                continue
+            break
+        else:
+            eligible.append(backend_id)
+    return len(raw), tuple(eligible)
 
 
 def _suppressed_sinks(raw: object, categories: set[str], sale_or_share: bool) -> tuple[str, ...]:

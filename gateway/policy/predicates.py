@@ -24,6 +24,7 @@ from typing import Any
 from gateway.policy.vocabulary import Vocabulary, region_in
 
 __all__ = [
+    "render_value",
     "ABSENT",
     "PRESENT",
     "EvalError",
@@ -638,17 +639,25 @@ _PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
 class Template:
     """A string with `${field.path}` placeholders, rendered from the context."""
 
-    __slots__ = ("parts", "source", "fields")
+    __slots__ = ("parts", "source", "fields", "fast")
 
     def __init__(self, source: str, parts: tuple[str | tuple[str, Getter], ...]) -> None:
         self.source = source
         self.parts = parts
         self.fields = tuple(p[0] for p in parts if isinstance(p, tuple))
+        #: A generated renderer with the same result (set by `codegen.fast_template`).
+        self.fast: Callable[[Mapping[str, Any], EvalState, str | None], str] | None = None
 
     def render(self, ctx: Mapping[str, Any], st: EvalState, *, null: str | None = None) -> str:
         """Render; a null or non-scalar value raises `EvalError` unless `null` is given."""
         if not self.fields:
             return self.source
+        if self.fast is not None:
+            return self.fast(ctx, st, null)
+        return self.render_slowly(ctx, st, null)
+
+    def render_slowly(self, ctx: Mapping[str, Any], st: EvalState, null: str | None) -> str:
+        """The reference rendering (closures over the context)."""
         out: list[str] = []
         for part in self.parts:
             if isinstance(part, str):
@@ -669,6 +678,19 @@ class Template:
             else:
                 out.append(str(value))
         return "".join(out)
+
+
+def render_value(value: Any, name: str, null: str | None) -> str:
+    """Render one template value as the reference `Template.render_slowly` does."""
+    if type(value) is tuple:  # the clock
+        value = value[0].isoformat().replace("+00:00", "Z")
+    if value is None or isinstance(value, dict | list):
+        if null is None:
+            raise EvalError("template_value_missing", f"`${{{name}}}` has no value to render")
+        return null
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
 
 
 def template_fields(source: str) -> list[str]:

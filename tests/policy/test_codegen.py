@@ -27,7 +27,7 @@ def state_for(ps: PolicySet, ctx: dict[str, Any]) -> EvalState | None:
     return st
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ctx=contexts())
 def test_generated_predicates_match_the_reference(shipped: PolicySet, ctx: dict[str, Any]) -> None:
     st = state_for(shipped, ctx)
@@ -50,7 +50,7 @@ def test_generated_predicates_match_the_reference(shipped: PolicySet, ctx: dict[
     assert compared > 0
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(ctx=contexts())
 def test_generated_index_matches_the_reference(shipped: PolicySet, ctx: dict[str, Any]) -> None:
     st = state_for(shipped, ctx)
