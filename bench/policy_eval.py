@@ -569,8 +569,8 @@ def main(argv: list[str] | None = None) -> int:
     allows = sum(d.allowed for d in decisions)
     loop_ns = _calibrate()
     print(
-        f"machine: an empty Python loop iteration takes {loop_ns:.1f} ns (about 15 ns on an "
-        "idle current x86 core; higher means a slower or busier machine)"
+        f"machine: an empty Python loop iteration takes {loop_ns:.1f} ns "
+        "(best of five; compare runs by it: it grows when the machine is busy)"
     )
     print(
         f"policy set: {len(ps.rules)} rules, revision {ps.revision[:19]}...; "

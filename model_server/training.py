@@ -44,6 +44,11 @@ DEFAULT_LICENCE = "Apache-2.0"
 INPUT_NAME = "images"
 OUTPUT_NAME = "probabilities"
 SIGNATURE_NAME = "serving_default"
+#: A second signature that also takes a free-text `note` per image and returns it unchanged
+#: beside the probabilities: what the model received is visible to the caller (the gateway's
+#: masking shows in the answer).
+ANNOTATED_SIGNATURE_NAME = "annotated"
+NOTE_NAME = "note"
 CARD_SUFFIX = ".model_card.json"
 
 
@@ -209,6 +214,18 @@ def train_and_export(options: TrainOptions, out: Callable[[str], None] = print) 
         name=SIGNATURE_NAME,
         fn=serve,
         input_signature=[tf.TensorSpec([None, 28, 28, 1], tf.float32, name=INPUT_NAME)],
+    )
+
+    def serve_annotated(images: Any, note: Any) -> dict[str, Any]:
+        return {OUTPUT_NAME: model(images, training=False), NOTE_NAME: tf.identity(note)}
+
+    archive.add_endpoint(
+        name=ANNOTATED_SIGNATURE_NAME,
+        fn=serve_annotated,
+        input_signature=[
+            tf.TensorSpec([None, 28, 28, 1], tf.float32, name=INPUT_NAME),
+            tf.TensorSpec([None], tf.string, name=NOTE_NAME),
+        ],
     )
     try:
         archive.write_out(str(temporary), verbose=False)

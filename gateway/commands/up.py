@@ -180,7 +180,8 @@ def _wait_for_model(url: str, process: subprocess.Popen[bytes], deadline_s: floa
 def _banner(args: argparse.Namespace, demo_key: str, work: Path) -> None:
     base = f"http://{args.host}:{args.port}/v1/models/mnist"
     example = Path(__file__).resolve().parents[2] / "examples"
-    digit = example / "digit.json" if (example / "digit.json").exists() else "digit.json"
+    digit = example / "digit.json"
+    noted = example / "digit-with-note.json"
     print(
         f"""
 Jurisgate is up: TF Serving clients use {base} unchanged.
@@ -191,6 +192,8 @@ Jurisgate is up: TF Serving clients use {base} unchanged.
 Try it (the shipped policies decide):
   allowed, relayed unchanged:
     curl -s {base}:predict -H 'X-Purpose: {DEMO_PURPOSE}' -d @{digit}
+  masked before the model sees it (GDPR minimisation; the `annotated` signature echoes the note):
+    curl -s {base}:predict -H 'X-Purpose: {DEMO_PURPOSE}' -d @{noted}
   refused with 451 (an untrusted region claim can only make a decision stricter: sanctions):
     curl -s {base}:predict -H 'X-Purpose: {DEMO_PURPOSE}' -H 'X-Geo-Country: IR' -d @{digit}
   as the demo tenant (API key in {work / "demo-api-key"}):
