@@ -60,7 +60,8 @@ def test_trainer_fills_the_directory_tfserving_loads() -> None:
 
 def test_ports_and_health_check() -> None:
     serving = compose()["services"]["tfserving"]
-    assert sorted(serving["ports"]) == ["8500:8500", "8501:8501"]
+    # REST stays inside the compose network: the gateway publishes 8501 in front of it.
+    assert serving["ports"] == ["8500:8500"] and serving["expose"] == ["8501"]
     check = " ".join(serving["healthcheck"]["test"])
     assert "8501" in check and "/v1/models/mnist" in check and "AVAILABLE" in check
     assert serving["image"].startswith("tensorflow/serving:")

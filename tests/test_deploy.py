@@ -1,0 +1,68 @@
+"""The compose deployment agrees with itself: gateway config, TF Serving configs, training
+output and the gateway image all name the same ports, paths and models."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import yaml
+from google.protobuf import text_format
+from tensorflow_serving.config import model_server_config_pb2
+
+from gateway.config import load_config
+from gateway.tenants import TenantRegistry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _compose() -> dict:  # type: ignore[type-arg]
+    return yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+
+
+def test_gateway_service_fronts_tf_serving() -> None:
+    services = _compose()["services"]
+    gateway, serving = services["gateway"], services["tfserving"]
+    assert gateway["ports"][0] == "8501:8501"
+    assert gateway["depends_on"]["tfserving"]["condition"] == "service_healthy"
+    assert serving["depends_on"]["model-trainer"]["condition"] == "service_completed_successfully"
+    assert "8501:8501" not in serving.get("ports", [])
+    assert "readyz" in " ".join(gateway["healthcheck"]["test"])
+    mounts = {m.split(":")[1]: m.split(":")[0] for m in gateway["volumes"]}
+    assert mounts["/etc/jurisgate/jurisgate.yaml"] == "./deploy/jurisgate.yaml"
+    assert mounts["/opt/jurisgate/policies"] == "./policies"
+    assert mounts["/var/lib/jurisgate"] == "audit"
+    assert "audit" in _compose()["volumes"]
+
+
+def test_gateway_config_names_the_compose_backend_and_model(tmp_path: Path) -> None:
+    config = load_config(ROOT / "deploy" / "jurisgate.yaml", {"JURISGATE_ADMIN_TOKEN": "t" * 24})
+    services = _compose()["services"]
+    (backend,) = config.backends
+    assert backend.url == "http://tfserving:8501"
+    assert "tfserving" in services
+    served = text_format.Parse(
+        (ROOT / "model_server" / "models.config").read_text(),
+        model_server_config_pb2.ModelServerConfig(),
+    )
+    names = {c.name for c in served.model_config_list.config}
+    assert set(backend.models) <= names
+    # The trainer writes <base>/<name>/<version>; TF Serving reads base_path /models/<name>.
+    trainer = " ".join(services["model-trainer"]["command"])
+    assert "--model-base /models" in trainer and "--name mnist" in trainer
+    for model in served.model_config_list.config:
+        assert model.base_path == f"/models/{model.name}"
+    # Paths inside the gateway image: policies where the Dockerfile copies them, the audit
+    # log and key on the mounted volume, the listen port the image exposes.
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    assert "COPY policies ./policies" in dockerfile and "WORKDIR /opt/jurisgate" in dockerfile
+    assert [str(p) for p in config.policy_paths] == ["/opt/jurisgate/policies"]
+    assert str(config.audit.directory).startswith("/var/lib/jurisgate/")
+    assert str(config.audit.signing_key).startswith("/var/lib/jurisgate/")
+    assert re.search(rf"EXPOSE .*\b{config.listen_port}\b", dockerfile)
+    entry = " ".join(services["gateway"]["entrypoint"])
+    assert str(config.audit.signing_key) in entry
+    assert "--name jurisgate.compose" in entry and config.deployment == "jurisgate.compose"
+    # The tenants file it mounts loads, and the default tenant exists.
+    tenants = TenantRegistry.load(ROOT / "deploy" / "tenants.yaml")
+    assert config.default_tenant is not None and tenants.get(config.default_tenant)
