@@ -110,7 +110,7 @@ def test_metadata(channel: grpc.Channel) -> None:
     assert response.metadata["signature_def"].Unpack(signatures)
     serving = signatures.signature_def["serving_default"]
     assert serving.inputs["images"].name == "serving_default_images:0"
-    assert serving.outputs["probabilities"].name == "StatefulPartitionedCall:0"
+    assert serving.outputs["probabilities"].name == "StatefulPartitionedCall_1:0"
     missing = get_model_metadata_pb2.GetModelMetadataRequest()
     missing.model_spec.name = "mnist"
     assert rpc_error(stub.GetModelMetadata, missing) == (

@@ -39,7 +39,7 @@ def test_model_card(trained_model_base: Path) -> None:
         "probabilities": {
             "dtype": "DT_FLOAT",
             "shape": [-1, 10],
-            "tensor": "StatefulPartitionedCall:0",
+            "tensor": "StatefulPartitionedCall_1:0",
         }
     }
 
