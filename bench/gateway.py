@@ -894,7 +894,14 @@ def run(args: argparse.Namespace) -> int:
         # may be edited while the bench runs.
         for source in sorted((REPO / "gateway").rglob("*.py")):
             linecache.getlines(str(source))
-        for name in TARGETS:
+        variants = [name for name, _, _ in VARIANTS] if args.diagnose else []
+        for name, _, overrides in VARIANTS if args.diagnose else ():
+            port = free_port()
+            rig.start(name, gateway_command, port, server_core,
+                      JURISGATE__LISTEN__PORT=str(port),
+                      JURISGATE__AUDIT__DIRECTORY=str(work / f"audit-{name}"),
+                      **overrides)  # fmt: skip
+        for name in [*TARGETS, *variants]:
             wait_ready(rig.servers[name])
             rig.check(name)
 
@@ -950,9 +957,10 @@ def run(args: argparse.Namespace) -> int:
 
         # The fixed moderate rate, in two interleaved halves per target.
         per_half = max(1, int(args.rate * args.rate_seconds / 2))
-        rates = {name: RateResult() for name in TARGETS}
+        # Gateway variants (--diagnose) take part here so that all share the same minutes.
+        rates = {name: RateResult() for name in [*TARGETS, *variants]}
         for _ in range(2):
-            for name in TARGETS:
+            for name in rates:
                 rig.fixed_rate(name, args.rate, per_half, rates[name])
         progress(
             "fixed rate p50: "
@@ -971,25 +979,12 @@ def run(args: argparse.Namespace) -> int:
             label = f"as configured, wrk -c{wide}"
             diagnosis.append((label, "gateway", result, float("nan"), bare_wide.rps))
             progress(f"{label}: {describe(result, 'gateway')}")
-            for name, label, overrides in VARIANTS:
-                port = free_port()
-                rig.start(name, gateway_command, port, server_core,
-                          JURISGATE__LISTEN__PORT=str(port),
-                          JURISGATE__AUDIT__DIRECTORY=str(work / f"audit-{name}"),
-                          **overrides)  # fmt: skip
-                try:
-                    wait_ready(rig.servers[name])
-                    rig.check(name)
-                    rig.warm(name, args.warmup, args.connections)
-                    result = rig.wrk(name, args.duration, args.connections)
-                    direct, variant = RateResult(), RateResult()
-                    rig.fixed_rate("direct", args.rate, per_half, direct)
-                    rig.fixed_rate(name, args.rate, per_half, variant)
-                    added = variant.percentile(50) - direct.percentile(50)
-                    diagnosis.append((label, name, result, added, load["bare"].rps))
-                    progress(f"{label}: {describe(result, name)}, p50 added {added:+.3f} ms")
-                finally:
-                    rig.stop(name)
+            for name, label, _ in VARIANTS:
+                rig.warm(name, args.warmup, args.connections)
+                result = rig.wrk(name, args.duration, args.connections)
+                added = rates[name].percentile(50) - rates["direct"].percentile(50)
+                diagnosis.append((label, name, result, added, load["bare"].rps))
+                progress(f"{label}: {describe(result, name)}, p50 added {added:+.3f} ms")
 
         if args.profile:
             progress(
