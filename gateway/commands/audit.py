@@ -82,7 +82,11 @@ def register(subparsers: Any) -> None:
     exp.add_argument("--to", dest="to_ts", metavar="T", help="end time, exclusive (RFC 3339)")
     exp.add_argument("--tenant", help="only this tenant (filtered: completeness not proven)")
     exp.add_argument("--jurisdiction", help="only this jurisdiction / legal-basis regime")
-    exp.add_argument("--decision", choices=("allow", "deny"), help="only this effect")
+    exp.add_argument(
+        "--decision",
+        choices=("allow", "transform", "deny", "reject"),
+        help="only this outcome (reject: refused before a policy decision, e.g. 401)",
+    )
     exp.add_argument("--rule", help="only decisions that matched this rule id")
     exp.add_argument("--keyring", help="keyring to copy into the bundle (informational)")
     exp.add_argument(
