@@ -458,6 +458,7 @@ async def _pipeline(
             {
                 "type": "outcome",
                 "decision_id": decision_id,
+                "tenant": record.get("tenant"),
                 "status": exc.status,
                 "upstream_error": exc.kind,
                 "backend": backend.id,
@@ -494,6 +495,7 @@ async def _pipeline(
                 {
                     "type": "outcome",
                     "decision_id": decision_id,
+                    "tenant": record.get("tenant"),
                     "status": 502,
                     "upstream_error": "unmarkable_output",
                     "backend": backend.id,
@@ -510,6 +512,7 @@ async def _pipeline(
     outcome: dict[str, Any] = {
         "type": "outcome",
         "decision_id": decision_id,
+        "tenant": record.get("tenant"),
         "status": upstream.status,
         "backend": backend.id,
         "lat_us": int((time.perf_counter() - started) * 1e6),
