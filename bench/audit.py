@@ -11,6 +11,13 @@ directory), then the logs are verified offline. CPU us per record is process CPU
 
 Bars (issue 4): >= 20,000 durable records/s with checkpoint signatures; verification of
 >= 20,000 records/s without per-record signatures.
+
+A second table measures append latency at low load (strict durability, checkpoint
+signatures): 1 and 4 closed-loop appenders, p50/p99 of `await log.append(...)`, the
+event-loop thread's CPU per record and fsyncs per record, next to the floor of the same
+disk measured in the same run (one `write` + `fsync` of a record-sized line on a thread).
+
+    python bench/audit.py --latency-only         # only the latency table (about 10 s)
 """
 
 from __future__ import annotations
@@ -18,9 +25,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
+import statistics
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -95,16 +105,115 @@ async def _write(directory: Path, signer: Signer, options: AuditOptions, records
     return seconds, cpu_seconds, batches
 
 
+@dataclass
+class LatencyRow:
+    variant: str
+    appends: int
+    p50_us: float
+    p99_us: float
+    loop_cpu_us_per_record: float
+    cpu_us_per_record: float
+    fsyncs_per_record: float
+    ratio_p50: float = 1.0
+
+
+def _percentile(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def _fsync_floor(directory: Path, appends: int) -> LatencyRow:
+    """write + fsync of one record-sized line per append, from a thread woken per line:
+    what the disk alone costs an append."""
+    directory.mkdir(parents=True)
+    line = b"x" * 640 + b"\n"
+    samples: list[float] = []
+    fd = os.open(directory / "floor.jsonl", os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+
+        def one() -> None:
+            os.write(fd, line)
+            os.fsync(fd)
+
+        for _ in range(appends):
+            started = time.perf_counter()
+            worker = threading.Thread(target=one)
+            worker.start()
+            worker.join()
+            samples.append((time.perf_counter() - started) * 1e6)
+    finally:
+        os.close(fd)
+    return LatencyRow("floor: write + fsync on a thread", appends, _percentile(samples, 0.5),
+                      _percentile(samples, 0.99), 0.0, 0.0, 1.0)  # fmt: skip
+
+
+async def _latency(directory: Path, signer: Signer, options: AuditOptions, appenders: int,
+                   appends: int) -> LatencyRow:  # fmt: skip
+    digester = PayloadDigester(bytes(32), "k1")
+    bodies = [_record(i, digester) for i in range(appends)]
+    log = await AuditLog.open(directory, signer, origin=f"{DEPLOYMENT}/latency", options=options)
+    for body in bodies[:20]:  # warm-up: imports, caches, the first segment
+        await log.append(body)
+    per_worker = appends // appenders
+    samples: list[float] = []
+
+    async def worker(w: int) -> None:
+        for body in bodies[w * per_worker : (w + 1) * per_worker]:
+            started = time.perf_counter()
+            await log.append(body)
+            samples.append((time.perf_counter() - started) * 1e6)
+
+    batches_before = log.stats().batches_written
+    loop_cpu, cpu = time.thread_time(), time.process_time()
+    await asyncio.gather(*(worker(w) for w in range(appenders)))
+    loop_cpu, cpu = time.thread_time() - loop_cpu, time.process_time() - cpu
+    batches = log.stats().batches_written - batches_before
+    await log.close()
+    n = len(samples)
+    return LatencyRow(f"{appenders} appender{'s' if appenders > 1 else ''}", n,
+                      statistics.median(samples), _percentile(samples, 0.99),
+                      loop_cpu / n * 1e6, cpu / n * 1e6, batches / n)  # fmt: skip
+
+
+def _latency_table(root: Path, signer: Signer, appends: int) -> list[LatencyRow]:
+    rows = [_fsync_floor(root / "floor", min(appends, 1000))]
+    for appenders in (1, 4):
+        directory = root / f"latency{appenders}"
+        rows.append(asyncio.run(_latency(directory, signer, AuditOptions(), appenders, appends)))
+    for row in rows:
+        row.ratio_p50 = row.p50_us / rows[0].p50_us
+    print(f"append latency, strict durability, checkpoint signatures, {appends} appends per row")
+    print(f"{'variant':34} {'p50 us':>8} {'p99 us':>8} {'loop CPU us/rec':>16} "
+          f"{'CPU us/rec':>11} {'fsyncs/rec':>11} {'p50/floor':>10}")  # fmt: skip
+    for row in rows:
+        print(f"{row.variant:34} {row.p50_us:8.0f} {row.p99_us:8.0f} "
+              f"{row.loop_cpu_us_per_record:16.1f} {row.cpu_us_per_record:11.1f} "
+              f"{row.fsyncs_per_record:11.2f} {row.ratio_p50:10.2f}")  # fmt: skip
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=50_000)
     parser.add_argument("--concurrency", type=int, default=256)
     parser.add_argument("--dir", type=Path, default=None, help="where the logs go")
     parser.add_argument("--json", type=Path, default=None, help="write results here")
+    parser.add_argument("--latency-appends", type=int, default=2000,
+                        help="appends per row of the latency table")  # fmt: skip
+    parser.add_argument("--latency-only", action="store_true", help="only the latency table")
     args = parser.parse_args(argv)
     records = args.records - args.records % args.concurrency
     root = Path(tempfile.mkdtemp(prefix="audit-bench-", dir=args.dir))
     signer = Signer.generate(DEPLOYMENT)
+    try:
+        latency = _latency_table(root, signer, args.latency_appends - args.latency_appends % 4)
+    finally:
+        if args.latency_only:
+            shutil.rmtree(root, ignore_errors=True)
+    if args.latency_only:
+        if args.json is not None:
+            args.json.write_text(json.dumps({"latency": [asdict(r) for r in latency]}, indent=2))
+        return 0
     keyring = Keyring([KeyringEntry(signer.verifier, (DEPLOYMENT,))])
     variants = [
         ("durable, checkpoint signatures", AuditOptions()),
@@ -150,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     for name, ok in bars.items():
         print(f"bar: {name}: {'met' if ok else 'NOT met'}")
     if args.json is not None:
-        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "bars": bars},
+        args.json.write_text(json.dumps({"rows": [asdict(r) for r in rows], "bars": bars,
+                                         "latency": [asdict(r) for r in latency]},
                                         indent=2))  # fmt: skip
     return 0
 

@@ -456,11 +456,10 @@ def measured_wrk(
     *,
     duration_s: float,
     connections: int,
-    limit: int | None = None,
 ) -> WrkResult:
     command = wrk_command(url, duration_s=duration_s, connections=connections, core=client_core)
     with cpu_window(servers, core_of, client_core) as window:
-        raw = run_wrk(command, env, limit, wall_cap_s=duration_s + 30)
+        raw = run_wrk(command, env, None, wall_cap_s=duration_s + 30)
     served = max(1, int(raw["requests"]))
     errors = sum(
         int(raw[k])

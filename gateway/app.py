@@ -31,7 +31,7 @@ from aiohttp import web
 
 from gateway.app_state import DECISION_ID, RUNTIME, Runtime, Snapshot, build_backends
 from gateway.audit import AuditLog, AuditOptions, PayloadDigester, Signer
-from gateway.clientip import ClientIPConfig, RegionTable
+from gateway.clientip import CachedRegionLookup, ClientIPConfig, RegionTable
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.context import ClientFacts, ContextError, RouteFacts, build_context, find_licence
 from gateway.errors import DiagnosticError, format_diagnostics
@@ -135,7 +135,7 @@ def build_snapshot(config: GatewayConfig) -> Snapshot:
         config=config,
         policy_set=result.policy_set,
         tenants=tenants,
-        regions=regions,
+        regions=CachedRegionLookup(regions),
         client_ip=ClientIPConfig(
             trusted_proxies=config.trusted_proxies, claim_headers=(config.headers.geo_claim,)
         ),

@@ -9,6 +9,7 @@ Rule 2: the `Runtime` owns the I/O objects that outlive reloads: the one upstrea
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.audit import AuditLog, PayloadDigester, minimise_ip
-from gateway.clientip import ClientIPConfig, RegionTable
+from gateway.clientip import ClientIPConfig, RegionLookup
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.policy import Decision, LegalBasis, PolicySet, Problem, Remedy
@@ -27,6 +28,8 @@ from gateway.sinks import SALE_OR_SHARE, EventSinks
 from gateway.tenants import TenantRegistry
 
 __all__ = ["DECISION_ID", "RUNTIME", "Runtime", "Snapshot", "build_backends"]
+
+_IP_CACHE_SIZE = 65536
 
 DECISION_ID = web.RequestKey("jurisgate.decision_id", str)
 
@@ -52,7 +55,7 @@ class Snapshot:
     config: GatewayConfig
     policy_set: PolicySet
     tenants: TenantRegistry
-    regions: RegionTable
+    regions: RegionLookup
     client_ip: ClientIPConfig
     backends: tuple[BackendSpec, ...]
     sink_views: tuple[Mapping[str, Any], ...] = ()
@@ -118,21 +121,38 @@ class Runtime:
     """UTC clock; injectable so tests can pin `now` (licence dates, commencement dates)."""
     unavailable_backends: Collection[str] = field(default_factory=frozenset)
     last_reload: dict[str, Any] = field(default_factory=dict)
-    #: Key of the keyed-hash masking method when `privacy.hmac_key` is not configured.
+    #: The payload HMAC key (the digester's); also the keyed-hash masking key when
+    #: `privacy.hmac_key` is not configured.
     masking_key: bytes = b""
+    _ip_fields: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     def keyed_digest(self, payload: bytes) -> str:
-        """Keyed (HMAC) digest of payload bytes: never the payload itself."""
-        return self.digester.digest(payload)
+        """Keyed (HMAC) digest of payload bytes: never the payload itself.
 
-    def minimise_ip(self, ip: str) -> str | None:
-        """The client address reduced to its network prefix for the audit record."""
+        Same string as `PayloadDigester.digest`, with the one-shot `hmac.digest`.
+        """
+        mac = hmac.digest(self.masking_key, payload, "sha256").hex()
+        return f"hmac-sha256:{self.digester.key_version}:{mac}"
+
+    def client_ip_fields(self, ip: str) -> tuple[str | None, str | None]:
+        """The address as the audit record keeps it: network prefix and keyed digest.
+
+        Cached per address: clients repeat, and the work is the same every time.
+        """
+        cached = self._ip_fields.get(ip)
+        if cached is not None:
+            return cached
         if not ip:
-            return None
+            return (None, None)
         try:
-            return minimise_ip(ip)
+            prefix: str | None = minimise_ip(ip)
         except ValueError:
-            return None
+            prefix = None
+        fields = (prefix, self.keyed_digest(ip.encode()))
+        if len(self._ip_fields) >= _IP_CACHE_SIZE:
+            self._ip_fields.clear()
+        self._ip_fields[ip] = fields
+        return fields
 
     def emit_event(
         self,

@@ -42,6 +42,7 @@ from gateway.regions import normalise_region
 from gateway.source import load_yaml
 
 __all__ = [
+    "CachedRegionLookup",
     "CidrRegionTable",
     "ClientResolution",
     "ClientIPConfig",
@@ -680,3 +681,28 @@ class RegionTable:
     def lookup(self, address: str) -> str | None:
         """Alias of `region_of`."""
         return self.region_of(address)
+
+
+class CachedRegionLookup:
+    """A region lookup that remembers its answers (clients repeat; lookups parse addresses).
+
+    Bounded: the cache is emptied when it reaches `size` entries. One instance belongs to
+    one snapshot, so a reloaded region table never serves stale answers.
+    """
+
+    def __init__(self, lookup: RegionLookup, size: int = 65536) -> None:
+        self._lookup = lookup
+        self._size = size
+        self._cache: dict[str, str | None] = {}
+
+    def region_of(self, address: str) -> str | None:
+        """The region of `address`, from the cache when seen before."""
+        try:
+            return self._cache[address]
+        except KeyError:
+            pass
+        region = self._lookup.region_of(address)
+        if len(self._cache) >= self._size:
+            self._cache.clear()
+        self._cache[address] = region
+        return region

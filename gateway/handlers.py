@@ -233,7 +233,7 @@ async def handle_tfserving(request: web.Request) -> web.StreamResponse:
         record.update(decision=refusal.outcome, status=refusal.status, reason=refusal.reason)
         record.setdefault("retention_days", snap.config.audit.retention_default_days)
         await _append(runtime, record, snap, decision_id)
-        runtime.metrics.requests.labels(outcome=refusal.outcome, status=str(refusal.status)).inc()
+        runtime.metrics.count_request(refusal.outcome, refusal.status)
         response = web.Response(status=refusal.status, body=refusal.body, headers=refusal.headers)
         if refusal.content_type:
             response.content_type = refusal.content_type
@@ -289,8 +289,7 @@ async def _pipeline(
     record["untrusted_region_claims"] = list(claims)
     if client.anomalies:
         record["forwarding_anomalies"] = list(client.anomalies)
-    record["client_ip"] = runtime.minimise_ip(client_ip)
-    record["client_ip_mac"] = runtime.keyed_digest(client_ip.encode()) if client_ip else None
+    record["client_ip"], record["client_ip_mac"] = runtime.client_ip_fields(client_ip)
 
     auth = snap.tenants.authenticate(request.headers.get(config.headers.api_key), client_ip)
     if isinstance(auth, AuthFailure):
@@ -328,7 +327,7 @@ async def _pipeline(
     for group in (findings, header_findings):
         if group:
             found.extend((f.category, f.path) for f in group)
-    metrics.stage_latency.labels(stage="scan").observe(time.perf_counter() - t0)
+    metrics.observe_stage("scan", time.perf_counter() - t0)
     record["detected_personal_data"] = [{"type": c, "path": p} for c, p in dict.fromkeys(found)]
 
     # Decide.
@@ -356,7 +355,7 @@ async def _pipeline(
         ) from None  # fmt: skip
     t0 = time.perf_counter()
     decision = snap.policy_set.evaluate(context)
-    metrics.stage_latency.labels(stage="policy").observe(time.perf_counter() - t0)
+    metrics.observe_stage("policy", time.perf_counter() - t0)
     record["rules"] = list(decision.rules)
     if decision.dry_run:
         record["dry_run_rules"] = list(decision.dry_run)
@@ -424,7 +423,7 @@ async def _pipeline(
         if masked:
             forward_body = orjson.dumps(new_document)
             for entry in masked:
-                metrics.masked_fields.labels(category=entry["category"]).inc()
+                metrics.count_masked(entry["category"])
     assert backend is not None
     transformed = bool(masked) or rerouted or bool(decision.obligations.headers)
     transformed = transformed or bool(decision.obligations.image_marks)
@@ -434,7 +433,7 @@ async def _pipeline(
     record["transformations"] = [dict(m) for m in masked]
     if rerouted:
         record["rerouted"] = True
-    metrics.decisions.labels(effect=record["decision"], rule=_first(decision.rules)).inc()
+    metrics.count_decision(record["decision"], _first(decision.rules))
     await _append(runtime, record, snap, decision_id)
 
     t0 = time.perf_counter()
@@ -450,9 +449,7 @@ async def _pipeline(
             ],
         )
     except UpstreamError as exc:
-        metrics.backend_latency.labels(backend=backend.id, status=str(exc.status)).observe(
-            time.perf_counter() - t0
-        )
+        metrics.observe_backend(backend.id, exc.status, time.perf_counter() - t0)
         await _append(
             runtime,
             {
@@ -467,12 +464,10 @@ async def _pipeline(
             snap,
             decision_id,
         )
-        metrics.requests.labels(outcome="upstream_error", status=str(exc.status)).inc()
+        metrics.count_request("upstream_error", exc.status)
         err = exc.to_tfs_error(decision_id=decision_id)
         return web.Response(status=err.status, body=err.body, content_type=_JSON)
-    metrics.backend_latency.labels(backend=backend.id, status=str(upstream.status)).observe(
-        time.perf_counter() - t0
-    )
+    metrics.observe_backend(backend.id, upstream.status, time.perf_counter() - t0)
 
     response_body = upstream.body
     marked_paths: list[str] = []
@@ -537,7 +532,7 @@ async def _pipeline(
         categories=sorted({c for c, _ in found}),
         suppression=decision.obligations.suppress_sinks,
     )
-    metrics.requests.labels(outcome=record["decision"], status=str(upstream.status)).inc()
+    metrics.count_request(record["decision"], upstream.status)
     return web.Response(status=upstream.status, body=response_body, headers=headers)
 
 
@@ -562,7 +557,7 @@ async def _deny(
     record["status"] = status
     record["legal_basis"] = [{"regime": b.regime, "ref": b.ref} for b in decision.legal_basis]
     record["lat_us"] = int((time.perf_counter() - started) * 1e6)
-    runtime.metrics.decisions.labels(effect="deny", rule=_first(decision.rules)).inc()
+    runtime.metrics.count_decision("deny", _first(decision.rules))
     await _append(runtime, record, snap, decision_id)
     remedy = problem.remedy.text if problem and problem.remedy else None
     regimes = sorted({b.regime for b in decision.legal_basis})
@@ -596,7 +591,7 @@ async def _deny(
         categories=[],
         suppression=decision.obligations.suppress_sinks,
     )
-    runtime.metrics.requests.labels(outcome="deny", status=str(status)).inc()
+    runtime.metrics.count_request("deny", status)
     return web.Response(
         status=status,
         body=problem_bytes(body),

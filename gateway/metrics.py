@@ -7,6 +7,7 @@ tenant, no client address, no model input ever becomes a label value.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
@@ -94,6 +95,36 @@ class GatewayMetrics:
             ["category"],
             registry=r,
         )
+
+        # Label children are cached: `labels()` costs microseconds on every request.
+        self._children: dict[tuple[object, ...], Any] = {}
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (id(metric), *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child
+
+    def count_request(self, outcome: str, status: int) -> None:
+        """One answered request."""
+        self._child(self.requests, outcome, str(status)).inc()
+
+    def count_decision(self, effect: str, rule: str) -> None:
+        """One policy decision and the rule that decided it."""
+        self._child(self.decisions, effect, rule).inc()
+
+    def observe_stage(self, stage: str, seconds: float) -> None:
+        """Time spent in one pipeline stage."""
+        self._child(self.stage_latency, stage).observe(seconds)
+
+    def observe_backend(self, backend: str, status: int, seconds: float) -> None:
+        """One backend round trip."""
+        self._child(self.backend_latency, backend, str(status)).observe(seconds)
+
+    def count_masked(self, category: str) -> None:
+        """One personal-data value masked before forwarding."""
+        self._child(self.masked_fields, category).inc()
 
     def set_policy_revision(self, revision: str) -> None:
         """Expose exactly one serving revision."""

@@ -207,6 +207,7 @@ Ctrl-C stops both.""",
 def run(args: argparse.Namespace) -> int:
     """Start everything; return when interrupted."""
     from gateway.app import run_gateway
+    from gateway.commands.serve import event_loop_factory
     from gateway.logs import configure_logging
 
     configure_logging("WARNING")
@@ -242,7 +243,8 @@ def run(args: argparse.Namespace) -> int:
         def ready(url: str) -> None:
             _banner(args, demo_key, work)
 
-        return asyncio.run(run_gateway(config, ready=ready))
+        with asyncio.Runner(loop_factory=event_loop_factory()) as runner:
+            return runner.run(run_gateway(config, ready=ready))
     finally:
         if server.poll() is None:
             server.send_signal(signal.SIGTERM)

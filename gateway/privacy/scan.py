@@ -150,6 +150,8 @@ def _is_b64_object(value: dict[Any, Any]) -> bool:
 
 def _numbers_only(value: list[Any]) -> bool:
     """Whether a list holds no strings and no objects, at any depth (cheap for tensors)."""
+    if value and type(value[0]) in (dict, str):
+        return False  # rows of objects or strings: walk them instead of serialising
     try:
         return b'"' not in orjson.dumps(value)
     except (orjson.JSONEncodeError, TypeError):
