@@ -2,12 +2,19 @@
 
 Single-image REST predict requests at concurrency 1, 8 and 32 against one server with
 batching on and one with batching off (started one after the other, never together),
-next to in-process calls of the same SavedModel at batch 1 and 32 (the ceiling). The
-load generator is a small keep-alive HTTP/1.1 client on raw asyncio streams so that the
-client costs little of the two cores the server needs.
+next to in-process calls of the same SavedModel at batch 1 and 32 (the ceiling).
+
+The load generator is `wrk` (C, one thread, keep-alive, a Lua script cycling through 16
+request bodies) pinned with `taskset` to the last CPU, so the client costs a few percent
+of one core; both modes get the same client, pinning and bodies. Without `wrk` (or with
+`--client python`) a keep-alive HTTP/1.1 client on raw asyncio streams is used instead;
+it costs far more CPU, which it takes from the server.
 
     python bench/model_server.py                    # trains a throw-away model first
     python bench/model_server.py --model-base DIR   # or serve an existing export
+
+Both servers get the same flags except `--[no-]enable-batching`; `--server-arg` adds
+flags to both and `--batching-arg` to the batching server only (its batching parameters).
 
 Bar (issue 2): at concurrency 32, batching on >= 2.5x the throughput of batching off.
 """
@@ -18,6 +25,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -106,6 +114,59 @@ async def _load(port: int, concurrency: int, seconds: float, bodies: list[bytes]
     )
 
 
+_WRK_SCRIPT = """
+local bodies = {}
+for line in io.lines(os.getenv("BENCH_BODIES")) do bodies[#bodies + 1] = line end
+local requests = {}
+local index = 0
+init = function(args)
+  for i, body in ipairs(bodies) do
+    requests[i] = wrk.format("POST", "/v1/models/mnist:predict",
+      {["Content-Type"] = "application/json"}, body)
+  end
+end
+request = function()
+  index = index % #requests + 1
+  return requests[index]
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH {"requests": %d, "seconds": %.6f, "p50_us": %d, "p99_us": %d, ' ..
+    '"errors": %d}\\n',
+    summary.requests, summary.duration / 1e6, latency:percentile(50), latency:percentile(99),
+    e.connect + e.read + e.write + e.status + e.timeout))
+end
+"""
+
+
+def _wrk_load(port: int, concurrency: int, seconds: float, workdir: Path, pin: list[str]) -> Result:
+    """One wrk run (after a 1 s warm-up); non-2xx answers count as errors."""
+    url = f"http://127.0.0.1:{port}/v1/models/mnist:predict"
+    env = {**os.environ, "BENCH_BODIES": str(workdir / "bodies.jsonl")}
+    script = str(workdir / "predict.lua")
+
+    def run(duration: str) -> dict[str, float]:
+        command = [*pin, "wrk", "-t1", f"-c{concurrency}", f"-d{duration}", "--timeout", "10s"]
+        completed = subprocess.run(
+            [*command, "-s", script, url], env=env, capture_output=True, text=True, check=True
+        )
+        line = next(x for x in completed.stdout.splitlines() if x.startswith("BENCH "))
+        parsed: dict[str, float] = json.loads(line[6:])
+        return parsed
+
+    run("1s")
+    measured = run(f"{max(1, round(seconds))}s")
+    return Result(
+        label="",
+        concurrency=concurrency,
+        requests_per_second=measured["requests"] / measured["seconds"],
+        p50_ms=measured["p50_us"] / 1e3,
+        p99_ms=measured["p99_us"] / 1e3,
+        errors=int(measured["errors"]),
+    )
+
+
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
     """uvloop when installed: a cheaper client leaves more CPU to the server."""
     try:
@@ -189,9 +250,34 @@ def main() -> int:
         "--server-arg",
         action="append",
         default=[],
-        help="extra serve flag for both servers (repeatable): --server-arg=--max-batch-size=8",
+        help="extra serve flag for both servers (repeatable): --server-arg=--model-threads=2",
+    )
+    parser.add_argument(
+        "--batching-arg",
+        action="append",
+        default=None,
+        help="batching parameter flag for the batching server (repeatable; default: "
+        "--batching-parameters-file model_server/batching.config)",
+    )
+    parser.add_argument(
+        "--client",
+        choices=("wrk", "python"),
+        default="wrk" if shutil.which("wrk") else "python",
+        help="load generator (default: wrk when installed)",
+    )
+    parser.add_argument(
+        "--client-cpus",
+        default=str((os.cpu_count() or 1) - 1),
+        help="taskset CPU list for wrk ('' = no pinning; default: the last CPU)",
     )
     args = parser.parse_args()
+    batching_args = (
+        args.batching_arg
+        if args.batching_arg is not None
+        else ["--batching-parameters-file", str(REPO / "model_server" / "batching.config")]
+    )
+    pinned = bool(args.client_cpus) and shutil.which("taskset") is not None
+    pin = ["taskset", "-c", args.client_cpus] if pinned else []
 
     temporary = None
     model_base = args.model_base
@@ -220,17 +306,24 @@ def main() -> int:
         key=lambda p: int(p.name),
     )
     bodies = _request_bodies(16)
+    workdir = Path(tempfile.mkdtemp(prefix="bench-wrk-"))
+    (workdir / "bodies.jsonl").write_bytes(b"\n".join(bodies) + b"\n")
+    (workdir / "predict.lua").write_text(_WRK_SCRIPT)
 
     results: list[Result] = []
     batch_info: dict[str, dict[str, object]] = {}
     for label, batching in (("batching off", False), ("batching on", True)):
+        extra = ["--stats-path", "/bench-stats", *args.server_arg]
         process, port = _start_server(
-            model_base, batching, ["--stats-path", "/bench-stats", *args.server_arg]
+            model_base, batching, [*extra, *batching_args] if batching else extra
         )
         try:
             for concurrency in CONCURRENCY:
-                with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-                    result = runner.run(_load(port, concurrency, args.seconds, bodies))
+                if args.client == "wrk":
+                    result = _wrk_load(port, concurrency, args.seconds, workdir, pin)
+                else:
+                    with asyncio.Runner(loop_factory=_loop_factory()) as runner:
+                        result = runner.run(_load(port, concurrency, args.seconds, bodies))
                 result.label = label
                 results.append(result)
             batch_info[label] = _stats(port)
@@ -239,7 +332,12 @@ def main() -> int:
             process.wait(timeout=30)
     in_process = _in_process(version_dir, args.seconds)
 
+    shutil.rmtree(workdir, ignore_errors=True)
+    client = f"wrk -t1 (taskset -c {args.client_cpus})" if args.client == "wrk" else "asyncio"
+    if args.client == "wrk" and not pin:
+        client = "wrk -t1 (not pinned)"
     print(f"\nembedded model server, single-image REST predict, {os.cpu_count()} CPUs")
+    print(f"client: {client}; batching server: {' '.join(batching_args)}")
     print(f"{'mode':<14}{'conc':>6}{'req/s':>10}{'p50 ms':>10}{'p99 ms':>10}{'errors':>8}")
     for r in results:
         print(
