@@ -68,6 +68,9 @@ class ServingStats:
         }
 
 
+_NO_BATCHERS: Mapping[str, Batcher] = {}
+
+
 def _shape_text(shape: Sequence[int]) -> str:
     return "[" + ",".join(str(d) for d in shape) + "]"
 
@@ -216,8 +219,14 @@ class ServingCore:
         model = servable.name
         self.stats.requests[model] = self.stats.requests.get(model, 0) + 1
         with servable.hold():
-            if self.batching is not None and _batchable(signature) and not output_aliases:
-                batcher = self._batcher(servable, signature)
+            batcher: Batcher | None = None
+            if self.batching is not None and not output_aliases:
+                # A signature gets a queue only when batchable, so a found queue says so.
+                batchers: Mapping[str, Batcher] = servable.extensions.get("batchers", _NO_BATCHERS)
+                batcher = batchers.get(signature.name)
+                if batcher is None and _batchable(signature):
+                    batcher = self._batcher(servable, signature)
+            if batcher is not None:
                 call = batcher.submit(inputs)
             else:
                 call = self._run_single(servable, signature, inputs, output_aliases)

@@ -1079,6 +1079,33 @@ class _NumericTensor:
     shape: tuple[int, ...]
 
 
+#: Canonical skeletons (brackets and commas) already proven, mapped to their shapes.
+_proven_skeletons: dict[bytes, tuple[int, ...]] = {}
+#: Bytes that may sit between the brackets and commas of a dense numeric array.
+_NUMBER_AND_SPACE_BYTES = b"0123456789.+-" + _WHITESPACE_BYTES
+
+
+def _array_shape(array: bytes) -> tuple[int, ...] | None:
+    """The shape of `array` if it is a dense, rectangular array of plain numbers."""
+    # One pass strips digits, signs, dots and whitespace; what is left of a well-formed
+    # array without exponents is its bracket/comma skeleton, usually one already proven.
+    skeleton = array.translate(None, _NUMBER_AND_SPACE_BYTES)
+    shape = _proven_skeletons.get(skeleton)
+    if shape is not None:
+        return shape
+    if array.translate(None, _ARRAY_BYTES):
+        return None  # anything but numbers, brackets, commas and whitespace
+    if b"[]" in array or (b"e" in array or b"E" in array) and _BIG_EXPONENT.search(array):
+        return None
+    skeleton = array.translate(None, _NUMBER_CHARS + _WHITESPACE_BYTES)
+    shape = _skeleton_shape(skeleton)
+    if shape is None or _canonical_skeleton(shape) != skeleton:
+        return None
+    if b"e" not in array and b"E" not in array and len(_proven_skeletons) < 256:
+        _proven_skeletons[skeleton] = shape
+    return shape
+
+
 def scan_numeric_body(body: bytes) -> _NumericTensor | None:
     """The hot path: a body that is one dense numeric tensor, read without Python objects.
 
@@ -1100,13 +1127,8 @@ def scan_numeric_body(body: bytes) -> _NumericTensor | None:
         signature = suffix.group(1)
     key = prefix.group(2)
     array = body[start:end]
-    if array.translate(None, _ARRAY_BYTES):
-        return None  # anything but numbers, brackets, commas and whitespace
-    if b"[]" in array or (b"e" in array or b"E" in array) and _BIG_EXPONENT.search(array):
-        return None
-    skeleton = array.translate(None, _NUMBER_CHARS + _WHITESPACE_BYTES)
-    shape = _skeleton_shape(skeleton)
-    if shape is None or _canonical_skeleton(shape) != skeleton:
+    shape = _array_shape(array)
+    if shape is None:
         return None
     try:
         flat = orjson.loads(b"[" + array.translate(None, b"[]") + b"]")

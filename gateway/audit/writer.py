@@ -1,19 +1,25 @@
-"""`AuditLog`: the one writer task of a log, with group commit and fail-closed appends.
+"""`AuditLog`: the one writer of a log, with group commit and fail-closed appends.
 
 Rule 1 (durable before resolved): `await log.append(record)` resolves only after its
 line is written and fsynced (strict mode) and a checkpoint covering it is signed and
 written. Every batch gets its checkpoint, so signing cost grows with fsyncs, not records.
-The checkpoint file's own fsync follows on a second thread, overlapping the next batch: a
-crash can lose the newest notes, never a record they cover (recovery signs it again at
-the same size and root), and a note never covers more than the fsynced records.
+The checkpoints file is fsynced by a second thread, off the critical path and at most
+every `checkpoint_sync_seconds`: a crash can lose the newest notes, never a record they
+cover (recovery signs a checkpoint at the recovered size again before anything else),
+and a note never covers more than the fsynced records.
 
-Rule 2 (never block the loop): sealing (canonicalize, hash, optional record signature)
-runs on the event loop; write, fsync and checkpoint signing run on one dedicated thread.
-While one batch is on the thread, the next is sealed, so CPU and fsync overlap; with many
-appends waiting and nothing in flight, the writer splits them in two to get that overlap.
+Rule 2 (few loop wake-ups): an append is validated and sealed (canonicalize, hash,
+optional record signature) on the caller's own stack, into the open batch. When the
+writer thread is idle the batch goes to it at once through a queue, with no writer task
+in between; while the thread writes and fsyncs one batch, later appends are sealed into
+the next. The thread hands a finished batch back with one `call_soon_threadsafe`, which
+resolves every future of the batch and passes the thread the next batch. So a lone
+record costs one thread hand-off each way; the Merkle root and the checkpoint signature
+are computed on the thread.
 
 Rule 3 (fail closed): any write error makes the log unhealthy for good (until restart and
-recovery): pending and later appends raise `AuditUnavailable`, and the caller answers 503.
+recovery): the thread refuses every later batch, pending and later appends raise
+`AuditUnavailable`, and the caller answers 503.
 
 Rule 4 (segments): a batch never crosses a segment boundary, so every segment end is a
 checkpointed size, which pruning and exports rely on.
@@ -25,22 +31,25 @@ import asyncio
 import base64
 import contextlib
 import os
-from collections import deque
+import queue
+import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
 from gateway import __version__
 from gateway.audit.chain import ChainState, SealedRecord, seal
+from gateway.audit.merkle import CompactRange
 from gateway.audit.errors import (
     AuditError,
     AuditUnavailable,
     RecordInvalid,
 )
 from gateway.audit.note import (
+    Checkpoint,
     checkpoint_text,
     parse_checkpoint_text,
     parse_note,
@@ -96,6 +105,10 @@ class AuditOptions:
     record_signatures: bool = False
     #: Idle interval after which a heartbeat checkpoint is written.
     heartbeat_seconds: float = 30.0
+    #: Strict mode: the checkpoints file is fsynced off the critical path at most this
+    #: often (records are fsynced before every note; a lost note is signed again at
+    #: recovery). 0: after every batch.
+    checkpoint_sync_seconds: float = 0.05
     #: Records per segment file for a new log; a power of two.
     segment_records: int = 65536
     #: Retention of records that carry no `retention_days` field.
@@ -117,6 +130,10 @@ class AuditOptions:
             raise ValueError(f"audit segment_records {seg} must be a power of two")
         if self.max_batch_delay < 0 or self.heartbeat_seconds <= 0:
             raise ValueError("audit max_batch_delay must be >= 0 and heartbeat_seconds > 0")
+        if not 0 <= self.checkpoint_sync_seconds <= 60:
+            raise ValueError(
+                f"audit checkpoint_sync_seconds {self.checkpoint_sync_seconds} must be 0..60"
+            )
 
 
 class AppendReceipt(NamedTuple):
@@ -153,28 +170,52 @@ class PruneResult:
     segments: tuple[str, ...]
 
 
-@dataclass
-class _Control:
-    kind: str
-    future: asyncio.Future[Any]
-    payload: Any = None
-
-
-@dataclass
 class _Job:
-    first_seq: int
-    sealed: list[tuple[SealedRecord, asyncio.Future[AppendReceipt] | None]]
-    text: str
-    size: int
-    signers: list[Signer]
-    lines: bytes = b""
-    note: str = ""
-    done: asyncio.Future[None] | None = field(default=None, repr=False)
+    """One batch: sealed on the loop, then written, fsynced and checkpointed on the thread."""
+
+    __slots__ = (
+        "error",
+        "first_seq",
+        "futures",
+        "limit",
+        "lines",
+        "nodes",
+        "note",
+        "records",
+        "signers",
+        "size",
+        "ts",
+        "waiter",
+    )
+
+    def __init__(self, first_seq: int, limit: int, ts: str, signer: Signer) -> None:
+        self.first_seq = first_seq
+        #: Records this batch may hold (segment end, max_batch_records).
+        self.limit = limit
+        self.ts = ts
+        self.records: list[SealedRecord] = []
+        self.futures: list[asyncio.Future[AppendReceipt] | None] = []
+        self.lines: list[bytes] = []
+        self.signers = [signer]
+        #: Tree size and compact-range hashes when the batch was closed; the thread
+        #: folds them into the root (the loop never hashes the root).
+        self.size = first_seq
+        self.nodes: list[bytes] = []
+        self.note = ""
+        self.error: BaseException | None = None
+        #: Resolved with the job itself once committed (system records, controls).
+        self.waiter: asyncio.Future[_Job] | None = None
 
 
-_Pending = tuple[dict[str, Any], "asyncio.Future[AppendReceipt] | None"]
-#: With at least this many appends waiting and no batch in flight, the writer splits them.
-_SPLIT_AT = 64
+class _Call(NamedTuple):
+    """Other blocking work for the writer thread, in order with the batches."""
+
+    function: Callable[..., Any]
+    args: tuple[Any, ...]
+    future: asyncio.Future[Any]
+
+
+_STOP = object()
 
 
 class AuditLog:
@@ -191,23 +232,31 @@ class AuditLog:
         self.meta = meta
         self.options = options
         self._lock = DirLock(directory)
-        self._pending: deque[_Pending | _Control] = deque()
-        self._wake = asyncio.Event()
         self._healthy = True
         self._failure = ""
         self._closing = False
         self._closed = False
-        self._task: asyncio.Task[None] | None = None
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-writer")
-        # Checkpoint-file fsyncs run here, overlapping the next batch's record fsync.
-        self._cp_sync = ThreadPoolExecutor(max_workers=1, thread_name_prefix="audit-cpsync")
-        self._cp_sync_queued = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        # Loop -> writer thread: batches, calls, then _STOP.
+        self._inbox: queue.SimpleQueue[_Job | _Call | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._thread_done: asyncio.Future[None] | None = None
+        self._io_error: BaseException | None = None  # set on the thread; refuses later batches
+        self._cp_thread: threading.Thread | None = None
+        self._cp_dirty = threading.Event()
+        self._cp_stop = threading.Event()
         self._cp_sync_error: BaseException | None = None
         self._files: LogFiles | None = None
         self._state = ChainState(meta.origin)
         self._durable_size = 0
         self._last_cp_ts = ""
-        self._unresolved: list[_Job] = []
+        self._open_job: _Job | None = None
+        self._linger: asyncio.TimerHandle | None = None
+        self._heartbeat: asyncio.TimerHandle | None = None
+        self._last_submit = time.monotonic()
+        self._submitted: list[_Job] = []  # on the thread's queue or being written, in order
+        self._control_lock: asyncio.Lock | None = None
+        self._queued_records = 0
         self._records_written = 0
         self._batches_written = 0
         self._checkpoints_written = 0
@@ -341,15 +390,34 @@ class AuditLog:
         self._state = recovered.state
         self._durable_size = recovered.state.size
         self._last_cp_ts = recovered.last_checkpoint.ts if recovered.last_checkpoint else ""
-        self._files = LogFiles(
+        files = LogFiles(
             self.directory,
             self.meta.segment_records,
             recovered.segment_start,
             fsync=self.options.durability == "strict",
         )
-        self._task = asyncio.get_running_loop().create_task(
-            self._run(), name=f"audit-writer:{self.meta.origin}"
+        self._files = files
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._thread_done = loop.create_future()
+        self._control_lock = asyncio.Lock()
+        name = self.meta.origin
+        self._thread = threading.Thread(
+            target=self._writer_main, args=(files,), name=f"audit-writer:{name}", daemon=True
         )
+        self._thread.start()
+        if files.fsync:
+            self._cp_thread = threading.Thread(
+                target=self._cp_sync_main, args=(files,), name=f"audit-cpsync:{name}", daemon=True
+            )
+            self._cp_thread.start()
+        self._last_submit = time.monotonic()
+        self._heartbeat = loop.call_later(self.options.heartbeat_seconds, self._on_heartbeat)
+        checkpointed = recovered.last_checkpoint.size if recovered.last_checkpoint else 0
+        if recovered.state.size > checkpointed:
+            # The newest notes were lost (or never written) in a crash: their records are
+            # durable, so sign the recovered size again before the `start` record.
+            self._submit(self._new_job())
 
     # -- public API ----------------------------------------------------------------------
 
@@ -379,7 +447,7 @@ class AuditLog:
         return AuditStats(
             healthy=self.healthy,
             size=self._durable_size,
-            queue_depth=len(self._pending),
+            queue_depth=self._queued_records,
             records_written=self._records_written,
             batches_written=self._batches_written,
             checkpoints_written=self._checkpoints_written,
@@ -404,13 +472,12 @@ class AuditLog:
         """
         self._check_open()
         fields = validate_record(record)
-        if len(self._pending) >= self.options.max_queue:
+        if self._queued_records >= self.options.max_queue:
             raise AuditUnavailable(
                 f"audit log {self.origin}: {self.options.max_queue} appends queued"
             )
-        future: asyncio.Future[AppendReceipt] = asyncio.get_running_loop().create_future()
-        self._pending.append((fields, future))
-        self._wake.set()
+        future: asyncio.Future[AppendReceipt] = self._loop.create_future()  # type: ignore[union-attr]
+        self._seal_into_batch(fields, future)
         return await future
 
     async def rotate_key(self, new_signer: Signer) -> AppendReceipt:
@@ -418,8 +485,9 @@ class AuditLog:
         (it names the new key ID and public key), co-sign the next checkpoint with both
         keys, then sign with the new key only. Publish the new key in the keyring first."""
         self._check_open()
-        receipt: AppendReceipt = await self._control("rotate", new_signer)
-        return receipt
+        assert self._control_lock is not None
+        async with self._control_lock:
+            return await self._do_rotate(new_signer)
 
     async def prune(self, now: datetime | None = None) -> PruneResult | None:
         """Delete the oldest whole segments whose every record is past its retention
@@ -427,8 +495,9 @@ class AuditLog:
         keep the compact range at the cut (pruned.json) so later exports verify.
         Returns None when nothing can be pruned."""
         self._check_open()
-        result: PruneResult | None = await self._control("prune", now or self.options.clock())
-        return result
+        assert self._control_lock is not None
+        async with self._control_lock:
+            return await self._do_prune(now or self.options.clock())
 
     async def log_export(self, details: Mapping[str, Any]) -> AppendReceipt:
         """Log an `export` record (range, filter, manifest digest) for an export made."""
@@ -450,230 +519,173 @@ class AuditLog:
                     [{"type": "stop", "records_written": self._records_written}],
                     closing=True,
                 )
-        self._closing = True
-        self._wake.set()
-        if self._task is not None:
-            with contextlib.suppress(Exception):
-                await self._task
         await self._abort()
 
     async def _abort(self) -> None:
         self._closing = True
+        if self._closed:
+            return
         self._closed = True
-        self._fail_pending(AuditUnavailable(f"audit log {self.origin} is closed"))
-        if self._task is not None and not self._task.done():
-            self._wake.set()
-            self._task.cancel()
+        for handle in (self._linger, self._heartbeat):
+            if handle is not None:
+                handle.cancel()
+        job = self._open_job
+        self._open_job = None
+        if job is not None:  # never handed to the thread: nothing of it was written
+            self._fail_job(job, AuditUnavailable(f"audit log {self.origin} is closed"))
+        if self._thread is not None and self._thread_done is not None:
+            # Batches already handed over are finished (or refused) first, in order.
+            self._inbox.put(_STOP)
             with contextlib.suppress(BaseException):
-                await self._task
-        await asyncio.to_thread(self._cp_sync.shutdown, True)
-        if self._files is not None:
-            files = self._files
-            self._files = None
-            await asyncio.get_running_loop().run_in_executor(self._executor, files.close)
-        self._executor.shutdown(wait=True)
+                await asyncio.shield(self._thread_done)
+            self._thread.join()
+        self._files = None
         self._lock.release()
 
-    # -- writer internals ----------------------------------------------------------------
+    # -- loop side of the writer ---------------------------------------------------------
 
     async def _append_system(
         self, records: Sequence[Mapping[str, Any]], *, closing: bool = False
     ) -> list[AppendReceipt]:
         if not (closing and self._healthy):
             self._check_open()
-        loop = asyncio.get_running_loop()
+        validated = [validate_record(record, ALL_TYPES) for record in records]
         futures: list[asyncio.Future[AppendReceipt]] = []
-        for record in records:
-            fields = validate_record(record, ALL_TYPES)
-            future: asyncio.Future[AppendReceipt] = loop.create_future()
-            self._pending.append((fields, future))
+        for fields in validated:
+            future: asyncio.Future[AppendReceipt] = self._loop.create_future()  # type: ignore[union-attr]
+            self._seal_into_batch(fields, future)
             futures.append(future)
-        self._wake.set()
         return list(await asyncio.gather(*futures))
 
-    async def _control(self, kind: str, payload: Any) -> Any:
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Control(kind, future, payload))
-        self._wake.set()
-        return await future
+    def _new_job(self) -> _Job:
+        size = self._state.size
+        seg = self.meta.segment_records
+        limit = min(self.options.max_batch_records, seg - size % seg)
+        ts = max(format_ts(self.options.clock()), self._state.last_ts, self._last_cp_ts)
+        self._last_cp_ts = ts
+        return _Job(size, limit, ts, self._signer)
 
-    def _fail_pending(self, error: Exception) -> None:
-        while self._pending:
-            item = self._pending.popleft()
-            future = item.future if isinstance(item, _Control) else item[1]
+    def _seal_into_batch(
+        self, fields: dict[str, Any], future: asyncio.Future[AppendReceipt] | None
+    ) -> _Job:
+        """Seal one validated record into the open batch; hand the batch to the thread
+        when the thread is idle (or the batch is full)."""
+        job = self._open_job
+        if job is None:
+            job = self._open_job = self._new_job()
+        record = seal(
+            self._state, fields, self._signer, job.ts, sign_record=self.options.record_signatures
+        )
+        job.records.append(record)
+        job.futures.append(future)
+        job.lines.append(record.line)
+        self._queued_records += 1
+        if len(job.records) >= job.limit:
+            self._submit(job)
+        elif not self._submitted:
+            delay = self.options.max_batch_delay
+            if not delay:
+                self._submit(job)
+            elif self._linger is None:
+                loop = self._loop
+                assert loop is not None
+                self._linger = loop.call_later(delay, self._flush_open)
+        return job
+
+    def _flush_open(self) -> None:
+        self._linger = None
+        if self._open_job is not None:
+            self._submit(self._open_job)
+
+    def _submit(self, job: _Job) -> None:
+        """Close `job` and hand it to the writer thread."""
+        if job is self._open_job:
+            self._open_job = None
+            if self._linger is not None:
+                self._linger.cancel()
+                self._linger = None
+        job.size = self._state.size
+        job.nodes = list(self._state.compact.nodes)
+        self._submitted.append(job)
+        self._last_submit = time.monotonic()
+        self._inbox.put(job)
+
+    async def _commit_alone_or_wait(self, job: _Job) -> _Job:
+        """Hand `job` to the thread unless it is there already (alone in its batch: no
+        await between its sealing and this call), and wait until it is committed."""
+        loop = self._loop
+        assert loop is not None
+        waiter: asyncio.Future[_Job] = loop.create_future()
+        job.waiter = waiter
+        if job is self._open_job:
+            self._submit(job)
+        return await waiter
+
+    def _committed(self, job: _Job) -> None:
+        """Runs on the loop, once per batch (scheduled by the writer thread)."""
+        self._submitted.remove(job)  # the first one: the thread finishes them in order
+        if job.error is not None:
+            error = self._mark_failed(job.error)
+            self._fail_job(job, error)
+            return
+        if not self._submitted and self._open_job is not None:
+            # Keep the thread busy first: the next batch was sealed during this one.
+            self._submit(self._open_job)
+        size = job.size
+        note = job.note
+        self._durable_size = size
+        count = len(job.records)
+        self._queued_records -= count
+        self._batches_written += 1
+        self._checkpoints_written += 1
+        self._records_written += count
+        self._last_batch = count
+        for record, future in zip(job.records, job.futures, strict=True):
+            if future is not None and not future.done():
+                future.set_result(
+                    AppendReceipt(record.seq, record.ts, record.leaf.hex(), size, note)
+                )
+        if job.waiter is not None and not job.waiter.done():
+            job.waiter.set_result(job)
+
+    def _fail_job(self, job: _Job, error: BaseException) -> None:
+        self._queued_records -= len(job.records)
+        for future in job.futures:
             if future is not None and not future.done():
                 future.set_exception(error)
+        if job.waiter is not None and not job.waiter.done():
+            job.waiter.set_exception(error)
 
     def _mark_failed(self, error: BaseException) -> AuditUnavailable:
         if self._healthy:
             self._healthy = False
             self._failure = f"{type(error).__name__}: {error}"
         unavailable = AuditUnavailable(f"audit log {self.origin} is unavailable: {self._failure}")
-        self._fail_pending(unavailable)
+        job = self._open_job
+        self._open_job = None
+        if job is not None:
+            self._fail_job(job, unavailable)
         return unavailable
 
-    def _batch_ts(self) -> str:
-        ts = format_ts(self.options.clock())
-        return max(ts, self._state.last_ts, self._last_cp_ts)
-
-    def _seal_batch(self, items: list[_Pending], ts: str) -> _Job:
-        state = self._state
-        signer = self._signer
-        sign_records = self.options.record_signatures
-        first = state.size
-        sealed: list[tuple[SealedRecord, asyncio.Future[AppendReceipt] | None]] = []
-        lines: list[bytes] = []
-        for fields, future in items:
-            if future is not None and future.done():  # cancelled before sealing
-                continue
-            record = seal(state, fields, signer, ts, sign_record=sign_records)
-            sealed.append((record, future))
-            lines.append(record.line)
-        self._last_cp_ts = ts
-        job = _Job(
-            first,
-            sealed,
-            checkpoint_text(state.checkpoint(ts)),
-            state.size,
-            [signer],
-            b"".join(lines),
-        )
-        self._unresolved.append(job)
-        return job
-
-    def _commit(self, job: _Job) -> str:
-        """Runs on the writer thread: write + fsync records, then sign + write checkpoint."""
-        files = self._files
-        if files is None:
-            raise AuditUnavailable("audit log files are closed")
-        if self._cp_sync_error is not None:
-            raise self._cp_sync_error
-        files.append_records(job.first_seq, job.lines)
-        note = sign_note(job.text, job.signers)
-        files.append_checkpoint(note)
-        return note
-
-    def _submit(self, job: _Job) -> asyncio.Future[str]:
-        loop = asyncio.get_running_loop()
-        return loop.run_in_executor(self._executor, self._commit, job)
-
-    def _finish(self, job: _Job, note: str) -> None:
-        self._unresolved.remove(job)
-        self._durable_size = job.size
-        self._batches_written += 1
-        self._checkpoints_written += 1
-        self._records_written += len(job.sealed)
-        self._last_batch = len(job.sealed)
-        for record, future in job.sealed:
-            if future is not None and not future.done():
-                future.set_result(
-                    AppendReceipt(record.seq, record.ts, record.leaf.hex(), job.size, note)
-                )
-        self._schedule_checkpoint_sync()
-
-    def _schedule_checkpoint_sync(self) -> None:
-        files = self._files
-        if files is None or not files.fsync or self._cp_sync_queued:
-            return  # a queued sync has not started yet: it will cover this note too
-        self._cp_sync_queued = True
-        self._cp_sync.submit(self._sync_checkpoints, files)
-
-    def _sync_checkpoints(self, files: LogFiles) -> None:
-        """Runs on the checkpoint-sync thread."""
-        self._cp_sync_queued = False  # notes written from now on need another sync
-        try:
-            files.sync_checkpoints()
-        except OSError as exc:
-            # The next commit raises it on the writer thread: the log fails closed.
-            self._cp_sync_error = exc
-
-    def _take_batch(self, idle: bool) -> list[_Pending]:
-        seg = self.meta.segment_records
-        room = seg - self._state.size % seg
-        limit = min(self.options.max_batch_records, room)
-        if idle and len(self._pending) >= _SPLIT_AT:
-            # Nothing is being written: send half now and seal the other half while the
-            # first is fsynced, so CPU and fsync overlap even when every waiting client
-            # is in this one batch.
-            limit = min(limit, (len(self._pending) + 1) // 2)
-        batch: list[_Pending] = []
-        pending = self._pending
-        while pending and len(batch) < limit and not isinstance(pending[0], _Control):
-            batch.append(pending.popleft())  # type: ignore[arg-type]
-        return batch
-
-    async def _run(self) -> None:
-        inflight: tuple[_Job, asyncio.Future[str]] | None = None
-        try:
-            while True:
-                if not self._pending:
-                    if inflight is not None:
-                        done_job, io = inflight
-                        inflight = None
-                        self._finish(done_job, await io)
-                        continue
-                    if self._closing:
-                        return
-                    self._wake.clear()
-                    try:
-                        await asyncio.wait_for(self._wake.wait(), self.options.heartbeat_seconds)
-                    except TimeoutError:
-                        if not self._pending and not self._closing:
-                            await self._commit_now([])
-                        continue
-                    if (
-                        self.options.max_batch_delay
-                        and len(self._pending) < self.options.max_batch_records
-                    ):
-                        await asyncio.sleep(self.options.max_batch_delay)
-                    continue
-                head = self._pending[0]
-                if isinstance(head, _Control):
-                    if inflight is not None:
-                        done_job, io = inflight
-                        inflight = None
-                        self._finish(done_job, await io)
-                    self._pending.popleft()
-                    await self._run_control(head)
-                    continue
-                job = self._seal_batch(self._take_batch(inflight is None), self._batch_ts())
-                if inflight is not None:
-                    done_job, io = inflight
-                    inflight = None
-                    self._finish(done_job, await io)
-                inflight = (job, self._submit(job))
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            error = self._mark_failed(exc)
-            for failed in self._unresolved:
-                for _record, future in failed.sealed:
-                    if future is not None and not future.done():
-                        future.set_exception(error)
-            self._unresolved.clear()
-            if inflight is not None:
-                with contextlib.suppress(BaseException):
-                    await inflight[1]
-
-    async def _run_control(self, control: _Control) -> None:
-        try:
-            if control.kind == "rotate":
-                result: Any = await self._do_rotate(control.payload)
-            elif control.kind == "prune":
-                result = await self._do_prune(control.payload)
-            else:  # pragma: no cover - internal
-                raise AssertionError(control.kind)
-        except (RecordInvalid, ValueError) as exc:
-            if not control.future.done():
-                control.future.set_exception(exc)
+    def _on_heartbeat(self) -> None:
+        if self._closing or not self._healthy:
             return
-        if not control.future.done():
-            control.future.set_result(result)
+        loop = self._loop
+        assert loop is not None
+        interval = self.options.heartbeat_seconds
+        idle = time.monotonic() - self._last_submit
+        if idle >= interval * 0.99 and self._open_job is None and not self._submitted:
+            self._submit(self._new_job())  # same size, new `ts`: the log is alive
+            idle = 0.0
+        self._heartbeat = loop.call_later(max(interval - idle, 0.001), self._on_heartbeat)
 
-    async def _commit_now(self, items: list[_Pending]) -> _Job:
-        job = self._seal_batch(items, self._batch_ts())
-        self._finish(job, await self._submit(job))
-        return job
+    async def _on_thread(self, function: Callable[..., Any], *args: Any) -> Any:
+        """Run blocking work on the writer thread, after the batches handed over so far."""
+        loop = self._loop
+        assert loop is not None
+        future: asyncio.Future[Any] = loop.create_future()
+        self._inbox.put(_Call(function, args, future))
+        return await future
 
     async def _do_rotate(self, new_signer: Signer) -> AppendReceipt:
         old = self._signer
@@ -689,34 +701,127 @@ class AuditLog:
             },
             ALL_TYPES,
         )
-        job = self._seal_batch([(fields, None)], self._batch_ts())
+        if self._open_job is not None:
+            self._submit(self._open_job)
+        job = self._new_job()
         # The rotation record is signed by the old key; its checkpoint by both.
         job.signers = [old, new_signer]
-        self._finish(job, await self._submit(job))
-        self._signer = new_signer
-        record = job.sealed[0][0]
+        self._open_job = job
+        self._seal_into_batch(fields, None)  # may already submit it (thread idle)
+        self._signer = new_signer  # later records: the new key only
+        await self._commit_alone_or_wait(job)
+        record = job.records[0]
         return AppendReceipt(record.seq, record.ts, record.leaf.hex(), job.size, "")
 
     async def _do_prune(self, now: datetime) -> PruneResult | None:
         from gateway.audit.retention import apply_prune, plan_prune
 
-        plan = await asyncio.get_running_loop().run_in_executor(
-            self._executor,
+        if self._open_job is not None:
+            self._submit(self._open_job)
+        # After the batches before it, so the size planned with is the durable size.
+        plan = await self._on_thread(
             plan_prune,
             self.directory,
             self.meta,
-            self._durable_size,
+            self._state.size,
             now,
             self.options.default_retention_days,
         )
         if plan is None:
             return None
         fields = validate_record({"type": "prune", **plan.record_fields()}, ALL_TYPES)
-        await self._commit_now([(fields, None)])
-        await asyncio.get_running_loop().run_in_executor(
-            self._executor, apply_prune, self.directory, plan
-        )
+        if self._open_job is not None:
+            self._submit(self._open_job)
+        job = self._new_job()
+        self._open_job = job
+        self._seal_into_batch(fields, None)
+        await self._commit_alone_or_wait(job)
+        await self._on_thread(apply_prune, self.directory, plan)
         return PruneResult(plan.from_seq, plan.to_seq, tuple(plan.segment_names))
+
+    # -- the writer thread ---------------------------------------------------------------
+
+    def _writer_main(self, files: LogFiles) -> None:
+        """The writer thread: batches and calls in order until _STOP."""
+        loop = self._loop
+        assert loop is not None
+        inbox = self._inbox
+        try:
+            while True:
+                item = inbox.get()
+                if item is _STOP:
+                    break
+                if isinstance(item, _Job):
+                    try:
+                        self._commit(files, item)
+                    except BaseException as exc:  # noqa: BLE001 - every failure fails closed
+                        self._io_error = self._io_error or exc
+                        item.error = exc
+                    _call_back(loop, self._committed, item)
+                elif isinstance(item, _Call):
+                    try:
+                        result = item.function(*item.args)
+                    except BaseException as exc:  # noqa: BLE001 - handed to the caller
+                        _call_back(loop, _set_exception, item.future, exc)
+                    else:
+                        _call_back(loop, _set_result, item.future, result)
+        finally:
+            if self._cp_thread is not None:
+                self._cp_stop.set()
+                self._cp_dirty.set()
+                self._cp_thread.join()
+            files.close()
+            if self._thread_done is not None:
+                _call_back(loop, _set_result, self._thread_done, None)
+
+    def _commit(self, files: LogFiles, job: _Job) -> None:
+        """Write + fsync the batch's records, then sign and write its checkpoint."""
+        if self._io_error is not None:
+            raise AuditUnavailable(f"an earlier write failed: {self._io_error}")
+        if self._cp_sync_error is not None:
+            raise self._cp_sync_error
+        files.append_records(job.first_seq, b"".join(job.lines))
+        root = CompactRange(job.size, job.nodes).root()
+        text = checkpoint_text(Checkpoint(self.meta.origin, job.size, root, job.ts))
+        note = sign_note(text, job.signers)
+        files.append_checkpoint(note)
+        job.note = note
+        if files.fsync:
+            self._cp_dirty.set()
+
+    def _cp_sync_main(self, files: LogFiles) -> None:
+        """The checkpoint-sync thread: fsync the notes file after new notes, at most every
+        `checkpoint_sync_seconds`, overlapping the next batches."""
+        interval = self.options.checkpoint_sync_seconds
+        while True:
+            self._cp_dirty.wait()
+            if self._cp_stop.is_set():
+                return  # LogFiles.close() makes the last notes durable
+            self._cp_dirty.clear()
+            try:
+                files.sync_checkpoints()
+            except OSError as exc:
+                # The next commit raises it on the writer thread: the log fails closed.
+                self._cp_sync_error = exc
+                return
+            if interval:
+                self._cp_stop.wait(interval)
+
+
+def _set_result(future: asyncio.Future[Any], result: Any) -> None:
+    if not future.done():
+        future.set_result(result)
+
+
+def _set_exception(future: asyncio.Future[Any], error: BaseException) -> None:
+    if not future.done():
+        future.set_exception(error)
+
+
+def _call_back(loop: asyncio.AbstractEventLoop, callback: Callable[..., None], *args: Any) -> None:
+    """Hand a result back to the loop; a closed loop has nobody left to tell."""
+    with contextlib.suppress(RuntimeError):
+        loop.call_soon_threadsafe(callback, *args)
 
 
 def _archive_epoch(directory: Path, meta: LogMeta, reason: str) -> dict[str, Any]:
