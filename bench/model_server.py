@@ -36,6 +36,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 CONCURRENCY = (1, 8, 32)
+#: TF Serving's CPU-only starting point (batching guide: timeout 0, a large batch), with one
+#: batch thread: the second core is needed by the event loop, and two batch threads
+#: measured slower here. docs/model-server.md explains the choice.
+BATCHING_DEFAULTS = [
+    "--max-batch-size",
+    "32",
+    "--batch-timeout-micros",
+    "0",
+    "--num-batch-threads",
+    "1",
+]
 
 
 @dataclass
@@ -257,7 +268,7 @@ def main() -> int:
         action="append",
         default=None,
         help="batching parameter flag for the batching server (repeatable; default: "
-        "--batching-parameters-file model_server/batching.config)",
+        f"{' '.join(BATCHING_DEFAULTS)})",
     )
     parser.add_argument(
         "--client",
@@ -271,11 +282,7 @@ def main() -> int:
         help="taskset CPU list for wrk ('' = no pinning; default: the last CPU)",
     )
     args = parser.parse_args()
-    batching_args = (
-        args.batching_arg
-        if args.batching_arg is not None
-        else ["--batching-parameters-file", str(REPO / "model_server" / "batching.config")]
-    )
+    batching_args = args.batching_arg if args.batching_arg is not None else BATCHING_DEFAULTS
     pinned = bool(args.client_cpus) and shutil.which("taskset") is not None
     pin = ["taskset", "-c", args.client_cpus] if pinned else []
 

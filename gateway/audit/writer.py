@@ -5,8 +5,8 @@ line is written and fsynced (strict mode) and a checkpoint covering it is signed
 written. Every batch gets its checkpoint, so signing cost grows with fsyncs, not records.
 The checkpoints file is fsynced by a second thread, off the critical path and at most
 every `checkpoint_sync_seconds`: a crash can lose the newest notes, never a record they
-cover (recovery signs a checkpoint at the recovered size again before anything else),
-and a note never covers more than the fsynced records.
+cover (recovery checks those records and the `start` record's checkpoint covers them
+again), and a note never covers more than the fsynced records.
 
 Rule 2 (few loop wake-ups): an append is validated and sealed (canonicalize, hash,
 optional record signature) on the caller's own stack, into the open batch. When the
@@ -42,12 +42,11 @@ from typing import Any, Literal, NamedTuple
 
 from gateway import __version__
 from gateway.audit.chain import ChainState, SealedRecord, seal
-from gateway.audit.merkle import CompactRange
 from gateway.audit.errors import (
     AuditError,
     AuditUnavailable,
-    RecordInvalid,
 )
+from gateway.audit.merkle import CompactRange
 from gateway.audit.note import (
     Checkpoint,
     checkpoint_text,
@@ -216,6 +215,9 @@ class _Call(NamedTuple):
 
 
 _STOP = object()
+#: With the thread idle, a batch this big goes at once, so that the thread writes it while
+#: the appends still arriving are sealed into the next one (CPU and I/O overlap).
+_HAND_OVER_AT = 32
 
 
 class AuditLog:
@@ -242,6 +244,9 @@ class AuditLog:
         self._thread: threading.Thread | None = None
         self._thread_done: asyncio.Future[None] | None = None
         self._io_error: BaseException | None = None  # set on the thread; refuses later batches
+        self._sign_thread: threading.Thread | None = None
+        self._sign_in: queue.SimpleQueue[tuple[str, list[Signer]] | None] = queue.SimpleQueue()
+        self._sign_out: queue.SimpleQueue[str | BaseException] = queue.SimpleQueue()
         self._cp_thread: threading.Thread | None = None
         self._cp_dirty = threading.Event()
         self._cp_stop = threading.Event()
@@ -251,7 +256,7 @@ class AuditLog:
         self._durable_size = 0
         self._last_cp_ts = ""
         self._open_job: _Job | None = None
-        self._linger: asyncio.TimerHandle | None = None
+        self._linger: asyncio.Handle | None = None
         self._heartbeat: asyncio.TimerHandle | None = None
         self._last_submit = time.monotonic()
         self._submitted: list[_Job] = []  # on the thread's queue or being written, in order
@@ -411,13 +416,12 @@ class AuditLog:
                 target=self._cp_sync_main, args=(files,), name=f"audit-cpsync:{name}", daemon=True
             )
             self._cp_thread.start()
+            self._sign_thread = threading.Thread(
+                target=self._sign_main, name=f"audit-sign:{name}", daemon=True
+            )
+            self._sign_thread.start()
         self._last_submit = time.monotonic()
         self._heartbeat = loop.call_later(self.options.heartbeat_seconds, self._on_heartbeat)
-        checkpointed = recovered.last_checkpoint.size if recovered.last_checkpoint else 0
-        if recovered.state.size > checkpointed:
-            # The newest notes were lost (or never written) in a crash: their records are
-            # durable, so sign the recovered size again before the `start` record.
-            self._submit(self._new_job())
 
     # -- public API ----------------------------------------------------------------------
 
@@ -580,16 +584,22 @@ class AuditLog:
         job.futures.append(future)
         job.lines.append(record.line)
         self._queued_records += 1
-        if len(job.records) >= job.limit:
+        if len(job.records) >= job.limit or (
+            not self._submitted and len(job.records) >= _HAND_OVER_AT
+        ):
             self._submit(job)
-        elif not self._submitted:
+        elif not self._submitted and self._linger is None:
+            # The thread is idle. Hand the batch over once the callbacks and tasks already
+            # runnable have had their turn: the callers woken by the last batch append now,
+            # one after another, and go together instead of one alone and the rest after.
+            loop = self._loop
+            assert loop is not None
             delay = self.options.max_batch_delay
-            if not delay:
-                self._submit(job)
-            elif self._linger is None:
-                loop = self._loop
-                assert loop is not None
-                self._linger = loop.call_later(delay, self._flush_open)
+            self._linger = (
+                loop.call_later(delay, self._flush_open)
+                if delay
+                else loop.call_soon(self._flush_open)
+            )
         return job
 
     def _flush_open(self) -> None:
@@ -766,6 +776,9 @@ class AuditLog:
                     else:
                         _call_back(loop, _set_result, item.future, result)
         finally:
+            if self._sign_thread is not None:
+                self._sign_in.put(None)
+                self._sign_thread.join()
             if self._cp_thread is not None:
                 self._cp_stop.set()
                 self._cp_dirty.set()
@@ -780,14 +793,36 @@ class AuditLog:
             raise AuditUnavailable(f"an earlier write failed: {self._io_error}")
         if self._cp_sync_error is not None:
             raise self._cp_sync_error
-        files.append_records(job.first_seq, b"".join(job.lines))
         root = CompactRange(job.size, job.nodes).root()
         text = checkpoint_text(Checkpoint(self.meta.origin, job.size, root, job.ts))
-        note = sign_note(text, job.signers)
+        signing = self._sign_thread is not None and bool(job.lines)
+        if signing:
+            # Sign on the signing thread while this one waits for fsync (both release the
+            # GIL's hold on this thread); the note is written only after the fsync.
+            self._sign_in.put((text, job.signers))
+        try:
+            files.append_records(job.first_seq, b"".join(job.lines))
+        finally:
+            signed = self._sign_out.get() if signing else sign_note(text, job.signers)
+        if isinstance(signed, BaseException):
+            raise signed
+        note = signed
         files.append_checkpoint(note)
         job.note = note
         if files.fsync:
             self._cp_dirty.set()
+
+    def _sign_main(self) -> None:
+        """The signing thread (strict mode): checkpoint signatures, overlapping fsync."""
+        while True:
+            item = self._sign_in.get()
+            if item is None:
+                return
+            text, signers = item
+            try:
+                self._sign_out.put(sign_note(text, signers))
+            except BaseException as exc:  # noqa: BLE001 - raised on the writer thread
+                self._sign_out.put(exc)
 
     def _cp_sync_main(self, files: LogFiles) -> None:
         """The checkpoint-sync thread: fsync the notes file after new notes, at most every

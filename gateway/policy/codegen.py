@@ -40,6 +40,7 @@ __all__ = [
     "generate_candidates",
     "generate_predicate",
     "leaf_source",
+    "positions_of",
 ]
 
 
@@ -386,21 +387,30 @@ def generate_candidates(
     vocabulary: Vocabulary,
     tables: Sequence[tuple[str, str, Mapping[Any, tuple[int, ...]]]],
     always: Sequence[int],
-) -> Callable[[Mapping[str, Any], EvalState], list[int]]:
-    """Generate the index lookup: the sorted positions of rules the index cannot rule out."""
+) -> Callable[[Mapping[str, Any], EvalState], int]:
+    """Generate the index lookup: a bit mask (bit `p` for position `p`) of the rules the
+    index cannot rule out.
+
+    A mask costs one `|` per hit and no allocation; the evaluator maps each distinct mask
+    to its precomputed plan once (`positions_of` lists the positions).
+    """
     b = CodeBuilder(vocabulary)
-    lines = ["def candidates(ctx, st):", f"    found = set({b.const(tuple(always))})"]
+
+    def mask(positions: Sequence[int]) -> str:
+        return b.const(sum(1 << p for p in set(positions)))
+
+    lines = ["def candidates(ctx, st):", f"    found = {mask(always)}"]
     for field, ftype, table in tables:
-        t = b.const(dict(table))
+        t = b.const({k: sum(1 << p for p in set(v)) for k, v in table.items()})
         p = b.const(field)
         lines.append(f"    v = {_PREFETCHED_LISTS.get(field) or b.read(field)}")
         if ABSENT in table:
             lines.append("    if v is None:")
-            lines.append(f"        found.update({b.const(table[ABSENT])})")
+            lines.append(f"        found |= {mask(table[ABSENT])}")
         if ftype == "object":
             if PRESENT in table:
                 lines.append("    if v is not None:")
-                lines.append(f"        found.update({b.const(table[PRESENT])})")
+                lines.append(f"        found |= {mask(table[PRESENT])}")
             continue
         lines.append("    if v is not None:")
         if PRESENT in table:
@@ -409,7 +419,7 @@ def generate_candidates(
             else:
                 py = _PY_TYPES.get(_base(ftype), "str")
                 lines.append(f"        if v.__class__ is not {py}: BAD({p}, {b.const(py)})")
-            lines.append(f"        found.update({b.const(table[PRESENT])})")
+            lines.append(f"        found |= {mask(table[PRESENT])}")
         if not [k for k in table if k is not PRESENT and k is not ABSENT]:
             lines.append("        pass")
             continue
@@ -420,27 +430,35 @@ def generate_candidates(
                 lines.append("        if v.__class__ is not list: BAD(" + p + ", 'a list')")
                 lines.append("        for k in v:")
                 lines.append("            if k.__class__ is not str: BAD(" + p + ", 'strings')")
-            lines.append(f"            h = {t}.get(k)")
-            lines.append("            if h: found.update(h)")
+            lines.append(f"            found |= {t}.get(k, 0)")
             if ftype == "list:region":
                 lines.append("            if '-' in k:")
-                lines.append(f"                h = {t}.get(k.partition('-')[0])")
-                lines.append("                if h: found.update(h)")
+                lines.append(f"                found |= {t}.get(k.partition('-')[0], 0)")
             continue
         py = _PY_TYPES.get(_base(ftype), "str")
         expected = b.const({"str": "a string", "int": "an integer", "bool": "a boolean"}[py])
         lines.append(f"        if v.__class__ is not {py}: BAD({p}, {expected})")
-        lines.append(f"        h = {t}.get(v)")
-        lines.append("        if h: found.update(h)")
+        lines.append(f"        found |= {t}.get(v, 0)")
         if ftype == "region":
             lines.append("        if '-' in v:")
-            lines.append(f"            h = {t}.get(v.partition('-')[0])")
-            lines.append("            if h: found.update(h)")
-    lines.append("    return sorted(found)")
+            lines.append(f"            found |= {t}.get(v.partition('-')[0], 0)")
+    lines.append("    return found")
     source = "\n".join(lines) + "\n"
     namespace = dict(b.constants)
     # SECURITY: see Rule 1; table keys and field names are bound constants.
     exec(compile(source, "<policy:candidates>", "exec"), namespace)
-    fn: Callable[[Mapping[str, Any], EvalState], list[int]] = namespace["candidates"]
+    fn: Callable[[Mapping[str, Any], EvalState], int] = namespace["candidates"]
     fn.__doc__ = source
     return fn
+
+
+def positions_of(mask: int) -> list[int]:
+    """The positions (set bits) of a candidate mask, in evaluation order."""
+    out = []
+    position = 0
+    while mask:
+        if mask & 1:
+            out.append(position)
+        mask >>= 1
+        position += 1
+    return out

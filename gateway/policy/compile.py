@@ -28,6 +28,7 @@ from gateway.policy.codegen import (
     TypedLeaf,
     fast_template,
     generate_candidates,
+    positions_of,
     generate_predicate,
     leaf_source,
 )
@@ -224,6 +225,9 @@ class CompileResult:
     rules: tuple[CompiledRule, ...] = ()
     index: tuple[tuple[str, Callable[..., tuple[Any, ...]], dict[Any, tuple[int, ...]]], ...] = ()
     always: tuple[int, ...] = ()
+    #: One generated index lookup per `LOOKUP_GROUPS` entry: the candidate bit mask.
+    masks: tuple[Callable[..., int], ...] = ()
+    #: The same lookups as sorted positions (the form tests and tools read).
     lookups: tuple[Callable[..., list[int]], ...] = ()
     diagnostics: list[Diagnostic] = field(default_factory=list)
 
@@ -1175,7 +1179,7 @@ def _index(c: _Compiler) -> None:
     c.result.always = tuple(always)
     # One generated lookup per group of stages (`LOOKUP_GROUPS`): a denial in an early
     # group spares the later lookups, and few groups keep the per-call cost low.
-    groups: list[Callable[..., list[int]]] = []
+    groups: list[Callable[..., int]] = []
     for stages in LOOKUP_GROUPS:
         members = {r.pos for r in final if STAGES[r.stage_index] in stages}
         group_tables = []
@@ -1185,7 +1189,15 @@ def _index(c: _Compiler) -> None:
             if sub:
                 group_tables.append((name, types[name], sub))
         groups.append(generate_candidates(vocab, group_tables, [p for p in always if p in members]))
-    c.result.lookups = tuple(groups)
+    c.result.masks = tuple(groups)
+    c.result.lookups = tuple(_positions_lookup(g) for g in groups)
+
+
+def _positions_lookup(masks: Callable[..., int]) -> Callable[..., list[int]]:
+    def lookup(ctx: Mapping[str, Any], st: Any) -> list[int]:
+        return positions_of(masks(ctx, st))
+
+    return lookup
 
 
 # --------------------------------------------------------------------------- table

@@ -25,7 +25,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.policy.compile import CompiledProblem, CompiledRule, CompileResult, lower_problem
+from gateway.policy.codegen import positions_of
+from gateway.policy.compile import (
+    CompiledBasis,
+    CompiledProblem,
+    CompiledRule,
+    CompileResult,
+    lower_problem,
+)
 from gateway.policy.decision import (
     EMPTY_OBLIGATIONS,
     AuditObligation,
@@ -41,11 +48,17 @@ from gateway.policy.decision import (
     SinkSuppression,
     Waiver,
 )
-from gateway.policy.predicates import EvalError, EvalState, parse_interval
+from gateway.policy.predicates import EvalError, EvalState, Template, parse_interval
 from gateway.policy.schema import STAGES
 from gateway.policy.vocabulary import Vocabulary, region_in
 
 __all__ = ["PolicySet"]
+
+#: One candidate rule in a plan: the rule, its residual predicate, whether it has an
+#: effective window, what a match does (`_DENY`, `_KEEP`, `_SHADOW`) and its position.
+_Entry = tuple[CompiledRule, Any, bool, int, int]
+#: A lookup's plan: its non-audit candidates in stage chunks, and its audit positions.
+_Plan = tuple[tuple[tuple[int, tuple[_Entry, ...]], ...], tuple[int, ...]]
 
 _RESIDENCY = STAGES.index("residency")
 _AUDIT = STAGES.index("audit")
@@ -81,7 +94,12 @@ class PolicySet:
         "_cache",
         "_positions",
         "_lookups",
-        "_plan",
+        "_masks",
+        "_ids",
+        "_text_getters",
+        "_static_bases",
+        "_plain_keeps",
+        "_plans",
     )
 
     def __init__(self, compiled: CompileResult, revision: str, files: Sequence[str]) -> None:
@@ -94,16 +112,25 @@ class PolicySet:
         self._always: frozenset[int] = frozenset(compiled.always)
         self._positions: dict[str, int] = {r.id: r.pos for r in self._rules}
         self._lookups = compiled.lookups
-        self._plan: tuple[tuple[CompiledRule, Any, bool, int, int], ...] = tuple(
-            (
-                r,
-                r.rest,
-                r.timed,
-                (_DENY if r.denies else _KEEP) if r.enforced else _SHADOW,
-                r.stage_index,
-            )
-            for r in self._rules
+        self._masks = compiled.masks
+        self._ids: tuple[tuple[str], ...] = tuple((r.id,) for r in self._rules)
+        #: Per position: the getters of the fields a denial's texts read, as
+        #: (basis templates only, basis and problem templates).
+        self._text_getters: tuple[tuple[tuple[Any, ...], tuple[Any, ...]], ...] = tuple(
+            _text_getters(r) for r in self._rules
         )
+        #: Per position: the rule's deduplicated legal bases when none is a template.
+        self._static_bases: tuple[tuple[LegalBasis, ...] | None, ...] = tuple(
+            _static_bases(r) for r in self._rules
+        )
+        #: Enforced, untimed, unwaivable non-deny rules their index entry decides alone.
+        self._plain_keeps: frozenset[int] = frozenset(
+            r.pos
+            for r in self._rules
+            if r.rest is None and not r.timed and not r.exceptions and r.enforced and not r.denies
+        )
+        #: Candidate mask -> its plan (see `_plan_for`); bounded, rebuilt on demand.
+        self._plans: dict[int, _Plan] = {}
         settings = compiled.settings
         self._default_effect = settings.default_effect if settings else "deny"
         self._default_status = settings.default_status if settings else 403
@@ -147,6 +174,27 @@ class PolicySet:
                 if hit:
                     found.update(hit)
         return sorted(found)
+
+    def _plan_for(self, mask: int) -> _Plan:
+        """Group the candidate rules of one lookup by stage, audit rules apart (memoised)."""
+        chunks: list[tuple[int, list[_Entry]]] = []
+        audit: list[int] = []
+        for pos in positions_of(mask):
+            rule = self._rules[pos]
+            if rule.stage_index == _AUDIT:
+                audit.append(pos)
+                continue
+            kind = (_DENY if rule.denies else _KEEP) if rule.enforced else _SHADOW
+            entry = (rule, rule.rest, rule.timed, kind, pos)
+            if chunks and chunks[-1][0] == rule.stage_index:
+                chunks[-1][1].append(entry)
+            else:
+                chunks.append((rule.stage_index, [entry]))
+        plan = (tuple((stage, tuple(entries)) for stage, entries in chunks), tuple(audit))
+        if len(self._plans) > 4096:  # contexts can produce many masks; keep memory bounded
+            self._plans.clear()
+        self._plans[mask] = plan
+        return plan
 
     # ------------------------------------------------------------------ evaluation
 
@@ -218,23 +266,22 @@ class PolicySet:
         route_checked = False
         audit_positions: Sequence[int] = ()
         stage = 0
-        plan = self._plan
-        stop = False
-        for lookup in self._lookups:
+        plans = self._plans
+        for lookup in self._masks:
             try:
-                positions = lookup(ctx, st)
+                mask = lookup(ctx, st)
             except EvalError as exc:  # an indexed field is unreadable: a context error
                 return self._failure(exc.code, exc.message, None, None)
-            for index, pos in enumerate(positions):
-                rule, rest, timed, kind, rule_stage = plan[pos]
+            plan = plans.get(mask)
+            if plan is None:
+                plan = self._plan_for(mask)
+            chunks, audit_part = plan
+            if audit_part:
+                audit_positions = audit_part
+            for rule_stage, entries in chunks:
                 if rule_stage != stage:
-                    # Leaving `stage`. Audit rules run last, on every decision; otherwise
-                    # stop at a deny, and route once residency is done.
-                    if rule_stage == _AUDIT:
-                        audit_positions = positions[index:]
-                        break
+                    # Leaving `stage`: stop at a deny, and route once residency is done.
                     if denies:
-                        stop = True
                         break
                     if rule_stage > _RESIDENCY and not route_checked:
                         route_checked = True
@@ -244,48 +291,48 @@ class PolicySet:
                             return self._failure(exc.code, exc.message, STAGES[_RESIDENCY], None)
                         if route_denial:
                             stage = _RESIDENCY
-                            stop = True
                             break
                     stage = rule_stage
-                if timed and (
-                    (rule.start is not None and at < rule.start)
-                    or (rule.end is not None and at >= rule.end)
-                ):
-                    if outcomes is not None:
-                        outcomes[pos] = INACTIVE
-                    continue
-                try:
-                    hit = rest is None or rest(ctx, st)
-                    if (
-                        hit
-                        and rule.exceptions
-                        and not self._waive(rule, ctx, st, at, waivers, outcomes)
+                for rule, rest, timed, kind, pos in entries:
+                    if timed and (
+                        (rule.start is not None and at < rule.start)
+                        or (rule.end is not None and at >= rule.end)
                     ):
+                        if outcomes is not None:
+                            outcomes[pos] = INACTIVE
                         continue
-                except EvalError as exc:
-                    self._errored(rule, exc.code, exc.message, denies, dry, errors, outcomes)
-                    continue
-                except Exception as exc:  # SECURITY: fail closed on unexpected errors
-                    self._errored(
-                        rule,
-                        "policy_eval_error",
-                        f"{type(exc).__name__}: {exc}",
-                        denies,
-                        dry,
-                        errors,
-                        outcomes,
-                    )
-                    continue
-                if outcomes is not None:
-                    outcomes[pos] = MATCHED if hit else NOT_MATCHED
-                if hit:
-                    if kind == _DENY:
-                        denies.append(rule)
-                    elif kind == _KEEP:
-                        matched.append(rule)
-                    else:
-                        dry.append(rule.id)
-            if stop or denies:
+                    try:
+                        hit = rest is None or rest(ctx, st)
+                        if (
+                            hit
+                            and rule.exceptions
+                            and not self._waive(rule, ctx, st, at, waivers, outcomes)
+                        ):
+                            continue
+                    except EvalError as exc:
+                        self._errored(rule, exc.code, exc.message, denies, dry, errors, outcomes)
+                        continue
+                    except Exception as exc:  # SECURITY: fail closed on unexpected errors
+                        self._errored(
+                            rule,
+                            "policy_eval_error",
+                            f"{type(exc).__name__}: {exc}",
+                            denies,
+                            dry,
+                            errors,
+                            outcomes,
+                        )
+                        continue
+                    if outcomes is not None:
+                        outcomes[pos] = MATCHED if hit else NOT_MATCHED
+                    if hit:
+                        if kind == _DENY:
+                            denies.append(rule)
+                        elif kind == _KEEP:
+                            matched.append(rule)
+                        else:
+                            dry.append(rule.id)
+            if denies or route_denial:
                 break
         if not (denies or route_denial or route_checked):
             try:
@@ -298,9 +345,16 @@ class PolicySet:
         audit_hits: list[CompiledRule] = []
         if audit_positions:
             audit_denies: list[CompiledRule] = []
+            rules = self._rules
             for pos in audit_positions:
+                rule = rules[pos]
+                if pos in self._plain_keeps:  # matched by its index entry alone
+                    if outcomes is not None:
+                        outcomes[pos] = MATCHED
+                    audit_hits.append(rule)
+                    continue
                 self._run(
-                    plan[pos][0],
+                    rule,
                     ctx,
                     st,
                     at,
@@ -464,6 +518,19 @@ class PolicySet:
     def _audit(self, hits: Sequence[CompiledRule]) -> tuple[AuditObligation, list[DecisionError]]:
         if not hits:
             return _NO_AUDIT, []
+        # The merge depends only on which audit rules matched: memoise it.
+        key = ("audit", *[r.pos for r in hits])
+        found = self._cache.get(key)
+        if found is None:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            found = self._cache[key] = self._merge_audit(hits)
+        audit, errors = found
+        return audit, list(errors)
+
+    def _merge_audit(
+        self, hits: Sequence[CompiledRule]
+    ) -> tuple[AuditObligation, tuple[DecisionError, ...]]:
         retention: int | None = None
         storage: frozenset[str] | None = None
         for rule in hits:
@@ -490,7 +557,7 @@ class PolicySet:
                         hits[-1].id,
                     )
                 )
-        return AuditObligation(retention, region), errors
+        return AuditObligation(retention, region), tuple(errors)
 
     def _bases(
         self,
@@ -498,19 +565,38 @@ class PolicySet:
         st: EvalState,
         rules: Sequence[CompiledRule],
         errors: list[DecisionError],
-    ) -> list[LegalBasis]:
+    ) -> tuple[LegalBasis, ...]:
+        if len(rules) == 1:
+            static = self._static_bases[rules[0].pos]
+            if static is not None:
+                return static
         seen: dict[tuple[str, str], LegalBasis] = {}
         for rule in rules:
             for basis in rule.basis:
                 rendered = basis.static
                 if rendered is None:
                     try:
-                        rendered = basis.render(ctx, st)
+                        rendered = self._render_basis(basis, ctx, st)
                     except EvalError as exc:
                         errors.append(DecisionError(exc.code, exc.message, rule.id))
                         continue
                 seen.setdefault((rendered.regime, rendered.ref), rendered)
-        return list(seen.values())
+        return tuple(seen.values())
+
+    def _render_basis(
+        self, basis: CompiledBasis, ctx: Mapping[str, Any], st: EvalState
+    ) -> LegalBasis:
+        """Render a templated basis, memoised on the values its template reads."""
+        key = _template_key(basis, basis.ref, ctx, st)
+        if key is None:
+            return basis.render(ctx, st)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = basis.render(ctx, st)
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[key] = hit
+        return hit  # type: ignore[no-any-return]
 
     def _deny(
         self,
@@ -546,9 +632,45 @@ class PolicySet:
             status = 451
         if audit_hits:
             rule_ids = tuple(dict.fromkeys(r.id for r in (*deciding, *audit_hits)))
+        elif len(deciding) == 1:
+            rule_ids = self._ids[deciding[0].pos]
         else:
             rule_ids = tuple(r.id for r in deciding)
-        render_errors: list[DecisionError] = []
+        obligations = EMPTY_OBLIGATIONS if audit is _NO_AUDIT else self._audit_only(audit)
+        if denies and not errors:
+            # The common denial: its texts depend only on the deciding rules and the
+            # values their templates read, so they are memoised on exactly those.
+            key = self._texts_key(deciding, ctx, st)
+            texts = self._cache.get(key) if key is not None else None
+            if texts is None:
+                render_errors: list[DecisionError] = []
+                bases = self._bases(ctx, st, deciding, render_errors)
+                if not render_errors:
+                    first = real[0]
+                    assert first.problem is not None
+                    problem = first.problem.static or _render_problem(first.problem, ctx, st)
+                    if key is not None:
+                        if len(self._cache) > 4096:
+                            self._cache.clear()
+                        self._cache[key] = (bases, problem)
+            else:
+                bases, problem = texts
+                render_errors = []
+            if not render_errors:
+                return Decision(
+                    "deny",
+                    status,
+                    stage,
+                    rule_ids,
+                    tuple(dry),
+                    bases,
+                    problem,
+                    obligations,
+                    (),
+                    self.revision,
+                    tuple(waivers),
+                )
+        render_errors = []
         bases = self._bases(ctx, st, deciding, render_errors)
         if errors or render_errors:
             all_errors = (*errors, *render_errors)
@@ -565,7 +687,6 @@ class PolicySet:
             assert first.problem is not None
             problem = first.problem.static or _render_problem(first.problem, ctx, st)
             all_errors = ()
-        obligations = EMPTY_OBLIGATIONS if audit is _NO_AUDIT else Obligations(audit=audit)
         # Positional arguments: this runs for every denial.
         return Decision(
             "deny",
@@ -573,13 +694,44 @@ class PolicySet:
             stage,
             rule_ids,
             tuple(dry),
-            tuple(bases),
+            bases,
             problem,
             obligations,
             tuple(all_errors),
             self.revision,
             tuple(waivers),
         )
+
+    def _audit_only(self, audit: AuditObligation) -> Obligations:
+        """The obligations of a denial: its audit duties alone (memoised)."""
+        key = ("audit-only", audit)
+        found = self._cache.get(key)
+        if found is None:
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            found = self._cache[key] = Obligations(audit=audit)
+        return found  # type: ignore[no-any-return]
+
+    def _texts_key(
+        self, deciding: Sequence[CompiledRule], ctx: Mapping[str, Any], st: EvalState
+    ) -> tuple[Any, ...] | None:
+        """Memo key for a denial's legal bases and problem, or None when not memoisable."""
+        key: list[Any] = ["texts"]
+        for rule in deciding:
+            key.append(rule.pos)
+        getters = self._text_getters
+        try:
+            for i, rule in enumerate(deciding):
+                for get in getters[rule.pos][0 if i else 1]:
+                    value = get(ctx, st)
+                    cls = value.__class__
+                    if cls not in _KEYABLE:
+                        return None
+                    key.append(cls)
+                    key.append(value)
+        except Exception:  # noqa: BLE001 - the ordinary rendering reports it
+            return None
+        return tuple(key)
 
     def _route_problem(self, ctx: Mapping[str, Any], rules: Sequence[CompiledRule]) -> Problem:
         regions = rules[0].obligations.route[0] if rules[0].obligations.route else frozenset()
@@ -631,7 +783,7 @@ class PolicySet:
                 "default",
                 tuple(r.id for r in everything),
                 tuple(dry),
-                tuple(self._bases(ctx, st, matched, errors)),
+                self._bases(ctx, st, matched, errors),
                 problem,
                 obligations,
                 tuple(errors),
@@ -653,7 +805,7 @@ class PolicySet:
             None,
             tuple(r.id for r in everything),
             tuple(dry),
-            tuple(bases),
+            bases,
             None,
             obligations,
             (),
@@ -731,6 +883,34 @@ class PolicySet:
         )
 
 
+#: Value classes a memo key may hold: hashable, and rendered the same whenever equal
+#: (the class is part of the key, so `1` and `True` stay apart).
+_KEYABLE = frozenset({str, int, bool, float, type(None), tuple})
+
+
+def _template_key(
+    owner: object, template: Template, ctx: Mapping[str, Any], st: EvalState
+) -> tuple[Any, ...] | None:
+    """A memo key for rendering `template` (for `owner`) on this context, or None.
+
+    None when a value is not a plain scalar or a field cannot be read: the caller then
+    renders the ordinary way, which reports any error exactly as without the memo.
+    """
+    key: list[Any] = [owner]
+    try:
+        for part in template.parts:
+            if part.__class__ is tuple:
+                value = part[1](ctx, st)  # type: ignore[index]
+                cls = value.__class__
+                if cls not in _KEYABLE:
+                    return None
+                key.append(cls)
+                key.append(value)
+    except Exception:  # noqa: BLE001 - the ordinary rendering reports it
+        return None
+    return tuple(key)
+
+
 def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState) -> Problem:
     remedy = None
     if spec.remedy_text is not None:
@@ -746,6 +926,31 @@ def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState
         applies_to=spec.applies_to,
         jurisdiction=spec.jurisdiction,
     )
+
+
+def _text_getters(rule: CompiledRule) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+    bases = [
+        part[1]
+        for basis in rule.basis
+        if basis.static is None
+        for part in basis.ref.parts
+        if part.__class__ is tuple
+    ]
+    texts = list(bases)
+    if rule.problem is not None and rule.problem.static is None:
+        for template in (rule.problem.detail, rule.problem.remedy_text):
+            if template is not None:
+                texts.extend(p[1] for p in template.parts if p.__class__ is tuple)
+    return tuple(bases), tuple(texts)
+
+
+def _static_bases(rule: CompiledRule) -> tuple[LegalBasis, ...] | None:
+    seen: dict[tuple[str, str], LegalBasis] = {}
+    for basis in rule.basis:
+        if basis.static is None:
+            return None
+        seen.setdefault((basis.static.regime, basis.static.ref), basis.static)
+    return tuple(seen.values())
 
 
 def _stronger(current: MaskAction | None, new: MaskAction) -> MaskAction:

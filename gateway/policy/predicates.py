@@ -115,29 +115,46 @@ class EvalState:
 
     def load_sections(self, ctx: Mapping[str, Any]) -> None:
         """Read the context's sections once (type-checked)."""
+        # Hot path: locals instead of attribute reads, and the common cases (a dict or
+        # null section, a null list) inline; `_section` and `_strings` do the rest.
         get = ctx.get
-        # The common case (a dict or null) is checked inline; `_section` does the rest.
         c = get("caller")
-        self.c = c if c.__class__ is dict else _section(c, "caller")
+        if c.__class__ is not dict:
+            c = _section(c, "caller")
         s = get("subject")
-        self.s = s if s.__class__ is dict else _section(s, "subject")
+        if s.__class__ is not dict:
+            s = _section(s, "subject")
         r = get("request")
-        self.r = r if r.__class__ is dict else _section(r, "request")
+        if r.__class__ is not dict:
+            r = _section(r, "request")
         lic = get("licence")
-        self.l = lic if lic.__class__ is dict else _section(lic, "licence")
+        if lic.__class__ is not dict:
+            lic = _section(lic, "licence")
         m = get("model")
-        self.m = m if m.__class__ is dict else _section(m, "model")
-        f = self.c.get("flags")
-        self.f = f if f.__class__ is dict else _section(f, "caller.flags")
-        purpose = self.r.get("purpose")
-        self.purpose = self.vocabulary.purposes.get(purpose) if type(purpose) is str else None
-        self.pd = pd = _strings(self.r.get("personal_data"), "request.personal_data")
-        self.consents = _strings(self.r.get("consents"), "request.consents")
-        self.has_pd = bool(pd) or (
-            self.purpose is not None and self.purpose.get("personal_data", False) is True
+        if m.__class__ is not dict:
+            m = _section(m, "model")
+        f = c.get("flags")
+        if f.__class__ is not dict:
+            f = _section(f, "caller.flags")
+        self.c = c
+        self.s = s
+        self.r = r
+        self.l = lic
+        self.m = m
+        self.f = f
+        purpose = r.get("purpose")
+        self.purpose = attributes = (
+            self.vocabulary.purposes.get(purpose) if purpose.__class__ is str else None
         )
-        presumed = self.s.get("region")
-        self.presumed = presumed if presumed is not None else self.c.get("region")
+        pd = r.get("personal_data")
+        self.pd = pd = () if pd is None else _strings(pd, "request.personal_data")
+        consents = r.get("consents")
+        self.consents = () if consents is None else _strings(consents, "request.consents")
+        self.has_pd = bool(pd) or (
+            attributes is not None and attributes.get("personal_data", False) is True
+        )
+        presumed = s.get("region")
+        self.presumed = presumed if presumed is not None else c.get("region")
 
 
 def _strings(value: Any, name: str) -> Sequence[str]:
