@@ -477,9 +477,15 @@ def _apply_env_overrides(
 def _cast_env(raw: str, node_schema: Mapping[str, Any]) -> Any:
     kind = node_schema.get("type")
     if kind == "integer":
-        return int(raw)
+        try:
+            return int(raw)
+        except ValueError:
+            raise ValueError("not an integer") from None
     if kind == "number":
-        return float(raw)
+        try:
+            return float(raw)
+        except ValueError:
+            raise ValueError("not a number") from None
     if kind == "boolean":
         lowered = raw.strip().lower()
         if lowered in {"1", "true", "yes", "on"}:
@@ -537,20 +543,35 @@ def _diagnostic_from_schema_error(
             location=document.location(path),
             path=dotted,
             help=yaml11_help(document.node(path), error.instance)
-            or f"write a {error.validator_value} here",
+            or f"write {_article(str(error.validator_value))} here",
         )
+    detail = "" if error.validator == "pattern" else f": {error.message}"
     return Diagnostic(
         code="config_value_error",
-        message=f"{dotted} has bad value `{_short(error.instance)}`: {error.message}",
+        message=f"{dotted} has bad value `{_short(error.instance)}`{detail}",
         location=document.location(path),
         path=dotted,
         help=_schema_hint(error),
     )
 
 
+_PATTERN_HINTS = {
+    "url": "use an http:// or https:// URL, e.g. http://127.0.0.1:8501",
+    "region": "use an ISO 3166 code such as DE, US-CA or UA-43, or a group such as EU",
+    "established_in": "use an ISO 3166 code such as DE or US-CA",
+    "storage_region": "use an ISO 3166 code such as DE or IN",
+    "id": "use letters, digits, `.`, `_` or `-`",
+}
+
+
+def _article(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
 def _schema_hint(error: jsonschema.ValidationError) -> str:
     if error.validator == "pattern":
-        return f"must match `{error.validator_value}`"
+        last = error.absolute_path[-1] if error.absolute_path else ""
+        return _PATTERN_HINTS.get(str(last), f"must match `{error.validator_value}`")
     if error.validator in ("minimum", "maximum", "exclusiveMinimum"):
         return f"{error.validator} is {error.validator_value}"
     return "see docs/configuration.md"

@@ -250,6 +250,8 @@ class CodeBuilder:
         """Expression evaluating to the type-checked value (also bound to `var`)."""
         read = self.read(path)
         if ftype == "time":
+            if path == "now":  # the clock is always an interval already
+                return f"({var} := st.now)"
             return f"({var} := TIME({read}, {self.const(path)}))"
         py = _PY_TYPES.get(ftype, "str") if ftype != "object" else None
         if py is None:
@@ -309,13 +311,28 @@ def _ref_source(b: CodeBuilder, leaf: TypedLeaf, reference: Predicate) -> str:
     assert leaf.ref is not None and leaf.ref_type is not None
     if leaf.ftype.startswith("list:"):
         return f"{b.const(reference)}(ctx, st)"  # list-to-list tests are rare
-    value = b.checked(leaf.field, kind, b.var())
+    first = b.var()
+    value = b.checked(leaf.field, kind, first)
     if op in ("in", "not_in"):
         items = f"LIST({b.read(leaf.ref)}, {b.const('operand of ' + leaf.field)})"
         vocab = b.const(b.vocabulary) if kind == "region" else "None"
         return f"MEMBER({value}, {items}, {op == 'in'}, {vocab})"
     ref_kind = _base(leaf.ref_type)
-    other = b.checked(leaf.ref, ref_kind, b.var())
+    second = b.var()
+    other = b.checked(leaf.ref, ref_kind, second)
+    if kind == "time" and ref_kind == "time":
+        # Both sides are read (and checked) before either null test, as in the reference.
+        compare = _TIME_REF_SOURCE[op].format(a=first, c=second)
+        if op == "eq":  # two nulls are equal
+            null_result = f"({first} is None) is ({second} is None)"
+        elif op == "ne":
+            null_result = f"({first} is None) is not ({second} is None)"
+        else:
+            null_result = "False"
+        return (
+            f"(({compare}) if (({value} is not None) & ({other} is not None)) "
+            f"else {null_result})"
+        )
     if kind == "time":
         return f"TREF({value}, {other}, {b.const(op)})"
     if op == "eq":
@@ -325,6 +342,16 @@ def _ref_source(b: CodeBuilder, leaf: TypedLeaf, reference: Predicate) -> str:
     a, c = b.var(), b.var()
     symbol = {"lt": "<", "le": "<=", "gt": ">", "ge": ">="}[op]
     return f"(({a} := {value}) is not None and ({c} := {other}) is not None and {a} {symbol} {c})"
+
+
+_TIME_REF_SOURCE = {
+    "lt": "{a}[1] <= {c}[0]",
+    "le": "{a}[0] < {c}[1]",
+    "gt": "{a}[0] >= {c}[1]",
+    "ge": "{a}[1] > {c}[0]",
+    "eq": "{a}[0] < {c}[1] and {a}[1] > {c}[0]",
+    "ne": "not ({a}[0] < {c}[1] and {a}[1] > {c}[0])",
+}
 
 
 _TIME_SOURCE = {

@@ -249,9 +249,8 @@ class PolicySet:
             return self._failure(
                 "context_invalid_now", "`now` must be an RFC 3339 date-time string", None, None
             )
-        st = EvalState(now, self.vocabulary)
         try:
-            st.load_sections(ctx)
+            st = EvalState.read(now, self.vocabulary, ctx)
         except EvalError as exc:
             return self._failure(exc.code, exc.message, None, None)
         at = now[0]
@@ -570,33 +569,63 @@ class PolicySet:
             static = self._static_bases[rules[0].pos]
             if static is not None:
                 return static
+        # The bases depend only on the rules and the values their templates read.
+        key = self._bases_key(rules, ctx, st)
+        if key is None:
+            return self._render_bases(ctx, st, rules, errors)
+        found = self._cache.get(key)
+        if found is None:
+            mine: list[DecisionError] = []
+            found = self._render_bases(ctx, st, rules, mine)
+            if mine:
+                errors.extend(mine)
+                return found
+            if len(self._cache) > 4096:
+                self._cache.clear()
+            self._cache[key] = found
+        return found  # type: ignore[no-any-return]
+
+    def _bases_key(
+        self, rules: Sequence[CompiledRule], ctx: Mapping[str, Any], st: EvalState
+    ) -> tuple[Any, ...] | None:
+        key: list[Any] = ["bases"]
+        for rule in rules:
+            key.append(rule.pos)
+        getters = self._text_getters
+        try:
+            for rule in rules:
+                for get in getters[rule.pos][0]:
+                    value = get(ctx, st)
+                    cls = value.__class__
+                    if cls not in _KEYABLE:
+                        return None
+                    key.append(cls)
+                    key.append(value)
+            frozen = tuple(key)
+            hash(frozen)
+        except Exception:  # noqa: BLE001 - the ordinary rendering reports it
+            return None
+        return frozen
+
+    def _render_bases(
+        self,
+        ctx: Mapping[str, Any],
+        st: EvalState,
+        rules: Sequence[CompiledRule],
+        errors: list[DecisionError],
+    ) -> tuple[LegalBasis, ...]:
         seen: dict[tuple[str, str], LegalBasis] = {}
         for rule in rules:
             for basis in rule.basis:
                 rendered = basis.static
                 if rendered is None:
                     try:
-                        rendered = self._render_basis(basis, ctx, st)
+                        rendered = basis.render(ctx, st)
                     except EvalError as exc:
                         errors.append(DecisionError(exc.code, exc.message, rule.id))
                         continue
                 seen.setdefault((rendered.regime, rendered.ref), rendered)
         return tuple(seen.values())
-
-    def _render_basis(
-        self, basis: CompiledBasis, ctx: Mapping[str, Any], st: EvalState
-    ) -> LegalBasis:
-        """Render a templated basis, memoised on the values its template reads."""
-        key = _template_key(basis, basis.ref, ctx, st)
-        if key is None:
-            return basis.render(ctx, st)
-        hit = self._cache.get(key)
-        if hit is None:
-            hit = basis.render(ctx, st)
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            self._cache[key] = hit
-        return hit  # type: ignore[no-any-return]
 
     def _deny(
         self,
@@ -729,9 +758,11 @@ class PolicySet:
                         return None
                     key.append(cls)
                     key.append(value)
+            frozen = tuple(key)
+            hash(frozen)
         except Exception:  # noqa: BLE001 - the ordinary rendering reports it
             return None
-        return tuple(key)
+        return frozen
 
     def _route_problem(self, ctx: Mapping[str, Any], rules: Sequence[CompiledRule]) -> Problem:
         regions = rules[0].obligations.route[0] if rules[0].obligations.route else frozenset()
@@ -886,29 +917,6 @@ class PolicySet:
 #: Value classes a memo key may hold: hashable, and rendered the same whenever equal
 #: (the class is part of the key, so `1` and `True` stay apart).
 _KEYABLE = frozenset({str, int, bool, float, type(None), tuple})
-
-
-def _template_key(
-    owner: object, template: Template, ctx: Mapping[str, Any], st: EvalState
-) -> tuple[Any, ...] | None:
-    """A memo key for rendering `template` (for `owner`) on this context, or None.
-
-    None when a value is not a plain scalar or a field cannot be read: the caller then
-    renders the ordinary way, which reports any error exactly as without the memo.
-    """
-    key: list[Any] = [owner]
-    try:
-        for part in template.parts:
-            if part.__class__ is tuple:
-                value = part[1](ctx, st)  # type: ignore[index]
-                cls = value.__class__
-                if cls not in _KEYABLE:
-                    return None
-                key.append(cls)
-                key.append(value)
-    except Exception:  # noqa: BLE001 - the ordinary rendering reports it
-        return None
-    return tuple(key)
 
 
 def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState) -> Problem:

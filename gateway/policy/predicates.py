@@ -113,6 +113,16 @@ class EvalState:
         self.has_pd = False
         self.presumed: Any = None
 
+    @classmethod
+    def read(cls, now: Interval, vocabulary: Vocabulary, ctx: Mapping[str, Any]) -> EvalState:
+        """`EvalState(now, vocabulary)` then `load_sections(ctx)`, without the defaults
+        `load_sections` overwrites anyway (the evaluator's hot path)."""
+        st = cls.__new__(cls)
+        st.now = now
+        st.vocabulary = vocabulary
+        st.load_sections(ctx)
+        return st
+
     def load_sections(self, ctx: Mapping[str, Any]) -> None:
         """Read the context's sections once (type-checked)."""
         # Hot path: locals instead of attribute reads, and the common cases (a dict or
