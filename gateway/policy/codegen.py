@@ -330,8 +330,7 @@ def _ref_source(b: CodeBuilder, leaf: TypedLeaf, reference: Predicate) -> str:
         else:
             null_result = "False"
         return (
-            f"(({compare}) if (({value} is not None) & ({other} is not None)) "
-            f"else {null_result})"
+            f"(({compare}) if (({value} is not None) & ({other} is not None)) else {null_result})"
         )
     if kind == "time":
         return f"TREF({value}, {other}, {b.const(op)})"

@@ -28,9 +28,9 @@ from gateway.policy.codegen import (
     TypedLeaf,
     fast_template,
     generate_candidates,
-    positions_of,
     generate_predicate,
     leaf_source,
+    positions_of,
 )
 from gateway.policy.decision import LegalBasis, MaskAction, Problem, Remedy
 from gateway.policy.parse import ParsedFile, UnparsedOperand, parse_time

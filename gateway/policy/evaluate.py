@@ -27,7 +27,6 @@ from typing import Any
 
 from gateway.policy.codegen import positions_of
 from gateway.policy.compile import (
-    CompiledBasis,
     CompiledProblem,
     CompiledRule,
     CompileResult,
@@ -48,7 +47,7 @@ from gateway.policy.decision import (
     SinkSuppression,
     Waiver,
 )
-from gateway.policy.predicates import EvalError, EvalState, Template, parse_interval
+from gateway.policy.predicates import EvalError, EvalState, parse_interval
 from gateway.policy.schema import STAGES
 from gateway.policy.vocabulary import Vocabulary, region_in
 
@@ -583,7 +582,7 @@ class PolicySet:
             if len(self._cache) > 4096:
                 self._cache.clear()
             self._cache[key] = found
-        return found  # type: ignore[no-any-return]
+        return found
 
     def _bases_key(
         self, rules: Sequence[CompiledRule], ctx: Mapping[str, Any], st: EvalState
@@ -739,7 +738,7 @@ class PolicySet:
             if len(self._cache) > 4096:
                 self._cache.clear()
             found = self._cache[key] = Obligations(audit=audit)
-        return found  # type: ignore[no-any-return]
+        return found
 
     def _texts_key(
         self, deciding: Sequence[CompiledRule], ctx: Mapping[str, Any], st: EvalState

@@ -380,3 +380,91 @@ async def test_nothing_lands_after_the_stop_record(builder: LogBuilder) -> None:
     await closing
     assert all(not f.exception() for f in queued)
     assert _records(builder.directory)[-1]["type"] == "stop"
+
+
+async def test_appends_woken_together_go_to_the_thread_as_one_batch(builder: LogBuilder) -> None:
+    log = await builder.open()
+    before = log.stats().batches_written
+    receipts = await asyncio.gather(*(log.append(decision(i)) for i in range(4)))
+    assert log.stats().batches_written == before + 1
+    assert len({r.checkpoint for r in receipts}) == 1
+    assert [r.seq for r in receipts] == [1, 2, 3, 4]
+    await log.close()
+
+
+async def test_batches_queued_behind_a_failed_write_are_never_written(
+    builder: LogBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log = await builder.open(max_batch_records=2)
+    gate = threading.Event()
+    real_fsync = os.fsync
+    failed = {"done": False}
+
+    def failing_fsync(fd: int) -> None:
+        if not failed["done"] and os.readlink(f"/proc/self/fd/{fd}").endswith(".jsonl"):
+            gate.wait(5)
+            failed["done"] = True
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    # Two full batches: the second waits on the thread's queue behind the first.
+    appends = [asyncio.ensure_future(log.append(decision(i))) for i in range(4)]
+    await asyncio.sleep(0.01)
+    gate.set()
+    results = await asyncio.gather(*appends, return_exceptions=True)
+    assert all(isinstance(r, AuditUnavailable) for r in results)
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    await log.close()
+    # The failed batch's bytes may be on disk (unacknowledged); the one behind it is not.
+    seqs = [r["seq"] for r in _records(builder.directory)]
+    assert seqs == list(range(len(seqs))) and len(seqs) <= 3
+
+
+async def test_a_failed_checkpoint_signature_fails_closed(
+    builder: LogBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.audit import writer
+
+    log = await builder.open()
+    await log.append(decision(1))
+
+    def broken(text: str, signers: Any) -> str:
+        raise RuntimeError("signing device unavailable")
+
+    monkeypatch.setattr(writer, "sign_note", broken)
+    with pytest.raises(AuditUnavailable):
+        await log.append(decision(2))
+    assert not log.healthy and "signing device" in log.failure
+    await log.close()
+    assert _checkpoint_sizes(builder.directory)[-1] == 2  # nothing signed covers seq 2
+
+
+async def test_the_checkpoints_file_is_fsynced_off_the_critical_path_and_throttled(
+    builder: LogBuilder, monkeypatch: pytest.MonkeyPatch, keyring: Keyring
+) -> None:
+    notes_syncs: list[int] = []
+    real_fsync = os.fsync
+
+    def counting_fsync(fd: int) -> None:
+        if os.readlink(f"/proc/self/fd/{fd}").endswith("checkpoints.notes"):
+            notes_syncs.append(fd)
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", counting_fsync)
+    log = await builder.open(checkpoint_sync_seconds=30.0)
+    for i in range(20):
+        await log.append(decision(i))
+    assert log.stats().batches_written >= 20
+    assert len(notes_syncs) <= 2  # at most one sync per interval (plus the first)
+    await log.close()  # and the last notes are made durable at close
+    assert len(notes_syncs) <= 3 and notes_syncs
+    assert _checkpoint_sizes(builder.directory)[-1] == 22
+    assert verify_source(builder.directory, keyring).valid
+
+
+def test_checkpoint_sync_interval_is_checked() -> None:
+    from gateway.audit import AuditOptions
+
+    with pytest.raises(ValueError, match="checkpoint_sync_seconds"):
+        AuditOptions(checkpoint_sync_seconds=-1)
