@@ -224,7 +224,9 @@ async def handle_tfserving(request: web.Request) -> web.StreamResponse:
     record: dict[str, Any] = {
         "type": "decision",
         "decision_id": decision_id,
-        "route": f"{request.method} {request.path[:200]}",
+        # The client's path is not recorded as sent (it could carry anything); a TF Serving
+        # route is recorded in its canonical form once parsed.
+        "route": request.method[:16],
         "policy": snap.policy_set.revision,
     }
     try:
@@ -273,6 +275,7 @@ async def _pipeline(
         raise _tfs_refusal(parsed, "reject")
     route: Route = parsed
     record["model"] = route.model[:200]
+    record["route"] = f"{route.http_method} {build_backend_path(route)[:300]}"
 
     body = b""
     document: Any = None
