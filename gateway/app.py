@@ -71,15 +71,15 @@ async def decision_id_middleware(
     try:
         response = await handler(request)
     except web.HTTPException as exc:
-        if exc.content_type != "application/json":
-            exc = web.HTTPException.__new__(type(exc))
-            web.HTTPException.__init__(
-                exc,
-                body=error_body(exc.reason or "error", decision_id=decision_id),
-                content_type="application/json",
-            )
-        exc.headers[DECISION_HEADER] = decision_id
-        raise exc from None
+        if exc.content_type == "application/json":
+            exc.headers[DECISION_HEADER] = decision_id
+            raise
+        # aiohttp's own refusals (e.g. a malformed request line) in TF Serving's error shape.
+        response = web.Response(
+            status=exc.status,
+            body=error_body(exc.reason or "error", decision_id=decision_id),
+            content_type="application/json",
+        )
     except asyncio.CancelledError:
         raise
     except Exception:
@@ -233,6 +233,8 @@ def create_app(
     snapshot: Snapshot | None = None,
 ) -> web.Application:
     """The public application (TF Serving surface + health); its runtime starts with it."""
+    # The pipeline reads bodies itself under `limits.max_body_bytes`; aiohttp's own buffered
+    # `request.read()` is never used on this app, so its limit is set to refuse everything.
     app = web.Application(middlewares=[decision_id_middleware], client_max_size=1)
     snap = snapshot or build_snapshot(config)
     metrics = GatewayMetrics()
