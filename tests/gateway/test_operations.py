@@ -318,3 +318,33 @@ async def test_serve_process_reloads_and_shuts_down_gracefully(tmp_path: Path) -
 
 async def _is(value: Awaitable[int], expected: int) -> bool:
     return await value == expected
+
+
+async def test_tenants_file_edit_takes_effect_on_reload(
+    ops: tuple[GatewayHarness, StubBackend, Path],
+) -> None:
+    harness, _, _ = ops
+    new_key = "key-new-tenant-abcdef0123456789"
+    headers = {"X-Api-Key": new_key, "X-Purpose": "document_classification"}
+    body = {"instances": [IMAGE]}
+    status, _, _ = await harness.request(
+        "POST", "/v1/models/mnist:predict", headers=headers, json_body=body
+    )
+    assert status == 401
+    tenants_file = harness.config.tenants_file
+    assert tenants_file is not None
+    tenants = yaml.safe_load(tenants_file.read_text())
+    tenants["tenants"][0]["api_key_hashes"].append(hash_api_key(new_key))
+    tenants_file.write_text(yaml.safe_dump(tenants))
+    assert (await reload_snapshot(harness.runtime, trigger="test"))["result"] == "ok"
+    status, _, _ = await harness.request(
+        "POST", "/v1/models/mnist:predict", headers=headers, json_body=body
+    )
+    assert status == 200
+    # A broken tenants file keeps the last good registry (the new key still works).
+    tenants_file.write_text("tenants:\n  - id: acme\n    api_key: plain-text-key\n")
+    assert (await reload_snapshot(harness.runtime, trigger="test"))["result"] == "error"
+    status, _, _ = await harness.request(
+        "POST", "/v1/models/mnist:predict", headers=headers, json_body=body
+    )
+    assert status == 200
