@@ -37,7 +37,9 @@ __all__ = [
     "CodeBuilder",
     "fast_template",
     "TypedLeaf",
+    "KEYABLE",
     "generate_candidates",
+    "generate_key_reader",
     "generate_predicate",
     "leaf_source",
     "positions_of",
@@ -488,3 +490,52 @@ def positions_of(mask: int) -> list[int]:
         mask >>= 1
         position += 1
     return out
+
+
+#: Value classes a memo key may hold: hashable, and rendered the same whenever equal
+#: (the class is part of the key, so `1` and `True` stay apart).
+KEYABLE = frozenset({str, int, bool, float, type(None), tuple})
+
+
+def _no_reads(ctx: Mapping[str, Any], st: EvalState) -> tuple[Any, ...]:
+    return ()
+
+
+def generate_key_reader(
+    vocabulary: Vocabulary, paths: Sequence[str]
+) -> Callable[[Mapping[str, Any], EvalState], tuple[Any, ...] | None]:
+    """Generate a reader of the values some templates render, as a memo key part.
+
+    It returns `(class, value, ...)` for `paths` in order, read with the same expressions
+    as the generated template renderers, or None when a value is unreadable, of a class
+    outside `KEYABLE` or unhashable (the caller then renders without memoising).
+    """
+    if not paths:
+        return _no_reads
+    b = CodeBuilder(vocabulary)
+    keyable = b.const(KEYABLE)
+    lines = ["def key(ctx, st):", "    try:"]
+    names = [f"v{i}" for i in range(len(paths))]
+    for name, path in zip(names, paths, strict=True):
+        lines.append(f"        {name} = {b.read(path)}")
+    lines.append("    except Exception:")
+    lines.append("        return None")
+    for name in names:
+        lines.append(f"    if {name}.__class__ not in {keyable}:")
+        lines.append("        return None")
+    parts = ", ".join(f"{n}.__class__, {n}" for n in names)
+    lines.append(f"    out = ({parts},)")
+    nested = " or ".join(f"{n}.__class__ is tuple" for n in names)
+    lines.append(f"    if {nested}:")
+    lines.append("        try:")
+    lines.append("            hash(out)")
+    lines.append("        except Exception:")
+    lines.append("            return None")
+    lines.append("    return out")
+    source = "\n".join(lines) + "\n"
+    namespace = dict(b.constants)
+    # SECURITY: field names are bound constants (Rule 1).
+    exec(compile(source, "<policy:key>", "exec"), namespace)
+    fn: Callable[[Mapping[str, Any], EvalState], tuple[Any, ...] | None] = namespace["key"]
+    fn.__doc__ = source
+    return fn

@@ -22,10 +22,10 @@ current exception, does not match.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gateway.policy.codegen import positions_of
+from gateway.policy.codegen import generate_key_reader, positions_of
 from gateway.policy.compile import (
     CompiledProblem,
     CompiledRule,
@@ -58,7 +58,10 @@ __all__ = ["PolicySet"]
 _Entry = tuple[CompiledRule, Any, bool, int, int]
 #: A lookup's plan: its non-audit candidates in stage chunks, and its audit positions.
 _Plan = tuple[tuple[tuple[int, tuple[_Entry, ...]], ...], tuple[int, ...]]
+#: Reads the values some templates render, as a memo key part (None: do not memoise).
+_KeyReader = Callable[[Mapping[str, Any], EvalState], "tuple[Any, ...] | None"]
 
+_new_state = object.__new__
 _RESIDENCY = STAGES.index("residency")
 _AUDIT = STAGES.index("audit")
 _MASK_RANK = {"redact": 3, "hash": 2, "keep_last": 1}
@@ -95,7 +98,9 @@ class PolicySet:
         "_lookups",
         "_masks",
         "_ids",
-        "_text_getters",
+        "_text_keys",
+        "_allow_keys",
+        "_masking",
         "_static_bases",
         "_plain_keeps",
         "_plans",
@@ -113,11 +118,18 @@ class PolicySet:
         self._lookups = compiled.lookups
         self._masks = compiled.masks
         self._ids: tuple[tuple[str], ...] = tuple((r.id,) for r in self._rules)
-        #: Per position: the getters of the fields a denial's texts read, as
-        #: (basis templates only, basis and problem templates).
-        self._text_getters: tuple[tuple[tuple[Any, ...], tuple[Any, ...]], ...] = tuple(
-            _text_getters(r) for r in self._rules
+        #: Per position: generated readers of the values a denial's texts read, as memo
+        #: key parts (basis templates only, basis and problem templates).
+        self._text_keys: tuple[tuple[_KeyReader, _KeyReader], ...] = tuple(
+            _text_keys(r, self.vocabulary) for r in self._rules
         )
+        #: Per position: a reader of every value an allow's bases and obligations render
+        #: for this rule, or None when its obligations read more (sinks: never memoised).
+        self._allow_keys: tuple[_KeyReader | None, ...] = tuple(
+            _allow_key(r, self.vocabulary) for r in self._rules
+        )
+        #: Positions of rules with masking obligations (their merge reads `st.pd`).
+        self._masking: frozenset[int] = frozenset(r.pos for r in self._rules if r.obligations.mask)
         #: Per position: the rule's deduplicated legal bases when none is a template.
         self._static_bases: tuple[tuple[LegalBasis, ...] | None, ...] = tuple(
             _static_bases(r) for r in self._rules
@@ -248,8 +260,12 @@ class PolicySet:
             return self._failure(
                 "context_invalid_now", "`now` must be an RFC 3339 date-time string", None, None
             )
+        # `EvalState.read` inlined: one call fewer on every evaluation.
+        st = _new_state(EvalState)
+        st.now = now
+        st.vocabulary = self.vocabulary
         try:
-            st = EvalState.read(now, self.vocabulary, ctx)
+            st.load_sections(ctx)
         except EvalError as exc:
             return self._failure(exc.code, exc.message, None, None)
         at = now[0]
@@ -587,24 +603,18 @@ class PolicySet:
     def _bases_key(
         self, rules: Sequence[CompiledRule], ctx: Mapping[str, Any], st: EvalState
     ) -> tuple[Any, ...] | None:
-        key: list[Any] = ["bases"]
+        readers = self._text_keys
+        if len(rules) == 1:
+            pos = rules[0].pos
+            values = readers[pos][0](ctx, st)
+            return None if values is None else ("bases", pos, values)
+        parts: list[Any] = []
         for rule in rules:
-            key.append(rule.pos)
-        getters = self._text_getters
-        try:
-            for rule in rules:
-                for get in getters[rule.pos][0]:
-                    value = get(ctx, st)
-                    cls = value.__class__
-                    if cls not in _KEYABLE:
-                        return None
-                    key.append(cls)
-                    key.append(value)
-            frozen = tuple(key)
-            hash(frozen)
-        except Exception:  # noqa: BLE001 - the ordinary rendering reports it
-            return None
-        return frozen
+            values = readers[rule.pos][0](ctx, st)
+            if values is None:
+                return None
+            parts.extend(values)
+        return ("bases", tuple(r.pos for r in rules), tuple(parts))
 
     def _render_bases(
         self,
@@ -651,6 +661,10 @@ class PolicySet:
         if errors:
             failed = {e.rule for e in errors}
             real = [r for r in deciding if r.denies and r.id not in failed]
+        elif denies:
+            # Without errors only matched deny rules reach `denies` (an erroring rule
+            # always adds an error): the common denial skips the filter.
+            real = deciding
         else:
             real = [r for r in deciding if r.denies]
         status = (
@@ -744,24 +758,18 @@ class PolicySet:
         self, deciding: Sequence[CompiledRule], ctx: Mapping[str, Any], st: EvalState
     ) -> tuple[Any, ...] | None:
         """Memo key for a denial's legal bases and problem, or None when not memoisable."""
-        key: list[Any] = ["texts"]
-        for rule in deciding:
-            key.append(rule.pos)
-        getters = self._text_getters
-        try:
-            for i, rule in enumerate(deciding):
-                for get in getters[rule.pos][0 if i else 1]:
-                    value = get(ctx, st)
-                    cls = value.__class__
-                    if cls not in _KEYABLE:
-                        return None
-                    key.append(cls)
-                    key.append(value)
-            frozen = tuple(key)
-            hash(frozen)
-        except Exception:  # noqa: BLE001 - the ordinary rendering reports it
-            return None
-        return frozen
+        readers = self._text_keys
+        if len(deciding) == 1:
+            pos = deciding[0].pos
+            values = readers[pos][1](ctx, st)
+            return None if values is None else ("texts", pos, values)
+        parts: list[Any] = []
+        for i, rule in enumerate(deciding):
+            values = readers[rule.pos][0 if i else 1](ctx, st)
+            if values is None:
+                return None
+            parts.extend(values)
+        return ("texts", tuple(r.pos for r in deciding), tuple(parts))
 
     def _route_problem(self, ctx: Mapping[str, Any], rules: Sequence[CompiledRule]) -> Problem:
         regions = rules[0].obligations.route[0] if rules[0].obligations.route else frozenset()
@@ -820,27 +828,74 @@ class PolicySet:
                 self.revision,
                 tuple(waivers),
             )
-        errors = []
-        try:
-            obligations = self._merge(ctx, st, matched, audit, routing)
-        except EvalError as exc:
-            return self._failure(exc.code, exc.message, None, getattr(exc, "rule", None))
-        bases = self._bases(ctx, st, everything, errors)
-        if errors:
-            return self._failure(errors[0].code, errors[0].message, None, errors[0].rule)
+        # An allow's rule ids, bases and obligations depend only on the matching rules,
+        # the audit duties, the routing, the personal data found (when a rule masks) and
+        # the values their templates read: memoised on exactly those.
+        key = self._allow_key(ctx, st, everything, audit, routing)
+        found = self._cache.get(key) if key is not None else None
+        if found is None:
+            errors = []
+            try:
+                obligations = self._merge(ctx, st, matched, audit, routing)
+            except EvalError as exc:
+                return self._failure(exc.code, exc.message, None, getattr(exc, "rule", None))
+            bases = self._bases(ctx, st, everything, errors)
+            if errors:
+                return self._failure(errors[0].code, errors[0].message, None, errors[0].rule)
+            found = (tuple(r.id for r in everything), bases, obligations)
+            if key is not None:
+                if len(self._cache) > 4096:
+                    self._cache.clear()
+                self._cache[key] = found
         # Positional arguments: this runs for every allow.
         return Decision(
             "allow",
             200,
             None,
-            tuple(r.id for r in everything),
+            found[0],
             tuple(dry),
-            bases,
+            found[1],
             None,
-            obligations,
+            found[2],
             (),
             self.revision,
             tuple(waivers),
+        )
+
+    def _allow_key(
+        self,
+        ctx: Mapping[str, Any],
+        st: EvalState,
+        everything: Sequence[CompiledRule],
+        audit: AuditObligation,
+        routing: Routing | None,
+    ) -> tuple[Any, ...] | None:
+        """Memo key for an allow's rule ids, bases and obligations (None: not memoisable)."""
+        readers = self._allow_keys
+        masking = self._masking
+        positions = []
+        values: list[Any] = []
+        reads_pd = False
+        for rule in everything:
+            pos = rule.pos
+            reader = readers[pos]
+            if reader is None:
+                return None
+            read = reader(ctx, st)
+            if read is None:
+                return None
+            positions.append(pos)
+            if read:
+                values.extend(read)
+            if pos in masking:
+                reads_pd = True
+        return (
+            "allow",
+            tuple(positions),
+            audit,
+            routing,
+            frozenset(st.pd) if reads_pd else None,
+            tuple(values),
         )
 
     def _merge(
@@ -913,11 +968,6 @@ class PolicySet:
         )
 
 
-#: Value classes a memo key may hold: hashable, and rendered the same whenever equal
-#: (the class is part of the key, so `1` and `True` stay apart).
-_KEYABLE = frozenset({str, int, bool, float, type(None), tuple})
-
-
 def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState) -> Problem:
     remedy = None
     if spec.remedy_text is not None:
@@ -935,9 +985,9 @@ def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState
     )
 
 
-def _text_getters(rule: CompiledRule) -> tuple[tuple[Any, ...], tuple[Any, ...]]:
+def _text_keys(rule: CompiledRule, vocabulary: Vocabulary) -> tuple[_KeyReader, _KeyReader]:
     bases = [
-        part[1]
+        part[0]
         for basis in rule.basis
         if basis.static is None
         for part in basis.ref.parts
@@ -947,8 +997,26 @@ def _text_getters(rule: CompiledRule) -> tuple[tuple[Any, ...], tuple[Any, ...]]
     if rule.problem is not None and rule.problem.static is None:
         for template in (rule.problem.detail, rule.problem.remedy_text):
             if template is not None:
-                texts.extend(p[1] for p in template.parts if p.__class__ is tuple)
-    return tuple(bases), tuple(texts)
+                texts.extend(p[0] for p in template.parts if p.__class__ is tuple)
+    return generate_key_reader(vocabulary, bases), generate_key_reader(vocabulary, texts)
+
+
+def _allow_key(rule: CompiledRule, vocabulary: Vocabulary) -> _KeyReader | None:
+    ob = rule.obligations
+    if ob.sinks is not None:  # the suppressed sinks come from the context's sink list
+        return None
+    paths = [
+        part[0]
+        for basis in rule.basis
+        if basis.static is None
+        for part in basis.ref.parts
+        if part.__class__ is tuple
+    ]
+    templates = [template for _name, template in ob.headers]
+    templates.extend(t for _scheme, _value, fields in ob.image_marks for _k, t in fields)
+    for template in templates:
+        paths.extend(p[0] for p in template.parts if p.__class__ is tuple)
+    return generate_key_reader(vocabulary, paths)
 
 
 def _static_bases(rule: CompiledRule) -> tuple[LegalBasis, ...] | None:
