@@ -125,6 +125,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="ops run in parallel (0 = TensorFlow decides)",
     )
     serve.add_argument(
+        "--tensorflow-thread-spinning",
+        action="store_true",
+        help="let idle TensorFlow threads spin-wait for work (TensorFlow's default; off here "
+        "because spinning threads take CPU from the event loop)",
+    )
+    serve.add_argument(
         "--file-system-poll-wait-seconds",
         type=float,
         default=1.0,
@@ -216,6 +222,7 @@ def _serve(args: argparse.Namespace) -> int:
         session=SessionOptions(
             intra_op_threads=args.tensorflow_intra_op_parallelism,
             inter_op_threads=args.tensorflow_inter_op_parallelism,
+            thread_spinning=args.tensorflow_thread_spinning,
         ),
         poll_seconds=args.file_system_poll_wait_seconds,
         timeout_seconds=args.rest_api_timeout_in_ms / 1000.0,

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import math
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
@@ -158,13 +159,23 @@ def read_batching_parameters(path: Path) -> BatchingParameters:
     return parameters
 
 
-@dataclass
 class _Task:
-    inputs: Mapping[str, np.ndarray]
-    rows: int
-    future: asyncio.Future[dict[str, np.ndarray]]
-    enqueued: float
-    shapes: tuple[tuple[str, tuple[int, ...], str], ...]
+    # A plain slotted class: one is made per request on the hot path.
+    __slots__ = ("inputs", "rows", "future", "enqueued", "shapes")
+
+    def __init__(
+        self,
+        inputs: Mapping[str, np.ndarray],
+        rows: int,
+        future: asyncio.Future[dict[str, np.ndarray]],
+        enqueued: float,
+        shapes: tuple[tuple[str, tuple[int, ...], str], ...],
+    ) -> None:
+        self.inputs = inputs
+        self.rows = rows
+        self.future = future
+        self.enqueued = enqueued
+        self.shapes = shapes
 
 
 RunBatch = Callable[[Mapping[str, np.ndarray]], dict[str, np.ndarray]]
@@ -180,8 +191,14 @@ class Batcher:
         executor: concurrent.futures.Executor,
         slots: asyncio.Semaphore,
         stats: BatchStats,
+        *,
+        timeout_seconds: float = math.inf,
     ) -> None:
         self._run = run
+        # One timer for the queue head and one per running batch replace a timeout per
+        # request: requests leave in order, so the oldest deadline is always at the front.
+        self._timeout = timeout_seconds
+        self._queue_timer: asyncio.TimerHandle | None = None
         self._parameters = parameters
         self._executor = executor
         self._slots = slots
@@ -208,15 +225,15 @@ class Batcher:
             )
         loop = asyncio.get_running_loop()
         task = _Task(
-            inputs=inputs,
-            rows=rows,
-            future=loop.create_future(),
-            enqueued=time.monotonic(),
-            shapes=tuple(
-                (name, array.shape[1:], array.dtype.str) for name, array in inputs.items()
-            ),
+            inputs,
+            rows,
+            loop.create_future(),
+            time.monotonic(),
+            tuple((name, array.shape[1:], array.dtype.str) for name, array in inputs.items()),
         )
         self._queue.append(task)
+        if self._queue_timer is None and self._timeout != math.inf:
+            self._queue_timer = loop.call_later(self._timeout, self._expire_queued)
         self._queued_rows += rows
         # Wake the dispatcher only when it has something new to decide: the queue stopped
         # being empty, or the open batch is full.
@@ -294,6 +311,12 @@ class Batcher:
                 }
             rows = sum(t.rows for t in batch)
             self._stats.record(len(batch), rows)
+            if self._timeout != math.inf:
+                timer = loop.call_later(
+                    batch[0].enqueued + self._timeout - time.monotonic(),
+                    self._expire_running,
+                    batch,
+                )
             try:
                 outputs = await loop.run_in_executor(self._executor, self._run, merged)
             except BaseException as error:  # every task of the batch fails the same way
@@ -301,6 +324,9 @@ class Batcher:
                     if not task.future.done():
                         task.future.set_exception(error)
                 return
+            finally:
+                if self._timeout != math.inf:
+                    timer.cancel()
             start = 0
             for task in batch:
                 end = start + task.rows
@@ -312,11 +338,42 @@ class Batcher:
         finally:
             self._slots.release()
 
+    def _expire_queued(self) -> None:
+        """Fail the queued requests whose deadline passed; re-arm for the next one."""
+        self._queue_timer = None
+        expired = time.monotonic() - self._timeout
+        while self._queue and self._queue[0].enqueued <= expired:
+            task = self._queue.popleft()
+            self._queued_rows -= task.rows
+            _expire(task)
+        if self._queue:
+            loop = asyncio.get_running_loop()
+            self._queue_timer = loop.call_later(
+                self._queue[0].enqueued - expired, self._expire_queued
+            )
+
+    def _expire_running(self, batch: list[_Task]) -> None:
+        """Fail the requests of a running batch whose deadline passed; re-arm if some wait."""
+        expired = time.monotonic() - self._timeout
+        pending = [t for t in batch if not t.future.done()]
+        for task in pending:
+            if task.enqueued <= expired:
+                _expire(task)
+        later = [t.enqueued for t in pending if t.enqueued > expired]
+        if later:
+            loop = asyncio.get_running_loop()
+            loop.call_later(min(later) - expired, self._expire_running, batch)
+
     def close(self) -> None:
         """Stop the dispatcher once the queued tasks have been batched and run."""
         self._closed = True
         if self._waiting is not None and not self._waiting.done():
             self._waiting.set_result(None)
+
+
+def _expire(task: _Task) -> None:
+    if not task.future.done():
+        task.future.set_exception(ServingError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded"))
 
 
 def _resolve(future: asyncio.Future[None]) -> None:

@@ -219,20 +219,18 @@ class ServingCore:
         model = servable.name
         self.stats.requests[model] = self.stats.requests.get(model, 0) + 1
         with servable.hold():
-            batcher: Batcher | None = None
             if self.batching is not None and not output_aliases:
                 # A signature gets a queue only when batchable, so a found queue says so.
                 batchers: Mapping[str, Batcher] = servable.extensions.get("batchers", _NO_BATCHERS)
                 batcher = batchers.get(signature.name)
                 if batcher is None and _batchable(signature):
                     batcher = self._batcher(servable, signature)
-            if batcher is not None:
-                call = batcher.submit(inputs)
-            else:
-                call = self._run_single(servable, signature, inputs, output_aliases)
+                if batcher is not None:
+                    # The batcher keeps the deadline with one timer per batch, not per request.
+                    return await batcher.submit(inputs)
             try:
                 async with asyncio.timeout(self.timeout_seconds):
-                    return await call
+                    return await self._run_single(servable, signature, inputs, output_aliases)
             except TimeoutError:
                 raise ServingError(Code.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
 
@@ -261,7 +259,14 @@ class ServingCore:
             def run(merged: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
                 return _run_model(servable, signature, merged, None)
 
-            batcher = Batcher(run, self.batching, self._executor, self._slots, self.stats.batches)
+            batcher = Batcher(
+                run,
+                self.batching,
+                self._executor,
+                self._slots,
+                self.stats.batches,
+                timeout_seconds=self.timeout_seconds,
+            )
             batchers[signature.name] = batcher
         return batcher
 

@@ -22,7 +22,7 @@ import enum
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -106,6 +106,9 @@ class SessionOptions:
 
     intra_op_threads: int = 0
     inter_op_threads: int = 0
+    #: Let idle TensorFlow threads spin-wait for work (TF's default). Between small model
+    #: calls the spinning threads take CPU from the event loop on a machine with few cores.
+    thread_spinning: bool = False
 
 
 @dataclass(frozen=True)
@@ -183,6 +186,7 @@ class LoadedServable:
         self._closed = False
         #: Extra per-servable state owned by the server (e.g. batch queues).
         self.extensions: dict[str, Any] = {}
+        self._hold = _Hold(self)
 
     def _callable(self, signature: Signature, feed: tuple[str, ...], fetch: tuple[str, ...]) -> Any:
         key = (signature.name, feed, fetch)
@@ -215,19 +219,20 @@ class LoadedServable:
         results = call(*[inputs[a] for a in feed])
         return dict(zip(fetch, results, strict=True))
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[LoadedServable]:
-        """Keep the session open while a request uses it."""
+    def hold(self) -> _Hold:
+        """Keep the session open while a request uses it (`with servable.hold(): ...`)."""
+        return self._hold
+
+    def _enter(self) -> None:
         with self._lock:
             self._in_flight += 1
             self._idle.clear()
-        try:
-            yield self
-        finally:
-            with self._lock:
-                self._in_flight -= 1
-                if self._in_flight == 0:
-                    self._idle.set()
+
+    def _leave(self) -> None:
+        with self._lock:
+            self._in_flight -= 1
+            if self._in_flight == 0:
+                self._idle.set()
 
     def wait_idle_and_close(self) -> None:
         """Block until no request holds the servable, then free its session."""
@@ -237,6 +242,22 @@ class LoadedServable:
                 return
             self._closed = True
         self._session.close()
+
+
+class _Hold:
+    """`LoadedServable.hold()`: a reusable context manager (no generator per request)."""
+
+    __slots__ = ("_servable",)
+
+    def __init__(self, servable: LoadedServable) -> None:
+        self._servable = servable
+
+    def __enter__(self) -> LoadedServable:
+        self._servable._enter()
+        return self._servable
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._servable._leave()
 
 
 def load_servable(name: str, version: int, path: Path, options: SessionOptions) -> LoadedServable:
@@ -271,6 +292,7 @@ def load_servable(name: str, version: int, path: Path, options: SessionOptions) 
         inter_op_parallelism_threads=options.inter_op_threads,
         allow_soft_placement=True,
     )
+    config.experimental.disable_thread_spinning = not options.thread_spinning
     try:
         with graph.as_default():
             tf.compat.v1.train.import_meta_graph(meta_graph, clear_devices=True)

@@ -173,3 +173,41 @@ def test_batching_file_errors_name_the_problem(tmp_path: Path) -> None:
     bad.write_text("max_batch_sise { value: 3 }\n")
     with pytest.raises(ValueError, match="max_batch_sise"):
         read_batching_parameters(bad)
+
+
+async def test_a_request_running_past_its_deadline_gets_deadline_exceeded(
+    executor: concurrent.futures.Executor,
+) -> None:
+    gate = threading.Event()
+    model = FakeModel(gate)
+    settings = BatchingParameters(max_batch_size=8, batch_timeout_micros=0)
+    batcher = Batcher(
+        model, settings, executor, asyncio.Semaphore(1), BatchStats(), timeout_seconds=0.1
+    )
+    running = asyncio.ensure_future(batcher.submit(rows(1)))
+    await asyncio.sleep(0.03)  # the model call has started and is blocked
+    queued = asyncio.ensure_future(batcher.submit(rows(2)))
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(running, queued, return_exceptions=True), timeout=5
+    )
+    for outcome in outcomes:
+        assert isinstance(outcome, ServingError)
+        assert (outcome.code, outcome.message) == (Code.DEADLINE_EXCEEDED, "Deadline Exceeded")
+    gate.set()
+    # The expired request left the queue: it is never run, and later requests still are.
+    result = await asyncio.wait_for(batcher.submit(rows(3)), timeout=5)
+    np.testing.assert_array_equal(result["y"], [[6]])
+    assert model.calls == [1, 1]
+
+
+async def test_requests_within_their_deadline_are_answered(
+    executor: concurrent.futures.Executor,
+) -> None:
+    model = FakeModel()
+    settings = BatchingParameters(max_batch_size=4, batch_timeout_micros=0)
+    batcher = Batcher(
+        model, settings, executor, asyncio.Semaphore(1), BatchStats(), timeout_seconds=5
+    )
+    results = await asyncio.gather(*(batcher.submit(rows(i)) for i in range(10)))
+    assert [r["y"][0, 0] for r in results] == [2 * i for i in range(10)]
+    assert sum(model.calls) == 10
