@@ -56,8 +56,12 @@ __all__ = ["PolicySet"]
 #: One candidate rule in a plan: the rule, its residual predicate, whether it has an
 #: effective window, what a match does (`_DENY`, `_KEEP`, `_SHADOW`) and its position.
 _Entry = tuple[CompiledRule, Any, bool, int, int]
-#: A lookup's plan: its non-audit candidates in stage chunks, and its audit positions.
-_Plan = tuple[tuple[tuple[int, tuple[_Entry, ...]], ...], tuple[int, ...]]
+#: Runs one stage chunk's checks in sequence (see `_generate_chunk`); False when a check
+#: raised and the chunk must be rerun by the general loop.
+_ChunkRunner = Callable[[Any, EvalState, Any, list[Any], list[Any], list[str]], bool]
+#: A lookup's plan: its non-audit candidates in stage chunks (each with its generated
+#: runner, None when a rule has exceptions), and its audit positions.
+_Plan = tuple[tuple[tuple[int, tuple[_Entry, ...], "_ChunkRunner | None"], ...], tuple[int, ...]]
 #: Reads the values some templates render, as a memo key part (None: do not memoise).
 _KeyReader = Callable[[Mapping[str, Any], EvalState], "tuple[Any, ...] | None"]
 
@@ -104,6 +108,7 @@ class PolicySet:
         "_static_bases",
         "_plain_keeps",
         "_plans",
+        "_runners",
     )
 
     def __init__(self, compiled: CompileResult, revision: str, files: Sequence[str]) -> None:
@@ -142,6 +147,8 @@ class PolicySet:
         )
         #: Candidate mask -> its plan (see `_plan_for`); bounded, rebuilt on demand.
         self._plans: dict[int, _Plan] = {}
+        #: Chunk positions -> its generated runner (shared by the plans that hold it).
+        self._runners: dict[tuple[int, ...], _ChunkRunner | None] = {}
         settings = compiled.settings
         self._default_effect = settings.default_effect if settings else "deny"
         self._default_status = settings.default_status if settings else 403
@@ -201,11 +208,37 @@ class PolicySet:
                 chunks[-1][1].append(entry)
             else:
                 chunks.append((rule.stage_index, [entry]))
-        plan = (tuple((stage, tuple(entries)) for stage, entries in chunks), tuple(audit))
+        plan = (
+            tuple((stage, tuple(entries), self._runner_for(entries)) for stage, entries in chunks),
+            tuple(audit),
+        )
         if len(self._plans) > 4096:  # contexts can produce many masks; keep memory bounded
             self._plans.clear()
         self._plans[mask] = plan
         return plan
+
+    def _runner_for(self, entries: Sequence[_Entry]) -> _ChunkRunner | None:
+        key = tuple(entry[4] for entry in entries)
+        if key in self._runners:
+            return self._runners[key]
+        if len(self._runners) > 4096:
+            self._runners.clear()
+        runner = self._runners[key] = _generate_chunk(entries)
+        return runner
+
+    @staticmethod
+    def _rollback(
+        entries: Sequence[_Entry],
+        denies: list[CompiledRule],
+        matched: list[CompiledRule],
+        dry: list[str],
+    ) -> None:
+        """Undo what a chunk runner added before one of its checks raised."""
+        mine = {entry[0].pos for entry in entries}
+        ids = {entry[0].id for entry in entries}
+        denies[:] = [r for r in denies if r.pos not in mine]
+        matched[:] = [r for r in matched if r.pos not in mine]
+        dry[:] = [i for i in dry if i not in ids]
 
     # ------------------------------------------------------------------ evaluation
 
@@ -292,7 +325,7 @@ class PolicySet:
             chunks, audit_part = plan
             if audit_part:
                 audit_positions = audit_part
-            for rule_stage, entries in chunks:
+            for rule_stage, entries, runner in chunks:
                 if rule_stage != stage:
                     # Leaving `stage`: stop at a deny, and route once residency is done.
                     if denies:
@@ -307,6 +340,11 @@ class PolicySet:
                             stage = _RESIDENCY
                             break
                     stage = rule_stage
+                if runner is not None and outcomes is None:
+                    if runner(ctx, st, at, denies, matched, dry):
+                        continue
+                    # A check raised: rerun the chunk below, which records the error.
+                    self._rollback(entries, denies, matched, dry)
                 for rule, rest, timed, kind, pos in entries:
                     if timed and (
                         (rule.start is not None and at < rule.start)
@@ -649,6 +687,23 @@ class PolicySet:
         audit: AuditObligation,
         route_denial: bool,
     ) -> Decision:
+        tail_key: tuple[Any, ...] | None = None
+        if denies and not errors:
+            # The common denial is a function of the deny rules, the audit rules that
+            # matched (rule ids, audit duties) and the values its texts read: memoise
+            # the whole decision on exactly those, shadow hits and waivers aside.
+            texts_key = self._texts_key(denies, ctx, st)
+            if texts_key is not None:
+                tail_key = (
+                    ("denial", texts_key, tuple([r.pos for r in audit_hits]))
+                    if audit_hits
+                    else ("denial", texts_key)
+                )
+                known: Decision | None = self._cache.get(tail_key)
+                if known is not None:
+                    if dry or waivers:
+                        return known._replace(dry_run=tuple(dry), waivers=tuple(waivers))
+                    return known
         if denies:
             deciding = list(denies)
             stage = STAGES[deciding[0].stage_index]
@@ -699,19 +754,26 @@ class PolicySet:
                 bases, problem = texts
                 render_errors = []
             if not render_errors:
-                return Decision(
+                decision = Decision(
                     "deny",
                     status,
                     stage,
                     rule_ids,
-                    tuple(dry),
+                    (),
                     bases,
                     problem,
                     obligations,
                     (),
                     self.revision,
-                    tuple(waivers),
+                    (),
                 )
+                if tail_key is not None:
+                    if len(self._cache) > 4096:
+                        self._cache.clear()
+                    self._cache[tail_key] = decision
+                if dry or waivers:
+                    return decision._replace(dry_run=tuple(dry), waivers=tuple(waivers))
+                return decision
         render_errors = []
         bases = self._bases(ctx, st, deciding, render_errors)
         if errors or render_errors:
@@ -999,6 +1061,54 @@ def _text_keys(rule: CompiledRule, vocabulary: Vocabulary) -> tuple[_KeyReader, 
             if template is not None:
                 texts.extend(p[0] for p in template.parts if p.__class__ is tuple)
     return generate_key_reader(vocabulary, bases), generate_key_reader(vocabulary, texts)
+
+
+def _generate_chunk(entries: Sequence[_Entry]) -> _ChunkRunner | None:
+    """Generate a function running one chunk's checks in sequence, with the outcome of
+    each match written out, instead of the general loop's per-entry dispatch.
+
+    Same order and results as the loop in `_decide` when nothing raises; any exception
+    makes it return False (the loop then reruns the chunk and records the error). Rules
+    with exceptions keep the general loop (None).
+    """
+    if any(entry[0].exceptions for entry in entries):
+        return None
+    constants: dict[str, Any] = {}
+
+    def const(value: Any) -> str:
+        name = f"K{len(constants)}"
+        constants[name] = value
+        return name
+
+    lines = ["def chunk(ctx, st, at, denies, matched, dry):", "    try:"]
+    for rule, rest, timed, kind, _pos in entries:
+        tests = []
+        if timed:
+            if rule.start is not None:
+                tests.append(f"not (at < {const(rule.start)})")
+            if rule.end is not None:
+                tests.append(f"not (at >= {const(rule.end)})")
+        if rest is not None:
+            tests.append(f"{const(rest)}(ctx, st)")
+        if kind == _DENY:
+            action = f"denies.append({const(rule)})"
+        elif kind == _KEEP:
+            action = f"matched.append({const(rule)})"
+        else:
+            action = f"dry.append({const(rule.id)})"
+        if tests:
+            lines.append(f"        if {' and '.join(tests)}:")
+            lines.append(f"            {action}")
+        else:
+            lines.append(f"        {action}")
+    lines += ["    except Exception:", "        return False", "    return True"]
+    source = "\n".join(lines) + "\n"
+    # SECURITY: rules, predicates and times are bound constants; the source holds only
+    # names chosen here.
+    exec(compile(source, "<policy:chunk>", "exec"), constants)
+    runner: _ChunkRunner = constants["chunk"]
+    runner.__doc__ = source
+    return runner
 
 
 def _allow_key(rule: CompiledRule, vocabulary: Vocabulary) -> _KeyReader | None:

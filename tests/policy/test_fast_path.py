@@ -87,3 +87,29 @@ def test_generated_time_field_comparisons_match_the_reference(
                 except EvalError as exc:
                     outcomes.append(exc.code)  # type: ignore[arg-type]
             assert outcomes[0] == outcomes[1], (op, start, end)
+
+
+def test_a_chunk_whose_later_check_raises_is_rerun_without_duplicates(
+    compile_packs: Build,
+) -> None:
+    # Both rules land in one generated chunk: the first matches, the second raises, so
+    # the runner's partial result is rolled back and the general loop records the error.
+    body = """
+  - id: not-acme
+    effect: deny
+    when: {caller.tenant: {ne: acme}}
+    basis: [{ref: "Art. 6"}]
+  - id: kids
+    effect: deny
+    when: {subject.age: {lt: 16}}
+    basis: [{ref: "Art. 8(1)"}]
+"""
+    grant = "kind: pack\nid: grant\nstage: licence\nrules:\n  - id: grant\n    effect: allow\n"
+    packs = f"kind: pack\nid: kids\nstage: lawful_basis\nregime: GDPR\nrules:\n{body}"
+    ps = compile_packs(g=grant, a=packs)
+    ctx = context(caller={"tenant": "other"}, subject={"age": "15"})
+    plain = ps.evaluate(ctx)
+    assert plain.rules == ("not-acme", "kids")
+    assert [e.rule for e in plain.errors] == ["kids"]
+    assert plain.to_json() == _without_explanation(ps.evaluate(ctx, explain=True))
+    assert ps.evaluate(ctx) == plain
