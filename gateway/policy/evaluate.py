@@ -23,7 +23,7 @@ current exception, does not match.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 from gateway.policy.codegen import generate_key_reader, positions_of
 from gateway.policy.compile import (
@@ -52,6 +52,8 @@ from gateway.policy.schema import STAGES
 from gateway.policy.vocabulary import Vocabulary, region_in
 
 __all__ = ["PolicySet"]
+
+_T = TypeVar("_T")
 
 #: One candidate rule in a plan: the rule, its residual predicate, whether it has an
 #: effective window, what a match does (`_DENY`, `_KEEP`, `_SHADOW`) and its position.
@@ -551,18 +553,14 @@ class PolicySet:
         key = ("intersect", a, b)
         hit = self._cache.get(key)
         if hit is None:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            hit = self._cache[key] = self.vocabulary.intersect(a, b)
+            hit = self._remember(key, self.vocabulary.intersect(a, b))
         return hit
 
     def _compress(self, regions: frozenset[str]) -> list[str]:
         key = ("compress", regions)
         hit = self._cache.get(key)
         if hit is None:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            hit = self._cache[key] = self.vocabulary.compress(regions)
+            hit = self._remember(key, self.vocabulary.compress(regions))
         return hit
 
     # ------------------------------------------------------------------ outcomes
@@ -574,9 +572,7 @@ class PolicySet:
         key = ("audit", *[r.pos for r in hits])
         found = self._cache.get(key)
         if found is None:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            found = self._cache[key] = self._merge_audit(hits)
+            found = self._remember(key, self._merge_audit(hits))
         audit, errors = found
         return audit, list(errors)
 
@@ -623,7 +619,7 @@ class PolicySet:
             if static is not None:
                 return static
         # The bases depend only on the rules and the values their templates read.
-        key = self._bases_key(rules, ctx, st)
+        key = self._memo_key("bases", rules, ctx, st, 0)
         if key is None:
             return self._render_bases(ctx, st, rules, errors)
         found = self._cache.get(key)
@@ -633,26 +629,8 @@ class PolicySet:
             if mine:
                 errors.extend(mine)
                 return found
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            self._cache[key] = found
+            self._remember(key, found)
         return found
-
-    def _bases_key(
-        self, rules: Sequence[CompiledRule], ctx: Mapping[str, Any], st: EvalState
-    ) -> tuple[Any, ...] | None:
-        readers = self._text_keys
-        if len(rules) == 1:
-            pos = rules[0].pos
-            values = readers[pos][0](ctx, st)
-            return None if values is None else ("bases", pos, values)
-        parts: list[Any] = []
-        for rule in rules:
-            values = readers[rule.pos][0](ctx, st)
-            if values is None:
-                return None
-            parts.extend(values)
-        return ("bases", tuple(r.pos for r in rules), tuple(parts))
 
     def _render_bases(
         self,
@@ -692,7 +670,7 @@ class PolicySet:
             # The common denial is a function of the deny rules, the audit rules that
             # matched (rule ids, audit duties) and the values its texts read: memoise
             # the whole decision on exactly those, shadow hits and waivers aside.
-            texts_key = self._texts_key(denies, ctx, st)
+            texts_key = self._memo_key("texts", denies, ctx, st, 1)
             if texts_key is not None:
                 tail_key = (
                     ("denial", texts_key, tuple([r.pos for r in audit_hits]))
@@ -737,7 +715,7 @@ class PolicySet:
         if denies and not errors:
             # The common denial: its texts depend only on the deciding rules and the
             # values their templates read, so they are memoised on exactly those.
-            key = self._texts_key(deciding, ctx, st)
+            key = self._memo_key("texts", deciding, ctx, st, 1)
             texts = self._cache.get(key) if key is not None else None
             if texts is None:
                 render_errors: list[DecisionError] = []
@@ -747,9 +725,7 @@ class PolicySet:
                     assert first.problem is not None
                     problem = first.problem.static or _render_problem(first.problem, ctx, st)
                     if key is not None:
-                        if len(self._cache) > 4096:
-                            self._cache.clear()
-                        self._cache[key] = (bases, problem)
+                        self._remember(key, (bases, problem))
             else:
                 bases, problem = texts
                 render_errors = []
@@ -768,9 +744,7 @@ class PolicySet:
                     (),
                 )
                 if tail_key is not None:
-                    if len(self._cache) > 4096:
-                        self._cache.clear()
-                    self._cache[tail_key] = decision
+                    self._remember(tail_key, decision)
                 if dry or waivers:
                     return decision._replace(dry_run=tuple(dry), waivers=tuple(waivers))
                 return decision
@@ -811,27 +785,41 @@ class PolicySet:
         key = ("audit-only", audit)
         found = self._cache.get(key)
         if found is None:
-            if len(self._cache) > 4096:
-                self._cache.clear()
-            found = self._cache[key] = Obligations(audit=audit)
+            found = self._remember(key, Obligations(audit=audit))
         return found
 
-    def _texts_key(
-        self, deciding: Sequence[CompiledRule], ctx: Mapping[str, Any], st: EvalState
+    def _remember(self, key: Any, value: _T) -> _T:
+        """Store a memoised result; the memo is emptied when it grows past its bound."""
+        if len(self._cache) > 4096:
+            self._cache.clear()
+        self._cache[key] = value
+        return value
+
+    def _memo_key(
+        self,
+        tag: str,
+        rules: Sequence[CompiledRule],
+        ctx: Mapping[str, Any],
+        st: EvalState,
+        first_reader: int,
     ) -> tuple[Any, ...] | None:
-        """Memo key for a denial's legal bases and problem, or None when not memoisable."""
+        """Memo key from the values the rules' templates read, or None when not memoisable.
+
+        Reader 0 reads a rule's legal-basis fields; reader 1 also its problem text, used for
+        the first (deciding) rule of a denial.
+        """
         readers = self._text_keys
-        if len(deciding) == 1:
-            pos = deciding[0].pos
-            values = readers[pos][1](ctx, st)
-            return None if values is None else ("texts", pos, values)
+        if len(rules) == 1:
+            pos = rules[0].pos
+            values = readers[pos][first_reader](ctx, st)
+            return None if values is None else (tag, pos, values)
         parts: list[Any] = []
-        for i, rule in enumerate(deciding):
-            values = readers[rule.pos][0 if i else 1](ctx, st)
+        for i, rule in enumerate(rules):
+            values = readers[rule.pos][0 if i else first_reader](ctx, st)
             if values is None:
                 return None
             parts.extend(values)
-        return ("texts", tuple(r.pos for r in deciding), tuple(parts))
+        return (tag, tuple(r.pos for r in rules), tuple(parts))
 
     def _route_problem(self, ctx: Mapping[str, Any], rules: Sequence[CompiledRule]) -> Problem:
         regions = rules[0].obligations.route[0] if rules[0].obligations.route else frozenset()
@@ -906,9 +894,7 @@ class PolicySet:
                 return self._failure(errors[0].code, errors[0].message, None, errors[0].rule)
             found = (tuple(r.id for r in everything), bases, obligations)
             if key is not None:
-                if len(self._cache) > 4096:
-                    self._cache.clear()
-                self._cache[key] = found
+                self._remember(key, found)
         # Positional arguments: this runs for every allow.
         return Decision(
             "allow",
