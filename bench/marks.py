@@ -16,11 +16,15 @@ import functools
 import io
 import json
 import random
-import statistics
-import time
-from collections.abc import Callable
+import sys
+from pathlib import Path
 
 from PIL import Image, PngImagePlugin
+from timing import median_us
+
+# `python bench/<name>.py` puts bench/ first on sys.path, where bench/gateway.py would shadow
+# the package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from gateway.marks import apply_marks, build_marks, mark_predict_response
 
@@ -29,16 +33,6 @@ MARKS = build_marks(
     content_producer="001191101085MA01KP2T5U00001",
     produce_id="3f0c2b9e-decision",
 )
-
-
-def _median_us(func: Callable[[], object], *, repeat: int = 30) -> float:
-    func()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        func()
-        samples.append((time.perf_counter() - start) * 1e6)
-    return statistics.median(samples)
 
 
 def _image(size: int) -> Image.Image:
@@ -84,21 +78,23 @@ def main() -> None:
     print(f"{'case':56} {'median us':>10} {'ratio':>8}")
     for size in (256, 1024):
         png = _encode(_image(size), "PNG")
-        ours = _median_us(functools.partial(apply_marks, png, MARKS))
+        ours = median_us(functools.partial(apply_marks, png, MARKS), inner=1, repeat=30)
         resave = functools.partial(_pillow_resave, png, _same_text_chunks(png))
         _row(f"PNG {size}x{size} ({len(png) // 1024} KiB): chunk insertion", ours)
-        base = _median_us(resave, repeat=10)
+        base = median_us(resave, repeat=10)
         _row("  baseline: Pillow re-save with PngInfo", base, base / ours)
         jpeg = _encode(_image(size), "JPEG")
         _row(
             f"JPEG {size}x{size} ({len(jpeg) // 1024} KiB): APP1 insertion",
-            _median_us(functools.partial(apply_marks, jpeg, MARKS)),
+            median_us(functools.partial(apply_marks, jpeg, MARKS), inner=1, repeat=30),
         )
         body = json.dumps(
             {"predictions": [{"image_bytes": {"b64": base64.b64encode(png).decode()}}]}, indent=4
         ).encode()
-        spliced = _median_us(functools.partial(mark_predict_response, body, MARKS))
-        rewritten = _median_us(functools.partial(_mark_by_reserialising, body))
+        spliced = median_us(
+            functools.partial(mark_predict_response, body, MARKS), inner=1, repeat=30
+        )
+        rewritten = median_us(functools.partial(_mark_by_reserialising, body), inner=1, repeat=30)
         _row("  predict response: mark, splice into its bytes", spliced)
         _row("  baseline: mark, re-serialise with json.dumps", rewritten, rewritten / spliced)
 

@@ -15,10 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import random
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,20 +25,11 @@ import orjson
 # the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from timing import median_us
+
 from gateway.privacy import MaskRule, apply_masks, scan
 
 HINTS = ("DE", "US")
-
-
-def _median_us(func: Callable[[], object], *, inner: int = 100, repeat: int = 15) -> float:
-    func()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(inner):
-            func()
-        samples.append((time.perf_counter() - start) * 1e6 / inner)
-    return statistics.median(samples)
 
 
 def _bodies() -> dict[str, Any]:
@@ -84,9 +72,9 @@ def main() -> None:
         body = orjson.dumps(document)
         slow = len(body) > 50_000
         inner, repeat = (1, 5) if slow else (100, 15)
-        base = _median_us(lambda body=body: json.loads(body), inner=inner, repeat=repeat)
-        fast = _median_us(lambda body=body: orjson.loads(body), inner=inner, repeat=repeat)
-        cost = _median_us(
+        base = median_us(lambda body=body: json.loads(body), inner=inner, repeat=repeat)
+        fast = median_us(lambda body=body: orjson.loads(body), inner=inner, repeat=repeat)
+        cost = median_us(
             lambda document=document: scan(document, region_hints=HINTS),
             inner=inner,
             repeat=repeat,
@@ -96,8 +84,10 @@ def main() -> None:
         )
         findings = scan(document, region_hints=HINTS)
         if findings and findings.complete:
-            masking = _median_us(
-                lambda document=document, findings=findings: apply_masks(document, findings, rules)
+            masking = median_us(
+                lambda document=document, findings=findings: apply_masks(document, findings, rules),
+                inner=100,
+                repeat=15,
             )
             print(f"{'  + apply_masks':32} {'':7} {'':9} {'':10} {masking:10.1f}")
         if not findings.complete:

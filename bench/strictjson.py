@@ -12,10 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import random
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import orjson
@@ -24,18 +21,9 @@ import orjson
 # the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from timing import median_us
+
 from gateway.strictjson import loads
-
-
-def _median_us(func: Callable[[], object], *, inner: int = 200, repeat: int = 15) -> float:
-    func()
-    samples = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        for _ in range(inner):
-            func()
-        samples.append((time.perf_counter() - start) * 1e6 / inner)
-    return statistics.median(samples)
 
 
 def _bodies() -> dict[str, bytes]:
@@ -66,11 +54,11 @@ def main() -> None:
         inner = 20 if len(body) > 50_000 else 200
         try:
             orjson.loads(body)
-            base = _median_us(lambda body=body: orjson.loads(body), inner=inner)
+            base = median_us(lambda body=body: orjson.loads(body), inner=inner)
         except orjson.JSONDecodeError:
             base = float("nan")  # orjson refuses NaN
-        std = _median_us(lambda body=body: json.loads(body), inner=inner)
-        ours = _median_us(lambda body=body: loads(body), inner=inner)
+        std = median_us(lambda body=body: json.loads(body), inner=inner)
+        ours = median_us(lambda body=body: loads(body), inner=inner)
         ratio = ours / base if base == base else float("nan")
         print(f"{label:30} {base:10.1f} {std:10.1f} {ours:10.1f} {ratio:13.2f}x")
 
