@@ -7,12 +7,16 @@
 
 Needs `wrk` (`apt-get install -y wrk`); `--profile` needs py-spy (`pip install py-spy`).
 
-One run, one load generator (wrk, closed loop, `--latency`), three targets on loopback, each
+One run, one load generator (wrk, closed loop, `--latency`), four targets on loopback, each
 server in its own process:
 
 1. direct: a stub TF Serving backend (aiohttp; fixed predictions JSON, model status);
 2. bare: an aiohttp pass-through proxy in front of it (one ClientSession; no policy, no audit);
-3. gateway: `python -m gateway serve --config ...` in front of it with every shipped policy
+3. floor: the bare proxy plus only the work the audit brief's section 0 makes mandatory for any
+   compliant gateway: parse the body, keyed digests, a durable signed decision record before
+   forwarding and an outcome record before answering (the gateway's own `AuditLog`, strict);
+   the ceiling for any gateway with write-ahead audit, whatever its policies;
+4. gateway: `python -m gateway serve --config ...` in front of it with every shipped policy
    pack, personal-data scanning and strict durable audit (fsync per group commit), a tenant
    with a hashed API key, a licence for the model and a CIDR table mapping 127.0.0.0/8 to DE.
 
@@ -73,7 +77,7 @@ TENANT = "bench-eu"
 API_KEY = "jg-bench-key-not-a-secret"
 PURPOSE = "product_catalog_tagging"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-TARGETS = ("direct", "bare", "gateway")
+TARGETS = ("direct", "bare", "floor", "gateway")
 # What a TF Serving classifier answers: ten class scores, TF Serving's own layout.
 PREDICTIONS = (
     b'{\n    "predictions": [[0.000112, 0.000231, 0.981204, 0.003311, 0.000052, 0.001874,'
@@ -105,31 +109,78 @@ def serve_backend(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
-def serve_bare_proxy(port: int, upstream: str) -> None:
-    """A bare pass-through proxy: one ClientSession, no parsing, no policy, no audit."""
+def serve_bare_proxy(port: int, upstream: str, floor_work: Path | None = None) -> None:
+    """A bare pass-through proxy: one ClientSession, no parsing, no policy, no audit.
+
+    With `floor_work`, the *floor*: the same proxy plus only what the audit brief's section 0
+    makes every compliant gateway do, whatever its policies: parse the body (orjson, the
+    fastest parser at hand, without the gateway's strict checks), a keyed digest of request
+    and response, a durable signed `decision` record before forwarding and an `outcome`
+    record before answering, both through the gateway's own `AuditLog` with the gateway's
+    default settings (strict: fsync per group commit, a signed checkpoint per batch). No
+    policy, no scan, no tenants. The full gateway cannot be cheaper than this.
+
+    Both run on the gateway's event loop (uvloop when installed), so that the three proxies
+    differ only in the work they do.
+    """
+    import hmac
+    import uuid
     from collections.abc import AsyncIterator
 
     import aiohttp
+    import orjson
     from aiohttp import web
 
+    from gateway.audit import AuditLog, Signer
+    from gateway.audit.writer import AuditOptions
+    from gateway.commands.serve import event_loop_factory
+
     session_key = web.AppKey("session", aiohttp.ClientSession)
+    audit_key = web.AppKey("audit", AuditLog)
+    mac_key = b"bench-floor-payload-key-32-bytes"
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         app[session_key] = aiohttp.ClientSession(
             base_url=upstream, auto_decompress=False, connector=aiohttp.TCPConnector(limit=100)
         )
+        if floor_work is not None:
+            app[audit_key] = await AuditLog.open(
+                floor_work / "audit-floor",
+                Signer.generate("jurisgate-bench-floor"),
+                origin="jurisgate-bench/floor",
+                options=AuditOptions(durability="strict"),
+            )
         yield
         await app[session_key].close()
+        if floor_work is not None:
+            await app[audit_key].close()
+
+    def mac(payload: bytes) -> str:
+        return "hmac-sha256:k1:" + hmac.digest(mac_key, payload, "sha256").hex()
 
     async def forward(request: web.Request) -> web.Response:
         body = await request.read()
         headers = {}
         if request.content_type:
             headers["Content-Type"] = request.headers.get("Content-Type", "")
+        audit = request.app[audit_key] if floor_work is not None else None
+        decision_id = ""
+        if audit is not None and body:
+            orjson.loads(body)
+            decision_id = str(uuid.uuid4())
+            await audit.append(
+                {"type": "decision", "decision_id": decision_id, "decision": "allow",
+                 "status": 200, "req_mac": mac(body)}
+            )  # fmt: skip
         async with request.app[session_key].request(
             request.method, request.raw_path, data=body or None, headers=headers
         ) as upstream_response:
             payload = await upstream_response.read()
+            if audit is not None and body:
+                await audit.append(
+                    {"type": "outcome", "decision_id": decision_id,
+                     "status": upstream_response.status, "resp_mac": mac(payload)}
+                )  # fmt: skip
             response = web.Response(status=upstream_response.status, body=payload)
             content_type = upstream_response.headers.get("Content-Type")
             if content_type:
@@ -140,7 +191,11 @@ def serve_bare_proxy(port: int, upstream: str) -> None:
     app.cleanup_ctx.append(session_ctx)
     app.router.add_route("*", "/{tail:.*}", forward)
     runner_kwargs: dict[str, Any] = {"auto_decompress": False}
-    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None, **runner_kwargs)
+    loop_factory = event_loop_factory()
+    web.run_app(
+        app, host="127.0.0.1", port=port, access_log=None, print=None,
+        loop=loop_factory() if loop_factory else None, **runner_kwargs,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------- set-up
@@ -779,7 +834,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
-    parser.add_argument("--role", choices=["backend", "bare"], help=argparse.SUPPRESS)
+    parser.add_argument("--role", choices=["backend", "bare", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -789,6 +845,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.role == "bare":
         serve_bare_proxy(args.port, args.upstream)
+        return 0
+    if args.role == "floor":
+        serve_bare_proxy(args.port, args.upstream, floor_work=args.work)
         return 0
     if shutil.which("wrk") is None:
         print("wrk not found: install it with `apt-get install -y wrk`", file=sys.stderr)
@@ -878,6 +937,8 @@ def run(args: argparse.Namespace) -> int:
                   ports["direct"], client_core)  # fmt: skip
         rig.start("bare", [*me, "--role", "bare", "--port", str(ports["bare"]), "--upstream",
                   upstream], ports["bare"], server_core)  # fmt: skip
+        rig.start("floor", [*me, "--role", "floor", "--port", str(ports["floor"]), "--upstream",
+                  upstream, "--work", str(work)], ports["floor"], server_core)  # fmt: skip
         rig.start("gateway", gateway_command, ports["gateway"], server_core)
         # Remember the sources the gateway runs now: the profile names file:line, and the tree
         # may be edited while the bench runs.
@@ -912,7 +973,7 @@ def run(args: argparse.Namespace) -> int:
         for name in TARGETS:
             server = rig.servers[name]
             print(f"  {name:8s} pid {server.pid:<7d} {' '.join(server.command)}")
-        progress("check: all three answer the predict with 200 and the backend's exact bytes")
+        progress("check: every target answers the predict with 200 and the backend's exact bytes")
 
         # RSS of a fresh gateway after the first N requests and after M in total.
         gateway = rig.servers["gateway"]
@@ -938,7 +999,7 @@ def run(args: argparse.Namespace) -> int:
             rig.warm(name, args.warmup, args.connections)
         rounds: dict[str, list[WrkResult]] = {name: [] for name in TARGETS}
         for index in range(args.rounds):
-            for name in TARGETS[index % 3 :] + TARGETS[: index % 3]:
+            for name in TARGETS[index % len(TARGETS) :] + TARGETS[: index % len(TARGETS)]:
                 result = rig.wrk(name, args.duration, args.connections)
                 rounds[name].append(result)
                 progress(f"round {index + 1} {name:8s} {describe(result, name)}")
@@ -1176,6 +1237,11 @@ def report(
     print(f"{'bar':40s}{'measured':>12s}{'bar':>14s}  result")
     for label, value, bar, ok in bars:
         print(f"{label:40s}{value:>12s}{bar:>14s}  {'PASS' if ok else 'MISS'}")
+    print(
+        f"floor (parse + write-ahead audit only): {load['floor'].rps / load['bare'].rps:.2f}x "
+        f"the bare proxy; the gateway reaches {load['gateway'].rps / load['floor'].rps:.2f}x "
+        "the floor"
+    )
     print(
         f"context: bare/direct {load['bare'].rps / direct_rps:.2f}x, gateway/direct "
         f"{load['gateway'].rps / direct_rps:.2f}x; gateway CPU per request "

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from gateway.audit import AuditLog, PayloadDigester, minimise_ip
-from gateway.clientip import ClientIPConfig, RegionLookup
+from gateway.clientip import ClientIPConfig, ClientResolution, RegionLookup, resolve_client
 from gateway.config import GatewayConfig
 from gateway.metrics import GatewayMetrics
 from gateway.policy import Decision, LegalBasis, PolicySet, Problem, Remedy
@@ -60,6 +60,8 @@ class Snapshot:
     backends: tuple[BackendSpec, ...]
     sink_views: tuple[Mapping[str, Any], ...] = ()
     _by_model: Mapping[str, tuple[BackendSpec, ...]] = field(default_factory=dict, repr=False)
+    _client_headers: tuple[str, ...] = field(default=(), repr=False)
+    _by_peer: dict[str | None, ClientResolution] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         by_model: dict[str, list[BackendSpec]] = {}
@@ -67,6 +69,29 @@ class Snapshot:
             for model in backend.models:
                 by_model.setdefault(model, []).append(backend)
         object.__setattr__(self, "_by_model", {k: tuple(v) for k, v in by_model.items()})
+        names = ["X-Forwarded-For", "Forwarded", *self.client_ip.claim_headers]
+        if self.client_ip.trusted_region_header:
+            names.append(self.client_ip.trusted_region_header)
+        object.__setattr__(self, "_client_headers", tuple(names))
+
+    def resolve_client(self, peer: str | None, headers: Mapping[str, str]) -> ClientResolution:
+        """`clientip.resolve_client` under this snapshot's settings.
+
+        A request without any forwarding or region header resolves from its TCP peer alone,
+        so that answer is kept per peer (bounded; the snapshot is replaced on reload, and
+        the region table with it). `headers` must match names case-insensitively, as
+        aiohttp's request headers do.
+        """
+        for name in self._client_headers:
+            if name in headers:
+                return resolve_client(peer, headers, self.client_ip, self.regions)
+        known = self._by_peer.get(peer)
+        if known is None:
+            known = resolve_client(peer, (), self.client_ip, self.regions)
+            if len(self._by_peer) >= _IP_CACHE_SIZE:
+                self._by_peer.clear()
+            self._by_peer[peer] = known
+        return known
 
     def region_lookup(self, ip: str) -> str | None:
         """The region of a client address (CIDR table, then GeoIP database)."""

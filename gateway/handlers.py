@@ -34,7 +34,6 @@ from aiohttp import web
 from gateway import strictjson
 from gateway.app_state import DECISION_ID, RUNTIME, Runtime, Snapshot
 from gateway.audit import AuditError, AuditUnavailable
-from gateway.clientip import resolve_client
 from gateway.context import ClientFacts, ContextError, RouteFacts, build_context, find_licence
 from gateway.marks import ImageMarkError, mark_predict_response, marks_for_obligations
 from gateway.policy import Decision
@@ -284,7 +283,7 @@ async def _pipeline(
         document = _parse_json(body, snap, decision_id)
 
     # Who and where.
-    client = resolve_client(request.remote, request.headers, snap.client_ip, snap.regions)
+    client = snap.resolve_client(request.remote, request.headers)
     client_ip = client.ip or ""
     region = client.region
     claims = tuple(dict.fromkeys(c for c in client.region_claims if c != region))
