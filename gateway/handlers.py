@@ -159,11 +159,11 @@ async def _read_body(request: web.Request, snap: Snapshot, decision_id: str) -> 
     return body
 
 
-def _parse_json(body: bytes, snap: Snapshot, decision_id: str) -> Any:
+def _parse_json(body: bytes, snap: Snapshot, decision_id: str) -> strictjson.ParsedBody:
     if not body.strip():
         raise _tfs_refusal(_tfs_json_error("JSON Parse error: The document is empty"), "reject")
     try:
-        return strictjson.loads(body, max_depth=snap.config.limits.max_json_depth)
+        return strictjson.parse_body(body, max_depth=snap.config.limits.max_json_depth)
     except strictjson.StrictJsonError as exc:
         raise _tfs_refusal(
             _tfs_json_error(_tf_serving_parse_message(body) or f"JSON Parse error: {exc.message}"),
@@ -278,9 +278,10 @@ async def _pipeline(
 
     body = b""
     document: Any = None
+    strings: tuple[str, ...] | None = None
     if route.http_method == "POST":
         body = await _read_body(request, snap, decision_id)
-        document = _parse_json(body, snap, decision_id)
+        document, strings = _parse_json(body, snap, decision_id)
 
     # Who and where.
     client = snap.resolve_client(request.remote, request.headers)
@@ -312,7 +313,9 @@ async def _pipeline(
     subject_hint = request.headers.get(config.headers.subject_region)
     if subject_hint and len(subject_hint) <= 6:
         hints.append(subject_hint.strip().upper())
-    findings = scan(document, region_hints=hints) if document is not None else None
+    findings = (
+        scan(document, region_hints=hints, value_strings=strings) if document is not None else None
+    )
     if findings is not None and not findings.complete:
         # SECURITY: what the scan budget left unread may hold personal data; never forward it.
         raise _gateway_refusal(

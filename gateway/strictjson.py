@@ -34,9 +34,12 @@ Integers beyond the 64-bit range become floats, as in orjson and in rapidjson.
 
 Speed: the fast path is `orjson.loads` (which enforces rules 2, 3, 6 and part of 4) plus two
 cheap checks on the raw bytes, one for duplicate keys (orjson silently keeps the last) and one
-for depth. Bodies with `NaN`/`Infinity` take the standard library parser with hooks. Every
-refusal is finally reported by a small checking parser that knows exact positions, so the
-messages do not depend on which path noticed the problem.
+for depth. For bodies with few strings (tensors with a few keys and notes) the duplicate check
+locates every string literal with `bytes.find`, which also yields the string values for the
+scanner (`parse_body`), so neither has to walk the numbers. Bodies with `NaN`/`Infinity` take
+the standard library parser with hooks. Every refusal is finally reported by a small checking
+parser that knows exact positions, so the messages do not depend on which path noticed the
+problem.
 
 Compressed bodies: `inflate()` undoes `Content-Encoding: gzip` (and `deflate`) with an output
 size limit, so the inflated body can be inspected like any other.
@@ -49,7 +52,7 @@ import json
 import re
 import zlib
 from collections.abc import Callable
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import orjson
 
@@ -61,8 +64,10 @@ __all__ = [
     "CorruptBodyError",
     "StrictJsonError",
     "UnsupportedEncodingError",
+    "ParsedBody",
     "inflate",
     "loads",
+    "parse_body",
 ]
 
 DEFAULT_MAX_DEPTH: Final = 64
@@ -122,6 +127,15 @@ class CorruptBodyError(BodyEncodingError):
 # Public entry point
 
 
+class ParsedBody(NamedTuple):
+    """A body parsed under the module's rules, and its string values when they were read."""
+
+    value: Any
+    #: Every string *value* of `value` (not the keys), in document order, when the fast path
+    #: read them from the raw bytes; None when another path parsed the body.
+    strings: tuple[str, ...] | None
+
+
 def loads(
     data: bytes | bytearray | memoryview | str,
     *,
@@ -129,46 +143,74 @@ def loads(
     allow_non_finite: bool = True,
 ) -> Any:
     """Parse `data` under the rules in the module docstring, or raise `StrictJsonError`."""
+    return parse_body(data, max_depth=max_depth, allow_non_finite=allow_non_finite).value
+
+
+def parse_body(
+    data: bytes | bytearray | memoryview | str,
+    *,
+    max_depth: int = DEFAULT_MAX_DEPTH,
+    allow_non_finite: bool = True,
+) -> ParsedBody:
+    """`loads`, also returning the document's string values when the fast path has them
+    (so a scanner can look at the text without walking the tensors around it)."""
     if not 1 <= max_depth <= MAX_DEPTH_LIMIT:
         raise ValueError(f"max_depth must be between 1 and {MAX_DEPTH_LIMIT}, got {max_depth}")
     raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else bytes(data)
     try:
         value = orjson.loads(raw)
     except orjson.JSONDecodeError:
-        return _loads_lenient_tokens(raw, max_depth, allow_non_finite)
-    # One pass keeps only the bytes the checks below count (colons, openers, backslashes).
+        return ParsedBody(_loads_lenient_tokens(raw, max_depth, allow_non_finite), None)
+    # One pass keeps only the bytes the checks below count (colons, openers, quotes, escapes).
     marks = raw.translate(None, _NOT_MARKS)
     openers = marks.count(b"[") + marks.count(b"{")
+    quotes = marks.count(b'"')
     if openers > max_depth:
         # Stripping strings from the bytes is cheap for few strings (tensors); walking the
         # containers of the value is cheap for many small strings (text batches).
-        few_strings = marks.count(b'"') <= _FEW_QUOTES
         too_deep = (
-            _deeper_than(raw, max_depth) if few_strings else _value_deeper_than(value, max_depth)
+            _deeper_than(raw, max_depth)
+            if quotes <= _FEW_QUOTES
+            else _value_deeper_than(value, max_depth)
         )
         if too_deep:
-            return _CheckingParser(raw, max_depth, allow_non_finite).parse()
-    if _may_hold_duplicates(raw, marks, value):
-        return _CheckingParser(raw, max_depth, allow_non_finite).parse()
-    return value
+            return ParsedBody(_CheckingParser(raw, max_depth, allow_non_finite).parse(), None)
+    if not quotes:  # no string at all: no keys, no text (a bare tensor)
+        return ParsedBody(value, ())
+    if quotes > _TOKENIZED_QUOTES:
+        # Many strings: one `orjson.dumps` beats a Python step per string literal.
+        if _may_hold_duplicates(raw, marks, value):
+            return ParsedBody(_CheckingParser(raw, max_depth, allow_non_finite).parse(), None)
+        return ParsedBody(value, None)
+    tokens = _string_tokens(raw)
+    if _has_duplicate_keys(raw, tokens):
+        # The checking parser reports the duplicate with its position.
+        return ParsedBody(_CheckingParser(raw, max_depth, allow_non_finite).parse(), None)
+    return ParsedBody(
+        value, tuple(_decode_string(raw, start, end) for start, end, key in tokens if not key)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
 # Fast checks on the raw bytes (only for bodies orjson already accepted, so strings are
-# well formed)
+# well formed and every quote outside a string opens one)
 
+_NOT_MARKS: Final = bytes(b for b in range(256) if b not in b':[{"\\')
+_FEW_QUOTES: Final = 64
+#: Up to this many quote characters, string literals are located one by one.
+_TOKENIZED_QUOTES: Final = 512
+_NOT_BRACES: Final = bytes(b for b in range(256) if b not in b"{}")
+_JSON_SPACE: Final = frozenset(b" \t\r\n")
+_COLON: Final = ord(":")
+_OPEN_BRACE: Final = ord("{")
 # SECURITY: a `\u003a` escape decodes to ':' in the parsed value but is not a ':' byte in the
 # source, which would let an attacker balance the colon counts below; such bodies are checked
 # by the full parser instead.
 _ESCAPED_COLONS: Final = (b"\\u003a", b"\\u003A")
 
 
-_NOT_MARKS: Final = bytes(b for b in range(256) if b not in b':[{"\\')
-_FEW_QUOTES: Final = 64
-
-
 def _may_hold_duplicates(raw: bytes, marks: bytes, value: Any) -> bool:
-    """True unless the body provably has no duplicate keys.
+    """True unless the body provably has no duplicate keys (for bodies with many strings).
 
     Without `\\u003a` escapes, every ':' in the source is either a member separator or a
     character of a string; re-serialising the parsed value keeps all strings that survived and
@@ -176,8 +218,6 @@ def _may_hold_duplicates(raw: bytes, marks: bytes, value: Any) -> bool:
     it), so the re-serialised text has strictly fewer ':' than the source.
     """
     colons = marks.count(b":")
-    # Every member of the top-level object needs its own ':'; if there are no more colons
-    # than members, no other ':' exists anywhere (tensor bodies end here, skipping `dumps`).
     if colons == 0 or (type(value) is dict and colons == len(value)):
         return False
     if b"\\" in marks and any(escape in raw for escape in _ESCAPED_COLONS):
@@ -186,6 +226,65 @@ def _may_hold_duplicates(raw: bytes, marks: bytes, value: Any) -> bool:
         return orjson.dumps(value).count(b":") != colons
     except orjson.JSONEncodeError:
         return True
+
+
+def _string_tokens(raw: bytes) -> list[tuple[int, int, bool]]:
+    """`(opening quote, closing quote, is a key)` of every string literal, in order.
+
+    `find` runs at memchr speed, so a tensor with a few keys costs a few calls however many
+    numbers it holds. A string is a key when the next byte after JSON whitespace is `:`.
+    """
+    tokens: list[tuple[int, int, bool]] = []
+    size = len(raw)
+    start = raw.find(b'"')
+    while start >= 0:
+        end = raw.find(b'"', start + 1)
+        while raw[end - 1] == 0x5C:  # a closing quote follows an even run of backslashes
+            backslashes = 1
+            while raw[end - 1 - backslashes] == 0x5C:
+                backslashes += 1
+            if backslashes % 2 == 0:
+                break
+            end = raw.find(b'"', end + 1)
+        after = end + 1
+        while after < size and raw[after] in _JSON_SPACE:
+            after += 1
+        tokens.append((start, end, after < size and raw[after] == _COLON))
+        start = raw.find(b'"', after)
+    return tokens
+
+
+def _decode_string(raw: bytes, start: int, end: int) -> str:
+    literal = raw[start + 1 : end]
+    if b"\\" not in literal:
+        return literal.decode("utf-8")
+    decoded: str = orjson.loads(raw[start : end + 1])
+    return decoded
+
+
+def _has_duplicate_keys(raw: bytes, tokens: list[tuple[int, int, bool]]) -> bool:
+    """Whether any object of the body has the same key twice (after decoding escapes).
+
+    Only `{` and `}` between string literals change which object a key belongs to, so each
+    gap is reduced to its braces (one `translate`) and a stack holds the keys of every open
+    object.
+    """
+    open_objects: list[set[str]] = []
+    position = 0
+    for start, end, is_key in tokens:
+        for brace in raw[position:start].translate(None, _NOT_BRACES):
+            if brace == _OPEN_BRACE:
+                open_objects.append(set())
+            else:
+                open_objects.pop()
+        position = end + 1
+        if is_key:
+            key = _decode_string(raw, start, end)
+            keys = open_objects[-1]
+            if key in keys:
+                return True
+            keys.add(key)
+    return False
 
 
 _BRACKETS_TO_PARENS: Final = bytes.maketrans(b"[{]}", b"(())")

@@ -30,6 +30,7 @@ from gateway.privacy import (
     scan_headers,
     scan_text,
 )
+from tests.documents import string_values
 
 IMAGE_B64 = (
     "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
@@ -628,6 +629,38 @@ def test_scan_and_mask_never_crash_and_masked_values_are_gone(
     for finding in findings:
         value = _at(document, finding.location)[finding.start : finding.end]
         assert value not in _at(masked, finding.location)
+
+
+documents_with_values = st.recursive(
+    st.sampled_from([value for _, value in VALUES])
+    | FILLER
+    | st.floats(allow_nan=False)
+    | st.builds(lambda v: {"b64": v[1]}, st.sampled_from(VALUES)),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=5), children, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+@given(documents_with_values | json_documents, st.sampled_from([(), ("DE",), ("CN", "IN")]))
+@settings(max_examples=250, deadline=None)
+def test_string_values_given_up_front_change_nothing(document: Any, hints: tuple[str]) -> None:
+    walked = scan(document, region_hints=hints)
+    assert scan(document, region_hints=hints, value_strings=string_values(document)) == walked
+
+
+def test_the_walk_is_skipped_only_when_the_strings_hold_nothing() -> None:
+    document = {"instances": [{"image": [[0.5] * 28] * 28, "note": "grey running shoe"}]}
+    assert scan(document, value_strings=["grey running shoe"]).items == ()
+    # A card number in a `b64` object is skipped by the walk, never by the up-front pass.
+    binary = {"instances": [{"image": {"b64": "4111 1111 1111 1111"}}]}
+    assert scan(binary, value_strings=["4111 1111 1111 1111"]).items == ()
+    noted = {"instances": [{"note": "call +49 30 23125000"}]}
+    found = scan(noted, region_hints=["DE"], value_strings=["call +49 30 23125000"])
+    assert [(f.category, f.path) for f in found] == [("phone", "instances[0].note")]
+    budget_spent = scan(noted, region_hints=["DE"], budget=1, value_strings=string_values(noted))
+    assert not budget_spent.complete
 
 
 def _at(document: Any, location: tuple[str | int, ...]) -> Any:

@@ -22,6 +22,7 @@ from gateway.strictjson import (
     inflate,
     loads,
 )
+from tests.documents import string_values
 
 VALID_DOCUMENTS: list[bytes] = [
     b'{"instances": [{"image_bytes": {"b64": "iVBORw0KGgo="}, "note": "SKU 4711"}]}',
@@ -401,3 +402,69 @@ def test_inflated_body_is_what_loads_sees() -> None:
     body = gzip.compress(b'{"a": 1, "a": 2}')
     with pytest.raises(StrictJsonError, match="duplicate"):
         loads(inflate(body, "gzip", max_size=1 << 20))
+
+
+# ---------------------------------------------------------------------------------------------
+# String values read from the raw bytes (`parse_body`)
+
+
+@pytest.mark.parametrize(
+    ("body", "duplicated"),
+    [
+        (b'{"a": 1, "\\u0061": 2}', True),  # the same key, once escaped
+        (b'{"{": 1, "{": 2}', True),  # braces inside keys are not structure
+        (b'{"a": {"b": 1, "b": 2}}', True),
+        (b'{"a": {"b": 1}, "b": 2}', False),  # same name, different objects
+        (b'[{"a": 1}, {"a": 2}]', False),
+        (b'{"a": [{"x": "}"}, {"x": "{"}], "x": 1}', False),
+        (b'{"k\\"": 1, "k\\\\": 2, "k\\\\\\"": 3}', False),  # escaped quotes and backslashes
+        (b'{"k\\"": 1, "k\\u0022": 2}', True),
+        (b'{"a" \n : 1, "a"\t: 2}', True),  # whitespace before the colon
+        (b'{"s": ":", "t": "::", "a": 1, "a": 2}', True),
+    ],
+)
+def test_duplicate_keys_found_from_the_raw_bytes(body: bytes, duplicated: bool) -> None:
+    if duplicated:
+        with pytest.raises(StrictJsonError) as caught:
+            strictjson.parse_body(body)
+        assert caught.value.code == "json_duplicate_key"
+    else:
+        parsed = strictjson.parse_body(body)
+        assert parsed.value == json.loads(body)
+        assert parsed.strings is not None
+        assert list(parsed.strings) == string_values(parsed.value)
+
+
+def test_a_tensor_without_strings_reports_none_and_a_keyed_one_only_its_values() -> None:
+    assert strictjson.parse_body(b"[[0.5, 1], [2, 3e-2]]").strings == ()
+    body = b'{"instances": [{"image": [[0.1, 0.2]], "note": "caf\\u00e9 \\"x\\""}]}'
+    assert strictjson.parse_body(body).strings == ('café "x"',)
+
+
+@given(json_values)
+@settings(max_examples=300, deadline=None)
+def test_string_values_match_the_parsed_document(value: Any) -> None:
+    for body in (orjson.dumps(value), json.dumps(value).encode(), json.dumps(value, indent=1)):
+        try:
+            parsed = strictjson.parse_body(body)
+        except StrictJsonError as exc:
+            assert exc.code in ("json_too_deep", "json_invalid_utf8")
+            continue
+        assert _same(parsed.value, json.loads(body))
+        if parsed.strings is not None:
+            assert list(parsed.strings) == string_values(parsed.value)
+
+
+@given(st.dictionaries(st.text(max_size=3), json_values, min_size=1, max_size=4), st.data())
+@settings(max_examples=150, deadline=None)
+def test_a_duplicated_key_nested_anywhere_is_refused(
+    members: dict[str, Any], data: st.DataObject
+) -> None:
+    key = data.draw(st.sampled_from(sorted(members)))
+    parts = [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in members.items()]
+    parts.insert(data.draw(st.integers(0, len(parts))), f"{json.dumps(key)}: 0")
+    inner = "{" + ", ".join(parts) + "}"
+    body = json.dumps({"instances": [{"x": "{"}, "PLACE"]}).replace('"PLACE"', inner).encode()
+    with pytest.raises(StrictJsonError) as caught:
+        strictjson.parse_body(body)
+    assert caught.value.code in ("json_duplicate_key", "json_too_deep", "json_invalid_utf8")

@@ -20,7 +20,8 @@ request, since the unscanned rest may hold personal data.
 Speed: a string shorter than any value, or with too few digits and no marker character
 (`@`), costs one `encode` and one `translate`; a detector runs only when the string holds a
 digit run as long as its values need; lists of numbers (tensors) are recognised by one
-`orjson.dumps` without walking their elements.
+`orjson.dumps` without walking their elements. Given the body's string values up front
+(`strictjson.parse_body`), a document whose strings hold nothing is not walked at all.
 """
 
 from __future__ import annotations
@@ -164,15 +165,25 @@ def scan(
     *,
     region_hints: Iterable[str] = (),
     budget: int = DEFAULT_SCAN_BUDGET,
+    value_strings: Sequence[str] | None = None,
 ) -> Findings:
     """Findings of `detectors` in every string value of `document` (a parsed JSON value).
 
     `region_hints` are region codes (`CN`, `US-CA`) used by detectors that depend on where a
     value was written, such as national phone numbers; pass the caller, data-subject and
     tenant regions. When `budget` runs out the scan stops and `Findings.complete` is False.
+
+    `value_strings`, when given, must be every string value of `document` (as
+    `strictjson.parse_body` reads them from the raw body). When none of them holds a finding
+    the document is not walked at all: the walk scans a subset of those strings (it also
+    skips `{"b64": ...}` objects), so it could not find anything either. Otherwise the walk
+    runs as usual and says where each finding is.
     """
     plan = _plan(tuple(detectors))
-    state = ScanState(_normalise_hints(region_hints), budget)
+    hints = _normalise_hints(region_hints)
+    if value_strings is not None and _nothing_in(plan, value_strings, hints, budget):
+        return Findings(())
+    state = ScanState(hints, budget)
     findings: list[Finding] = []
     unscanned: list[str] = []
 
@@ -216,6 +227,16 @@ def scan(
             if steps:
                 steps.pop()
     return Findings(tuple(findings), tuple(unscanned))
+
+
+def _nothing_in(plan: _Plan, texts: Sequence[str], hints: tuple[str, ...], budget: int) -> bool:
+    """True when no text holds a finding and all of them were scanned within `budget`."""
+    state = ScanState(hints, budget)
+    for text in texts:
+        hits, complete = plan.find(text, state)
+        if hits or not complete:
+            return False
+    return True
 
 
 def _children(value: Any) -> Iterator[tuple[str | int, Any]] | None:
