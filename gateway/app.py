@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import hmac
 import json
 import logging
@@ -196,6 +197,7 @@ async def reload_snapshot(runtime: Runtime, *, trigger: str) -> dict[str, Any]:
             }
         )
     runtime.snapshot = snapshot
+    _settle_heap()
     runtime.metrics.reloads.labels(what="all", result="ok").inc()
     runtime.metrics.set_policy_revision(snapshot.policy_set.revision)
     runtime.last_reload = {
@@ -536,6 +538,7 @@ async def run_gateway(
                 await reload_snapshot(runtime, trigger="file-change")
 
     watcher = asyncio.create_task(watch())
+    _settle_heap()
     if ready is not None:
         ready(f"http://{config.listen_host}:{config.listen_port}")
     await stop.wait()
@@ -547,6 +550,19 @@ async def run_gateway(
         await admin_runner.cleanup()
     await runner.cleanup()  # stops accepting, waits for in-flight requests, closes the log
     return 0
+
+
+def _settle_heap() -> None:
+    """Take what is alive now (compiled policies, tenants, tables, imported code) out of the
+    cyclic collector's reach.
+
+    Those objects live as long as their snapshot, yet every full collection traversed them
+    all again: about a tenth of the gateway's CPU under load. Unfreezing first lets the
+    collector reclaim the cycles of a snapshot a reload has just replaced.
+    """
+    gc.unfreeze()
+    gc.collect()
+    gc.freeze()
 
 
 def _fingerprint(runtime: Runtime) -> tuple[tuple[str, int, int], ...]:

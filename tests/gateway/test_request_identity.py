@@ -65,3 +65,27 @@ def test_a_trusted_proxy_still_forwards_the_client_address() -> None:
     behind = snap.resolve_client("10.1.2.3", _headers(X_Forwarded_For="203.0.113.9"))
     assert behind.ip == "203.0.113.9" and behind.region == "CN"
     assert snap.resolve_client("10.1.2.3", _headers()).region == "US-CA"
+
+
+def test_settling_the_heap_freezes_the_living_and_reclaims_replaced_cycles() -> None:
+    import gc
+    import weakref
+
+    from gateway.app import _settle_heap
+
+    class Node:
+        partner: object
+
+    node = Node()
+    node.partner = node  # a cycle only the collector can free
+    alive = weakref.ref(node)
+    try:
+        _settle_heap()
+        assert gc.get_freeze_count() > 0
+        del node
+        gc.collect()
+        assert alive() is not None  # frozen: full collections no longer look at it
+        _settle_heap()  # as after a reload: unfreeze, collect, freeze again
+        assert alive() is None
+    finally:
+        gc.unfreeze()
