@@ -510,25 +510,37 @@ def format_float64(value: float) -> str:
     return text
 
 
-_FLOAT32 = struct.Struct("f")
+_FLOAT32_PACKERS: dict[int, struct.Struct] = {}
 
 
-def _round_to_float32(value: float) -> float:
-    return float(_FLOAT32.unpack(_FLOAT32.pack(value))[0])
+def _float32_packer(count: int) -> struct.Struct:
+    packer = _FLOAT32_PACKERS.get(count)
+    if packer is None:
+        packer = struct.Struct(f"{count}f")
+        if len(_FLOAT32_PACKERS) < 256:
+            _FLOAT32_PACKERS[count] = packer
+    return packer
 
 
 def _format_float32_array(flat: np.ndarray) -> list[str]:
     """Vectorised `format_float32` for a 1-D float32 array."""
     values = flat.tolist()
+    if len(values) <= 64:
+        # Few values (a prediction or a batch of them): one struct round trip rounds every
+        # six-digit text to float32 at once, cheaper than numpy's per-call overhead.
+        if not all(map(math.isfinite, values)):
+            return [format_float32(v) for v in values]
+        texts = [f"{v:.6g}" for v in values]
+        packer = _float32_packer(len(values))
+        back = packer.unpack(packer.pack(*map(float, texts)))
+        texts = [
+            text if again == value else f"{value:.9g}"
+            for text, again, value in zip(texts, back, values, strict=True)
+        ]
+        return [t if ("." in t or "e" in t) else t + ".0" for t in texts]
     if not np.isfinite(flat).all():
         return [format_float32(v) for v in values]
     texts = [f"{v:.6g}" for v in values]
-    if len(texts) <= 64:
-        # Few values (one prediction): struct round trips beat numpy's per-call overhead.
-        for index, text in enumerate(texts):
-            if _round_to_float32(float(text)) != values[index]:
-                texts[index] = f"{values[index]:.9g}"
-        return [t if ("." in t or "e" in t) else t + ".0" for t in texts]
     # Six significant digits usually round-trip a float32; the rest need nine.
     mismatch = np.flatnonzero(np.array(texts, dtype=np.float32) != flat)
     for index in mismatch.tolist():
@@ -1029,7 +1041,6 @@ _NUMERIC_PREFIX = re.compile(
 )
 #: After the array's `]`: `[, "signature_name": "..."] }` (bytes after the root are ignored).
 _NUMERIC_SUFFIX = re.compile(_WS + rb"(?:," + _WS + _SIGNATURE_MEMBER + _WS + rb")?\}")
-_ARRAY_BYTES = b"0123456789.eE+-,[] \t\n\r"
 _BIG_EXPONENT = re.compile(rb"[eE]\+?[0-9]{3,}")
 _NUMBER_CHARS = b"0123456789.eE+-"
 _WHITESPACE_BYTES = b" \t\n\r"
@@ -1071,45 +1082,87 @@ def _skeleton_shape(skeleton: bytes) -> tuple[int, ...] | None:
     return tuple(reversed(dims))
 
 
-@dataclass(frozen=True)
 class _NumericTensor:
-    key: str
-    signature_name: str | None
-    values: np.ndarray  # float64, flat
-    shape: tuple[int, ...]
+    """A body proven to be one dense numeric tensor, its numbers as JSON reads them."""
+
+    __slots__ = ("key", "signature_name", "values", "shape")
+
+    def __init__(
+        self, key: str, signature_name: str | None, values: list[Any], shape: tuple[int, ...]
+    ) -> None:
+        self.key = key
+        self.signature_name = signature_name
+        #: Flat, in order: ints (64-bit range) and doubles, as rapidjson reads them.
+        self.values = values
+        self.shape = shape
 
 
-#: Canonical skeletons (brackets and commas) already proven, mapped to their shapes.
+#: Skeletons (structure view without numbers) already proven, mapped to their shapes.
 _proven_skeletons: dict[bytes, tuple[int, ...]] = {}
-#: Bytes that may sit between the brackets and commas of a dense numeric array.
-_NUMBER_AND_SPACE_BYTES = b"0123456789.+-" + _WHITESPACE_BYTES
+
+
+def _structure_view_table() -> bytes:
+    table = bytearray(range(256))
+    for raw in (1, 2, 4, 8):
+        table[raw] = 0xFF  # raw bytes that would pass for codes
+    for number_byte in _NUMBER_CHARS:
+        table[number_byte] = 1
+    table[ord("[")], table[ord("]")], table[ord(",")] = 2, 4, 8
+    return bytes(table)
+
+
+#: The structure view: number bytes become 1, `[` 2, `]` 4, `,` 8; whitespace is dropped.
+_STRUCTURE_VIEW = _structure_view_table()
+_VIEW_TO_SKELETON = bytes.maketrans(b"\x02\x04\x08", b"[],")
+#: Differences of neighbouring codes (left minus right, mod 256) that only a number right
+#: before `[` (1 - 2) or `]` right before a number (4 - 1) give.
+_NUMBER_BEFORE_OPEN = b"\xff"
+_CLOSE_BEFORE_NUMBER = b"\x03"
+
+
+def _misplaced_number(view: bytes) -> bool:
+    """Whether a number touches a bracket from the wrong side (`1[` or `]1`).
+
+    `view` holds only the codes 1, 2, 4 and 8 (a proven skeleton says so).
+    """
+    codes = np.frombuffer(view, dtype=np.uint8)
+    pairs = (codes[:-1] - codes[1:]).tobytes()
+    return _NUMBER_BEFORE_OPEN in pairs or _CLOSE_BEFORE_NUMBER in pairs
 
 
 def _array_shape(array: bytes) -> tuple[int, ...] | None:
-    """The shape of `array` if it is a dense, rectangular array of plain numbers."""
-    # One pass strips digits, signs, dots and whitespace; what is left of a well-formed
-    # array without exponents is its bracket/comma skeleton, usually one already proven.
-    skeleton = array.translate(None, _NUMBER_AND_SPACE_BYTES)
-    shape = _proven_skeletons.get(skeleton)
-    if shape is not None:
-        return shape
-    if array.translate(None, _ARRAY_BYTES):
-        return None  # anything but numbers, brackets, commas and whitespace
-    if b"[]" in array or (b"e" in array or b"E" in array) and _BIG_EXPONENT.search(array):
+    """The shape of `array` if it is a dense, rectangular array of plain numbers.
+
+    This proves the structure only; the caller checks that every leaf holds exactly one
+    valid number (orjson on the bracket-free text) and that their count fits the shape.
+    """
+    view = array.translate(_STRUCTURE_VIEW, _WHITESPACE_BYTES)
+    coded = view.translate(None, b"\x01")
+    shape = _proven_skeletons.get(coded)
+    if shape is None:
+        if coded.translate(None, b"\x02\x04\x08"):
+            return None  # anything but numbers, brackets, commas and whitespace
+        skeleton = coded.translate(_VIEW_TO_SKELETON)
+        shape = _skeleton_shape(skeleton)
+        if shape is None or _canonical_skeleton(shape) != skeleton:
+            return None
+        if len(_proven_skeletons) < 256:
+            _proven_skeletons[coded] = shape
+    if (b"e" in array or b"E" in array) and _BIG_EXPONENT.search(array):
         return None
-    skeleton = array.translate(None, _NUMBER_CHARS + _WHITESPACE_BYTES)
-    shape = _skeleton_shape(skeleton)
-    if shape is None or _canonical_skeleton(shape) != skeleton:
+    # With a canonical skeleton a number sits in a leaf unless it touches a bracket from
+    # the wrong side (whitespace between does not count). Removing the brackets would glue
+    # such a number onto a neighbour or into an empty leaf: a body rapidjson rejects
+    # would read as a valid flat list.
+    if _misplaced_number(view):
         return None
-    if b"e" not in array and b"E" not in array and len(_proven_skeletons) < 256:
-        _proven_skeletons[skeleton] = shape
     return shape
 
 
 def scan_numeric_body(body: bytes) -> _NumericTensor | None:
-    """The hot path: a body that is one dense numeric tensor, read without Python objects.
+    """The hot path: a body that is one dense numeric tensor, read without a DOM.
 
-    The skeleton check proves the array is rectangular and well formed; orjson then parses
+    The structure checks prove the array is rectangular and well formed; orjson then parses
     the numbers alone (strictly, so malformed numbers fall back to the exact path).
     """
     prefix = _NUMERIC_PREFIX.match(body)
@@ -1125,23 +1178,21 @@ def scan_numeric_body(body: bytes) -> _NumericTensor | None:
         if signature is not None:
             return None  # two signature_name members: the exact path picks the first
         signature = suffix.group(1)
-    key = prefix.group(2)
     array = body[start:end]
     shape = _array_shape(array)
     if shape is None:
         return None
     try:
-        flat = orjson.loads(b"[" + array.translate(None, b"[]") + b"]")
-        values = np.array(flat, dtype=np.float64)
-    except (orjson.JSONDecodeError, ValueError, TypeError, OverflowError):
+        values = orjson.loads(b"[" + array.translate(None, b"[]") + b"]")
+    except orjson.JSONDecodeError:
         return None
-    if values.size != math.prod(shape):
+    if len(values) != math.prod(shape):
         return None
     try:
         signature_name = signature.decode("utf-8") if signature is not None else None
     except UnicodeDecodeError:
         return None
-    return _NumericTensor(key.decode(), signature_name, values, shape)
+    return _NumericTensor(prefix.group(2).decode(), signature_name, values, shape)
 
 
 def prepare_fast(doc: Any, body: bytes) -> _FastDocument | None:
@@ -1198,11 +1249,9 @@ def _fast_float_tensor(array: np.ndarray, dtype: str) -> np.ndarray | None:
             return None
         return array.astype(np.float32, copy=False)
     if dtype == "DT_DOUBLE":
-        if (
-            array.dtype.kind != "f"
-            and array.size
-            and int(np.abs(array).max()) > (_DOUBLE_MAX_EXACT_INT)
-        ):
+        # Integers above 2**53 are lossy. Once mixed with floats the array no longer says
+        # which leaves were integers, so any value that large goes to the exact path.
+        if array.size and float(np.abs(array).max()) > _DOUBLE_MAX_EXACT_INT:
             return None
         return array.astype(np.float64, copy=False)
     return None
@@ -1284,17 +1333,19 @@ def _numeric_inputs(
     if len(specs) != 1:
         return None
     ((name, spec),) = specs.items()
-    values = numeric.values
     if spec.dtype == "DT_FLOAT":
-        if values.size and float(np.abs(values).max()) > _FLOAT_MAX_EXACT_INT:
-            return None
-        tensor = values.astype(np.float32)
+        limit = _FLOAT_MAX_EXACT_INT
     elif spec.dtype == "DT_DOUBLE":
-        if values.size and float(np.abs(values).max()) > _DOUBLE_MAX_EXACT_INT:
-            return None
-        tensor = values
+        limit = _DOUBLE_MAX_EXACT_INT
     else:
         return None
+    # Doubles first, then one cast: the exact path also rounds each double to float32.
+    values = np.fromiter(numeric.values, np.float64, len(numeric.values))
+    # Integers past `limit` and floats past FLT_MAX are errors the exact path words; the
+    # check is wider than needed (any magnitude past `limit`), which only costs a fallback.
+    if values.size and (values.max() > limit or values.min() < -limit):
+        return None
+    tensor = values.astype(np.float32) if limit == _FLOAT_MAX_EXACT_INT else values
     request_format = RequestFormat.ROW if numeric.key == "instances" else RequestFormat.COLUMNAR
     return PredictInputs({name: tensor.reshape(numeric.shape)}, request_format)
 
@@ -1481,12 +1532,36 @@ def _row_object(values: Mapping[str, str]) -> str:
     return "{" + members + "\n        }"
 
 
+def _float32_rows_body(outputs: Mapping[str, np.ndarray]) -> bytes | None:
+    """The common answer, one float32 matrix in row format, without the general walk."""
+    ((name, array),) = outputs.items()
+    if array.dtype != np.float32 or array.ndim != 2 or array.shape[0] < 1:
+        return None
+    if name.endswith("_bytes"):
+        return None
+    texts = _format_float32_array(array.reshape(-1))
+    width = array.shape[1]
+    rows = (
+        [
+            "[" + ", ".join(texts[start : start + width]) + "]"
+            for start in range(0, len(texts), width)
+        ]
+        if width
+        else ["[]"] * array.shape[0]
+    )
+    return ('{\n    "predictions": [' + ", ".join(rows) + "\n    ]\n}").encode("ascii")
+
+
 def predict_response_body(
     outputs: Mapping[str, np.ndarray], request_format: RequestFormat
 ) -> bytes:
     """MakeJsonFromTensors: the predict response in TF Serving's exact layout."""
     if not outputs:
         raise invalid_argument("Cannot convert empty tensor map to JSON")
+    if request_format is RequestFormat.ROW and len(outputs) == 1:
+        fast = _float32_rows_body(outputs)
+        if fast is not None:
+            return fast
     names = sorted(outputs)
     texts = {name: _scalar_texts(outputs[name], name.endswith("_bytes")) for name in names}
     if request_format is RequestFormat.ROW:
