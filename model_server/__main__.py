@@ -6,8 +6,11 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+_Config = TypeVar("_Config")
 
 
 def _quiet_tensorflow() -> None:
@@ -149,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         "/monitoring/model_server/stats (off by default)",
     )
     serve.add_argument(
+        "--monitoring-config-file",
+        type=Path,
+        metavar="FILE",
+        help="TF Serving text MonitoringConfig file; with "
+        "`prometheus_config { enable: true }` Prometheus metrics are served on the REST port "
+        "(default path /monitoring/prometheus/metrics)",
+    )
+    serve.add_argument(
         "--event-loop",
         choices=("auto", "uvloop", "asyncio"),
         default="auto",
@@ -182,8 +193,18 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_or_report(read: Callable[[Path], _Config], path: Path) -> _Config | None:
+    """A TF Serving text-format file, or None after printing its located error."""
+    try:
+        return read(path)
+    except ValueError as error:
+        print(f"model_server serve: error: {error}", file=sys.stderr)
+        return None
+
+
 def _serve(args: argparse.Namespace) -> int:
     from model_server.batching import BatchingParameters, read_batching_parameters
+    from model_server.monitoring import MonitoringConfig, read_monitoring_config
     from model_server.servables import SessionOptions
     from model_server.server import ServeOptions, serve
 
@@ -196,13 +217,17 @@ def _serve(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    monitoring = MonitoringConfig()
+    if args.monitoring_config_file is not None:
+        configured = _read_or_report(read_monitoring_config, args.monitoring_config_file)
+        if configured is None:
+            return 1
+        monitoring = configured
     batching: BatchingParameters | None = None
     if args.enable_batching:
         if args.batching_parameters_file is not None:
-            try:
-                batching = read_batching_parameters(args.batching_parameters_file)
-            except ValueError as error:
-                print(f"model_server serve: error: {error}", file=sys.stderr)
+            batching = _read_or_report(read_batching_parameters, args.batching_parameters_file)
+            if batching is None:
                 return 1
         else:
             batching = BatchingParameters(
@@ -228,6 +253,7 @@ def _serve(args: argparse.Namespace) -> int:
         timeout_seconds=args.rest_api_timeout_in_ms / 1000.0,
         enable_cors=args.rest_api_enable_cors_support,
         stats_path=args.stats_path,
+        monitoring=monitoring,
         event_loop=args.event_loop,
     )
     return serve(options)

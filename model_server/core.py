@@ -152,14 +152,27 @@ class ServingCore:
         The method-name check is off by default in TF Serving, so the checks of
         PreProcessClassification / PreProcessRegression decide.
         """
-        from google.protobuf import text_format  # type: ignore[import-untyped]
-
         key = signature_name or DEFAULT_SIGNATURE
         found = servable.meta_graph.signature_def.get(key)
         if key not in servable.meta_graph.signature_def:
             raise ServingError(
                 Code.INVALID_ARGUMENT, f"No signature was found with the name: {key}"
             )
+        ServingCore.check_classify_regress_signature(found, method)
+        raise ServingError(
+            Code.UNIMPLEMENTED,
+            f"{method} on serialized tf.Example inputs is not supported by this server",
+        )
+
+    @staticmethod
+    def check_classify_regress_signature(found: Any, method: str) -> None:
+        """PreProcessClassification (`method` "classify") or PreProcessRegression ("regress").
+
+        `found` is the SignatureDef proto; the method-name check is off, as in TF Serving
+        by default, so only the inputs and outputs are checked.
+        """
+        from google.protobuf import text_format  # type: ignore[import-untyped]
+
         debug = text_format.MessageToString(found)
         if len(found.inputs) != 1:
             raise ServingError(Code.INVALID_ARGUMENT, "Expected one input Tensor.")
@@ -191,10 +204,6 @@ class ServingCore:
                 raise ServingError(
                     Code.INVALID_ARGUMENT, f"No regression outputs found in SignatureDef: {debug}"
                 )
-        raise ServingError(
-            Code.UNIMPLEMENTED,
-            f"{method} on serialized tf.Example inputs is not supported by this server",
-        )
 
     # ---------------------------------------------------------------- predict
 

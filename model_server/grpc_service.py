@@ -19,8 +19,9 @@ from tensorflow_serving.apis import (
     prediction_service_pb2_grpc,
 )
 
-from model_server.core import ServingCore
-from model_server.servables import LoadedServable
+from model_server.core import CLASSIFY_METHOD, REGRESS_METHOD, ServingCore
+from model_server.monitoring import RequestCounts
+from model_server.servables import DEFAULT_SIGNATURE, LoadedServable
 from model_server.status import Code, ServingError
 
 __all__ = ["PredictionService", "ModelService", "start_grpc_server", "tensor_to_array"]
@@ -47,6 +48,9 @@ def _version_of(spec: Any) -> tuple[int | None, str | None]:
 
 
 def _resolve(core: ServingCore, spec: Any) -> LoadedServable:
+    """ServerCore::GetServableHandle (ServableRequestFromModelSpec checks the name first)."""
+    if not spec.name:
+        raise ServingError(Code.INVALID_ARGUMENT, "ModelSpec has no name specified.")
     version, label = _version_of(spec)
     return core.registry.resolve(spec.name, version, label)
 
@@ -80,15 +84,27 @@ def array_to_tensor(array: np.ndarray) -> Any:
 
 
 class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer):  # type: ignore[misc]
-    """Predict, GetModelMetadata, Classify and Regress."""
+    """Predict, GetModelMetadata, Classify, Regress and MultiInference."""
 
-    def __init__(self, core: ServingCore) -> None:
+    def __init__(self, core: ServingCore, request_counts: RequestCounts | None = None) -> None:
         self.core = core
+        #: `request_count` per (model, status), shared with REST; None: not counted.
+        self.request_counts = request_counts
+
+    def _count(self, request: Any, code: Code) -> None:
+        # PredictionServiceImpl records Predict, Classify and Regress (not GetModelMetadata
+        # or MultiInference) under the request's model name (prediction_service_impl.cc).
+        counts = self.request_counts
+        if counts is not None:
+            key = (request.model_spec.name, code.name)
+            counts[key] = counts.get(key, 0) + 1
 
     async def Predict(  # noqa: N802 (gRPC method name)
         self, request: Any, context: grpc.aio.ServicerContext
     ) -> Any:
         try:
+            if not request.HasField("model_spec"):
+                raise ServingError(Code.INVALID_ARGUMENT, "Missing ModelSpec")
             servable = _resolve(self.core, request.model_spec)
             signature = self.core.grpc_signature(servable, request.model_spec.signature_name)
             inputs: dict[str, np.ndarray] = {}
@@ -119,7 +135,9 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
                 servable, signature, inputs, list(request.output_filter) or None
             )
         except ServingError as error:
+            self._count(request, error.code)
             await _abort(context, error)
+        self._count(request, Code.OK)
         response = predict_pb2.PredictResponse()
         response.model_spec.name = request.model_spec.name
         response.model_spec.version.value = servable.version
@@ -177,7 +195,86 @@ class PredictionService(prediction_service_pb2_grpc.PredictionServiceServicer): 
             servable = _resolve(self.core, request.model_spec)
             self.core.classify_regress_error(servable, request.model_spec.signature_name, method)
         except ServingError as error:
+            self._count(request, error.code)
             await _abort(context, error)
+
+    async def MultiInference(  # noqa: N802
+        self, request: Any, context: grpc.aio.ServicerContext
+    ) -> Any:
+        try:
+            self._multi_inference(request)
+        except ServingError as error:
+            await _abort(context, error)
+
+    def _multi_inference(self, request: Any) -> NoReturn:
+        """RunMultiInferenceWithServerCore and TensorFlowMultiInferenceRunner::Infer.
+
+        Follows TF Serving's `servables/tensorflow/multi_inference_helper.cc` (the servable
+        of the first task's ModelSpec, or of an empty ModelSpec when there is no task) and
+        `multi_inference.cc` (per task: non-empty and identical model names, no signature
+        twice, the signature present, then PreProcessClassification /
+        PreProcessRegression by the *task's* method_name, anything else UNIMPLEMENTED
+        "Unsupported signature method_name: ..."; one input tensor for all tasks; then the
+        examples). A model with only predict signatures, such as the digit CNN, therefore
+        fails in the task checks: INVALID_ARGUMENT "No classification inputs found in
+        SignatureDef: ..." for a classify task on `serving_default`, the same as Classify.
+        """
+        from tensorflow_serving.apis import model_pb2
+
+        has_spec = bool(request.tasks) and request.tasks[0].HasField("model_spec")
+        spec = request.tasks[0].model_spec if has_spec else model_pb2.ModelSpec()
+        servable = _resolve(self.core, spec)
+        signature_defs = servable.meta_graph.signature_def
+        model_name = input_tensor = ""
+        seen: set[str] = set()
+        for task in request.tasks:
+            if not task.model_spec.name:
+                raise ServingError(
+                    Code.INVALID_ARGUMENT, "Found ModelSpec with an empty model name."
+                )
+            if not model_name:
+                model_name = task.model_spec.name
+            elif model_name != task.model_spec.name:
+                raise ServingError(
+                    Code.INVALID_ARGUMENT,
+                    "All ModelSpecs in a MultiInferenceRequest must access the same model name.",
+                )
+            signature_name = task.model_spec.signature_name or DEFAULT_SIGNATURE
+            if signature_name in seen:
+                raise ServingError(
+                    Code.INVALID_ARGUMENT, f"Duplicate evaluation of signature: {signature_name}"
+                )
+            seen.add(signature_name)
+            if signature_name not in signature_defs:
+                raise ServingError(
+                    Code.INVALID_ARGUMENT,
+                    f"Requested signature not found in model graph: {signature_name}",
+                )
+            signature_def = signature_defs[signature_name]
+            if task.method_name == CLASSIFY_METHOD:
+                self.core.check_classify_regress_signature(signature_def, "classify")
+            elif task.method_name == REGRESS_METHOD:
+                self.core.check_classify_regress_signature(signature_def, "regress")
+            else:
+                raise ServingError(
+                    Code.UNIMPLEMENTED, f"Unsupported signature method_name: {task.method_name}"
+                )
+            tensor = signature_def.inputs["inputs"].name
+            if not input_tensor:
+                input_tensor = tensor
+            elif input_tensor != tensor:
+                raise ServingError(
+                    Code.INVALID_ARGUMENT, "Input tensor must be the same for all Signatures."
+                )
+        kind = request.input.WhichOneof("kind")
+        examples = len(getattr(request.input, kind).examples) if kind else 0
+        if examples == 0:
+            # InputToSerializedExampleTensor.
+            raise ServingError(Code.INVALID_ARGUMENT, "Input is empty.")
+        raise ServingError(
+            Code.UNIMPLEMENTED,
+            "MultiInference on serialized tf.Example inputs is not supported by this server",
+        )
 
 
 class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore[misc]
@@ -210,8 +307,13 @@ class ModelService(model_service_pb2_grpc.ModelServiceServicer):  # type: ignore
         return response
 
 
-async def start_grpc_server(core: ServingCore, host: str, port: int) -> tuple[Any, int]:
-    """Serve both services on host:port (0 picks a free port); returns (server, port)."""
+async def start_grpc_server(
+    core: ServingCore, host: str, port: int, request_counts: RequestCounts | None = None
+) -> tuple[Any, int]:
+    """Serve both services on host:port (0 picks a free port); returns (server, port).
+
+    With `request_counts`, Predict, Classify and Regress calls are counted into it.
+    """
     options = [
         ("grpc.max_receive_message_length", 2**31 - 1),
         ("grpc.max_send_message_length", 2**31 - 1),
@@ -219,7 +321,7 @@ async def start_grpc_server(core: ServingCore, host: str, port: int) -> tuple[An
     ]
     server = grpc.aio.server(options=options)
     prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(
-        PredictionService(core), server
+        PredictionService(core, request_counts), server
     )
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(ModelService(core), server)
     address = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -22,6 +22,7 @@ from aiohttp import web
 
 from model_server import rest_json
 from model_server.core import ServingCore
+from model_server.monitoring import RequestCounts, prometheus_page
 from model_server.proto_json import message_to_json, metadata_to_json
 from model_server.status import Code, ServingError
 
@@ -72,6 +73,25 @@ def _unescape(text: str) -> str:
     return raw.decode("utf-8", "surrogateescape")
 
 
+#: (model name, version digits, label, verb or subresource) of a matched /v1 path; the
+#: name is percent-decoded, the rest is raw and "" when absent.
+_Route = tuple[str, str, str, str]
+
+
+def _parse_model_info(method: str, path: str) -> _Route | None:
+    """ParseModelInfo: the POST or GET regular expression, whichever the method selects."""
+    if method == "POST":
+        match = _PREDICTION.fullmatch(path)
+    elif method == "GET":
+        match = _STATUS.fullmatch(path)
+    else:
+        return None
+    if match is None:
+        return None
+    name, version_text, label, verb = match.groups()
+    return (_unescape(name) if name else "", version_text or "", label or "", verb or "")
+
+
 def _inflate(body: bytes) -> bytes:
     decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
     try:
@@ -92,10 +112,18 @@ class RestApi:
         *,
         enable_cors: bool = False,
         stats_path: str | None = None,
+        prometheus_path: str | None = None,
+        request_counts: RequestCounts | None = None,
     ) -> None:
         self.core = core
         self.enable_cors = enable_cors
         self.stats_path = stats_path
+        #: Where the Prometheus page is served (None: monitoring is off).
+        self.prometheus_path = prometheus_path
+        #: `request_count` per (model, status), shared with gRPC; None: not counted.
+        self.request_counts = request_counts
+        if prometheus_path is not None and request_counts is None:
+            self.request_counts = {}
 
     def handler(self) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
         """The low-level aiohttp handler."""
@@ -107,6 +135,11 @@ class RestApi:
         if method not in _ALLOWED_METHODS:
             return html_error_page(501)
         path = request.raw_path
+        prometheus_path = self.prometheus_path
+        if prometheus_path is not None and path.startswith(prometheus_path):
+            response = self.prometheus(path, prometheus_path)
+            if response is not None:
+                return response
         if self.stats_path is not None and path == self.stats_path and method == "GET":
             return web.Response(
                 body=orjson.dumps(self.stats_snapshot()), content_type="application/json"
@@ -122,18 +155,47 @@ class RestApi:
         body = await request.content.read()
         if "gzip" in request.headers.get("Content-Encoding", ""):
             body = _inflate(body)
+        route = _parse_model_info(method, path)
         try:
-            payload = await self.dispatch(method, path, body)
+            payload = await self.dispatch(method, path, route, body)
             status = 200
+            code = "OK"
         except ServingError as error:
             payload = rest_json.error_body(error.message)
             status = error.code.http_status
+            code = error.code.name
         except Exception as error:  # a bug must still answer in TF Serving's error format
             log.exception("request failed: %s %s", method, path)
             payload = rest_json.error_body(f"Internal error: {error}")
             status = Code.INTERNAL.http_status
+            code = Code.INTERNAL.name
+        counts = self.request_counts
+        if counts is not None:
+            # Every /v1 request, with the model name of the URL ("" when the path has none).
+            key = (route[0] if route is not None else "", code)
+            counts[key] = counts.get(key, 0) + 1
         headers["Content-Type"] = _JSON
         return web.Response(status=status, body=payload, headers=headers)
+
+    def prometheus(self, path: str, prometheus_path: str) -> web.Response | None:
+        """The metrics route (http_server.cc ProcessPrometheusRequest), or None if not it.
+
+        libevent finds the handler by the path without query and fragment, then the
+        handler compares the whole path and query with the configured path; any method
+        is answered.
+        """
+        rest = path[len(prometheus_path) :]
+        if not rest:
+            body = prometheus_page(self.request_counts or {})
+            return web.Response(status=200, body=body, headers={"Content-Type": "text/plain"})
+        if rest[0] not in "?#":
+            return None
+        message = f"Unexpected path: {path}. Should be {prometheus_path}"
+        return web.Response(
+            status=Code.INVALID_ARGUMENT.http_status,
+            body=message.encode("utf-8", "surrogateescape"),
+            headers={"Content-Type": "text/plain"},
+        )
 
     def stats_snapshot(self) -> dict[str, Any]:
         """Counters for tests and benchmarks (not part of TF Serving's API)."""
@@ -141,19 +203,12 @@ class RestApi:
         snapshot["available"] = {k: v for k, v in self.core.registry.available().items()}
         return snapshot
 
-    async def dispatch(self, method: str, path: str, body: bytes) -> bytes:
-        """HttpRestApiHandler::ProcessRequest."""
+    async def dispatch(self, method: str, path: str, route: _Route | None, body: bytes) -> bytes:
+        """HttpRestApiHandler::ProcessRequest, given ParseModelInfo's result for the path."""
         malformed = ServingError(Code.INVALID_ARGUMENT, f"Malformed request: {method} {path}")
-        match = None
-        if method == "POST":
-            match = _PREDICTION.fullmatch(path)
-        elif method == "GET":
-            match = _STATUS.fullmatch(path)
-        name = version_text = label = verb = ""
-        if match is not None:
-            name, version_text, label, verb = (g or "" for g in match.groups())
-            if name:
-                name = _unescape(name)
+        if route is None:
+            raise malformed
+        name, version_text, label, verb = route
         version: int | None = None
         if version_text:
             version = int(version_text)
@@ -163,8 +218,6 @@ class RestApi:
                     f"Failed to convert version: {version_text} to numeric.",
                 )
         label_value = _unescape(label) if label else None
-        if match is None:
-            raise malformed
         if method == "POST":
             if verb == "predict":
                 return await self.predict(name, version, label_value, body)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from model_server.batching import BatchingParameters
+from model_server.monitoring import MonitoringConfig, RequestCounts
 from model_server.servables import (
     ModelConfig,
     ModelRegistry,
@@ -42,6 +43,7 @@ class ServeOptions:
     timeout_seconds: float = 30.0
     enable_cors: bool = False
     stats_path: str | None = None
+    monitoring: MonitoringConfig = MonitoringConfig()
     event_loop: str = "auto"
 
 
@@ -84,7 +86,16 @@ async def _serve(options: ServeOptions) -> int:
     from model_server.grpc_service import start_grpc_server
     from model_server.rest import RestApi, start_rest_server
 
-    api = RestApi(core, enable_cors=options.enable_cors, stats_path=options.stats_path)
+    # Counted only when someone can read the counts: the page is the only reader.
+    prometheus = options.monitoring.prometheus_enable
+    request_counts: RequestCounts | None = {} if prometheus else None
+    api = RestApi(
+        core,
+        enable_cors=options.enable_cors,
+        stats_path=options.stats_path,
+        prometheus_path=options.monitoring.prometheus_path if prometheus else None,
+        request_counts=request_counts,
+    )
     try:
         runner, rest_port = await start_rest_server(api, options.host, options.rest_port)
     except OSError as error:
@@ -92,7 +103,9 @@ async def _serve(options: ServeOptions) -> int:
             f"--rest-port {options.rest_port}: cannot listen on {options.host}: {error.strerror}"
         ) from None
     try:
-        grpc_server, grpc_port = await start_grpc_server(core, options.host, options.grpc_port)
+        grpc_server, grpc_port = await start_grpc_server(
+            core, options.host, options.grpc_port, request_counts
+        )
     except (OSError, RuntimeError) as error:
         await runner.cleanup()
         raise StartupError(

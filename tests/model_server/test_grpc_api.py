@@ -16,10 +16,15 @@ from tensorflow_serving.apis import (  # noqa: E402
     classification_pb2,
     get_model_metadata_pb2,
     get_model_status_pb2,
+    inference_pb2,
     model_service_pb2_grpc,
     predict_pb2,
     prediction_service_pb2_grpc,
+    regression_pb2,
 )
+
+CLASSIFY = "tensorflow/serving/classify"
+REGRESS = "tensorflow/serving/regress"
 
 
 @pytest.fixture(scope="module")
@@ -141,3 +146,97 @@ def test_classify_on_a_predict_only_model(channel: grpc.Channel) -> None:
     code, message = rpc_error(stub.Classify, request)
     assert code is grpc.StatusCode.INVALID_ARGUMENT
     assert message.startswith("No classification inputs found in SignatureDef")
+
+
+def test_regress_on_a_predict_only_model(channel: grpc.Channel) -> None:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    request = regression_pb2.RegressionRequest()
+    request.model_spec.name = "mnist"
+    code, message = rpc_error(stub.Regress, request)
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert message.startswith("No regression inputs found in SignatureDef: inputs {")
+    request.model_spec.signature_name = "annotated"  # two inputs
+    assert rpc_error(stub.Regress, request) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Expected one input Tensor.",
+    )
+    request.model_spec.signature_name = "nope"
+    assert rpc_error(stub.Regress, request) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "No signature was found with the name: nope",
+    )
+    assert rpc_error(stub.Regress, regression_pb2.RegressionRequest()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Missing ModelSpec",
+    )
+
+
+def multi_request(*tasks: tuple[str, str, str]) -> Any:
+    """A MultiInferenceRequest with one example and (model, signature, method) tasks."""
+    request = inference_pb2.MultiInferenceRequest()
+    for model, signature, method in tasks:
+        task = request.tasks.add(method_name=method)
+        task.model_spec.name = model
+        task.model_spec.signature_name = signature
+    example = request.input.example_list.examples.add()
+    example.features.feature["x"].float_list.value.append(1.0)
+    return request
+
+
+def test_multi_inference_on_a_predict_only_model(channel: grpc.Channel) -> None:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    # serving_default has one input and one output, neither named as classify/regress need.
+    code, message = rpc_error(stub.MultiInference, multi_request(("mnist", "", CLASSIFY)))
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert message.startswith("No classification inputs found in SignatureDef: inputs {")
+    code, message = rpc_error(
+        stub.MultiInference, multi_request(("mnist", "serving_default", REGRESS))
+    )
+    assert code is grpc.StatusCode.INVALID_ARGUMENT
+    assert message.startswith("No regression inputs found in SignatureDef: inputs {")
+    assert rpc_error(stub.MultiInference, multi_request(("mnist", "annotated", CLASSIFY))) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Expected one input Tensor.",
+    )
+    # The task's method_name decides, not the signature's: predict is not a task kind.
+    assert rpc_error(
+        stub.MultiInference, multi_request(("mnist", "", "tensorflow/serving/predict"))
+    ) == (
+        grpc.StatusCode.UNIMPLEMENTED,
+        "Unsupported signature method_name: tensorflow/serving/predict",
+    )
+    assert rpc_error(stub.MultiInference, multi_request(("mnist", "nope", CLASSIFY))) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Requested signature not found in model graph: nope",
+    )
+
+
+def test_multi_inference_servable_lookup(channel: grpc.Channel) -> None:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    # No task: the servable of an empty ModelSpec is looked up first.
+    assert rpc_error(stub.MultiInference, inference_pb2.MultiInferenceRequest()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "ModelSpec has no name specified.",
+    )
+    assert rpc_error(stub.MultiInference, multi_request(("nope", "", CLASSIFY))) == (
+        grpc.StatusCode.NOT_FOUND,
+        "Servable not found for request: Latest(nope)",
+    )
+    pinned = multi_request(("mnist", "", CLASSIFY))
+    pinned.tasks[0].model_spec.version.value = 9
+    assert rpc_error(stub.MultiInference, pinned) == (
+        grpc.StatusCode.NOT_FOUND,
+        "Servable not found for request: Specific(mnist, 9)",
+    )
+
+
+def test_empty_or_missing_model_spec(channel: grpc.Channel) -> None:
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    assert rpc_error(stub.Predict, predict_request("")) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "ModelSpec has no name specified.",
+    )
+    assert rpc_error(stub.Predict, predict_pb2.PredictRequest()) == (
+        grpc.StatusCode.INVALID_ARGUMENT,
+        "Missing ModelSpec",
+    )
