@@ -468,3 +468,20 @@ def test_a_duplicated_key_nested_anywhere_is_refused(
     with pytest.raises(StrictJsonError) as caught:
         strictjson.parse_body(body)
     assert caught.value.code in ("json_duplicate_key", "json_too_deep", "json_invalid_utf8")
+
+
+@pytest.mark.parametrize("duplicated", [False, True])
+def test_text_heavy_bodies_take_the_colon_count_check(duplicated: bool) -> None:
+    notes = [f"note {i}: a:b" for i in range(300)]  # 600 quotes: past the tokenized limit
+    members = '"instances": ' + json.dumps([{"note": n} for n in notes])
+    body = ("{" + members + (', "instances": []' if duplicated else "") + "}").encode()
+    escaped = body.replace(b"a:b", b"a\\u003ab")  # an escaped colon cannot balance the count
+    for candidate in (body, escaped):
+        if duplicated:
+            with pytest.raises(StrictJsonError) as caught:
+                strictjson.parse_body(candidate)
+            assert caught.value.code == "json_duplicate_key"
+        else:
+            parsed = strictjson.parse_body(candidate)
+            assert parsed.value == json.loads(candidate)
+            assert parsed.strings is None  # the scanner walks these itself
