@@ -536,14 +536,7 @@ class CidrRegionTable:
                 )
                 continue
             entries.append((item["cidr"], item["region"]))
-        if problems:
-            raise DiagnosticError(problems)
-        try:
-            return cls(entries)
-        except ValueError as exc:
-            raise DiagnosticError(
-                [Diagnostic("geoip_table_error", str(exc), Location(str(path)))]
-            ) from None
+        return cls._checked(entries, problems, path)
 
     @classmethod
     def _from_csv(cls, path: Path) -> CidrRegionTable:
@@ -577,6 +570,13 @@ class CidrRegionTable:
                 problems.append(Diagnostic("geoip_table_error", str(exc).lstrip(": "), where))
                 continue
             entries.append((cells[0], cells[1]))
+        return cls._checked(entries, problems, path)
+
+    @classmethod
+    def _checked(
+        cls, entries: list[tuple[str, str]], problems: list[Diagnostic], path: Path | str
+    ) -> CidrRegionTable:
+        """The table of `entries`, or every problem found in the file at `path`."""
         if problems:
             raise DiagnosticError(problems)
         try:

@@ -1316,15 +1316,7 @@ def parse_predict_body(body: bytes) -> ParsedPredict:
     if not exact and fast is None and _is_object(doc):
         # orjson may have merged duplicate keys: re-read the body the way rapidjson does.
         doc = parse_exact(body)
-    if not _is_object(doc):
-        raise _format_error(doc, "Is not object")
-    found, signature_name = _find(doc, "signature_name")
-    if found and not isinstance(signature_name, str):
-        raise invalid_argument(
-            f"JSON Value: {json_value_to_string(doc)} not formatted correctly. "
-            "'signature_name' key must be a string value."
-        )
-    return ParsedPredict(body, signature_name if found else "", doc=doc, fast=fast)
+    return ParsedPredict(body, _signature_name(doc), doc=doc, fast=fast)
 
 
 def _numeric_inputs(
@@ -1433,11 +1425,9 @@ def _check_example(value: Any) -> None:
             _check_feature_value(item, name, kind)
 
 
-def check_classify_regress_body(body: bytes) -> tuple[str, int]:
-    """FillClassifyRegressRequestFromJson's checks; returns (signature_name, examples)."""
-    doc, exact = decode_body(body)
-    if not exact and _is_object(doc) and body.count(b":") != _count_object_keys(doc):
-        doc = parse_exact(body)
+def _signature_name(doc: Any) -> str:
+    """The request object's `signature_name` ("" when absent), after TF Serving's checks that
+    the body is an object and the name a string."""
     if not _is_object(doc):
         raise _format_error(doc, "Is not object")
     found, signature_name = _find(doc, "signature_name")
@@ -1446,6 +1436,15 @@ def check_classify_regress_body(body: bytes) -> tuple[str, int]:
             f"JSON Value: {json_value_to_string(doc)} not formatted correctly. "
             "'signature_name' key must be a string value."
         )
+    return signature_name if found else ""
+
+
+def check_classify_regress_body(body: bytes) -> tuple[str, int]:
+    """FillClassifyRegressRequestFromJson's checks; returns (signature_name, examples)."""
+    doc, exact = decode_body(body)
+    if not exact and _is_object(doc) and body.count(b":") != _count_object_keys(doc):
+        doc = parse_exact(body)
+    signature_name = _signature_name(doc)
     has_context, context = _find(doc, "context")
     if has_context:
         _check_example(context)
@@ -1460,7 +1459,7 @@ def check_classify_regress_body(body: bytes) -> tuple[str, int]:
         raise _format_error(doc, "'examples' value is an empty array")
     for example in examples:
         _check_example(example)
-    return (signature_name if found else ""), len(examples)
+    return signature_name, len(examples)
 
 
 # --------------------------------------------------------------------------------------

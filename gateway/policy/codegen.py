@@ -25,9 +25,9 @@ from gateway.policy.predicates import (
     Predicate,
     Template,
     make_getter,
-    parse_interval,
     render_value,
 )
+from gateway.policy.predicates import _time as _read_time
 from gateway.policy.vocabulary import Vocabulary, region_in
 
 __all__ = [
@@ -60,17 +60,6 @@ _PY_TYPES = {"string": "str", "region": "str", "integer": "int", "boolean": "boo
 
 def _bad(path: str, expected: str) -> Any:
     raise EvalError("context_type_error", f"`{path}` must be {expected}")
-
-
-def _time(value: object, path: str) -> Any:
-    if value is None or type(value) is tuple:
-        return value
-    if type(value) is str:
-        iv = parse_interval(value)
-        if iv is not None:
-            return iv
-        raise EvalError("context_type_error", f"`{path}` is not an RFC 3339 time: `{value}`")
-    raise EvalError("context_type_error", f"`{path}` must be a time string")
 
 
 def _list(value: object, path: str) -> Any:
@@ -168,7 +157,7 @@ def fast_template(template: Template, vocabulary: Vocabulary) -> Template:
 
 _HELPERS: dict[str, Any] = {
     "BAD": _bad,
-    "TIME": _time,
+    "TIME": _read_time,
     "LIST": _list,
     "DIG": _dig,
     "RHITS": _region_hits,

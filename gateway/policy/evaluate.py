@@ -363,19 +363,8 @@ class PolicySet:
                             and not self._waive(rule, ctx, st, at, waivers, outcomes)
                         ):
                             continue
-                    except EvalError as exc:
-                        self._errored(rule, exc.code, exc.message, denies, dry, errors, outcomes)
-                        continue
-                    except Exception as exc:  # SECURITY: fail closed on unexpected errors
-                        self._errored(
-                            rule,
-                            "policy_eval_error",
-                            f"{type(exc).__name__}: {exc}",
-                            denies,
-                            dry,
-                            errors,
-                            outcomes,
-                        )
+                    except Exception as exc:  # SECURITY: fail closed, unexpected errors too
+                        self._errored(rule, exc, denies, dry, errors, outcomes)
                         continue
                     if outcomes is not None:
                         outcomes[pos] = MATCHED if hit else NOT_MATCHED
@@ -479,19 +468,8 @@ class PolicySet:
             hit = rule.rest is None or rule.rest(ctx, st)
             if hit and rule.exceptions and not self._waive(rule, ctx, st, at, waivers, outcomes):
                 return
-        except EvalError as exc:
-            self._errored(rule, exc.code, exc.message, denies, dry, errors, outcomes)
-            return
-        except Exception as exc:  # SECURITY: fail closed on unexpected errors too
-            self._errored(
-                rule,
-                "policy_eval_error",
-                f"{type(exc).__name__}: {exc}",
-                denies,
-                dry,
-                errors,
-                outcomes,
-            )
+        except Exception as exc:  # SECURITY: fail closed, unexpected errors too
+            self._errored(rule, exc, denies, dry, errors, outcomes)
             return
         if outcomes is not None:
             outcomes[rule.pos] = MATCHED if hit else NOT_MATCHED
@@ -507,13 +485,17 @@ class PolicySet:
     @staticmethod
     def _errored(
         rule: CompiledRule,
-        code: str,
-        message: str,
+        exc: Exception,
         denies: list[CompiledRule],
         dry: list[str],
         errors: list[DecisionError],
         outcomes: dict[int, str] | None,
     ) -> None:
+        """A rule that could not be evaluated denies (or, in dry run, would have denied)."""
+        if isinstance(exc, EvalError):
+            code, message = exc.code, exc.message
+        else:  # an engine bug: named by its type, never turned into an allow
+            code, message = "policy_eval_error", f"{type(exc).__name__}: {exc}"
         if outcomes is not None:
             outcomes[rule.pos] = ERROR
         if rule.spec.mode != "enforce":
