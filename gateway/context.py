@@ -9,6 +9,9 @@ Rule 1: a declared header that cannot be read (an age that is not a whole number
 that is not a region code) is a `ContextError` naming the header: the caller gets a 400 that
 says which header and what it should hold, rather than a silently different decision.
 Rule 2: region claims from untrusted sources only ever land in `caller.region_claims`.
+Rule 3: a declared fact that the gateway also infers (the data subjects' region) adds to the
+inference unless the tenant attests it: `inferred_alternative` gives the context to evaluate
+beside the declared one, and the stricter of the two decisions applies.
 """
 
 from __future__ import annotations
@@ -21,10 +24,19 @@ from typing import Any
 
 from gateway.config import HeaderNames
 
-__all__ = ["ClientFacts", "ContextError", "RouteFacts", "build_context", "find_licence"]
+__all__ = [
+    "ClientFacts",
+    "ContextError",
+    "RouteFacts",
+    "build_context",
+    "find_licence",
+    "inferred_alternative",
+]
 
 _REGION_RE = re.compile(r"^[A-Za-z]{2}(-[A-Za-z0-9]{1,3})?$")
 _TOKEN_RE = re.compile(r"^[A-Za-z0-9_.:-]{1,64}$")
+#: ASCII digits only: `str.isdigit` also accepts `²` and `٣`, which `int` refuses or reads.
+_AGE_RE = re.compile(r"[0-9]{1,3}")
 _MAX_CONSENTS = 16
 
 
@@ -114,8 +126,8 @@ def _age(headers: Mapping[str, str], name: str) -> int | None:
     value = _header(headers, name)
     if value is None:
         return None
-    if not value.isdigit() or len(value) > 3:
-        raise ContextError(name, value, "an age in whole years, e.g. 15")
+    if _AGE_RE.fullmatch(value) is None:
+        raise ContextError(name, value, "an age in whole years in ASCII digits, e.g. 15")
     return int(value)
 
 
@@ -142,11 +154,13 @@ def build_context(
     licence: Mapping[str, Any] | None,
     backends: Sequence[Mapping[str, Any]],
     sinks: Sequence[Mapping[str, Any]],
+    binary_inputs: Sequence[str] = (),
 ) -> dict[str, Any]:
     """Assemble the request context; raises `ContextError` for an unreadable declared header.
 
     `tenant` is the tenant record as a mapping (id, established_in, registered_purposes,
-    default_backend and free-form flags); `findings` are `(category, json_path)` pairs.
+    default_backend and free-form flags); `findings` are `(category, json_path)` pairs;
+    `binary_inputs` are the media types of decoded values that are not text.
     """
     paths: dict[str, list[str]] = {}
     for category, path in findings:
@@ -194,9 +208,29 @@ def build_context(
             "end_user": _header(headers, names.end_user) is not None,
             "personal_data": sorted(paths),
             "personal_data_paths": paths,
+            "binary_inputs": sorted(set(binary_inputs)),
         },
         "licence": dict(licence) if licence is not None else None,
         "model": dict(model) if model is not None else None,
         "backends": [dict(b) for b in backends],
         "sinks": [dict(s) for s in sinks],
     }
+
+
+def inferred_alternative(context: Mapping[str, Any], *, attested: bool) -> dict[str, Any] | None:
+    """The context with the inferred subject region instead of the declared one, or None.
+
+    `subject.presumed_region` is the declared `subject.region` when there is one, else the
+    caller's network region. A declaration from a tenant that does not attest it must not
+    hide what the gateway inferred (a non-EEA tenant calling from Germany cannot switch GDPR
+    off by declaring `US`), so both readings are evaluated. None when there is nothing to
+    add: no declaration, an attested one, no inferred region, or the two agree.
+    """
+    subject = context.get("subject") or {}
+    declared = subject.get("region")
+    inferred = (context.get("caller") or {}).get("region")
+    if attested or declared is None or inferred is None or declared == inferred:
+        return None
+    alternative = dict(context)
+    alternative["subject"] = {**subject, "region": None}
+    return alternative

@@ -28,16 +28,26 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import orjson
 from aiohttp import web
 
 from gateway import strictjson
 from gateway.app_state import DECISION_ID, RUNTIME, Runtime, Snapshot
 from gateway.audit import AuditError, AuditUnavailable
-from gateway.context import ClientFacts, ContextError, RouteFacts, build_context, find_licence
+from gateway.context import (
+    ClientFacts,
+    ContextError,
+    RouteFacts,
+    build_context,
+    find_licence,
+    inferred_alternative,
+)
+from gateway.jsonsplice import replace_strings
+from gateway.logs import describe_exception
 from gateway.marks import ImageMarkError, mark_predict_response, marks_for_obligations
 from gateway.policy import Decision
-from gateway.privacy import MaskRule, apply_masks, scan, scan_headers
+from gateway.policy.combine import stricter
+from gateway.privacy import MaskRule, scan, scan_headers
+from gateway.privacy.masking import UnmaskableValue, mask_values
 from gateway.problems import PROBLEM_CONTENT_TYPE, denial_problem, gateway_problem, problem_bytes
 from gateway.proxy import BackendSpec, UpstreamError, is_rerouted, select_backend
 from gateway.tenants import AuthFailure
@@ -57,6 +67,15 @@ log = logging.getLogger("jurisgate")
 _JSON = "application/json"
 #: Request headers relayed to the backend (TF Serving reads none, but a custom backend may).
 _FORWARDED_HEADERS = frozenset({"content-type", "accept"})
+
+
+class _Progress:
+    """How far one request got: whether its `decision` record is already in the log."""
+
+    __slots__ = ("decision_written",)
+
+    def __init__(self) -> None:
+        self.decision_written = False
 
 
 class _Refusal(Exception):
@@ -228,8 +247,9 @@ async def handle_tfserving(request: web.Request) -> web.StreamResponse:
         "route": request.method[:16],
         "policy": snap.policy_set.revision,
     }
+    progress = _Progress()
     try:
-        return await _pipeline(request, runtime, snap, decision_id, record, started)
+        return await _pipeline(request, runtime, snap, decision_id, record, started, progress)
     except _Refusal as refusal:
         record.update(decision=refusal.outcome, status=refusal.status, reason=refusal.reason)
         record.setdefault("retention_days", snap.config.audit.retention_default_days)
@@ -239,6 +259,62 @@ async def handle_tfserving(request: web.Request) -> web.StreamResponse:
         if refusal.content_type:
             response.content_type = refusal.content_type
         return response
+    except web.HTTPException:
+        raise  # the audit log refused the record: already counted, answered 503
+    except Exception as exc:  # noqa: BLE001 - every request ends decided, audited and counted
+        return await _internal_error(runtime, snap, record, decision_id, progress, exc)
+
+
+async def _internal_error(
+    runtime: Runtime,
+    snap: Snapshot,
+    record: dict[str, Any],
+    decision_id: str,
+    progress: _Progress,
+    exc: Exception,
+) -> web.StreamResponse:
+    """An audited 500 for a failure inside the pipeline (a bug, or input nobody foresaw)."""
+    # SECURITY: the exception's message may quote the request; only its type and place are
+    # logged, and the record names the type.
+    log.error("request %s failed inside the gateway: %s", decision_id, describe_exception(exc))
+    if progress.decision_written:
+        entry: dict[str, Any] = {
+            "type": "outcome",
+            "decision_id": decision_id,
+            "tenant": record.get("tenant"),
+            "status": 500,
+            "upstream_error": "gateway_error",
+            "error_type": type(exc).__name__,
+        }
+    else:
+        entry = {key: value for key, value in record.items() if _is_json_safe(value)}
+        entry.update(
+            decision="error", status=500, reason="internal_error", error_type=type(exc).__name__
+        )
+        entry.setdefault("retention_days", snap.config.audit.retention_default_days)
+    await _append(runtime, entry, snap, decision_id)
+    runtime.metrics.count_request("error", 500)
+    body = gateway_problem(
+        operator=snap.config.operator,
+        status=500,
+        title="Internal Server Error",
+        detail="the gateway failed while handling this request; the failure is recorded",
+        decision_id=decision_id,
+        code="internal_error",
+        hint="retry later; quote the decision id when reporting it",
+    )
+    return web.Response(status=500, body=problem_bytes(body), content_type=PROBLEM_CONTENT_TYPE)
+
+
+def _is_json_safe(value: Any) -> bool:
+    """Whether `value` can go into an audit record (the failure may have left odd values)."""
+    if value is None or type(value) in (str, int, bool):
+        return True
+    if type(value) is list:
+        return all(_is_json_safe(item) for item in value)
+    if type(value) is dict:
+        return all(type(k) is str and _is_json_safe(v) for k, v in value.items())
+    return False
 
 
 async def _append(runtime: Runtime, record: Mapping[str, Any], snap: Snapshot, did: str) -> None:
@@ -264,6 +340,7 @@ async def _pipeline(
     decision_id: str,
     record: dict[str, Any],
     started: float,
+    progress: _Progress,
 ) -> web.StreamResponse:
     config = snap.config
     metrics = runtime.metrics
@@ -316,6 +393,13 @@ async def _pipeline(
     findings = (
         scan(document, region_hints=hints, value_strings=strings) if document is not None else None
     )
+    if findings is not None and findings.undecodable:
+        # SECURITY: what the gateway cannot decode it cannot inspect; never forward it.
+        raise _gateway_refusal(
+            snap, decision_id, 400, "undecodable_value", "Bad Request",
+            f"the b64 value at {findings.undecodable[0]} is not base64",
+            "encode binary values in standard or URL-safe base64",
+        )  # fmt: skip
     if findings is not None and not findings.complete:
         # SECURITY: what the scan budget left unread may hold personal data; never forward it.
         raise _gateway_refusal(
@@ -334,6 +418,8 @@ async def _pipeline(
             found.extend((f.category, f.path) for f in group)
     metrics.observe_stage("scan", time.perf_counter() - t0)
     record["detected_personal_data"] = [{"type": c, "path": p} for c, p in dict.fromkeys(found)]
+    if findings is not None and findings.binary:
+        record["binary_inputs"] = [item.to_json() for item in findings.binary]
 
     # Decide.
     candidates = snap.backends_for(route.model)
@@ -352,6 +438,7 @@ async def _pipeline(
             licence=licence,
             backends=[b.context_view() for b in candidates],
             sinks=snap.sink_views,
+            binary_inputs=findings.media_types if findings is not None else (),
         )
     except ContextError as exc:
         raise _gateway_refusal(
@@ -360,7 +447,15 @@ async def _pipeline(
         ) from None  # fmt: skip
     t0 = time.perf_counter()
     decision = snap.policy_set.evaluate(context)
+    attested = tenant is not None and "subject_region" in tenant.attests
+    alternative = inferred_alternative(context, attested=attested)
+    if alternative is not None:
+        # SECURITY: an unattested declaration adds to the inferred region, never replaces it.
+        decision = stricter(decision, snap.policy_set.evaluate(alternative))
     metrics.observe_stage("policy", time.perf_counter() - t0)
+    declared_region = context["subject"]["region"]
+    if declared_region is not None:
+        record["declared_subject_region"] = {"region": declared_region, "attested": attested}
     record["rules"] = list(decision.rules)
     if decision.dry_run:
         record["dry_run_rules"] = list(decision.dry_run)
@@ -415,20 +510,28 @@ async def _pipeline(
             )
 
     if not decision.allowed:
-        return await _deny(request, runtime, snap, decision, record, decision_id, started)
+        return await _deny(request, runtime, snap, decision, record, decision_id, started, progress)
 
     # Allowed: mask, forward, obligations.
     forward_body = body
     masked: list[Any] = []
     rules = _mask_rules(decision)
     if rules and findings:
-        new_document, masked = apply_masks(
-            document, findings, rules, hash_key=config.privacy_hmac_key or runtime.masking_key
-        )
-        if masked:
-            forward_body = orjson.dumps(new_document)
-            for entry in masked:
-                metrics.count_masked(entry["category"])
+        try:
+            replacements, masked = mask_values(
+                document, findings, rules, hash_key=config.privacy_hmac_key or runtime.masking_key
+            )
+        except UnmaskableValue as exc:
+            # SECURITY: personal data the policy says to mask, inside bytes that cannot be
+            # rewritten: refuse rather than forward it unmasked.
+            raise _gateway_refusal(
+                snap, decision_id, 422, "unmaskable_personal_data", "Unprocessable Content",
+                str(exc), "send the text as a JSON string, or remove it from the binary value",
+            ) from None  # fmt: skip
+        # Splice the masked strings into the bytes as sent: numbers, NaN and key order stay.
+        forward_body = replace_strings(body, replacements)
+        for entry in masked:
+            metrics.count_masked(entry["category"])
     assert backend is not None
     transformed = bool(masked) or rerouted or bool(decision.obligations.headers)
     transformed = transformed or bool(decision.obligations.image_marks)
@@ -440,6 +543,7 @@ async def _pipeline(
         record["rerouted"] = True
     metrics.count_decision(record["decision"], _first(decision.rules))
     await _append(runtime, record, snap, decision_id)
+    progress.decision_written = True
 
     t0 = time.perf_counter()
     try:
@@ -553,6 +657,7 @@ async def _deny(
     record: dict[str, Any],
     decision_id: str,
     started: float,
+    progress: _Progress,
 ) -> web.StreamResponse:
     config = snap.config
     problem = decision.problem
@@ -564,6 +669,7 @@ async def _deny(
     record["lat_us"] = int((time.perf_counter() - started) * 1e6)
     runtime.metrics.count_decision("deny", _first(decision.rules))
     await _append(runtime, record, snap, decision_id)
+    progress.decision_written = True
     remedy = problem.remedy.text if problem and problem.remedy else None
     regimes = sorted({b.regime for b in decision.legal_basis})
     body = denial_problem(

@@ -2,17 +2,69 @@
 
 Messages are written by the gateway's own code, which never logs payloads, header values,
 API keys or client addresses; the formatter adds no request data of its own.
+
+Other libraries do: aiohttp's server quotes the bytes of a malformed request line and the
+peer's address, its access log prints request lines and headers, and an exception's text
+can quote anything it was handed. `RequestDataFilter` therefore keeps, for every logger that
+is not the project's own, only the static message template (arguments dropped) and the type
+and place of an exception (never its text or traceback lines); access-log records are dropped
+(the audit log and the metrics count every request).
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import sys
+import traceback
 from datetime import UTC, datetime
+from typing import Final
 
 import orjson
 
-__all__ = ["JsonFormatter", "configure_logging"]
+__all__ = ["JsonFormatter", "RequestDataFilter", "configure_logging", "describe_exception"]
+
+#: Loggers whose messages the project writes itself and keeps free of request data.
+_OWN_LOGGERS: Final = ("jurisgate", "gateway", "model_server")
+_ACCESS_LOGGERS: Final = ("aiohttp.access",)
+_PLACEHOLDER: Final = re.compile(r"%(?:\([^)]*\))?[-#0 +]*\d*(?:\.\d+)?[sdirfgexXco%]")
+
+
+def describe_exception(exc: BaseException) -> str:
+    """The type of `exc` and where it was raised (`file:line in function`), never its text.
+
+    An exception's message may quote the input that caused it (a header value, a body
+    fragment); its type and place are enough to find the bug.
+    """
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    if not frames:
+        return name
+    last = frames[-1]
+    return f"{name} at {last.filename}:{last.lineno} in {last.name}"
+
+
+class RequestDataFilter(logging.Filter):
+    """Strip request data from the records of loggers that are not the project's own."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        """Rewrite `record` in place; drop access-log records."""
+        name = record.name
+        if name.startswith(_ACCESS_LOGGERS):
+            return False
+        if name.split(".", 1)[0] in _OWN_LOGGERS:
+            return True
+        template = record.msg if isinstance(record.msg, str) else type(record.msg).__name__
+        if record.args:
+            template = _PLACEHOLDER.sub("[redacted]", template)
+        record.msg = template
+        record.args = None
+        if record.exc_info and record.exc_info[1] is not None:
+            record.msg = f"{template} ({describe_exception(record.exc_info[1])})"
+        record.exc_info = None
+        record.exc_text = None
+        record.stack_info = None
+        return True
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,6 +87,7 @@ def configure_logging(level: str = "INFO") -> None:
     """Send the `jurisgate` and `aiohttp` loggers to stderr as JSON lines."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter())
+    handler.addFilter(RequestDataFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -132,7 +132,7 @@ class ParsedBody(NamedTuple):
 
     value: Any
     #: Every string *value* of `value` (not the keys), in document order, when the fast path
-    #: read them from the raw bytes; None when another path parsed the body.
+    #: read them from the raw bytes and the body has no `b64` key; None otherwise.
     strings: tuple[str, ...] | None
 
 
@@ -186,6 +186,9 @@ def parse_body(
     if _has_duplicate_keys(raw, tokens):
         # The checking parser reports the duplicate with its position.
         return ParsedBody(_CheckingParser(raw, max_depth, allow_non_finite).parse(), None)
+    if any(key and _decode_string(raw, start, end) == "b64" for start, end, key in tokens):
+        # SECURITY: a `{"b64": ...}` value is only readable decoded; the scanner must walk.
+        return ParsedBody(value, None)
     return ParsedBody(
         value, tuple(_decode_string(raw, start, end) for start, end, key in tokens if not key)
     )

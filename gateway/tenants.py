@@ -11,6 +11,7 @@ The tenants file (YAML)::
         default_backend: be-eu-fra
         mask_pd_in_free_text: true             # any other key is a free-form flag
         flags: {offers_service_to_children: false}   # flags may also be grouped here
+        attests: [subject_region]              # declarations this tenant is trusted to make
 
 Rule 1 — the file holds hashes only: `sha256:<hex>` of keys that `jurisgate tenants add`
 generates with 256 bits of entropy. A fast hash is enough for keys that cannot be guessed (a
@@ -25,6 +26,11 @@ Rule 3 — a caller without a key is the tenant whose `source_networks` hold its
 
 Rule 4 — loading reports every mistake at `file:line:col` and loads nothing on error;
 unknown keys close to a known one (`registerd_purposes`) are mistakes, not flags.
+
+Rule 5 — a declared fact the gateway also infers (`subject_region`: the data subjects'
+region, against the caller's network region) only adds to the inference, unless the tenant's
+entry `attests` it; then the declaration replaces the inference and the decision record says
+it was attested.
 """
 
 from __future__ import annotations
@@ -72,7 +78,10 @@ KNOWN_FIELDS: Final = (
     "source_networks",
     "default_backend",
     "flags",
+    "attests",
 )
+#: Declarations a tenant may be trusted to make in place of what the gateway infers.
+ATTESTABLE: Final = ("subject_region",)
 
 
 def generate_api_key() -> str:
@@ -96,6 +105,7 @@ class Tenant:
     default_backend: str | None = None
     flags: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
     key_hashes: tuple[str, ...] = field(default=(), repr=False)
+    attests: tuple[str, ...] = ()
 
     def context_view(self) -> dict[str, Any]:
         """The tenant as the request context's `caller` fields need it (JSON-compatible)."""
@@ -420,6 +430,18 @@ def _read_tenant(
                 )
             )
 
+    attests = _string_list(document, path, entry, "attests", problems)
+    for position, fact in enumerate(attests):
+        if fact not in ATTESTABLE:
+            problems.append(
+                document.diagnostic(
+                    "tenants_schema_error",
+                    f"`{fact[:40]}` is not a declaration a tenant can attest",
+                    (*path, "attests", position),
+                    help="attestable: " + ", ".join(f"`{name}`" for name in ATTESTABLE),
+                )
+            )
+
     default_backend = entry.get("default_backend")
     if default_backend is not None and not isinstance(default_backend, str):
         problems.append(
@@ -476,6 +498,7 @@ def _read_tenant(
         default_backend=default_backend,
         flags=_freeze(flags),
         key_hashes=tuple(hashes),
+        attests=tuple(dict.fromkeys(attests)),
     )
 
 

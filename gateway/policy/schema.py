@@ -166,6 +166,10 @@ CONTEXT_FIELDS: dict[str, ContextField] = {
     "request.personal_data": ContextField(
         "list:personal_data", "personal-data categories the detectors found"
     ),
+    "request.binary_inputs": ContextField(
+        "list:string",
+        "media types of decoded values that are not text (image/png, application/octet-stream)",
+    ),
     "request.has_personal_data": ContextField(
         "boolean",
         "true when personal data was found or the purpose processes personal data by nature",

@@ -22,11 +22,10 @@ from gateway.privacy.detectors import (
     UnknownDetectorError,
     detectors_named,
 )
-from gateway.privacy.findings import Finding, Findings, format_path, header_path
+from gateway.privacy.findings import BinaryInput, Finding, Findings, format_path, header_path
 from gateway.privacy.masking import MaskedEntry, MaskRule, apply_masks, mask_headers, mask_text
 from gateway.privacy.scan import (
     DEFAULT_SCAN_BUDGET,
-    is_base64_like,
     scan,
     scan_headers,
     scan_text,
@@ -34,6 +33,7 @@ from gateway.privacy.scan import (
 
 __all__ = [
     "BUILTIN_DETECTORS",
+    "BinaryInput",
     "DEFAULT_SCAN_BUDGET",
     "DEFAULT_DETECTORS",
     "DEFAULT_DETECTOR_NAMES",
@@ -53,7 +53,6 @@ __all__ = [
     "detectors_named",
     "format_path",
     "header_path",
-    "is_base64_like",
     "mask_headers",
     "mask_text",
     "scan",

@@ -14,6 +14,10 @@ from typing import Final, Literal, overload
 
 Location = tuple[str | int, ...]
 Source = Literal["body", "header"]
+#: How the scanned text was carried: as written (`""`), inside a `{"b64": ...}` object
+#: (`b64`), inside a base64 `data:` URL (`data_url`), or as readable runs of a binary value
+#: (`binary`, which can be detected but not rewritten).
+Encoding = Literal["", "b64", "data_url", "binary"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,7 +27,8 @@ class Finding:
     `path` uses the scenario form (`instances[0].note`, `inputs["odd key"][2]`; the empty
     string for a top-level string); `location` holds the same steps as keys and indexes, for
     code that needs to reach the value; header findings have `source="header"`, a path
-    `headers["x-name"]` and a location `(index of the header line,)`.
+    `headers["x-name"]` and a location `(index of the header line,)`. For an `encoding`
+    other than `""` the span counts characters of the decoded text, not of the JSON string.
     """
 
     category: str
@@ -32,6 +37,20 @@ class Finding:
     end: int
     location: Location = field(repr=False)
     source: Source = "body"
+    encoding: Encoding = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BinaryInput:
+    """A decoded value that is not text: where it is, its sniffed media type and its size."""
+
+    path: str
+    media_type: str
+    size: int
+
+    def to_json(self) -> dict[str, str | int]:
+        """`{path, media_type, size}`, the form the audit record stores."""
+        return {"path": self.path, "media_type": self.media_type, "size": self.size}
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,11 +59,16 @@ class Findings(Sequence[Finding]):
 
     `unscanned` lists the path where the scan's work budget ran out (the rest of the
     document was not scanned either); a gateway should refuse such a request rather than
-    forward personal data it could not look for.
+    forward personal data it could not look for. `binary` lists the decoded values that are
+    not text (an image, audio, a serialised record), which the detectors could only read in
+    part.
     """
 
     items: tuple[Finding, ...] = ()
     unscanned: tuple[str, ...] = ()
+    binary: tuple[BinaryInput, ...] = ()
+    #: Paths of `{"b64": ...}` values that are not base64: the gateway cannot read them.
+    undecodable: tuple[str, ...] = ()
 
     @property
     def complete(self) -> bool:
@@ -67,7 +91,17 @@ class Findings(Sequence[Finding]):
         return iter(self.items)
 
     def __add__(self, other: Findings) -> Findings:
-        return Findings(self.items + other.items, self.unscanned + other.unscanned)
+        return Findings(
+            self.items + other.items,
+            self.unscanned + other.unscanned,
+            self.binary + other.binary,
+            self.undecodable + other.undecodable,
+        )
+
+    @property
+    def media_types(self) -> tuple[str, ...]:
+        """Distinct media types of the binary values, sorted (`request.binary_inputs`)."""
+        return tuple(sorted({item.media_type for item in self.binary}))
 
     @property
     def categories(self) -> tuple[str, ...]:

@@ -14,6 +14,15 @@ never left readable.
 
 Rule 4 — categories without a rule are left as they are: which categories to mask is the
 policy's decision (obligations), not the detector's.
+
+Rule 5 — a value the backend decodes (`{"b64": ...}`, a base64 `data:` URL) is decoded,
+masked as text and encoded again in the caller's form. A finding in the readable runs of a
+binary value cannot be masked without corrupting the value: `UnmaskableValue` is raised, and
+the gateway refuses the request instead of forwarding it.
+
+Rule 6 — `mask_values` says which strings change (by location) and leaves the rest of the
+document alone, so a gateway can splice the new strings into the original bytes: numbers,
+`NaN`, key order and every untouched value reach the backend exactly as sent.
 """
 
 from __future__ import annotations
@@ -25,9 +34,36 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal
 
+from gateway.privacy.encoded import (
+    InvalidBase64,
+    TextPayload,
+    classify_bytes,
+    decode_base64,
+    encode_base64,
+    encode_text,
+    parse_data_url,
+)
 from gateway.privacy.findings import Finding, Findings, Location
 
-__all__ = ["MaskRule", "MaskedEntry", "apply_masks", "mask_headers", "mask_text"]
+__all__ = [
+    "MaskRule",
+    "MaskedEntry",
+    "UnmaskableValue",
+    "apply_masks",
+    "mask_headers",
+    "mask_text",
+    "mask_values",
+]
+
+
+class UnmaskableValue(ValueError):
+    """A finding the rules say to mask sits where it cannot be rewritten (a binary value)."""
+
+    def __init__(self, path: str, category: str) -> None:
+        super().__init__(f"`{category}` found in the binary value at `{path}` cannot be masked")
+        self.path = path
+        self.category = category
+
 
 MaskMethod = Literal["redact", "keep_last", "hash"]
 MaskedEntry = dict[str, str]
@@ -147,6 +183,63 @@ def _masked_entries(
             entries.append(entry)
 
 
+def mask_values(
+    document: Any,
+    findings: Findings | Iterable[Finding],
+    rules: Mapping[str, MaskRule],
+    *,
+    hash_key: bytes | None = None,
+) -> tuple[dict[Location, str], list[MaskedEntry]]:
+    """The new value of every string of `document` that a body finding with a rule masks.
+
+    Returns `{location: new string}` (the location of a `b64` value points at the base64
+    string itself) and the masked list (`{path, category, method}` per masked category and
+    path, in document order), the form the audit record stores. Raises `UnmaskableValue` for
+    a finding to mask inside a binary value, and `ValueError` when a finding does not point
+    at a string of `document` or a `hash` rule is used without `hash_key`.
+    """
+    grouped = _group_by_location(f for f in findings if f.source == "body" and f.category in rules)
+    replacements: dict[Location, str] = {}
+    entries: list[MaskedEntry] = []
+    for location, located in grouped.items():
+        path = located[0].path
+        value = document
+        for step in location:
+            value = _step(value, step, path)
+        if type(value) is not str:
+            raise ValueError(f"finding at `{path}` does not point at a string")
+        masked, done = _mask_encoded(value, located, rules, hash_key)
+        if masked != value:
+            replacements[location] = masked
+        _masked_entries(path, done, entries)
+    return replacements, entries
+
+
+def _mask_encoded(
+    value: str, located: Sequence[Finding], rules: Mapping[str, MaskRule], key: bytes | None
+) -> tuple[str, list[tuple[str, MaskMethod]]]:
+    encoding = located[0].encoding
+    if encoding == "":
+        return mask_text(value, _hits(located), rules, hash_key=key)
+    if encoding == "binary":
+        raise UnmaskableValue(located[0].path, located[0].category)
+    data_url = parse_data_url(value) if encoding == "data_url" else None
+    try:
+        data, form = decode_base64(value) if data_url is None else (data_url.data, data_url.form)
+    except InvalidBase64:
+        raise ValueError(f"finding at `{located[0].path}` does not match the document") from None
+    payload = classify_bytes(data)
+    if not isinstance(payload, TextPayload):
+        raise UnmaskableValue(located[0].path, located[0].category)
+    text, done = mask_text(payload.text, _hits(located), rules, hash_key=key)
+    if not done:
+        return value, done
+    new_data = encode_text(payload, text)
+    if data_url is not None:
+        return data_url.with_data(new_data), done
+    return encode_base64(new_data, form), done
+
+
 def apply_masks(
     document: Any,
     findings: Findings | Iterable[Finding],
@@ -154,40 +247,29 @@ def apply_masks(
     *,
     hash_key: bytes | None = None,
 ) -> tuple[Any, list[MaskedEntry]]:
-    """Mask the body `findings` whose category has a rule.
+    """Mask the body `findings` whose category has a rule; return a new document.
 
-    Returns the new document and the masked list (`{path, category, method}` per masked
-    category and path, in document order), the form the audit record stores. Raises
-    `ValueError` when a finding does not point at a string of `document` (findings from
-    another document) or a `hash` rule is used without `hash_key`.
+    The same as `mask_values`, with the new strings put into a copy of `document` (only the
+    containers on the path to a masked string are copied).
     """
-    grouped = _group_by_location(f for f in findings if f.source == "body" and f.category in rules)
-    if not grouped:
-        return document, []
+    replacements, entries = mask_values(document, findings, rules, hash_key=hash_key)
+    if not replacements:
+        return document, entries
     result = _shallow_copy(document)
     copied: set[int] = {id(result)}
-    entries: list[MaskedEntry] = []
-    for location, located in grouped.items():
+    for location, masked in replacements.items():
         if not location:
-            if type(result) is not str:
-                raise ValueError("finding for the top-level value, which is not a string")
-            result, done = mask_text(result, _hits(located), rules, hash_key=hash_key)
-            _masked_entries(located[0].path, done, entries)
+            result = masked
             continue
         parent = result
         for step in location[:-1]:
-            child = _step(parent, step, located[0].path)
+            child = _step(parent, step, "")
             if id(child) not in copied:
                 child = _shallow_copy(child)
                 copied.add(id(child))
                 parent[step] = child
             parent = child
-        last = location[-1]
-        value = _step(parent, last, located[0].path)
-        if type(value) is not str:
-            raise ValueError(f"finding at `{located[0].path}` does not point at a string")
-        parent[last], done = mask_text(value, _hits(located), rules, hash_key=hash_key)
-        _masked_entries(located[0].path, done, entries)
+        parent[location[-1]] = masked
     return result, entries
 
 

@@ -2,26 +2,35 @@
 
 Rule 1 — only string *values* are scanned; object keys, numbers and booleans are not.
 
-Rule 2 — base64 is not text: `{"b64": "..."}` objects (TF Serving's binary form, exactly one
-key with a string value), `data:...;base64,` URLs and long strings made only of base64
-characters with both letter cases are skipped. Running digit detectors over random base64
-would report random Luhn-valid runs as card numbers.
+Rule 2 — what the backend decodes is decoded first: a `{"b64": "..."}` object (TF Serving's
+binary form, exactly one key with a string value) and a base64 `data:` URL are scanned as
+the text they carry (`privacy/encoded.py`). Bytes that are not text are listed in
+`Findings.binary` with their media type, and their readable runs are still scanned (findings
+with `encoding="binary"`, which can be reported but not masked). A `b64` value that is not
+base64 is listed in `Findings.undecodable`: the gateway refuses what it cannot read. Nothing
+else is skipped: random base64 that happens to look like a card number is handled by the
+validators and the budget, not by not looking.
 
-Rule 3 — overlapping spans in one string are resolved by detector priority (an IBAN is not
+Rule 3 — detectors read a normalised view of each string (`privacy/normalize.py`: invisible
+and control characters removed, compatibility forms folded) and every span is mapped back
+to the original characters.
+
+Rule 4 — overlapping spans in one string are resolved by detector priority (an IBAN is not
 also a phone number); the losers are dropped, so each character belongs to at most one
 finding.
 
-Rule 4 — the walk is iterative (no recursion limit) and document order is kept.
+Rule 5 — the walk is iterative (no recursion limit) and document order is kept.
 
-Rule 5 — work is paid from a budget (`DEFAULT_SCAN_BUDGET` units of about 10 us). When it
+Rule 6 — work is paid from a budget (`DEFAULT_SCAN_BUDGET` units of about 10 us). When it
 runs out the scan stops and `Findings.complete` is False: the caller must then refuse the
 request, since the unscanned rest may hold personal data.
 
-Speed: a string shorter than any value, or with too few digits and no marker character
-(`@`), costs one `encode` and one `translate`; a detector runs only when the string holds a
-digit run as long as its values need; lists of numbers (tensors) are recognised by one
-`orjson.dumps` without walking their elements. Given the body's string values up front
-(`strictjson.parse_body`), a document whose strings hold nothing is not walked at all.
+Speed: an ASCII string shorter than any value, or with too few digits and no marker
+character (`@`), costs one `encode` and one `translate`; a detector runs only when the string
+holds a digit run as long as its values need; lists of numbers (tensors) are recognised by
+one `orjson.dumps` without walking their elements. Given the body's string values up front
+(`strictjson.parse_body`, which gives them only for bodies without `b64` objects), a document
+whose strings hold nothing is not walked at all.
 """
 
 from __future__ import annotations
@@ -42,14 +51,28 @@ from gateway.privacy.detectors import (
     Span,
     SpanSet,
 )
-from gateway.privacy.findings import Finding, Findings, Location, format_path, header_path
+from gateway.privacy.encoded import (
+    InvalidBase64,
+    TextPayload,
+    classify_bytes,
+    decode_base64,
+    parse_data_url,
+    readable_text,
+)
+from gateway.privacy.findings import (
+    BinaryInput,
+    Encoding,
+    Finding,
+    Findings,
+    Location,
+    format_path,
+    header_path,
+)
+from gateway.privacy.normalize import normalise
 
-__all__ = ["DEFAULT_SCAN_BUDGET", "is_base64_like", "scan", "scan_headers", "scan_text"]
+__all__ = ["DEFAULT_SCAN_BUDGET", "scan", "scan_headers", "scan_text"]
 
 _DIGITS: Final = b"0123456789"
-_BASE64_ALPHABET_EXTRAS: Final = (b"+", b"/", b"-", b"_")
-#: Shorter strings are always scanned: an unspaced IBAN has 34 characters at most.
-BASE64_MIN_LENGTH: Final = 64
 #: The shortest value any detector reports (`a@b.cd`).
 _SHORTEST_VALUE: Final = 6
 #: Work units one scan may spend (about 10 microseconds each): at most about half a second of
@@ -69,9 +92,16 @@ class _Plan:
 
     def find(self, text: str, state: ScanState) -> tuple[list[tuple[str, int, int]], bool]:
         """Hits in `text` and whether the text was scanned completely."""
-        if len(text) < _SHORTEST_VALUE:
+        if len(text) < _SHORTEST_VALUE and text.isascii():
             return [], True
-        if len(text) >= BASE64_MIN_LENGTH and is_base64_like(text):
+        view = normalise(text)
+        if view is not None:
+            hits, complete = self._find(view.text, state)
+            return [(c, *view.original_span(start, end)) for c, start, end in hits], complete
+        return self._find(text, state)
+
+    def _find(self, text: str, state: ScanState) -> tuple[list[tuple[str, int, int]], bool]:
+        if len(text) < _SHORTEST_VALUE:
             return [], True
         encoded = text.encode("utf-8", "surrogatepass")
         digits = len(encoded) - len(encoded.translate(None, _DIGITS))
@@ -122,29 +152,6 @@ def _normalise_hints(region_hints: Iterable[str]) -> tuple[str, ...]:
     return tuple(hints)
 
 
-def is_base64_like(text: str) -> bool:
-    """True for long strings that are base64 (standard or URL-safe) or a base64 data URL."""
-    if not text.isascii():
-        return False
-    if text.startswith("data:"):
-        comma = text.find(",", 0, 256)
-        if comma < 0 or not text[:comma].endswith(";base64"):
-            return False
-        text = text[comma + 1 :]
-    if len(text) < BASE64_MIN_LENGTH:
-        return False
-    encoded = text.encode("ascii").rstrip(b"=")
-    for extra in _BASE64_ALPHABET_EXTRAS:
-        encoded = encoded.replace(extra, b"")
-    # Both letter cases rule out upper-case codes and digit strings, which are scanned as text.
-    return (
-        encoded.isalnum()
-        and not encoded.isupper()
-        and not encoded.islower()
-        and not encoded.isdigit()
-    )
-
-
 def _is_b64_object(value: dict[Any, Any]) -> bool:
     return len(value) == 1 and type(value.get("b64")) is str
 
@@ -174,31 +181,22 @@ def scan(
     tenant regions. When `budget` runs out the scan stops and `Findings.complete` is False.
 
     `value_strings`, when given, must be every string value of `document` (as
-    `strictjson.parse_body` reads them from the raw body). When none of them holds a finding
-    the document is not walked at all: the walk scans a subset of those strings (it also
-    skips `{"b64": ...}` objects), so it could not find anything either. Otherwise the walk
-    runs as usual and says where each finding is.
+    `strictjson.parse_body` reads them from the raw body) and `document` must hold no
+    `{"b64": ...}` object. When none of them holds a finding (and none is a `data:` URL) the
+    document is not walked at all: the walk scans those same strings, so it could not find
+    anything either. Otherwise the walk runs as usual and says where each finding is.
     """
     plan = _plan(tuple(detectors))
     hints = _normalise_hints(region_hints)
     if value_strings is not None and _nothing_in(plan, value_strings, hints, budget):
         return Findings(())
-    state = ScanState(hints, budget)
-    findings: list[Finding] = []
-    unscanned: list[str] = []
-
-    def record(text: str, location: Location) -> bool:
-        hits, complete = plan.find(text, state)
-        if hits or not complete:
-            path = format_path(location)
-            findings.extend(Finding(cat, path, start, end, location) for cat, start, end in hits)
-            if not complete:
-                unscanned.append(path)
-        return complete
-
+    walk = _Walk(plan, ScanState(hints, budget))
     if type(document) is str:
-        record(document, ())
-        return Findings(tuple(findings), tuple(unscanned))
+        walk.string(document, ())
+        return walk.findings()
+    if type(document) is dict and _is_b64_object(document):
+        walk.b64(document["b64"], ("b64",))
+        return walk.findings()
     root = _children(document)
     if root is None:
         return Findings(())
@@ -208,10 +206,12 @@ def scan(
         for key, child in stack[-1]:
             kind = type(child)
             if kind is str:
-                if not record(child, (*steps, key)):
-                    return Findings(tuple(findings), tuple(unscanned))
+                if not walk.string(child, (*steps, key)):
+                    return walk.findings()
             elif kind is dict:
                 if _is_b64_object(child):
+                    if not walk.b64(child["b64"], (*steps, key, "b64")):
+                        return walk.findings()
                     continue
                 steps.append(key)
                 stack.append(_dict_items(child))
@@ -226,13 +226,72 @@ def scan(
             stack.pop()
             if steps:
                 steps.pop()
-    return Findings(tuple(findings), tuple(unscanned))
+    return walk.findings()
+
+
+class _Walk:
+    """The findings of one document scan as they accumulate (see the module rules)."""
+
+    __slots__ = ("binary", "found", "plan", "state", "undecodable", "unscanned")
+
+    def __init__(self, plan: _Plan, state: ScanState) -> None:
+        self.plan = plan
+        self.state = state
+        self.found: list[Finding] = []
+        self.unscanned: list[str] = []
+        self.binary: list[BinaryInput] = []
+        self.undecodable: list[str] = []
+
+    def findings(self) -> Findings:
+        return Findings(
+            tuple(self.found), tuple(self.unscanned), tuple(self.binary), tuple(self.undecodable)
+        )
+
+    def text(self, text: str, location: Location, encoding: Encoding) -> bool:
+        """Scan one text; False when the budget ran out (the walk must stop)."""
+        hits, complete = self.plan.find(text, self.state)
+        if hits or not complete:
+            path = format_path(location)
+            self.found.extend(
+                Finding(cat, path, start, end, location, "body", encoding)
+                for cat, start, end in hits
+            )
+            if not complete:
+                self.unscanned.append(path)
+        return complete
+
+    def string(self, value: str, location: Location) -> bool:
+        """A JSON string value: as written, or the content of a base64 `data:` URL."""
+        if value[:5].lower() == "data:":
+            data_url = parse_data_url(value)
+            if data_url is not None:
+                return self.data(data_url.data, location, "data_url")
+        return self.text(value, location, "")
+
+    def b64(self, value: str, location: Location) -> bool:
+        """The value of a `{"b64": ...}` object, decoded as the backend decodes it."""
+        try:
+            data, _ = decode_base64(value)
+        except InvalidBase64:
+            self.undecodable.append(format_path(location))
+            return True
+        return self.data(data, location, "b64")
+
+    def data(self, data: bytes, location: Location, encoding: Encoding) -> bool:
+        payload = classify_bytes(data)
+        if isinstance(payload, TextPayload):
+            return self.text(payload.text, location, encoding)
+        path = format_path(location)
+        self.binary.append(BinaryInput(path, payload.media_type, payload.size))
+        return self.text(readable_text(data), location, "binary")
 
 
 def _nothing_in(plan: _Plan, texts: Sequence[str], hints: tuple[str, ...], budget: int) -> bool:
     """True when no text holds a finding and all of them were scanned within `budget`."""
     state = ScanState(hints, budget)
     for text in texts:
+        if text[:5].lower() == "data:":
+            return False  # its content is decoded by the walk
         hits, complete = plan.find(text, state)
         if hits or not complete:
             return False
