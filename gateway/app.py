@@ -37,6 +37,7 @@ from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.context import ClientFacts, ContextError, RouteFacts, build_context, find_licence
 from gateway.errors import DiagnosticError, format_diagnostics
 from gateway.handlers import handle_tfserving
+from gateway.http_server import make_runner
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.policy import load_policy_set
 from gateway.proxy import UpstreamPool
@@ -491,8 +492,9 @@ async def run_gateway(
         return 3
     app = create_app(config, snapshot=snapshot)
     # SECURITY: bodies are inflated by the gateway under its own limit, never by aiohttp.
-    runner = web.AppRunner(
+    runner = make_runner(
         app,
+        config.client_timeouts,
         auto_decompress=False,
         access_log=None,
         shutdown_timeout=shutdown_deadline_s,
@@ -507,7 +509,7 @@ async def run_gateway(
     await site.start()
     admin_runner: web.AppRunner | None = None
     if config.admin.enabled:
-        admin_runner = web.AppRunner(create_admin_app(app), access_log=None)
+        admin_runner = make_runner(create_admin_app(app), config.client_timeouts, access_log=None)
         await admin_runner.setup()
         await web.TCPSite(admin_runner, config.admin.host, config.admin.port).start()
 

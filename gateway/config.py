@@ -28,6 +28,7 @@ __all__ = [
     "AdminConfig",
     "AuditConfig",
     "BackendConfig",
+    "ClientTimeouts",
     "ConfigError",
     "GatewayConfig",
     "HeaderNames",
@@ -214,6 +215,16 @@ def config_schema() -> dict[str, Any]:
                     "read_s": {"type": "number", "exclusiveMinimum": 0},
                 },
             },
+            "clients": {
+                "type": obj,
+                "additionalProperties": False,
+                "properties": {
+                    "header_timeout_s": {"type": "number", "exclusiveMinimum": 0},
+                    "body_idle_timeout_s": {"type": "number", "exclusiveMinimum": 0},
+                    "body_timeout_s": {"type": "number", "exclusiveMinimum": 0},
+                    "keepalive_timeout_s": {"type": "number", "exclusiveMinimum": 0},
+                },
+            },
             "privacy": {
                 "type": obj,
                 "additionalProperties": False,
@@ -313,6 +324,17 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True)
+class ClientTimeouts:
+    """How long a client may take: its request head, each pause in its body, the whole body,
+    and an idle kept-alive connection (seconds)."""
+
+    header_timeout_s: float = 10.0
+    body_idle_timeout_s: float = 30.0
+    body_timeout_s: float = 120.0
+    keepalive_timeout_s: float = 60.0
+
+
+@dataclass(frozen=True)
 class BackendConfig:
     """One TF Serving backend as configured."""
 
@@ -384,6 +406,7 @@ class GatewayConfig:
     sinks: tuple[SinkConfig, ...]
     #: The environment the file was loaded with (overrides, secrets); reloads reuse it.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
+    client_timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
 
     @property
     def origin(self) -> str:
@@ -776,6 +799,7 @@ def _build(
         geoip_mmdb=_resolve_path(base, geoip["mmdb"]) if "mmdb" in geoip else None,
         headers=HeaderNames(**data.get("headers", {})),
         limits=LimitsConfig(**limits),
+        client_timeouts=ClientTimeouts(**data.get("clients", {})),
         connect_timeout_s=float(timeouts.get("connect_s", 2.0)),
         read_timeout_s=float(timeouts.get("read_s", 30.0)),
         scan_headers=tuple(privacy.get("scan_headers", ())),

@@ -23,9 +23,10 @@ Order (each step may end the request):
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -146,7 +147,7 @@ async def _read_body(request: web.Request, snap: Snapshot, decision_id: str) -> 
         )  # fmt: skip
     chunks: list[bytes] = []
     size = 0
-    async for chunk in request.content.iter_chunked(256 * 1024):
+    async for chunk in _body_chunks(request, snap, decision_id):
         size += len(chunk)
         if size > limits.max_body_bytes:
             raise _gateway_refusal(
@@ -176,6 +177,45 @@ async def _read_body(request: web.Request, snap: Snapshot, decision_id: str) -> 
                 "check the Content-Encoding header matches the body",
             ) from None  # fmt: skip
     return body
+
+
+async def _body_chunks(
+    request: web.Request, snap: Snapshot, decision_id: str
+) -> AsyncIterator[bytes]:
+    """The body as it arrives, within the client time limits (a pause, and the whole body)."""
+    timeouts = snap.config.client_timeouts
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeouts.body_timeout_s
+    while True:
+        wait = min(timeouts.body_idle_timeout_s, deadline - loop.time())
+        try:
+            async with asyncio.timeout(max(wait, 0.0)):
+                chunk = await request.content.readany()
+        except TimeoutError:
+            # SECURITY: a body that stops arriving (shorter than its Content-Length, a chunked
+            # body without its last chunk) must not hold the connection open.
+            raise _Refusal(
+                408,
+                problem_bytes(
+                    gateway_problem(
+                        operator=snap.config.operator,
+                        status=408,
+                        title="Request Timeout",
+                        detail="the request body did not arrive in time",
+                        decision_id=decision_id,
+                        code="body_timeout",
+                        hint="send the whole body without pauses longer than "
+                        f"{timeouts.body_idle_timeout_s:g} s",
+                    )
+                ),
+                PROBLEM_CONTENT_TYPE,
+                outcome="reject",
+                reason="body_timeout",
+                headers={"Connection": "close"},
+            ) from None
+        if not chunk:
+            return
+        yield chunk
 
 
 def _parse_json(body: bytes, snap: Snapshot, decision_id: str) -> strictjson.ParsedBody:

@@ -781,15 +781,22 @@ def _convert_scalar(value: Any, dtype: str) -> Any:
     )
 
 
+_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
+
+
 def _decode_b64_object(value: Any) -> bytes:
     if not _is_b64_object(value):
         raise invalid_argument(
             f"JSON Value: {json_value_to_string(value)} not formatted correctly for base64 data"
         )
     _, text = _find(value, "b64")
-    raw = text.encode("ascii", "replace")
+    # TensorFlow's decoder reads the standard and the URL-safe alphabet, padded or not.
+    raw = text.encode("ascii", "replace").translate(_URLSAFE_TO_STANDARD)
+    body = raw.rstrip(b"=")
+    if (len(raw) != len(body) and len(raw) % 4) or len(body) % 4 == 1:
+        raise invalid_argument("Unable to base64 decode")
     try:
-        return base64.b64decode(raw + b"=" * (-len(raw) % 4), validate=True)
+        return base64.b64decode(body + b"=" * (-len(body) % 4), validate=True)
     except (binascii.Error, ValueError):
         raise invalid_argument("Unable to base64 decode") from None
 

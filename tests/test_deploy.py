@@ -35,6 +35,23 @@ def test_gateway_service_fronts_tf_serving() -> None:
     assert "audit" in _compose()["volumes"]
 
 
+def test_only_the_gateway_publishes_a_port() -> None:
+    compose = _compose()
+    services = compose["services"]
+    publishing = sorted(name for name, service in services.items() if service.get("ports"))
+    assert publishing == ["gateway"], "a published backend port bypasses the gateway"
+    # TF Serving sits on an internal network that only the gateway shares.
+    serving_networks = set(services["tfserving"]["networks"])
+    for name in serving_networks:
+        assert compose["networks"][name].get("internal") is True
+    sharing = sorted(
+        name for name, service in services.items()
+        if serving_networks & set(service.get("networks", ())) and name != "tfserving"
+    )  # fmt: skip
+    assert sharing == ["gateway"]
+    assert not any("network_mode" in service for service in services.values())
+
+
 def test_gateway_config_names_the_compose_backend_and_model(tmp_path: Path) -> None:
     config = load_config(ROOT / "deploy" / "jurisgate.yaml", {"JURISGATE_ADMIN_TOKEN": "t" * 24})
     services = _compose()["services"]

@@ -185,7 +185,8 @@ def _banner(args: argparse.Namespace, demo_key: str, work: Path) -> None:
     print(
         f"""
 Jurisgate is up: TF Serving clients use {base} unchanged.
-  model server (embedded TF Serving)  http://127.0.0.1:{args.backend_port}  (behind the gateway)
+  model server (embedded TF Serving)  127.0.0.1:{args.backend_port} (REST) and \
+127.0.0.1:{args.backend_grpc_port} (gRPC): loopback only, behind the gateway
   admin (token in {work / "admin-token"})  http://127.0.0.1:{args.admin_port}/metrics
   audit log  {work / "audit"}   trusted keys  {work / "keys" / "trusted-keys.json"}
 

@@ -64,6 +64,7 @@ def test_up_serves_the_readme_examples_and_leaves_a_verifiable_log(
         banner = "".join(output)
         assert "Ctrl-C stops both" in banner, banner
         assert f"http://127.0.0.1:{port}/v1/models/mnist" in banner
+        assert "loopback only, behind the gateway" in banner
         base = f"http://127.0.0.1:{port}/v1/models/mnist:predict"
         purpose = {"X-Purpose": "document_classification"}
         digit = (ROOT / "examples" / "digit.json").read_bytes()

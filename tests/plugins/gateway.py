@@ -30,6 +30,7 @@ from gateway.app import create_app
 from gateway.app_state import RUNTIME, Runtime
 from gateway.audit.storage import list_segments
 from gateway.config import GatewayConfig, load_config
+from gateway.http_server import make_runner
 
 TEST_PEER_HEADER = "X-Test-Peer"
 
@@ -225,7 +226,7 @@ async def start_gateway(
     config = load_config(config_path, env)
     app = create_app(config, clock=clock)
     app.middlewares.insert(0, _peer_override)
-    runner = web.AppRunner(app, auto_decompress=False, access_log=None)
+    runner = make_runner(app, config.client_timeouts, auto_decompress=False, access_log=None)
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
