@@ -110,7 +110,8 @@ async def test_columnar_b64_and_data_urls_are_masked(env: Env) -> None:
     header, content = forwarded["extra"].split(",", 1)
     assert header == "data:text/plain;charset=utf-8;base64"
     assert base64.b64decode(content).decode() == "Rückruf an [EMAIL] oder [PHONE]"
-    found = {(f["type"], f["path"]) for f in _decision(harness, decision_id)["detected_personal_data"]}
+    record = _decision(harness, decision_id)
+    found = {(f["type"], f["path"]) for f in record["detected_personal_data"]}
     assert ("iban", "inputs.note[0].b64") in found and ("email", "inputs.extra") in found
 
 
@@ -160,16 +161,15 @@ async def test_a_b64_value_the_gateway_cannot_decode_is_refused(env: Env) -> Non
 
 
 @pytest.mark.parametrize(
-    ("note", "category"),
+    "note",
     [
-        ("Please-charge-card-4111111111111111-for-the-order-of-the-customer-thanks-a-lot", "card"),
-        ("Refund_to_IBAN_DE89370400440532013000_as_agreed_with_the_customer_yesterday_ok", "iban"),
-        ("CallTheCustomerBackOnTheNumber-+4930231250000-BeforeTheEndOfTheWorkingDayPlease", "phone"),
+        "Please-charge-card-4111111111111111-for-the-order-of-the-customer-thanks-a-lot",
+        "Refund_to_IBAN_DE89370400440532013000_as_agreed_with_the_customer_yesterday_ok",
+        "CallTheCustomerBackOnTheNumber-+4930231250000-BeforeTheEndOfTheWorkingDayPlease",
     ],
+    ids=["card", "iban", "phone"],
 )
-async def test_long_base64_alphabet_sentences_are_scanned(
-    env: Env, note: str, category: str
-) -> None:
+async def test_long_base64_alphabet_sentences_are_scanned(env: Env, note: str) -> None:
     harness, eu, _ = env
     assert len(note) >= 64
     body = json.dumps({"instances": [{"images": IMAGE, "note": note}]}).encode()
