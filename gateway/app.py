@@ -38,6 +38,7 @@ from gateway.context import ClientFacts, ContextError, RouteFacts, build_context
 from gateway.errors import DiagnosticError, format_diagnostics
 from gateway.handlers import handle_tfserving
 from gateway.http_server import make_runner
+from gateway.logs import describe_exception
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.policy import load_policy_set
 from gateway.proxy import UpstreamPool
@@ -106,8 +107,9 @@ async def decision_id_middleware(
         )
     except asyncio.CancelledError:
         raise
-    except Exception:
-        log.exception("request %s failed", decision_id)
+    except Exception as exc:
+        # SECURITY: the exception's text may quote the request; log its type and place only.
+        log.error("request %s failed: %s", decision_id, describe_exception(exc))
         response = web.Response(
             status=500,
             body=error_body("Internal gateway error", decision_id=decision_id),

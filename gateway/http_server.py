@@ -12,6 +12,9 @@ answer, one that sent part of a head gets `408 Request Timeout` and is closed.
 Rule 2 — after a response, the next request's head must arrive within `keepalive_timeout_s`
 of the connection going idle, and once its first byte arrived, completely within
 `header_timeout_s`.
+Rule 3 — after a response to a request whose body was not read (refused early, or stalled),
+the rest of the body is read and dropped for at most `LINGER_S` seconds (aiohttp's default is
+10), then the connection is closed.
 """
 
 from __future__ import annotations
@@ -25,7 +28,10 @@ from aiohttp.web_server import Server
 
 from gateway.config import ClientTimeouts
 
-__all__ = ["make_runner"]
+__all__ = ["LINGER_S", "make_runner"]
+
+#: How long an unread body may keep arriving after the response (see Rule 3).
+LINGER_S: Final = 2.0
 
 _REQUEST_TIMEOUT: Final = (
     b"HTTP/1.1 408 Request Timeout\r\n"
@@ -126,4 +132,5 @@ def make_runner(app: web.Application, timeouts: ClientTimeouts, **kwargs: Any) -
     are aiohttp's.
     """
     kwargs.setdefault("keepalive_timeout", timeouts.keepalive_timeout_s)
+    kwargs.setdefault("lingering_time", min(LINGER_S, timeouts.body_idle_timeout_s))
     return _TimedAppRunner(app, timeouts=timeouts, **kwargs)
