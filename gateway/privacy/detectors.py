@@ -526,7 +526,9 @@ BR_CPF_BARE: Final = PatternDetector(
 )
 US_SSN: Final = PatternDetector(
     category="us_ssn",
-    pattern=_compile(r"(?<![0-9\-])[0-9]{3}-[0-9]{2}-[0-9]{4}(?![0-9\-])"),
+    # A dash next to the number ends it unless a digit follows (`536-22-1234-ok` is an SSN,
+    # `536-22-1234-5` is part of a longer number).
+    pattern=_compile(r"(?<![0-9])(?<![0-9]-)[0-9]{3}-[0-9]{2}-[0-9]{4}(?!-?[0-9])"),
     validate=_valid_ssn,
     priority=60,
     min_digits=9,
