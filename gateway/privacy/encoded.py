@@ -1,5 +1,5 @@
-"""Values the backend decodes before the model reads them: TF Serving's `{"b64": ...}` and
-`data:` URLs with base64 content.
+"""Values the backend decodes before the model reads them: TF Serving's `{"b64": ...}`, and
+`data:` URLs (base64 or percent-encoded), which a model may decode itself.
 
 The gateway must see what the model will see, so it decodes these values exactly as (or more
 leniently than) the backend does, classifies the bytes as text or binary, and can write a
@@ -26,6 +26,7 @@ import binascii
 import re
 from dataclasses import dataclass
 from typing import Final, Literal
+from urllib.parse import quote_from_bytes, unquote_to_bytes
 
 __all__ = [
     "Base64Form",
@@ -95,32 +96,46 @@ def encode_base64(data: bytes, form: Base64Form) -> str:
 
 @dataclass(frozen=True, slots=True)
 class DataUrl:
-    """A `data:<media type>;base64,<data>` URL split into its header and decoded data."""
+    """A `data:` URL (RFC 2397) split into its header and decoded data.
+
+    `form` is the base64 form of a `;base64` URL, None for a percent-encoded one.
+    """
 
     header: str
     media_type: str
     data: bytes
-    form: Base64Form
+    form: Base64Form | None
 
     def with_data(self, data: bytes) -> str:
-        """The same URL carrying `data` instead."""
+        """The same URL carrying `data` instead, encoded as the original was."""
+        if self.form is None:
+            return f"{self.header},{quote_from_bytes(data, safe=_URL_SAFE)}"
         return f"{self.header},{encode_base64(data, self.form)}"
 
 
-_DATA_URL: Final = re.compile(r"data:([^,;]{0,127})((?:;[^,;]{1,127}){0,8});base64,", re.I)
+_DATA_URL: Final = re.compile(r"data:([^,;]{0,127})((?:;[^,;]{1,127}){0,8}),", re.I)
+#: Characters a percent-encoded data URL may carry as they are (RFC 3986 unreserved and
+#: sub-delimiters, `:`, `@`, `/`, `?`).
+_URL_SAFE: Final = "-._~!$&'()*+,;=:@/?"
 
 
 def parse_data_url(text: str) -> DataUrl | None:
-    """The decoded content of a base64 `data:` URL, or None for any other string."""
+    """The decoded content of a `data:` URL, or None for any other string."""
     if not text[:5].lower() == "data:":
         return None
     match = _DATA_URL.match(text)
     if match is None:
         return None
-    try:
-        data, form = decode_base64(text[match.end() :])
-    except InvalidBase64:
-        return None
+    content = text[match.end() :]
+    parameters = match.group(2).lower().split(";")
+    form: Base64Form | None = None
+    if parameters[-1].strip() == "base64":
+        try:
+            data, form = decode_base64(content)
+        except InvalidBase64:
+            return None
+    else:
+        data = unquote_to_bytes(content)
     media_type = match.group(1).strip().lower() or "text/plain"
     return DataUrl(text[: match.end() - 1], media_type, data, form)
 

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from gateway.privacy.encoded import (
+    Base64Form,
     InvalidBase64,
     TextPayload,
     classify_bytes,
@@ -218,14 +219,34 @@ def mask_values(
 def _mask_encoded(
     value: str, located: Sequence[Finding], rules: Mapping[str, MaskRule], key: bytes | None
 ) -> tuple[str, list[tuple[str, MaskMethod]]]:
+    plain = [finding for finding in located if finding.encoding == ""]
+    encoded = [finding for finding in located if finding.encoding != ""]
+    if not encoded:
+        return mask_text(value, _hits(plain), rules, hash_key=key)
+    masked, done = _mask_decoded(value, encoded, rules, key)
+    if plain:
+        # Text findings beside decoded ones lie in a `data:` URL's header, which re-encoding
+        # the content leaves where it was.
+        masked, more = mask_text(masked, _hits(plain), rules, hash_key=key)
+        done.extend(entry for entry in more if entry not in done)
+    return masked, done
+
+
+def _mask_decoded(
+    value: str, located: Sequence[Finding], rules: Mapping[str, MaskRule], key: bytes | None
+) -> tuple[str, list[tuple[str, MaskMethod]]]:
     encoding = located[0].encoding
-    if encoding == "":
-        return mask_text(value, _hits(located), rules, hash_key=key)
     if encoding == "binary":
         raise UnmaskableValue(located[0].path, located[0].category)
     data_url = parse_data_url(value) if encoding == "data_url" else None
+    form: Base64Form | None = None
     try:
-        data, form = decode_base64(value) if data_url is None else (data_url.data, data_url.form)
+        if data_url is not None:
+            data = data_url.data
+        elif encoding == "data_url":
+            raise InvalidBase64("not a data URL")
+        else:
+            data, form = decode_base64(value)
     except InvalidBase64:
         raise ValueError(f"finding at `{located[0].path}` does not match the document") from None
     payload = classify_bytes(data)
@@ -237,6 +258,7 @@ def _mask_encoded(
     new_data = encode_text(payload, text)
     if data_url is not None:
         return data_url.with_data(new_data), done
+    assert form is not None
     return encode_base64(new_data, form), done
 
 

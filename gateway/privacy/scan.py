@@ -261,11 +261,14 @@ class _Walk:
         return complete
 
     def string(self, value: str, location: Location) -> bool:
-        """A JSON string value: as written, or the content of a base64 `data:` URL."""
+        """A JSON string value: as written, or a `data:` URL's header and decoded content."""
         if value[:5].lower() == "data:":
             data_url = parse_data_url(value)
             if data_url is not None:
-                return self.data(data_url.data, location, "data_url")
+                # The header is text the model reads too (`data:text/plain;ref=<number>,`).
+                return self.text(data_url.header, location, "") and self.data(
+                    data_url.data, location, "data_url"
+                )
         return self.text(value, location, "")
 
     def b64(self, value: str, location: Location) -> bool:
