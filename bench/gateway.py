@@ -4,6 +4,7 @@
     python bench/gateway.py --profile        # also sample the gateway under load with py-spy
     python bench/gateway.py --diagnose       # also: wrk -c64, and the gateway without fsync
     python bench/gateway.py --json out.json  # also write every number as JSON
+    python bench/gateway.py --baseline HEAD~3  # also the gateway of another revision, same run
 
 Needs `wrk` (`apt-get install -y wrk`); `--profile` needs py-spy (`pip install py-spy`).
 
@@ -209,6 +210,17 @@ def request_body() -> bytes:
     return json.dumps({"instances": [{"image": image, "note": note}]}).encode()
 
 
+def checkout(revision: str, into: Path) -> Path:
+    """The tree of `revision` of this repository, unpacked into `into` (`git archive`)."""
+    into.mkdir(parents=True)
+    archive = subprocess.run(
+        ["git", "-C", str(REPO), "archive", "--format=tar", revision, "gateway"],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
+    return into
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -306,10 +318,11 @@ def start_server(
     log: Path,
     core: int | None,
     extra_env: dict[str, str] | None = None,
+    tree: Path = REPO,
 ) -> Server:
     pinned = ["taskset", "-c", str(core), *command] if core is not None else command
     env = dict(os.environ, PYTHONUNBUFFERED="1", **(extra_env or {}))
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
     with log.open("wb") as out:
         process = subprocess.Popen(
             pinned, stdout=out, stderr=subprocess.STDOUT, cwd=log.parent, env=env
@@ -861,6 +874,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--no-pin", action="store_true", help="do not pin processes to cores")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument("--json", type=Path, help="write the results as JSON here")
+    parser.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="also measure the gateway of git revision REV (same configuration, same rounds)",
+    )
     parser.add_argument("--role", choices=["backend", "bare", "floor"], help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -906,8 +924,17 @@ class Rig:
     def url(self, name: str) -> str:
         return f"http://127.0.0.1:{self.servers[name].port}{PREDICT_PATH}"
 
-    def start(self, name: str, command: list[str], port: int, core: int | None, **env: str) -> None:
-        self.servers[name] = start_server(name, command, port, self.work / f"{name}.log", core, env)
+    def start(
+        self,
+        name: str,
+        command: list[str],
+        port: int,
+        core: int | None,
+        tree: Path = REPO,
+        **env: str,
+    ) -> None:
+        log = self.work / f"{name}.log"
+        self.servers[name] = start_server(name, command, port, log, core, env, tree)
         self.core_of[name] = core
 
     def stop(self, name: str) -> None:
@@ -967,6 +994,15 @@ def run(args: argparse.Namespace) -> int:
         rig.start("floor", [*me, "--role", "floor", "--port", str(ports["floor"]), "--upstream",
                   upstream, "--work", str(work)], ports["floor"], server_core)  # fmt: skip
         rig.start("gateway", gateway_command, ports["gateway"], server_core)
+        measured = list(TARGETS)
+        if args.baseline:
+            # The same configuration served by another revision's code, in the same minutes.
+            tree = checkout(args.baseline, work / "baseline-tree")
+            port = free_port()
+            rig.start("baseline", gateway_command, port, server_core, tree,
+                      JURISGATE__LISTEN__PORT=str(port),
+                      JURISGATE__AUDIT__DIRECTORY=str(work / "audit-baseline"))  # fmt: skip
+            measured.append("baseline")
         # Remember the sources the gateway runs now: the profile names file:line, and the tree
         # may be edited while the bench runs.
         for source in sorted((REPO / "gateway").rglob("*.py")):
@@ -978,7 +1014,7 @@ def run(args: argparse.Namespace) -> int:
                       JURISGATE__LISTEN__PORT=str(port),
                       JURISGATE__AUDIT__DIRECTORY=str(work / f"audit-{name}"),
                       **overrides)  # fmt: skip
-        for name in [*TARGETS, *variants]:
+        for name in [*measured, *variants]:
             wait_ready(rig.servers[name])
             rig.check(name)
 
@@ -1022,21 +1058,22 @@ def run(args: argparse.Namespace) -> int:
         )
 
         # Warm-up, then interleaved rounds (the order rotates so no target always goes first).
-        for name in TARGETS:
+        for name in measured:
             rig.warm(name, args.warmup, args.connections)
-        rounds: dict[str, list[WrkResult]] = {name: [] for name in TARGETS}
+        rounds: dict[str, list[WrkResult]] = {name: [] for name in measured}
         for index in range(args.rounds):
-            for name in TARGETS[index % len(TARGETS) :] + TARGETS[: index % len(TARGETS)]:
+            shift = index % len(measured)
+            for name in measured[shift:] + measured[:shift]:
                 result = rig.wrk(name, args.duration, args.connections)
                 rounds[name].append(result)
                 progress(f"round {index + 1} {name:8s} {describe(result, name)}")
-        load = {name: median_round(rounds[name]) for name in TARGETS}
-        results["wrk_rounds"] = {name: [asdict(r) for r in rounds[name]] for name in TARGETS}
+        load = {name: median_round(rounds[name]) for name in measured}
+        results["wrk_rounds"] = {name: [asdict(r) for r in rounds[name]] for name in measured}
 
         # The fixed moderate rate, in two interleaved halves per target.
         per_half = max(1, int(args.rate * args.rate_seconds / 2))
         # Gateway variants (--diagnose) take part here so that all share the same minutes.
-        rates = {name: RateResult() for name in [*TARGETS, *variants]}
+        rates = {name: RateResult() for name in [*measured, *variants]}
         for _ in range(2):
             for name in rates:
                 rig.fixed_rate(name, args.rate, per_half, rates[name])
@@ -1193,7 +1230,7 @@ def report(
         f"{'server CPU us/req':>19s}{'server core busy':>18s}{'backend us/req':>16s}{'errors':>7s}"
     )
     direct_rps = load["direct"].rps
-    for name in TARGETS:
+    for name in load:
         r = load[name]
         print(
             f"{name:9s}{r.rps:8.0f}{r.rps / direct_rps:9.2f}{r.p50_ms:8.2f}{r.p99_ms:8.2f}"
@@ -1204,7 +1241,7 @@ def report(
     print(f"fixed rate: {args.rate:.0f} req/s open loop, {args.rate_seconds:.0f} s per target")
     print(f"{'target':9s}{'n':>7s}{'p50 ms':>9s}{'p90 ms':>9s}{'p99 ms':>9s}{'p50 added':>11s}")
     direct_p50 = rates["direct"].percentile(50)
-    for name in TARGETS:
+    for name in [n for n in rates if n in load]:
         fixed = rates[name]
         added_text = "-" if name == "direct" else f"{fixed.percentile(50) - direct_p50:+.3f}"
         notes = []
@@ -1275,6 +1312,14 @@ def report(
         f"the bare proxy; the gateway reaches {load['gateway'].rps / load['floor'].rps:.2f}x "
         "the floor"
     )
+    if "baseline" in load:
+        cpu_now = load["gateway"].cpu_us["gateway"]
+        cpu_then = load["baseline"].cpu_us["baseline"]
+        print(
+            f"against the baseline ({args.baseline}): throughput "
+            f"{load['gateway'].rps / load['baseline'].rps:.2f}x, CPU per request "
+            f"{cpu_now:.0f} us vs {cpu_then:.0f} us ({(cpu_now / cpu_then - 1) * 100:+.1f}%)"
+        )
     print(
         f"context: bare/direct {load['bare'].rps / direct_rps:.2f}x, gateway/direct "
         f"{load['gateway'].rps / direct_rps:.2f}x; gateway CPU per request "

@@ -398,7 +398,10 @@ async def _pipeline(
     strings: tuple[str, ...] | None = None
     if route.http_method == "POST":
         body = await _read_body(request, snap, decision_id)
-        document, strings = _parse_json(body, snap, decision_id)
+        parsed_body = _parse_json(body, snap, decision_id)
+        document = parsed_body.value
+        if parsed_body.strings is not None and parsed_body.keys is not None:
+            strings = parsed_body.strings + parsed_body.keys
 
     # Who and where.
     client = snap.resolve_client(request.remote, request.headers)

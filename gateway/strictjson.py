@@ -134,6 +134,8 @@ class ParsedBody(NamedTuple):
     #: Every string *value* of `value` (not the keys), in document order, when the fast path
     #: read them from the raw bytes and the body has no `b64` key; None otherwise.
     strings: tuple[str, ...] | None
+    #: Every object key of `value`, when `strings` is given; None otherwise.
+    keys: tuple[str, ...] | None = None
 
 
 def loads(
@@ -176,7 +178,7 @@ def parse_body(
         if too_deep:
             return ParsedBody(_CheckingParser(raw, max_depth, allow_non_finite).parse(), None)
     if not quotes:  # no string at all: no keys, no text (a bare tensor)
-        return ParsedBody(value, ())
+        return ParsedBody(value, (), ())
     if quotes > _TOKENIZED_QUOTES:
         # Many strings: one `orjson.dumps` beats a Python step per string literal.
         if _may_hold_duplicates(raw, marks, value):
@@ -190,7 +192,9 @@ def parse_body(
         # SECURITY: a `{"b64": ...}` value is only readable decoded; the scanner must walk.
         return ParsedBody(value, None)
     return ParsedBody(
-        value, tuple(_decode_string(raw, start, end) for start, end, key in tokens if not key)
+        value,
+        tuple(_decode_string(raw, start, end) for start, end, key in tokens if not key),
+        tuple(_decode_string(raw, start, end) for start, end, key in tokens if key),
     )
 
 

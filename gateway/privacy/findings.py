@@ -15,9 +15,9 @@ from typing import Final, Literal, overload
 Location = tuple[str | int, ...]
 Source = Literal["body", "header"]
 #: How the scanned text was carried: as written (`""`), inside a `{"b64": ...}` object
-#: (`b64`), inside a base64 `data:` URL (`data_url`), or as readable runs of a binary value
-#: (`binary`, which can be detected but not rewritten).
-Encoding = Literal["", "b64", "data_url", "binary"]
+#: (`b64`), inside a `data:` URL (`data_url`), as readable runs of a binary value (`binary`),
+#: or as an object key (`key`); the last two can be detected but not rewritten.
+Encoding = Literal["", "b64", "data_url", "binary", "key"]
 
 
 @dataclass(frozen=True, slots=True)

@@ -204,6 +204,9 @@ def mask_values(
     entries: list[MaskedEntry] = []
     for location, located in grouped.items():
         path = located[0].path
+        in_key = next((f for f in located if f.encoding == "key"), None)
+        if in_key is not None:
+            raise UnmaskableValue(in_key.path, in_key.category)
         value = document
         for step in location:
             value = _step(value, step, path)

@@ -1,6 +1,9 @@
 """Scanning: every string value of a JSON document (and selected headers) through the detectors.
 
-Rule 1 — only string *values* are scanned; object keys, numbers and booleans are not.
+Rule 1 — string values and object keys are scanned; numbers and booleans are not. A key that
+holds personal data is reported (encoding `key`: it cannot be masked without changing what the
+document means) and is written as `[key]` in every path, so no path in an audit record
+repeats it.
 
 Rule 2 — what the backend decodes is decoded first: a `{"b64": "..."}` object (TF Serving's
 binary form, exactly one key with a string value) and a base64 `data:` URL are scanned as
@@ -180,9 +183,9 @@ def scan(
     value was written, such as national phone numbers; pass the caller, data-subject and
     tenant regions. When `budget` runs out the scan stops and `Findings.complete` is False.
 
-    `value_strings`, when given, must be every string value of `document` (as
-    `strictjson.parse_body` reads them from the raw body) and `document` must hold no
-    `{"b64": ...}` object. When none of them holds a finding (and none is a `data:` URL) the
+    `value_strings`, when given, must be every string value and every object key of
+    `document` (as `strictjson.parse_body` reads them from the raw body) and `document` must
+    hold no `{"b64": ...}` object. When none of them holds a finding (and none is a `data:` URL) the
     document is not walked at all: the walk scans those same strings, so it could not find
     anything either. Otherwise the walk runs as usual and says where each finding is.
     """
@@ -205,6 +208,8 @@ def scan(
     while stack:
         for key, child in stack[-1]:
             kind = type(child)
+            if type(key) is str and not walk.key(key, (*steps, key)):
+                return walk.findings()
             if kind is str:
                 if not walk.string(child, (*steps, key)):
                     return walk.findings()
@@ -232,7 +237,16 @@ def scan(
 class _Walk:
     """The findings of one document scan as they accumulate (see the module rules)."""
 
-    __slots__ = ("binary", "found", "plan", "state", "undecodable", "unscanned")
+    __slots__ = (
+        "binary",
+        "clean_keys",
+        "found",
+        "plan",
+        "sensitive_keys",
+        "state",
+        "undecodable",
+        "unscanned",
+    )
 
     def __init__(self, plan: _Plan, state: ScanState) -> None:
         self.plan = plan
@@ -241,6 +255,38 @@ class _Walk:
         self.unscanned: list[str] = []
         self.binary: list[BinaryInput] = []
         self.undecodable: list[str] = []
+        #: Object keys that hold personal data: never written into a path.
+        self.sensitive_keys: set[str] = set()
+        #: Keys already scanned and found empty (the same keys repeat in every instance).
+        self.clean_keys: set[str] = set()
+
+    def path(self, location: Location) -> str:
+        """`format_path(location)`, with keys that hold personal data replaced by `[key]`.
+
+        Paths go into the audit record, which must never hold a personal-data value.
+        """
+        if not self.sensitive_keys or not any(step in self.sensitive_keys for step in location):
+            return format_path(location)
+        return format_path(
+            tuple("[key]" if step in self.sensitive_keys else step for step in location)
+        )
+
+    def key(self, key: str, location: Location) -> bool:
+        """An object key: a model may read it (a feature name), so it is scanned too."""
+        if key in self.clean_keys:
+            return True
+        hits, complete = self.plan.find(key, self.state)
+        if not hits and complete:
+            self.clean_keys.add(key)
+        if hits:
+            self.sensitive_keys.add(key)
+            path = self.path(location)
+            self.found.extend(
+                Finding(cat, path, start, end, location, "body", "key") for cat, start, end in hits
+            )
+        if not complete:
+            self.unscanned.append(self.path(location))
+        return complete
 
     def findings(self) -> Findings:
         return Findings(
@@ -251,7 +297,7 @@ class _Walk:
         """Scan one text; False when the budget ran out (the walk must stop)."""
         hits, complete = self.plan.find(text, self.state)
         if hits or not complete:
-            path = format_path(location)
+            path = self.path(location)
             self.found.extend(
                 Finding(cat, path, start, end, location, "body", encoding)
                 for cat, start, end in hits
@@ -276,7 +322,7 @@ class _Walk:
         try:
             data, _ = decode_base64(value)
         except InvalidBase64:
-            self.undecodable.append(format_path(location))
+            self.undecodable.append(self.path(location))
             return True
         return self.data(data, location, "b64")
 
@@ -284,7 +330,7 @@ class _Walk:
         payload = classify_bytes(data)
         if isinstance(payload, TextPayload):
             return self.text(payload.text, location, encoding)
-        path = format_path(location)
+        path = self.path(location)
         self.binary.append(BinaryInput(path, payload.media_type, payload.size))
         return self.text(readable_text(data), location, "binary")
 

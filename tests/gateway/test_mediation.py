@@ -320,3 +320,73 @@ async def test_an_unexpected_failure_is_an_audited_500(
     metrics = harness.runtime.metrics.render().decode()
     assert 'outcome="error"' in metrics and 'status="500"' in metrics
     _verify(harness, tmp_path, capsys)
+
+
+BINARY_PACK = """\
+kind: pack
+version: 1
+id: binary-uploads
+title: Binary uploads
+regime: GDPR
+stage: minimisation
+rules:
+  - id: no-opaque-binary-for-classification
+    description: opaque binary inputs cannot be inspected for personal data
+    effect: deny
+    status: 451
+    when:
+      request.purpose: document_classification
+      request.binary_inputs: {contains_any: [application/octet-stream]}
+    basis: [{ref: "Art. 5(1)(c)"}]
+    problem:
+      title: Binary input refused
+      detail: inputs the gateway cannot inspect are refused for this purpose
+"""
+
+
+async def test_a_policy_can_refuse_binary_inputs_by_media_type(
+    tmp_path: Path, gateway_factory: Callable[..., Awaitable[GatewayHarness]]
+) -> None:
+    import shutil
+
+    policies = tmp_path / "policies"
+    shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policies)
+    (policies / "binary-uploads.yaml").write_text(BINARY_PACK)
+    eu = StubBackend("be-eu", free_port())
+    await eu.start()
+    try:
+        config = _write_config(tmp_path, eu.port, free_port())
+        data = yaml.safe_load(config.read_text())
+        data["policies"]["paths"] = [str(policies)]
+        config.write_text(yaml.safe_dump(data, sort_keys=False))
+        harness = await gateway_factory(config)
+        opaque = base64.b64encode(bytes(range(128, 256))).decode()
+        png = base64.b64encode(png_bytes(16)).decode()
+        body = json.dumps({"instances": [{"images": IMAGE, "blob": {"b64": opaque}}]}).encode()
+        status, payload, _ = await _predict(harness, body)
+        assert status == 451 and json.loads(payload)["rules"] == [
+            "no-opaque-binary-for-classification"
+        ]
+        body = json.dumps({"instances": [{"images": IMAGE, "blob": {"b64": png}}]}).encode()
+        status, _, _ = await _predict(harness, body)
+        assert status == 200
+    finally:
+        await eu.stop()
+
+
+async def test_personal_data_in_an_object_key_never_reaches_the_log_or_the_model(
+    env: Env,
+) -> None:
+    harness, eu, _ = env
+    body = json.dumps(
+        {"instances": [{"images": IMAGE, "anna.schmidt@example.de": "call +49 30 23125000"}]}
+    ).encode()
+    status, payload, decision_id = await _predict(harness, body)
+    # The policy masks e-mail addresses, and a key cannot be rewritten: refused.
+    assert status == 422, payload
+    assert not eu.received
+    record = _decision(harness, decision_id)
+    assert {"type": "email", "path": 'instances[0]["[key]"]'} in record["detected_personal_data"]
+    assert {"type": "phone", "path": 'instances[0]["[key]"]'} in record["detected_personal_data"]
+    log_bytes = b"".join(path.read_bytes() for path in harness.audit_dir.rglob("*.jsonl"))
+    assert b"anna.schmidt" not in log_bytes
