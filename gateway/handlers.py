@@ -183,6 +183,13 @@ async def _body_chunks(
     request: web.Request, snap: Snapshot, decision_id: str
 ) -> AsyncIterator[bytes]:
     """The body as it arrives, within the client time limits (a pause, and the whole body)."""
+    content = request.content
+    if content.is_eof():
+        # The whole body came with the head (the common case): no timer to set.
+        whole = content.read_nowait()
+        if whole:
+            yield whole
+        return
     timeouts = snap.config.client_timeouts
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeouts.body_timeout_s
