@@ -1,187 +1,102 @@
-"""The request pipeline: every TF Serving call goes through `handle_tfserving`.
+"""The REST edge: an aiohttp request in, the pipeline's reply out.
 
-Order (each step may end the request):
-
-1. Parse the target with TF Serving's own URL grammar; what TF Serving would refuse
-   (HTML 404, "Malformed request") is answered here, identically, and audited.
-2. Read the body under the size limit, inflate a compressed body under its own limit, parse
-   it strictly (the backend receives exactly the JSON that was inspected).
-3. Who: the tenant (API key, bound network or the configured default tenant; a wrong key
-   is a 401). Where: the client IP through trusted proxies only, its region, and untrusted
-   region claims. Why: the declared headers.
-4. Personal data in every string of the body and in the configured headers.
-5. Evaluate the policy set pinned at the start of the request (a reload swaps the set for
-   later requests, never for this one).
-6. Choose a backend within the decision's routing constraint (none left: 451).
-7. Write-ahead: the signed `decision` record is durable before anything is forwarded or
-   refused; an audit failure is a 503 and nothing is forwarded.
-8. Deny: problem+json (451 legal, 403 licence). Allow: mask, forward, apply output
-   obligations (headers, marks in a generated image's metadata).
-9. The `outcome` record is durable before the response leaves; decision events go to the
-   sinks the decision did not suppress.
+Every TF Serving REST call goes through `handle_tfserving`, which pins the policy snapshot,
+wraps the aiohttp request in a transport-neutral `RequestState`, runs the steps of
+`gateway.pipeline` (URL grammar, body, client, tenant, personal data, decision, backend,
+write-ahead record, masking, forwarding, output obligations, outcome record) and writes the
+reply. What only HTTP has is here: reading the body under its size and time limits and
+inflating a compressed one.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
 from gateway import strictjson
-from gateway.app_state import DECISION_ID, RUNTIME, Runtime, Snapshot
-from gateway.audit import AuditError, AuditUnavailable
-from gateway.context import (
-    ClientFacts,
-    ContextError,
-    RouteFacts,
-    build_context,
-    find_licence,
-    inferred_alternative,
-)
-from gateway.jsonsplice import replace_strings
-from gateway.logs import describe_exception
-from gateway.marks import ImageMarkError, mark_predict_response, marks_for_obligations
-from gateway.policy import Decision
-from gateway.policy.combine import stricter
-from gateway.privacy import MaskRule, scan, scan_headers
-from gateway.privacy.masking import UnmaskableValue, mask_values
-from gateway.problems import PROBLEM_CONTENT_TYPE, denial_problem, gateway_problem, problem_bytes
-from gateway.proxy import BackendSpec, UpstreamError, is_rerouted, select_backend
-from gateway.tenants import AuthFailure
-from gateway.tfserving import (
-    ERROR_CONTENT_TYPE,
-    Route,
-    TfsError,
-    build_backend_path,
-    error_body,
-    parse_request_target,
-)
+from gateway.app_state import DECISION_ID, RUNTIME, Runtime
+from gateway.pipeline import Refusal, RequestState, run_steps
+from gateway.pipeline.refusals import gateway_refusal
 
 __all__ = ["handle_tfserving"]
 
-log = logging.getLogger("jurisgate")
 
-_JSON = "application/json"
-#: Request headers relayed to the backend (TF Serving reads none, but a custom backend may).
-_FORWARDED_HEADERS = frozenset({"content-type", "accept"})
-
-
-class _Progress:
-    """How far one request got: whether its `decision` record is already in the log."""
-
-    __slots__ = ("decision_written",)
-
-    def __init__(self) -> None:
-        self.decision_written = False
-
-
-class _Refusal(Exception):
-    """Ends the pipeline with a gateway-made response, after auditing it."""
-
-    def __init__(
-        self,
-        status: int,
-        body: bytes,
-        content_type: str,
-        *,
-        outcome: str,
-        reason: str,
-        headers: Mapping[str, str] | None = None,
-    ) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.body = body
-        self.content_type = content_type
-        self.outcome = outcome
-        self.reason = reason
-        self.headers = dict(headers or {})
-
-
-def _tfs_refusal(error: TfsError, outcome: str) -> _Refusal:
-    headers = {"Connection": "close"} if error.close_connection else {}
-    return _Refusal(
-        error.status,
-        error.body,
-        error.content_type or "",
-        outcome=outcome,
-        reason=error.reason,
-        headers=headers,
+async def handle_tfserving(request: web.Request) -> web.StreamResponse:
+    """Run one TF Serving request through the pipeline and answer it."""
+    runtime: Runtime = request.app[RUNTIME]
+    state = RequestState(
+        runtime=runtime,
+        snap=runtime.snapshot,  # SECURITY: pinned; a reload mid-request changes nothing here
+        decision_id=request[DECISION_ID],
+        started=time.perf_counter(),
+        method=request.method,
+        target=request.raw_path,
+        path=request.path,
+        headers=request.headers,
+        peer=request.remote,
+        read_body=_body_reader(request),
     )
+    reply = await run_steps(state)
+    response = web.Response(status=reply.status, body=reply.body, headers=dict(reply.headers))
+    if reply.content_type:
+        response.content_type = reply.content_type
+    return response
 
 
-def _gateway_refusal(
-    snap: Snapshot,
-    decision_id: str,
-    status: int,
-    code: str,
-    title: str,
-    detail: str,
-    hint: str | None = None,
-) -> _Refusal:
-    body = gateway_problem(
-        operator=snap.config.operator,
-        status=status,
-        title=title,
-        detail=detail,
-        decision_id=decision_id,
-        code=code,
-        hint=hint,
-    )
-    return _Refusal(
-        status, problem_bytes(body), PROBLEM_CONTENT_TYPE, outcome="reject", reason=code
-    )
+def _body_reader(request: web.Request) -> Callable[[RequestState], Awaitable[bytes]]:
+    async def read(state: RequestState) -> bytes:
+        return await _read_body(request, state)
+
+    return read
 
 
-async def _read_body(request: web.Request, snap: Snapshot, decision_id: str) -> bytes:
-    limits = snap.config.limits
+def _too_large(state: RequestState, detail: str) -> Refusal:
+    return gateway_refusal(
+        state, 413, "body_too_large", "Payload Too Large", detail,
+        "send a smaller batch of instances",
+    )  # fmt: skip
+
+
+async def _read_body(request: web.Request, state: RequestState) -> bytes:
+    limit = state.snap.config.limits.max_body_bytes
     declared = request.content_length
-    if declared is not None and declared > limits.max_body_bytes:
-        raise _gateway_refusal(
-            snap, decision_id, 413, "body_too_large", "Payload Too Large",
-            f"request body of {declared} bytes is over the limit of {limits.max_body_bytes}",
-            "send a smaller batch of instances",
-        )  # fmt: skip
+    if declared is not None and declared > limit:
+        raise _too_large(state, f"request body of {declared} bytes is over the limit of {limit}")
     chunks: list[bytes] = []
     size = 0
-    async for chunk in _body_chunks(request, snap, decision_id):
+    async for chunk in _body_chunks(request, state):
         size += len(chunk)
-        if size > limits.max_body_bytes:
-            raise _gateway_refusal(
-                snap, decision_id, 413, "body_too_large", "Payload Too Large",
-                f"request body is over the limit of {limits.max_body_bytes} bytes",
-                "send a smaller batch of instances",
-            )  # fmt: skip
+        if size > limit:
+            raise _too_large(state, f"request body is over the limit of {limit} bytes")
         chunks.append(chunk)
     body = b"".join(chunks)
     encoding = request.headers.get("Content-Encoding")
-    if encoding:
-        try:
-            body = strictjson.inflate(body, encoding, max_size=limits.max_inflated_bytes)
-        except strictjson.UnsupportedEncodingError as exc:
-            raise _gateway_refusal(
-                snap, decision_id, 415, "unsupported_encoding", "Unsupported Media Type",
-                str(exc), "send the body uncompressed, or with gzip or deflate",
-            ) from None  # fmt: skip
-        except strictjson.BodyTooLargeError as exc:
-            raise _gateway_refusal(
-                snap, decision_id, 413, "body_too_large", "Payload Too Large", str(exc),
-                "send a smaller batch of instances",
-            ) from None  # fmt: skip
-        except strictjson.CorruptBodyError as exc:
-            raise _gateway_refusal(
-                snap, decision_id, 400, "corrupt_encoding", "Bad Request", str(exc),
-                "check the Content-Encoding header matches the body",
-            ) from None  # fmt: skip
-    return body
+    return _inflate(state, body, encoding) if encoding else body
 
 
-async def _body_chunks(
-    request: web.Request, snap: Snapshot, decision_id: str
-) -> AsyncIterator[bytes]:
+def _inflate(state: RequestState, body: bytes, encoding: str) -> bytes:
+    try:
+        return strictjson.inflate(
+            body, encoding, max_size=state.snap.config.limits.max_inflated_bytes
+        )
+    except strictjson.UnsupportedEncodingError as exc:
+        raise gateway_refusal(
+            state, 415, "unsupported_encoding", "Unsupported Media Type", str(exc),
+            "send the body uncompressed, or with gzip or deflate",
+        ) from None  # fmt: skip
+    except strictjson.BodyTooLargeError as exc:
+        raise _too_large(state, str(exc)) from None
+    except strictjson.CorruptBodyError as exc:
+        raise gateway_refusal(
+            state, 400, "corrupt_encoding", "Bad Request", str(exc),
+            "check the Content-Encoding header matches the body",
+        ) from None  # fmt: skip
+
+
+async def _body_chunks(request: web.Request, state: RequestState) -> AsyncIterator[bytes]:
     """The body as it arrives, within the client time limits (a pause, and the whole body)."""
     content = request.content
     if content.is_eof():
@@ -190,572 +105,24 @@ async def _body_chunks(
         if whole:
             yield whole
         return
-    timeouts = snap.config.client_timeouts
+    timeouts = state.snap.config.client_timeouts
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeouts.body_timeout_s
     while True:
         wait = min(timeouts.body_idle_timeout_s, deadline - loop.time())
         try:
             async with asyncio.timeout(max(wait, 0.0)):
-                chunk = await request.content.readany()
+                chunk = await content.readany()
         except TimeoutError:
             # SECURITY: a body that stops arriving (shorter than its Content-Length, a chunked
             # body without its last chunk) must not hold the connection open.
-            raise _Refusal(
-                408,
-                problem_bytes(
-                    gateway_problem(
-                        operator=snap.config.operator,
-                        status=408,
-                        title="Request Timeout",
-                        detail="the request body did not arrive in time",
-                        decision_id=decision_id,
-                        code="body_timeout",
-                        hint="send the whole body without pauses longer than "
-                        f"{timeouts.body_idle_timeout_s:g} s",
-                    )
-                ),
-                PROBLEM_CONTENT_TYPE,
-                outcome="reject",
-                reason="body_timeout",
+            raise gateway_refusal(
+                state, 408, "body_timeout", "Request Timeout",
+                "the request body did not arrive in time",
+                "send the whole body without pauses longer than "
+                f"{timeouts.body_idle_timeout_s:g} s",
                 headers={"Connection": "close"},
-            ) from None
+            ) from None  # fmt: skip
         if not chunk:
             return
         yield chunk
-
-
-def _parse_json(body: bytes, snap: Snapshot, decision_id: str) -> strictjson.ParsedBody:
-    if not body.strip():
-        raise _tfs_refusal(_tfs_json_error("JSON Parse error: The document is empty"), "reject")
-    try:
-        return strictjson.parse_body(body, max_depth=snap.config.limits.max_json_depth)
-    except strictjson.StrictJsonError as exc:
-        raise _tfs_refusal(
-            _tfs_json_error(_tf_serving_parse_message(body) or f"JSON Parse error: {exc.message}"),
-            "reject",
-        ) from None
-
-
-def _tf_serving_parse_message(body: bytes) -> str | None:
-    """TF Serving's own message for a body its parser (rapidjson) also rejects, else None.
-
-    A body TF Serving would accept but the gateway refuses (duplicate keys, trailing data,
-    invalid UTF-8) keeps the gateway's own, more precise message.
-    """
-    try:
-        # Cold path only; the rapidjson-compatible parser ships with the model server.
-        from model_server.rest_json import parse_exact
-    except ImportError:
-        return None
-    try:
-        parse_exact(body)
-    except Exception as exc:  # noqa: BLE001 - its error carries TF Serving's exact text
-        return str(exc)
-    return None
-
-
-def _tfs_json_error(message: str) -> TfsError:
-    # Same body as TF Serving (the decision id travels in the X-Decision-Id header).
-    return TfsError(400, ERROR_CONTENT_TYPE, error_body(message), "invalid_json", message)
-
-
-def _mask_rules(decision: Decision) -> dict[str, MaskRule]:
-    rules: dict[str, MaskRule] = {}
-    for category, action in decision.obligations.mask.items():
-        method = action.method
-        if method == "keep_last":
-            rules[category] = MaskRule(method="keep_last", keep=action.keep or 4)
-        elif method in ("hash", "hmac", "keyed_hash"):
-            rules[category] = MaskRule(method="hash")
-        else:
-            rules[category] = MaskRule(method="redact")
-    return rules
-
-
-def _allowed_regions(decision: Decision) -> frozenset[str] | None:
-    routing = decision.obligations.routing
-    if routing is None:
-        return None
-    return frozenset(routing.allowed_regions)
-
-
-async def handle_tfserving(request: web.Request) -> web.StreamResponse:
-    """Run one TF Serving request through the whole pipeline (see the module docstring)."""
-    runtime: Runtime = request.app[RUNTIME]
-    snap = runtime.snapshot  # SECURITY: pinned; a reload mid-request does not change the rules
-    decision_id: str = request[DECISION_ID]
-    started = time.perf_counter()
-    record: dict[str, Any] = {
-        "type": "decision",
-        "decision_id": decision_id,
-        # The client's path is not recorded as sent (it could carry anything); a TF Serving
-        # route is recorded in its canonical form once parsed.
-        "route": request.method[:16],
-        "policy": snap.policy_set.revision,
-    }
-    progress = _Progress()
-    try:
-        return await _pipeline(request, runtime, snap, decision_id, record, started, progress)
-    except _Refusal as refusal:
-        record.update(decision=refusal.outcome, status=refusal.status, reason=refusal.reason)
-        record.setdefault("retention_days", snap.config.audit.retention_default_days)
-        await _append(runtime, record, snap, decision_id)
-        runtime.metrics.count_request(refusal.outcome, refusal.status)
-        response = web.Response(status=refusal.status, body=refusal.body, headers=refusal.headers)
-        if refusal.content_type:
-            response.content_type = refusal.content_type
-        return response
-    except web.HTTPException:
-        raise  # the audit log refused the record: already counted, answered 503
-    except Exception as exc:  # noqa: BLE001 - every request ends decided, audited and counted
-        return await _internal_error(runtime, snap, record, decision_id, progress, exc)
-
-
-async def _internal_error(
-    runtime: Runtime,
-    snap: Snapshot,
-    record: dict[str, Any],
-    decision_id: str,
-    progress: _Progress,
-    exc: Exception,
-) -> web.StreamResponse:
-    """An audited 500 for a failure inside the pipeline (a bug, or input nobody foresaw)."""
-    # SECURITY: the exception's message may quote the request; only its type and place are
-    # logged, and the record names the type.
-    log.error("request %s failed inside the gateway: %s", decision_id, describe_exception(exc))
-    if progress.decision_written:
-        entry: dict[str, Any] = {
-            "type": "outcome",
-            "decision_id": decision_id,
-            "tenant": record.get("tenant"),
-            "status": 500,
-            "upstream_error": "gateway_error",
-            "error_type": type(exc).__name__,
-        }
-    else:
-        entry = {key: value for key, value in record.items() if _is_json_safe(value)}
-        entry.update(
-            decision="error", status=500, reason="internal_error", error_type=type(exc).__name__
-        )
-        entry.setdefault("retention_days", snap.config.audit.retention_default_days)
-    await _append(runtime, entry, snap, decision_id)
-    runtime.metrics.count_request("error", 500)
-    body = gateway_problem(
-        operator=snap.config.operator,
-        status=500,
-        title="Internal Server Error",
-        detail="the gateway failed while handling this request; the failure is recorded",
-        decision_id=decision_id,
-        code="internal_error",
-        hint="retry later; quote the decision id when reporting it",
-    )
-    return web.Response(status=500, body=problem_bytes(body), content_type=PROBLEM_CONTENT_TYPE)
-
-
-def _is_json_safe(value: Any) -> bool:
-    """Whether `value` can go into an audit record (the failure may have left odd values)."""
-    if value is None or type(value) in (str, int, bool):
-        return True
-    if type(value) is list:
-        return all(_is_json_safe(item) for item in value)
-    if type(value) is dict:
-        return all(type(k) is str and _is_json_safe(v) for k, v in value.items())
-    return False
-
-
-async def _append(runtime: Runtime, record: Mapping[str, Any], snap: Snapshot, did: str) -> None:
-    try:
-        await runtime.audit.append(record)
-    except AuditError as exc:
-        if not isinstance(exc, AuditUnavailable):
-            log.error("audit record refused for %s: %s", did, exc)
-        runtime.metrics.audit_failures.inc()
-        raise web.HTTPServiceUnavailable(
-            body=error_body(
-                "Audit log unavailable: the request was not processed", decision_id=did
-            ),
-            content_type=_JSON,
-            headers={"Retry-After": "5"},
-        ) from None
-
-
-async def _pipeline(
-    request: web.Request,
-    runtime: Runtime,
-    snap: Snapshot,
-    decision_id: str,
-    record: dict[str, Any],
-    started: float,
-    progress: _Progress,
-) -> web.StreamResponse:
-    config = snap.config
-    metrics = runtime.metrics
-    parsed = parse_request_target(
-        request.method, request.raw_path, origin=request.headers.get("Origin")
-    )
-    if isinstance(parsed, TfsError):
-        raise _tfs_refusal(parsed, "reject")
-    route: Route = parsed
-    record["model"] = route.model[:200]
-    record["route"] = f"{route.http_method} {build_backend_path(route)[:300]}"
-
-    body = b""
-    document: Any = None
-    strings: tuple[str, ...] | None = None
-    if route.http_method == "POST":
-        body = await _read_body(request, snap, decision_id)
-        parsed_body = _parse_json(body, snap, decision_id)
-        document = parsed_body.value
-        if parsed_body.strings is not None and parsed_body.keys is not None:
-            strings = parsed_body.strings + parsed_body.keys
-
-    # Who and where.
-    client = snap.resolve_client(request.remote, request.headers)
-    client_ip = client.ip or ""
-    region = client.region
-    claims = tuple(dict.fromkeys(c for c in client.region_claims if c != region))
-    record["caller_region"] = region
-    record["untrusted_region_claims"] = list(claims)
-    if client.anomalies:
-        record["forwarding_anomalies"] = list(client.anomalies)
-    record["client_ip"], record["client_ip_mac"] = runtime.client_ip_fields(client_ip)
-
-    auth = snap.tenants.authenticate(request.headers.get(config.headers.api_key), client_ip)
-    if isinstance(auth, AuthFailure):
-        raise _gateway_refusal(
-            snap, decision_id, 401, "unauthenticated", "Unauthorized", auth.message,
-            f"send a valid key in the {config.headers.api_key} header",
-        )  # fmt: skip
-    tenant = auth.tenant
-    tenant_view = tenant.context_view() if tenant is not None else None
-    record["tenant"] = tenant.id if tenant is not None else None
-    end_user = request.headers.get(config.headers.end_user)
-    if end_user:
-        record["end_user_mac"] = runtime.keyed_digest(end_user.encode())
-
-    # What data.
-    t0 = time.perf_counter()
-    hints = [r for r in (region, tenant.established_in if tenant else None) if r]
-    subject_hint = request.headers.get(config.headers.subject_region)
-    if subject_hint and len(subject_hint) <= 6:
-        hints.append(subject_hint.strip().upper())
-    findings = (
-        scan(document, region_hints=hints, value_strings=strings) if document is not None else None
-    )
-    if findings is not None and findings.undecodable:
-        # SECURITY: what the gateway cannot decode it cannot inspect; never forward it.
-        raise _gateway_refusal(
-            snap, decision_id, 400, "undecodable_value", "Bad Request",
-            f"the b64 value at {findings.undecodable[0]} is not base64",
-            "encode binary values in standard or URL-safe base64",
-        )  # fmt: skip
-    if findings is not None and not findings.complete:
-        # SECURITY: what the scan budget left unread may hold personal data; never forward it.
-        raise _gateway_refusal(
-            snap, decision_id, 413, "scan_budget_exceeded", "Payload Too Large",
-            "the request holds more text than the gateway inspects in one request",
-            "split the text into smaller requests",
-        )  # fmt: skip
-    header_findings = (
-        scan_headers(request.headers.items(), config.scan_headers, region_hints=hints)
-        if config.scan_headers
-        else None
-    )
-    found: list[tuple[str, str]] = []
-    for group in (findings, header_findings):
-        if group:
-            found.extend((f.category, f.path) for f in group)
-    metrics.observe_stage("scan", time.perf_counter() - t0)
-    record["detected_personal_data"] = [{"type": c, "path": p} for c, p in dict.fromkeys(found)]
-    if findings is not None and findings.binary:
-        record["binary_inputs"] = [item.to_json() for item in findings.binary]
-
-    # Decide.
-    candidates = snap.backends_for(route.model)
-    model_attrs = snap.model_attributes(route.model)
-    licence = find_licence(config.licences, tenant.id if tenant else None, route.model)
-    try:
-        context = build_context(
-            now=runtime.clock(),
-            tenant=tenant_view,
-            client=ClientFacts(ip=client_ip, region=region, region_claims=claims),
-            headers=request.headers,
-            names=config.headers,
-            route=RouteFacts(route.model, route.version, route.label, route.verb),
-            findings=found,
-            model=model_attrs,
-            licence=licence,
-            backends=[b.context_view() for b in candidates],
-            sinks=snap.sink_views,
-            binary_inputs=findings.media_types if findings is not None else (),
-        )
-    except ContextError as exc:
-        raise _gateway_refusal(
-            snap, decision_id, 400, "bad_header", "Bad Request", str(exc),
-            f"fix the {exc.header} header: {exc.expected}",
-        ) from None  # fmt: skip
-    t0 = time.perf_counter()
-    decision = snap.policy_set.evaluate(context)
-    attested = tenant is not None and "subject_region" in tenant.attests
-    alternative = inferred_alternative(context, attested=attested)
-    if alternative is not None:
-        # SECURITY: an unattested declaration adds to the inferred region, never replaces it.
-        decision = stricter(decision, snap.policy_set.evaluate(alternative))
-    metrics.observe_stage("policy", time.perf_counter() - t0)
-    declared_region = context["subject"]["region"]
-    if declared_region is not None:
-        record["declared_subject_region"] = {"region": declared_region, "attested": attested}
-    record["rules"] = list(decision.rules)
-    if decision.dry_run:
-        record["dry_run_rules"] = list(decision.dry_run)
-    record["legal_basis"] = [{"regime": b.regime, "ref": b.ref} for b in decision.legal_basis]
-    audit_duty = decision.obligations.audit
-    record["retention_days"] = max(
-        config.audit.retention_default_days, audit_duty.retention_days_min or 0
-    )
-    storage_region = audit_duty.storage_region or config.audit.storage_region
-    if storage_region:
-        record["storage_region"] = storage_region
-    if decision.errors:
-        record["errors"] = [e.code for e in decision.errors]
-    record["purpose"] = context["request"]["purpose"]
-    record["req_mac"] = runtime.keyed_digest(body) if body else None
-
-    if not candidates and (decision.allowed or decision.status == 403):
-        # No backend serves this model: answer as TF Serving does for an unknown model. Legal
-        # refusals (451) still take precedence, so a sanctioned caller learns nothing more.
-        message = (
-            f"Could not find any versions of model {route.model}"
-            if route.verb == "status"
-            else f"Servable not found for request: Latest({route.model})"
-        )
-        raise _Refusal(
-            404, error_body(message), _JSON,
-            outcome="reject", reason="unknown_model",
-        )  # fmt: skip
-    backend: BackendSpec | None = None
-    rerouted = False
-    if decision.allowed:
-        backend = select_backend(
-            candidates,
-            route.model,
-            allowed_regions=_allowed_regions(decision),
-            caller_region=region,
-            preferred=tenant.default_backend if tenant else None,
-            region_routing_default=config.routing_default,
-            unavailable=runtime.unavailable_backends,
-        )
-        if backend is None:
-            decision = snap.residency_denial(decision)
-        else:
-            rerouted = is_rerouted(
-                backend,
-                candidates,
-                route.model,
-                caller_region=region,
-                preferred=tenant.default_backend if tenant else None,
-                region_routing_default=config.routing_default,
-                unavailable=runtime.unavailable_backends,
-            )
-
-    if not decision.allowed:
-        return await _deny(request, runtime, snap, decision, record, decision_id, started, progress)
-
-    # Allowed: mask, forward, obligations.
-    forward_body = body
-    masked: list[Any] = []
-    rules = _mask_rules(decision)
-    if rules and findings:
-        try:
-            replacements, masked = mask_values(
-                document, findings, rules, hash_key=config.privacy_hmac_key or runtime.masking_key
-            )
-        except UnmaskableValue as exc:
-            # SECURITY: personal data the policy says to mask, inside bytes that cannot be
-            # rewritten: refuse rather than forward it unmasked.
-            raise _gateway_refusal(
-                snap, decision_id, 422, "unmaskable_personal_data", "Unprocessable Content",
-                str(exc), "send the text as a JSON string, or remove it from the binary value",
-            ) from None  # fmt: skip
-        # Splice the masked strings into the bytes as sent: numbers, NaN and key order stay.
-        forward_body = replace_strings(body, replacements)
-        for entry in masked:
-            metrics.count_masked(entry["category"])
-    assert backend is not None
-    transformed = bool(masked) or rerouted or bool(decision.obligations.headers)
-    transformed = transformed or bool(decision.obligations.image_marks)
-    record["decision"] = "transform" if transformed else "allow"
-    record["status"] = 200
-    record["backend"] = backend.id
-    record["transformations"] = [dict(m) for m in masked]
-    if rerouted:
-        record["rerouted"] = True
-    metrics.count_decision(record["decision"], _first(decision.rules))
-    await _append(runtime, record, snap, decision_id)
-    progress.decision_written = True
-
-    t0 = time.perf_counter()
-    try:
-        upstream = await runtime.upstream.forward(
-            backend,
-            route.http_method,
-            build_backend_path(route),
-            forward_body if route.http_method == "POST" else None,
-            [
-                *((k, v) for k, v in request.headers.items() if k.lower() in _FORWARDED_HEADERS),
-                ("X-Decision-Id", decision_id),
-            ],
-        )
-    except UpstreamError as exc:
-        metrics.observe_backend(backend.id, exc.status, time.perf_counter() - t0)
-        await _append(
-            runtime,
-            {
-                "type": "outcome",
-                "decision_id": decision_id,
-                "tenant": record.get("tenant"),
-                "status": exc.status,
-                "upstream_error": exc.kind,
-                "backend": backend.id,
-                "lat_us": int((time.perf_counter() - started) * 1e6),
-            },
-            snap,
-            decision_id,
-        )
-        metrics.count_request("upstream_error", exc.status)
-        err = exc.to_tfs_error(decision_id=decision_id)
-        return web.Response(status=err.status, body=err.body, content_type=_JSON)
-    metrics.observe_backend(backend.id, upstream.status, time.perf_counter() - t0)
-
-    response_body = upstream.body
-    marked_paths: list[str] = []
-    if decision.obligations.image_marks and upstream.status == 200:
-        try:
-            marks = marks_for_obligations(
-                decision.obligations.image_marks,
-                content_producer=config.operator.name,
-                produce_id=decision_id,
-                substantially_alters_input=bool(
-                    (model_attrs or {}).get("substantially_alters_input")
-                ),
-            )
-            response_body, marked = mark_predict_response(response_body, marks)
-            marked_paths = list(marked)
-        except ImageMarkError as exc:
-            # SECURITY: an output the law says must carry a mark never leaves unmarked.
-            await _append(
-                runtime,
-                {
-                    "type": "outcome",
-                    "decision_id": decision_id,
-                    "tenant": record.get("tenant"),
-                    "status": 502,
-                    "upstream_error": "unmarkable_output",
-                    "backend": backend.id,
-                },
-                snap,
-                decision_id,
-            )
-            body_502 = error_body(
-                f"Model output could not be labelled as required: {exc.code}",
-                decision_id=decision_id,
-            )
-            return web.Response(status=502, body=body_502, content_type=_JSON)
-
-    outcome: dict[str, Any] = {
-        "type": "outcome",
-        "decision_id": decision_id,
-        "tenant": record.get("tenant"),
-        "status": upstream.status,
-        "backend": backend.id,
-        "lat_us": int((time.perf_counter() - started) * 1e6),
-        "resp_mac": runtime.keyed_digest(response_body),
-    }
-    if marked_paths:
-        outcome["marked"] = marked_paths
-    await _append(runtime, outcome, snap, decision_id)
-
-    headers: dict[str, str] = {}
-    for name, value in upstream.headers:
-        if name.lower() != "content-length":
-            headers[name] = value
-    for name, value in decision.obligations.headers:
-        headers[name] = value
-    runtime.emit_event(
-        snap,
-        decision_id=decision_id,
-        tenant=record.get("tenant"),
-        outcome=record["decision"],
-        rules=decision.rules,
-        categories=sorted({c for c, _ in found}),
-        suppression=decision.obligations.suppress_sinks,
-    )
-    metrics.count_request(record["decision"], upstream.status)
-    return web.Response(status=upstream.status, body=response_body, headers=headers)
-
-
-def _first(rules: Sequence[str]) -> str:
-    return rules[0] if rules else "(default)"
-
-
-async def _deny(
-    request: web.Request,
-    runtime: Runtime,
-    snap: Snapshot,
-    decision: Decision,
-    record: dict[str, Any],
-    decision_id: str,
-    started: float,
-    progress: _Progress,
-) -> web.StreamResponse:
-    config = snap.config
-    problem = decision.problem
-    kind = problem.type if problem else "legal"
-    status = decision.status if decision.status in (451, 403) else 451
-    record["decision"] = "deny"
-    record["status"] = status
-    record["legal_basis"] = [{"regime": b.regime, "ref": b.ref} for b in decision.legal_basis]
-    record["lat_us"] = int((time.perf_counter() - started) * 1e6)
-    runtime.metrics.count_decision("deny", _first(decision.rules))
-    await _append(runtime, record, snap, decision_id)
-    progress.decision_written = True
-    remedy = problem.remedy.text if problem and problem.remedy else None
-    regimes = sorted({b.regime for b in decision.legal_basis})
-    body = denial_problem(
-        operator=config.operator,
-        status=status,
-        problem_kind=kind,
-        title=problem.title if problem else None,
-        detail=problem.detail if problem else "refused by policy",
-        remedy=remedy,
-        rules=decision.rules,
-        legal_basis=[b.to_json() for b in decision.legal_basis],
-        jurisdiction=[problem.jurisdiction] if problem and problem.jurisdiction else regimes,
-        applies_to=(problem.applies_to if problem and problem.applies_to else request.path),
-        decision_id=decision_id,
-        stage=decision.stage,
-    )
-    if problem and problem.remedy and problem.remedy.header:
-        body["remedy_header"] = problem.remedy.header
-    if decision.errors:
-        body["errors"] = [e.code for e in decision.errors]
-    headers = {"Cache-Control": "no-store"}
-    if status == 451:
-        headers["Link"] = f'<{config.operator.blocking_entity_uri}>; rel="blocked-by"'
-    runtime.emit_event(
-        snap,
-        decision_id=decision_id,
-        tenant=record.get("tenant"),
-        outcome="deny",
-        rules=decision.rules,
-        categories=[],
-        suppression=decision.obligations.suppress_sinks,
-    )
-    runtime.metrics.count_request("deny", status)
-    return web.Response(
-        status=status,
-        body=problem_bytes(body),
-        content_type=PROBLEM_CONTENT_TYPE,
-        headers=headers,
-    )

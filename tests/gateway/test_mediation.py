@@ -299,12 +299,12 @@ async def test_an_unexpected_failure_is_an_audited_500(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     harness, eu, _ = env
-    import gateway.handlers as handlers
+    import gateway.pipeline.steps as steps
 
     def explode(*args: Any, **kwargs: Any) -> Any:
         raise RuntimeError("secret anna@example.de")
 
-    monkeypatch.setattr(handlers, "build_context", explode)
+    monkeypatch.setattr(steps, "build_context", explode)
     body = json.dumps({"instances": [IMAGE]}).encode()
     status, response_headers, payload = await harness.request(
         "POST", PREDICT, headers=_headers(), body=body
