@@ -24,6 +24,8 @@ PURE_MODULES = [
     "gateway.policy.combine",
     "gateway.clientip",
     "gateway.tfserving",
+    "gateway.tfserving.urls",
+    "gateway.tfserving.protos",
     "gateway.regions",
     "gateway.marks",
     "gateway.audit.canonical",

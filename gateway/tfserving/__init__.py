@@ -1,0 +1,46 @@
+"""The TensorFlow Serving protocol core: what TF Serving says and how, with no I/O.
+
+One sans-IO package that both the gateway and the embedded model server import, so that the
+two answer byte for byte alike and a gateway-only install answers like a development one. It
+imports no aiohttp, no numpy and no TensorFlow.
+
+* `urls`: the REST URL grammar (`parse_request_target`, `build_backend_path`).
+* `protos`: TF Serving's and TensorFlow's protobuf messages in their own descriptor pool
+  (imported on demand; the REST path never loads it).
+
+The names gateway code imported from the former single module are re-exported here.
+"""
+
+from __future__ import annotations
+
+from gateway.tfserving.urls import (
+    ERROR_CONTENT_TYPE,
+    HTML_CONTENT_TYPE,
+    INT64_MAX,
+    LIBEVENT_METHODS,
+    Route,
+    TfsError,
+    Verb,
+    build_backend_path,
+    encode_path_segment,
+    error_body,
+    libevent_error_page,
+    parse_request_target,
+    tfs_error,
+)
+
+__all__ = [
+    "ERROR_CONTENT_TYPE",
+    "HTML_CONTENT_TYPE",
+    "INT64_MAX",
+    "LIBEVENT_METHODS",
+    "Route",
+    "TfsError",
+    "Verb",
+    "build_backend_path",
+    "encode_path_segment",
+    "error_body",
+    "libevent_error_page",
+    "parse_request_target",
+    "tfs_error",
+]
