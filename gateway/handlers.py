@@ -60,6 +60,7 @@ from gateway.tfserving import (
     error_body,
     parse_request_target,
 )
+from gateway.tfserving.jsonparse import JsonParseError, parse_exact
 
 __all__ = ["handle_tfserving"]
 
@@ -244,14 +245,9 @@ def _tf_serving_parse_message(body: bytes) -> str | None:
     invalid UTF-8) keeps the gateway's own, more precise message.
     """
     try:
-        # Cold path only; the rapidjson-compatible parser ships with the model server.
-        from model_server.rest_json import parse_exact
-    except ImportError:
-        return None
-    try:
         parse_exact(body)
-    except Exception as exc:  # noqa: BLE001 - its error carries TF Serving's exact text
-        return str(exc)
+    except JsonParseError as exc:
+        return exc.message
     return None
 
 
