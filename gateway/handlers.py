@@ -61,6 +61,7 @@ from gateway.tfserving import (
     parse_request_target,
 )
 from gateway.tfserving.jsonparse import JsonParseError, parse_exact
+from gateway.tfserving.notfound import unknown_model_error
 
 __all__ = ["handle_tfserving"]
 
@@ -519,17 +520,10 @@ async def _pipeline(
     record["req_mac"] = runtime.keyed_digest(body) if body else None
 
     if not candidates and (decision.allowed or decision.status == 403):
-        # No backend serves this model: answer as TF Serving does for an unknown model. Legal
-        # refusals (451) still take precedence, so a sanctioned caller learns nothing more.
-        message = (
-            f"Could not find any versions of model {route.model}"
-            if route.verb == "status"
-            else f"Servable not found for request: Latest({route.model})"
-        )
-        raise _Refusal(
-            404, error_body(message), _JSON,
-            outcome="reject", reason="unknown_model",
-        )  # fmt: skip
+        # No backend serves this model: answer as TF Serving does for an unknown model, body,
+        # label and version checks first. Legal refusals (451) still take precedence, so a
+        # sanctioned caller learns nothing more.
+        raise _tfs_refusal(unknown_model_error(route, document), "reject")
     backend: BackendSpec | None = None
     rerouted = False
     if decision.allowed:

@@ -18,7 +18,6 @@ The module is pure: no I/O, no aiohttp, no TensorFlow.
 from __future__ import annotations
 
 import base64
-import binascii
 import enum
 import math
 import re
@@ -30,6 +29,16 @@ from typing import Any
 import numpy as np
 import orjson
 
+from gateway.tfserving.bodychecks import (
+    RequestBodyError,
+    check_classify_regress_document,
+    decode_b64,
+    format_message,
+    lossy_message,
+    signature_name,
+)
+from gateway.tfserving.bodychecks import is_b64_object as _is_b64_object
+from gateway.tfserving.bodychecks import json_type_string as _json_type_string
 from gateway.tfserving.errors import error_body
 from gateway.tfserving.jsonparse import JsonObject, JsonParseError
 from gateway.tfserving.jsonparse import find_member as _find
@@ -96,13 +105,6 @@ class PredictInputs:
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
-def _is_b64_object(value: Any) -> bool:
-    if not _is_object(value) or len(value) != 1:
-        return False
-    found, inner = _find(value, "b64")
-    return found and isinstance(inner, str)
 
 
 # --------------------------------------------------------------------------------------
@@ -177,7 +179,7 @@ def _format_float32_array(flat: np.ndarray) -> list[str]:
 
 
 def _format_error(doc: Any, message: str) -> ServingError:
-    return invalid_argument(f"JSON Value: {json_value_to_string(doc)} {message}")
+    return invalid_argument(format_message(doc, message))
 
 
 # --------------------------------------------------------------------------------------
@@ -219,22 +221,6 @@ def dtype_string(dtype: str) -> str:
     return _OTHER_DTYPE_NAMES.get(dtype, dtype.removeprefix("DT_").lower())
 
 
-def _json_type_string(value: Any) -> str:
-    if value is None:
-        return "Null"
-    if value is True:
-        return "True"
-    if value is False:
-        return "False"
-    if _is_object(value):
-        return "Object"
-    if isinstance(value, list):
-        return "Array"
-    if isinstance(value, str):
-        return "String"
-    return "Number"
-
-
 def _type_error(value: Any, dtype: str) -> ServingError:
     return invalid_argument(
         f"JSON Value: {json_value_to_string(value)} Type: {_json_type_string(value)}"
@@ -243,10 +229,7 @@ def _type_error(value: Any, dtype: str) -> ServingError:
 
 
 def _lossy_error(value: Any, target: str) -> ServingError:
-    return invalid_argument(
-        f"Cannot convert JSON value: {json_value_to_string(value)} to {target}"
-        " without loss of precision."
-    )
+    return invalid_argument(lossy_message(value, target))
 
 
 def _convert_scalar(value: Any, dtype: str) -> Any:
@@ -296,24 +279,11 @@ def _convert_scalar(value: Any, dtype: str) -> Any:
     )
 
 
-_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-
-
 def _decode_b64_object(value: Any) -> bytes:
-    if not _is_b64_object(value):
-        raise invalid_argument(
-            f"JSON Value: {json_value_to_string(value)} not formatted correctly for base64 data"
-        )
-    _, text = _find(value, "b64")
-    # TensorFlow's decoder reads the standard and the URL-safe alphabet, padded or not.
-    raw = text.encode("ascii", "replace").translate(_URLSAFE_TO_STANDARD)
-    body = raw.rstrip(b"=")
-    if (len(raw) != len(body) and len(raw) % 4) or len(body) % 4 == 1:
-        raise invalid_argument("Unable to base64 decode")
     try:
-        return base64.b64decode(body + b"=" * (-len(body) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid_argument("Unable to base64 decode") from None
+        return decode_b64(value)
+    except RequestBodyError as error:
+        raise invalid_argument(error.message) from None
 
 
 def _dense_shape(value: Any) -> list[int]:
@@ -899,66 +869,13 @@ def predict_inputs(parsed: ParsedPredict, specs: Mapping[str, TensorSpec]) -> Pr
 # --------------------------------------------------------------------------------------
 
 
-def _check_feature_value(value: Any, feature: str, kind: list[str | None]) -> None:
-    """AddValueToFeature: only the checks (the model has no classify/regress signature)."""
-
-    def expect(wanted: str) -> None:
-        if kind[0] is not None and kind[0] != wanted:
-            raise invalid_argument(
-                f"Unexpected element type in feature: {feature} expecting type: {kind[0]}"
-            )
-        kind[0] = wanted
-
-    if value is None or isinstance(value, list):
-        raise invalid_argument(
-            f"Feature: {feature} has element with unexpected JSON type: {_json_type_string(value)}"
-        )
-    if isinstance(value, bool):
-        expect("int64")
-    elif _is_object(value):
-        if not _is_b64_object(value):
-            raise invalid_argument(
-                f"Feature: {feature} has element with unexpected JSON type: Object"
-            )
-        expect("bytes")
-        _decode_b64_object(value)
-    elif isinstance(value, str):
-        expect("bytes")
-    elif isinstance(value, float):
-        expect("float")
-        if math.isfinite(value) and abs(value) > _FLT_MAX:
-            raise _lossy_error(value, "float")
-    else:
-        expect("int64")
-        if value >= 2**63:
-            raise invalid_argument(
-                f"Feature: {feature} has uint64 element. Only int64 is supported."
-            )
-
-
-def _check_example(value: Any) -> None:
-    if not _is_object(value):
-        raise invalid_argument(
-            f"Example must be JSON object but got JSON {_json_type_string(value)}"
-        )
-    for name, content in _members(value):
-        kind: list[str | None] = [None]
-        for item in content if isinstance(content, list) else [content]:
-            _check_feature_value(item, name, kind)
-
-
 def _signature_name(doc: Any) -> str:
     """The request object's `signature_name` ("" when absent), after TF Serving's checks that
     the body is an object and the name a string."""
-    if not _is_object(doc):
-        raise _format_error(doc, "Is not object")
-    found, signature_name = _find(doc, "signature_name")
-    if found and not isinstance(signature_name, str):
-        raise invalid_argument(
-            f"JSON Value: {json_value_to_string(doc)} not formatted correctly. "
-            "'signature_name' key must be a string value."
-        )
-    return signature_name if found else ""
+    try:
+        return signature_name(doc)
+    except RequestBodyError as error:
+        raise invalid_argument(error.message) from None
 
 
 def check_classify_regress_body(body: bytes) -> tuple[str, int]:
@@ -966,22 +883,10 @@ def check_classify_regress_body(body: bytes) -> tuple[str, int]:
     doc, exact = decode_body(body)
     if not exact and _is_object(doc) and body.count(b":") != _count_object_keys(doc):
         doc = parse_exact(body)
-    signature_name = _signature_name(doc)
-    has_context, context = _find(doc, "context")
-    if has_context:
-        _check_example(context)
-    has_examples, examples = _find(doc, "examples")
-    if not has_examples:
-        raise _format_error(
-            doc, "When method is classify, key 'examples' is expected and was not found"
-        )
-    if not isinstance(examples, list):
-        raise _format_error(doc, "Expecting 'examples' value to be an list/array")
-    if not examples:
-        raise _format_error(doc, "'examples' value is an empty array")
-    for example in examples:
-        _check_example(example)
-    return signature_name, len(examples)
+    try:
+        return check_classify_regress_document(doc)
+    except RequestBodyError as error:
+        raise invalid_argument(error.message) from None
 
 
 # --------------------------------------------------------------------------------------

@@ -30,6 +30,8 @@ PURE_MODULES = [
     "gateway.tfserving.jsonparse",
     "gateway.tfserving.jsonwrite",
     "gateway.tfserving.inflate",
+    "gateway.tfserving.bodychecks",
+    "gateway.tfserving.notfound",
     "gateway.tfserving.protos",
     "gateway.regions",
     "gateway.marks",

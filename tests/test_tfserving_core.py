@@ -21,9 +21,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.strictjson import inflate as strict_inflate
-from gateway.tfserving import error_body, jsonwrite
+from gateway.tfserving import Route, Verb, error_body, jsonwrite
 from gateway.tfserving.inflate import CorruptBodyError, inflate, inflate_like_tf_serving
 from gateway.tfserving.jsonparse import JsonObject, JsonParseError, parse_exact
+from gateway.tfserving.notfound import unknown_model_error
 
 GATEWAY = Path(__file__).resolve().parent.parent / "gateway"
 CORE_MODULES = [
@@ -33,6 +34,8 @@ CORE_MODULES = [
     "gateway.tfserving.jsonparse",
     "gateway.tfserving.jsonwrite",
     "gateway.tfserving.inflate",
+    "gateway.tfserving.bodychecks",
+    "gateway.tfserving.notfound",
     "gateway.tfserving.protos",
 ]
 
@@ -196,3 +199,30 @@ def test_gateway_inflation_refuses_what_tf_serving_reads_as_empty() -> None:
         inflate(gzip.compress(b"{}")[:-3], "gzip", max_size=100)
     # Several members are one body for the gateway.
     assert inflate(gzip.compress(b"[1,") + gzip.compress(b"2]"), "gzip", max_size=100) == b"[1,2]"
+
+
+@pytest.mark.parametrize(
+    ("verb", "version", "label", "document", "status", "message"),
+    [
+        ("predict", None, None, {}, 404, "Servable not found for request: Latest(m)"),
+        ("predict", 3, None, {}, 404, "Servable not found for request: Specific(m, 3)"),
+        ("predict", None, "l", {}, 400, "Unrecognized servable version label: l"),
+        # The body comes before the label and the version.
+        ("predict", None, "l", [1], 400, "JSON Value: [\n    1\n] Is not object"),
+        ("classify", 3, None, {}, 400, "key 'examples' is expected and was not found"),
+        ("regress", None, "l", {"examples": [{"x": 1}]}, 400, "Unrecognized servable version"),
+        ("regress", 3, None, {"examples": [{"x": 1}]}, 404, "Specific(m, 3)"),
+        ("metadata", None, "l", None, 400, "Unrecognized servable version label: l"),
+        ("metadata", 3, None, None, 404, "Servable not found for request: Specific(m, 3)"),
+        # Status ignores labels and has its own texts.
+        ("status", None, "l", None, 404, "Could not find any versions of model m"),
+        ("status", 3, None, None, 404, "Could not find version 3 of model m"),
+    ],
+)
+def test_unknown_model_answers_in_tf_servings_check_order(
+    verb: Verb, version: int | None, label: str | None, document: object, status: int, message: str
+) -> None:
+    error = unknown_model_error(Route("m", version, label, verb), document)
+    assert error.status == status
+    assert message in error.message
+    assert error.body == error_body(error.message)

@@ -9,6 +9,8 @@ imports no aiohttp, no numpy and no TensorFlow.
 * `jsonparse`: rapidjson as TF Serving runs it, with its exact error texts (`parse_exact`).
 * `jsonwrite`: rapidjson's writers and TF Serving's float formats.
 * `inflate`: bounded inflation of compressed bodies, the gateway's way and TF Serving's.
+* `bodychecks`: TF Serving's checks of a body that precede the model lookup.
+* `notfound`: TF Serving's answer for a model it does not serve, in its check order.
 * `protos`: TF Serving's and TensorFlow's protobuf messages in their own descriptor pool
   (imported on demand; the REST path never loads it).
 
