@@ -11,15 +11,15 @@ Serving).
 from __future__ import annotations
 
 import logging
-import re
-import urllib.parse
-import zlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
 from aiohttp import web
 
+from gateway.tfserving import LIBEVENT_METHODS, Route, TfsError, parse_request_target
+from gateway.tfserving.errors import error_body, libevent_error_page
+from gateway.tfserving.inflate import inflate_like_tf_serving
 from model_server import rest_json
 from model_server.core import ServingCore
 from model_server.monitoring import RequestCounts, prometheus_page
@@ -30,77 +30,21 @@ __all__ = ["RestApi", "html_error_page", "start_rest_server"]
 
 log = logging.getLogger("model_server.rest")
 
-_V1 = re.compile(r"/v1/.*", re.IGNORECASE | re.DOTALL)
-_PREDICTION = re.compile(
-    r"/v1/models/([^/:]+)(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?"
-    r":(classify|regress|predict)",
-    re.IGNORECASE,
-)
-_STATUS = re.compile(
-    r"/v1/models(?:/([^/:]+))?(?:(?:/versions/([0-9]+))|(?:/labels/([^/:]+)))?(?:/(metadata))?",
-    re.IGNORECASE,
-)
-#: libevent's allowed methods as TF Serving configures them (evhttp_server.cc).
-_ALLOWED_METHODS = frozenset({"GET", "POST", "HEAD", "PUT", "DELETE", "OPTIONS", "PATCH"})
-#: TF Serving inflates at most this much (gzip_zlib.h).
-_MAX_INFLATED_BYTES = 100 * 1024 * 1024
 _JSON = "application/json"
 _CORS_HEADERS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "POST, GET",
     "Access-Control-Allow-Headers": "Content-Type",
 }
-_REASONS = {404: "Not Found", 501: "Not Implemented", 400: "Bad Request"}
 
 
 def html_error_page(status: int) -> web.Response:
     """libevent 2.1's `evhttp_send_error` page."""
-    reason = _REASONS[status]
-    body = (
-        f"<HTML><HEAD>\n<TITLE>{status} {reason}</TITLE>\n</HEAD><BODY>\n"
-        f"<H1>{reason}</H1>\n</BODY></HTML>\n"
-    )
     return web.Response(
         status=status,
-        body=body.encode("ascii"),
+        body=libevent_error_page(status),
         headers={"Content-Type": "text/html", "Connection": "close"},
     )
-
-
-def _unescape(text: str) -> str:
-    """curl_easy_unescape: %XX decoding only (`+` stays `+`)."""
-    raw = urllib.parse.unquote_to_bytes(text)
-    return raw.decode("utf-8", "surrogateescape")
-
-
-#: (model name, version digits, label, verb or subresource) of a matched /v1 path; the
-#: name is percent-decoded, the rest is raw and "" when absent.
-_Route = tuple[str, str, str, str]
-
-
-def _parse_model_info(method: str, path: str) -> _Route | None:
-    """ParseModelInfo: the POST or GET regular expression, whichever the method selects."""
-    if method == "POST":
-        match = _PREDICTION.fullmatch(path)
-    elif method == "GET":
-        match = _STATUS.fullmatch(path)
-    else:
-        return None
-    if match is None:
-        return None
-    name, version_text, label, verb = match.groups()
-    return (_unescape(name) if name else "", version_text or "", label or "", verb or "")
-
-
-def _inflate(body: bytes) -> bytes:
-    decompressor = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    try:
-        inflated = decompressor.decompress(body, _MAX_INFLATED_BYTES + 1)
-    except zlib.error:
-        return b""
-    if len(inflated) > _MAX_INFLATED_BYTES or not decompressor.eof:
-        return b""
-    return inflated
 
 
 class RestApi:
@@ -132,7 +76,7 @@ class RestApi:
     async def handle(self, request: web.BaseRequest) -> web.StreamResponse:
         """Route one request the way TF Serving's HTTP server does."""
         method = request.method
-        if method not in _ALLOWED_METHODS:
+        if method not in LIBEVENT_METHODS:
             return html_error_page(501)
         path = request.raw_path
         prometheus_path = self.prometheus_path
@@ -144,38 +88,45 @@ class RestApi:
             return web.Response(
                 body=orjson.dumps(self.stats_snapshot()), content_type="application/json"
             )
-        if not _V1.fullmatch(path):
-            return html_error_page(404)
+        parsed = parse_request_target(method, path, origin=request.headers.get("Origin", ""))
+        if isinstance(parsed, TfsError) and parsed.close_connection:
+            return html_error_page(parsed.status)
         headers = dict(_CORS_HEADERS) if self.enable_cors else {}
-        if method == "OPTIONS":
-            origin = request.headers.get("Origin", "")
-            ok = "http://" in origin or "https://" in origin
-            # An empty body: aiohttp then adds no Content-Type, and TF Serving sets none.
-            return web.Response(status=200 if ok else 400, headers=headers)
+        if isinstance(parsed, TfsError) and parsed.content_type is None:
+            # OPTIONS, answered before routing. An empty body: aiohttp then adds no
+            # Content-Type, and TF Serving sets none.
+            return web.Response(status=parsed.status, headers=headers)
         body = await request.content.read()
         if "gzip" in request.headers.get("Content-Encoding", ""):
-            body = _inflate(body)
-        route = _parse_model_info(method, path)
-        try:
-            payload = await self.dispatch(method, path, route, body)
-            status = 200
-            code = "OK"
-        except ServingError as error:
-            payload = rest_json.error_body(error.message)
-            status = error.code.http_status
-            code = error.code.name
-        except Exception as error:  # a bug must still answer in TF Serving's error format
-            log.exception("request failed: %s %s", method, path)
-            payload = rest_json.error_body(f"Internal error: {error}")
-            status = Code.INTERNAL.http_status
-            code = Code.INTERNAL.name
+            body = inflate_like_tf_serving(body)
+        if isinstance(parsed, TfsError):
+            # The URL grammar's own refusals (malformed, bad version, missing name) are 400s.
+            payload, status, code = parsed.body, parsed.status, Code.INVALID_ARGUMENT.name
+        else:
+            payload, status, code = await self.answer(method, path, parsed, body)
         counts = self.request_counts
         if counts is not None:
             # Every /v1 request, with the model name of the URL ("" when the path has none).
-            key = (route[0] if route is not None else "", code)
+            key = (parsed.model, code)
             counts[key] = counts.get(key, 0) + 1
         headers["Content-Type"] = _JSON
         return web.Response(status=status, body=payload, headers=headers)
+
+    async def answer(
+        self, method: str, path: str, route: Route, body: bytes
+    ) -> tuple[bytes, int, str]:
+        """(body, HTTP status, status code name) for a request the URL grammar accepted."""
+        try:
+            return await self.dispatch(route, body), 200, Code.OK.name
+        except ServingError as error:
+            return error_body(error.message), error.code.http_status, error.code.name
+        except Exception as error:  # a bug must still answer in TF Serving's error format
+            log.exception("request failed: %s %s", method, path)
+            return (
+                error_body(f"Internal error: {error}"),
+                Code.INTERNAL.http_status,
+                Code.INTERNAL.name,
+            )
 
     def prometheus(self, path: str, prometheus_path: str) -> web.Response | None:
         """The metrics route (http_server.cc ProcessPrometheusRequest), or None if not it.
@@ -203,31 +154,15 @@ class RestApi:
         snapshot["available"] = {k: v for k, v in self.core.registry.available().items()}
         return snapshot
 
-    async def dispatch(self, method: str, path: str, route: _Route | None, body: bytes) -> bytes:
-        """HttpRestApiHandler::ProcessRequest, given ParseModelInfo's result for the path."""
-        malformed = ServingError(Code.INVALID_ARGUMENT, f"Malformed request: {method} {path}")
-        if route is None:
-            raise malformed
-        name, version_text, label, verb = route
-        version: int | None = None
-        if version_text:
-            version = int(version_text)
-            if version >= 2**63:
-                raise ServingError(
-                    Code.INVALID_ARGUMENT,
-                    f"Failed to convert version: {version_text} to numeric.",
-                )
-        label_value = _unescape(label) if label else None
-        if method == "POST":
-            if verb == "predict":
-                return await self.predict(name, version, label_value, body)
-            if verb in ("classify", "regress"):
-                return self.classify_regress(name, version, label_value, body, verb)
-            raise malformed
-        if not name:
-            raise ServingError(Code.INVALID_ARGUMENT, "Missing model name in request.")
-        if verb == "metadata":
-            return self.metadata(name, version, label_value)
+    async def dispatch(self, route: Route, body: bytes) -> bytes:
+        """HttpRestApiHandler::ProcessRequest for a request the URL grammar accepted."""
+        name, version, label = route.model, route.version, route.label
+        if route.verb == "predict":
+            return await self.predict(name, version, label, body)
+        if route.verb in ("classify", "regress"):
+            return self.classify_regress(name, version, label, body, route.verb)
+        if route.verb == "metadata":
+            return self.metadata(name, version, label)
         return self.model_status(name, version)
 
     async def predict(

@@ -18,19 +18,40 @@ The module is pure: no I/O, no aiohttp, no TensorFlow.
 from __future__ import annotations
 
 import base64
-import binascii
-import decimal
 import enum
 import math
 import re
 import struct
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import orjson
 
+from gateway.tfserving.bodychecks import (
+    RequestBodyError,
+    check_classify_regress_document,
+    decode_b64,
+    format_message,
+    lossy_message,
+    signature_name,
+)
+from gateway.tfserving.bodychecks import is_b64_object as _is_b64_object
+from gateway.tfserving.bodychecks import json_type_string as _json_type_string
+from gateway.tfserving.errors import error_body
+from gateway.tfserving.jsonparse import JsonObject, JsonParseError
+from gateway.tfserving.jsonparse import find_member as _find
+from gateway.tfserving.jsonparse import is_object as _is_object
+from gateway.tfserving.jsonparse import object_members as _members
+from gateway.tfserving.jsonparse import parse_exact as _parse_exact
+from gateway.tfserving.jsonwrite import encode_text as _encode
+from gateway.tfserving.jsonwrite import (
+    format_float32,
+    format_float64,
+    json_value_to_string,
+)
+from gateway.tfserving.jsonwrite import json_string as _quote
 from model_server.status import Code, ServingError, invalid_argument
 
 __all__ = [
@@ -49,54 +70,9 @@ __all__ = [
     "check_classify_regress_body",
 ]
 
-#: rapidjson's error strings (`rapidjson/error/en.h`).
-_DOCUMENT_EMPTY = "The document is empty."
-_VALUE_INVALID = "Invalid value."
-_OBJECT_MISS_NAME = "Missing a name for object member."
-_OBJECT_MISS_COLON = "Missing a colon after a name of object member."
-_OBJECT_MISS_COMMA = "Missing a comma or '}' after an object member."
-_ARRAY_MISS_COMMA = "Missing a comma or ']' after an array element."
-_BAD_HEX = "Incorrect hex digit after \\u escape in string."
-_BAD_SURROGATE = "The surrogate pair in string is invalid."
-_BAD_ESCAPE = "Invalid escape character in string."
-_MISS_QUOTE = "Missing a closing quotation mark in string."
-_NUMBER_TOO_BIG = "Number too big to be stored in double."
-_MISS_FRACTION = "Miss fraction part in number."
-_MISS_EXPONENT = "Miss exponent in number."
-
-#: JSON in error messages is cut to this many bytes (TF Serving >= 2.18).
-MAX_JSON_IN_MESSAGE = 256
-
-_INT64_MIN = -(2**63)
-_UINT64_MAX = 2**64 - 1
 _FLOAT_MAX_EXACT_INT = 2**24 - 1
 _DOUBLE_MAX_EXACT_INT = 2**53 - 1
 _FLT_MAX = float(np.finfo(np.float32).max)
-
-
-class JsonObject:
-    """A JSON object as rapidjson's DOM keeps it: every member, in order, duplicates too.
-
-    Lookups return the first member with the key, as rapidjson's `FindMember` does.
-    """
-
-    __slots__ = ("members",)
-
-    def __init__(self, members: list[tuple[str, Any]] | None = None) -> None:
-        self.members: list[tuple[str, Any]] = members if members is not None else []
-
-    def find(self, key: str) -> tuple[bool, Any]:
-        """Return (found, value) for the first member named `key`."""
-        for name, value in self.members:
-            if name == key:
-                return True, value
-        return False, None
-
-    def __len__(self) -> int:
-        return len(self.members)
-
-    def __repr__(self) -> str:
-        return f"JsonObject({self.members!r})"
 
 
 class RequestFormat(enum.Enum):
@@ -127,292 +103,24 @@ class PredictInputs:
 # --------------------------------------------------------------------------------------
 
 
-def _is_object(value: Any) -> bool:
-    return isinstance(value, (dict, JsonObject))
-
-
-def _find(obj: Any, key: str) -> tuple[bool, Any]:
-    if isinstance(obj, JsonObject):
-        return obj.find(key)
-    if key in obj:
-        return True, obj[key]
-    return False, None
-
-
-def _members(obj: Any) -> Sequence[tuple[str, Any]]:
-    if isinstance(obj, JsonObject):
-        return obj.members
-    return list(obj.items())
-
-
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _is_b64_object(value: Any) -> bool:
-    if not _is_object(value) or len(value) != 1:
-        return False
-    found, inner = _find(value, "b64")
-    return found and isinstance(inner, str)
-
-
 # --------------------------------------------------------------------------------------
-# Parsing
+# Parsing (the rapidjson-compatible parser lives in the protocol core)
 # --------------------------------------------------------------------------------------
-
-
-class _ParseFailure(Exception):
-    def __init__(self, reason: str, offset: int) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.offset = offset
-
-
-_WHITESPACE = frozenset(b" \t\n\r")
-_STRUCTURAL = frozenset(b"[]{},:")
-_SIMPLE_ESCAPES = {
-    ord('"'): '"',
-    ord("\\"): "\\",
-    ord("/"): "/",
-    ord("b"): "\b",
-    ord("f"): "\f",
-    ord("n"): "\n",
-    ord("r"): "\r",
-    ord("t"): "\t",
-}
-_HEX = frozenset(b"0123456789abcdefABCDEF")
-_DIGITS = frozenset(b"0123456789")
-
-
-class _Parser:
-    """rapidjson 1.1.0's iterative parser with kParseNanAndInfFlag | kParseStopWhenDoneFlag."""
-
-    def __init__(self, data: bytes) -> None:
-        # A NUL byte reads as end of input, exactly as rapidjson's MemoryStream.Peek() does.
-        nul = data.find(b"\0")
-        self.data = data
-        self.end = nul if nul >= 0 else len(data)
-
-    def peek(self, i: int) -> int:
-        return self.data[i] if i < self.end else 0
-
-    def skip(self, i: int) -> int:
-        data, end = self.data, self.end
-        while i < end and data[i] in _WHITESPACE:
-            i += 1
-        return i
-
-    def parse(self) -> Any:
-        i = 0
-        if self.data.startswith(b"\xef\xbb\xbf"):
-            i = 3  # the UTF-8 input stream skips a byte-order mark
-        i = self.skip(i)
-        # Stack frames: [container, is_object]; `key` waits for its value inside objects.
-        stack: list[tuple[Any, str | None]] = []
-        state = "start"
-        while True:
-            # Value position: `state` says which parser state we are in for error reporting.
-            c = self.peek(i)
-            if c == 0 or c in _STRUCTURAL and c not in (ord("["), ord("{")):
-                if state == "start":
-                    raise _ParseFailure(_DOCUMENT_EMPTY, i)
-                raise _ParseFailure(_VALUE_INVALID, i)
-            value: Any
-            if c == ord("["):
-                i = self.skip(i + 1)
-                if self.peek(i) == ord("]"):
-                    value, i = [], i + 1
-                else:
-                    stack.append(([], None))
-                    state = "array_initial"
-                    continue
-            elif c == ord("{"):
-                i = self.skip(i + 1)
-                if self.peek(i) == ord("}"):
-                    value, i = JsonObject(), i + 1
-                else:
-                    key, i = self.member_key(i)
-                    stack.append((JsonObject(), key))
-                    state = "key_value_delimiter"
-                    continue
-            elif c == ord('"'):
-                value, i = self.string(i)
-            elif c in (ord("n"), ord("t"), ord("f")):
-                value, i = self.literal(i)
-            else:
-                value, i = self.number(i)
-            # A value is complete: attach it and read what follows, closing containers.
-            while True:
-                if not stack:
-                    return value  # kParseStopWhenDoneFlag: bytes after the root are ignored
-                container, pending_key = stack[-1]
-                i = self.skip(i)
-                c = self.peek(i)
-                if pending_key is None:
-                    container.append(value)
-                    if c == ord(","):
-                        i = self.skip(i + 1)
-                        state = "element_delimiter"
-                        break
-                    if c == ord("]"):
-                        stack.pop()
-                        value, i = container, i + 1
-                        continue
-                    raise _ParseFailure(_ARRAY_MISS_COMMA, i)
-                container.members.append((pending_key, value))
-                if c == ord(","):
-                    i = self.skip(i + 1)
-                    new_key, i = self.member_key(i)
-                    stack[-1] = (container, new_key)
-                    state = "key_value_delimiter"
-                    break
-                if c == ord("}"):
-                    stack.pop()
-                    value, i = container, i + 1
-                    continue
-                raise _ParseFailure(_OBJECT_MISS_COMMA, i)
-
-    def member_key(self, i: int) -> tuple[str, int]:
-        if self.peek(i) != ord('"'):
-            raise _ParseFailure(_OBJECT_MISS_NAME, i)
-        key, i = self.string(i)
-        i = self.skip(i)
-        if self.peek(i) != ord(":"):
-            raise _ParseFailure(_OBJECT_MISS_COLON, i)
-        return key, self.skip(i + 1)
-
-    def hex4(self, i: int, escape_offset: int) -> tuple[int, int]:
-        digits = self.data[i : i + 4] if i + 4 <= self.end else b""
-        if len(digits) != 4 or any(d not in _HEX for d in digits):
-            raise _ParseFailure(_BAD_HEX, escape_offset)
-        return int(digits, 16), i + 4
-
-    def string(self, i: int) -> tuple[str, int]:
-        data, end = self.data, self.end
-        i += 1
-        parts: list[str] = []
-        start = i
-        while True:
-            c = data[i] if i < end else 0
-            if c == ord('"'):
-                parts.append(data[start:i].decode("utf-8", "surrogateescape"))
-                return "".join(parts), i + 1
-            if c == ord("\\"):
-                parts.append(data[start:i].decode("utf-8", "surrogateescape"))
-                escape_offset = i
-                e = data[i + 1] if i + 1 < end else 0
-                if e in _SIMPLE_ESCAPES:
-                    parts.append(_SIMPLE_ESCAPES[e])
-                    i += 2
-                elif e == ord("u"):
-                    code, i = self.hex4(i + 2, escape_offset)
-                    if 0xD800 <= code <= 0xDBFF:
-                        if data[i : i + 2] != b"\\u" or i + 2 > end:
-                            raise _ParseFailure(_BAD_SURROGATE, escape_offset)
-                        low, i = self.hex4(i + 2, escape_offset)
-                        if not 0xDC00 <= low <= 0xDFFF:
-                            raise _ParseFailure(_BAD_SURROGATE, escape_offset)
-                        code = (((code - 0xD800) << 10) | (low - 0xDC00)) + 0x10000
-                    parts.append(chr(code))
-                else:
-                    raise _ParseFailure(_BAD_ESCAPE, escape_offset)
-                start = i
-                continue
-            if c < 0x20:
-                raise _ParseFailure(_MISS_QUOTE if c == 0 else _BAD_ESCAPE, i)
-            i += 1
-
-    def literal(self, i: int) -> tuple[Any, int]:
-        for text, value in ((b"null", None), (b"true", True), (b"false", False)):
-            if self.data[i] == text[0]:
-                for j in range(1, len(text)):
-                    if self.peek(i + j) != text[j]:
-                        raise _ParseFailure(_VALUE_INVALID, i + j)
-                return value, i + len(text)
-        raise AssertionError("unreachable")
-
-    def consume_word(self, i: int, word: bytes) -> tuple[bool, int]:
-        for j, ch in enumerate(word):
-            if self.peek(i + j) != ch:
-                return False, i + j
-        return True, i + len(word)
-
-    def number(self, i: int) -> tuple[Any, int]:
-        start = i
-        minus = self.peek(i) == ord("-")
-        if minus:
-            i += 1
-        c = self.peek(i)
-        if c == ord("N") or c == ord("I"):
-            ok, i = self.consume_word(i, b"NaN") if c == ord("N") else (False, i)
-            if ok:
-                return math.nan, i
-            ok, i = self.consume_word(i, b"Inf")
-            if not ok:
-                raise _ParseFailure(_VALUE_INVALID, i)
-            if self.peek(i) == ord("i"):
-                ok, i = self.consume_word(i, b"inity")
-                if not ok:
-                    raise _ParseFailure(_VALUE_INVALID, i)
-            return (-math.inf if minus else math.inf), i
-        if c == ord("0"):
-            i += 1
-        elif ord("1") <= c <= ord("9"):
-            while self.peek(i) in _DIGITS:
-                i += 1
-        else:
-            raise _ParseFailure(_VALUE_INVALID, i)
-        is_double = False
-        fraction_digits = 0
-        if self.peek(i) == ord("."):
-            i += 1
-            if self.peek(i) not in _DIGITS:
-                raise _ParseFailure(_MISS_FRACTION, i)
-            while self.peek(i) in _DIGITS:
-                i += 1
-                fraction_digits += 1
-            is_double = True
-        if self.peek(i) in (ord("e"), ord("E")):
-            i += 1
-            negative_exponent = False
-            if self.peek(i) in (ord("+"), ord("-")):
-                negative_exponent = self.peek(i) == ord("-")
-                i += 1
-            if self.peek(i) not in _DIGITS:
-                raise _ParseFailure(_MISS_EXPONENT, i)
-            exponent = 0
-            while self.peek(i) in _DIGITS:
-                exponent = exponent * 10 + self.peek(i) - ord("0")
-                i += 1
-                if not negative_exponent and exponent > 308 + fraction_digits:
-                    raise _ParseFailure(_NUMBER_TOO_BIG, start)
-            is_double = True
-        text = self.data[start:i]
-        if is_double:
-            return float(text), i
-        integer = int(text)
-        if _INT64_MIN <= integer <= _UINT64_MAX:
-            return integer, i
-        as_double = float(integer) if abs(integer) < 10**308 else math.inf
-        if math.isinf(as_double):
-            raise _ParseFailure(_NUMBER_TOO_BIG, start)
-        return as_double, i
 
 
 def parse_exact(body: bytes) -> Any:
     """Parse `body` exactly as TF Serving does; raise its 400 error on failure.
 
-    Objects come back as `JsonObject`, arrays as lists, numbers as int (64-bit range) or
-    float, strings as str (undecodable bytes kept as surrogate escapes).
+    See `gateway.tfserving.jsonparse.parse_exact` for the document's shape.
     """
-    if not body:
-        raise invalid_argument("JSON Parse error: The document is empty")
     try:
-        return _Parser(body).parse()
-    except _ParseFailure as failure:
-        raise invalid_argument(
-            f"JSON Parse error: {failure.reason} at offset: {failure.offset}"
-        ) from None
+        return _parse_exact(body)
+    except JsonParseError as error:
+        raise invalid_argument(error.message) from None
 
 
 def decode_body(body: bytes) -> tuple[Any, bool]:
@@ -429,86 +137,8 @@ def decode_body(body: bytes) -> tuple[Any, bool]:
 
 
 # --------------------------------------------------------------------------------------
-# Writing JSON the way rapidjson does (for error messages and responses)
+# Writing JSON the way rapidjson does (the writers live in the protocol core)
 # --------------------------------------------------------------------------------------
-
-_ESCAPES = {
-    "\b": "\\b",
-    "\t": "\\t",
-    "\n": "\\n",
-    "\f": "\\f",
-    "\r": "\\r",
-    '"': '\\"',
-    "\\": "\\\\",
-}
-
-
-def _escape_char(ch: str) -> str:
-    special = _ESCAPES.get(ch)
-    if special is not None:
-        return special
-    return f"\\u{ord(ch):04X}"
-
-
-_NEEDS_ESCAPE = frozenset([*_ESCAPES, *(chr(c) for c in range(0x20))])
-
-
-def _quote(text: str) -> str:
-    if not any(ch in _NEEDS_ESCAPE for ch in text):
-        return f'"{text}"'
-    return '"' + "".join(_escape_char(ch) if ch in _NEEDS_ESCAPE else ch for ch in text) + '"'
-
-
-def rapidjson_dtoa(value: float) -> str:
-    """Format a finite double as rapidjson's Writer::Double (Grisu2 + Prettify)."""
-    if value == 0:
-        return "-0.0" if math.copysign(1.0, value) < 0 else "0.0"
-    sign = "-" if value < 0 else ""
-    digits_tuple = decimal.Decimal(repr(abs(value))).normalize().as_tuple()
-    digits = "".join(str(d) for d in digits_tuple.digits)
-    k = int(digits_tuple.exponent)
-    length = len(digits)
-    kk = length + k
-    if 0 <= k and kk <= 21:
-        text = digits + "0" * k + ".0"
-    elif 0 < kk <= 21:
-        text = digits[:kk] + "." + digits[kk:]
-    elif -6 < kk <= 0:
-        text = "0." + "0" * (-kk) + digits
-    else:
-        exponent = kk - 1
-        mantissa = digits if length == 1 else digits[0] + "." + digits[1:]
-        text = f"{mantissa}e{exponent}"
-    return sign + text
-
-
-def format_float32(value: float) -> str:
-    """Format a float32 value as TF Serving's WriteDecimal<float> does."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "-Infinity" if value < 0 else "Infinity"
-    text = f"{value:.6g}"
-    if np.float32(float(text)) != np.float32(value):
-        text = f"{value:.9g}"
-    if "." not in text and "e" not in text:
-        text += ".0"
-    return text
-
-
-def format_float64(value: float) -> str:
-    """Format a double as TF Serving's WriteDecimal<double> does."""
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "-Infinity" if value < 0 else "Infinity"
-    text = f"{value:.6g}"
-    if float(text) != value:
-        text = f"{value:.17g}"
-    if "." not in text and "e" not in text:
-        text += ".0"
-    return text
-
 
 _FLOAT32_PACKERS: dict[int, struct.Struct] = {}
 
@@ -548,121 +178,8 @@ def _format_float32_array(flat: np.ndarray) -> list[str]:
     return [t if ("." in t or "e" in t) else t + ".0" for t in texts]
 
 
-class _StopWriting(Exception):
-    """rapidjson's Writer refuses NaN/Inf inside containers; `Accept` stops there."""
-
-
-def _pretty_tokens(value: Any) -> Iterator[str]:
-    """Tokens of rapidjson's PrettyWriter (4-space indent) for a DOM value, iteratively."""
-    # Each frame: (iterator over children, is_object, level).
-    stack: list[tuple[Iterator[Any], bool, int]] = []
-    pending: Any = value
-    level = 0
-    first = True
-    while True:
-        if pending is not _NOTHING:
-            item = pending
-            pending = _NOTHING
-            if isinstance(item, list):
-                if not item:
-                    yield "[]"
-                else:
-                    yield "["
-                    stack.append((iter(item), False, level + 1))
-                    level += 1
-                    first = True
-            elif _is_object(item):
-                if len(item) == 0:
-                    yield "{}"
-                else:
-                    yield "{"
-                    stack.append((iter(_members(item)), True, level + 1))
-                    level += 1
-                    first = True
-            else:
-                yield _scalar_token(item)
-        if not stack:
-            return
-        children, is_object, frame_level = stack[-1]
-        child: Any = next(children, _NOTHING)
-        if child is _NOTHING:
-            stack.pop()
-            level = frame_level - 1
-            yield "\n" + "    " * level + ("}" if is_object else "]")
-            first = False
-            continue
-        prefix = ("\n" if first else ",\n") + "    " * frame_level
-        first = False
-        if is_object:
-            name, child_value = child
-            yield prefix + _quote(name) + ": "
-            pending = child_value
-        else:
-            yield prefix
-            pending = child
-        if isinstance(pending, float) and not math.isfinite(pending):
-            raise _StopWriting
-        level = frame_level
-
-
-_NOTHING = object()
-
-
-def _scalar_token(value: Any) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return rapidjson_dtoa(value)
-    return _quote(value)
-
-
-def _truncate_utf8(text: str, limit: int) -> str:
-    raw = text.encode("utf-8", "surrogateescape")
-    if len(raw) <= limit:
-        return text
-    return raw[:limit].decode("utf-8", "surrogateescape")
-
-
-def json_value_to_string(value: Any) -> str:
-    """TF Serving's JsonValueToString: pretty JSON of a request value, cut to 256 bytes."""
-    if isinstance(value, float):
-        if -3.4028234e38 <= value <= 3.4028234e38:  # rapidjson's IsFloat()
-            return format_float32(float(np.float32(value)))
-        return format_float64(value)
-    pieces: list[str] = []
-    size = 0
-    try:
-        for token in _pretty_tokens(value):
-            pieces.append(token)
-            size += len(token)
-            if size > MAX_JSON_IN_MESSAGE:
-                break
-    except _StopWriting:
-        pass
-    return _truncate_utf8("".join(pieces), MAX_JSON_IN_MESSAGE)
-
-
 def _format_error(doc: Any, message: str) -> ServingError:
-    return invalid_argument(f"JSON Value: {json_value_to_string(doc)} {message}")
-
-
-def error_body(message: str) -> bytes:
-    """The `{"error": ...}` body TF Serving writes for a failed /v1 request."""
-    text = '{\n    "error": ' + _quote(message) + "\n}"
-    return _encode(text)
-
-
-def _encode(text: str) -> bytes:
-    try:
-        return text.encode("utf-8", "surrogateescape")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "surrogatepass")
+    return invalid_argument(format_message(doc, message))
 
 
 # --------------------------------------------------------------------------------------
@@ -704,22 +221,6 @@ def dtype_string(dtype: str) -> str:
     return _OTHER_DTYPE_NAMES.get(dtype, dtype.removeprefix("DT_").lower())
 
 
-def _json_type_string(value: Any) -> str:
-    if value is None:
-        return "Null"
-    if value is True:
-        return "True"
-    if value is False:
-        return "False"
-    if _is_object(value):
-        return "Object"
-    if isinstance(value, list):
-        return "Array"
-    if isinstance(value, str):
-        return "String"
-    return "Number"
-
-
 def _type_error(value: Any, dtype: str) -> ServingError:
     return invalid_argument(
         f"JSON Value: {json_value_to_string(value)} Type: {_json_type_string(value)}"
@@ -728,10 +229,7 @@ def _type_error(value: Any, dtype: str) -> ServingError:
 
 
 def _lossy_error(value: Any, target: str) -> ServingError:
-    return invalid_argument(
-        f"Cannot convert JSON value: {json_value_to_string(value)} to {target}"
-        " without loss of precision."
-    )
+    return invalid_argument(lossy_message(value, target))
 
 
 def _convert_scalar(value: Any, dtype: str) -> Any:
@@ -781,24 +279,11 @@ def _convert_scalar(value: Any, dtype: str) -> Any:
     )
 
 
-_URLSAFE_TO_STANDARD = bytes.maketrans(b"-_", b"+/")
-
-
 def _decode_b64_object(value: Any) -> bytes:
-    if not _is_b64_object(value):
-        raise invalid_argument(
-            f"JSON Value: {json_value_to_string(value)} not formatted correctly for base64 data"
-        )
-    _, text = _find(value, "b64")
-    # TensorFlow's decoder reads the standard and the URL-safe alphabet, padded or not.
-    raw = text.encode("ascii", "replace").translate(_URLSAFE_TO_STANDARD)
-    body = raw.rstrip(b"=")
-    if (len(raw) != len(body) and len(raw) % 4) or len(body) % 4 == 1:
-        raise invalid_argument("Unable to base64 decode")
     try:
-        return base64.b64decode(body + b"=" * (-len(body) % 4), validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid_argument("Unable to base64 decode") from None
+        return decode_b64(value)
+    except RequestBodyError as error:
+        raise invalid_argument(error.message) from None
 
 
 def _dense_shape(value: Any) -> list[int]:
@@ -1384,66 +869,13 @@ def predict_inputs(parsed: ParsedPredict, specs: Mapping[str, TensorSpec]) -> Pr
 # --------------------------------------------------------------------------------------
 
 
-def _check_feature_value(value: Any, feature: str, kind: list[str | None]) -> None:
-    """AddValueToFeature: only the checks (the model has no classify/regress signature)."""
-
-    def expect(wanted: str) -> None:
-        if kind[0] is not None and kind[0] != wanted:
-            raise invalid_argument(
-                f"Unexpected element type in feature: {feature} expecting type: {kind[0]}"
-            )
-        kind[0] = wanted
-
-    if value is None or isinstance(value, list):
-        raise invalid_argument(
-            f"Feature: {feature} has element with unexpected JSON type: {_json_type_string(value)}"
-        )
-    if isinstance(value, bool):
-        expect("int64")
-    elif _is_object(value):
-        if not _is_b64_object(value):
-            raise invalid_argument(
-                f"Feature: {feature} has element with unexpected JSON type: Object"
-            )
-        expect("bytes")
-        _decode_b64_object(value)
-    elif isinstance(value, str):
-        expect("bytes")
-    elif isinstance(value, float):
-        expect("float")
-        if math.isfinite(value) and abs(value) > _FLT_MAX:
-            raise _lossy_error(value, "float")
-    else:
-        expect("int64")
-        if value >= 2**63:
-            raise invalid_argument(
-                f"Feature: {feature} has uint64 element. Only int64 is supported."
-            )
-
-
-def _check_example(value: Any) -> None:
-    if not _is_object(value):
-        raise invalid_argument(
-            f"Example must be JSON object but got JSON {_json_type_string(value)}"
-        )
-    for name, content in _members(value):
-        kind: list[str | None] = [None]
-        for item in content if isinstance(content, list) else [content]:
-            _check_feature_value(item, name, kind)
-
-
 def _signature_name(doc: Any) -> str:
     """The request object's `signature_name` ("" when absent), after TF Serving's checks that
     the body is an object and the name a string."""
-    if not _is_object(doc):
-        raise _format_error(doc, "Is not object")
-    found, signature_name = _find(doc, "signature_name")
-    if found and not isinstance(signature_name, str):
-        raise invalid_argument(
-            f"JSON Value: {json_value_to_string(doc)} not formatted correctly. "
-            "'signature_name' key must be a string value."
-        )
-    return signature_name if found else ""
+    try:
+        return signature_name(doc)
+    except RequestBodyError as error:
+        raise invalid_argument(error.message) from None
 
 
 def check_classify_regress_body(body: bytes) -> tuple[str, int]:
@@ -1451,22 +883,10 @@ def check_classify_regress_body(body: bytes) -> tuple[str, int]:
     doc, exact = decode_body(body)
     if not exact and _is_object(doc) and body.count(b":") != _count_object_keys(doc):
         doc = parse_exact(body)
-    signature_name = _signature_name(doc)
-    has_context, context = _find(doc, "context")
-    if has_context:
-        _check_example(context)
-    has_examples, examples = _find(doc, "examples")
-    if not has_examples:
-        raise _format_error(
-            doc, "When method is classify, key 'examples' is expected and was not found"
-        )
-    if not isinstance(examples, list):
-        raise _format_error(doc, "Expecting 'examples' value to be an list/array")
-    if not examples:
-        raise _format_error(doc, "'examples' value is an empty array")
-    for example in examples:
-        _check_example(example)
-    return signature_name, len(examples)
+    try:
+        return check_classify_regress_document(doc)
+    except RequestBodyError as error:
+        raise invalid_argument(error.message) from None
 
 
 # --------------------------------------------------------------------------------------

@@ -1,7 +1,8 @@
 """Layering rules, checked in fresh interpreters.
 
 The pure modules (policy engine, audit core, privacy detectors, parsing, context) import no
-aiohttp; the gateway process never imports TensorFlow.
+aiohttp; the gateway process never imports TensorFlow. The TF Serving protocol core
+(gateway/tfserving/) is checked further in tests/test_tfserving_core.py.
 """
 
 from __future__ import annotations
@@ -24,6 +25,14 @@ PURE_MODULES = [
     "gateway.policy.combine",
     "gateway.clientip",
     "gateway.tfserving",
+    "gateway.tfserving.urls",
+    "gateway.tfserving.errors",
+    "gateway.tfserving.jsonparse",
+    "gateway.tfserving.jsonwrite",
+    "gateway.tfserving.inflate",
+    "gateway.tfserving.bodychecks",
+    "gateway.tfserving.notfound",
+    "gateway.tfserving.protos",
     "gateway.regions",
     "gateway.marks",
     "gateway.audit.canonical",

@@ -25,7 +25,7 @@ from gateway.marks import ImageMarkError, mark_predict_response, marks_for_oblig
 from gateway.pipeline.audit import append
 from gateway.pipeline.records import allowed_record, denied_record, outcome_record
 from gateway.pipeline.refusals import gateway_refusal, json_parse_refusal, tfs_refusal
-from gateway.pipeline.state import Refusal, Reply, RequestState
+from gateway.pipeline.state import Reply, RequestState
 from gateway.policy import Decision
 from gateway.policy.combine import stricter
 from gateway.privacy import MaskRule, scan, scan_headers
@@ -34,6 +34,8 @@ from gateway.problems import PROBLEM_CONTENT_TYPE, denial_problem, problem_bytes
 from gateway.proxy import UpstreamError, is_rerouted, select_backend
 from gateway.tenants import AuthFailure
 from gateway.tfserving import TfsError, build_backend_path, error_body, parse_request_target
+from gateway.tfserving.jsonparse import JsonParseError, parse_exact
+from gateway.tfserving.notfound import unknown_model_error
 
 __all__ = [
     "choose_backend",
@@ -97,14 +99,9 @@ def _tf_serving_parse_message(body: bytes) -> str | None:
     invalid UTF-8) keeps the gateway's own, more precise message.
     """
     try:
-        # Cold path only; the rapidjson-compatible parser ships with the model server.
-        from model_server.rest_json import parse_exact
-    except ImportError:
-        return None
-    try:
         parse_exact(body)
-    except Exception as exc:  # noqa: BLE001 - its error carries TF Serving's exact text
-        return str(exc)
+    except JsonParseError as exc:
+        return exc.message
     return None
 
 
@@ -220,16 +217,10 @@ def choose_backend(state: RequestState) -> None:
     assert state.route is not None and state.decision is not None
     decision, route, tenant = state.decision, state.route, state.tenant
     if not state.candidates and (decision.allowed or decision.status == 403):
-        # No backend serves this model: answer as TF Serving does for an unknown model. Legal
-        # refusals (451) still take precedence, so a sanctioned caller learns nothing more.
-        message = (
-            f"Could not find any versions of model {route.model}"
-            if route.verb == "status"
-            else f"Servable not found for request: Latest({route.model})"
-        )
-        raise Refusal(
-            Reply(404, error_body(message), _JSON), outcome="reject", reason="unknown_model"
-        )
+        # No backend serves this model: answer as TF Serving does for an unknown model, body,
+        # label and version checks first. Legal refusals (451) still take precedence, so a
+        # sanctioned caller learns nothing more.
+        raise tfs_refusal(unknown_model_error(route, state.document))
     if not decision.allowed:
         return
     routing = decision.obligations.routing

@@ -85,10 +85,31 @@ CASES: list[tuple[str, str, bytes | None, dict[str, str]]] = [
     ("GET", "/v2/models/mnist", None, {}),
     ("OPTIONS", "/v1/models/mnist", None, {"Origin": "http://example.com"}),
     ("OPTIONS", "/v1/models/mnist", None, {}),
-    # unknown model
+    # unknown model, in TF Serving's check order: body, then label, then version
     ("GET", "/v1/models/nope", None, {}),
     ("POST", "/v1/models/nope:predict", ROW, {}),
     ("GET", "/v1/models/nope/metadata", None, {}),
+    ("GET", "/v1/models/nope/versions/3", None, {}),
+    ("GET", "/v1/models/nope/labels/stable", None, {}),
+    ("GET", "/v1/models/nope/versions/3/metadata", None, {}),
+    ("GET", "/v1/models/nope/labels/stable/metadata", None, {}),
+    ("POST", "/v1/models/nope/versions/3:predict", ROW, {}),
+    ("POST", "/v1/models/nope/labels/canary:predict", ROW, {}),
+    ("POST", "/v1/models/nope:predict", b"[1, 2]", {}),
+    ("POST", "/v1/models/nope/versions/3:predict", b'{"signature_name": 7, "instances": [1]}', {}),
+    ("POST", "/v1/models/nope/labels/canary:predict", b'"text"', {}),
+    ("POST", "/v1/models/nope:predict", b'{"x": 1}', {}),
+    ("POST", "/v1/models/nope:predict", b'{"signature_name": "x", "instances": [1]}', {}),
+    ("POST", "/v1/models/nope:predict", b"{not json", {}),
+    ("POST", "/v1/models/nope:classify", b"{}", {}),
+    ("POST", "/v1/models/nope:regress", json.dumps({"examples": [{"x": [1.0]}]}).encode(), {}),
+    ("POST", "/v1/models/nope/labels/x:classify", b'{"examples": 5}', {}),
+    ("POST", "/v1/models/nope/versions/2:regress", b'{"examples": []}', {}),
+    ("POST", "/v1/models/nope:classify", b'{"examples": [{"x": null}]}', {}),
+    ("POST", "/v1/models/nope:classify", b'{"examples": [{"x": [1, "a"]}]}', {}),
+    ("POST", "/v1/models/nope:regress", b'{"context": 1, "examples": [{}]}', {}),
+    ("POST", "/v1/models/nope/labels/x:regress", json.dumps({"examples": [{"x": 1}]}).encode(),
+     {}),
 ]  # fmt: skip
 
 

@@ -54,9 +54,19 @@ Pure: no I/O, no aiohttp. Error bodies use TF Serving's own layout (rapidjson Pr
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Final, Literal
 from urllib.parse import unquote_to_bytes
+
+from gateway.tfserving.errors import (
+    ERROR_CONTENT_TYPE,
+    HTML_CONTENT_TYPE,
+    TfsError,
+    error_body,
+    libevent_error,
+    libevent_error_page,
+    tfs_error,
+)
 
 __all__ = [
     "ERROR_CONTENT_TYPE",
@@ -76,8 +86,6 @@ __all__ = [
 
 Verb = Literal["predict", "classify", "regress", "status", "metadata"]
 
-ERROR_CONTENT_TYPE: Final = "application/json"
-HTML_CONTENT_TYPE: Final = "text/html"
 INT64_MAX: Final = 2**63 - 1
 
 #: Methods libevent's evhttp accepts for TF Serving; others get its 501 page before routing.
@@ -88,7 +96,6 @@ _POST_VERBS: Final[dict[str | None, Verb]] = {
     "classify": "classify",
     "regress": "regress",
 }
-_REASON_PHRASES: Final = {404: "Not Found", 501: "Not Implemented"}
 
 
 def _ci(literal: str) -> str:
@@ -151,25 +158,6 @@ class Route:
         return "POST" if self.verb in _POST_VERBS else "GET"
 
 
-@dataclass(frozen=True, slots=True)
-class TfsError:
-    """A response TF Serving itself would send for a request it does not execute.
-
-    `reason` is a short stable code for logs, metrics and audit records: `not_found` (non-/v1
-    target, HTML page), `method_not_implemented` (HTML page), `malformed`, `missing_model`,
-    `bad_version`, `options_allowed` (status 200) and `options_refused`.
-    `content_type` is None when TF Serving sets none (OPTIONS). `close_connection` is set when
-    libevent closes the connection after the response (its HTML error pages).
-    """
-
-    status: int
-    content_type: str | None
-    body: bytes
-    reason: str
-    message: str
-    close_connection: bool = False
-
-
 def parse_request_target(
     method: str, target: str, *, origin: str | None = None
 ) -> Route | TfsError:
@@ -181,10 +169,10 @@ def parse_request_target(
     as libevent does.
     """
     if method not in LIBEVENT_METHODS:
-        return _libevent_page(501, "method_not_implemented", f"method {method} not implemented")
+        return libevent_error(501, "method_not_implemented", f"method {method} not implemented")
     path = _origin_form(target)
     if not _API_PATH_RE.fullmatch(path):
-        return _libevent_page(404, "not_found", f"no REST route for {path}")
+        return libevent_error(404, "not_found", f"no REST route for {path}")
     if method == "OPTIONS":
         if origin is not None and ("http://" in origin or "https://" in origin):
             return TfsError(200, None, b"", "options_allowed", "CORS preflight accepted")
@@ -211,9 +199,10 @@ def parse_request_target(
         # (ParseModelInfo runs ahead of MakeJsonFromStatus); the body is kept here so that
         # clients see the message the spec's error catalogue lists.
         if len(digits) > len(str(INT64_MAX)) or int(digits) > INT64_MAX:
-            return tfs_error(
+            error = tfs_error(
                 400, f"Failed to convert version: {raw_version} to numeric.", reason="bad_version"
             )
+            return replace(error, model=model)
         version = int(digits)
     label = _percent_decode(raw_label) if raw_label else None
 
@@ -258,47 +247,6 @@ def encode_path_segment(value: str) -> str:
     return "".join(chr(byte) if byte in _UNRESERVED else f"%{byte:02X}" for byte in raw)
 
 
-def error_body(message: str, **extra: str | int | bool | None) -> bytes:
-    """A TF Serving error body: `{"error": message}` in TF Serving's layout, then `extra` members.
-
-    >>> error_body("Servable not found")
-    b'{\\n    "error": "Servable not found"\\n}'
-
-    Extra members (for example `decision_id`) follow `error` in keyword order, so TF Serving
-    clients, which read only `error`, keep working.
-    """
-    members = [("error", message), *extra.items()]
-    lines = ",\n".join(f"    {_json_string(key)}: {_json_scalar(value)}" for key, value in members)
-    return ("{\n" + lines + "\n}").encode("utf-8", "surrogateescape")
-
-
-def tfs_error(
-    status: int, message: str, *, reason: str = "error", **extra: str | int | bool | None
-) -> TfsError:
-    """A JSON `TfsError` with TF Serving's error body (for gateway-made errors too)."""
-    return TfsError(status, ERROR_CONTENT_TYPE, error_body(message, **extra), reason, message)
-
-
-def libevent_error_page(status: int) -> bytes:
-    """The HTML page libevent's `evhttp_send_error(req, status, NULL)` writes."""
-    phrase = _REASON_PHRASES[status]
-    return (
-        f"<HTML><HEAD>\n<TITLE>{status} {phrase}</TITLE>\n</HEAD><BODY>\n<H1>{phrase}</H1>\n"
-        "</BODY></HTML>\n"
-    ).encode("ascii")
-
-
-def _libevent_page(status: int, reason: str, message: str) -> TfsError:
-    return TfsError(
-        status,
-        HTML_CONTENT_TYPE,
-        libevent_error_page(status),
-        reason,
-        message,
-        close_connection=True,
-    )
-
-
 def _malformed(method: str, path: str) -> TfsError:
     return tfs_error(400, f"Malformed request: {method} {path}", reason="malformed")
 
@@ -320,41 +268,3 @@ def _percent_decode(value: str) -> str:
         return value
     raw = unquote_to_bytes(value.encode("utf-8", "surrogateescape"))
     return raw.decode("utf-8", "surrogateescape")
-
-
-def _json_scalar(value: str | int | bool | None) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    return _json_string(value)
-
-
-_ESCAPES: Final = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\f": "\\f",
-    "\n": "\\n",
-    "\r": "\\r",
-    "\t": "\\t",
-}
-
-
-def _json_string(value: str) -> str:
-    """rapidjson's Writer::String: escape `"`, `\\` and C0 controls only, hex in upper case."""
-    out = ['"']
-    for char in value:
-        escaped = _ESCAPES.get(char)
-        if escaped is not None:
-            out.append(escaped)
-        elif char < " ":
-            out.append(f"\\u{ord(char):04X}")
-        else:
-            out.append(char)
-    out.append('"')
-    return "".join(out)
