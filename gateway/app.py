@@ -36,6 +36,8 @@ from gateway.clientip import CachedRegionLookup, ClientIPConfig, RegionTable
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.context import ClientFacts, ContextError, RouteFacts, build_context, find_licence
 from gateway.errors import DiagnosticError, format_diagnostics
+from gateway.grpc_server import GrpcFrontDoor
+from gateway.grpc_upstream import GrpcUpstream
 from gateway.handlers import handle_tfserving
 from gateway.http_server import make_runner
 from gateway.logs import describe_exception
@@ -316,9 +318,20 @@ def create_app(
         runtime.last_reload = {"result": "ok", "trigger": "start",
                                "revision": snap.policy_set.revision}  # fmt: skip
         app[RUNTIME] = runtime
+        front_door: GrpcFrontDoor | None = None
+        if config.grpc.enabled:
+            runtime.grpc_upstream = GrpcUpstream(
+                connect_timeout_s=config.connect_timeout_s, read_timeout_s=config.read_timeout_s
+            )
+            front_door = GrpcFrontDoor(runtime, config.grpc, _new_decision_id)
+            runtime.grpc_port = await front_door.start()
         try:
             yield
         finally:
+            if front_door is not None:
+                await front_door.stop()
+            if runtime.grpc_upstream is not None:
+                await runtime.grpc_upstream.close()
             if sinks is not None:
                 await sinks.close()
             await upstream.close()

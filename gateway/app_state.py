@@ -20,6 +20,7 @@ from aiohttp import web
 from gateway.audit import AuditLog, PayloadDigester, minimise_ip
 from gateway.clientip import ClientIPConfig, ClientResolution, RegionLookup, resolve_client
 from gateway.config import GatewayConfig
+from gateway.grpc_upstream import GrpcUpstream
 from gateway.metrics import GatewayMetrics
 from gateway.policy import Decision, LegalBasis, PolicySet, Problem, Remedy
 from gateway.policy.decision import SinkSuppression
@@ -43,6 +44,7 @@ def build_backends(config: GatewayConfig) -> tuple[BackendSpec, ...]:
             region=b.region,
             models={name: dict(config.models.get(name, {"id": name})) for name in b.models},
             transfer_mechanisms=b.transfer_mechanisms,
+            grpc=b.grpc,
         )
         for b in config.backends
     )
@@ -149,6 +151,10 @@ class Runtime:
     #: The payload HMAC key (the digester's); also the keyed-hash masking key when
     #: `privacy.hmac_key` is not configured.
     masking_key: bytes = b""
+    #: Backend calls of the gRPC front door (None when it is off).
+    grpc_upstream: GrpcUpstream | None = None
+    #: The port the gRPC front door listens on (0 when it is off).
+    grpc_port: int = 0
     _ip_fields: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     def keyed_digest(self, payload: bytes) -> str:

@@ -29,6 +29,7 @@ __all__ = [
     "AuditConfig",
     "BackendConfig",
     "ClientTimeouts",
+    "GrpcListener",
     "ConfigError",
     "GatewayConfig",
     "HeaderNames",
@@ -150,6 +151,25 @@ def config_schema() -> dict[str, Any]:
                         "region": _REGION,
                         "models": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                         "transfer_mechanisms": {"type": "array", "items": {"type": "string"}},
+                        "grpc": {"type": "string", "pattern": "^[^\\s/]+:[0-9]{1,5}$"},
+                    },
+                },
+            },
+            "grpc": {
+                "type": obj,
+                "additionalProperties": False,
+                "properties": {
+                    "enabled": {"type": "boolean"},
+                    "host": {"type": "string"},
+                    "port": _PORT,
+                    "tls": {
+                        "type": obj,
+                        "additionalProperties": False,
+                        "required": ["cert_file", "key_file"],
+                        "properties": {
+                            "cert_file": {"type": "string"},
+                            "key_file": {"type": "string"},
+                        },
                     },
                 },
             },
@@ -335,6 +355,17 @@ class ClientTimeouts:
 
 
 @dataclass(frozen=True)
+class GrpcListener:
+    """The gateway's gRPC front door (TF Serving's PredictionService and ModelService)."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = 8500
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+
+
+@dataclass(frozen=True)
 class BackendConfig:
     """One TF Serving backend as configured."""
 
@@ -343,6 +374,8 @@ class BackendConfig:
     region: str
     models: tuple[str, ...]
     transfer_mechanisms: tuple[str, ...] = ()
+    #: The backend's gRPC address (`host:port`); gRPC requests go there, REST to `url`.
+    grpc: str | None = None
 
 
 @dataclass(frozen=True)
@@ -407,11 +440,24 @@ class GatewayConfig:
     #: The environment the file was loaded with (overrides, secrets); reloads reuse it.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     client_timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
+    grpc: GrpcListener = field(default_factory=GrpcListener)
 
     @property
     def origin(self) -> str:
         """The audit log origin: `<deployment>/<instance>`."""
         return f"{self.deployment}/{self.instance}"
+
+
+def _grpc_listener(section: Mapping[str, Any], base: Path) -> GrpcListener:
+    tls = section.get("tls") or {}
+    cert, key = tls.get("cert_file"), tls.get("key_file")
+    return GrpcListener(
+        enabled=bool(section.get("enabled", bool(section))),
+        host=str(section.get("host", "127.0.0.1")),
+        port=int(section.get("port", 8500)),
+        tls_cert_file=_resolve_path(base, cert) if cert else None,
+        tls_key_file=_resolve_path(base, key) if key else None,
+    )
 
 
 ENV_PREFIX = "JURISGATE__"
@@ -708,6 +754,7 @@ def _build(
             region=item["region"],
             models=tuple(item["models"]),
             transfer_mechanisms=tuple(item.get("transfer_mechanisms", ())),
+            grpc=item.get("grpc"),
         )
         for item in data["backends"]
     )
@@ -800,6 +847,7 @@ def _build(
         headers=HeaderNames(**data.get("headers", {})),
         limits=LimitsConfig(**limits),
         client_timeouts=ClientTimeouts(**data.get("clients", {})),
+        grpc=_grpc_listener(data.get("grpc", {}), base),
         connect_timeout_s=float(timeouts.get("connect_s", 2.0)),
         read_timeout_s=float(timeouts.get("read_s", 30.0)),
         scan_headers=tuple(privacy.get("scan_headers", ())),

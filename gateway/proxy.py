@@ -119,6 +119,8 @@ class BackendSpec:
     models: Mapping[str, Mapping[str, Any]]
     transfer_mechanisms: Sequence[str] = ()
     weight: int = 1
+    #: `host:port` of the backend's gRPC port, or None when it serves REST only.
+    grpc: str | None = None
 
     def __post_init__(self) -> None:
         if not _BACKEND_ID_RE.fullmatch(self.id):

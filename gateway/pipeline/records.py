@@ -42,6 +42,8 @@ def decision_facts(state: RequestState) -> dict[str, Any]:
     if route is not None:
         record["model"] = route.model[:200]
         record["route"] = f"{route.http_method} {build_backend_path(route)[:300]}"
+    if state.rpc is not None:
+        record["route"] = f"GRPC {state.rpc.path}"
     if state.located:
         record["caller_region"] = state.region
         record["untrusted_region_claims"] = list(state.region_claims)

@@ -1,9 +1,10 @@
 """Running the steps of one request, and the answers when a step ends it early.
 
-`REST_STEPS` is the table of a TF Serving REST request. A step returns a `Reply` to end the
-request after writing its own records, or raises `Refusal`; anything else a step raises is a
-failure of the gateway, answered with an audited 500 (every request ends decided, recorded
-and counted). When the audit log itself fails, the answer is a 503 and nothing is forwarded.
+`REST_STEPS` is the table of a TF Serving REST request, `GRPC_STEPS` of a gRPC call. A step
+returns a `Reply` to end the request after writing its own records, or raises `Refusal`;
+anything else a step raises is a failure of the gateway, answered with an audited 500 (every
+request ends decided, recorded and counted). When the audit log itself fails, the answer is
+a 503 and nothing is forwarded.
 """
 
 from __future__ import annotations
@@ -14,13 +15,13 @@ from collections.abc import Awaitable, Callable
 from typing import Final
 
 from gateway.logs import describe_exception
-from gateway.pipeline import steps
+from gateway.pipeline import grpc_steps, steps
 from gateway.pipeline.audit import AuditDown, append
 from gateway.pipeline.records import failed_record, refused_record
 from gateway.pipeline.state import Refusal, Reply, RequestState
 from gateway.problems import PROBLEM_CONTENT_TYPE, gateway_problem, problem_bytes
 
-__all__ = ["REST_STEPS", "Step", "run_steps"]
+__all__ = ["GRPC_STEPS", "REST_STEPS", "Step", "run_steps"]
 
 log = logging.getLogger("jurisgate")
 
@@ -42,6 +43,22 @@ REST_STEPS: Final[tuple[Step, ...]] = (
     steps.forward,
     steps.apply_output_obligations,
     steps.record_outcome,
+)
+
+
+#: A TF Serving gRPC call, in order: the same client, tenant, decision, routing and records.
+GRPC_STEPS: Final[tuple[Step, ...]] = (
+    grpc_steps.parse_rpc,
+    steps.locate,
+    steps.identify,
+    grpc_steps.scan_tensors,
+    steps.decide,
+    steps.choose_backend,
+    steps.deny,
+    grpc_steps.mask_tensors,
+    steps.record_decision,
+    grpc_steps.forward_rpc,
+    grpc_steps.record_rpc_outcome,
 )
 
 

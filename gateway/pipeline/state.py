@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from gateway.policy import Decision
     from gateway.proxy import BackendSpec, UpstreamResponse
     from gateway.tenants import Tenant
+    from gateway.tfserving.protos import RpcMethod
 
 __all__ = ["Refusal", "Reply", "RequestState"]
 
@@ -32,6 +33,9 @@ class Reply:
     body: bytes
     content_type: str | None = None
     headers: Mapping[str, str] = field(default_factory=dict)
+    #: A gRPC status to answer with as it is (a backend's own error, TF Serving's message
+    #: for a malformed request): `(code, message)`.
+    rpc_status: tuple[int, str] | None = None
 
 
 class Refusal(Exception):
@@ -65,6 +69,12 @@ class RequestState:
     #: Reads the whole body (the edge knows how; it enforces size and time limits).
     read_body: Callable[[RequestState], Awaitable[bytes]]
 
+    #: The TF Serving RPC of a gRPC request (None for REST).
+    rpc: RpcMethod | None = None
+    #: The parsed request message of a gRPC request.
+    message: Any = None
+    #: The byte strings of a gRPC request the model reads, by location.
+    byte_values: dict[tuple[str | int, ...], bytes] = field(default_factory=dict)
     route: Route | None = None
     body: bytes = b""
     document: Any = None

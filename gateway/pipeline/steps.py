@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from gateway import strictjson
 from gateway.context import (
@@ -45,6 +46,7 @@ __all__ = [
     "identify",
     "locate",
     "mask",
+    "mask_rules",
     "parse_body",
     "parse_target",
     "read_body",
@@ -180,6 +182,9 @@ def decide(state: RequestState) -> None:
     assert state.route is not None
     snap, route, tenant = state.snap, state.route, state.tenant
     state.candidates = snap.backends_for(route.model)
+    if state.rpc is not None:
+        # A gRPC call goes to a backend's gRPC port: only backends that have one can serve it.
+        state.candidates = tuple(b for b in state.candidates if b.grpc is not None)
     try:
         context = build_context(
             now=state.runtime.clock(),
@@ -220,6 +225,9 @@ def choose_backend(state: RequestState) -> None:
         # No backend serves this model: answer as TF Serving does for an unknown model, body,
         # label and version checks first. Legal refusals (451) still take precedence, so a
         # sanctioned caller learns nothing more.
+        if state.rpc is not None and route.verb != "status":
+            # gRPC carries no JSON body to check first: the label and version checks remain.
+            route = replace(route, verb="metadata")
         raise tfs_refusal(unknown_model_error(route, state.document))
     if not decision.allowed:
         return
@@ -293,7 +301,8 @@ async def deny(state: RequestState) -> Reply | None:
     return Reply(status, problem_bytes(body), PROBLEM_CONTENT_TYPE, headers)
 
 
-def _mask_rules(decision: Decision) -> dict[str, MaskRule]:
+def mask_rules(decision: Decision) -> dict[str, MaskRule]:
+    """The masking rule of every category the decision says to mask."""
     rules: dict[str, MaskRule] = {}
     for category, action in decision.obligations.mask.items():
         method = action.method
@@ -310,7 +319,7 @@ def mask(state: RequestState) -> None:
     """The masking obligations, spliced into the body as sent (numbers, NaN, order stay)."""
     assert state.decision is not None
     state.forward_body = state.body
-    rules = _mask_rules(state.decision)
+    rules = mask_rules(state.decision)
     if not rules or not state.findings:
         return
     config, runtime = state.snap.config, state.runtime

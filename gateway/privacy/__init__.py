@@ -27,6 +27,7 @@ from gateway.privacy.masking import MaskedEntry, MaskRule, apply_masks, mask_hea
 from gateway.privacy.scan import (
     DEFAULT_SCAN_BUDGET,
     scan,
+    scan_byte_values,
     scan_headers,
     scan_text,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "mask_headers",
     "mask_text",
     "scan",
+    "scan_byte_values",
     "scan_headers",
     "scan_text",
 ]

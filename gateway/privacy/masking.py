@@ -51,6 +51,7 @@ __all__ = [
     "MaskedEntry",
     "UnmaskableValue",
     "apply_masks",
+    "mask_byte_values",
     "mask_headers",
     "mask_text",
     "mask_values",
@@ -263,6 +264,34 @@ def _mask_decoded(
         return data_url.with_data(new_data), done
     assert form is not None
     return encode_base64(new_data, form), done
+
+
+def mask_byte_values(
+    values: Mapping[Location, bytes],
+    findings: Findings | Iterable[Finding],
+    rules: Mapping[str, MaskRule],
+    *,
+    hash_key: bytes | None = None,
+) -> tuple[dict[Location, bytes], list[MaskedEntry]]:
+    """The new bytes of every value of `values` (as `scan_byte_values` read them) that a
+    finding with a rule masks, and the masked list; the text keeps its encoding. Raises
+    `UnmaskableValue` for a finding to mask inside bytes that are not text."""
+    grouped = _group_by_location(f for f in findings if f.source == "body" and f.category in rules)
+    replacements: dict[Location, bytes] = {}
+    entries: list[MaskedEntry] = []
+    for location, located in grouped.items():
+        first = located[0]
+        data = values.get(location)
+        if data is None:
+            raise ValueError(f"finding at `{first.path}` does not match the values")
+        payload = classify_bytes(data)
+        if first.encoding != "bytes" or not isinstance(payload, TextPayload):
+            raise UnmaskableValue(first.path, first.category)
+        text, done = mask_text(payload.text, _hits(located), rules, hash_key=hash_key)
+        if done:
+            replacements[location] = encode_text(payload, text)
+        _masked_entries(first.path, done, entries)
+    return replacements, entries
 
 
 def apply_masks(

@@ -73,7 +73,7 @@ from gateway.privacy.findings import (
 )
 from gateway.privacy.normalize import normalise
 
-__all__ = ["DEFAULT_SCAN_BUDGET", "scan", "scan_headers", "scan_text"]
+__all__ = ["DEFAULT_SCAN_BUDGET", "scan", "scan_byte_values", "scan_headers", "scan_text"]
 
 _DIGITS: Final = b"0123456789"
 #: The shortest value any detector reports (`a@b.cd`).
@@ -333,6 +333,26 @@ class _Walk:
         path = self.path(location)
         self.binary.append(BinaryInput(path, payload.media_type, payload.size))
         return self.text(readable_text(data), location, "binary")
+
+
+def scan_byte_values(
+    values: Iterable[tuple[Location, bytes]],
+    detectors: Sequence[Detector] = DEFAULT_DETECTORS,
+    *,
+    region_hints: Iterable[str] = (),
+    budget: int = DEFAULT_SCAN_BUDGET,
+) -> Findings:
+    """Findings in byte strings the model reads as they are (gRPC `string_val`, a
+    `tf.Example`'s `bytes_list`), each with the location it will be reported at.
+
+    Bytes that are text are scanned like a decoded `b64` value (findings with encoding
+    `bytes`); other bytes are listed in `Findings.binary` and their readable runs scanned.
+    """
+    walk = _Walk(_plan(tuple(detectors)), ScanState(_normalise_hints(region_hints), budget))
+    for location, data in values:
+        if not walk.data(data, location, "bytes"):
+            break
+    return walk.findings()
 
 
 def _nothing_in(plan: _Plan, texts: Sequence[str], hints: tuple[str, ...], budget: int) -> bool:

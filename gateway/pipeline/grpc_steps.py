@@ -1,0 +1,253 @@
+"""The steps only a gRPC request needs: its message, its tensors, its backend call.
+
+A gRPC request carries no URL and no JSON: the model comes from the message's `ModelSpec`,
+the text the model reads is in `string_val` tensors (Predict) and `bytes_list` features
+(Classify, Regress, MultiInference), and the backend is called over gRPC. Everything else
+(client, tenant, decision, routing, records) is the REST pipeline's own steps.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any, Final
+
+from google.protobuf.message import DecodeError
+
+from gateway.grpc_upstream import GrpcUpstreamError
+from gateway.pipeline.audit import append
+from gateway.pipeline.records import outcome_record
+from gateway.pipeline.refusals import gateway_refusal
+from gateway.pipeline.state import Refusal, Reply, RequestState
+from gateway.pipeline.steps import mask_rules
+from gateway.privacy import scan_byte_values, scan_headers
+from gateway.privacy.findings import Location
+from gateway.privacy.masking import UnmaskableValue, mask_byte_values
+from gateway.tfserving import Route, error_body
+from gateway.tfserving.protos import DataType
+
+__all__ = [
+    "GRPC_VERBS",
+    "forward_rpc",
+    "mask_tensors",
+    "parse_rpc",
+    "record_rpc_outcome",
+    "scan_tensors",
+]
+
+#: The policy verb of each TF Serving RPC (the request context's `request.method`).
+GRPC_VERBS: Final = {
+    "Predict": "predict",
+    "Classify": "classify",
+    "Regress": "regress",
+    "MultiInference": "classify",
+    "GetModelMetadata": "metadata",
+    "GetModelStatus": "status",
+}
+_DT_STRING: Final = DataType.Value("DT_STRING")
+#: gRPC status codes the gateway answers with (grpc.StatusCode values, without importing grpc).
+INVALID_ARGUMENT: Final = 3
+
+
+def parse_rpc(state: RequestState) -> None:
+    """The request message and the model it addresses (TF Serving's own checks first)."""
+    rpc = state.rpc
+    assert rpc is not None
+    try:
+        message = rpc.request_class.FromString(state.body)
+    except DecodeError:
+        raise _invalid(state, "Failed to parse the request message") from None
+    state.message = message
+    if rpc.name == "MultiInference":
+        # Every task names the same model (TF Serving refuses mixed ones); the first decides.
+        if not message.tasks:
+            raise _invalid(state, "Inference task list is empty.")
+        holder = message.tasks[0]
+    else:
+        holder = message
+    if not holder.HasField("model_spec"):
+        raise _invalid(state, "Missing ModelSpec")
+    spec = holder.model_spec
+    if not spec.name:
+        raise _invalid(state, "ModelSpec has no name specified.")
+    version = spec.version.value if spec.HasField("version") else None
+    label = spec.version_label if spec.WhichOneof("version_choice") == "version_label" else None
+    state.route = Route(spec.name, version, label or None, GRPC_VERBS[rpc.name])  # type: ignore[arg-type]
+
+
+def _invalid(state: RequestState, message: str) -> Refusal:
+    reply = Reply(
+        400, error_body(message), "application/json", rpc_status=(INVALID_ARGUMENT, message)
+    )
+    return Refusal(reply, outcome="reject", reason="invalid_argument")
+
+
+def _byte_values(message: Any, verb: str) -> Iterator[tuple[Location, bytes]]:
+    """Every byte string of the request the model reads, with its location."""
+    if verb == "predict":
+        for name in sorted(message.inputs):
+            tensor = message.inputs[name]
+            if tensor.dtype == _DT_STRING:
+                for index, value in enumerate(tensor.string_val):
+                    yield ("inputs", name, "string_val", index), value
+        return
+    if verb not in ("classify", "regress") or not message.HasField("input"):
+        return  # status and metadata calls carry no data
+    kind = message.input.WhichOneof("kind")
+    if kind is None:
+        return
+    holder = getattr(message.input, kind)
+    groups = [("examples", holder.examples)]
+    if kind == "example_list_with_context":
+        groups.append(("context", [holder.context]))
+    for group, examples in groups:
+        for number, example in enumerate(examples):
+            for name in sorted(example.features.feature):
+                feature = example.features.feature[name]
+                if feature.WhichOneof("kind") == "bytes_list":
+                    for index, value in enumerate(feature.bytes_list.value):
+                        yield ("input", kind, group, number, name, index), value
+
+
+def scan_tensors(state: RequestState) -> None:
+    """Personal data in every string tensor and `bytes_list` feature, and in the configured
+    metadata, read as the model reads them."""
+    started = time.perf_counter()
+    assert state.route is not None and state.message is not None
+    config = state.snap.config
+    hints = _hints(state)
+    state.byte_values = dict(_byte_values(state.message, state.route.verb))
+    findings = scan_byte_values(state.byte_values.items(), region_hints=hints)
+    state.findings = findings
+    if not findings.complete:
+        # SECURITY: what the scan budget left unread may hold personal data; never forward it.
+        raise gateway_refusal(
+            state, 413, "scan_budget_exceeded", "Payload Too Large",
+            "the request holds more text than the gateway inspects in one request",
+            "split the text into smaller requests",
+        )  # fmt: skip
+    header_findings = (
+        scan_headers(state.headers.items(), config.scan_headers, region_hints=hints)
+        if config.scan_headers
+        else None
+    )
+    for group in (findings, header_findings):
+        if group:
+            state.found.extend((f.category, f.path) for f in group)
+    state.scanned = True
+    state.runtime.metrics.observe_stage("scan", time.perf_counter() - started)
+
+
+def _hints(state: RequestState) -> list[str]:
+    tenant = state.tenant
+    hints = [r for r in (state.region, tenant.established_in if tenant else None) if r]
+    declared = state.headers.get(state.snap.config.headers.subject_region)
+    if declared and len(declared) <= 6:
+        hints.append(declared.strip().upper())
+    return hints
+
+
+def mask_tensors(state: RequestState) -> None:
+    """The masking obligations, written into the tensors; an unmasked request is forwarded as
+    the exact bytes the client sent."""
+    assert state.decision is not None and state.message is not None
+    state.forward_body = state.body
+    rules = mask_rules(state.decision)
+    if not rules or not state.findings:
+        return
+    config, runtime = state.snap.config, state.runtime
+    try:
+        replacements, state.masked = mask_byte_values(
+            state.byte_values, state.findings, rules,
+            hash_key=config.privacy_hmac_key or runtime.masking_key,
+        )  # fmt: skip
+    except UnmaskableValue as exc:
+        # SECURITY: personal data the policy says to mask, inside bytes that cannot be
+        # rewritten: refuse rather than forward it unmasked.
+        raise gateway_refusal(
+            state, 422, "unmaskable_personal_data", "Unprocessable Content", str(exc),
+            "send the text as a UTF-8 string, or remove it from the binary value",
+        ) from None  # fmt: skip
+    if not replacements:
+        return
+    message = state.message
+    for location, value in replacements.items():
+        _set_value(message, location, value)
+    state.forward_body = message.SerializeToString()
+    for entry in state.masked:
+        runtime.metrics.count_masked(entry["category"])
+
+
+def _set_value(message: Any, location: Location, value: bytes) -> None:
+    if location[0] == "inputs":
+        _, name, _, index = location
+        message.inputs[name].string_val[index] = value
+        return
+    _, kind, group, number, name, index = location
+    holder = getattr(message.input, str(kind))
+    example = holder.context if group == "context" else holder.examples[number]
+    example.features.feature[name].bytes_list.value[index] = value
+
+
+async def forward_rpc(state: RequestState) -> Reply | None:
+    """The call to the chosen backend's gRPC port; its errors pass through unchanged."""
+    assert state.backend is not None and state.rpc is not None
+    backend, runtime = state.backend, state.runtime
+    started = time.perf_counter()
+    upstream = runtime.grpc_upstream
+    assert upstream is not None
+    try:
+        state.response_body = await upstream.call(
+            backend, state.rpc.path, state.forward_body, decision_id=state.decision_id
+        )
+    except GrpcUpstreamError as exc:
+        runtime.metrics.observe_backend(backend.id, exc.http_status, time.perf_counter() - started)
+        lat_us = int((time.perf_counter() - state.started) * 1e6)
+        await append(
+            state,
+            outcome_record(
+                state, exc.http_status, upstream_error=exc.kind, grpc_status=exc.code_name,
+                lat_us=lat_us,
+            ),
+        )  # fmt: skip
+        runtime.metrics.count_request("upstream_error", exc.http_status)
+        return Reply(
+            exc.http_status,
+            error_body(exc.message),
+            "application/json",
+            rpc_status=(exc.code, exc.message),
+        )
+    runtime.metrics.observe_backend(backend.id, 200, time.perf_counter() - started)
+    return None
+
+
+async def record_rpc_outcome(state: RequestState) -> Reply:
+    """The signed `outcome` record, durable before the response message leaves."""
+    decision = state.decision
+    assert decision is not None
+    runtime = state.runtime
+    if decision.obligations.image_marks:
+        # SECURITY: marking generated images in gRPC tensors is not supported yet; an output
+        # the law says must carry a mark never leaves unmarked.
+        await append(state, outcome_record(state, 502, upstream_error="unmarkable_output"))
+        message = "Model output could not be labelled as required: grpc_outputs_unmarkable"
+        return Reply(502, error_body(message), "application/json", rpc_status=(13, message))
+    lat_us = int((time.perf_counter() - state.started) * 1e6)
+    await append(
+        state,
+        outcome_record(
+            state, 200, lat_us=lat_us, resp_mac=runtime.keyed_digest(state.response_body)
+        ),
+    )
+    outcome = state.outcome
+    state.runtime.emit_event(
+        state.snap,
+        decision_id=state.decision_id,
+        tenant=state.tenant.id if state.tenant is not None else None,
+        outcome=outcome,
+        rules=decision.rules,
+        categories=sorted({c for c, _ in state.found}),
+        suppression=decision.obligations.suppress_sinks,
+    )
+    runtime.metrics.count_request(outcome, 200)
+    return Reply(200, state.response_body, None, dict(decision.obligations.headers))
