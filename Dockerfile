@@ -10,6 +10,6 @@ COPY policies ./policies
 RUN pip install . && useradd --system --home /var/lib/jurisgate jurisgate \
     && mkdir -p /var/lib/jurisgate && chown jurisgate /var/lib/jurisgate
 USER jurisgate
-EXPOSE 8501 8601
+EXPOSE 8501 8500 8601
 ENTRYPOINT ["jurisgate"]
 CMD ["serve", "--config", "/etc/jurisgate/jurisgate.yaml"]

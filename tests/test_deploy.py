@@ -23,7 +23,7 @@ def _compose() -> dict:  # type: ignore[type-arg]
 def test_gateway_service_fronts_tf_serving() -> None:
     services = _compose()["services"]
     gateway, serving = services["gateway"], services["tfserving"]
-    assert gateway["ports"][0] == "8501:8501"
+    assert gateway["ports"][:2] == ["8501:8501", "8500:8500"]
     assert gateway["depends_on"]["tfserving"]["condition"] == "service_healthy"
     assert serving["depends_on"]["model-trainer"]["condition"] == "service_completed_successfully"
     assert "8501:8501" not in serving.get("ports", [])
@@ -56,7 +56,8 @@ def test_gateway_config_names_the_compose_backend_and_model(tmp_path: Path) -> N
     config = load_config(ROOT / "deploy" / "jurisgate.yaml", {"JURISGATE_ADMIN_TOKEN": "t" * 24})
     services = _compose()["services"]
     (backend,) = config.backends
-    assert backend.url == "http://tfserving:8501"
+    assert backend.url == "http://tfserving:8501" and backend.grpc == "tfserving:8500"
+    assert config.grpc.enabled and config.grpc.port == 8500
     assert "tfserving" in services
     served = text_format.Parse(
         (ROOT / "model_server" / "models.config").read_text(),

@@ -39,6 +39,9 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--policies", type=Path, default=None, help="policy directory")
     parser.add_argument("--host", default="127.0.0.1", help="gateway listen address")
     parser.add_argument("--port", type=int, default=8501, help="gateway port (TF Serving REST)")
+    parser.add_argument(
+        "--grpc-port", type=int, default=8500, help="gateway port (TF Serving gRPC)"
+    )
     parser.add_argument("--admin-port", type=int, default=8601)
     parser.add_argument("--backend-port", type=int, default=8511, help="model server REST port")
     parser.add_argument("--backend-grpc-port", type=int, default=8510)
@@ -134,6 +137,7 @@ version: 1
 deployment: jurisgate.local
 instance: up
 listen: {{host: "{args.host}", port: {args.port}}}
+grpc: {{enabled: true, host: "{args.host}", port: {args.grpc_port}}}
 admin: {{enabled: true, host: 127.0.0.1, port: {args.admin_port}, token: {{file: admin-token}}}}
 operator:
   name: Jurisgate demo operator
@@ -147,7 +151,8 @@ licences:
   - {{id: LIC-MNIST-DEMO, model: mnist, licensee: "*", kind: public, spdx: "{licence_id}",
      commercial_use: allowed, valid_from: "2025-01-01"}}
 backends:
-  - {{id: local, url: "http://127.0.0.1:{args.backend_port}", region: DE, models: [mnist]}}
+  - {{id: local, url: "http://127.0.0.1:{args.backend_port}", region: DE, models: [mnist],
+     grpc: "127.0.0.1:{args.backend_grpc_port}"}}
 routing: {{default_by_caller_region: {{other: local}}}}
 network:
   geoip:
@@ -184,7 +189,8 @@ def _banner(args: argparse.Namespace, demo_key: str, work: Path) -> None:
     noted = example / "digit-with-note.json"
     print(
         f"""
-Jurisgate is up: TF Serving clients use {base} unchanged.
+Jurisgate is up: TF Serving clients use {base} (REST) and {args.host}:{args.grpc_port}
+(gRPC) unchanged.
   model server (embedded TF Serving)  127.0.0.1:{args.backend_port} (REST) and \
 127.0.0.1:{args.backend_grpc_port} (gRPC): loopback only, behind the gateway
   admin (token in {work / "admin-token"})  http://127.0.0.1:{args.admin_port}/metrics
@@ -197,6 +203,8 @@ Try it (the shipped policies decide):
     curl -s {base}:predict -H 'X-Purpose: {DEMO_PURPOSE}' -d @{noted}
   refused with 451 (an untrusted region claim can only make a decision stricter: sanctions):
     curl -s {base}:predict -H 'X-Purpose: {DEMO_PURPOSE}' -H 'X-Geo-Country: IR' -d @{digit}
+  over gRPC with TF Serving's own client stubs (the same policies, masking and audit):
+    python {example / "grpc_predict.py"} {args.host}:{args.grpc_port} --note 'mail anna@example.de'
   as the demo tenant (API key in {work / "demo-api-key"}):
     curl -s {base}:predict -H 'X-Api-Key: {demo_key[:6]}...' -H 'X-Purpose: {DEMO_PURPOSE}' \\
       -d @{digit}

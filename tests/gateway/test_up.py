@@ -41,11 +41,11 @@ def test_up_serves_the_readme_examples_and_leaves_a_verifiable_log(
 ) -> None:
     work = tmp_path / "work"
     shutil.copytree(trained_model_base, work / "models")
-    port = free_port()
+    port, grpc_port = free_port(), free_port()
     command = [
         sys.executable, "-m", "gateway", "up", "--workdir", str(work), "--port", str(port),
-        "--admin-port", str(free_port()), "--backend-port", str(free_port()),
-        "--backend-grpc-port", str(free_port()),
+        "--grpc-port", str(grpc_port), "--admin-port", str(free_port()),
+        "--backend-port", str(free_port()), "--backend-grpc-port", str(free_port()),
     ]  # fmt: skip
     proc = subprocess.Popen(
         command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
@@ -65,6 +65,7 @@ def test_up_serves_the_readme_examples_and_leaves_a_verifiable_log(
         assert "Ctrl-C stops both" in banner, banner
         assert f"http://127.0.0.1:{port}/v1/models/mnist" in banner
         assert "loopback only, behind the gateway" in banner
+        assert f"127.0.0.1:{grpc_port}" in banner and "grpc_predict.py" in banner
         base = f"http://127.0.0.1:{port}/v1/models/mnist:predict"
         purpose = {"X-Purpose": "document_classification"}
         digit = (ROOT / "examples" / "digit.json").read_bytes()
@@ -87,6 +88,21 @@ def test_up_serves_the_readme_examples_and_leaves_a_verifiable_log(
         assert problem["rules"] == ["sanctions-us-iran"]
         assert problem["legal_basis"][0]["ref"] == "31 CFR Part 560"
         assert 'rel="blocked-by"' in headers["Link"]
+
+        # The gRPC front door, with TF Serving's client stubs (the README's example script).
+        grpc_call = [sys.executable, str(ROOT / "examples" / "grpc_predict.py"),
+                     f"127.0.0.1:{grpc_port}"]  # fmt: skip
+        masked = subprocess.run(
+            [*grpc_call, "--note", "mail anna@example.de"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+        assert masked.returncode == 0, masked.stdout + masked.stderr
+        assert "the model read the note as: mail [EMAIL]" in masked.stdout
+        refused = subprocess.run(
+            [*grpc_call, "--metadata", "x-geo-country=IR"],
+            capture_output=True, text=True, timeout=120, cwd=ROOT,
+        )  # fmt: skip
+        assert refused.returncode == 1 and "FAILED_PRECONDITION" in refused.stdout, refused.stdout
 
         key = (work / "demo-api-key").read_text().strip()
         status, _, _ = _post(base, digit, {**purpose, "X-Api-Key": key})
