@@ -262,3 +262,142 @@ def test_the_gateway_never_imports_tensorflow() -> None:
         [sys.executable, "-c", script], capture_output=True, text=True, check=True, cwd=ROOT
     )
     assert result.stdout.strip() == "", result.stdout
+
+
+class _SlowBackend:
+    """A gRPC backend that answers every call after `delay_s` with an empty message."""
+
+    def __init__(self, delay_s: float) -> None:
+        self.delay_s = delay_s
+        self.calls: list[str] = []
+        self.server: grpc.aio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        import asyncio
+
+        async def answer(request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+            await asyncio.sleep(self.delay_s)
+            return b""
+
+        backend = self
+
+        class Handlers(grpc.GenericRpcHandler):  # type: ignore[misc]
+            def service(self, details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+                backend.calls.append(details.method)
+                return grpc.unary_unary_rpc_method_handler(answer)
+
+        self.server = grpc.aio.server()
+        self.server.add_generic_rpc_handlers((Handlers(),))
+        self.port = self.server.add_insecure_port("127.0.0.1:0")
+        await self.server.start()
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            await self.server.stop(0)
+
+
+async def test_a_slow_backend_is_deadline_exceeded_and_recorded(
+    tmp_path: Path,
+    model_server: Any,
+    gateway_factory: Callable[..., Awaitable[GatewayHarness]],
+) -> None:
+    slow = _SlowBackend(delay_s=3.0)
+    await slow.start()
+    try:
+        config = _config(tmp_path, model_server, grpc_target=f"127.0.0.1:{slow.port}")
+        data = yaml.safe_load(config.read_text())
+        data["timeouts"] = {"connect_s": 1.0, "read_s": 0.5}
+        config.write_text(yaml.safe_dump(data))
+        harness = await gateway_factory(config)
+        channel, predict, _ = _stubs(f"127.0.0.1:{harness.runtime.grpc_port}")
+        try:
+            error, initial = await _call(predict.Predict, _predict_request())
+        finally:
+            await channel.close()
+    finally:
+        await slow.stop()
+    assert isinstance(error, grpc.aio.AioRpcError)
+    assert error.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert slow.calls == ["/tensorflow.serving.PredictionService/Predict"]
+    records = harness.records_for(initial["x-decision-id"])
+    assert records[-1]["upstream_error"] == "timeout" and records[-1]["status"] == 504
+
+
+async def test_grpc_drop_in_for_an_allowed_tenant(
+    gateway: GatewayHarness, model_server: Any
+) -> None:
+    """Every call of the list gets the same status, message and response as direct."""
+    from tensorflow_serving.apis import (
+        classification_pb2,
+        get_model_metadata_pb2,
+        inference_pb2,
+        regression_pb2,
+    )
+
+    def predict(**changes: Any) -> Any:
+        request = _predict_request(changes.pop("signature", "serving_default"))
+        for key, value in changes.items():
+            if key == "version":
+                request.model_spec.version.value = value
+            elif key == "label":
+                request.model_spec.version_label = value
+            elif key == "output_filter":
+                request.output_filter.append(value)
+            elif key == "drop_input":
+                del request.inputs[value]
+        return request
+
+    classify = classification_pb2.ClassificationRequest()
+    classify.model_spec.name = "mnist"
+    classify.input.example_list.examples.add().features.feature["x"].float_list.value.append(1)
+    regress = regression_pb2.RegressionRequest()
+    regress.model_spec.name = "mnist"
+    regress.input.example_list.examples.add().features.feature["x"].float_list.value.append(1)
+    multi = inference_pb2.MultiInferenceRequest()
+    task = multi.tasks.add()
+    task.model_spec.name = "mnist"
+    task.method_name = "tensorflow/serving/classify"
+    multi.input.example_list.examples.add()
+    metadata_bad = get_model_metadata_pb2.GetModelMetadataRequest()
+    metadata_bad.model_spec.name = "mnist"
+    metadata_bad.metadata_field.append("not_a_field")
+    no_name = predict()
+    no_name.model_spec.name = ""
+
+    gateway_channel, gateway_predict, _ = _stubs(f"127.0.0.1:{gateway.runtime.grpc_port}")
+    direct_channel, direct_predict, _ = _stubs(model_server.grpc_target)
+    cases = [
+        ("Predict", predict()),
+        ("Predict", predict(signature="annotated", drop_input="images")),
+        ("Predict", predict(signature="nope")),
+        ("Predict", predict(version=1)),
+        ("Predict", predict(version=99)),
+        ("Predict", predict(label="stable")),
+        ("Predict", predict(output_filter="probabilities")),
+        ("Predict", predict(output_filter="nope")),
+        ("Predict", no_name),
+        ("Classify", classify),
+        ("Regress", regress),
+        ("MultiInference", multi),
+        ("GetModelMetadata", metadata_bad),
+    ]
+    mismatches = []
+    try:
+        for method, request in cases:
+            got, _ = await _call(getattr(gateway_predict, method), request)
+            want, _ = await _call(getattr(direct_predict, method), request)
+            if isinstance(want, grpc.aio.AioRpcError) or isinstance(got, grpc.aio.AioRpcError):
+                same = (
+                    isinstance(got, grpc.aio.AioRpcError)
+                    and isinstance(want, grpc.aio.AioRpcError)
+                    and (got.code(), got.details()) == (want.code(), want.details())
+                )
+            else:
+                same = got.SerializeToString() == want.SerializeToString()
+            if not same:
+                mismatches.append(f"{method} {request}: gateway {got!r} direct {want!r}")
+    finally:
+        await gateway_channel.close()
+        await direct_channel.close()
+    assert not mismatches, "\n".join(mismatches)
