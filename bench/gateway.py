@@ -71,6 +71,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO / "bench"
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 LUA_SCRIPT = Path(__file__).resolve().with_suffix(".lua")
+sys.path.insert(1, str(REPO / "bench"))
+import grpc_targets  # noqa: E402  (beside this file; bench/ is not a package)
+
 MODEL = "bench-mnist"
 PREDICT_PATH = f"/v1/models/{MODEL}:predict"
 STATUS_PATH = f"/v1/models/{MODEL}"
@@ -79,6 +82,8 @@ API_KEY = "jg-bench-key-not-a-secret"
 PURPOSE = "product_catalog_tagging"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 TARGETS = ("direct", "bare", "floor", "gateway")
+#: The gRPC twins: the stub backend, a bare pass-through proxy, the gateway's gRPC port.
+GRPC_TARGETS = ("grpc-direct", "grpc-bare", "grpc-gateway")
 # What a TF Serving classifier answers: ten class scores, TF Serving's own layout.
 PREDICTIONS = (
     b'{\n    "predictions": [[0.000112, 0.000231, 0.981204, 0.003311, 0.000052, 0.001874,'
@@ -227,14 +232,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def write_gateway_files(work: Path, gateway_port: int, backend_port: int) -> Path:
-    """The gateway's configuration, tenants file and signing key; returns the config path."""
+def write_gateway_files(
+    work: Path,
+    gateway_port: int,
+    backend_port: int,
+    grpc_ports: tuple[int, int] | None = None,
+    name: str = "jurisgate.yaml",
+) -> Path:
+    """The gateway's configuration, tenants file and signing key; returns the config path.
+
+    `grpc_ports` (the gateway's gRPC port, the stub backend's) turn the gRPC front door on.
+    """
     from gateway.audit import Signer
     from gateway.audit.signing import write_private_key
     from gateway.tenants import hash_api_key
 
     (work / "keys").mkdir(parents=True, exist_ok=True)
-    write_private_key(work / "keys" / "signing-key.pem", Signer.generate("jurisgate-bench"))
+    key_path = work / "keys" / "signing-key.pem"
+    if not key_path.exists():
+        write_private_key(key_path, Signer.generate("jurisgate-bench"))
     tenants = {
         "tenants": [
             {
@@ -292,9 +308,12 @@ def write_gateway_files(work: Path, gateway_port: int, backend_port: int) -> Pat
             "durability": "strict",
         },
     }
+    if grpc_ports is not None:
+        config["grpc"] = {"enabled": True, "host": "127.0.0.1", "port": grpc_ports[0]}
+        config["backends"][0]["grpc"] = f"127.0.0.1:{grpc_ports[1]}"  # type: ignore[index]
     # JSON is valid YAML 1.2 and leaves nothing to YAML 1.1 guessing (dates stay strings).
     (work / "tenants.yaml").write_text(json.dumps(tenants, indent=2) + "\n", encoding="utf-8")
-    path = work / "jurisgate.yaml"
+    path = work / name
     path.write_text(json.dumps(config, indent=2) + "\n", encoding="utf-8")
     return path
 
@@ -879,7 +898,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         metavar="REV",
         help="also measure the gateway of git revision REV (same configuration, same rounds)",
     )
-    parser.add_argument("--role", choices=["backend", "bare", "floor"], help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--no-grpc", action="store_true", help="skip the gRPC targets (direct, bare, gateway)"
+    )
+    parser.add_argument(
+        "--role",
+        choices=["backend", "bare", "floor", "grpc-backend", "grpc-bare", "grpc-load"],
+        help=argparse.SUPPRESS,
+    )
+    parser.add_argument("--concurrency", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--upstream", help=argparse.SUPPRESS)
@@ -893,6 +920,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.role == "floor":
         serve_bare_proxy(args.port, args.upstream, floor_work=args.work)
+        return 0
+    if args.role == "grpc-backend":
+        grpc_targets.serve_grpc_backend(args.port)
+        return 0
+    if args.role == "grpc-bare":
+        grpc_targets.serve_grpc_bare_proxy(args.port, args.upstream)
+        return 0
+    if args.role == "grpc-load":
+        metadata = [("x-api-key", API_KEY), ("x-purpose", PURPOSE)]
+        grpc_targets.run_grpc_load(args.port, MODEL, metadata, args.concurrency, args.duration)
         return 0
     if shutil.which("wrk") is None:
         print("wrk not found: install it with `apt-get install -y wrk`", file=sys.stderr)
@@ -974,8 +1011,9 @@ def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="jurisgate-bench-"))
     body = request_body()
     (work / "body.json").write_bytes(body)
-    ports = {name: free_port() for name in TARGETS}
-    config_path = write_gateway_files(work, ports["gateway"], ports["direct"])
+    ports = {name: free_port() for name in (*TARGETS, *GRPC_TARGETS)}
+    grpc_ports = None if args.no_grpc else (ports["grpc-gateway"], ports["grpc-direct"])
+    config_path = write_gateway_files(work, ports["gateway"], ports["direct"], grpc_ports)
     upstream = f"http://127.0.0.1:{ports['direct']}"
     me = [sys.executable, str(Path(__file__).resolve())]
     gateway_command = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)]
@@ -999,7 +1037,12 @@ def run(args: argparse.Namespace) -> int:
             # The same configuration served by another revision's code, in the same minutes.
             tree = checkout(args.baseline, work / "baseline-tree")
             port = free_port()
-            rig.start("baseline", gateway_command, port, server_core, tree,
+            # REST only: an older revision may not know the gRPC settings.
+            baseline_config = write_gateway_files(
+                work, port, ports["direct"], None, "jurisgate-baseline.yaml"
+            )
+            baseline_command = [*gateway_command[:-1], str(baseline_config)]
+            rig.start("baseline", baseline_command, port, server_core, tree,
                       JURISGATE__LISTEN__PORT=str(port),
                       JURISGATE__AUDIT__DIRECTORY=str(work / "audit-baseline"))  # fmt: skip
             measured.append("baseline")
@@ -1014,6 +1057,12 @@ def run(args: argparse.Namespace) -> int:
                       JURISGATE__LISTEN__PORT=str(port),
                       JURISGATE__AUDIT__DIRECTORY=str(work / f"audit-{name}"),
                       **overrides)  # fmt: skip
+        if not args.no_grpc:
+            rig.start("grpc-direct", [*me, "--role", "grpc-backend", "--port",
+                      str(ports["grpc-direct"])], ports["grpc-direct"], client_core)  # fmt: skip
+            rig.start("grpc-bare", [*me, "--role", "grpc-bare", "--port", str(ports["grpc-bare"]),
+                      "--upstream", f"127.0.0.1:{ports['grpc-direct']}"], ports["grpc-bare"],
+                      server_core)  # fmt: skip
         for name in [*measured, *variants]:
             wait_ready(rig.servers[name])
             rig.check(name)
@@ -1070,6 +1119,9 @@ def run(args: argparse.Namespace) -> int:
         load = {name: median_round(rounds[name]) for name in measured}
         results["wrk_rounds"] = {name: [asdict(r) for r in rounds[name]] for name in measured}
 
+        if not args.no_grpc:
+            grpc_load = grpc_rounds(rig, args, ports, me)
+            results["grpc"] = {name: asdict(r) for name, r in grpc_load.items()}
         # The fixed moderate rate, in two interleaved halves per target.
         per_half = max(1, int(args.rate * args.rate_seconds / 2))
         # Gateway variants (--diagnose) take part here so that all share the same minutes.
@@ -1123,6 +1175,8 @@ def run(args: argparse.Namespace) -> int:
 
     records = audit_records(work / "audit")
     report(args, load, rates, rss, records, diagnosis, profile, wrk_command_text(args, client_core))
+    if not args.no_grpc:
+        report_grpc(args, load, grpc_load)
     print(
         f"idle penalty on the proxies' core: a small Python function runs "
         f"{results['idle_penalty']:.1f}x slower right after 5 ms of sleep than back to back "
@@ -1145,6 +1199,80 @@ def run(args: argparse.Namespace) -> int:
     else:
         shutil.rmtree(work, ignore_errors=True)
     return 0
+
+
+@dataclass
+class GrpcResult:
+    requests: int
+    duration_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us: float
+
+    @property
+    def rps(self) -> float:
+        return self.requests / max(self.duration_s, 1e-9)
+
+
+def grpc_rounds(
+    rig: Rig, args: argparse.Namespace, ports: dict[str, int], me: list[str]
+) -> dict[str, GrpcResult]:
+    """Interleaved closed-loop rounds against the three gRPC targets; the median round each."""
+    server_of = {"grpc-direct": "grpc-direct", "grpc-bare": "grpc-bare", "grpc-gateway": "gateway"}
+    rounds: dict[str, list[GrpcResult]] = {name: [] for name in GRPC_TARGETS}
+    for index in range(args.rounds + 1):  # the first round warms up
+        shift = index % len(GRPC_TARGETS)
+        for name in GRPC_TARGETS[shift:] + GRPC_TARGETS[:shift]:
+            server = rig.servers[server_of[name]]
+            command = [*me, "--role", "grpc-load", "--port", str(ports[name]),
+                       "--concurrency", str(args.connections), "--duration",
+                       str(args.warmup if index == 0 else args.duration)]  # fmt: skip
+            if rig.client_core is not None:
+                command = ["taskset", "-c", str(rig.client_core), *command]
+            env = dict(os.environ, PYTHONPATH=str(REPO))
+            before = cpu_ticks(server.pid)
+            done = subprocess.run(command, capture_output=True, text=True, env=env, check=True)
+            ticks = cpu_ticks(server.pid) - before
+            raw = json.loads(done.stdout.strip().splitlines()[-1])
+            result = GrpcResult(
+                requests=int(raw["requests"]),
+                duration_s=float(raw["duration_s"]),
+                p50_ms=float(raw["p50_ms"]),
+                p99_ms=float(raw["p99_ms"]),
+                errors=int(raw["errors"]),
+                cpu_us=ticks * 1e6 / CLK_TCK / max(1, int(raw["requests"])),
+            )
+            if index:
+                rounds[name].append(result)
+                progress(
+                    f"grpc round {index} {name:12s} {result.rps:7.0f} req/s  p50 "
+                    f"{result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  "
+                    f"{result.cpu_us:5.0f} us/req  errors {result.errors}"
+                )
+    return {name: sorted(r, key=lambda x: x.rps)[len(r) // 2] for name, r in rounds.items()}
+
+
+def report_grpc(
+    args: argparse.Namespace, load: dict[str, WrkResult], grpc_load: dict[str, GrpcResult]
+) -> None:
+    print()
+    print(
+        f"gRPC: closed loop, {args.connections} calls in flight on one channel, "
+        f"{args.duration:.0f} s rounds (median of {args.rounds})"
+    )
+    print(f"{'target':14s}{'req/s':>8s}{'p50 ms':>8s}{'p99 ms':>8s}{'server CPU us/req':>19s}"
+          f"{'errors':>7s}")  # fmt: skip
+    for name, r in grpc_load.items():
+        print(f"{name:14s}{r.rps:8.0f}{r.p50_ms:8.2f}{r.p99_ms:8.2f}{r.cpu_us:19.0f}{r.errors:7d}")
+    rest_ratio = load["gateway"].rps / load["bare"].rps
+    grpc_ratio = grpc_load["grpc-gateway"].rps / grpc_load["grpc-bare"].rps
+    relative = grpc_ratio / rest_ratio
+    print(
+        f"gateway/bare throughput: REST {rest_ratio:.2f}x, gRPC {grpc_ratio:.2f}x; gRPC path "
+        f"relative to REST path {relative:.2f}x (bar >= 0.80x: "
+        f"{'PASS' if relative >= 0.8 else 'MISS'})"
+    )
 
 
 _STARTED = time.monotonic()
