@@ -33,6 +33,7 @@ from multidict import CIMultiDict
 
 from gateway.config import GrpcListener
 from gateway.pipeline import Reply, RequestState, run_steps
+from gateway.pipeline.grpc_steps import GRPC_VERBS
 from gateway.pipeline.run import GRPC_STEPS
 from gateway.tfserving.protos import (
     MODEL_SERVICE,
@@ -149,7 +150,10 @@ class GrpcFrontDoor:
         self._methods: dict[str, RpcMethod] = {}
         for service in (PREDICTION_SERVICE, MODEL_SERVICE):
             for rpc in methods(service).values():
-                self._methods[rpc.path] = rpc
+                # SECURITY: reloading a backend's configuration is the operator's business,
+                # never a client's: that method is not served (UNIMPLEMENTED).
+                if rpc.name in GRPC_VERBS:
+                    self._methods[rpc.path] = rpc
         self._server: grpc.aio.Server | None = None
         self.port = 0
 

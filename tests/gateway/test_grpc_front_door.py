@@ -401,3 +401,19 @@ async def test_grpc_drop_in_for_an_allowed_tenant(
         await gateway_channel.close()
         await direct_channel.close()
     assert not mismatches, "\n".join(mismatches)
+
+
+async def test_a_client_cannot_reload_the_backends_configuration(
+    gateway: GatewayHarness,
+) -> None:
+    from tensorflow_serving.apis import model_management_pb2
+
+    channel, _, models = _stubs(f"127.0.0.1:{gateway.runtime.grpc_port}")
+    try:
+        error, _ = await _call(
+            models.HandleReloadConfigRequest, model_management_pb2.ReloadConfigRequest()
+        )
+    finally:
+        await channel.close()
+    assert isinstance(error, grpc.aio.AioRpcError)
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED
