@@ -15,10 +15,13 @@ from typing import Final, Literal, overload
 Location = tuple[str | int, ...]
 Source = Literal["body", "header"]
 #: How the scanned text was carried: as written (`""`), inside a `{"b64": ...}` object
-#: (`b64`), inside a `data:` URL (`data_url`), as raw bytes of a protobuf tensor (`bytes`), as
-#: readable runs of a binary value (`binary`), or as an object key (`key`); the last two can
-#: be detected but not rewritten.
-Encoding = Literal["", "b64", "data_url", "bytes", "binary", "key"]
+#: (`b64`), inside a `data:` URL (`data_url`), as raw bytes of a protobuf tensor (`bytes`), a
+#: `data:` URL inside either of the last two (`b64+data_url`, `bytes+data_url`), as readable
+#: runs of a binary value (`binary`), or as an object key (`key`); the last two can be
+#: detected but not rewritten.
+Encoding = Literal[
+    "", "b64", "data_url", "bytes", "b64+data_url", "bytes+data_url", "binary", "key"
+]
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from gateway.privacy.encoded import (
-    Base64Form,
     InvalidBase64,
     TextPayload,
     classify_bytes,
@@ -223,47 +222,67 @@ def mask_values(
 def _mask_encoded(
     value: str, located: Sequence[Finding], rules: Mapping[str, MaskRule], key: bytes | None
 ) -> tuple[str, list[tuple[str, MaskMethod]]]:
-    plain = [finding for finding in located if finding.encoding == ""]
-    encoded = [finding for finding in located if finding.encoding != ""]
-    if not encoded:
-        return mask_text(value, _hits(plain), rules, hash_key=key)
-    masked, done = _mask_decoded(value, encoded, rules, key)
-    if plain:
-        # Text findings beside decoded ones lie in a `data:` URL's header, which re-encoding
-        # the content leaves where it was.
-        masked, more = mask_text(masked, _hits(plain), rules, hash_key=key)
-        done.extend(entry for entry in more if entry not in done)
-    return masked, done
-
-
-def _mask_decoded(
-    value: str, located: Sequence[Finding], rules: Mapping[str, MaskRule], key: bytes | None
-) -> tuple[str, list[tuple[str, MaskMethod]]]:
-    encoding = located[0].encoding
-    if encoding == "binary":
-        raise UnmaskableValue(located[0].path, located[0].category)
-    data_url = parse_data_url(value) if encoding == "data_url" else None
-    form: Base64Form | None = None
+    """Mask the findings of one JSON string: as written, a `data:` URL, or a `b64` value."""
+    _refuse_binary(located)
+    if not any(finding.encoding.startswith("b64") for finding in located):
+        return _mask_string(value, located, "", rules, key)
     try:
-        if data_url is not None:
-            data = data_url.data
-        elif encoding == "data_url":
-            raise InvalidBase64("not a data URL")
-        else:
-            data, form = decode_base64(value)
+        data, form = decode_base64(value)
     except InvalidBase64:
         raise ValueError(f"finding at `{located[0].path}` does not match the document") from None
+    new_data, done = _mask_bytes(data, located, "b64", rules, key)
+    return (value, done) if new_data is None else (encode_base64(new_data, form), done)
+
+
+def _refuse_binary(located: Sequence[Finding]) -> None:
+    for finding in located:
+        if finding.encoding == "binary":
+            raise UnmaskableValue(finding.path, finding.category)
+
+
+def _mask_bytes(
+    data: bytes,
+    located: Sequence[Finding],
+    layer: str,
+    rules: Mapping[str, MaskRule],
+    key: bytes | None,
+) -> tuple[bytes | None, list[tuple[str, MaskMethod]]]:
+    """Mask decoded bytes that are text (None when nothing changed); the text keeps its
+    encoding. Findings of `layer` are in the text, those of `layer+data_url` in a `data:` URL
+    the text is."""
     payload = classify_bytes(data)
     if not isinstance(payload, TextPayload):
         raise UnmaskableValue(located[0].path, located[0].category)
-    text, done = mask_text(payload.text, _hits(located), rules, hash_key=key)
+    text, done = _mask_string(payload.text, located, layer, rules, key)
     if not done:
-        return value, done
-    new_data = encode_text(payload, text)
-    if data_url is not None:
-        return data_url.with_data(new_data), done
-    assert form is not None
-    return encode_base64(new_data, form), done
+        return None, done
+    return encode_text(payload, text), done
+
+
+def _mask_string(
+    text: str,
+    located: Sequence[Finding],
+    layer: str,
+    rules: Mapping[str, MaskRule],
+    key: bytes | None,
+) -> tuple[str, list[tuple[str, MaskMethod]]]:
+    """Mask a text whose findings have encoding `layer` (spans in `text`) or `layer` plus
+    `data_url` (spans in the content of the `data:` URL that `text` is)."""
+    inner = "data_url" if not layer else f"{layer}+data_url"
+    here = [finding for finding in located if finding.encoding == layer]
+    in_url = [finding for finding in located if finding.encoding == inner]
+    done: list[tuple[str, MaskMethod]] = []
+    if in_url:
+        data_url = parse_data_url(text)
+        if data_url is None:
+            raise ValueError(f"finding at `{in_url[0].path}` does not match the document")
+        new_data, done = _mask_bytes(data_url.data, in_url, inner, rules, key)
+        if new_data is not None:
+            # The header is a prefix the new content leaves in place: `here` spans still fit.
+            text = data_url.with_data(new_data)
+    text, more = mask_text(text, _hits(here), rules, hash_key=key)
+    done.extend(entry for entry in more if entry not in done)
+    return text, done
 
 
 def mask_byte_values(
@@ -280,17 +299,14 @@ def mask_byte_values(
     replacements: dict[Location, bytes] = {}
     entries: list[MaskedEntry] = []
     for location, located in grouped.items():
-        first = located[0]
         data = values.get(location)
         if data is None:
-            raise ValueError(f"finding at `{first.path}` does not match the values")
-        payload = classify_bytes(data)
-        if first.encoding != "bytes" or not isinstance(payload, TextPayload):
-            raise UnmaskableValue(first.path, first.category)
-        text, done = mask_text(payload.text, _hits(located), rules, hash_key=hash_key)
-        if done:
-            replacements[location] = encode_text(payload, text)
-        _masked_entries(first.path, done, entries)
+            raise ValueError(f"finding at `{located[0].path}` does not match the values")
+        _refuse_binary(located)
+        new_data, done = _mask_bytes(data, located, "bytes", rules, hash_key)
+        if new_data is not None:
+            replacements[location] = new_data
+        _masked_entries(located[0].path, done, entries)
     return replacements, entries
 
 

@@ -329,7 +329,16 @@ class _Walk:
     def data(self, data: bytes, location: Location, encoding: Encoding) -> bool:
         payload = classify_bytes(data)
         if isinstance(payload, TextPayload):
-            return self.text(payload.text, location, encoding)
+            text = payload.text
+            if encoding in ("b64", "bytes") and text[:5].lower() == "data:":
+                data_url = parse_data_url(text)
+                if data_url is not None:
+                    # A `data:` URL in decoded bytes: its header here, its content decoded.
+                    inner: Encoding = "b64+data_url" if encoding == "b64" else "bytes+data_url"
+                    return self.text(data_url.header, location, encoding) and self.data(
+                        data_url.data, location, inner
+                    )
+            return self.text(text, location, encoding)
         path = self.path(location)
         self.binary.append(BinaryInput(path, payload.media_type, payload.size))
         return self.text(readable_text(data), location, "binary")

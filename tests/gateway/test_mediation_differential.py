@@ -259,3 +259,60 @@ async def test_no_generated_value_reaches_the_model_unmasked(
                             f"missing from the record ({note.encoding}, {note.text!r})"
                         )
     assert not failures, f"seed {SEED} (JURISGATE_MEDIATION_SEED):\n" + "\n".join(failures[:20])
+
+
+@pytest.mark.slow
+async def test_no_generated_value_reaches_the_model_unmasked_over_grpc(
+    tmp_path: Path,
+    model_server: Any,
+    gateway_factory: Callable[..., Awaitable[GatewayHarness]],
+) -> None:
+    """The same generated notes as raw bytes in a `string_val` tensor (gRPC's form of every
+    `b64` variant) or as a `data:` URL, through the gRPC front door."""
+    import grpc
+    import numpy as np
+    import tensorflow as tf
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    config = _config(tmp_path, model_server.rest_url)
+    data = yaml.safe_load(config.read_text())
+    data["grpc"] = {"enabled": True, "host": "127.0.0.1", "port": 0}
+    data["backends"][0]["grpc"] = model_server.grpc_target
+    config.write_text(yaml.safe_dump(data))
+    gateway = await gateway_factory(config)
+    failures: list[str] = []
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.runtime.grpc_port}")
+    stub = prediction_service_pb2_grpc.PredictionServiceStub(channel)
+    image = tf.make_tensor_proto(np.zeros((1, 28, 28, 1), dtype=np.float32))
+    try:
+        for number, case in enumerate(generated_cases()[: EXAMPLES // 2]):
+            for note in case.notes:
+                sent = _encode(note) if note.encoding == "data-url" else note.text
+                request = predict_pb2.PredictRequest()
+                request.model_spec.name = "mnist"
+                request.model_spec.signature_name = "annotated"
+                request.inputs["images"].CopyFrom(image)
+                request.inputs["note"].CopyFrom(tf.make_tensor_proto([sent.encode()]))
+                call = stub.Predict(
+                    request, metadata=(("x-purpose", "document_classification"),), timeout=30
+                )
+                try:
+                    response = await call
+                except grpc.aio.AioRpcError as error:
+                    failures.append(f"case {number}: {error.code()} {error.details()}")
+                    continue
+                decision_id = dict(await call.initial_metadata())["x-decision-id"]
+                received = response.outputs["note"].string_val[0].decode()
+                read = _what_the_model_read(note, received)
+                (record,) = [
+                    r for r in gateway.records_for(decision_id) if r["type"] == "decision"
+                ]
+                found = {(f["type"], f["path"]) for f in record["detected_personal_data"]}
+                for category, value in note.values:
+                    if value in read or (category != "email" and _compact(value) in _compact(read)):
+                        failures.append(f"case {number}: {category} `{value}` reached the model")
+                    if (category, "inputs.note.string_val[0]") not in found:
+                        failures.append(f"case {number}: {category} missing from the record")
+    finally:
+        await channel.close()
+    assert not failures, f"seed {SEED} (JURISGATE_MEDIATION_SEED):\n" + "\n".join(failures[:20])
