@@ -6,7 +6,8 @@ Two listeners:
 * the admin one (loopback by default) serves `/metrics` and, with the bearer token,
   `/admin/v1/*`: decide-and-explain without forwarding, revision, reload.
 
-`cleanup_ctx` owns the one `ClientSession` pool, the audit writer and the event sinks.
+`cleanup_ctx` owns the one `ClientSession` pool, the gRPC channels to the backends, the audit
+writer and the event sinks.
 """
 
 from __future__ import annotations
@@ -285,6 +286,12 @@ def create_app(
             connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s
         )
         await upstream.start()
+        from gateway.grpc_upstream import GrpcUpstreams
+
+        # Channels open on first use: a gateway without gRPC traffic starts none.
+        grpc_upstream = GrpcUpstreams(
+            connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s
+        )
         sinks = None
         if config.sinks:
             sinks = EventSinks(
@@ -310,6 +317,7 @@ def create_app(
             metrics=metrics,
             digester=digester,
             masking_key=masking_key,
+            grpc_upstream=grpc_upstream,
         )
         if clock is not None:
             runtime.clock = clock
@@ -322,6 +330,7 @@ def create_app(
             if sinks is not None:
                 await sinks.close()
             await upstream.close()
+            await grpc_upstream.close()
             await audit.close()
 
     app.cleanup_ctx.append(lifetime)

@@ -13,7 +13,7 @@ import hmac
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
@@ -26,6 +26,10 @@ from gateway.policy.decision import SinkSuppression
 from gateway.proxy import BackendSpec, UpstreamPool
 from gateway.sinks import SALE_OR_SHARE, EventSinks
 from gateway.tenants import TenantRegistry
+
+if TYPE_CHECKING:
+    # Imported when the app starts (it loads grpc); commands without a server never do.
+    from gateway.grpc_upstream import GrpcUpstreams
 
 __all__ = ["DECISION_ID", "RUNTIME", "Runtime", "Snapshot", "build_backends"]
 
@@ -43,6 +47,7 @@ def build_backends(config: GatewayConfig) -> tuple[BackendSpec, ...]:
             region=b.region,
             models={name: dict(config.models.get(name, {"id": name})) for name in b.models},
             transfer_mechanisms=b.transfer_mechanisms,
+            grpc=b.grpc,
         )
         for b in config.backends
     )
@@ -145,6 +150,8 @@ class Runtime:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     """UTC clock; injectable so tests can pin `now` (licence dates, commencement dates)."""
     unavailable_backends: Collection[str] = field(default_factory=frozenset)
+    #: Pooled gRPC channels to the backends' gRPC addresses (`backends[].grpc`).
+    grpc_upstream: GrpcUpstreams | None = None
     last_reload: dict[str, Any] = field(default_factory=dict)
     #: The payload HMAC key (the digester's); also the keyed-hash masking key when
     #: `privacy.hmac_key` is not configured.

@@ -150,6 +150,8 @@ def config_schema() -> dict[str, Any]:
                         "region": _REGION,
                         "models": {"type": "array", "items": {"type": "string"}, "minItems": 1},
                         "transfer_mechanisms": {"type": "array", "items": {"type": "string"}},
+                        # host:port of the backend's gRPC port (TF Serving: 8500)
+                        "grpc": {"type": "string", "pattern": "^[^\\s/]+:[0-9]{1,5}$"},
                     },
                 },
             },
@@ -343,6 +345,8 @@ class BackendConfig:
     region: str
     models: tuple[str, ...]
     transfer_mechanisms: tuple[str, ...] = ()
+    #: The backend's gRPC address (`host:port`), or None when it is reached over REST only.
+    grpc: str | None = None
 
 
 @dataclass(frozen=True)
@@ -708,6 +712,7 @@ def _build(
             region=item["region"],
             models=tuple(item["models"]),
             transfer_mechanisms=tuple(item.get("transfer_mechanisms", ())),
+            grpc=item.get("grpc"),
         )
         for item in data["backends"]
     )
