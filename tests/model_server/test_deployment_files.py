@@ -29,9 +29,12 @@ def test_services_volumes_and_network() -> None:
     doc = compose()
     assert set(doc["services"]) >= {"model-trainer", "tfserving"}
     assert doc["volumes"]["models"]["name"] == "jurisgate-models"
-    assert doc["networks"]["jurisgate"]["name"] == "jurisgate"
-    for service in doc["services"].values():
-        assert "jurisgate" in service["networks"]
+    assert doc["networks"]["backend"] == {"name": "jurisgate-backend", "internal": True}
+    assert doc["networks"]["edge"]["name"] == "jurisgate-edge"
+    # TF Serving and the gateway share the internal network; the trainer needs the index.
+    assert doc["services"]["tfserving"]["networks"] == ["backend"]
+    assert set(doc["services"]["gateway"]["networks"]) == {"edge", "backend"}
+    assert doc["services"]["model-trainer"]["networks"] == ["edge"]
 
 
 def test_trainer_fills_the_directory_tfserving_loads() -> None:
@@ -60,8 +63,8 @@ def test_trainer_fills_the_directory_tfserving_loads() -> None:
 
 def test_ports_and_health_check() -> None:
     serving = compose()["services"]["tfserving"]
-    # REST stays inside the compose network: the gateway publishes 8501 in front of it.
-    assert serving["ports"] == ["8500:8500"] and serving["expose"] == ["8501"]
+    # Both ports stay on the internal network: only the gateway publishes a port.
+    assert "ports" not in serving and serving["expose"] == ["8500", "8501"]
     check = " ".join(serving["healthcheck"]["test"])
     assert "8501" in check and "/v1/models/mnist" in check and "AVAILABLE" in check
     assert serving["image"].startswith("tensorflow/serving:")
