@@ -6,7 +6,8 @@ Two listeners:
 * the admin one (loopback by default) serves `/metrics` and, with the bearer token,
   `/admin/v1/*`: decide-and-explain without forwarding, revision, reload.
 
-`cleanup_ctx` owns the one `ClientSession` pool, the audit writer and the event sinks.
+`cleanup_ctx` owns the one `ClientSession` pool, the gRPC channels to the backends, the audit
+writer and the event sinks.
 """
 
 from __future__ import annotations
@@ -36,8 +37,6 @@ from gateway.clientip import CachedRegionLookup, ClientIPConfig, RegionTable
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.context import ClientFacts, ContextError, RouteFacts, build_context, find_licence
 from gateway.errors import DiagnosticError, format_diagnostics
-from gateway.grpc_server import GrpcFrontDoor
-from gateway.grpc_upstream import GrpcUpstream
 from gateway.handlers import handle_tfserving
 from gateway.http_server import make_runner
 from gateway.logs import describe_exception
@@ -287,6 +286,12 @@ def create_app(
             connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s
         )
         await upstream.start()
+        from gateway.grpc_upstream import GrpcUpstreams
+
+        # Channels open on first use: a gateway without gRPC traffic starts none.
+        grpc_upstream = GrpcUpstreams(
+            connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s
+        )
         sinks = None
         if config.sinks:
             sinks = EventSinks(
@@ -312,17 +317,17 @@ def create_app(
             metrics=metrics,
             digester=digester,
             masking_key=masking_key,
+            grpc_upstream=grpc_upstream,
         )
         if clock is not None:
             runtime.clock = clock
         runtime.last_reload = {"result": "ok", "trigger": "start",
                                "revision": snap.policy_set.revision}  # fmt: skip
         app[RUNTIME] = runtime
-        front_door: GrpcFrontDoor | None = None
+        front_door = None
         if config.grpc.enabled:
-            runtime.grpc_upstream = GrpcUpstream(
-                connect_timeout_s=config.connect_timeout_s, read_timeout_s=config.read_timeout_s
-            )
+            from gateway.grpc_server import GrpcFrontDoor
+
             front_door = GrpcFrontDoor(runtime, config.grpc, _new_decision_id)
             runtime.grpc_port = await front_door.start()
         try:
@@ -330,11 +335,10 @@ def create_app(
         finally:
             if front_door is not None:
                 await front_door.stop()
-            if runtime.grpc_upstream is not None:
-                await runtime.grpc_upstream.close()
             if sinks is not None:
                 await sinks.close()
             await upstream.close()
+            await grpc_upstream.close()
             await audit.close()
 
     app.cleanup_ctx.append(lifetime)

@@ -13,20 +13,23 @@ import hmac
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
 
 from gateway.audit import AuditLog, PayloadDigester, minimise_ip
 from gateway.clientip import ClientIPConfig, ClientResolution, RegionLookup, resolve_client
 from gateway.config import GatewayConfig
-from gateway.grpc_upstream import GrpcUpstream
 from gateway.metrics import GatewayMetrics
 from gateway.policy import Decision, LegalBasis, PolicySet, Problem, Remedy
 from gateway.policy.decision import SinkSuppression
 from gateway.proxy import BackendSpec, UpstreamPool
 from gateway.sinks import SALE_OR_SHARE, EventSinks
 from gateway.tenants import TenantRegistry
+
+if TYPE_CHECKING:
+    # Imported when the app starts (it loads grpc); commands without a server never do.
+    from gateway.grpc_upstream import GrpcUpstreams
 
 __all__ = ["DECISION_ID", "RUNTIME", "Runtime", "Snapshot", "build_backends"]
 
@@ -147,12 +150,12 @@ class Runtime:
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     """UTC clock; injectable so tests can pin `now` (licence dates, commencement dates)."""
     unavailable_backends: Collection[str] = field(default_factory=frozenset)
+    #: Pooled gRPC channels to the backends' gRPC addresses (`backends[].grpc`).
+    grpc_upstream: GrpcUpstreams | None = None
     last_reload: dict[str, Any] = field(default_factory=dict)
     #: The payload HMAC key (the digester's); also the keyed-hash masking key when
     #: `privacy.hmac_key` is not configured.
     masking_key: bytes = b""
-    #: Backend calls of the gRPC front door (None when it is off).
-    grpc_upstream: GrpcUpstream | None = None
     #: The port the gRPC front door listens on (0 when it is off).
     grpc_port: int = 0
     _ip_fields: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)

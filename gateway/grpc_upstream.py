@@ -1,159 +1,306 @@
-"""Calling backends over gRPC: one pooled channel per backend, raw message bytes both ways.
+"""Upstream over gRPC: one pooled `grpc.aio` channel per backend gRPC address.
 
-The gateway relays the serialised request (masked or as sent) and the serialised response
-without re-encoding them, so a backend's answer reaches the client byte for byte. Timeouts
-are the backends' own (`timeouts.connect_s` to get a connection, `timeouts.read_s` for the
-call); the idempotent calls (GetModelStatus, GetModelMetadata) are retried once when the
-backend was unavailable. Errors keep the backend's status code and message for the client,
-and carry the HTTP status the gateway's records and metrics use.
+The gRPC counterpart of `proxy.UpstreamPool`, for TF Serving's `PredictionService` and
+`ModelService`. It forwards serialized request messages and returns the backend's answer
+unparsed, so that what the backend said reaches the client unchanged; it is not yet wired into
+the request pipeline (the gRPC front door will call it).
+
+Channels are opened on first use (so an app with no gRPC traffic never starts gRPC's threads)
+and closed with the app (`close()`, from the app's `cleanup_ctx`). Each call is bounded in two
+phases, as REST's pool bounds them:
+
+* connect: the channel must become READY within `timeouts.connect_s`. A refused or failed
+  connection is `unavailable` (503) at once; a connection that does not complete in time is
+  `timeout` (504), as aiohttp's connect timeout is for REST.
+* call: the RPC's deadline is `timeouts.read_s`. The backend's UNAVAILABLE is `unavailable`
+  (503) and DEADLINE_EXCEEDED is `timeout` (504), with the backend's own code and message kept
+  on the error (`GrpcUpstreamError.code`, `.details`); a response larger than the message limit
+  is `bad_response` (502). Every other status is the backend's answer (`GrpcReply`).
+
+Idempotent calls (GetModelStatus, GetModelMetadata) are retried on `unavailable`, a few times
+with a short backoff, within the connect plus read budget; Predict, Classify, Regress and
+MultiInference never are (a request that reached a model may have cost it work). Only TF
+Serving's own methods can be called: a path is checked against the descriptor pool.
 """
 
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
-from typing import Final
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any, Final
 
 import grpc
+import grpc.aio
 
-from gateway.proxy import BackendSpec
+from gateway.proxy import BackendSpec, UpstreamError, UpstreamErrorKind
+from gateway.tfserving import protos
 
-__all__ = ["GrpcUpstream", "GrpcUpstreamError", "http_status_of"]
+__all__ = [
+    "IDEMPOTENT_PATHS",
+    "METHOD_PATHS",
+    "GrpcReply",
+    "GrpcUpstreamError",
+    "GrpcUpstreams",
+]
 
-#: gRPC status code -> the HTTP status TF Serving's REST API gives the same error.
-_HTTP_STATUS: Final = {
-    grpc.StatusCode.OK: 200,
-    grpc.StatusCode.CANCELLED: 499,
-    grpc.StatusCode.UNKNOWN: 500,
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
-    grpc.StatusCode.NOT_FOUND: 404,
-    grpc.StatusCode.ALREADY_EXISTS: 409,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.FAILED_PRECONDITION: 400,
-    grpc.StatusCode.ABORTED: 409,
-    grpc.StatusCode.OUT_OF_RANGE: 400,
-    grpc.StatusCode.UNIMPLEMENTED: 501,
-    grpc.StatusCode.INTERNAL: 500,
-    grpc.StatusCode.UNAVAILABLE: 503,
-    grpc.StatusCode.DATA_LOSS: 500,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
+#: Every method path the gateway may call upstream, by `:path`.
+METHOD_PATHS: Final[dict[str, protos.RpcMethod]] = {
+    method.path: method
+    for service in (protos.PREDICTION_SERVICE, protos.MODEL_SERVICE)
+    for method in protos.methods(service).values()
+    # SECURITY: reloading a backend's configuration is the operator's, never a client's.
+    if method.name != "HandleReloadConfigRequest"
 }
-_IDEMPOTENT: Final = frozenset(
+
+#: Methods without effects on the backend, retried when it is unavailable.
+IDEMPOTENT_PATHS: Final = frozenset(
     {
-        "/tensorflow.serving.ModelService/GetModelStatus",
-        "/tensorflow.serving.PredictionService/GetModelMetadata",
+        f"/{protos.MODEL_SERVICE}/GetModelStatus",
+        f"/{protos.PREDICTION_SERVICE}/GetModelMetadata",
     }
 )
-#: TF Serving answers messages up to 2 GiB; the gateway relays what the client may send.
-_MESSAGE_LIMIT: Final = 2**31 - 1
+
+Metadata = Sequence[tuple[str, str | bytes]]
+
+_RECONNECT_BACKOFF_MS: Final = (100, 2000)  # first and longest wait between connect attempts
 
 
-def http_status_of(code: grpc.StatusCode) -> int:
-    """The HTTP status of a gRPC status code (as TF Serving's REST API maps it)."""
-    return _HTTP_STATUS.get(code, 500)
+@dataclass(frozen=True, slots=True)
+class GrpcReply:
+    """A backend's answer to one call: its status, the response bytes (OK only), metadata.
 
-
-@dataclass(frozen=True)
-class GrpcUpstreamError(Exception):
-    """A backend call that did not succeed.
-
-    `kind` is `unavailable` or `timeout` when the gateway could not get an answer (the
-    message names the backend id, never its address), else `backend_status`: the backend's
-    own error, relayed to the client unchanged.
+    `code` is the backend's own status; a non-OK code is TF Serving's error (NOT_FOUND for an
+    unknown model, INVALID_ARGUMENT...), relayed like a REST error response.
     """
 
-    code: int
-    code_name: str
-    message: str
-    kind: str
-    http_status: int
+    code: grpc.StatusCode
+    details: str
+    payload: bytes | None = field(repr=False)
+    initial_metadata: tuple[tuple[str, str | bytes], ...] = ()
+    trailing_metadata: tuple[tuple[str, str | bytes], ...] = ()
+    response_class: Any = field(default=None, repr=False, compare=False)
+
+    def message(self) -> Any:
+        """The response parsed with the gateway's own classes (OK replies only)."""
+        if self.payload is None or self.response_class is None:
+            raise ValueError(f"no response message: the backend answered {self.code.name}")
+        return self.response_class.FromString(self.payload)
 
 
-class GrpcUpstream:
-    """One channel per backend, opened on first use and closed with `close()`."""
+class GrpcUpstreamError(UpstreamError):
+    """A gRPC backend could not be reached or did not answer in time.
 
-    def __init__(self, *, connect_timeout_s: float, read_timeout_s: float) -> None:
-        self._connect_timeout_s = connect_timeout_s
-        self._read_timeout_s = read_timeout_s
+    `code` and `details` are the gRPC status that caused it (the backend's, when it answered
+    UNAVAILABLE or DEADLINE_EXCEEDED itself), None for a failed or slow connection.
+    """
+
+    def __init__(
+        self,
+        kind: UpstreamErrorKind,
+        status: int,
+        message: str,
+        *,
+        backend_id: str,
+        detail: str,
+        code: grpc.StatusCode | None = None,
+        details: str | None = None,
+    ) -> None:
+        super().__init__(kind, status, message, backend_id=backend_id, detail=detail)
+        self.code = code
+        self.details = details
+
+
+class GrpcUpstreams:
+    """The gateway's gRPC channels to its backends, one per address, shared by all requests.
+
+    Use as an async context manager or call `close()` when the app stops.
+    """
+
+    def __init__(
+        self,
+        *,
+        connect_timeout: float = 2.0,
+        read_timeout: float = 40.0,
+        max_message_bytes: int = 128 * 1024 * 1024,
+        idempotent_retries: int = 2,
+        retry_backoff: float = 0.05,
+    ) -> None:
+        for name, value in (("connect_timeout", connect_timeout), ("read_timeout", read_timeout)):
+            if value <= 0:
+                raise ValueError(f"{name} must be > 0, got `{value}`")
+        if idempotent_retries < 0 or retry_backoff < 0:
+            raise ValueError("idempotent_retries and retry_backoff must be >= 0")
+        self._connect_timeout = connect_timeout
+        self._read_timeout = read_timeout
+        self._max_message_bytes = max_message_bytes
+        self._retries = idempotent_retries
+        self._backoff = retry_backoff
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._closed = False
 
-    def _channel(self, address: str) -> grpc.aio.Channel:
-        channel = self._channels.get(address)
+    async def close(self) -> None:
+        """Close every channel; calls still running fail as cancelled."""
+        self._closed = True
+        channels, self._channels = list(self._channels.values()), {}
+        await asyncio.gather(*(channel.close() for channel in channels))
+
+    async def __aenter__(self) -> GrpcUpstreams:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    def channel(self, backend: BackendSpec) -> grpc.aio.Channel:
+        """The pooled channel to `backend`'s gRPC address, opened on first use."""
+        if backend.grpc is None:
+            raise ValueError(f"backend `{backend.id}` has no gRPC address")
+        if self._closed:
+            raise RuntimeError("GrpcUpstreams is closed")
+        channel = self._channels.get(backend.grpc)
         if channel is None:
+            first, longest = _RECONNECT_BACKOFF_MS
             channel = grpc.aio.insecure_channel(
-                address,
+                backend.grpc,
                 options=[
-                    ("grpc.max_receive_message_length", _MESSAGE_LIMIT),
-                    ("grpc.max_send_message_length", _MESSAGE_LIMIT),
-                    ("grpc.initial_reconnect_backoff_ms", 100),
-                    ("grpc.max_reconnect_backoff_ms", 1000),
+                    ("grpc.max_receive_message_length", self._max_message_bytes),
+                    ("grpc.max_send_message_length", self._max_message_bytes),
+                    # A backend that comes back is used again within seconds, not minutes.
+                    # (Not grpc.min_reconnect_backoff_ms: it also caps each connection
+                    # attempt, which would turn a slow connect into a failed one.)
+                    ("grpc.initial_reconnect_backoff_ms", first),
+                    ("grpc.max_reconnect_backoff_ms", longest),
+                    # Retries are decided here, per method, not by gRPC's own policy.
+                    ("grpc.enable_retries", 0),
                 ],
             )
-            self._channels[address] = channel
+            self._channels[backend.grpc] = channel
         return channel
 
     async def call(
-        self, backend: BackendSpec, path: str, request: bytes, *, decision_id: str
-    ) -> bytes:
-        """The serialised response of `path` on `backend` for the serialised `request`."""
-        if backend.grpc is None:
-            raise GrpcUpstreamError(
-                grpc.StatusCode.UNAVAILABLE.value[0], "UNAVAILABLE",
-                f"Backend {backend.id} has no gRPC address", "unavailable", 503,
-            )  # fmt: skip
-        attempts = 2 if path in _IDEMPOTENT else 1
+        self,
+        backend: BackendSpec,
+        path: str,
+        payload: bytes,
+        *,
+        metadata: Metadata = (),
+    ) -> GrpcReply:
+        """Send one serialized request to `backend`; return its answer or raise.
+
+        Raises `GrpcUpstreamError` (an `UpstreamError`) when the backend is unavailable, slow
+        or answers too much, and ValueError for a path that is not a TF Serving method.
+        """
+        method = METHOD_PATHS.get(path)
+        if method is None:
+            raise ValueError(f"refusing to call `{path[:100]}`: not a TF Serving method")
+        channel = self.channel(backend)
+        attempts = 1 + (self._retries if path in IDEMPOTENT_PATHS else 0)
         for attempt in range(attempts):
             try:
-                return await self._call_once(backend, path, request, decision_id)
+                await self._connected(backend, channel)
+                return await self._call(backend, channel, method, payload, metadata)
             except GrpcUpstreamError as error:
                 if error.kind != "unavailable" or attempt + 1 == attempts:
                     raise
-        raise AssertionError("unreachable")
+            await asyncio.sleep(self._backoff * 2**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
-    async def _call_once(
-        self, backend: BackendSpec, path: str, request: bytes, decision_id: str
-    ) -> bytes:
-        assert backend.grpc is not None
-        channel = self._channel(backend.grpc)
-        method = channel.unary_unary(path)
+    async def call_message(
+        self, backend: BackendSpec, path: str, request: Any, *, metadata: Metadata = ()
+    ) -> GrpcReply:
+        """`call` for a request message (the gateway's or any protobuf class of the type)."""
+        return await self.call(backend, path, request.SerializeToString(), metadata=metadata)
+
+    async def _connected(self, backend: BackendSpec, channel: grpc.aio.Channel) -> None:
+        """Return once `channel` is READY; raise unavailable (failed) or timeout (slow)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._connect_timeout
+        state = channel.get_state(try_to_connect=True)
+        while state is not grpc.ChannelConnectivity.READY:
+            if state in (
+                grpc.ChannelConnectivity.TRANSIENT_FAILURE,
+                grpc.ChannelConnectivity.SHUTDOWN,
+            ):
+                raise _error(backend, "unavailable", f"connect failed: channel {state.name}")
+            remaining = deadline - loop.time()
+            try:
+                if remaining <= 0:
+                    raise TimeoutError
+                await asyncio.wait_for(channel.wait_for_state_change(state), remaining)
+            except TimeoutError:
+                raise _error(
+                    backend, "timeout", f"connect timeout after {self._connect_timeout:g} s"
+                ) from None
+            state = channel.get_state(try_to_connect=True)
+
+    async def _call(
+        self,
+        backend: BackendSpec,
+        channel: grpc.aio.Channel,
+        method: protos.RpcMethod,
+        payload: bytes,
+        metadata: Metadata,
+    ) -> GrpcReply:
+        # No serializers: the request and response bytes pass through unparsed.
+        call = channel.unary_unary(method.path)(
+            payload, timeout=self._read_timeout, metadata=tuple(metadata) or None
+        )
         try:
-            async with asyncio.timeout(self._connect_timeout_s):
-                await channel.channel_ready()
-        except TimeoutError:
-            raise GrpcUpstreamError(
-                grpc.StatusCode.UNAVAILABLE.value[0], "UNAVAILABLE",
-                f"Backend {backend.id} is unavailable", "unavailable", 503,
-            ) from None  # fmt: skip
-        try:
-            response: bytes = await method(
-                request,
-                timeout=self._read_timeout_s,
-                metadata=(("x-decision-id", decision_id),),
+            response = await call
+        except grpc.aio.AioRpcError as rpc_error:
+            code = rpc_error.code()
+            details = rpc_error.details() or ""
+            if code is grpc.StatusCode.UNAVAILABLE:
+                raise _error(backend, "unavailable", details, code=code) from None
+            if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise _error(backend, "timeout", details, code=code) from None
+            if code is grpc.StatusCode.RESOURCE_EXHAUSTED and "larger than max" in details:
+                raise _error(backend, "bad_response", details, code=code) from None
+            return GrpcReply(
+                code,
+                details,
+                None,
+                tuple(rpc_error.initial_metadata() or ()),
+                tuple(rpc_error.trailing_metadata() or ()),
+                method.response_class,
             )
-        except grpc.aio.AioRpcError as error:
-            raise _upstream_error(backend, error) from None
-        return response
-
-    async def close(self) -> None:
-        """Close every channel."""
-        channels, self._channels = list(self._channels.values()), {}
-        for channel in channels:
-            await channel.close()
-
-
-def _upstream_error(backend: BackendSpec, error: grpc.aio.AioRpcError) -> GrpcUpstreamError:
-    code = error.code()
-    number, name = code.value[0], code.name
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return GrpcUpstreamError(
-            number, name, f"Backend {backend.id} is unavailable", "unavailable", 503
+        return GrpcReply(
+            grpc.StatusCode.OK,
+            "",
+            bytes(response),
+            tuple(await call.initial_metadata() or ()),
+            tuple(await call.trailing_metadata() or ()),
+            method.response_class,
         )
-    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
-        return GrpcUpstreamError(
-            number, name, f"Backend {backend.id} did not answer in time", "timeout", 504
-        )
+
+
+_STATUS: Final[dict[UpstreamErrorKind, tuple[int, str]]] = {
+    "unavailable": (503, "Backend {} is unavailable"),
+    "timeout": (504, "Backend {} did not answer in time"),
+    "bad_response": (502, "Backend {} sent an invalid response"),
+}
+
+
+def _error(
+    backend: BackendSpec,
+    kind: UpstreamErrorKind,
+    detail: str,
+    *,
+    code: grpc.StatusCode | None = None,
+) -> GrpcUpstreamError:
+    status, message = _STATUS[kind]
     return GrpcUpstreamError(
-        number, name, error.details() or "", "backend_status", http_status_of(code)
+        kind,
+        status,
+        message.format(backend.id),
+        backend_id=backend.id,
+        detail=f"grpc {code.name}: {detail}" if code is not None else detail,
+        code=code,
+        details=detail if code is not None else None,
     )

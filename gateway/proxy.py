@@ -101,6 +101,8 @@ DEFAULT_RESPONSE_HEADERS: Final = (
 )
 
 _BACKEND_ID_RE: Final = re.compile(r"[A-Za-z0-9._-]+")
+#: A gRPC target the gateway dials: host (name, IPv4 or bracketed IPv6) and port, no scheme.
+_GRPC_ADDRESS_RE: Final = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,8 @@ class BackendSpec:
 
     `models` maps a model name to its attributes (kind, output, placed_on_market, licence...),
     the `model` member of the request context. `weight` orders otherwise equal candidates
-    (higher first). Field values are validated and frozen on construction; a bad value raises
+    (higher first). `grpc` is the backend's gRPC address (`host:port`), None when it is reached
+    over REST only. Field values are validated and frozen on construction; a bad value raises
     ValueError naming the backend and the setting.
     """
 
@@ -139,6 +142,8 @@ class BackendSpec:
             region = normalise_region(self.region)
         except ValueError as exc:
             raise ValueError(f"backend `{self.id}`: {exc}") from None
+        if self.grpc is not None and not _GRPC_ADDRESS_RE.fullmatch(self.grpc):
+            raise ValueError(f"backend `{self.id}`: grpc address `{self.grpc}` must be host:port")
         if isinstance(self.weight, bool) or not isinstance(self.weight, int) or self.weight < 0:
             raise ValueError(f"backend `{self.id}`: weight `{self.weight}` must be an integer >= 0")
         frozen_models = MappingProxyType(

@@ -5,6 +5,10 @@ it is full (`max_batch_size` rows) or when its oldest request has waited
 `batch_timeout_micros` and a batch thread is free. While every batch thread is busy the
 open batch keeps filling, so batches grow with load even with a zero timeout. Inputs are
 concatenated along dimension 0, the model runs once, and each request gets its rows back.
+A request with more rows than `max_batch_size` is split into pieces of at most that many rows
+(TF Serving's large batch splitting), which queue and batch like requests of their own; its
+answer is their outputs put back together in order. `enable_large_batch_splitting { value:
+false }` in the parameters file refuses such a request instead.
 
 The parameters come from TF Serving's text `BatchingParameters` file (the same file the
 `tensorflow/serving` container reads with `--batching_parameters_file`), parsed with a
@@ -44,6 +48,7 @@ class BatchingParameters:
     batch_timeout_micros: int = 1000
     max_enqueued_batches: int = 100
     num_batch_threads: int = 1
+    enable_large_batch_splitting: bool = True
 
 
 @dataclass
@@ -148,6 +153,11 @@ def read_batching_parameters(path: Path) -> BatchingParameters:
         batch_timeout_micros=value("batch_timeout_micros", defaults.batch_timeout_micros),
         max_enqueued_batches=value("max_enqueued_batches", defaults.max_enqueued_batches),
         num_batch_threads=value("num_batch_threads", defaults.num_batch_threads),
+        enable_large_batch_splitting=(
+            bool(message.enable_large_batch_splitting.value)
+            if message.HasField("enable_large_batch_splitting")
+            else defaults.enable_large_batch_splitting
+        ),
     )
     for name in ("max_batch_size", "max_enqueued_batches", "num_batch_threads"):
         if getattr(parameters, name) < 1:
@@ -213,7 +223,7 @@ class Batcher:
         """Queue one request's inputs and wait for its slice of the batch's outputs."""
         rows = _rows(inputs)
         limit = self._parameters.max_batch_size
-        if rows > limit:
+        if rows > limit and not self._parameters.enable_large_batch_splitting:
             raise ServingError(
                 Code.INVALID_ARGUMENT,
                 f"Task size {rows} is larger than maximum input batch size {limit}",
@@ -223,6 +233,26 @@ class Batcher:
                 Code.UNAVAILABLE,
                 "The batch scheduling queue to which this task was submitted is full",
             )
+        if rows <= limit:
+            return await self._enqueue(inputs, rows)
+        # Every piece is queued before any is awaited, so the pieces of one request leave the
+        # queue together (in order) and share its deadline.
+        pieces = [
+            self._enqueue({name: array[start : start + limit] for name, array in inputs.items()},
+                          min(limit, rows - start))
+            for start in range(0, rows, limit)
+        ]  # fmt: skip
+        outputs: list[dict[str, np.ndarray]] = []
+        for result in await asyncio.gather(*pieces, return_exceptions=True):
+            if isinstance(result, BaseException):
+                raise result
+            outputs.append(result)
+        return {name: np.concatenate([piece[name] for piece in outputs]) for name in outputs[0]}
+
+    def _enqueue(
+        self, inputs: Mapping[str, np.ndarray], rows: int
+    ) -> asyncio.Future[dict[str, np.ndarray]]:
+        """Queue one task of at most `max_batch_size` rows; its future holds its outputs."""
         loop = asyncio.get_running_loop()
         task = _Task(
             inputs,
@@ -239,11 +269,11 @@ class Batcher:
         # being empty, or the open batch is full.
         waiting = self._waiting
         if waiting is not None and not waiting.done():
-            if len(self._queue) == 1 or self._queued_rows >= limit:
+            if len(self._queue) == 1 or self._queued_rows >= self._parameters.max_batch_size:
                 waiting.set_result(None)
         if self._dispatcher is None:
             self._dispatcher = loop.create_task(self._dispatch())
-        return await task.future
+        return task.future
 
     async def _wait(self, seconds: float | None) -> None:
         loop = asyncio.get_running_loop()

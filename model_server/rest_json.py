@@ -8,11 +8,14 @@ differs on every one of those points, so this module carries:
 * a fast path: orjson plus cheap byte-level checks that prove orjson's view of the body is
   the view rapidjson would have (no duplicate keys, no `true`/`false`/`null` that numpy
   would silently coerce, numeric rectangular tensors); it covers well-formed image requests;
-* an exact path: an iterative rapidjson-compatible parser and a port of `json_tensor.cc`'s
-  tensor filling, used for everything else, which reproduces TF Serving's error messages;
-* writers for the predict, classify/regress and error bodies in TF Serving's exact layout.
+* an exact path: the rapidjson-compatible parser of the protocol core
+  (`gateway.tfserving.jsonparse`) and a port of `json_tensor.cc`'s tensor filling, used for
+  everything else, which reproduces TF Serving's error messages;
+* writers for the predict bodies in TF Serving's exact layout, on the core's JSON writers
+  (`gateway.tfserving.jsonwrite`); error bodies and the checks made before the model lookup
+  come from the core too (`errors`, `bodychecks`).
 
-The module is pure: no I/O, no aiohttp, no TensorFlow.
+The module is pure: no I/O, no aiohttp, no TensorFlow (numpy builds the tensors).
 """
 
 from __future__ import annotations

@@ -61,7 +61,13 @@ def test_pure_module_does_not_import_aiohttp(module: str) -> None:
 
 
 def test_gateway_process_never_imports_tensorflow() -> None:
-    modules = ["gateway.cli", "gateway.app", "gateway.handlers", "gateway.commands.serve"]
+    modules = [
+        "gateway.cli",
+        "gateway.app",
+        "gateway.handlers",
+        "gateway.commands.serve",
+        "gateway.grpc_upstream",
+    ]
     assert not _loaded_after(modules, "tensorflow")
     # Building the whole command line (every command module) must not pull it in either.
     code = "import sys\nfrom gateway.cli import build_parser\nbuild_parser()\n"

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.protobuf import text_format
+from google.protobuf import descriptor_pool, text_format
 
 from gateway.tfserving import protos
 
@@ -260,7 +260,6 @@ _REAL_ROUND_TRIP = _REAL_MODULES + textwrap.dedent(
             "same": text_format.MessageToString(from_ours) == text_format.MessageToString(
                 from_text
             ),
-            "unknown": len(from_ours.ListFields()) == 0 and len(case["wire"]) > 0,
         }
     out["DataType"] = dict(types_pb2.DataType.items())
     services = {}
@@ -280,7 +279,11 @@ def real_answers() -> dict[str, Any]:
     """What TensorFlow's own classes make of every case (one subprocess for all of them)."""
     cases = {
         name: {
-            "text": text_format.MessageToString(build()),
+            # An empty pool: an `Any` stays packed even when this process has imported the
+            # type it holds (`google.rpc.error_details_pb2`, by other tests).
+            "text": text_format.MessageToString(
+                build(), descriptor_pool=descriptor_pool.DescriptorPool()
+            ),
             "wire": build().SerializeToString(deterministic=True).hex(),
         }
         for name, build in CASES.items()
@@ -300,7 +303,7 @@ def test_messages_are_wire_compatible_with_tensorflow(
     # TensorFlow's class, built from the same text, serializes to the same bytes ...
     assert bytes.fromhex(answer["wire"]) == wire
     # ... reads our bytes as the same message ...
-    assert answer["same"] and not answer["unknown"]
+    assert answer["same"]
     # ... and we read its bytes back to an equal message.
     back = type(ours).FromString(bytes.fromhex(answer["wire"]))
     assert back == ours

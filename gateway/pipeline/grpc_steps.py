@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from typing import Any, Final
 
+import grpc
 from google.protobuf.message import DecodeError
 
 from gateway.grpc_upstream import GrpcUpstreamError
@@ -45,8 +46,35 @@ GRPC_VERBS: Final = {
     "GetModelStatus": "status",
 }
 _DT_STRING: Final = DataType.Value("DT_STRING")
-#: gRPC status codes the gateway answers with (grpc.StatusCode values, without importing grpc).
+#: gRPC status codes the gateway answers with (grpc.StatusCode values).
 INVALID_ARGUMENT: Final = 3
+_INTERNAL: Final = 13
+#: The gateway's own upstream failures: unavailable, too slow, an answer too large.
+_GATEWAY_CODES: Final = {503: 14, 504: 4, 502: 13}
+
+
+#: A backend's gRPC status -> the HTTP status TF Serving's REST API gives the same error
+#: (what the records and metrics count).
+_HTTP_STATUS: Final = {
+    grpc.StatusCode.OK: 200,
+    grpc.StatusCode.CANCELLED: 499,
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 504,
+    grpc.StatusCode.NOT_FOUND: 404,
+    grpc.StatusCode.ALREADY_EXISTS: 409,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.FAILED_PRECONDITION: 400,
+    grpc.StatusCode.ABORTED: 409,
+    grpc.StatusCode.OUT_OF_RANGE: 400,
+    grpc.StatusCode.UNIMPLEMENTED: 501,
+    grpc.StatusCode.UNAVAILABLE: 503,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+}
+
+
+def _http_status(code: grpc.StatusCode) -> int:
+    return _HTTP_STATUS.get(code, 500)
 
 
 def parse_rpc(state: RequestState) -> None:
@@ -190,35 +218,38 @@ def _set_value(message: Any, location: Location, value: bytes) -> None:
 
 
 async def forward_rpc(state: RequestState) -> Reply | None:
-    """The call to the chosen backend's gRPC port; its errors pass through unchanged."""
+    """The call to the chosen backend's gRPC port; its own errors pass through unchanged."""
     assert state.backend is not None and state.rpc is not None
     backend, runtime = state.backend, state.runtime
-    started = time.perf_counter()
     upstream = runtime.grpc_upstream
     assert upstream is not None
+    started = time.perf_counter()
     try:
-        state.response_body = await upstream.call(
-            backend, state.rpc.path, state.forward_body, decision_id=state.decision_id
-        )
-    except GrpcUpstreamError as exc:
-        runtime.metrics.observe_backend(backend.id, exc.http_status, time.perf_counter() - started)
-        lat_us = int((time.perf_counter() - state.started) * 1e6)
-        await append(
-            state,
-            outcome_record(
-                state, exc.http_status, upstream_error=exc.kind, grpc_status=exc.code_name,
-                lat_us=lat_us,
-            ),
+        reply = await upstream.call(
+            backend, state.rpc.path, state.forward_body,
+            metadata=(("x-decision-id", state.decision_id),),
         )  # fmt: skip
-        runtime.metrics.count_request("upstream_error", exc.http_status)
-        return Reply(
-            exc.http_status,
-            error_body(exc.message),
-            "application/json",
-            rpc_status=(exc.code, exc.message),
-        )
-    runtime.metrics.observe_backend(backend.id, 200, time.perf_counter() - started)
+    except GrpcUpstreamError as exc:
+        runtime.metrics.observe_backend(backend.id, exc.status, time.perf_counter() - started)
+        code = _GATEWAY_CODES.get(exc.status, _INTERNAL)
+        return await _upstream_failed(state, exc.status, exc.kind, code, exc.message)
+    status = _http_status(reply.code)
+    runtime.metrics.observe_backend(backend.id, status, time.perf_counter() - started)
+    if reply.payload is None:
+        # TF Serving's own error (an unknown signature, a bad tensor): relayed unchanged.
+        return await _upstream_failed(state, status, "backend_status", reply.code.value[0],
+                                      reply.details)  # fmt: skip
+    state.response_body = reply.payload
     return None
+
+
+async def _upstream_failed(
+    state: RequestState, status: int, kind: str, code: int, message: str
+) -> Reply:
+    lat_us = int((time.perf_counter() - state.started) * 1e6)
+    await append(state, outcome_record(state, status, upstream_error=kind, lat_us=lat_us))
+    state.runtime.metrics.count_request("upstream_error", status)
+    return Reply(status, error_body(message), "application/json", rpc_status=(code, message))
 
 
 async def record_rpc_outcome(state: RequestState) -> Reply:

@@ -47,8 +47,8 @@ same model, version, label and endpoint:
 * A trailing slash, `/version/` or `/label/` (singular), `/versions/N/labels/L`, and a
   non-numeric version are malformed; a version is forwarded in decimal without leading zeros.
 
-Pure: no I/O, no aiohttp. Error bodies use TF Serving's own layout (rapidjson PrettyWriter,
-4-space indent, upper-case `\\u00XX` escapes, UTF-8 written unescaped).
+Pure: no I/O, no aiohttp. Error answers are built by `gateway.tfserving.errors`, in TF
+Serving's own layout.
 """
 
 from __future__ import annotations
@@ -58,30 +58,16 @@ from dataclasses import dataclass, replace
 from typing import Final, Literal
 from urllib.parse import unquote_to_bytes
 
-from gateway.tfserving.errors import (
-    ERROR_CONTENT_TYPE,
-    HTML_CONTENT_TYPE,
-    TfsError,
-    error_body,
-    libevent_error,
-    libevent_error_page,
-    tfs_error,
-)
+from gateway.tfserving.errors import TfsError, libevent_error, tfs_error
 
 __all__ = [
-    "ERROR_CONTENT_TYPE",
-    "HTML_CONTENT_TYPE",
     "INT64_MAX",
     "LIBEVENT_METHODS",
     "Route",
-    "TfsError",
     "Verb",
     "build_backend_path",
     "encode_path_segment",
-    "error_body",
-    "libevent_error_page",
     "parse_request_target",
-    "tfs_error",
 ]
 
 Verb = Literal["predict", "classify", "regress", "status", "metadata"]

@@ -48,6 +48,8 @@ CASES: list[tuple[str, str, bytes | None, dict[str, str]]] = [
     ("POST", "/v1/models/mnist/labels/canary:predict", ROW, {}),
     ("POST", "/v1/models/%6Dnist:predict", ROW, {}),
     ("POST", "/v1/models/mnist:predict", gzip.compress(ROW), {"Content-Encoding": "gzip"}),
+    # larger than the model server's maximum batch size (32): split into batches
+    ("POST", "/v1/models/mnist:predict", json.dumps({"instances": [IMAGE] * 128}).encode(), {}),
     # classify / regress on a model without those signatures
     ("POST", "/v1/models/mnist:classify", json.dumps({"examples": [{"x": [1.0]}]}).encode(), {}),
     ("POST", "/v1/models/mnist:regress", json.dumps({"examples": [{"x": [1.0]}]}).encode(), {}),

@@ -44,7 +44,7 @@ def executor() -> Iterator[concurrent.futures.ThreadPoolExecutor]:
 
 
 def make_batcher(
-    model: FakeModel, executor: concurrent.futures.Executor, **parameters: int
+    model: FakeModel, executor: concurrent.futures.Executor, **parameters: int | bool
 ) -> tuple[Batcher, BatchStats]:
     stats = BatchStats()
     settings = BatchingParameters(**parameters)
@@ -108,8 +108,9 @@ async def test_oversized_and_overflowing_requests(executor: concurrent.futures.E
     gate = threading.Event()
     model = FakeModel(gate)
     batcher, _ = make_batcher(
-        model, executor, max_batch_size=2, max_enqueued_batches=1, batch_timeout_micros=0
-    )
+        model, executor, max_batch_size=2, max_enqueued_batches=1, batch_timeout_micros=0,
+        enable_large_batch_splitting=False,
+    )  # fmt: skip
     with pytest.raises(ServingError) as caught:
         await batcher.submit(rows(1, 2, 3))
     assert caught.value.code is Code.INVALID_ARGUMENT
@@ -124,6 +125,45 @@ async def test_oversized_and_overflowing_requests(executor: concurrent.futures.E
     assert "batch scheduling queue to which this task was submitted is full" in caught.value.message
     gate.set()
     await asyncio.gather(running, *queued)
+
+
+async def test_a_request_larger_than_a_batch_is_split(
+    executor: concurrent.futures.Executor,
+) -> None:
+    model = FakeModel()
+    batcher, stats = make_batcher(model, executor, max_batch_size=4, batch_timeout_micros=0)
+    values = [float(i) for i in range(10)]
+    result = await asyncio.wait_for(batcher.submit(rows(*values)), timeout=5)
+    np.testing.assert_array_equal(result["y"], [[2 * v] for v in values])
+    assert sorted(model.calls) == [2, 4, 4]
+    assert stats.largest_batch == 4
+
+
+async def test_split_pieces_share_batches_with_other_requests(
+    executor: concurrent.futures.Executor,
+) -> None:
+    model = FakeModel()
+    batcher, _ = make_batcher(model, executor, max_batch_size=4, batch_timeout_micros=200_000)
+    large, small = await asyncio.wait_for(
+        asyncio.gather(batcher.submit(rows(1, 2, 3, 4, 5)), batcher.submit(rows(9))), timeout=5
+    )
+    np.testing.assert_array_equal(large["y"], [[2], [4], [6], [8], [10]])
+    np.testing.assert_array_equal(small["y"], [[18]])
+    # The last piece (one row) and the small request ride in one batch.
+    assert sorted(model.calls) == [2, 4]
+
+
+async def test_a_split_request_that_does_not_fit_the_queue_is_refused_whole(
+    executor: concurrent.futures.Executor,
+) -> None:
+    model = FakeModel()
+    batcher, _ = make_batcher(
+        model, executor, max_batch_size=2, max_enqueued_batches=2, batch_timeout_micros=0
+    )
+    with pytest.raises(ServingError) as caught:
+        await batcher.submit(rows(1, 2, 3, 4, 5))
+    assert caught.value.code is Code.UNAVAILABLE
+    assert model.calls == []
 
 
 async def test_a_failing_model_call_fails_every_request_of_the_batch(
@@ -211,3 +251,11 @@ async def test_requests_within_their_deadline_are_answered(
     results = await asyncio.gather(*(batcher.submit(rows(i)) for i in range(10)))
     assert [r["y"][0, 0] for r in results] == [2 * i for i in range(10)]
     assert sum(model.calls) == 10
+
+
+def test_batching_file_can_turn_large_batch_splitting_off(tmp_path: Path) -> None:
+    path = tmp_path / "batching.config"
+    path.write_text("max_batch_size { value: 8 }\n")
+    assert read_batching_parameters(path).enable_large_batch_splitting is True
+    path.write_text("max_batch_size { value: 8 }\nenable_large_batch_splitting { value: false }\n")
+    assert read_batching_parameters(path).enable_large_batch_splitting is False

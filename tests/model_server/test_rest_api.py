@@ -370,9 +370,24 @@ def test_shape_the_graph_cannot_take_is_a_400(model_server: RunningModelServer) 
     assert status == 400 and "[?,28,28,1]" in message and "[1,28,28]" in message
 
 
-def test_request_larger_than_a_batch(model_server: RunningModelServer) -> None:
-    status, message = error_of(model_server, "POST", "/v1/models/mnist:predict", predict_body(33))
-    assert (status, message) == (400, "Task size 33 is larger than maximum input batch size 32")
+def test_request_larger_than_a_batch_is_split(model_server: RunningModelServer) -> None:
+    # 128 instances against a maximum batch size of 32: four batches, one answer in order.
+    rows = np.random.default_rng(7).random((128, 28, 28, 1)).round(3)
+    status, _, whole = call(
+        model_server, "POST", "/v1/models/mnist:predict",
+        json.dumps({"instances": rows.tolist()}).encode(),
+    )  # fmt: skip
+    assert status == 200
+    predictions = json.loads(whole)["predictions"]
+    assert len(predictions) == 128
+    # Each row's answer is the one it gets alone (the model is row-wise).
+    for index in (0, 31, 32, 77, 127):
+        status, _, alone = call(
+            model_server, "POST", "/v1/models/mnist:predict",
+            json.dumps({"instances": rows[index : index + 1].tolist()}).encode(),
+        )  # fmt: skip
+        assert status == 200
+        assert json.loads(alone)["predictions"][0] == pytest.approx(predictions[index], abs=1e-5)
 
 
 @pytest.mark.parametrize(
