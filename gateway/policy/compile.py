@@ -49,6 +49,7 @@ from gateway.policy.predicates import (
 )
 from gateway.policy.schema import (
     CONTEXT_FIELDS,
+    DECLARED_FACTS,
     METHODS,
     OPERATORS,
     STAGE_OBLIGATIONS,
@@ -64,6 +65,7 @@ from gateway.policy.schema import (
     RuleSpec,
     SettingsDoc,
     Test,
+    declared_fact_of,
 )
 from gateway.policy.vocabulary import Vocabulary
 from gateway.source import LoadedDocument, format_path
@@ -84,6 +86,7 @@ TYPE = "policy_type_error"
 SCHEMA = "policy_schema_error"
 CONFLICT = "policy_conflict"
 UNREACHABLE = "policy_unreachable"
+ABSENCE = "policy_absence_implicit"
 
 _DEFAULT_STATUS = {"licence": 403}
 
@@ -173,6 +176,10 @@ class CompiledProblem:
     jurisdiction: str | None
     #: The rendered problem when no text names a field (most denials).
     static: Problem | None = None
+    #: Declared facts the rule asks for when absent: (fact, header, reader).
+    asks: tuple[tuple[str, str, Getter], ...] = ()
+    #: What the rule is about, for the problem that asks for a missing fact.
+    about: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -648,8 +655,81 @@ def _walk_tests(cond: Condition | None) -> Iterable[Test]:
             yield from _walk_tests(item)
 
 
+def declared_facts_read(cond: Condition | None) -> frozenset[str]:
+    """The declared facts a condition reads, directly or through a derived field."""
+    facts = {declared_fact_of(t.field) for t in _walk_tests(cond)}
+    return frozenset(f for f in facts if f is not None)
+
+
+def _absence(c: _Compiler) -> None:
+    """Check each rule's `when_absent` and rewrite the conditions of the facts it asks for.
+
+    A deny rule that asks for fact F holds whenever it could hold for some value of an
+    absent F: a test on F (or on a field derived from F) counts as holding where it would
+    make the rule match (as `F absent or test`; under `not`, as `F present and test`).
+    """
+    for i, rule in enumerate(c.rules):
+        reads = declared_facts_read(rule.when)
+        stated = {a.fact: a for a in rule.when_absent}
+        can_deny = rule.effect == "deny" or rule.obligations.route is not None
+        if rule.when_absent and not can_deny:
+            c.error(
+                SCHEMA,
+                "`when_absent` only applies to deny rules and routing rules",
+                rule.when_absent[0].location,
+                rule.when_absent[0].path,
+                "remove it: only a refusal can be evaded by leaving a header out",
+            )
+            continue
+        for absence in rule.when_absent:
+            if absence.fact not in reads:
+                c.error(
+                    REF,
+                    f"rule does not read `{absence.fact}`",
+                    absence.location,
+                    absence.path,
+                    "remove the entry, or test the fact in `when`",
+                )
+        if can_deny:
+            what = "deny" if rule.effect == "deny" else "routing"
+            for fact in sorted(reads - stated.keys()):
+                header = DECLARED_FACTS[fact]
+                c.error(
+                    ABSENCE,
+                    f"{what} rule `{rule.id}` reads `{fact}` ({header}) but does not say what "
+                    "its absence means",
+                    rule.location,
+                    rule.path,
+                    f"add `when_absent: {{{fact}: ask}}` to refuse and ask for {header}, or "
+                    f"`{{{fact}: {{not_applicable: <why>}}}}`",
+                    severity="warning",
+                )
+        asks = {a.fact: a for a in rule.when_absent if a.mode == "ask"}
+        if asks and rule.when is not None:
+            c.rules[i] = dataclasses.replace(rule, when=_assume_absent(rule.when, asks, True))
+
+
+def _assume_absent(cond: Condition, asks: Mapping[str, Any], positive: bool) -> Condition:
+    if isinstance(cond, Test):
+        fact = declared_fact_of(cond.field)
+        absence = asks.get(fact) if fact is not None else None
+        if absence is None or fact is None:
+            return cond
+        where = (absence.location, tuple(str(absence.path).split(".")))
+        if positive:
+            return AnyOf((Test(fact, "exists", False, *where), cond), cond.location)
+        return AllOf((Test(fact, "exists", True, *where), cond), cond.location)
+    if isinstance(cond, Not):
+        return Not(_assume_absent(cond.item, asks, not positive), cond.location)
+    items = tuple(_assume_absent(item, asks, positive) for item in cond.items)
+    if isinstance(cond, AnyOf):
+        return AnyOf(items, cond.location)
+    return AllOf(items, cond.location)
+
+
 def _typecheck(c: _Compiler) -> None:
     vocab = c.vocabulary
+    _absence(c)
     for rule in c.rules:
         conditions = [rule.when, *(e.when for e in rule.exceptions)]
         for cond in conditions:
@@ -969,6 +1049,15 @@ def _lower(c: _Compiler) -> None:
         problem = None
         if rule.effect == "deny":
             problem = _lower_problem(c, rule.problem, status, rule)
+            asks = tuple(
+                (a.fact, DECLARED_FACTS[a.fact], make_getter(a.fact, vocab))
+                for a in rule.when_absent
+                if a.mode == "ask"
+            )
+            if asks:
+                problem = dataclasses.replace(
+                    problem, asks=asks, static=None, about=rule.description
+                )
         c.compiled.append(
             CompiledRule(
                 spec=rule,

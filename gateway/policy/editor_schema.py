@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.policy.schema import (
+    DECLARED_FACTS,
     CONTEXT_FIELDS,
     EFFECTS,
     IMAGE_MARK_SCHEMES,
@@ -176,6 +177,19 @@ def _rule() -> dict[str, Any]:
                     },
                     ("until", "ticket"),
                 ),
+            },
+            "when_absent": {
+                "type": "object",
+                "propertyNames": {"enum": list(DECLARED_FACTS)},
+                "additionalProperties": {
+                    "oneOf": [
+                        {"const": "ask"},
+                        _strict(
+                            {"not_applicable": {"type": "string", "minLength": 1}},
+                            ("not_applicable",),
+                        ),
+                    ]
+                },
             },
         },
         ("id", "effect"),

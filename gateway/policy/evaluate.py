@@ -47,7 +47,7 @@ from gateway.policy.decision import (
     SinkSuppression,
     Waiver,
 )
-from gateway.policy.predicates import EvalError, EvalState, parse_interval
+from gateway.policy.predicates import ABSENT, EvalError, EvalState, parse_interval
 from gateway.policy.schema import STAGES
 from gateway.policy.vocabulary import Vocabulary, region_in
 
@@ -1000,6 +1000,21 @@ class PolicySet:
 
 def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState) -> Problem:
     remedy = None
+    if spec.asks:
+        missing = [header for _fact, header, read in spec.asks if _absent(read, ctx, st)]
+        if missing:
+            # The rule holds only because a declaration is missing: ask for it.
+            named = ", ".join(missing)
+            return Problem(
+                type=spec.type,
+                title=spec.title,
+                detail=f"{named} not declared: the request is refused until it is, because "
+                f"without it the gateway cannot rule out that {spec.about or 'the rule applies'}",
+                remedy=Remedy(f"declare {named}", missing[0], None),
+                demanding_party=spec.demanding_party,
+                applies_to=spec.applies_to,
+                jurisdiction=spec.jurisdiction,
+            )
     if spec.remedy_text is not None:
         remedy = Remedy(
             spec.remedy_text.render(ctx, st, null="unknown"), spec.remedy_header, spec.remedy_value
@@ -1015,6 +1030,14 @@ def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState
     )
 
 
+def _absent(read: Any, ctx: Mapping[str, Any], st: EvalState) -> bool:
+    try:
+        value = read(ctx, st)
+    except EvalError:
+        return True
+    return value is None or value is ABSENT
+
+
 def _text_keys(rule: CompiledRule, vocabulary: Vocabulary) -> tuple[_KeyReader, _KeyReader]:
     bases = [
         part[0]
@@ -1028,6 +1051,7 @@ def _text_keys(rule: CompiledRule, vocabulary: Vocabulary) -> tuple[_KeyReader, 
         for template in (rule.problem.detail, rule.problem.remedy_text):
             if template is not None:
                 texts.extend(p[0] for p in template.parts if p.__class__ is tuple)
+        texts.extend(fact for fact, _header, _read in rule.problem.asks)
     return generate_key_reader(vocabulary, bases), generate_key_reader(vocabulary, texts)
 
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.errors import Diagnostic, Location, describe_value, did_you_mean
 from gateway.policy.schema import (
+    DECLARED_FACTS,
     EFFECTS,
     IMAGE_MARK_SCHEMES,
     MASK_METHODS,
@@ -25,6 +26,7 @@ from gateway.policy.schema import (
     OPERATORS,
     PROBLEM_TYPES,
     STAGES,
+    AbsenceSpec,
     AllOf,
     AnyOf,
     AuditSpec,
@@ -357,6 +359,7 @@ _RULE_KEYS = (
     "effective_from",
     "effective_until",
     "exceptions",
+    "when_absent",
 )
 
 
@@ -426,6 +429,7 @@ def _parse_rule(
         else None
     )
     exceptions = tuple(_parse_exceptions(r, data.get("exceptions", []), (*path, "exceptions")))
+    when_absent = tuple(_parse_absence(r, data.get("when_absent", {}), (*path, "when_absent")))
     description = r.optional_string(data, "description", path, "description")
     applies_to = r.optional_string(data, "applies_to", path, "applies_to")
     if len(r.diagnostics) != before or rule_id is None or effect is None or stage is None:
@@ -449,7 +453,47 @@ def _parse_rule(
         location=r.loc(path),
         path=format_path(path),
         index=index,
+        when_absent=when_absent,
     )
+
+
+_ABSENCE_HELP = (
+    "write `ask` (refuse and ask for the header) or `{not_applicable: <why absence does not "
+    "bring the rule into play>}`"
+)
+
+
+def _parse_absence(r: Reader, raw: object, path: DataPath) -> Iterable[AbsenceSpec]:
+    if not isinstance(raw, dict):
+        r.type_error(path, "a mapping of declared facts", raw, "when_absent")
+        return
+    for fact, meaning in raw.items():
+        sub = (*path, fact)
+        if fact not in DECLARED_FACTS:
+            r.error(
+                SCHEMA,
+                f"`{fact}` is not a declared fact",
+                sub,
+                help=did_you_mean(str(fact), DECLARED_FACTS) or _one_of(DECLARED_FACTS),
+                at_key=True,
+            )
+            continue
+        if meaning == "ask":
+            yield AbsenceSpec(fact, "ask", None, r.loc(sub), format_path(sub))
+            continue
+        if isinstance(meaning, dict) and set(meaning) == {"not_applicable"}:
+            reason = r.string(
+                meaning["not_applicable"], (*sub, "not_applicable"), "not_applicable reason"
+            )
+            if reason is not None:
+                yield AbsenceSpec(fact, "not_applicable", reason, r.loc(sub), format_path(sub))
+            continue
+        r.error(
+            SCHEMA,
+            f"cannot read what the absence of `{fact}` means ({_describe(meaning)})",
+            sub,
+            help=_ABSENCE_HELP,
+        )
 
 
 _COMBINATORS = ("all", "any", "not")
