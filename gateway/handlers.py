@@ -38,7 +38,7 @@ from gateway.context import ClientFacts, ContextError, RouteFacts, build_context
 from gateway.marks import ImageMarkError, mark_predict_response, marks_for_obligations
 from gateway.policy import Decision
 from gateway.privacy import MaskRule, apply_masks, scan, scan_headers
-from gateway.problems import PROBLEM_CONTENT_TYPE, denial_problem, gateway_problem, problem_bytes
+from gateway.problems import PROBLEM_CONTENT_TYPE, decision_problem, gateway_problem, problem_bytes
 from gateway.proxy import BackendSpec, UpstreamError, is_rerouted, select_backend
 from gateway.tenants import AuthFailure
 from gateway.tfserving import (
@@ -555,38 +555,19 @@ async def _deny(
     started: float,
 ) -> web.StreamResponse:
     config = snap.config
-    problem = decision.problem
-    kind = problem.type if problem else "legal"
-    status = decision.status if decision.status in (451, 403) else 451
+    status, body, headers = decision_problem(
+        operator=config.operator,
+        decision=decision,
+        regimes=snap.policy_set.vocabulary.regimes,
+        decision_id=decision_id,
+        applies_to=request.path,
+    )
     record["decision"] = "deny"
     record["status"] = status
     record["legal_basis"] = [{"regime": b.regime, "ref": b.ref} for b in decision.legal_basis]
     record["lat_us"] = int((time.perf_counter() - started) * 1e6)
     runtime.metrics.count_decision("deny", _first(decision.rules))
     await _append(runtime, record, snap, decision_id)
-    remedy = problem.remedy.text if problem and problem.remedy else None
-    regimes = sorted({b.regime for b in decision.legal_basis})
-    body = denial_problem(
-        operator=config.operator,
-        status=status,
-        problem_kind=kind,
-        title=problem.title if problem else None,
-        detail=problem.detail if problem else "refused by policy",
-        remedy=remedy,
-        rules=decision.rules,
-        legal_basis=[b.to_json() for b in decision.legal_basis],
-        jurisdiction=[problem.jurisdiction] if problem and problem.jurisdiction else regimes,
-        applies_to=(problem.applies_to if problem and problem.applies_to else request.path),
-        decision_id=decision_id,
-        stage=decision.stage,
-    )
-    if problem and problem.remedy and problem.remedy.header:
-        body["remedy_header"] = problem.remedy.header
-    if decision.errors:
-        body["errors"] = [e.code for e in decision.errors]
-    headers = {"Cache-Control": "no-store"}
-    if status == 451:
-        headers["Link"] = f'<{config.operator.blocking_entity_uri}>; rel="blocked-by"'
     runtime.emit_event(
         snap,
         decision_id=decision_id,

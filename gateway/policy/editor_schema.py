@@ -13,8 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from gateway.policy.schema import (
-    DECLARED_FACTS,
     CONTEXT_FIELDS,
+    DECLARED_FACTS,
     EFFECTS,
     IMAGE_MARK_SCHEMES,
     MASK_METHODS,

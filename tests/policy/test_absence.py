@@ -2,7 +2,8 @@
 
 The property: for every shipped case whose context is denied, removing any declared fact the
 context holds keeps the request denied, unless a deciding rule (a deny rule, or a routing
-rule of a routing denial) states why the absence of that fact does not bring it into play (`when_absent: {fact: {not_applicable: why}}`).
+rule of a routing denial) states why the absence of that fact does not bring it into play
+(`when_absent: {fact: {not_applicable: why}}`).
 """
 
 from __future__ import annotations
