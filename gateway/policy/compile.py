@@ -781,13 +781,23 @@ def _check_problem_templates(c: _Compiler, problem: ProblemSpec, path: str) -> N
 
 def _check_template(c: _Compiler, text: str, location: Location, path: str) -> None:
     for name in template_fields(text):
-        if resolve_field_type(name, c.vocabulary) is None:
+        ftype = resolve_field_type(name, c.vocabulary)
+        if ftype is None:
             c.error(
                 REF,
                 f"unknown field `{name}` in template",
                 location,
                 path,
                 did_you_mean(name, _field_names(c.vocabulary)),
+            )
+        elif ftype == "object":
+            # Lists render comma-separated; an object has no text form.
+            c.error(
+                TYPE,
+                f"template field `{name}` is an object and cannot be rendered",
+                location,
+                path,
+                f"name one of its fields, e.g. `${{{name}.id}}`",
             )
 
 
