@@ -255,8 +255,14 @@ class _Typed:
 class _Compiler:
     """State shared by the compile stages."""
 
-    def __init__(self, files: Sequence[tuple[LoadedDocument, ParsedFile]]) -> None:
+    def __init__(
+        self,
+        files: Sequence[tuple[LoadedDocument, ParsedFile]],
+        emitted: frozenset[str] | None = None,
+    ) -> None:
         self.files = files
+        #: Categories some detector emits (None: not checked).
+        self.emitted = emitted
         self.docs = {doc.filename: doc for doc, _ in files}
         self.diags: list[Diagnostic] = []
         self.vocab: Vocabulary | None = None
@@ -813,6 +819,16 @@ def _typecheck_obligations(c: _Compiler, ob: ObligationsSpec) -> None:
                     mask.path,
                     did_you_mean(cat, vocab.personal_data),
                 )
+            elif c.emitted is not None and cat not in c.emitted:
+                c.error(
+                    REF,
+                    f"no detector emits personal-data category `{cat}`: masking it would "
+                    "never happen",
+                    mask.location,
+                    mask.path,
+                    "add a detector for it (gateway/privacy/detectors.py) or remove the "
+                    "category from the rule",
+                )
     if ob.route is not None:
         for region in ob.route.regions:
             if not vocab.is_region_term(region):
@@ -1326,9 +1342,14 @@ def compile_documents(
     files: Sequence[tuple[LoadedDocument, ParsedFile]],
     *,
     stop_after: str | None = None,
+    emitted: frozenset[str] | None = None,
 ) -> CompileResult:
-    """Run the compile stages over parsed files; diagnostics accumulate in the result."""
-    c = _Compiler(files)
+    """Run the compile stages over parsed files; diagnostics accumulate in the result.
+
+    `emitted`, when given, is the set of personal-data categories the detectors emit: a
+    masking rule naming another category is an error.
+    """
+    c = _Compiler(files, emitted)
     for name, stage, needs_clean_input in COMPILE_STAGES:
         if needs_clean_input and has_errors(c.diags):
             break
