@@ -80,3 +80,27 @@ cases:
     assert not silent.passed
     assert any("evaluation errors" in f for f in silent.failures)
     assert expected.passed, expected.failures
+
+
+def test_an_empty_obligations_key_gets_a_readable_help_line(write_packs: PackWriter) -> None:
+    root = write_packs(
+        main="""
+        kind: pack
+        version: 1
+        id: p
+        regime: GDPR
+        rules:
+          - id: r
+            stage: output
+            effect: obligate
+            when: {request.gpc: true}
+            basis: [{ref: "Art. 5(1)(c)"}]
+            obligations:
+        """
+    )
+    result = load_policy_set([root])
+    (diag,) = [d for d in result.diagnostics if d.severity == "error"]
+    assert diag.message == "obligations must be a mapping, got null"
+    assert diag.help is not None
+    assert 'quote it: ""' not in diag.help
+    assert "`{}`" in diag.help
