@@ -67,7 +67,7 @@ from gateway.policy.schema import (
     Test,
     declared_fact_of,
 )
-from gateway.policy.vocabulary import Vocabulary
+from gateway.policy.vocabulary import Vocabulary, region_in
 from gateway.source import LoadedDocument, format_path
 
 __all__ = [
@@ -87,6 +87,7 @@ SCHEMA = "policy_schema_error"
 CONFLICT = "policy_conflict"
 UNREACHABLE = "policy_unreachable"
 ABSENCE = "policy_absence_implicit"
+BLOCKING_STATUTE = "policy_blocking_statute"
 
 _DEFAULT_STATUS = {"licence": 403}
 
@@ -336,8 +337,72 @@ def _collect(c: _Compiler) -> None:
             )
         return
     c.vocab = vocab_files[0].vocabulary
+    declared = c.settings.sanctions_programs if c.settings is not None else None
+    shipped = {p.sanctions_program for p in c.packs if p.sanctions_program is not None}
+    if declared is not None and c.settings is not None:
+        for program in declared:
+            if program not in shipped:
+                c.error(
+                    REF,
+                    f"no pack implements sanctions programme `{program}`",
+                    c.settings.operator_location,
+                    "operator.sanctions_programs",
+                    did_you_mean(program, sorted(shipped)) or f"packs implement {sorted(shipped)}",
+                )
     for pack in c.packs:
+        # The operator applies exactly the sanctions programmes it declares.
+        if declared is not None and pack.sanctions_program not in (None, *declared):
+            continue
         c.rules.extend(pack.rules)
+    if c.settings is not None and c.settings.established_in is not None:
+        vocab = c.vocabulary
+        if not vocab.is_region_term(c.settings.established_in):
+            c.error(
+                REF,
+                f"unknown region `{c.settings.established_in}` (not in {vocab.file})",
+                c.settings.operator_location,
+                "operator.established_in",
+                did_you_mean(c.settings.established_in, vocab.region_terms()),
+            )
+        else:
+            _blocking_statute(c)
+
+
+#: US programmes listed in the annex of the EU Blocking Statute (Council Regulation (EC)
+#: No 2271/96 as amended by Delegated Regulation (EU) 2018/1100).
+_BLOCKED_US_MEASURES = ("31 CFR Part 515", "31 CFR Part 560")
+
+
+def _blocking_statute(c: _Compiler) -> None:
+    settings = c.settings
+    assert settings is not None and settings.established_in is not None
+    if settings.us_nexus is not None:
+        return  # recorded: a US person or an authorised operator
+    if not region_in(settings.established_in, c.vocabulary.expand(["EU"])):
+        return
+    cited = sorted(
+        {
+            measure
+            for rule in c.rules
+            if rule.pack in {p.id for p in c.packs if (p.sanctions_program or "").startswith("US")}
+            for basis in rule.basis
+            for measure in _BLOCKED_US_MEASURES
+            if measure in basis.ref
+        }
+    )
+    if cited:
+        c.error(
+            BLOCKING_STATUTE,
+            f"the operator is established in {settings.established_in} (EU) and applies US "
+            f"measures listed in the annex of the EU Blocking Statute ({', '.join(cited)})",
+            settings.operator_location,
+            "operator.sanctions_programs",
+            "Regulation (EC) No 2271/96 may forbid complying with them unless the operator has a "
+            "US nexus (US person, US-owned or controlled, US-origin items, USD clearing) or an "
+            "authorisation under its Art. 5; record which in `operator.us_nexus`, or drop the "
+            "programme",
+            severity="warning",
+        )
 
 
 # --------------------------------------------------------------------------- stage 2

@@ -325,6 +325,7 @@ def policy_json_schema() -> dict[str, Any]:
             "title": {"type": "string"},
             "description": {"type": "string"},
             "regime": {"type": "string"},
+            "sanctions_program": {"type": "string"},
             "stage": {"enum": list(STAGES)},
             "rules": {"type": "array", "items": _rule()},
         },
@@ -341,6 +342,14 @@ def policy_json_schema() -> dict[str, Any]:
                     "problem": _problem(),
                 },
                 ("effect",),
+            ),
+            "operator": _strict(
+                {
+                    "established_in": {"type": "string"},
+                    "sanctions_programs": {"type": "array", "items": {"type": "string"}},
+                    "us_nexus": {"type": "string"},
+                },
+                (),
             ),
         },
         ("kind", "default"),

@@ -111,6 +111,7 @@ class PolicySet:
         "_plain_keeps",
         "_plans",
         "_runners",
+        "operator",
     )
 
     def __init__(self, compiled: CompileResult, revision: str, files: Sequence[str]) -> None:
@@ -164,6 +165,16 @@ class PolicySet:
             None,
         )
         self._cache: dict[Any, Any] = {}
+        #: The operator's declarations from the settings, the `operator` section of every
+        #: context that does not bring its own (None: nothing declared).
+        self.operator: Mapping[str, Any] | None = None
+        if settings is not None and (
+            settings.established_in is not None or settings.sanctions_programs is not None
+        ):
+            self.operator = {
+                "established_in": settings.established_in,
+                "sanctions_programs": list(settings.sanctions_programs or ()),
+            }
 
     # ------------------------------------------------------------------ introspection
 
@@ -289,6 +300,8 @@ class PolicySet:
         # `ctx` is typed loosely on purpose: callers may pass anything and must get a deny.
         if ctx.__class__ is not dict and not isinstance(ctx, Mapping):
             return self._failure("context_invalid", "the context must be an object", None, None)
+        if self.operator is not None and "operator" not in ctx:
+            ctx = {**ctx, "operator": self.operator}
         raw_now = ctx.get("now")
         now = parse_interval(raw_now) if type(raw_now) is str and len(raw_now) > 10 else None
         if now is None:

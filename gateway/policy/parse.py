@@ -314,7 +314,7 @@ def _parse_pack(r: Reader, data: dict[str, Any]) -> PackDoc | None:
         (),
         what="pack",
         required=("kind", "id", "rules"),
-        optional=("version", "title", "regime", "stage", "description"),
+        optional=("version", "title", "regime", "stage", "description", "sanctions_program"),
     )
     if "version" in data:
         r.integer(data["version"], ("version",), "version", choices=(1,))
@@ -332,6 +332,7 @@ def _parse_pack(r: Reader, data: dict[str, Any]) -> PackDoc | None:
     title = r.optional_string(data, "title", (), "title")
     r.optional_string(data, "description", (), "description")
     regime = r.optional_string(data, "regime", (), "regime")
+    program = r.optional_string(data, "sanctions_program", (), "sanctions_program")
     stage = None
     if "stage" in data:
         stage = r.string(data["stage"], ("stage",), "stage", choices=STAGES)
@@ -343,7 +344,7 @@ def _parse_pack(r: Reader, data: dict[str, Any]) -> PackDoc | None:
             rules.append(rule)
     if pack_id is None:
         return None
-    return PackDoc(pack_id, title, regime, tuple(rules), r.doc.filename, r.loc(()))
+    return PackDoc(pack_id, title, regime, tuple(rules), r.doc.filename, r.loc(()), program)
 
 
 _RULE_KEYS = (
@@ -818,7 +819,35 @@ def _parse_exceptions(r: Reader, raw: object, path: DataPath) -> Iterable[Except
 
 
 def _parse_settings(r: Reader, data: dict[str, Any]) -> SettingsDoc | None:
-    r.mapping(data, (), what="settings", required=("kind", "default"), optional=("version",))
+    r.mapping(
+        data, (), what="settings", required=("kind", "default"), optional=("version", "operator")
+    )
+    established_in: str | None = None
+    us_nexus: str | None = None
+    programs: tuple[str, ...] | None = None
+    operator_location = None
+    if "operator" in data:
+        od = r.mapping(
+            data["operator"],
+            ("operator",),
+            what="operator",
+            optional=("established_in", "sanctions_programs", "us_nexus"),
+        )
+        if od is not None:
+            operator_location = r.loc(("operator",))
+            established_in = r.optional_string(
+                od, "established_in", ("operator",), "established_in"
+            )
+            us_nexus = r.optional_string(od, "us_nexus", ("operator",), "us_nexus")
+            if "sanctions_programs" in od:
+                programs = tuple(
+                    r.string_list(
+                        od["sanctions_programs"],
+                        ("operator", "sanctions_programs"),
+                        "sanctions programme",
+                    )
+                    or ()
+                )
     if "default" not in data:
         return None
     path: DataPath = ("default",)
@@ -838,7 +867,17 @@ def _parse_settings(r: Reader, data: dict[str, Any]) -> SettingsDoc | None:
     problem = _parse_problem(r, dd["problem"], (*path, "problem")) if "problem" in dd else None
     if effect is None:
         return None
-    return SettingsDoc(effect, status, problem, r.doc.filename, r.loc(()))
+    return SettingsDoc(
+        effect,
+        status,
+        problem,
+        r.doc.filename,
+        r.loc(()),
+        established_in,
+        programs,
+        operator_location,
+        us_nexus,
+    )
 
 
 # --------------------------------------------------------------------------- vocabulary

@@ -200,6 +200,11 @@ CONTEXT_FIELDS: dict[str, ContextField] = {
     "licence.attribution.required": ContextField("boolean", "attribution must be shown"),
     "licence.attribution.text": ContextField("string", "attribution text"),
     "licence.attribution.license_url": ContextField("string", "URL of the licence text"),
+    "operator": ContextField("object", "the gateway operator, from the policy settings"),
+    "operator.established_in": ContextField("region", "where the gateway operator is established"),
+    "operator.sanctions_programs": ContextField(
+        "list:string", "the sanctions programmes the operator applies"
+    ),
     "model": ContextField("object", "the model registry record"),
     "model.id": ContextField("string", "model id"),
     "model.kind": ContextField("model_kind", "classifier | generative"),
@@ -558,6 +563,9 @@ class PackDoc:
     rules: tuple[RuleSpec, ...]
     file: str
     location: Location
+    #: The sanctions programme the pack implements (`US-OFAC`, `EU`); its rules apply only
+    #: when the operator declares the programme in the settings.
+    sanctions_program: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -569,3 +577,11 @@ class SettingsDoc:
     default_problem: ProblemSpec | None
     file: str
     location: Location
+    #: The operator's declarations: where it is established, and the sanctions programmes
+    #: it applies (None: every shipped programme applies).
+    established_in: str | None = None
+    sanctions_programs: tuple[str, ...] | None = None
+    operator_location: Location | None = None
+    #: Why US programmes apply to an EU-established operator (its US nexus, or an
+    #: authorisation under Art. 5 of the EU Blocking Statute); None when not recorded.
+    us_nexus: str | None = None
