@@ -970,6 +970,21 @@ def _check(c: _Compiler) -> None:
                 rule.location,
                 rule.path,
             )
+        says_applied = any(
+            h.name.lower() == "x-aigc-explicit-label" and h.value.strip().lower() == "applied"
+            for h in rule.obligations.headers
+        )
+        if says_applied and not any(
+            m.scheme == "cn_aigc_explicit_label" for m in rule.obligations.image_marks
+        ):
+            c.error(
+                SCHEMA,
+                "the rule answers `X-AIGC-Explicit-Label: applied` without drawing the label",
+                rule.location,
+                rule.path + ".obligations",
+                "add `image_marks: [{scheme: cn_aigc_explicit_label}]`: the header may only "
+                "say what the gateway did",
+            )
         if rule.effect == "obligate" and not kinds:
             c.error(
                 SCHEMA,
