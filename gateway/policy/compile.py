@@ -72,6 +72,7 @@ from gateway.source import LoadedDocument, format_path
 
 __all__ = [
     "COMPILE_STAGES",
+    "fields_read",
     "LOOKUP_GROUPS",
     "CNode",
     "CompiledRule",
@@ -726,6 +727,23 @@ def _walk_tests(cond: Condition | None) -> Iterable[Test]:
             yield from _walk_tests(item)
 
 
+def fields_read(rule: RuleSpec) -> frozenset[str]:
+    """Every context field a rule reads: in tests, field operands and templates."""
+    names: set[str] = set()
+    for cond in (rule.when, *(e.when for e in rule.exceptions)):
+        for test in _walk_tests(cond):
+            names.add(test.field)
+            if isinstance(test.operand, FieldRef):
+                names.add(test.operand.path)
+    texts = [b.ref for b in rule.basis] + [h.value for h in rule.obligations.headers]
+    if rule.problem is not None:
+        texts += [rule.problem.detail or "", rule.problem.title or ""]
+        texts += [rule.problem.remedy.text] if rule.problem.remedy else []
+    for text in texts:
+        names.update(template_fields(text))
+    return frozenset(names)
+
+
 def declared_facts_read(cond: Condition | None) -> frozenset[str]:
     """The declared facts a condition reads, directly or through a derived field."""
     facts = {declared_fact_of(t.field) for t in _walk_tests(cond)}
@@ -780,11 +798,28 @@ def _absence(c: _Compiler) -> None:
             c.rules[i] = dataclasses.replace(rule, when=_assume_absent(rule.when, asks, True))
 
 
+def _holds_on_null(test: Test) -> bool:
+    """Whether a test holds when its field is null (see the null semantics of the docs)."""
+    if isinstance(test.operand, FieldRef):
+        return False
+    if test.op in ("not_in", "contains_none"):
+        return True
+    if test.op in ("ne", "eq"):
+        return (test.operand is None) == (test.op == "eq")
+    if test.op in ("exists", "empty"):
+        return test.operand is (test.op == "empty")
+    return False
+
+
 def _assume_absent(cond: Condition, asks: Mapping[str, Any], positive: bool) -> Condition:
     if isinstance(cond, Test):
         fact = declared_fact_of(cond.field)
         absence = asks.get(fact) if fact is not None else None
         if absence is None or fact is None:
+            return cond
+        # A test on the fact itself that already says what absence needs is kept as it is
+        # (fewer nodes on the hot path); derived fields may not be null when the fact is.
+        if cond.field == fact and _holds_on_null(cond) == positive:
             return cond
         where = (absence.location, tuple(str(absence.path).split(".")))
         if positive:
@@ -1155,10 +1190,12 @@ def _lower(c: _Compiler) -> None:
         problem = None
         if rule.effect == "deny":
             problem = _lower_problem(c, rule.problem, status, rule)
+            # List facts (consents) are never null in a gateway context: their own remedy
+            # names the header, and a list would make the denial's memo key unhashable.
             asks = tuple(
                 (a.fact, DECLARED_FACTS[a.fact], make_getter(a.fact, vocab))
                 for a in rule.when_absent
-                if a.mode == "ask"
+                if a.mode == "ask" and not CONTEXT_FIELDS[a.fact].type.startswith("list:")
             )
             if asks:
                 problem = dataclasses.replace(

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from gateway.policy.codegen import generate_key_reader, positions_of
 from gateway.policy.compile import (
+    fields_read,
     CompiledProblem,
     CompiledRule,
     CompileResult,
@@ -112,6 +113,7 @@ class PolicySet:
         "_plans",
         "_runners",
         "operator",
+        "_inject_operator",
     )
 
     def __init__(self, compiled: CompileResult, revision: str, files: Sequence[str]) -> None:
@@ -175,6 +177,10 @@ class PolicySet:
                 "established_in": settings.established_in,
                 "sanctions_programs": list(settings.sanctions_programs or ()),
             }
+        #: Only a set whose rules read `operator.*` pays for adding the section.
+        self._inject_operator = self.operator is not None and any(
+            name.startswith("operator.") for r in self._rules for name in fields_read(r.spec)
+        )
 
     # ------------------------------------------------------------------ introspection
 
@@ -300,7 +306,7 @@ class PolicySet:
         # `ctx` is typed loosely on purpose: callers may pass anything and must get a deny.
         if ctx.__class__ is not dict and not isinstance(ctx, Mapping):
             return self._failure("context_invalid", "the context must be an object", None, None)
-        if self.operator is not None and "operator" not in ctx:
+        if self._inject_operator and "operator" not in ctx:
             ctx = {**ctx, "operator": self.operator}
         raw_now = ctx.get("now")
         now = parse_interval(raw_now) if type(raw_now) is str and len(raw_now) > 10 else None

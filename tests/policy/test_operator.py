@@ -75,3 +75,27 @@ def test_a_context_may_bring_its_own_operator(shipped: PolicySet) -> None:
     # The section is there for rules to read; a context that brings one is not overridden.
     ctx = context(operator={"established_in": "US", "sanctions_programs": ["US-OFAC"]})
     assert shipped.evaluate(ctx).effect == "allow"
+
+
+def test_rules_reading_the_operator_see_the_declared_section(tmp_path: Path) -> None:
+    root = _policies(tmp_path, established_in="DE", sanctions_programs=["EU", "US-OFAC"])
+    (root / "operator-rule.yaml").write_text(
+        """
+kind: pack
+version: 1
+id: operator-rule
+regime: GDPR
+rules:
+  - id: eu-processor-notice
+    stage: output
+    effect: obligate
+    when: {operator.established_in: {in: [EU]}}
+    basis: [{ref: "Art. 3(1)"}]
+    obligations: {headers: {X-Processor-Established: "${operator.established_in}"}}
+""",
+        encoding="utf-8",
+    )
+    policy_set = load_policy_set([root]).policy_set
+    assert policy_set is not None
+    decision = policy_set.evaluate(context())
+    assert ("X-Processor-Established", "DE") in decision.obligations.headers
