@@ -27,10 +27,10 @@ from typing import Any, TypeVar
 
 from gateway.policy.codegen import generate_key_reader, positions_of
 from gateway.policy.compile import (
-    fields_read,
     CompiledProblem,
     CompiledRule,
     CompileResult,
+    fields_read,
     lower_problem,
 )
 from gateway.policy.decision import (
