@@ -606,7 +606,9 @@ IP_V6: Final = PatternDetector(
     category="ip_address",
     # Hex digits and colons with two colons at least; `ipaddress` decides (times such as
     # 12:30:45 are not addresses).
-    pattern=_compile(r"(?<![0-9A-Za-z:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,8}(?![0-9A-Za-z:])"),
+    pattern=_compile(
+        r"(?<![0-9A-Za-z:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,8}(?![0-9A-Za-z:])"
+    ),
     validate=_valid_ip,
     priority=26,
     min_digits=0,
