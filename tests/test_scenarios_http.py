@@ -25,7 +25,7 @@ import io
 import json
 import re
 import shutil
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -159,6 +159,10 @@ class World:
         self.receiver = EventReceiver(ports[urlsplit(recipient["url"]).port or 80])
         await self.receiver.start()
         self.harness = await factory(config, clock=lambda: self.now)
+
+    def __iter__(self) -> Iterator[Any]:
+        """`harness, stubs, receiver = world`, as other gateway tests unpack it."""
+        return iter((self.harness, self.stubs, self.receiver))
 
     async def stop(self) -> None:
         for stub in self.stubs.values():
