@@ -523,6 +523,14 @@ class _Literal:
             word = {"integer": "an integer", "boolean": "a boolean", "string": "a string"}[kind]
             if self.doc is not None:
                 diag = self.doc.type_error(path, word, raw, what=slot, code=TYPE)
+                if kind == "string" and isinstance(raw, bool) and base == "string":
+                    # Quoting `true` would compare with the text "true": what was meant is
+                    # almost always whether the field is set.
+                    diag = dataclasses.replace(
+                        diag,
+                        help=f"to test whether `{self.test.field}` is set, write "
+                        f"`{self.test.field}: {{exists: {'true' if raw else 'false'}}}`",
+                    )
                 self.ok = False
                 self.c.diags.append(diag)
             else:

@@ -104,3 +104,27 @@ def test_an_empty_obligations_key_gets_a_readable_help_line(write_packs: PackWri
     assert diag.help is not None
     assert 'quote it: ""' not in diag.help
     assert "`{}`" in diag.help
+
+
+def test_a_boolean_against_the_end_user_reference_suggests_exists(write_packs: PackWriter) -> None:
+    root = write_packs(
+        main="""
+        kind: pack
+        version: 1
+        id: p
+        regime: GDPR
+        rules:
+          - id: needs-end-user
+            stage: lawful_basis
+            effect: deny
+            when_absent: {request.end_user: ask}
+            when: {request.end_user: true}
+            basis: [{ref: "Art. 5(1)(c)"}]
+        """
+    )
+    result = load_policy_set([root])
+    (diag,) = [d for d in result.diagnostics if d.severity == "error"]
+    assert diag.code == "policy_type_error"
+    assert diag.help is not None
+    assert "`request.end_user: {exists: true}`" in diag.help
+    assert 'quote it: "true"' not in diag.help
