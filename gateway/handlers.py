@@ -561,6 +561,7 @@ async def _deny(
         regimes=snap.policy_set.vocabulary.regimes,
         decision_id=decision_id,
         applies_to=request.path,
+        audit_rules=snap.policy_set.audit_rule_ids,
     )
     record["decision"] = "deny"
     record["status"] = status

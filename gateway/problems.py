@@ -139,12 +139,14 @@ def decision_problem(
     regimes: Mapping[str, RegimeInfo],
     decision_id: str,
     applies_to: str,
+    audit_rules: frozenset[str] = frozenset(),
 ) -> tuple[int, dict[str, Any], dict[str, str]]:
     """Status, problem body and headers of a refused decision.
 
     An evaluation error is a 500 of its own type; a denial is 451 (law) or 403 (licence)
     with the deciding regime as the demanding party and every refusing regime's
-    jurisdiction.
+    jurisdiction. `rules` names the rules that decided; the `audit_rules` among the
+    decision's rules (record keeping, which never decides) are listed as `audit_duties`.
     """
     headers = {"Cache-Control": "no-store"}
     if decision.errors:
@@ -163,7 +165,7 @@ def decision_problem(
         title=problem.title if problem else None,
         detail=problem.detail if problem else "refused by policy",
         remedy=problem.remedy.text if problem and problem.remedy else None,
-        rules=decision.rules,
+        rules=[r for r in decision.rules if r not in audit_rules],
         legal_basis=[b.to_json() for b in decision.legal_basis],
         jurisdiction=jurisdictions,
         applies_to=problem.applies_to if problem and problem.applies_to else applies_to,
@@ -173,6 +175,9 @@ def decision_problem(
     )
     if problem and problem.remedy and problem.remedy.header:
         body["remedy_header"] = problem.remedy.header
+    duties = [r for r in decision.rules if r in audit_rules]
+    if duties:
+        body["audit_duties"] = duties
     if status == 451:
         headers["Link"] = f'<{operator.blocking_entity_uri}>; rel="blocked-by"'
     return status, body, headers

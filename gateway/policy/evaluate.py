@@ -195,6 +195,11 @@ class PolicySet:
         return tuple(r.id for r in self._rules)
 
     @property
+    def audit_rule_ids(self) -> frozenset[str]:
+        """Ids of the audit-stage rules (record keeping; they never decide a request)."""
+        return frozenset(r.id for r in self._rules if r.stage_index == _AUDIT)
+
+    @property
     def default_effect(self) -> str:
         """What happens when no rule allows a request (`deny` unless settings say `allow`)."""
         return self._default_effect

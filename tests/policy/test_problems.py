@@ -88,3 +88,21 @@ def test_an_evaluation_error_is_a_500_of_its_own_type(write_packs: PackWriter) -
     assert "legal_basis" not in body and "demanding_party" not in body
     assert body["errors"] and body["audit_id"] == "d-1"
     assert "Link" not in headers and headers["Cache-Control"] == "no-store"
+
+
+def test_audit_rules_are_duties_not_deciding_rules(shipped: PolicySet) -> None:
+    decision = shipped.evaluate(
+        context(caller={"region": "IN", "established_in": "IN"}, licence=None)
+    )
+    assert "certin-log-retention" in decision.rules
+    status, body, _ = decision_problem(
+        operator=OPERATOR,
+        decision=decision,
+        regimes=shipped.vocabulary.regimes,
+        decision_id="d-2",
+        applies_to="/v1/models/m1:predict",
+        audit_rules=shipped.audit_rule_ids,
+    )
+    assert status == 403
+    assert body["rules"] == ["licence-required"]
+    assert body["audit_duties"] == ["certin-log-retention"]
