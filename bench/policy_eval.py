@@ -5,7 +5,7 @@
 Generates varied request contexts (tenants, regions incl. sanctioned and subdivisions,
 purposes, personal data, licences valid/expired/non-commercial/missing, generative models,
 ages, consents, backends, sinks), evaluates each with `PolicySet.evaluate` and, on the same
-contexts, with cedarpy on `bench/cedar/policies.cedar` (88 policies: the allow/deny rules on
+contexts, with cedarpy on `bench/cedar/policies.cedar` (90 policies: the allow/deny rules on
 Action::"invoke" plus one permit per obligation rule on Action::"obligations", so both
 engines produce a decision and its obligations). It checks the two agree on every effect and
 on the obligation rules that apply, then prints per-decision latency (median, p90, p99) and
@@ -401,6 +401,7 @@ def cedar_context(ctx: dict[str, Any], vocab: Vocabulary) -> dict[str, Any]:
         "has_pd": has_pd,
         "deployment_context": request["deployment_context"] or "",
         "exposed_persons_informed": bool(request["exposed_persons_informed"]),
+        "human_review": request.get("human_review") is True,
         "gpc": bool(request["gpc"]),
         "explicit_label_omitted": bool(request["explicit_label_omitted"]),
         "has_age": subject["age"] is not None,
