@@ -1032,9 +1032,11 @@ def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState
             return Problem(
                 type=spec.type,
                 title=spec.title,
-                detail=f"{named} not declared: the request is refused until it is, because "
-                f"without it the gateway cannot rule out that {spec.about or 'the rule applies'}",
-                remedy=Remedy(f"declare {named}", missing[0], None),
+                detail=f"{named} was not declared; without it this request may fall under the "
+                f"rule: {spec.about or spec.title}. It is refused until the header is sent",
+                remedy=Remedy(
+                    f"declare {named} (send the header with the request)", missing[0], None
+                ),
                 demanding_party=spec.demanding_party,
                 applies_to=spec.applies_to,
                 jurisdiction=spec.jurisdiction,
