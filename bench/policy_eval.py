@@ -5,7 +5,7 @@
 Generates varied request contexts (tenants, regions incl. sanctioned and subdivisions,
 purposes, personal data, licences valid/expired/non-commercial/missing, generative models,
 ages, consents, backends, sinks), evaluates each with `PolicySet.evaluate` and, on the same
-contexts, with cedarpy on `bench/cedar/policies.cedar` (58 policies: the allow/deny rules on
+contexts, with cedarpy on `bench/cedar/policies.cedar` (90 policies: the allow/deny rules on
 Action::"invoke" plus one permit per obligation rule on Action::"obligations", so both
 engines produce a decision and its obligations). It checks the two agree on every effect and
 on the obligation rules that apply, then prints per-decision latency (median, p90, p99) and
@@ -391,12 +391,17 @@ def cedar_context(ctx: dict[str, Any], vocab: Vocabulary) -> dict[str, Any]:
         "registered_purposes": caller["registered_purposes"],
         "method": request["method"],
         "purpose": purpose or "",
+        # Declared facts a rule asks for when absent (`when_absent: ask`).
+        "purpose_absent": purpose is None,
+        "lb_absent": request["lawful_basis"] is None,
+        "dc_absent": request["deployment_context"] is None,
         "lawful_basis": request["lawful_basis"] or "",
         "consents": request["consents"],
         "personal_data": request["personal_data"],
         "has_pd": has_pd,
         "deployment_context": request["deployment_context"] or "",
         "exposed_persons_informed": bool(request["exposed_persons_informed"]),
+        "human_review": request.get("human_review") is True,
         "gpc": bool(request["gpc"]),
         "explicit_label_omitted": bool(request["explicit_label_omitted"]),
         "has_age": subject["age"] is not None,
@@ -408,6 +413,7 @@ def cedar_context(ctx: dict[str, Any], vocab: Vocabulary) -> dict[str, Any]:
             for a in (
                 "biometric_identification",
                 "biometric_categorisation",
+                "biometric_categorisation_non_sensitive",
                 "emotion_recognition",
                 "behavioural_advertising",
                 "significant_decision",
@@ -431,6 +437,7 @@ def cedar_context(ctx: dict[str, Any], vocab: Vocabulary) -> dict[str, Any]:
         "has_licence_until": bool(licence.get("valid_until")),
         "licence_until_day": _day(licence.get("valid_until")),
         "licence_non_commercial": licence.get("commercial_use") == "prohibited",
+        "licence_spdx": licence.get("spdx") or "",
         "licence_excluded": licence.get("licensee_domicile_excluded") or [],
         "has_licence_territory": licence.get("territory") is not None,
         "licence_territory": licence.get("territory") or [],

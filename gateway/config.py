@@ -304,6 +304,7 @@ class HeaderNames:
     exposed_persons_informed: str = "X-Exposed-Persons-Informed"
     explicit_label: str = "X-AIGC-Explicit-Label"
     end_user: str = "X-End-User-Id"
+    human_review: str = "X-Human-Review"
     gpc: str = "Sec-GPC"
     geo_claim: str = "X-Geo-Country"
 

@@ -153,6 +153,12 @@ def yaml11_help(info: NodeInfo | None, value: object) -> str | None:
     if info is None or not info.plain or info.raw is None or isinstance(value, str):
         return None
     raw = info.raw
+    if not raw.strip():
+        # `obligations:` with nothing after the colon: there is nothing to quote.
+        return (
+            "nothing follows the key, so YAML reads it as null; write a value (`{}` for an "
+            "empty mapping, `[]` for an empty list) or remove the key"
+        )
     if info.tag == _BOOL:
         kind = "true" if value else "false"
     elif info.tag == _NULL:

@@ -24,6 +24,7 @@ from gateway.marks import (
     AigcImplicitLabel,
     DigitalSourceType,
     DigitalSourceTypeMark,
+    ExplicitLabel,
     ImageMarkError,
     apply_marks,
     build_marks,
@@ -323,7 +324,7 @@ def test_marks_from_decision_obligations(png: bytes) -> None:
     obligations = [
         Obligation("iptc_digital_source_type", "compositeWithTrainedAlgorithmicMedia"),
         Obligation("cn_aigc_implicit_label", fields=(("ContentProducer", "policy-producer"),)),
-        Obligation("cn_aigc_explicit_label"),  # drawn on pixels elsewhere, not metadata
+        Obligation("cn_aigc_explicit_label"),  # drawn on the pixels
     ]
 
     got = marks_for_obligations(obligations, content_producer="cfg", produce_id="decision-7")
@@ -331,6 +332,7 @@ def test_marks_from_decision_obligations(png: bytes) -> None:
     assert got == (
         DigitalSourceTypeMark(DigitalSourceType.COMPOSITE_WITH_TRAINED_ALGORITHMIC_MEDIA),
         AigcImplicitLabel(content_producer="policy-producer", produce_id="decision-7"),
+        ExplicitLabel(),
     )
     bare = [Obligation("iptc_digital_source_type")]
     default = marks_for_obligations(bare, content_producer="", produce_id="")

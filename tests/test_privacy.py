@@ -245,7 +245,7 @@ NEGATIVES: list[str] = [
     "anna@example",
     "@example.de",
     ".anna@example.de-",
-    "10.0.0.1",
+    "127.0.0.1",  # loopback identifies no one (other addresses are ip_address)
 ]
 
 

@@ -69,6 +69,11 @@ def register(subparsers: Any) -> None:
         choices=("fails", "full"),
         help="add the explanation (text on stderr, JSON under `explanation`)",
     )
+    ev.add_argument(
+        "--rule",
+        metavar="ID",
+        help="explain why this rule did or did not decide the request (text on stderr)",
+    )
     ev.set_defaults(func=cmd_eval)
 
     schema = sub.add_parser("schema", help="print the JSON Schema for policy files")
@@ -253,13 +258,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if diagnostics:
         print(format_diagnostics(diagnostics), file=sys.stderr)
         return EXIT_ERROR
-    decision = result.policy_set.evaluate(context, explain=bool(args.explain))
-    print(
-        json.dumps(
-            decision.to_json(include_explanation=bool(args.explain)), indent=2, ensure_ascii=False
-        )
-    )
+    explain = args.explain or ("fails" if args.rule else None)
+    decision = result.policy_set.evaluate(context, explain=bool(explain))
+    out = decision.to_json()
     if args.explain and decision.explanation is not None:
+        out["explanation"] = decision.explanation.to_json(args.explain)
+    print(json.dumps(out, indent=2, ensure_ascii=False))
+    if args.rule:
+        from gateway.policy.explain import explain_rule
+
+        print(explain_rule(result.policy_set, decision, context, args.rule), file=sys.stderr)
+    elif args.explain and decision.explanation is not None:
         print(decision.explanation.text(args.explain), file=sys.stderr)
     return EXIT_OK if decision.allowed else EXIT_DENY
 

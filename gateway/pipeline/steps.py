@@ -31,7 +31,7 @@ from gateway.policy import Decision
 from gateway.policy.combine import stricter
 from gateway.privacy import MaskRule, scan, scan_headers
 from gateway.privacy.masking import UnmaskableValue, mask_values
-from gateway.problems import PROBLEM_CONTENT_TYPE, denial_problem, problem_bytes
+from gateway.problems import PROBLEM_CONTENT_TYPE, decision_problem, problem_bytes
 from gateway.proxy import UpstreamError, is_rerouted, select_backend
 from gateway.tenants import AuthFailure
 from gateway.tfserving import TfsError, build_backend_path, error_body, parse_request_target
@@ -263,39 +263,24 @@ def _first(rules: Sequence[str]) -> str:
 
 
 async def deny(state: RequestState) -> Reply | None:
-    """A refused decision: its record, then problem+json (451 legal, 403 licence)."""
+    """A refused decision: its record, then problem+json (451 legal, 403 licence, and 500 for
+    a policy that could not be evaluated)."""
     decision = state.decision
     assert decision is not None
     if decision.allowed:
         return None
-    config, runtime = state.snap.config, state.runtime
-    problem = decision.problem
-    status = decision.status if decision.status in (451, 403) else 451
+    runtime, snap = state.runtime, state.snap
+    status, body, headers = decision_problem(
+        operator=snap.config.operator,
+        decision=decision,
+        regimes=snap.policy_set.vocabulary.regimes,
+        decision_id=state.decision_id,
+        applies_to=state.path,
+        audit_rules=snap.policy_set.audit_rule_ids,
+    )
     runtime.metrics.count_decision("deny", _first(decision.rules))
     await append(state, denied_record(state, status))
     state.decision_written = True
-    regimes = sorted({b.regime for b in decision.legal_basis})
-    body = denial_problem(
-        operator=config.operator,
-        status=status,
-        problem_kind=problem.type if problem else "legal",
-        title=problem.title if problem else None,
-        detail=problem.detail if problem else "refused by policy",
-        remedy=problem.remedy.text if problem and problem.remedy else None,
-        rules=decision.rules,
-        legal_basis=[b.to_json() for b in decision.legal_basis],
-        jurisdiction=[problem.jurisdiction] if problem and problem.jurisdiction else regimes,
-        applies_to=(problem.applies_to if problem and problem.applies_to else state.path),
-        decision_id=state.decision_id,
-        stage=decision.stage,
-    )
-    if problem and problem.remedy and problem.remedy.header:
-        body["remedy_header"] = problem.remedy.header
-    if decision.errors:
-        body["errors"] = [e.code for e in decision.errors]
-    headers = {"Cache-Control": "no-store"}
-    if status == 451:
-        headers["Link"] = f'<{config.operator.blocking_entity_uri}>; rel="blocked-by"'
     _emit(state, "deny", [])
     runtime.metrics.count_request("deny", status)
     return Reply(status, problem_bytes(body), PROBLEM_CONTENT_TYPE, headers)

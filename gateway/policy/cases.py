@@ -375,10 +375,15 @@ def compare(decision: Decision, want: Mapping[str, Any]) -> Iterable[str]:
         missing = [r for r in want["rules_include"] if r not in got["rules"]]
         if missing:
             yield f"rules: missing {missing}, got {got['rules']}"
+    codes = [e["code"] for e in got["errors"]]
     if "errors" in want:
-        codes = [e["code"] for e in got["errors"]]
         if codes != want["errors"]:
             yield f"errors: want {want['errors']}, got {codes}"
+    elif codes:
+        # An erroring rule denies by failing closed: a case that only checks the effect
+        # would pass for the wrong reason, so errors must be expected explicitly.
+        where = ", ".join(f"{e['code']} in `{e['rule']}`" for e in got["errors"])
+        yield f"errors: the decision has evaluation errors ({where}); add `errors:` to expect them"
     for basis in want.get("legal_basis", []):
         if not any(all(b.get(k) == v for k, v in basis.items()) for b in got["legal_basis"]):
             refs = [f"{b['regime']} {b['ref']}" for b in got["legal_basis"]]

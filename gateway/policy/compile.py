@@ -49,6 +49,7 @@ from gateway.policy.predicates import (
 )
 from gateway.policy.schema import (
     CONTEXT_FIELDS,
+    DECLARED_FACTS,
     METHODS,
     OPERATORS,
     STAGE_OBLIGATIONS,
@@ -64,12 +65,14 @@ from gateway.policy.schema import (
     RuleSpec,
     SettingsDoc,
     Test,
+    declared_fact_of,
 )
-from gateway.policy.vocabulary import Vocabulary
+from gateway.policy.vocabulary import Vocabulary, region_in
 from gateway.source import LoadedDocument, format_path
 
 __all__ = [
     "COMPILE_STAGES",
+    "fields_read",
     "LOOKUP_GROUPS",
     "CNode",
     "CompiledRule",
@@ -84,6 +87,8 @@ TYPE = "policy_type_error"
 SCHEMA = "policy_schema_error"
 CONFLICT = "policy_conflict"
 UNREACHABLE = "policy_unreachable"
+ABSENCE = "policy_absence_implicit"
+BLOCKING_STATUTE = "policy_blocking_statute"
 
 _DEFAULT_STATUS = {"licence": 403}
 
@@ -173,6 +178,10 @@ class CompiledProblem:
     jurisdiction: str | None
     #: The rendered problem when no text names a field (most denials).
     static: Problem | None = None
+    #: Declared facts the rule asks for when absent: (fact, header, reader).
+    asks: tuple[tuple[str, str, Getter], ...] = ()
+    #: What the rule is about, for the problem that asks for a missing fact.
+    about: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -248,8 +257,14 @@ class _Typed:
 class _Compiler:
     """State shared by the compile stages."""
 
-    def __init__(self, files: Sequence[tuple[LoadedDocument, ParsedFile]]) -> None:
+    def __init__(
+        self,
+        files: Sequence[tuple[LoadedDocument, ParsedFile]],
+        emitted: frozenset[str] | None = None,
+    ) -> None:
         self.files = files
+        #: Categories some detector emits (None: not checked).
+        self.emitted = emitted
         self.docs = {doc.filename: doc for doc, _ in files}
         self.diags: list[Diagnostic] = []
         self.vocab: Vocabulary | None = None
@@ -323,8 +338,72 @@ def _collect(c: _Compiler) -> None:
             )
         return
     c.vocab = vocab_files[0].vocabulary
+    declared = c.settings.sanctions_programs if c.settings is not None else None
+    shipped = {p.sanctions_program for p in c.packs if p.sanctions_program is not None}
+    if declared is not None and c.settings is not None:
+        for program in declared:
+            if program not in shipped:
+                c.error(
+                    REF,
+                    f"no pack implements sanctions programme `{program}`",
+                    c.settings.operator_location,
+                    "operator.sanctions_programs",
+                    did_you_mean(program, sorted(shipped)) or f"packs implement {sorted(shipped)}",
+                )
     for pack in c.packs:
+        # The operator applies exactly the sanctions programmes it declares.
+        if declared is not None and pack.sanctions_program not in (None, *declared):
+            continue
         c.rules.extend(pack.rules)
+    if c.settings is not None and c.settings.established_in is not None:
+        vocab = c.vocabulary
+        if not vocab.is_region_term(c.settings.established_in):
+            c.error(
+                REF,
+                f"unknown region `{c.settings.established_in}` (not in {vocab.file})",
+                c.settings.operator_location,
+                "operator.established_in",
+                did_you_mean(c.settings.established_in, vocab.region_terms()),
+            )
+        else:
+            _blocking_statute(c)
+
+
+#: US programmes listed in the annex of the EU Blocking Statute (Council Regulation (EC)
+#: No 2271/96 as amended by Delegated Regulation (EU) 2018/1100).
+_BLOCKED_US_MEASURES = ("31 CFR Part 515", "31 CFR Part 560")
+
+
+def _blocking_statute(c: _Compiler) -> None:
+    settings = c.settings
+    assert settings is not None and settings.established_in is not None
+    if settings.us_nexus is not None:
+        return  # recorded: a US person or an authorised operator
+    if not region_in(settings.established_in, c.vocabulary.expand(["EU"])):
+        return
+    cited = sorted(
+        {
+            measure
+            for rule in c.rules
+            if rule.pack in {p.id for p in c.packs if (p.sanctions_program or "").startswith("US")}
+            for basis in rule.basis
+            for measure in _BLOCKED_US_MEASURES
+            if measure in basis.ref
+        }
+    )
+    if cited:
+        c.error(
+            BLOCKING_STATUTE,
+            f"the operator is established in {settings.established_in} (EU) and applies US "
+            f"measures listed in the annex of the EU Blocking Statute ({', '.join(cited)})",
+            settings.operator_location,
+            "operator.sanctions_programs",
+            "Regulation (EC) No 2271/96 may forbid complying with them unless the operator has a "
+            "US nexus (US person, US-owned or controlled, US-origin items, USD clearing) or an "
+            "authorisation under its Art. 5; record which in `operator.us_nexus`, or drop the "
+            "programme",
+            severity="warning",
+        )
 
 
 # --------------------------------------------------------------------------- stage 2
@@ -444,6 +523,14 @@ class _Literal:
             word = {"integer": "an integer", "boolean": "a boolean", "string": "a string"}[kind]
             if self.doc is not None:
                 diag = self.doc.type_error(path, word, raw, what=slot, code=TYPE)
+                if kind == "string" and isinstance(raw, bool) and base == "string":
+                    # Quoting `true` would compare with the text "true": what was meant is
+                    # almost always whether the field is set.
+                    diag = dataclasses.replace(
+                        diag,
+                        help=f"to test whether `{self.test.field}` is set, write "
+                        f"`{self.test.field}: {{exists: {'true' if raw else 'false'}}}`",
+                    )
                 self.ok = False
                 self.c.diags.append(diag)
             else:
@@ -648,8 +735,115 @@ def _walk_tests(cond: Condition | None) -> Iterable[Test]:
             yield from _walk_tests(item)
 
 
+def fields_read(rule: RuleSpec) -> frozenset[str]:
+    """Every context field a rule reads: in tests, field operands and templates."""
+    names: set[str] = set()
+    for cond in (rule.when, *(e.when for e in rule.exceptions)):
+        for test in _walk_tests(cond):
+            names.add(test.field)
+            if isinstance(test.operand, FieldRef):
+                names.add(test.operand.path)
+    texts = [b.ref for b in rule.basis] + [h.value for h in rule.obligations.headers]
+    if rule.problem is not None:
+        texts += [rule.problem.detail or "", rule.problem.title or ""]
+        texts += [rule.problem.remedy.text] if rule.problem.remedy else []
+    for text in texts:
+        names.update(template_fields(text))
+    return frozenset(names)
+
+
+def declared_facts_read(cond: Condition | None) -> frozenset[str]:
+    """The declared facts a condition reads, directly or through a derived field."""
+    facts = {declared_fact_of(t.field) for t in _walk_tests(cond)}
+    return frozenset(f for f in facts if f is not None)
+
+
+def _absence(c: _Compiler) -> None:
+    """Check each rule's `when_absent` and rewrite the conditions of the facts it asks for.
+
+    A deny rule that asks for fact F holds whenever it could hold for some value of an
+    absent F: a test on F (or on a field derived from F) counts as holding where it would
+    make the rule match (as `F absent or test`; under `not`, as `F present and test`).
+    """
+    for i, rule in enumerate(c.rules):
+        reads = declared_facts_read(rule.when)
+        stated = {a.fact: a for a in rule.when_absent}
+        can_deny = rule.effect == "deny" or rule.obligations.route is not None
+        if rule.when_absent and not can_deny:
+            c.error(
+                SCHEMA,
+                "`when_absent` only applies to deny rules and routing rules",
+                rule.when_absent[0].location,
+                rule.when_absent[0].path,
+                "remove it: only a refusal can be evaded by leaving a header out",
+            )
+            continue
+        for absence in rule.when_absent:
+            if absence.fact not in reads:
+                c.error(
+                    REF,
+                    f"rule does not read `{absence.fact}`",
+                    absence.location,
+                    absence.path,
+                    "remove the entry, or test the fact in `when`",
+                )
+        if can_deny:
+            what = "deny" if rule.effect == "deny" else "routing"
+            for fact in sorted(reads - stated.keys()):
+                header = DECLARED_FACTS[fact]
+                c.error(
+                    ABSENCE,
+                    f"{what} rule `{rule.id}` reads `{fact}` ({header}) but does not say what "
+                    "its absence means",
+                    rule.location,
+                    rule.path,
+                    f"add `when_absent: {{{fact}: ask}}` to refuse and ask for {header}, or "
+                    f"`{{{fact}: {{not_applicable: <why>}}}}`",
+                    severity="warning",
+                )
+        asks = {a.fact: a for a in rule.when_absent if a.mode == "ask"}
+        if asks and rule.when is not None:
+            c.rules[i] = dataclasses.replace(rule, when=_assume_absent(rule.when, asks, True))
+
+
+def _holds_on_null(test: Test) -> bool:
+    """Whether a test holds when its field is null (see the null semantics of the docs)."""
+    if isinstance(test.operand, FieldRef):
+        return False
+    if test.op in ("not_in", "contains_none"):
+        return True
+    if test.op in ("ne", "eq"):
+        return (test.operand is None) == (test.op == "eq")
+    if test.op in ("exists", "empty"):
+        return test.operand is (test.op == "empty")
+    return False
+
+
+def _assume_absent(cond: Condition, asks: Mapping[str, Any], positive: bool) -> Condition:
+    if isinstance(cond, Test):
+        fact = declared_fact_of(cond.field)
+        absence = asks.get(fact) if fact is not None else None
+        if absence is None or fact is None:
+            return cond
+        # A test on the fact itself that already says what absence needs is kept as it is
+        # (fewer nodes on the hot path); derived fields may not be null when the fact is.
+        if cond.field == fact and _holds_on_null(cond) == positive:
+            return cond
+        where = (absence.location, tuple(str(absence.path).split(".")))
+        if positive:
+            return AnyOf((Test(fact, "exists", False, *where), cond), cond.location)
+        return AllOf((Test(fact, "exists", True, *where), cond), cond.location)
+    if isinstance(cond, Not):
+        return Not(_assume_absent(cond.item, asks, not positive), cond.location)
+    items = tuple(_assume_absent(item, asks, positive) for item in cond.items)
+    if isinstance(cond, AnyOf):
+        return AnyOf(items, cond.location)
+    return AllOf(items, cond.location)
+
+
 def _typecheck(c: _Compiler) -> None:
     vocab = c.vocabulary
+    _absence(c)
     for rule in c.rules:
         conditions = [rule.when, *(e.when for e in rule.exceptions)]
         for cond in conditions:
@@ -701,13 +895,23 @@ def _check_problem_templates(c: _Compiler, problem: ProblemSpec, path: str) -> N
 
 def _check_template(c: _Compiler, text: str, location: Location, path: str) -> None:
     for name in template_fields(text):
-        if resolve_field_type(name, c.vocabulary) is None:
+        ftype = resolve_field_type(name, c.vocabulary)
+        if ftype is None:
             c.error(
                 REF,
                 f"unknown field `{name}` in template",
                 location,
                 path,
                 did_you_mean(name, _field_names(c.vocabulary)),
+            )
+        elif ftype == "object":
+            # Lists render comma-separated; an object has no text form.
+            c.error(
+                TYPE,
+                f"template field `{name}` is an object and cannot be rendered",
+                location,
+                path,
+                f"name one of its fields, e.g. `${{{name}.id}}`",
             )
 
 
@@ -722,6 +926,16 @@ def _typecheck_obligations(c: _Compiler, ob: ObligationsSpec) -> None:
                     mask.location,
                     mask.path,
                     did_you_mean(cat, vocab.personal_data),
+                )
+            elif c.emitted is not None and cat not in c.emitted:
+                c.error(
+                    REF,
+                    f"no detector emits personal-data category `{cat}`: masking it would "
+                    "never happen",
+                    mask.location,
+                    mask.path,
+                    "add a detector for it (gateway/privacy/detectors.py) or remove the "
+                    "category from the rule",
                 )
     if ob.route is not None:
         for region in ob.route.regions:
@@ -798,6 +1012,21 @@ def _check(c: _Compiler) -> None:
                 f"`status` and `problem` only apply to deny rules, not `{rule.effect}`",
                 rule.location,
                 rule.path,
+            )
+        says_applied = any(
+            h.name.lower() == "x-aigc-explicit-label" and h.value.strip().lower() == "applied"
+            for h in rule.obligations.headers
+        )
+        if says_applied and not any(
+            m.scheme == "cn_aigc_explicit_label" for m in rule.obligations.image_marks
+        ):
+            c.error(
+                SCHEMA,
+                "the rule answers `X-AIGC-Explicit-Label: applied` without drawing the label",
+                rule.location,
+                rule.path + ".obligations",
+                "add `image_marks: [{scheme: cn_aigc_explicit_label}]`: the header may only "
+                "say what the gateway did",
             )
         if rule.effect == "obligate" and not kinds:
             c.error(
@@ -969,6 +1198,17 @@ def _lower(c: _Compiler) -> None:
         problem = None
         if rule.effect == "deny":
             problem = _lower_problem(c, rule.problem, status, rule)
+            # List facts (consents) are never null in a gateway context: their own remedy
+            # names the header, and a list would make the denial's memo key unhashable.
+            asks = tuple(
+                (a.fact, DECLARED_FACTS[a.fact], make_getter(a.fact, vocab))
+                for a in rule.when_absent
+                if a.mode == "ask" and not CONTEXT_FIELDS[a.fact].type.startswith("list:")
+            )
+            if asks:
+                problem = dataclasses.replace(
+                    problem, asks=asks, static=None, about=rule.description
+                )
         c.compiled.append(
             CompiledRule(
                 spec=rule,
@@ -1227,9 +1467,14 @@ def compile_documents(
     files: Sequence[tuple[LoadedDocument, ParsedFile]],
     *,
     stop_after: str | None = None,
+    emitted: frozenset[str] | None = None,
 ) -> CompileResult:
-    """Run the compile stages over parsed files; diagnostics accumulate in the result."""
-    c = _Compiler(files)
+    """Run the compile stages over parsed files; diagnostics accumulate in the result.
+
+    `emitted`, when given, is the set of personal-data categories the detectors emit: a
+    masking rule naming another category is an error.
+    """
+    c = _Compiler(files, emitted)
     for name, stage, needs_clean_input in COMPILE_STAGES:
         if needs_clean_input and has_errors(c.diags):
             break

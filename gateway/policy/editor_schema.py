@@ -14,6 +14,7 @@ from typing import Any
 
 from gateway.policy.schema import (
     CONTEXT_FIELDS,
+    DECLARED_FACTS,
     EFFECTS,
     IMAGE_MARK_SCHEMES,
     MASK_METHODS,
@@ -177,6 +178,19 @@ def _rule() -> dict[str, Any]:
                     ("until", "ticket"),
                 ),
             },
+            "when_absent": {
+                "type": "object",
+                "propertyNames": {"enum": list(DECLARED_FACTS)},
+                "additionalProperties": {
+                    "oneOf": [
+                        {"const": "ask"},
+                        _strict(
+                            {"not_applicable": {"type": "string", "minLength": 1}},
+                            ("not_applicable",),
+                        ),
+                    ]
+                },
+            },
         },
         ("id", "effect"),
     )
@@ -311,6 +325,7 @@ def policy_json_schema() -> dict[str, Any]:
             "title": {"type": "string"},
             "description": {"type": "string"},
             "regime": {"type": "string"},
+            "sanctions_program": {"type": "string"},
             "stage": {"enum": list(STAGES)},
             "rules": {"type": "array", "items": _rule()},
         },
@@ -327,6 +342,14 @@ def policy_json_schema() -> dict[str, Any]:
                     "problem": _problem(),
                 },
                 ("effect",),
+            ),
+            "operator": _strict(
+                {
+                    "established_in": {"type": "string"},
+                    "sanctions_programs": {"type": "array", "items": {"type": "string"}},
+                    "us_nexus": {"type": "string"},
+                },
+                (),
             ),
         },
         ("kind", "default"),

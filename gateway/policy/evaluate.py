@@ -30,6 +30,7 @@ from gateway.policy.compile import (
     CompiledProblem,
     CompiledRule,
     CompileResult,
+    fields_read,
     lower_problem,
 )
 from gateway.policy.decision import (
@@ -47,7 +48,7 @@ from gateway.policy.decision import (
     SinkSuppression,
     Waiver,
 )
-from gateway.policy.predicates import EvalError, EvalState, parse_interval
+from gateway.policy.predicates import ABSENT, EvalError, EvalState, parse_interval
 from gateway.policy.schema import STAGES
 from gateway.policy.vocabulary import Vocabulary, region_in
 
@@ -111,6 +112,8 @@ class PolicySet:
         "_plain_keeps",
         "_plans",
         "_runners",
+        "operator",
+        "_inject_operator",
     )
 
     def __init__(self, compiled: CompileResult, revision: str, files: Sequence[str]) -> None:
@@ -164,6 +167,20 @@ class PolicySet:
             None,
         )
         self._cache: dict[Any, Any] = {}
+        #: The operator's declarations from the settings, the `operator` section of every
+        #: context that does not bring its own (None: nothing declared).
+        self.operator: Mapping[str, Any] | None = None
+        if settings is not None and (
+            settings.established_in is not None or settings.sanctions_programs is not None
+        ):
+            self.operator = {
+                "established_in": settings.established_in,
+                "sanctions_programs": list(settings.sanctions_programs or ()),
+            }
+        #: Only a set whose rules read `operator.*` pays for adding the section.
+        self._inject_operator = self.operator is not None and any(
+            name.startswith("operator.") for r in self._rules for name in fields_read(r.spec)
+        )
 
     # ------------------------------------------------------------------ introspection
 
@@ -176,6 +193,11 @@ class PolicySet:
     def rule_ids(self) -> tuple[str, ...]:
         """Rule ids in evaluation order."""
         return tuple(r.id for r in self._rules)
+
+    @property
+    def audit_rule_ids(self) -> frozenset[str]:
+        """Ids of the audit-stage rules (record keeping; they never decide a request)."""
+        return frozenset(r.id for r in self._rules if r.stage_index == _AUDIT)
 
     @property
     def default_effect(self) -> str:
@@ -289,6 +311,8 @@ class PolicySet:
         # `ctx` is typed loosely on purpose: callers may pass anything and must get a deny.
         if ctx.__class__ is not dict and not isinstance(ctx, Mapping):
             return self._failure("context_invalid", "the context must be an object", None, None)
+        if self._inject_operator and "operator" not in ctx:
+            ctx = {**ctx, "operator": self.operator}
         raw_now = ctx.get("now")
         now = parse_interval(raw_now) if type(raw_now) is str and len(raw_now) > 10 else None
         if now is None:
@@ -1000,6 +1024,23 @@ class PolicySet:
 
 def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState) -> Problem:
     remedy = None
+    if spec.asks:
+        missing = [header for _fact, header, read in spec.asks if _absent(read, ctx, st)]
+        if missing:
+            # The rule holds only because a declaration is missing: ask for it.
+            named = ", ".join(missing)
+            return Problem(
+                type=spec.type,
+                title=spec.title,
+                detail=f"{named} was not declared; without it this request may fall under the "
+                f"rule: {spec.about or spec.title}. It is refused until the header is sent",
+                remedy=Remedy(
+                    f"declare {named} (send the header with the request)", missing[0], None
+                ),
+                demanding_party=spec.demanding_party,
+                applies_to=spec.applies_to,
+                jurisdiction=spec.jurisdiction,
+            )
     if spec.remedy_text is not None:
         remedy = Remedy(
             spec.remedy_text.render(ctx, st, null="unknown"), spec.remedy_header, spec.remedy_value
@@ -1015,6 +1056,14 @@ def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState
     )
 
 
+def _absent(read: Any, ctx: Mapping[str, Any], st: EvalState) -> bool:
+    try:
+        value = read(ctx, st)
+    except EvalError:
+        return True
+    return value is None or value is ABSENT
+
+
 def _text_keys(rule: CompiledRule, vocabulary: Vocabulary) -> tuple[_KeyReader, _KeyReader]:
     bases = [
         part[0]
@@ -1028,6 +1077,7 @@ def _text_keys(rule: CompiledRule, vocabulary: Vocabulary) -> tuple[_KeyReader, 
         for template in (rule.problem.detail, rule.problem.remedy_text):
             if template is not None:
                 texts.extend(p[0] for p in template.parts if p.__class__ is tuple)
+        texts.extend(fact for fact, _header, _read in rule.problem.asks)
     return generate_key_reader(vocabulary, bases), generate_key_reader(vocabulary, texts)
 
 

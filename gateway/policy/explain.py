@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.errors import Location
 from gateway.policy.predicates import EvalError, EvalState
-from gateway.policy.schema import STAGES
+from gateway.policy.schema import DECLARED_FACTS, STAGES
 
 if TYPE_CHECKING:
     from gateway.policy.compile import CNode
@@ -37,6 +37,7 @@ __all__ = [
     "Explanation",
     "RuleTrace",
     "build_explanation",
+    "explain_rule",
     "summary_explanation",
 ]
 
@@ -79,6 +80,8 @@ class RuleTrace:
     location: Location
     conditions: tuple[ConditionTrace, ...]
     description: str | None
+    #: `from ... until ...` when the rule has an effective window, else None.
+    effective: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON form of the rule trace."""
@@ -91,8 +94,35 @@ class RuleTrace:
             "outcome": self.outcome,
             "location": str(self.location),
             "description": self.description,
+            "effective": self.effective,
             "conditions": [c.to_json() for c in self.conditions],
         }
+
+    def heading(self) -> str:
+        """`file:line: rule `id` (stage, effect[, dry-run]): outcome[, effective ...]`."""
+        where = f"{self.location.file}:{self.location.line}"
+        dated = (
+            f" (effective {self.effective})"
+            if self.effective and (self.outcome == "inactive" or self.mode != "enforce")
+            else ""
+        )
+        return (
+            f"{where}: rule `{self.rule}` ({self.stage}, {self.effect}"
+            f"{', dry-run' if self.mode != 'enforce' else ''}): {self.outcome}{dated}"
+        )
+
+    def condition_lines(self) -> list[str]:
+        """Each condition with its verdict and the value it read, indented by depth."""
+        lines = []
+        for cond in self.conditions:
+            pad = "  " * (cond.depth + 1)
+            if cond.result is None:
+                verdict = f"failed: {cond.error}"
+            else:
+                verdict = "was true" if cond.result else "was false"
+            shown = f" (`{_short(cond.value)}`)" if cond.value is not _NO_VALUE else ""
+            lines.append(f"{pad}{cond.location}: `{cond.text}` {verdict}{shown}")
+        return lines
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,10 +132,16 @@ class Explanation:
     summary: str
     default_deny: bool
     rules: tuple[RuleTrace, ...]
+    #: The routing step: one line per candidate backend, eligible or not and why.
+    routing: tuple[str, ...] = ()
 
-    def to_json(self) -> dict[str, Any]:
-        """JSON form: the summary line and every rule trace."""
-        return {"summary": self.summary, "rules": [r.to_json() for r in self.rules]}
+    def to_json(self, mode: ExplainMode = "full") -> dict[str, Any]:
+        """JSON form: the summary line, the routing step and the rule traces `mode` shows."""
+        return {
+            "summary": self.summary,
+            "routing": list(self.routing),
+            "rules": [r.to_json() for r in self.selected(mode)],
+        }
 
     def selected(self, mode: ExplainMode = "fails") -> list[RuleTrace]:
         """The rule traces a mode shows."""
@@ -121,20 +157,12 @@ class Explanation:
     def text(self, mode: ExplainMode = "fails") -> str:
         """Render as text lines (`file:line: rule ...`, conditions indented below)."""
         lines = [self.summary]
+        if self.routing:
+            lines.append("routing:")
+            lines.extend(f"  {line}" for line in self.routing)
         for rule in self.selected(mode):
-            where = f"{rule.location.file}:{rule.location.line}"
-            lines.append(
-                f"{where}: rule `{rule.rule}` ({rule.stage}, {rule.effect}"
-                f"{', dry-run' if rule.mode != 'enforce' else ''}): {rule.outcome}"
-            )
-            for cond in rule.conditions:
-                pad = "  " * (cond.depth + 1)
-                if cond.result is None:
-                    verdict = f"failed: {cond.error}"
-                else:
-                    verdict = "was true" if cond.result else "was false"
-                shown = f" (`{_short(cond.value)}`)" if cond.value is not _NO_VALUE else ""
-                lines.append(f"{pad}{cond.location}: `{cond.text}` {verdict}{shown}")
+            lines.append(rule.heading())
+            lines.extend(rule.condition_lines())
         return "\n".join(lines)
 
 
@@ -214,34 +242,145 @@ def build_explanation(
     for rule in policy_set.rules:
         if rule.stage_index > last_stage and rule.stage_index != audit:
             continue
-        conditions: list[ConditionTrace] = []
-        if rule.node is not None:
-            _trace(rule.node, ctx, st, 0, conditions)
-        outcome = outcomes.get(rule.pos, "skipped")
-        traces.append(
-            RuleTrace(
-                rule.id,
-                rule.spec.pack,
-                rule.spec.stage,
-                rule.spec.effect,
-                rule.spec.mode,
-                outcome,
-                rule.spec.location,
-                tuple(conditions),
-                rule.spec.description,
+        traces.append(_rule_trace(rule, ctx, st, outcomes.get(rule.pos, "skipped")))
+    audit_ids = {r.id for r in policy_set.rules if r.spec.stage == "audit"}
+    summary = _summary(decision, audit_ids)
+    routing = tuple(_routing_lines(policy_set, decision, ctx))
+    return Explanation(summary, decision.stage == "default", tuple(traces), routing)
+
+
+def _rule_trace(rule: Any, ctx: Mapping[str, Any], st: EvalState, outcome: str) -> RuleTrace:
+    conditions: list[ConditionTrace] = []
+    if rule.node is not None:
+        _trace(rule.node, ctx, st, 0, conditions)
+    spec = rule.spec
+    effective = None
+    if spec.effective_from is not None or spec.effective_until is not None:
+        start = spec.effective_from.isoformat() if spec.effective_from else "the start"
+        end = spec.effective_until.isoformat() if spec.effective_until else "further notice"
+        effective = f"from {start} until {end}"
+    return RuleTrace(
+        rule.id,
+        spec.pack,
+        spec.stage,
+        spec.effect,
+        spec.mode,
+        outcome,
+        spec.location,
+        tuple(conditions),
+        spec.description,
+        effective,
+    )
+
+
+def _routing_lines(policy_set: PolicySet, decision: Decision, ctx: Mapping[str, Any]) -> list[str]:
+    """Each candidate backend, eligible or not, and why (the residency step)."""
+    routing = decision.obligations.routing
+    backends = ctx.get("backends")
+    route_rules = [r.id for r in policy_set.rules if r.obligations.route is not None]
+    ruling = [r for r in decision.rules if r in route_rules]
+    if routing is None and not (decision.stage == "residency" and ruling):
+        return []
+    if not isinstance(backends, list):
+        return ["no candidate backends in the context"]
+    allowed = list(routing.allowed_regions) if routing else []
+    mechanisms = list(routing.mechanisms) if routing else []
+    eligible = set(routing.backends) if routing else set()
+    lines = [
+        f"constraints from {', '.join(ruling) or 'the routing rules'}: regions "
+        f"{', '.join(allowed) or 'none'}"
+        + (f", or a backend holding {', '.join(mechanisms)}" if mechanisms else "")
+    ]
+    for backend in backends:
+        if not isinstance(backend, Mapping):
+            continue
+        held = [m for m in backend.get("transfer_mechanisms") or () if m in mechanisms]
+        region = backend.get("region")
+        if backend.get("id") in eligible:
+            why = f"region {region} is allowed" if not held else f"holds {', '.join(held)}"
+            lines.append(f"backend `{backend.get('id')}` eligible: {why}")
+        else:
+            lines.append(
+                f"backend `{backend.get('id')}` not eligible: region {region} is outside "
+                f"{', '.join(allowed) or 'every allowed region'}"
+                + (f" and it holds none of {', '.join(mechanisms)}" if mechanisms else "")
             )
+    return lines
+
+
+def explain_rule(
+    policy_set: PolicySet, decision: Decision, ctx: Mapping[str, Any], rule_id: str
+) -> str:
+    """Answer "why (not) this rule" for one decision: the rule's outcome, its effective
+    window, and every condition with the value it read (also for stages that did not run)."""
+    from gateway.policy.predicates import parse_interval
+
+    rule = next((r for r in policy_set.rules if r.id == rule_id), None)
+    if rule is None:
+        return f"no rule `{rule_id}` in the policy set"
+    raw_now = ctx.get("now")
+    now = parse_interval(raw_now) if isinstance(raw_now, str) else None
+    if now is None:
+        return f"rule `{rule_id}`: the context has no readable `now`"
+    st = EvalState(now, policy_set.vocabulary)
+    try:
+        st.load_sections(ctx)
+    except EvalError as exc:
+        return f"rule `{rule_id}`: the context cannot be read ({exc.message})"
+    traced = {t.rule: t for t in decision.explanation.rules} if decision.explanation else {}
+    known = traced.get(rule_id)
+    outcome = known.outcome if known else "not evaluated"
+    trace = _rule_trace(rule, ctx, st, outcome)
+    audit_ids = {r.id for r in policy_set.rules if r.spec.stage == "audit"}
+    lines = [_summary(decision, audit_ids), trace.heading()]
+    if rule_id in decision.rules and rule.spec.stage != "audit":
+        verdict = (
+            "it decided this request"
+            if decision.effect == "deny" and rule.denies
+            else ("it applied to this request")
         )
-    summary = _summary(decision)
-    return Explanation(summary, decision.stage == "default", tuple(traces))
+    elif rule_id in decision.rules:
+        verdict = "an audit duty: it sets record keeping, it did not decide the request"
+    elif rule_id in decision.dry_run:
+        verdict = "it matched in dry-run: reported, never enforced"
+    elif known is None:
+        verdict = f"stage `{rule.spec.stage}` did not run: stage `{decision.stage}` decided first"
+    elif outcome == "inactive" or not _in_force(rule, now):
+        verdict = f"not in force at {raw_now} (effective {trace.effective})"
+    elif outcome == "waived":
+        waiver = next((w for w in decision.waivers if w.rule == rule_id), None)
+        verdict = f"waived until {waiver.until} ({waiver.ticket})" if waiver else "waived"
+    elif outcome in ("not_matched", "skipped"):
+        failed = _failed_conjunct(trace.conditions)
+        verdict = "its condition did not hold" + (f": `{failed}` was false" if failed else "")
+    elif outcome == "error":
+        verdict = "it could not be evaluated (the request is refused)"
+    else:
+        verdict = outcome
+    missing = [
+        DECLARED_FACTS[a.fact]
+        for a in rule.spec.when_absent
+        if a.mode == "ask" and _absent(ctx, a.fact)
+    ]
+    if missing and rule_id in decision.rules:
+        verdict += f", because {', '.join(missing)} was not declared (when_absent: ask)"
+    lines.append(f"  why: {verdict}")
+    lines.extend(trace.condition_lines())
+    return "\n".join(lines)
 
 
-def _summary(decision: Decision) -> str:
+def _summary(decision: Decision, audit_ids: frozenset[str] | set[str] = frozenset()) -> str:
     if decision.effect == "allow":
         return f"decision: allow 200 (rules: {', '.join(decision.rules) or 'none'})"
+    # Audit rules set record keeping on every decision; they never decide a denial.
+    deciding = [r for r in decision.rules if r not in audit_ids]
+    duties = [r for r in decision.rules if r in audit_ids]
     summary = (
         f"decision: deny {decision.status} at stage `{decision.stage}` "
-        f"(rules: {', '.join(decision.rules) or 'none'})"
+        f"(rules: {', '.join(deciding) or 'none'})"
     )
+    if duties:
+        summary += f"; audit duties: {', '.join(duties)}"
     if decision.errors:
         summary += "; errors: " + ", ".join(
             f"{e.code} ({e.message})" if e.rule is None else f"{e.code} in `{e.rule}`"
@@ -254,3 +393,37 @@ def summary_explanation(decision: Decision) -> Explanation:
     """An explanation without rule traces, for decisions made before any rule ran
     (an unreadable context)."""
     return Explanation(_summary(decision), False, ())
+
+
+def _absent(ctx: Mapping[str, Any], fact: str) -> bool:
+    section, _, name = fact.partition(".")
+    holder = ctx.get(section)
+    return not isinstance(holder, Mapping) or holder.get(name) is None
+
+
+def _in_force(rule: Any, now: Any) -> bool:
+    start, end = now
+    if rule.start is not None and end <= rule.start:
+        return False
+    return rule.end is None or start < rule.end
+
+
+def _failed_conjunct(conditions: tuple[ConditionTrace, ...]) -> str | None:
+    """The first conjunct of a rule's condition that was false, as the officer wrote it (an
+    `any` added for an absent fact is shown by the test it guards)."""
+    if not conditions:
+        return None
+    depth = 1 if conditions[0].text == "all" else 0
+    for i, cond in enumerate(conditions):
+        if cond.depth != depth or cond.result is not False:
+            continue
+        if cond.text != "any":
+            return cond.text
+        children = []
+        for later in conditions[i + 1 :]:
+            if later.depth <= depth:
+                break
+            if later.depth == depth + 1 and not later.text.endswith(" exists false"):
+                children.append(later.text)
+        return " or ".join(children) if children else cond.text
+    return None

@@ -24,6 +24,7 @@ from gateway.errors import Diagnostic, Location, has_errors, sort_diagnostics
 from gateway.policy.compile import compile_documents
 from gateway.policy.evaluate import PolicySet
 from gateway.policy.parse import ParsedFile, parse_document
+from gateway.privacy.detectors import emitted_categories as detector_categories
 from gateway.source import LoadedDocument, load_yaml
 
 __all__ = [
@@ -112,7 +113,8 @@ def load_policy_set(paths: Sequence[Path | str]) -> LoadResult:
     """Load, check and compile policy files and directories into a `PolicySet`.
 
     Every problem in every file is reported at once (sorted; warnings included). On any
-    error the result holds no policy set.
+    error the result holds no policy set. A masking rule must name a category one of the
+    built-in detectors emits.
     """
     files, diagnostics = discover_files(paths)
     if not files and not diagnostics:
@@ -153,7 +155,7 @@ def load_policy_set(paths: Sequence[Path | str]) -> LoadResult:
     vocabularies = [p for _d, p in loaded if p.kind == "vocabulary"]
     if any(p.vocabulary is None for p in vocabularies) or (unreadable and not vocabularies):
         return LoadResult(None, tuple(sort_diagnostics(diagnostics)))
-    compiled = compile_documents(loaded)
+    compiled = compile_documents(loaded, emitted=detector_categories())
     diagnostics.extend(compiled.diagnostics)
     if has_errors(diagnostics) or compiled.vocabulary is None:
         return LoadResult(None, tuple(sort_diagnostics(diagnostics)))

@@ -18,6 +18,7 @@ from typing import Any
 
 from gateway.errors import Diagnostic, Location, describe_value, did_you_mean
 from gateway.policy.schema import (
+    DECLARED_FACTS,
     EFFECTS,
     IMAGE_MARK_SCHEMES,
     MASK_METHODS,
@@ -25,6 +26,7 @@ from gateway.policy.schema import (
     OPERATORS,
     PROBLEM_TYPES,
     STAGES,
+    AbsenceSpec,
     AllOf,
     AnyOf,
     AuditSpec,
@@ -312,7 +314,7 @@ def _parse_pack(r: Reader, data: dict[str, Any]) -> PackDoc | None:
         (),
         what="pack",
         required=("kind", "id", "rules"),
-        optional=("version", "title", "regime", "stage", "description"),
+        optional=("version", "title", "regime", "stage", "description", "sanctions_program"),
     )
     if "version" in data:
         r.integer(data["version"], ("version",), "version", choices=(1,))
@@ -330,6 +332,7 @@ def _parse_pack(r: Reader, data: dict[str, Any]) -> PackDoc | None:
     title = r.optional_string(data, "title", (), "title")
     r.optional_string(data, "description", (), "description")
     regime = r.optional_string(data, "regime", (), "regime")
+    program = r.optional_string(data, "sanctions_program", (), "sanctions_program")
     stage = None
     if "stage" in data:
         stage = r.string(data["stage"], ("stage",), "stage", choices=STAGES)
@@ -341,7 +344,7 @@ def _parse_pack(r: Reader, data: dict[str, Any]) -> PackDoc | None:
             rules.append(rule)
     if pack_id is None:
         return None
-    return PackDoc(pack_id, title, regime, tuple(rules), r.doc.filename, r.loc(()))
+    return PackDoc(pack_id, title, regime, tuple(rules), r.doc.filename, r.loc(()), program)
 
 
 _RULE_KEYS = (
@@ -357,6 +360,7 @@ _RULE_KEYS = (
     "effective_from",
     "effective_until",
     "exceptions",
+    "when_absent",
 )
 
 
@@ -426,6 +430,7 @@ def _parse_rule(
         else None
     )
     exceptions = tuple(_parse_exceptions(r, data.get("exceptions", []), (*path, "exceptions")))
+    when_absent = tuple(_parse_absence(r, data.get("when_absent", {}), (*path, "when_absent")))
     description = r.optional_string(data, "description", path, "description")
     applies_to = r.optional_string(data, "applies_to", path, "applies_to")
     if len(r.diagnostics) != before or rule_id is None or effect is None or stage is None:
@@ -449,7 +454,47 @@ def _parse_rule(
         location=r.loc(path),
         path=format_path(path),
         index=index,
+        when_absent=when_absent,
     )
+
+
+_ABSENCE_HELP = (
+    "write `ask` (refuse and ask for the header) or `{not_applicable: <why absence does not "
+    "bring the rule into play>}`"
+)
+
+
+def _parse_absence(r: Reader, raw: object, path: DataPath) -> Iterable[AbsenceSpec]:
+    if not isinstance(raw, dict):
+        r.type_error(path, "a mapping of declared facts", raw, "when_absent")
+        return
+    for fact, meaning in raw.items():
+        sub = (*path, fact)
+        if fact not in DECLARED_FACTS:
+            r.error(
+                SCHEMA,
+                f"`{fact}` is not a declared fact",
+                sub,
+                help=did_you_mean(str(fact), DECLARED_FACTS) or _one_of(DECLARED_FACTS),
+                at_key=True,
+            )
+            continue
+        if meaning == "ask":
+            yield AbsenceSpec(fact, "ask", None, r.loc(sub), format_path(sub))
+            continue
+        if isinstance(meaning, dict) and set(meaning) == {"not_applicable"}:
+            reason = r.string(
+                meaning["not_applicable"], (*sub, "not_applicable"), "not_applicable reason"
+            )
+            if reason is not None:
+                yield AbsenceSpec(fact, "not_applicable", reason, r.loc(sub), format_path(sub))
+            continue
+        r.error(
+            SCHEMA,
+            f"cannot read what the absence of `{fact}` means ({_describe(meaning)})",
+            sub,
+            help=_ABSENCE_HELP,
+        )
 
 
 _COMBINATORS = ("all", "any", "not")
@@ -774,7 +819,35 @@ def _parse_exceptions(r: Reader, raw: object, path: DataPath) -> Iterable[Except
 
 
 def _parse_settings(r: Reader, data: dict[str, Any]) -> SettingsDoc | None:
-    r.mapping(data, (), what="settings", required=("kind", "default"), optional=("version",))
+    r.mapping(
+        data, (), what="settings", required=("kind", "default"), optional=("version", "operator")
+    )
+    established_in: str | None = None
+    us_nexus: str | None = None
+    programs: tuple[str, ...] | None = None
+    operator_location = None
+    if "operator" in data:
+        od = r.mapping(
+            data["operator"],
+            ("operator",),
+            what="operator",
+            optional=("established_in", "sanctions_programs", "us_nexus"),
+        )
+        if od is not None:
+            operator_location = r.loc(("operator",))
+            established_in = r.optional_string(
+                od, "established_in", ("operator",), "established_in"
+            )
+            us_nexus = r.optional_string(od, "us_nexus", ("operator",), "us_nexus")
+            if "sanctions_programs" in od:
+                programs = tuple(
+                    r.string_list(
+                        od["sanctions_programs"],
+                        ("operator", "sanctions_programs"),
+                        "sanctions programme",
+                    )
+                    or ()
+                )
     if "default" not in data:
         return None
     path: DataPath = ("default",)
@@ -794,7 +867,17 @@ def _parse_settings(r: Reader, data: dict[str, Any]) -> SettingsDoc | None:
     problem = _parse_problem(r, dd["problem"], (*path, "problem")) if "problem" in dd else None
     if effect is None:
         return None
-    return SettingsDoc(effect, status, problem, r.doc.filename, r.loc(()))
+    return SettingsDoc(
+        effect,
+        status,
+        problem,
+        r.doc.filename,
+        r.loc(()),
+        established_in,
+        programs,
+        operator_location,
+        us_nexus,
+    )
 
 
 # --------------------------------------------------------------------------- vocabulary

@@ -691,26 +691,20 @@ class Template:
                 out.append(part)
                 continue
             name, get = part
-            value = get(ctx, st)
-            if type(value) is tuple:  # the clock
-                value = value[0].isoformat().replace("+00:00", "Z")
-            if value is None or isinstance(value, dict | list):
-                if null is None:
-                    raise EvalError(
-                        "template_value_missing", f"`${{{name}}}` has no value to render"
-                    )
-                out.append(null)
-            elif isinstance(value, bool):
-                out.append("true" if value else "false")
-            else:
-                out.append(str(value))
+            out.append(render_value(get(ctx, st), name, null))
         return "".join(out)
 
 
 def render_value(value: Any, name: str, null: str | None) -> str:
-    """Render one template value as the reference `Template.render_slowly` does."""
+    """Render one template value: a scalar as text, a list of scalars comma-separated.
+
+    A null, an empty list or an object has nothing to render: an `EvalError`, unless `null`
+    gives the text to use instead.
+    """
     if type(value) is tuple:  # the clock
         value = value[0].isoformat().replace("+00:00", "Z")
+    if isinstance(value, list) and value and all(_scalar(v) for v in value):
+        return ", ".join(render_value(v, name, null) for v in value)
     if value is None or isinstance(value, dict | list):
         if null is None:
             raise EvalError("template_value_missing", f"`${{{name}}}` has no value to render")
@@ -718,6 +712,10 @@ def render_value(value: Any, name: str, null: str | None) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     return str(value)
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, str | int | float | bool) and value is not None
 
 
 def template_fields(source: str) -> list[str]:

@@ -16,6 +16,7 @@ from typing import Literal
 from gateway.errors import Location
 
 __all__ = [
+    "AbsenceSpec",
     "AllOf",
     "AnyOf",
     "AuditSpec",
@@ -23,8 +24,10 @@ __all__ = [
     "Condition",
     "ContextField",
     "CONTEXT_FIELDS",
+    "DECLARED_FACTS",
     "DERIVED_PREFIXES",
     "EFFECTS",
+    "declared_fact_of",
     "ExceptionSpec",
     "FieldRef",
     "FieldType",
@@ -162,7 +165,10 @@ CONTEXT_FIELDS: dict[str, ContextField] = {
     "request.explicit_label_omitted": ContextField(
         "boolean", "user asked for output without a visible AI label (X-AIGC-Explicit-Label)"
     ),
-    "request.end_user": ContextField("string", "opaque end-user reference"),
+    "request.end_user": ContextField("string", "opaque end-user reference (X-End-User-Id)"),
+    "request.human_review": ContextField(
+        "boolean", "deployer attests a human reviews the outcome (X-Human-Review: true)"
+    ),
     "request.personal_data": ContextField(
         "list:personal_data", "personal-data categories the detectors found"
     ),
@@ -198,6 +204,11 @@ CONTEXT_FIELDS: dict[str, ContextField] = {
     "licence.attribution.required": ContextField("boolean", "attribution must be shown"),
     "licence.attribution.text": ContextField("string", "attribution text"),
     "licence.attribution.license_url": ContextField("string", "URL of the licence text"),
+    "operator": ContextField("object", "the gateway operator, from the policy settings"),
+    "operator.established_in": ContextField("region", "where the gateway operator is established"),
+    "operator.sanctions_programs": ContextField(
+        "list:string", "the sanctions programmes the operator applies"
+    ),
     "model": ContextField("object", "the model registry record"),
     "model.id": ContextField("string", "model id"),
     "model.kind": ContextField("model_kind", "classifier | generative"),
@@ -216,6 +227,43 @@ DERIVED_PREFIXES: dict[str, str] = {
     "purpose.": "a purpose attribute from the vocabulary (null when the purpose is unknown)",
     "caller.flags.": "a tenant flag declared in the vocabulary",
 }
+
+#: The facts a caller declares in request headers, with the header that declares each. The
+#: gateway cannot know them otherwise, so a deny rule that reads one states what its
+#: absence means (`when_absent`): leaving a header out must never be a way around a rule.
+DECLARED_FACTS: dict[str, str] = {
+    "request.purpose": "X-Purpose",
+    "request.lawful_basis": "X-Lawful-Basis",
+    "request.consents": "X-Consent",
+    "request.deployment_context": "X-Deployment-Context",
+    "request.exposed_persons_informed": "X-Exposed-Persons-Informed",
+    "request.human_review": "X-Human-Review",
+    "request.end_user": "X-End-User-Id",
+    "request.gpc": "Sec-GPC",
+    "request.explicit_label_omitted": "X-AIGC-Explicit-Label",
+    "subject.region": "X-Data-Subject-Region",
+    "subject.citizenship": "X-Data-Subject-Citizenship",
+    "subject.age": "X-Data-Subject-Age",
+}
+
+#: Derived fields computed from a declared fact: absent fact, absent (or fallback) value.
+_DERIVED_FACTS: dict[str, str] = {
+    "subject.presumed_region": "subject.region",
+    "request.has_personal_data": "request.purpose",
+    "purpose.known": "request.purpose",
+}
+
+
+def declared_fact_of(field_path: str) -> str | None:
+    """The declared fact a field reads (itself, or the fact a derived field comes from)."""
+    if field_path in DECLARED_FACTS:
+        return field_path
+    if field_path in _DERIVED_FACTS:
+        return _DERIVED_FACTS[field_path]
+    if field_path.startswith("purpose."):
+        return "request.purpose"
+    return None
+
 
 TIME_FIELDS_DOC = (
     "times are RFC 3339 strings; a bare date is the whole UTC calendar day, so "
@@ -469,6 +517,22 @@ class ExceptionSpec:
 
 
 @dataclass(frozen=True, slots=True)
+class AbsenceSpec:
+    """What a deny rule means when a declared fact it reads is absent.
+
+    `ask`: the rule refuses while the fact is undeclared (each test on the fact counts as
+    holding), and the problem asks for the header. `not_applicable`: absence does not bring
+    the rule into play, for the stated `reason`.
+    """
+
+    fact: str
+    mode: Literal["ask", "not_applicable"]
+    reason: str | None
+    location: Location
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
 class RuleSpec:
     """One rule as written (before compilation)."""
 
@@ -490,6 +554,7 @@ class RuleSpec:
     location: Location
     path: str
     index: int  # position within its pack
+    when_absent: tuple[AbsenceSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -502,6 +567,9 @@ class PackDoc:
     rules: tuple[RuleSpec, ...]
     file: str
     location: Location
+    #: The sanctions programme the pack implements (`US-OFAC`, `EU`); its rules apply only
+    #: when the operator declares the programme in the settings.
+    sanctions_program: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -513,3 +581,11 @@ class SettingsDoc:
     default_problem: ProblemSpec | None
     file: str
     location: Location
+    #: The operator's declarations: where it is established, and the sanctions programmes
+    #: it applies (None: every shipped programme applies).
+    established_in: str | None = None
+    sanctions_programs: tuple[str, ...] | None = None
+    operator_location: Location | None = None
+    #: Why US programmes apply to an EU-established operator (its US nexus, or an
+    #: authorisation under Art. 5 of the EU Blocking Statute); None when not recorded.
+    us_nexus: str | None = None

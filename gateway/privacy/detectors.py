@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import bisect
 import difflib
+import ipaddress
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -35,9 +36,16 @@ from stdnum import iban as stdnum_iban
 from stdnum import luhn
 from stdnum.br import cpf as stdnum_cpf
 from stdnum.cn import ric as stdnum_ric
+from stdnum.de import idnr as stdnum_idnr
+from stdnum.es import dni as stdnum_dni
 from stdnum.eu import vat as stdnum_vat
+from stdnum.fr import nir as stdnum_nir
 from stdnum.in_ import aadhaar as stdnum_aadhaar
 from stdnum.in_ import pan as stdnum_pan
+from stdnum.it import codicefiscale as stdnum_codicefiscale
+from stdnum.nl import bsn as stdnum_bsn
+from stdnum.pl import pesel as stdnum_pesel
+from stdnum.ru import inn as stdnum_inn
 from stdnum.us import ssn as stdnum_ssn
 
 Span = tuple[int, int]
@@ -399,7 +407,13 @@ class PhoneDetector:
                     window, region, leniency=phonenumbers.Leniency.VALID
                 ):
                     start, end = window_start + match.start, window_start + match.end
-                    if core_start <= start and end <= core_end:
+                    # A match reaching into a span another detector claimed (a number
+                    # read with a CPF as its extension) is checked again on its own below.
+                    if (
+                        core_start <= start
+                        and end <= core_end
+                        and not state.taken.overlaps(start, end)
+                    ):
                         found.add(start, end)
         # The matcher reads `+49 30 23125000 x 4111...` as one number with an extension and
         # then drops it as invalid; numbers written in international form are checked again
@@ -559,6 +573,116 @@ EU_VAT: Final = PatternDetector(
     min_digits=7,
 )
 
+# National identifiers and network addresses (vocabulary categories). National ids are
+# matched only next to a keyword naming them (legal-rules.md §3.1: short numeric ids have
+# many look-alikes); python-stdnum validates each candidate.
+
+
+def _valid_ip(value: str) -> bool:
+    try:
+        address = ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    # The unspecified and loopback addresses (0.0.0.0, ::, 127.0.0.1) identify no one.
+    return not (address.is_unspecified or address.is_loopback)
+
+
+def _valid_inn(value: str) -> bool:
+    # Only the 12-digit INN of a natural person is personal data (10 digits: a company).
+    return len(value) == 12 and bool(stdnum_inn.is_valid(value))
+
+
+IP_V4: Final = PatternDetector(
+    category="ip_address",
+    # A dotted quad right after "version" or "v" is a version number, not an address.
+    pattern=_compile(
+        r"(?<![0-9.])(?<![Vv])(?<![Vv]ersion )(?:[0-9]{1,3}\.){3}[0-9]{1,3}(?![0-9]|\.[0-9])"
+    ),
+    validate=_valid_ip,
+    priority=25,
+    min_digits=4,
+    marker=".",
+    cost=1,
+)
+IP_V6: Final = PatternDetector(
+    category="ip_address",
+    # Hex digits and colons with two colons at least; `ipaddress` decides (times such as
+    # 12:30:45 are not addresses).
+    pattern=_compile(
+        r"(?<![0-9A-Za-z:.])[0-9A-Fa-f]{0,4}(?::[0-9A-Fa-f]{0,4}){2,8}(?![0-9A-Za-z:])"
+    ),
+    validate=_valid_ip,
+    priority=26,
+    min_digits=0,
+    marker=":",
+    cost=1,
+)
+RU_INN: Final = PatternDetector(
+    category="ru_inn",
+    pattern=_compile(r"(?<![0-9])[0-9]{12}(?![0-9])"),
+    validate=_valid_inn,
+    priority=45,
+    min_digits=12,
+    context=_compile(r"(?i)(?:ИНН|(?<![A-Za-z])INN(?![A-Za-z]))"),
+)
+DE_IDNR: Final = PatternDetector(
+    category="de_idnr",
+    pattern=_compile(r"(?<![0-9])[0-9]{2} ?[0-9]{3} ?[0-9]{3} ?[0-9]{3}(?![0-9])"),
+    validate=_stdnum_check(stdnum_idnr),
+    priority=52,
+    min_digits=11,
+    context=_compile(r"(?i)(?:Steuer-?ID|Steuer-?Identifikationsnummer|IdNr|Tax ?ID)"),
+    context_window=32,
+)
+FR_NIR: Final = PatternDetector(
+    category="fr_nir",
+    pattern=_compile(
+        r"(?<![0-9])[12] ?[0-9]{2} ?[0-9]{2} ?(?:[0-9]{2}|2[ABab]) ?[0-9]{3} ?[0-9]{3} ?[0-9]{2}"
+        r"(?![0-9])"
+    ),
+    validate=_stdnum_check(stdnum_nir),
+    priority=53,
+    min_digits=6,
+    context=_compile(r"(?i)(?:NIR|s[ée]curit[ée] sociale|INSEE|n° ?SS)"),
+    context_window=32,
+)
+ES_DNI: Final = PatternDetector(
+    category="es_dni",
+    pattern=_compile(r"(?<![0-9A-Za-z])[0-9]{8}-?[A-Za-z](?![0-9A-Za-z])"),
+    validate=_stdnum_check(stdnum_dni),
+    priority=54,
+    min_digits=8,
+    context=_compile(r"(?i)(?:DNI|NIF|documento nacional)"),
+)
+IT_CODICE_FISCALE: Final = PatternDetector(
+    category="it_codice_fiscale",
+    # Omocodia replaces digits with letters, so a code may hold no digit at all.
+    pattern=_compile(
+        r"(?<![A-Za-z0-9])[A-Za-z]{6}[0-9LMNPQRSTUVlmnpqrstuv]{2}[ABCDEHLMPRSTabcdehlmprst]"
+        r"[0-9LMNPQRSTUVlmnpqrstuv]{2}[A-Za-z][0-9LMNPQRSTUVlmnpqrstuv]{3}[A-Za-z](?![A-Za-z0-9])"
+    ),
+    validate=_stdnum_check(stdnum_codicefiscale),
+    priority=55,
+    min_digits=0,
+)
+NL_BSN: Final = PatternDetector(
+    category="nl_bsn",
+    pattern=_compile(r"(?<![0-9])[0-9]{4}\.?[0-9]{2}\.?[0-9]{3}(?![0-9])"),
+    validate=_stdnum_check(stdnum_bsn),
+    priority=56,
+    min_digits=9,
+    context=_compile(r"(?i)(?:BSN|burgerservicenummer|sofi-?nummer)"),
+)
+PL_PESEL: Final = PatternDetector(
+    category="pl_pesel",
+    pattern=_compile(r"(?<![0-9])[0-9]{11}(?![0-9])"),
+    validate=_stdnum_check(stdnum_pesel),
+    priority=57,
+    min_digits=11,
+    context=_compile(r"(?i)PESEL"),
+)
+
+
 #: Detectors by configuration name. `eu_vat` is opt-in: VAT numbers mostly identify companies.
 BUILTIN_DETECTORS: Final[dict[str, tuple[Detector, ...]]] = {
     "email": (EMAIL,),
@@ -571,6 +695,14 @@ BUILTIN_DETECTORS: Final[dict[str, tuple[Detector, ...]]] = {
     "us_ssn": (US_SSN, US_SSN_BARE),
     "in_pan": (IN_PAN,),
     "eu_vat": (EU_VAT,),
+    "ip_address": (IP_V4, IP_V6),
+    "ru_inn": (RU_INN,),
+    "de_idnr": (DE_IDNR,),
+    "fr_nir": (FR_NIR,),
+    "es_dni": (ES_DNI,),
+    "it_codice_fiscale": (IT_CODICE_FISCALE,),
+    "nl_bsn": (NL_BSN,),
+    "pl_pesel": (PL_PESEL,),
 }
 
 DEFAULT_DETECTOR_NAMES: Final[tuple[str, ...]] = (
@@ -583,6 +715,14 @@ DEFAULT_DETECTOR_NAMES: Final[tuple[str, ...]] = (
     "br_cpf",
     "us_ssn",
     "in_pan",
+    "ip_address",
+    "ru_inn",
+    "de_idnr",
+    "fr_nir",
+    "es_dni",
+    "it_codice_fiscale",
+    "nl_bsn",
+    "pl_pesel",
 )
 
 
@@ -614,3 +754,8 @@ def detectors_named(
 
 
 DEFAULT_DETECTORS: Final[tuple[Detector, ...]] = detectors_named()
+
+
+def emitted_categories() -> frozenset[str]:
+    """Every personal-data category some built-in detector emits."""
+    return frozenset(d.category for group in BUILTIN_DETECTORS.values() for d in group)

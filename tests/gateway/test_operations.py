@@ -142,7 +142,13 @@ async def test_request_in_flight_finishes_under_its_revision(
             json_body={"instances": [IMAGE]},
         )  # fmt: skip
     )
-    await asyncio.sleep(0.2)  # the request has been decided and forwarded
+    # Wait until the request has been decided and forwarded (a fixed sleep loses on a
+    # loaded machine, where deciding can take longer than the sleep).
+    for _ in range(500):
+        if backend.received:
+            break
+        await asyncio.sleep(0.01)
+    assert backend.received
     (policies / "ops-test.yaml").write_text(BLOCK_PACK)
     assert (await reload_snapshot(harness.runtime, trigger="test"))["result"] == "ok"
     status, headers, _ = await request

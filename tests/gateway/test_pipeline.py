@@ -9,6 +9,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
@@ -365,3 +366,45 @@ async def test_audit_log_of_a_session_verifies(
     await harness.runtime.audit.close()
     _verify(harness, tmp_path, capsys)
     assert os.path.isdir(harness.audit_dir)
+
+
+async def test_a_policy_evaluation_error_is_a_500_and_audited(
+    tmp_path: Path, gateway_factory: Callable[..., Awaitable[GatewayHarness]]
+) -> None:
+    """A policy that cannot be evaluated is a fault, not a legal demand: 500, never 451."""
+    policies = tmp_path / "policies"
+    shutil.copytree(ROOT / "policies", policies)
+    (policies / "broken.yaml").write_text(
+        "kind: pack\nversion: 1\nid: broken\nregime: GDPR\nrules:\n"
+        "  - id: cites-an-absent-field\n    stage: lawful_basis\n    effect: deny\n"
+        "    when: {request.method: predict}\n"
+        '    basis: [{ref: "Art. ${subject.age}"}]\n',
+        encoding="utf-8",
+    )
+    eu = StubBackend("be-eu", free_port())
+    us = StubBackend("be-us", free_port())
+    await eu.start()
+    await us.start()
+    try:
+        config = _write_config(
+            tmp_path, eu.port, us.port, policies={"paths": [str(policies)], "watch": False}
+        )
+        harness = await gateway_factory(config)
+        status, headers, body = await harness.request(
+            "POST", "/v1/models/mnist:predict", headers=_headers(),
+            json_body={"instances": [IMAGE]},
+        )  # fmt: skip
+        assert status == 500
+        assert headers["Content-Type"].startswith("application/problem+json")
+        assert "Link" not in headers
+        problem = json.loads(body)
+        assert problem["status"] == 500 and problem["type"].endswith("#policy-evaluation-error")
+        assert "legal_basis" not in problem and "demanding_party" not in problem
+        (record,) = [
+            r for r in harness.records_for(headers["X-Decision-Id"]) if r["type"] == "decision"
+        ]
+        assert record["decision"] == "deny" and record["status"] == 500 and record["errors"]
+        assert not eu.received and not us.received
+    finally:
+        await eu.stop()
+        await us.stop()
