@@ -31,7 +31,7 @@ import orjson
 from aiohttp import web
 
 from gateway.app_state import DECISION_ID, RUNTIME, Runtime, Snapshot, build_backends
-from gateway.audit import AuditLog, AuditOptions, PayloadDigester, Signer
+from gateway.audit import AuditError, AuditLog, AuditOptions, PayloadDigester, Signer
 from gateway.clientip import CachedRegionLookup, ClientIPConfig, RegionTable
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.context import ClientFacts, ContextError, RouteFacts, build_context, find_licence
@@ -502,6 +502,19 @@ async def run_gateway(
         await runner.setup()
     except SnapshotError as exc:
         print(exc.diagnostics_text, flush=True)
+        return 3
+    except AuditError as exc:
+        # A refused recovery, a wrong passphrase, a locked log: the message says what and
+        # where; a traceback would bury it.
+        print(f"{config.source}: audit: {exc}", flush=True)
+        return 3
+    except OSError as exc:
+        print(
+            f"{config.source}: audit.directory `{config.audit.directory}`: cannot start: "
+            f"{exc.strerror or exc} (errno {exc.errno}, {exc.filename or 'no path'})\n"
+            "  help: the gateway needs to create and write files there",
+            flush=True,
+        )
         return 3
     site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
     await site.start()

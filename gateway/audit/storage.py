@@ -293,6 +293,11 @@ class LogFiles:
             directory / CHECKPOINTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
         )
         self.last_fsync_seconds = 0.0
+        #: Tree size of the newest note written, and of the newest one fsynced.
+        self.written_note_size = segment_start
+        self.synced_note_size = segment_start
+        self._notes_written = 0
+        self._notes_synced = 0
 
     def _open_segment(self, first_seq: int, *, create: bool) -> int:
         seg_dir = self.directory / SEGMENTS_DIR
@@ -319,7 +324,7 @@ class LogFiles:
                 os.fsync(self._seg_fd)
                 self.last_fsync_seconds = time.perf_counter() - started
 
-    def append_checkpoint(self, note: str) -> None:
+    def append_checkpoint(self, note: str, size: int) -> None:
         """Append a signed checkpoint note (after the records it covers are durable).
 
         Not fsynced here: `sync_checkpoints` runs off the critical path. A crash can lose
@@ -327,11 +332,17 @@ class LogFiles:
         at the same size and root.
         """
         write_all(self._cp_fd, note.encode() + b"\n")
+        self.written_note_size = size
+        self._notes_written += 1
 
     def sync_checkpoints(self) -> None:
         """fsync the checkpoints file (strict mode)."""
-        if self.fsync:
+        written = self._notes_written
+        if self.fsync and written != self._notes_synced:
+            size = self.written_note_size
             os.fsync(self._cp_fd)
+            self.synced_note_size = max(self.synced_note_size, size)
+            self._notes_synced = max(self._notes_synced, written)
 
     def close(self) -> None:
         """Make the checkpoints durable, then close both files."""

@@ -48,7 +48,7 @@ from gateway.audit.errors import MalformedJSON, NoteError, ProofError
 from gateway.audit.keyring import Keyring, KeyringEntry
 from gateway.audit.merkle import CompactRange, leaf_hash, verify_inclusion
 from gateway.audit.note import Checkpoint, parse_checkpoint_text, parse_note, split_notes
-from gateway.audit.record import parse_ts, record_shape_problem
+from gateway.audit.record import DEFAULT_UNCOVERED_BOUND, parse_ts, record_shape_problem
 from gateway.audit.storage import (
     CHECKPOINTS_FILE,
     META_FILE,
@@ -105,6 +105,8 @@ CODES: dict[str, str] = {
     "PATH_INVALID": "a path escapes the bundle or is a symlink",
     "FILTER_MISMATCH": "a record in a filtered bundle does not match the filter",
     "INPUT_UNREADABLE": "the path is neither a log directory nor a bundle",
+    "TAIL_BEYOND_BOUND": "more records after the last checkpoint than a crash can leave",
+    "RECORD_AFTER_STOP": "a record follows a `stop` record without a `start` record",
     # warnings
     "UNCHECKPOINTED_TAIL": "records after the last checkpoint are not signed yet",
     "KEY_REVOKED": "material is signed by a key later revoked",
@@ -646,6 +648,9 @@ def _stream_contiguous(
     last_type: str | None = None
     starts: list[int] = []
     tail = 0
+    bound = DEFAULT_UNCOVERED_BOUND
+    tail_mark: str | None = None  # a `start` or `stop` record among the uncovered ones
+    tail_blamed = False
     for line in _iter_lines(src.record_files, progress):
         in_tail = src.live and last is not None and position >= last
         if in_tail:
@@ -699,7 +704,41 @@ def _stream_contiguous(
                 last_ts = ts
             if first_ts is None:
                 first_ts = ts
-            last_type = record["type"]
+            kind = record["type"]
+            if last_type == "stop" and kind != "start":
+                run.error(
+                    "RECORD_AFTER_STOP",
+                    f"{kind} record after a `stop` record without a `start` record",
+                    line.file,
+                    line.number,
+                    seq,
+                )
+            if in_tail:
+                if tail_mark == "stop" or (tail_mark == "start" and kind != "recovery"):
+                    run.error(
+                        "TAIL_BEYOND_BOUND",
+                        f"{kind} record after an uncovered `{tail_mark}` record: a crash "
+                        "cannot leave this",
+                        line.file,
+                        line.number,
+                        seq,
+                    )
+                if kind in ("start", "stop"):
+                    tail_mark = kind
+                if tail > bound and not tail_blamed:
+                    tail_blamed = True
+                    run.error(
+                        "TAIL_BEYOND_BOUND",
+                        f"more than {bound} records after the last checkpoint (size {last}): "
+                        "a crash leaves at most that many; notes were removed or records added",
+                        line.file,
+                        line.number,
+                        seq,
+                    )
+            elif kind == "start":
+                declared = record.get("uncovered_bound")
+                bound = declared if type(declared) is int else DEFAULT_UNCOVERED_BOUND
+            last_type = kind
             if last_type == "start":
                 starts.append(position)
         if len(report.errors) != errors_before:

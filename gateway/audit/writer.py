@@ -108,6 +108,10 @@ class AuditOptions:
     #: often (records are fsynced before every note; a lost note is signed again at
     #: recovery). 0: after every batch.
     checkpoint_sync_seconds: float = 0.05
+    #: Strict mode: records whose notes may be written but not yet fsynced; beyond this
+    #: the writer fsyncs the notes file before the next batch. With `max_batch_records`
+    #: it bounds what a crash leaves uncovered, and so what recovery may adopt.
+    max_unsynced_records: int = 2048
     #: Records per segment file for a new log; a power of two.
     segment_records: int = 65536
     #: Retention of records that carry no `retention_days` field.
@@ -129,10 +133,19 @@ class AuditOptions:
             raise ValueError(f"audit segment_records {seg} must be a power of two")
         if self.max_batch_delay < 0 or self.heartbeat_seconds <= 0:
             raise ValueError("audit max_batch_delay must be >= 0 and heartbeat_seconds > 0")
+        if not 0 <= self.max_unsynced_records <= 1_000_000:
+            raise ValueError(
+                f"audit max_unsynced_records {self.max_unsynced_records} must be 0..1000000"
+            )
         if not 0 <= self.checkpoint_sync_seconds <= 60:
             raise ValueError(
                 f"audit checkpoint_sync_seconds {self.checkpoint_sync_seconds} must be 0..60"
             )
+
+    @property
+    def uncovered_bound(self) -> int:
+        """The most records a crash can leave without a durable signed note."""
+        return self.max_batch_records + self.max_unsynced_records
 
 
 class AppendReceipt(NamedTuple):
@@ -183,6 +196,7 @@ class _Job:
         "records",
         "signers",
         "size",
+        "sync_note",
         "ts",
         "waiter",
     )
@@ -201,6 +215,8 @@ class _Job:
         self.size = first_seq
         self.nodes: list[bytes] = []
         self.note = ""
+        #: fsync the note before resolving (`start`/`stop` batches: recovery relies on it).
+        self.sync_note = False
         self.error: BaseException | None = None
         #: Resolved with the job itself once committed (system records, controls).
         self.waiter: asyncio.Future[_Job] | None = None
@@ -340,21 +356,23 @@ class AuditLog:
                     "software": f"jurisgate {__version__}",
                     "durability": options.durability,
                     "record_signatures": options.record_signatures,
+                    "uncovered_bound": options.uncovered_bound,
                 }
             ]
             if epoch_info is not None:
                 system.append(epoch_info)
-            if recovered.quarantined:
-                system.append(
-                    {
-                        "type": "recovery",
-                        "reason": "quarantined_tail",
-                        "checkpoint_size": (
-                            recovered.last_checkpoint.size if recovered.last_checkpoint else 0
-                        ),
-                        "quarantined": recovered.quarantined,
-                    }
-                )
+            if recovered.quarantined or recovered.adopted is not None:
+                crash: dict[str, Any] = {
+                    "type": "recovery",
+                    "reason": "crash_tail",
+                    "checkpoint_size": (
+                        recovered.last_checkpoint.size if recovered.last_checkpoint else 0
+                    ),
+                    "quarantined": recovered.quarantined,
+                }
+                if recovered.adopted is not None:
+                    crash["adopted"] = recovered.adopted.record_fields()
+                system.append(crash)
             await log._append_system(system)
         except BaseException:
             await log._abort()
@@ -388,7 +406,7 @@ class AuditLog:
             (directory / SEGMENTS_DIR).mkdir(exist_ok=True)
             atomic_write(directory / META_FILE, dump_json(meta.to_json()))
         (directory / SEGMENTS_DIR).mkdir(exist_ok=True)
-        recovered = recover(directory, meta, [signer.verifier])
+        recovered = recover(directory, meta, [signer.verifier], options.uncovered_bound)
         return meta, recovered, epoch_info
 
     def _start(self, recovered: Recovered) -> None:
@@ -557,7 +575,9 @@ class AuditLog:
         futures: list[asyncio.Future[AppendReceipt]] = []
         for fields in validated:
             future: asyncio.Future[AppendReceipt] = self._loop.create_future()  # type: ignore[union-attr]
-            self._seal_into_batch(fields, future)
+            job = self._seal_into_batch(fields, future)
+            if fields["type"] in ("start", "stop"):
+                job.sync_note = True
             futures.append(future)
         return list(await asyncio.gather(*futures))
 
@@ -793,6 +813,12 @@ class AuditLog:
             raise AuditUnavailable(f"an earlier write failed: {self._io_error}")
         if self._cp_sync_error is not None:
             raise self._cp_sync_error
+        if (
+            files.fsync
+            and job.first_seq - files.synced_note_size > self.options.max_unsynced_records
+        ):
+            # Keep what a crash leaves uncovered within the bound recovery adopts.
+            files.sync_checkpoints()
         root = CompactRange(job.size, job.nodes).root()
         text = checkpoint_text(Checkpoint(self.meta.origin, job.size, root, job.ts))
         signing = self._sign_thread is not None and bool(job.lines)
@@ -807,9 +833,11 @@ class AuditLog:
         if isinstance(signed, BaseException):
             raise signed
         note = signed
-        files.append_checkpoint(note)
+        files.append_checkpoint(note, job.size)
         job.note = note
-        if files.fsync:
+        if job.sync_note:
+            files.sync_checkpoints()
+        elif files.fsync:
             self._cp_dirty.set()
 
     def _sign_main(self) -> None:
