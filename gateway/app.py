@@ -350,10 +350,14 @@ async def readiness(runtime: Runtime) -> dict[str, Any]:
     stats = runtime.audit.stats()
     runtime.metrics.audit_queue_depth.set(stats.queue_depth)
     runtime.metrics.audit_fsync_seconds.set(stats.last_fsync_seconds)
+    reasons: list[str] = []
+    if not audit_ok:
+        reasons.append(f"audit log unavailable: {runtime.audit.failure or 'closed'}")
     return {
         "ready": ready,
+        "reasons": reasons,
         "policy_revision": snap.policy_set.revision,
-        "audit": {"healthy": audit_ok, "size": stats.size},
+        "audit": {"healthy": audit_ok, "size": stats.size, "failure": runtime.audit.failure},
         "models": models,
         "unavailable_backends": sorted(unavailable),
     }

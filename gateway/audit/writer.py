@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import queue
 import threading
@@ -79,6 +80,8 @@ from gateway.audit.storage import (
 __all__ = ["AppendReceipt", "AuditLog", "AuditOptions", "AuditStats", "PruneResult"]
 
 Durability = Literal["strict", "relaxed-no-fsync"]
+
+_log = logging.getLogger("jurisgate.audit")
 
 
 def _utc_now() -> datetime:
@@ -690,6 +693,15 @@ class AuditLog:
         if self._healthy:
             self._healthy = False
             self._failure = f"{type(error).__name__}: {error}"
+            # Once per transition: the log stays unhealthy until a restart.
+            _log.error(
+                "audit log %s is unhealthy, every request is answered 503 until a restart: "
+                "%s (errno %s, path %s)",
+                self.origin,
+                self._failure,
+                getattr(error, "errno", None),
+                getattr(error, "filename", None) or self.directory,
+            )
         unavailable = AuditUnavailable(f"audit log {self.origin} is unavailable: {self._failure}")
         job = self._open_job
         self._open_job = None
@@ -827,13 +839,19 @@ class AuditLog:
             # GIL's hold on this thread); the note is written only after the fsync.
             self._sign_in.put((text, job.signers))
         try:
-            files.append_records(job.first_seq, b"".join(job.lines))
+            offset = files.append_records(job.first_seq, b"".join(job.lines))
         finally:
             signed = self._sign_out.get() if signing else sign_note(text, job.signers)
-        if isinstance(signed, BaseException):
-            raise signed
-        note = signed
-        files.append_checkpoint(note, job.size)
+        try:
+            if isinstance(signed, BaseException):
+                raise signed
+            note = signed
+            files.append_checkpoint(note, job.size)
+        except BaseException:
+            # The batch's callers get 503: its records must not survive as if answered.
+            with contextlib.suppress(OSError):
+                files.cut_back(offset)
+            raise
         job.note = note
         if job.sync_note:
             files.sync_checkpoints()
