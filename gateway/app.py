@@ -18,7 +18,6 @@ import hmac
 import json
 import logging
 import os
-import secrets
 import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -32,6 +31,8 @@ from aiohttp import web
 
 from gateway.app_state import DECISION_ID, RUNTIME, Runtime, Snapshot, build_backends
 from gateway.audit import AuditError, AuditLog, AuditOptions, PayloadDigester, Signer
+from gateway.audit.payload_key import LEGACY_KEY_FILE as LEGACY_PAYLOAD_KEY_FILE
+from gateway.audit.payload_key import load_or_create_payload_key
 from gateway.clientip import CachedRegionLookup, ClientIPConfig, RegionTable
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.context import ClientFacts, ContextError, RouteFacts, build_context, find_licence
@@ -239,14 +240,22 @@ def _load_signer(config: GatewayConfig) -> Signer:
 def _digester(config: GatewayConfig) -> tuple[PayloadDigester, bytes]:
     key = config.audit.hmac_key
     if key is None:
-        # Keep digests linkable across restarts without putting a secret in the config.
-        key_file = config.audit.directory / "payload-hmac.key"
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        if not key_file.exists():
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32))
-        key = bytes.fromhex(key_file.read_text().strip())
+        # Keep digests linkable across restarts without putting a secret in the config,
+        # and keep the key with the signing key: never inside the log directory.
+        passphrase = config.audit.passphrase.encode() if config.audit.passphrase else None
+        path = config.audit.hmac_key_file or (
+            config.audit.signing_key.parent / LEGACY_PAYLOAD_KEY_FILE
+        )
+        loaded = load_or_create_payload_key(path, config.audit.directory, passphrase)
+        if loaded.migrated_from is not None:
+            log.warning(
+                "moved the payload HMAC key out of the audit log directory: %s -> %s "
+                "(copies of the log made before hold the key; change audit.hmac_key_version "
+                "if they left this host)",
+                loaded.migrated_from,
+                loaded.path,
+            )
+        key = loaded.key
     return PayloadDigester(key, config.audit.hmac_key_version), key
 
 
@@ -266,12 +275,14 @@ def create_app(
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         signer = _load_signer(config)
+        digester, masking_key = _digester(config)
         options = AuditOptions(
             durability="strict" if config.audit.durability == "strict" else "relaxed-no-fsync",
             max_batch_records=config.audit.group_commit_max_records,
             max_batch_delay=config.audit.group_commit_max_delay_ms / 1000.0,
             record_signatures=config.audit.per_record_signatures,
             default_retention_days=config.audit.retention_default_days,
+            max_unsynced_records=config.audit.max_unsynced_records,
         )
         if clock is not None:
             options = replace(options, clock=clock)
@@ -298,7 +309,6 @@ def create_app(
                 ],
             )
             sinks.start()
-        digester, masking_key = _digester(config)
         runtime = Runtime(
             snapshot=snap,
             upstream=upstream,

@@ -237,6 +237,8 @@ def config_schema() -> dict[str, Any]:
                     "storage_region": _REGION,
                     "group_commit_max_records": {"type": "integer", "minimum": 1},
                     "group_commit_max_delay_ms": {"type": "number", "minimum": 0},
+                    "hmac_key_file": {"type": "string"},
+                    "max_unsynced_records": {"type": "integer", "minimum": 0, "maximum": 1000000},
                 },
             },
             "sinks": {
@@ -349,6 +351,9 @@ class AuditConfig:
     storage_region: str | None = None
     group_commit_max_records: int = 256
     group_commit_max_delay_ms: float = 0.0
+    #: The payload HMAC key file; None: `payload-hmac.key` beside the signing key.
+    hmac_key_file: Path | None = None
+    max_unsynced_records: int = 2048
 
 
 @dataclass(frozen=True)
@@ -792,6 +797,10 @@ def _build(
             storage_region=audit.get("storage_region"),
             group_commit_max_records=audit.get("group_commit_max_records", 256),
             group_commit_max_delay_ms=float(audit.get("group_commit_max_delay_ms", 0.0)),
+            hmac_key_file=(
+                _resolve_path(base, audit["hmac_key_file"]) if "hmac_key_file" in audit else None
+            ),
+            max_unsynced_records=audit.get("max_unsynced_records", 2048),
         ),
         environ=env,
         sinks=tuple(

@@ -148,7 +148,25 @@ golang.org/x/mod/sumdb/note), proofs are RFC 9162 audit paths.
 """
 
 
+#: What a secret looks like on disk: a PEM private key or a payload key file.
+_SECRET_MARKERS = (b"PRIVATE KEY-----", b"jurisgate-payload-key/")
+_SECRET_SUFFIXES = (".key", ".pem", ".p8")
+
+
+def refuse_secret(rel: str, data: bytes) -> None:
+    """Raise `AuditError` when a bundle file would carry a key: a bundle is handed to
+    auditors and must hold nothing that signs records or opens their keyed digests."""
+    # Record lines and their views hold only what the gateway chose to log; every other
+    # file is checked for key material too.
+    derived = rel.startswith(("records/", "views/")) or rel == "report.html"
+    if rel.endswith(_SECRET_SUFFIXES) or (
+        not derived and any(marker in data for marker in _SECRET_MARKERS)
+    ):
+        raise AuditError(f"refusing to put `{rel}` into the bundle: it looks like a key")
+
+
 def _write(root: Path, rel: str, data: bytes, listing: list[dict[str, Any]]) -> None:
+    refuse_secret(rel, data)
     target = root / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)

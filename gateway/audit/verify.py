@@ -113,6 +113,7 @@ CODES: dict[str, str] = {
     "STATE_NOT_COMPARABLE": "the stored state predates this range; consistency not proven",
     "QUARANTINE_PRESENT": "recovery moved bytes aside; see quarantine/",
     "COMPLETENESS_NOT_PROVEN": "filtered export: only the listed records are proven",
+    "KEY_BESIDE_LOG": "a key file sits in the log directory: whoever copies the log gets it",
 }
 
 
@@ -999,6 +1000,14 @@ def _source_for_log(run: _Run, path: Path) -> _Source | None:
         except (ValueError, OSError) as exc:
             run.error("PROOF_INVALID", f"{PRUNED_FILE} unreadable: {exc}", str(pruned_path))
             start = {}
+    for entry in sorted(path.iterdir()):
+        if entry.is_file() and entry.name.endswith((".key", ".pem", ".p8")):
+            run.warn(
+                "KEY_BESIDE_LOG",
+                "a key file in the log directory travels with every copy of the log; "
+                "keep keys with the signing key, outside the log directory",
+                str(entry),
+            )
     quarantine = path / QUARANTINE_DIR
     if quarantine.is_dir() and any(quarantine.iterdir()):
         run.warn(
