@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 
@@ -33,6 +34,7 @@ from gateway.app_state import DECISION_ID, RUNTIME, Runtime, Snapshot, build_bac
 from gateway.audit import AuditError, AuditLog, AuditOptions, PayloadDigester, Signer
 from gateway.audit.payload_key import LEGACY_KEY_FILE as LEGACY_PAYLOAD_KEY_FILE
 from gateway.audit.payload_key import load_or_create_payload_key
+from gateway.audit.witness import CosignerKey
 from gateway.clientip import CachedRegionLookup, ClientIPConfig, RegionTable
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.context import ClientFacts, ContextError, RouteFacts, build_context, find_licence
@@ -44,6 +46,7 @@ from gateway.proxy import UpstreamPool
 from gateway.sinks import EventSinks, SinkSpec
 from gateway.tenants import TenantRegistry
 from gateway.tfserving import error_body
+from gateway.witness.client import CheckpointWitnessing, WitnessEndpoint, witnessed_heads
 
 __all__ = [
     "build_snapshot",
@@ -286,9 +289,43 @@ def create_app(
         )
         if clock is not None:
             options = replace(options, clock=clock)
-        audit = await AuditLog.open(
-            config.audit.directory, signer, origin=config.origin, options=options
-        )
+        endpoints = [
+            WitnessEndpoint(CosignerKey.from_vkey(w.key), w.url) for w in config.audit.witnesses
+        ]
+        witness_session = aiohttp.ClientSession() if endpoints else None
+        try:
+            witnessed = (
+                await witnessed_heads(
+                    witness_session,
+                    config.audit.directory,
+                    endpoints,
+                    config.origin,
+                    config.audit.witness_timeout_s,
+                )
+                if witness_session is not None
+                else []
+            )
+            audit = await AuditLog.open(
+                config.audit.directory,
+                signer,
+                origin=config.origin,
+                options=options,
+                witnessed=witnessed,
+            )
+        except BaseException:
+            if witness_session is not None:
+                await witness_session.close()
+            raise
+        witnessing: CheckpointWitnessing | None = None
+        if witness_session is not None:
+            witnessing = CheckpointWitnessing(
+                audit,
+                endpoints,
+                witness_session,
+                interval=config.audit.witness_interval_s,
+                timeout=config.audit.witness_timeout_s,
+            )
+            witnessing.start()
         upstream = UpstreamPool(
             connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s
         )
@@ -317,6 +354,7 @@ def create_app(
             metrics=metrics,
             digester=digester,
             masking_key=masking_key,
+            witnessing=witnessing,
         )
         if clock is not None:
             runtime.clock = clock
@@ -330,6 +368,11 @@ def create_app(
                 await sinks.close()
             await upstream.close()
             await audit.close()
+            if witnessing is not None:
+                # Once more, with the `stop` record's checkpoint.
+                await witnessing.close()
+            if witness_session is not None:
+                await witness_session.close()
 
     app.cleanup_ctx.append(lifetime)
     app.router.add_get("/healthz", _healthz)
@@ -363,6 +406,13 @@ async def readiness(runtime: Runtime) -> dict[str, Any]:
     reasons: list[str] = []
     if not audit_ok:
         reasons.append(f"audit log unavailable: {runtime.audit.failure or 'closed'}")
+    witnesses: dict[str, Any] = {}
+    if runtime.witnessing is not None:
+        witnesses = runtime.witnessing.report()
+        alarms = runtime.witnessing.alarms()
+        reasons.extend(alarms)
+        ready = ready and not alarms
+        _witness_metrics(runtime)
     return {
         "ready": ready,
         "reasons": reasons,
@@ -370,7 +420,23 @@ async def readiness(runtime: Runtime) -> dict[str, Any]:
         "audit": {"healthy": audit_ok, "size": stats.size, "failure": runtime.audit.failure},
         "models": models,
         "unavailable_backends": sorted(unavailable),
+        "witnesses": witnesses,
     }
+
+
+def _witness_metrics(runtime: Runtime) -> None:
+    witnessing = runtime.witnessing
+    if witnessing is None:
+        return
+    size = runtime.audit.stats().size
+    metrics = runtime.metrics
+    for status in witnessing.statuses:
+        name = status.endpoint.name
+        metrics.witness_lag_seconds.labels(witness=name).set(witnessing.lag_seconds(status))
+        metrics.witness_lag_records.labels(witness=name).set(max(size - (status.size or 0), 0))
+        metrics.witness_alarm.labels(witness=name).set(1 if status.alarm else 0)
+        for code, count in status.refusals.items():
+            metrics.witness_refusals.labels(witness=name, status=str(code)).set(count)
 
 
 async def _readyz(request: web.Request) -> web.Response:
@@ -409,6 +475,7 @@ def create_admin_app(public: web.Application) -> web.Application:
         stats = runtime.audit.stats()
         runtime.metrics.audit_queue_depth.set(stats.queue_depth)
         runtime.metrics.audit_fsync_seconds.set(stats.last_fsync_seconds)
+        _witness_metrics(runtime)
         if runtime.sinks is not None:
             for sink_id, sink_stats in runtime.sinks.stats().items():
                 runtime.metrics.sink_dropped.labels(sink=sink_id).set(sink_stats.dropped)

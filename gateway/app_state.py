@@ -26,6 +26,7 @@ from gateway.policy.decision import SinkSuppression
 from gateway.proxy import BackendSpec, UpstreamPool
 from gateway.sinks import SALE_OR_SHARE, EventSinks
 from gateway.tenants import TenantRegistry
+from gateway.witness.client import CheckpointWitnessing
 
 __all__ = ["DECISION_ID", "RUNTIME", "Runtime", "Snapshot", "build_backends"]
 
@@ -149,6 +150,8 @@ class Runtime:
     #: The payload HMAC key (the digester's); also the keyed-hash masking key when
     #: `privacy.hmac_key` is not configured.
     masking_key: bytes = b""
+    #: The background submitter of audit checkpoints to witnesses (None: none configured).
+    witnessing: CheckpointWitnessing | None = None
     _ip_fields: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     def keyed_digest(self, payload: bytes) -> str:

@@ -29,6 +29,7 @@ PURE_MODULES = [
     "gateway.audit.signing",
     "gateway.audit.note",
     "gateway.audit.verify",
+    "gateway.audit.witness",
 ]
 
 

@@ -46,6 +46,7 @@ from gateway.audit.report import render_report
 from gateway.audit.signing import Signer
 from gateway.audit.storage import (
     CHECKPOINTS_FILE,
+    COSIGNED_FILE,
     PRUNED_FILE,
     StartState,
     list_segments,
@@ -276,6 +277,9 @@ def export_bundle(
             _write(tmp, f"records/{segment_name(chunk_start)}", b"".join(chunk), listing)
         cp_bytes = b"".join(raw + b"\n" for cp, raw in checkpoints if a <= cp.size <= b)
         _write(tmp, "checkpoints.notes", cp_bytes, listing)
+        cosigned = _cosigned_in_range(directory, origin, a, b)
+        if cosigned:
+            _write(tmp, COSIGNED_FILE, cosigned, listing)
         if a > 0 and not filtered:
             if base_state is not None and a == base:
                 # The leaves under the cut are gone; the pruned state carries the proof.
@@ -352,6 +356,23 @@ def export_bundle(
         completeness,
         hashlib.sha256(manifest_bytes).hexdigest(),
     )
+
+
+def _cosigned_in_range(directory: Path, origin: str, a: int, b: int) -> bytes:
+    """The witness-cosigned checkpoints of `origin` with a <= size <= b, as stored."""
+    path = directory / COSIGNED_FILE
+    if not path.exists():
+        return b""
+    notes, _end = split_notes(path.read_bytes())
+    kept: list[bytes] = []
+    for _offset, raw in notes:
+        try:
+            checkpoint = parse_checkpoint_text(parse_note(raw).text)
+        except NoteError:
+            continue
+        if checkpoint.origin == origin and a <= checkpoint.size <= b:
+            kept.append(raw + b"\n")
+    return b"".join(kept)
 
 
 def _json(data: Mapping[str, Any]) -> bytes:

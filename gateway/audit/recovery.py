@@ -49,6 +49,7 @@ from gateway.audit.storage import (
     split_lines,
     write_all,
 )
+from gateway.audit.witness import WitnessedHead
 
 __all__ = [
     "Adopted",
@@ -234,12 +235,15 @@ def recover(
     meta: LogMeta,
     verifiers: Sequence[Verifier],
     uncovered_bound: int = DEFAULT_UNCOVERED_BOUND,
+    witnessed: Sequence[WitnessedHead] = (),
 ) -> Recovered:
     """Check the log against its last checkpoint, quarantine a bad tail, return the state.
 
     Raises `AuditRecoveryRefused` when checkpointed records are missing or changed, or
     when the records after the last checkpoint are more than `uncovered_bound` or cross
-    a `stop` or `start` record (rule 3).
+    a `stop` or `start` record (rule 3), or when the log is shorter than, or has another
+    root than, a tree head a witness cosigned (`witnessed`): the rollback a disk writer
+    who also rewrote every note would otherwise get away with.
     """
     origin = meta.origin
     seg_size = meta.segment_records
@@ -269,6 +273,23 @@ def recover(
 
     if checkpoint is not None and cp_size == base:
         check_root()
+
+    heads: dict[int, list[WitnessedHead]] = {}
+    for head in witnessed:
+        heads.setdefault(head.size, []).append(head)
+
+    def check_witnessed(size: int) -> None:
+        root = compact.root()
+        for head in heads.get(size, ()):
+            if head.root != root:
+                raise _refuse(
+                    directory,
+                    f"the records at size {size} do not match the root {head.source} "
+                    "cosigned: history was rewritten after a witness saw it",
+                )
+
+    if base in heads:
+        check_witnessed(base)
 
     segments = []
     for first, path in list_segments(directory):
@@ -302,6 +323,8 @@ def recover(
                 position += 1
                 if position == cp_size:
                     check_root()
+                if position in heads:
+                    check_witnessed(position)
             else:
                 problem, leaf, record = _check_tail_line(line, position, prev, origin, verifiers)
                 if problem is not None:
@@ -334,6 +357,8 @@ def recover(
                     mark = kind
                 compact.append(leaf)
                 position += 1
+                if position in heads:
+                    check_witnessed(position)
             prev = leaf
             last_line = line
             offset += len(line) + 1
@@ -354,6 +379,13 @@ def recover(
         raise _refuse(
             directory,
             f"the log holds {position} records but its last signed checkpoint covers {cp_size}",
+        )
+    newest = max(witnessed, key=lambda head: head.size, default=None)
+    if newest is not None and newest.size > position:
+        raise _refuse(
+            directory,
+            f"the log holds {position} records but {newest.source} cosigned a tree of "
+            f"{newest.size}: the log was rolled back",
         )
     if bad is not None:
         seg_index, offset, reason = bad

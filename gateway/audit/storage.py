@@ -36,6 +36,7 @@ from gateway.audit.merkle import CompactRange, RangeNode
 
 __all__ = [
     "CHECKPOINTS_FILE",
+    "COSIGNED_FILE",
     "LOG_FORMAT",
     "META_FILE",
     "PRUNED_FILE",
@@ -60,6 +61,9 @@ META_FILE = "LOG.json"
 LOCK_FILE = "LOCK"
 SEGMENTS_DIR = "segments"
 CHECKPOINTS_FILE = "checkpoints.notes"
+#: Checkpoints cosigned by witnesses: each note carries the log's signature and one or
+#: more witness cosignatures (written by the gateway's witness submitter).
+COSIGNED_FILE = "checkpoints.cosigned"
 PRUNED_FILE = "pruned.json"
 QUARANTINE_DIR = "quarantine"
 EPOCHS_DIR = "epochs"

@@ -51,6 +51,7 @@ from gateway.audit.note import Checkpoint, parse_checkpoint_text, parse_note, sp
 from gateway.audit.record import DEFAULT_UNCOVERED_BOUND, parse_ts, record_shape_problem
 from gateway.audit.storage import (
     CHECKPOINTS_FILE,
+    COSIGNED_FILE,
     META_FILE,
     PRUNED_FILE,
     QUARANTINE_DIR,
@@ -58,6 +59,7 @@ from gateway.audit.storage import (
     StartState,
     list_segments,
 )
+from gateway.audit.witness import CosignerKey
 
 __all__ = [
     "CODES",
@@ -107,12 +109,15 @@ CODES: dict[str, str] = {
     "INPUT_UNREADABLE": "the path is neither a log directory nor a bundle",
     "TAIL_BEYOND_BOUND": "more records after the last checkpoint than a crash can leave",
     "RECORD_AFTER_STOP": "a record follows a `stop` record without a `start` record",
+    "WITNESS_SIG_INVALID": "a cosignature by a pinned witness key does not verify",
+    "WITNESS_QUORUM": "no verified checkpoint carries cosignatures from enough pinned witnesses",
     # warnings
     "UNCHECKPOINTED_TAIL": "records after the last checkpoint are not signed yet",
     "KEY_REVOKED": "material is signed by a key later revoked",
     "STATE_NOT_COMPARABLE": "the stored state predates this range; consistency not proven",
     "QUARANTINE_PRESENT": "recovery moved bytes aside; see quarantine/",
     "COMPLETENESS_NOT_PROVEN": "filtered export: only the listed records are proven",
+    "WITNESS_TAIL": "records after the newest witnessed checkpoint rest on the log key alone",
     "KEY_BESIDE_LOG": "a key file sits in the log directory: whoever copies the log gets it",
 }
 
@@ -162,6 +167,10 @@ class VerifyOptions:
     expect_origin: str | None = None
     #: Called with (bytes done, bytes total) while records stream.
     progress: Callable[[int, int], None] | None = None
+    #: Witness keys the auditor pins (`cosignature/v1`); cosignatures by others are ignored.
+    witness_keys: tuple[CosignerKey, ...] = ()
+    #: Cosignatures by distinct pinned witnesses required on a verified checkpoint.
+    min_witnesses: int = 0
 
 
 @dataclass
@@ -179,6 +188,8 @@ class SourceReport:
     checkpoints_invalid: int = 0
     completeness: str = "not-proven"
     head: dict[str, Any] | None = None
+    #: The largest checkpoint with the most pinned witness cosignatures: size, witnesses.
+    witnessed: dict[str, Any] | None = None
     errors: list[Finding] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
 
@@ -208,6 +219,7 @@ class SourceReport:
             },
             "completeness": self.completeness,
             "head": self.head,
+            "witnessed": self.witnessed,
             "errors": [f.to_json() for f in sorted(self.errors, key=Finding.sort_key)],
             "warnings": [f.to_json() for f in sorted(self.warnings, key=Finding.sort_key)],
         }
@@ -618,6 +630,8 @@ class _Source:
     inclusion_label: str = ""
     range_to: int | None = None
     requested_to: str | None = None
+    cosigned: bytes = b""
+    cosigned_label: str = ""
 
 
 def _stream_contiguous(
@@ -1021,8 +1035,18 @@ def _source_for_log(run: _Run, path: Path) -> _Source | None:
                 f"first segment starts at {int(first)}, expected {start_size}",
                 files[0][0],
             )
+    cosigned_path = path / COSIGNED_FILE
     return _Source(
-        origin, files, checkpoints, str(cp_path), start, str(pruned_path), start_size, live=True
+        origin,
+        files,
+        checkpoints,
+        str(cp_path),
+        start,
+        str(pruned_path),
+        start_size,
+        live=True,
+        cosigned=cosigned_path.read_bytes() if cosigned_path.is_file() else b"",
+        cosigned_label=str(cosigned_path),
     )
 
 
@@ -1151,6 +1175,7 @@ def _source_for_bundle(run: _Run, path: Path) -> _Source | None:
     )
     cp_path = path / "checkpoints.notes"
     checkpoints = cp_path.read_bytes() if cp_path.is_file() else b""
+    cosigned_bytes = (path / COSIGNED_FILE).read_bytes() if COSIGNED_FILE in listed else b""
     start: Any = None
     start_label = str(path / "proofs" / "start.json")
     if rng["from"] > 0 and export_filter.empty:
@@ -1182,6 +1207,8 @@ def _source_for_bundle(run: _Run, path: Path) -> _Source | None:
         inclusion_label=inclusion_label,
         range_to=rng["to"],
         requested_to=requested_to if isinstance(requested_to, str) else None,
+        cosigned=cosigned_bytes,
+        cosigned_label=str(path / COSIGNED_FILE),
     )
 
 
@@ -1212,6 +1239,10 @@ def verify_source(
         return report
     report.origin = src.origin
     trusted = run.checkpoints(src.checkpoints, src.checkpoints_label, src.origin, src.live)
+    cosigned, witnesses_at = _cosigned_checkpoints(run, src)
+    if cosigned:
+        # Witnessed heads are checked against the records like the log's own notes.
+        trusted = sorted([*trusted, *cosigned], key=lambda t: t.checkpoint.ts)
     total = sum(p.stat().st_size for _label, p in src.record_files)
     done = 0
 
@@ -1223,6 +1254,7 @@ def verify_source(
 
     if src.filter is not None:
         _stream_selective(run, src, trusted, progress)
+        _check_witnesses(run, witnesses_at)
         return report
     start: StartState | None = None
     if src.start is not None and src.start_size > 0:
@@ -1231,9 +1263,74 @@ def verify_source(
             report.completeness = "incomplete"
             return report
     _stream_contiguous(run, src, trusted, start, progress)
+    _check_witnesses(run, witnesses_at)
     if report.errors:
         report.completeness = "incomplete"
     return report
+
+
+def _cosigned_checkpoints(
+    run: _Run, src: _Source
+) -> tuple[list[_TrustedCheckpoint], dict[tuple[int, bytes], set[str]]]:
+    """Checkpoints of the cosigned file that a pinned log key signed, and which pinned
+    witnesses cosigned each (size, root)."""
+    trusted: list[_TrustedCheckpoint] = []
+    witnesses_at: dict[tuple[int, bytes], set[str]] = {}
+    if not src.cosigned:
+        return trusted, witnesses_at
+    notes, _end = split_notes(src.cosigned)
+    data = src.cosigned
+    line = 1
+    last_offset = 0
+    for offset, raw in notes:
+        line += data.count(b"\n", last_offset, offset)
+        last_offset = offset
+        checkpoint = run._checkpoint(raw, src.cosigned_label, line, src.origin)
+        if checkpoint is None:
+            continue
+        trusted.append(_TrustedCheckpoint(checkpoint, line))
+        note = parse_note(raw)
+        names = witnesses_at.setdefault((checkpoint.size, checkpoint.root), set())
+        for key in run.options.witness_keys:
+            for sig in note.signatures:
+                if not key.matches(sig):
+                    continue
+                try:
+                    key.verify(note.text, sig)
+                except NoteError as exc:
+                    run.error("WITNESS_SIG_INVALID", str(exc), src.cosigned_label, line)
+                    continue
+                names.add(key.name)
+    return trusted, witnesses_at
+
+
+def _check_witnesses(run: _Run, witnesses_at: dict[tuple[int, bytes], set[str]]) -> None:
+    report = run.report
+    need = run.options.min_witnesses
+    best: tuple[int, set[str]] | None = None
+    for (size, _root), names in witnesses_at.items():
+        if names and (best is None or (len(names) >= need, size) > (len(best[1]) >= need, best[0])):
+            best = (size, names)
+    if best is not None:
+        report.witnessed = {"size": best[0], "witnesses": sorted(best[1])}
+    if need <= 0:
+        return
+    if best is None or len(best[1]) < need:
+        found = f"at most {len(best[1])} at size {best[0]}" if best is not None else "none"
+        run.error(
+            "WITNESS_QUORUM",
+            f"no verified checkpoint has cosignatures from {need} pinned witnesses ({found}); "
+            "without them a rollback or a rewritten history by whoever holds the log key "
+            "cannot be ruled out",
+        )
+        return
+    head = report.head["size"] if report.head else 0
+    if best[0] < head:
+        run.warn(
+            "WITNESS_TAIL",
+            f"records {best[0]}..{head - 1} are after the newest checkpoint {need} witnesses "
+            "cosigned; only the log key vouches for them",
+        )
 
 
 def verify_paths(

@@ -76,6 +76,7 @@ from gateway.audit.storage import (
     list_segments,
     read_meta,
 )
+from gateway.audit.witness import WitnessedHead
 
 __all__ = ["AppendReceipt", "AuditLog", "AuditOptions", "AuditStats", "PruneResult"]
 
@@ -285,6 +286,8 @@ class AuditLog:
         self._batches_written = 0
         self._checkpoints_written = 0
         self._last_batch = 0
+        self._last_note = ""
+        self._listeners: list[Callable[[int, list[bytes]], None]] = []
 
     # -- opening -------------------------------------------------------------------------
 
@@ -296,14 +299,18 @@ class AuditLog:
         *,
         origin: str,
         options: AuditOptions | None = None,
+        witnessed: Sequence[WitnessedHead] = (),
     ) -> AuditLog:
         """Open (or create) the log in `directory`, recover it, start the writer task and
         durably log a `start` record (and a `recovery` record when bytes were quarantined).
 
         Raises `AuditLogLocked` when another process writes the log and
-        `AuditRecoveryRefused` when checkpointed records are missing or changed.
+        `AuditRecoveryRefused` when checkpointed records are missing or changed, or the
+        log is behind or off a tree head in `witnessed` (cosigned by a witness).
         """
-        return await cls._open(Path(directory), signer, origin, options or AuditOptions(), None)
+        return await cls._open(
+            Path(directory), signer, origin, options or AuditOptions(), None, witnessed
+        )
 
     @classmethod
     async def open_new_epoch(
@@ -319,7 +326,9 @@ class AuditLog:
         tree and origin `<origin>/epoch-<n+1>`; its first records describe the
         discontinuity (`recovery` with reason `new_epoch`). The operator's explicit answer
         to a refused recovery."""
-        return await cls._open(Path(directory), signer, origin, options or AuditOptions(), reason)
+        return await cls._open(
+            Path(directory), signer, origin, options or AuditOptions(), reason, ()
+        )
 
     @classmethod
     async def _open(
@@ -329,6 +338,7 @@ class AuditLog:
         origin: str,
         options: AuditOptions,
         new_epoch_reason: str | None,
+        witnessed: Sequence[WitnessedHead],
     ) -> AuditLog:
         if not origin or any(ch.isspace() or ch == "+" for ch in origin):
             raise ValueError(f"audit origin `{origin}` must be non-empty, without spaces or `+`")
@@ -337,7 +347,7 @@ class AuditLog:
         await asyncio.to_thread(lock.acquire)
         try:
             meta, recovered, epoch_info = await asyncio.to_thread(
-                cls._prepare, directory, signer, origin, options, new_epoch_reason
+                cls._prepare, directory, signer, origin, options, new_epoch_reason, witnessed
             )
         except BaseException:
             lock.release()
@@ -389,6 +399,7 @@ class AuditLog:
         origin: str,
         options: AuditOptions,
         new_epoch_reason: str | None,
+        witnessed: Sequence[WitnessedHead],
     ) -> tuple[LogMeta, Recovered, dict[str, Any] | None]:
         meta = read_meta(directory)
         now = format_ts(options.clock())
@@ -409,7 +420,13 @@ class AuditLog:
             (directory / SEGMENTS_DIR).mkdir(exist_ok=True)
             atomic_write(directory / META_FILE, dump_json(meta.to_json()))
         (directory / SEGMENTS_DIR).mkdir(exist_ok=True)
-        recovered = recover(directory, meta, [signer.verifier], options.uncovered_bound)
+        recovered = recover(
+            directory,
+            meta,
+            [signer.verifier],
+            options.uncovered_bound,
+            witnessed if new_epoch_reason is None else (),
+        )
         return meta, recovered, epoch_info
 
     def _start(self, recovered: Recovered) -> None:
@@ -479,6 +496,23 @@ class AuditLog:
             last_batch_records=self._last_batch,
             last_fsync_seconds=files.last_fsync_seconds if files is not None else 0.0,
         )
+
+    @property
+    def latest_checkpoint(self) -> str:
+        """The newest signed checkpoint note (wire form), "" before the first one."""
+        return self._last_note
+
+    def durable_tree(self) -> CompactRange:
+        """The compact range of the durable tree; only while nothing is pending (right
+        after `open`), so that it matches `latest_checkpoint`."""
+        if self._open_job is not None or self._submitted:
+            raise AuditError("the tree is only known exactly while no batch is pending")
+        return self._state.compact.copy()
+
+    def add_commit_listener(self, listener: Callable[[int, list[bytes]], None]) -> None:
+        """Call `listener(first_seq, leaf_hashes)` on the event loop after each committed
+        batch, before its appends resolve (the witness submitter's proof window)."""
+        self._listeners.append(listener)
 
     def _check_open(self) -> None:
         if not self._healthy:
@@ -667,6 +701,11 @@ class AuditLog:
         size = job.size
         note = job.note
         self._durable_size = size
+        self._last_note = note
+        if job.records:
+            leaves = [record.leaf for record in job.records]
+            for listener in self._listeners:
+                listener(job.first_seq, leaves)
         count = len(job.records)
         self._queued_records -= count
         self._batches_written += 1
