@@ -164,7 +164,8 @@ async def fetch_witnessed_heads(
                 "witness %s: cannot fetch its checkpoint of %s: %s", endpoint.name, origin, exc
             )
             return []
-        return _cosigned_heads_from(body, origin, [endpoint.key], url)
+        # One note, not a file of notes: give it the separator a notes file has.
+        return _cosigned_heads_from(body + b"\n", origin, [endpoint.key], url)
 
     found = await asyncio.gather(*(one(endpoint) for endpoint in endpoints))
     return [head for heads in found for head in heads]
@@ -239,6 +240,7 @@ class CheckpointWitnessing:
         self._wake = asyncio.Event()
         self._stopping = False
         self._file_lock = asyncio.Lock()
+        self._stores: set[asyncio.Task[None]] = set()
         log.add_commit_listener(self._on_commit)
 
     # -- the log side
@@ -281,6 +283,8 @@ class CheckpointWitnessing:
                 await self._task
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self.submit_all(), self.timeout * 2)
+        if self._stores:
+            await asyncio.gather(*self._stores, return_exceptions=True)
 
     async def submit_all(self) -> None:
         """Submit the newest checkpoint to every witness (concurrently)."""
@@ -299,7 +303,7 @@ class CheckpointWitnessing:
             self._commits = [c for c in self._commits if c[0] > low]
 
     def _raise_alarm(self, status: WitnessStatus, message: str) -> None:
-        if status.alarm != message:
+        if not status.alarm:  # logged once per transition; the message stays current
             _log.error("witness alarm: %s", message)
         status.alarm = message
 
@@ -387,6 +391,8 @@ class CheckpointWitnessing:
         status.alarm = ""
         entry = note_text + "".join(sig.line() for sig in mine) + "\n"
         task = asyncio.get_running_loop().create_task(self._store(entry))
+        self._stores.add(task)
+        task.add_done_callback(self._stores.discard)
         task.add_done_callback(_report_store_failure)
 
     async def _store(self, entry: str) -> None:
