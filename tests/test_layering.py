@@ -30,6 +30,7 @@ PURE_MODULES = [
     "gateway.audit.note",
     "gateway.audit.verify",
     "gateway.audit.witness",
+    "gateway.audit.views",
 ]
 
 

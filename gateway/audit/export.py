@@ -13,9 +13,7 @@ See `gateway.audit.bundle` for the layout.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import shutil
@@ -42,7 +40,6 @@ from gateway.audit.keyring import Keyring, KeyringEntry
 from gateway.audit.merkle import CompactRange, TreeHashes, inclusion_proof, leaf_hash
 from gateway.audit.note import Checkpoint, parse_checkpoint_text, parse_note, sign_note, split_notes
 from gateway.audit.record import format_ts, parse_ts
-from gateway.audit.report import render_report
 from gateway.audit.signing import Signer
 from gateway.audit.storage import (
     CHECKPOINTS_FILE,
@@ -54,10 +51,9 @@ from gateway.audit.storage import (
     segment_name,
     split_lines,
 )
+from gateway.audit.views import render_views
 
 __all__ = ["ExportResult", "export_bundle"]
-
-_LEADING_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -81,33 +77,6 @@ class ExportResult:
             "completeness": self.completeness,
             "manifest_sha256": self.manifest_sha256,
         }
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        text = ""
-    elif isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
-        text = ";".join("" if v is None else str(v) for v in value)
-    elif isinstance(value, (dict, list)):
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    else:
-        text = str(value)
-    # SECURITY: spreadsheets execute cells starting with these; quote them as text.
-    if text.startswith(_LEADING_FORMULA):
-        text = "'" + text
-    return text
-
-
-def _csv_view(records: list[dict[str, Any]]) -> bytes:
-    first = ["seq", "ts", "type", "decision_id", "tenant", "decision", "effect", "status",
-             "rules", "legal_basis", "juris"]  # fmt: skip
-    rest = sorted({key for record in records for key in record} - set(first))
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(first + rest)
-    for record in records:
-        writer.writerow([_csv_cell(record.get(key)) for key in first + rest])
-    return out.getvalue().encode()
 
 
 _FILTERED_CLAIM = (
@@ -142,7 +111,8 @@ def _verify_text(origin: str, filtered: bool) -> str:
    - {_FILTERED_CLAIM if filtered else _CONTIGUOUS_CLAIM}
 
 4. views/ and report.html are conveniences for people and spreadsheets; they are covered
-   by the manifest hashes but hold nothing the records do not.
+   by the manifest hashes, and `jurisgate audit verify` makes them again from the
+   verified records and compares them byte for byte (VIEW_MISMATCH otherwise).
 
 Independent tools can check the same things: checkpoints are C2SP signed notes (Go
 golang.org/x/mod/sumdb/note), proofs are RFC 9162 audit paths.
@@ -306,15 +276,8 @@ def export_bundle(
         ring = keyring or Keyring([KeyringEntry(signer.verifier, (meta.base_origin,))])
         _write(tmp, "keys/keyring.json", ring.dumps().encode(), listing)
         chosen = [records[seq - base] for seq in selected]
-        _write(
-            tmp,
-            "views/records.jsonl",
-            b"".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) + b"\n" for r in chosen),
-            listing,
-        )
-        _write(tmp, "views/records.csv", _csv_view(chosen), listing)
         filter_text = json.dumps(export_filter.to_json()) if filtered else "none (contiguous)"
-        report = render_report(
+        views = render_views(
             chosen,
             origin=origin,
             range_from=a,
@@ -323,7 +286,8 @@ def export_bundle(
             created=created,
             filter_text=filter_text,
         )
-        _write(tmp, "report.html", report.encode(), listing)
+        for rel, data in views.items():
+            _write(tmp, rel, data, listing)
         _write(tmp, "VERIFY.txt", _verify_text(origin, filtered).encode(), listing)
         listing.sort(key=lambda item: str(item["path"]))
         manifest = {

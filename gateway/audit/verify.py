@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from gateway import __version__
 from gateway.audit.bundle import (
     BUNDLE_FORMAT,
     MANIFEST_FILE,
@@ -59,6 +60,7 @@ from gateway.audit.storage import (
     StartState,
     list_segments,
 )
+from gateway.audit.views import VIEW_FILES, render_views
 from gateway.audit.witness import CosignerKey
 
 __all__ = [
@@ -110,6 +112,7 @@ CODES: dict[str, str] = {
     "TAIL_BEYOND_BOUND": "more records after the last checkpoint than a crash can leave",
     "RECORD_AFTER_STOP": "a record follows a `stop` record without a `start` record",
     "WITNESS_SIG_INVALID": "a cosignature by a pinned witness key does not verify",
+    "VIEW_MISMATCH": "a CSV, JSONL or HTML view differs from the views of the records",
     "WITNESS_QUORUM": "no verified checkpoint carries cosignatures from enough pinned witnesses",
     # warnings
     "UNCHECKPOINTED_TAIL": "records after the last checkpoint are not signed yet",
@@ -118,6 +121,7 @@ CODES: dict[str, str] = {
     "QUARANTINE_PRESENT": "recovery moved bytes aside; see quarantine/",
     "COMPLETENESS_NOT_PROVEN": "filtered export: only the listed records are proven",
     "WITNESS_TAIL": "records after the newest witnessed checkpoint rest on the log key alone",
+    "VIEW_NOT_CHECKED": "views made by another version are not compared with the records",
     "KEY_BESIDE_LOG": "a key file sits in the log directory: whoever copies the log gets it",
 }
 
@@ -1193,6 +1197,20 @@ def _source_for_bundle(run: _Run, path: Path) -> _Source | None:
                 inclusion.append(json.loads(text))
         except (OSError, ValueError) as exc:
             run.error("PROOF_INVALID", f"proofs/inclusion.jsonl unreadable: {exc}", inclusion_label)
+    _check_views(
+        run,
+        path,
+        listed,
+        record_files,
+        manifest,
+        origin=origin,
+        range_from=rng["from"],
+        range_to=rng["to"],
+        completeness=completeness if isinstance(completeness, str) else "",
+        filter_text=(
+            json.dumps(export_filter.to_json()) if not export_filter.empty else "none (contiguous)"
+        ),
+    )
     return _Source(
         origin,
         record_files,
@@ -1210,6 +1228,59 @@ def _source_for_bundle(run: _Run, path: Path) -> _Source | None:
         cosigned=cosigned_bytes,
         cosigned_label=str(path / COSIGNED_FILE),
     )
+
+
+def _check_views(
+    run: _Run,
+    path: Path,
+    listed: set[str],
+    record_files: Sequence[tuple[str, Path]],
+    manifest: dict[str, Any],
+    *,
+    origin: str,
+    range_from: int,
+    range_to: int,
+    completeness: str,
+    filter_text: str,
+) -> None:
+    """Make the views again from the bundle's records and compare them byte for byte."""
+    present = [rel for rel in VIEW_FILES if rel in listed and (path / rel).is_file()]
+    if not present:
+        return
+    if manifest.get("generator") != f"jurisgate {__version__}":
+        run.warn(
+            "VIEW_NOT_CHECKED",
+            f"made by `{manifest.get('generator')}`: its views are not compared with the "
+            "records; trust the records, not the views",
+        )
+        return
+    records: list[dict[str, Any]] = []
+    for _label, record_path in record_files:
+        for line in record_path.read_bytes().splitlines():
+            try:
+                record = orjson.loads(line)["r"]
+            except (orjson.JSONDecodeError, KeyError, TypeError):
+                return  # the record checks report it; views of broken records mean nothing
+            if not isinstance(record, dict):
+                return
+            records.append(record)
+    created = manifest.get("created")
+    expected = render_views(
+        records,
+        origin=origin,
+        range_from=range_from,
+        range_to=range_to,
+        completeness=completeness,
+        created=created if isinstance(created, str) else "",
+        filter_text=filter_text,
+    )
+    for rel in present:
+        if (path / rel).read_bytes() != expected[rel]:
+            run.error(
+                "VIEW_MISMATCH",
+                f"`{rel}` is not the view of the bundle's records (made again and compared)",
+                str(path / rel),
+            )
 
 
 def verify_source(

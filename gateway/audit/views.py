@@ -1,0 +1,86 @@
+"""The people-facing views of a bundle (pure): JSONL, CSV and the HTML report, made from
+the records alone so that `verify` can make them again and compare.
+
+Rule 1: a view is a function of the bundle's records and its manifest (origin, range,
+completeness, filter, creation time) and nothing else; the same inputs give the same
+bytes, which is what lets a verifier prove that a view matches the verified records.
+Rule 2 (CSV injection): a cell that a spreadsheet would run as a formula is quoted.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+
+from gateway.audit.report import render_report
+
+__all__ = ["VIEW_FILES", "csv_view", "jsonl_view", "render_views"]
+
+#: Bundle paths of the views, in the order they are written.
+VIEW_FILES = ("views/records.jsonl", "views/records.csv", "report.html")
+_LEADING_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+_FIRST_COLUMNS = ["seq", "ts", "type", "decision_id", "tenant", "decision", "effect", "status",
+                  "rules", "legal_basis", "juris"]  # fmt: skip
+
+
+def _csv_cell(value: Any) -> str:
+    if value is None:
+        text = ""
+    elif isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
+        text = ";".join("" if v is None else str(v) for v in value)
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    else:
+        text = str(value)
+    # SECURITY: spreadsheets execute cells starting with these; quote them as text.
+    if text.startswith(_LEADING_FORMULA):
+        text = "'" + text
+    return text
+
+
+def csv_view(records: Sequence[dict[str, Any]]) -> bytes:
+    """One row per record: the common columns first, then every other field, sorted."""
+    rest = sorted({key for record in records for key in record} - set(_FIRST_COLUMNS))
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(_FIRST_COLUMNS + rest)
+    for record in records:
+        writer.writerow([_csv_cell(record.get(key)) for key in _FIRST_COLUMNS + rest])
+    return out.getvalue().encode()
+
+
+def jsonl_view(records: Sequence[dict[str, Any]]) -> bytes:
+    """One JSON object per line, keys sorted (the records without their signatures)."""
+    return b"".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) + b"\n" for r in records)
+
+
+def render_views(
+    records: Sequence[dict[str, Any]],
+    *,
+    origin: str,
+    range_from: int,
+    range_to: int,
+    completeness: str,
+    created: str,
+    filter_text: str,
+) -> dict[str, bytes]:
+    """Every view of a bundle, keyed by its path in the bundle."""
+    report = render_report(
+        records,
+        origin=origin,
+        range_from=range_from,
+        range_to=range_to,
+        completeness=completeness,
+        created=created,
+        filter_text=filter_text,
+    )
+    return {
+        "views/records.jsonl": jsonl_view(records),
+        "views/records.csv": csv_view(records),
+        "report.html": report.encode(),
+    }
