@@ -51,7 +51,7 @@ from gateway.audit.storage import (
     segment_name,
     split_lines,
 )
-from gateway.audit.views import render_views
+from gateway.audit.views import head_facts, render_views
 
 __all__ = ["ExportResult", "export_bundle"]
 
@@ -277,6 +277,7 @@ def export_bundle(
         _write(tmp, "keys/keyring.json", ring.dumps().encode(), listing)
         chosen = [records[seq - base] for seq in selected]
         filter_text = json.dumps(export_filter.to_json()) if filtered else "none (contiguous)"
+        head_root, witnesses = head_facts(cp_bytes, cosigned, b)
         views = render_views(
             chosen,
             origin=origin,
@@ -285,6 +286,8 @@ def export_bundle(
             completeness=completeness,
             created=created,
             filter_text=filter_text,
+            head_root=head_root,
+            witnesses=witnesses,
         )
         for rel, data in views.items():
             _write(tmp, rel, data, listing)

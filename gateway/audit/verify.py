@@ -60,7 +60,7 @@ from gateway.audit.storage import (
     StartState,
     list_segments,
 )
-from gateway.audit.views import VIEW_FILES, render_views
+from gateway.audit.views import VIEW_FILES, head_facts, render_views
 from gateway.audit.witness import CosignerKey
 
 __all__ = [
@@ -670,6 +670,9 @@ def _stream_contiguous(
     bound = DEFAULT_UNCOVERED_BOUND
     tail_mark: str | None = None  # a `start` or `stop` record among the uncovered ones
     tail_blamed = False
+    # A broken `prev` link waits for the next record to tell which side changed.
+    broken_link: tuple[tuple[str, int, int | None], tuple[str, int, int | None]] | None = None
+    last_line_at: tuple[str, int, int | None] = ("", 0, None)
     for line in _iter_lines(src.record_files, progress):
         in_tail = src.live and last is not None and position >= last
         if in_tail:
@@ -708,14 +711,22 @@ def _stream_contiguous(
                 )
             else:
                 run.error("SEQ_DUPLICATE", f"seq {seq} appears again", line.file, line.number, seq)
-            if record["prev"] != prev.hex():
-                run.error(
-                    "PREV_MISMATCH",
-                    "prev is not the leaf hash of the record before",
-                    line.file,
-                    line.number,
-                    seq,
-                )
+            link_ok = record["prev"] == prev.hex()
+            here = (line.file, line.number, seq)
+            if broken_link is not None:
+                before, after = broken_link
+                broken_link = None
+                if link_ok and before[2] is not None:
+                    # Only the link into `after` broke: the record before it changed.
+                    _blame_changed(run, before, f"seq {after[2]} names another `prev`")
+                elif link_ok:
+                    _blame_changed(run, after, "its `prev` is not the start state's last leaf")
+                else:
+                    # The links on both sides of `after` broke: `after` itself changed.
+                    _blame_changed(run, after, "neither its `prev` nor the next record's fit")
+            elif not link_ok:
+                broken_link = (last_line_at, here)
+            last_line_at = here
             ts = record["ts"]
             if ts < last_ts:
                 run.error("TS_REGRESSION", f"ts {ts} before {last_ts}", line.file, line.number, seq)
@@ -778,6 +789,12 @@ def _stream_contiguous(
                     )
         if expect_root_at == position:
             roots_at[position] = compact.root()
+    if broken_link is not None:
+        before, after = broken_link
+        if before[2] is None:
+            _blame_changed(run, after, "its `prev` is not the start state's last leaf")
+        else:
+            _blame_changed(run, before, f"seq {after[2]} names another `prev`")
     for lo, hi in holes:
         if hi > lo:
             where = max((j for j in jumps if j[0] <= lo), default=(lo, None, None))
@@ -821,6 +838,19 @@ def _stream_contiguous(
     _check_gaps(run, trusted, starts, src.checkpoints_label)
     _check_stale(run, trusted, src.requested_to, last_type)
     _check_state(run, origin, base, end if last is None else min(end, last), roots_at)
+
+
+def _blame_changed(run: _Run, where: tuple[str, int, int | None], why: str) -> None:
+    """Report a broken hash chain at the record that was changed, not at its successor."""
+    file, number, seq = where
+    run.error(
+        "PREV_MISMATCH",
+        f"record seq {seq} is not the record its neighbours were chained to ({why}): "
+        "it was changed, inserted or replaced",
+        file or None,
+        number or None,
+        seq,
+    )
 
 
 def _fill_hole(holes: list[list[int]], seq: int) -> bool:
@@ -1179,7 +1209,10 @@ def _source_for_bundle(run: _Run, path: Path) -> _Source | None:
     )
     cp_path = path / "checkpoints.notes"
     checkpoints = cp_path.read_bytes() if cp_path.is_file() else b""
-    cosigned_bytes = (path / COSIGNED_FILE).read_bytes() if COSIGNED_FILE in listed else b""
+    cosigned_path = path / COSIGNED_FILE
+    cosigned_bytes = (
+        cosigned_path.read_bytes() if COSIGNED_FILE in listed and cosigned_path.is_file() else b""
+    )
     start: Any = None
     start_label = str(path / "proofs" / "start.json")
     if rng["from"] > 0 and export_filter.empty:
@@ -1265,6 +1298,12 @@ def _check_views(
                 return
             records.append(record)
     created = manifest.get("created")
+    notes_path, cosigned_path = path / "checkpoints.notes", path / COSIGNED_FILE
+    head_root, witnesses = head_facts(
+        notes_path.read_bytes() if notes_path.is_file() else b"",
+        cosigned_path.read_bytes() if COSIGNED_FILE in listed and cosigned_path.is_file() else b"",
+        range_to,
+    )
     expected = render_views(
         records,
         origin=origin,
@@ -1273,6 +1312,8 @@ def _check_views(
         completeness=completeness,
         created=created if isinstance(created, str) else "",
         filter_text=filter_text,
+        head_root=head_root,
+        witnesses=witnesses,
     )
     for rel in present:
         if (path / rel).read_bytes() != expected[rel]:

@@ -9,6 +9,7 @@ Rule 2 (CSV injection): a cell that a spreadsheet would run as a formula is quot
 
 from __future__ import annotations
 
+import base64
 import csv
 import io
 import json
@@ -17,9 +18,11 @@ from typing import Any
 
 import orjson
 
+from gateway.audit.errors import NoteError
+from gateway.audit.note import parse_checkpoint_text, parse_note, split_notes
 from gateway.audit.report import render_report
 
-__all__ = ["VIEW_FILES", "csv_view", "jsonl_view", "render_views"]
+__all__ = ["VIEW_FILES", "csv_view", "head_facts", "jsonl_view", "render_views"]
 
 #: Bundle paths of the views, in the order they are written.
 VIEW_FILES = ("views/records.jsonl", "views/records.csv", "report.html")
@@ -59,6 +62,31 @@ def jsonl_view(records: Sequence[dict[str, Any]]) -> bytes:
     return b"".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) + b"\n" for r in records)
 
 
+def head_facts(checkpoints: bytes, cosigned: bytes, size: int) -> tuple[str, list[str]]:
+    """The root (base64) of the first checkpoint at `size` in a bundle's notes, and the
+    names on cosignatures (Ed25519 cosignature/v1: 8 + 64 bytes) of checkpoints at that
+    size in its cosigned file. As the bundle states them: `verify` checks them."""
+    root = ""
+    for _offset, raw in split_notes(checkpoints)[0]:
+        try:
+            checkpoint = parse_checkpoint_text(parse_note(raw).text)
+        except NoteError:
+            continue
+        if checkpoint.size == size:
+            root = base64.b64encode(checkpoint.root).decode()
+            break
+    names: set[str] = set()
+    for _offset, raw in split_notes(cosigned)[0]:
+        try:
+            note = parse_note(raw)
+            checkpoint = parse_checkpoint_text(note.text)
+        except NoteError:
+            continue
+        if checkpoint.size == size:
+            names.update(sig.name for sig in note.signatures if len(sig.signature) == 72)
+    return root, sorted(names)
+
+
 def render_views(
     records: Sequence[dict[str, Any]],
     *,
@@ -68,6 +96,8 @@ def render_views(
     completeness: str,
     created: str,
     filter_text: str,
+    head_root: str = "",
+    witnesses: Sequence[str] = (),
 ) -> dict[str, bytes]:
     """Every view of a bundle, keyed by its path in the bundle."""
     report = render_report(
@@ -78,6 +108,8 @@ def render_views(
         completeness=completeness,
         created=created,
         filter_text=filter_text,
+        head_root=head_root,
+        witnesses=witnesses,
     )
     return {
         "views/records.jsonl": jsonl_view(records),

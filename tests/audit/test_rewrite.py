@@ -180,3 +180,22 @@ async def test_a_gateway_restart_refuses_the_rewritten_log_with_a_clean_error(
     assert code == 3
     assert "audit:" in out.out and "not covered by a signed checkpoint" in out.out
     assert "Traceback" not in out.out + out.err
+
+
+@pytest.mark.parametrize("field", ["status", "prev"])
+def test_a_modified_record_is_blamed_not_its_successor(
+    builder: LogBuilder, keyring: Keyring, field: str
+) -> None:
+    run(_write(builder, 8))
+    segment = sorted((builder.directory / "segments").glob("*.jsonl"))[0]
+    lines = segment.read_bytes().splitlines(keepends=True)
+    record = orjson.loads(lines[4])["r"]
+    if field == "status":
+        record["status"] = 299
+    else:
+        record["prev"] = "00" * 32
+    lines[4] = b'{"r":' + canonical_dumps(record) + b"}\n"
+    segment.write_bytes(b"".join(lines))
+    report = verify_source(builder.directory, keyring)
+    blamed = [f for f in report.errors if f.code == "PREV_MISMATCH"]
+    assert [(f.seq, f.line) for f in blamed] == [(4, 5)], report.errors
