@@ -71,13 +71,16 @@ def _bucket_start(moment: datetime, unit: str) -> datetime:
     return moment.replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def _time_chart(decisions: Sequence[Mapping[str, Any]]) -> str:
+def _time_chart(per_minute: Mapping[str, Counter[str]]) -> str:
     """Stacked bars per minute, hour or day on a continuous time axis (empty periods
-    included), with a legend of every decision kind."""
-    if not decisions:
+    included). `per_minute` maps `YYYY-MM-DDTHH:MM` to counts by decision kind, so the
+    report needs memory per distinct minute, not per record."""
+    if not per_minute:
         return "<p>No decisions in this range.</p>"
-    moments = [datetime.strptime(str(d["ts"]), "%Y-%m-%dT%H:%M:%S.%fZ") for d in decisions]
-    first, last = min(moments), max(moments)
+    minutes = {
+        datetime.strptime(key, "%Y-%m-%dT%H:%M"): counts for key, counts in per_minute.items()
+    }
+    first, last = min(minutes), max(minutes)
     unit, step, width = _UNITS[-1]
     for candidate in _UNITS:
         span = (
@@ -89,10 +92,8 @@ def _time_chart(decisions: Sequence[Mapping[str, Any]]) -> str:
     start = _bucket_start(first, unit)
     count = (_bucket_start(last, unit) - start) // step + 1
     buckets: list[Counter[str]] = [Counter() for _ in range(count)]
-    for record, moment in zip(decisions, moments, strict=True):
-        buckets[(_bucket_start(moment, unit) - start) // step][
-            decision_effect(record) or "other"
-        ] += 1
+    for moment, counts in minutes.items():
+        buckets[(_bucket_start(moment, unit) - start) // step].update(counts)
     peak = max(sum(c.values()) for c in buckets)
     plot_w, height, left = 900, 180, 50
     bar_w = plot_w / count
@@ -176,16 +177,33 @@ def render_report(
 ) -> str:
     """The HTML document for the records of one export; `head_root` is the root of the
     checkpoint at `range_to` and `witnesses` the names on its cosignatures."""
-    all_records = list(records)
-    decisions = [r for r in all_records if r.get("type") == "decision"]
-    by_type = Counter(str(r.get("type")) for r in all_records)
-    effects = Counter(decision_effect(r) or "other" for r in decisions)
+    by_type: Counter[str] = Counter()
+    effects: Counter[str] = Counter()
     rules: Counter[str] = Counter()
     regimes: Counter[str] = Counter()
     denial_rules: Counter[str] = Counter()
     denial_regimes: Counter[str] = Counter()
-    for record in decisions:
-        denied = decision_effect(record) == "deny"
+    per_minute: dict[str, Counter[str]] = {}
+    kids: set[str] = set()
+    denials: list[Mapping[str, Any]] = []
+    denial_count = 0
+    total = 0
+    # One pass, keeping counters and the first denials only: bounded memory at any size.
+    for record in records:
+        total += 1
+        by_type[str(record.get("type"))] += 1
+        if record.get("kid"):
+            kids.add(str(record["kid"]))
+        if record.get("type") != "decision":
+            continue
+        kind = decision_effect(record) or "other"
+        effects[kind] += 1
+        per_minute.setdefault(str(record.get("ts", ""))[:16], Counter())[kind] += 1
+        denied = kind == "deny"
+        if denied:
+            denial_count += 1
+            if len(denials) < _MAX_DENIALS:
+                denials.append(record)
         for rule in record.get("rules") or []:
             rules[str(rule)] += 1
             if denied:
@@ -194,14 +212,14 @@ def render_report(
             regimes[regime] += 1
             if denied:
                 denial_regimes[regime] += 1
-    denials = [r for r in decisions if decision_effect(r) == "deny"]
+    decision_count = sum(effects.values())
     summary = ", ".join(f"{effects.get(kind, 0)} {kind}" for kind in DECISION_KINDS)
     if effects.get("other"):
         summary += f", {effects['other']} other"
-    key_ids = ", ".join(sorted({str(r.get("kid")) for r in all_records if r.get("kid")})) or "-"
+    key_ids = ", ".join(sorted(kids)) or "-"
     cosigners = ", ".join(witnesses) if witnesses else "none in this bundle"
     rows = []
-    for record in denials[:_MAX_DENIALS]:
+    for record in denials:
         rows.append(
             "<tr>"
             + "".join(
@@ -219,8 +237,8 @@ def render_report(
             + "</tr>"
         )
     more = (
-        f"<p>{len(denials) - _MAX_DENIALS} more denials are in views/records.csv.</p>"
-        if len(denials) > _MAX_DENIALS
+        f"<p>{denial_count - _MAX_DENIALS} more denials are in views/records.csv.</p>"
+        if denial_count > _MAX_DENIALS
         else ""
     )
     type_rows = "".join(
@@ -250,11 +268,11 @@ table.chart td {{ border: none; }} td.label {{ max-width: 480px; overflow-wrap: 
 run <code>jurisgate audit verify &lt;bundle&gt; --trusted-keys KEYRING</code> (see VERIFY.txt).</p>
 <table>
 <tr><th>Origin</th><td>{_esc(origin)}</td></tr>
-<tr><th>Records</th><td>seq {range_from} to {range_to - 1} ({len(all_records)} exported)</td></tr>
+<tr><th>Records</th><td>seq {range_from} to {range_to - 1} ({total} exported)</td></tr>
 <tr><th>Filter</th><td>{_esc(filter_text)}</td></tr>
 <tr><th>Completeness</th><td>{_esc(completeness)}</td></tr>
 <tr><th>Created</th><td>{_esc(created)}</td></tr>
-<tr><th>Decisions</th><td>{len(decisions)}: {_esc(summary)}</td></tr>
+<tr><th>Decisions</th><td>{decision_count}: {_esc(summary)}</td></tr>
 <tr><th>Tree size</th><td>{range_to}</td></tr>
 <tr><th>Root hash</th><td class="hash">{_esc(head_root or "-")}</td></tr>
 <tr><th>Signing key IDs</th><td class="hash">{_esc(key_ids)}</td></tr>
@@ -264,7 +282,7 @@ run <code>jurisgate audit verify &lt;bundle&gt; --trusted-keys KEYRING</code> (s
 <h2>Records by type</h2><table><tr><th>type</th><th>count</th></tr>{type_rows}</table>
 <h2>Decisions over time</h2>
 {_legend()}
-{_time_chart(decisions)}
+{_time_chart(per_minute)}
 <h2>Decisions by rule</h2>
 {_bar_chart("rules", rules)}
 <h2>Decisions by jurisdiction and legal basis</h2>

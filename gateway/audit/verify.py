@@ -27,7 +27,7 @@ import binascii
 import hashlib
 import json
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,6 +50,7 @@ from gateway.audit.keyring import Keyring, KeyringEntry
 from gateway.audit.merkle import CompactRange, leaf_hash, verify_inclusion
 from gateway.audit.note import Checkpoint, parse_checkpoint_text, parse_note, split_notes
 from gateway.audit.record import DEFAULT_UNCOVERED_BOUND, parse_ts, record_shape_problem
+from gateway.audit.report import render_report
 from gateway.audit.storage import (
     CHECKPOINTS_FILE,
     COSIGNED_FILE,
@@ -60,7 +61,7 @@ from gateway.audit.storage import (
     StartState,
     list_segments,
 )
-from gateway.audit.views import VIEW_FILES, head_facts, render_views
+from gateway.audit.views import VIEW_FILES, csv_chunks, csv_columns, head_facts, jsonl_lines
 from gateway.audit.witness import CosignerKey
 
 __all__ = [
@@ -1287,16 +1288,24 @@ def _check_views(
             "records; trust the records, not the views",
         )
         return
-    records: list[dict[str, Any]] = []
-    for _label, record_path in record_files:
-        for line in record_path.read_bytes().splitlines():
-            try:
-                record = orjson.loads(line)["r"]
-            except (orjson.JSONDecodeError, KeyError, TypeError):
-                return  # the record checks report it; views of broken records mean nothing
-            if not isinstance(record, dict):
-                return
-            records.append(record)
+    broken = False
+
+    def records() -> Iterator[dict[str, Any]]:
+        # Read again for each view, one record file at a time: memory stays bounded by a
+        # segment (plus the report's counters), whatever the bundle's size.
+        nonlocal broken
+        for _label, record_path in record_files:
+            for line in record_path.read_bytes().splitlines():
+                try:
+                    record = orjson.loads(line)["r"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    broken = True
+                    return
+                if not isinstance(record, dict):
+                    broken = True
+                    return
+                yield record
+
     created = manifest.get("created")
     notes_path, cosigned_path = path / "checkpoints.notes", path / COSIGNED_FILE
     head_root, witnesses = head_facts(
@@ -1304,19 +1313,31 @@ def _check_views(
         cosigned_path.read_bytes() if COSIGNED_FILE in listed and cosigned_path.is_file() else b"",
         range_to,
     )
-    expected = render_views(
-        records,
-        origin=origin,
-        range_from=range_from,
-        range_to=range_to,
-        completeness=completeness,
-        created=created if isinstance(created, str) else "",
-        filter_text=filter_text,
-        head_root=head_root,
-        witnesses=witnesses,
-    )
+    made: dict[str, Callable[[], Iterable[bytes]]] = {
+        "views/records.jsonl": lambda: jsonl_lines(records()),
+        "views/records.csv": lambda: csv_chunks(records(), csv_columns(records())),
+        "report.html": lambda: [
+            render_report(
+                records(),
+                origin=origin,
+                range_from=range_from,
+                range_to=range_to,
+                completeness=completeness,
+                created=created if isinstance(created, str) else "",
+                filter_text=filter_text,
+                head_root=head_root,
+                witnesses=witnesses,
+            ).encode()
+        ],
+    }
     for rel in present:
-        if (path / rel).read_bytes() != expected[rel]:
+        expected = hashlib.sha256()
+        for piece in made[rel]():
+            expected.update(piece)
+        if broken:
+            return  # the record checks report it; views of broken records mean nothing
+        digest, _size = _file_sha256(path / rel)
+        if digest != expected.hexdigest():
             run.error(
                 "VIEW_MISMATCH",
                 f"`{rel}` is not the view of the bundle's records (made again and compared)",

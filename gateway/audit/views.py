@@ -13,7 +13,7 @@ import base64
 import csv
 import io
 import json
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -22,7 +22,16 @@ from gateway.audit.errors import NoteError
 from gateway.audit.note import parse_checkpoint_text, parse_note, split_notes
 from gateway.audit.report import render_report
 
-__all__ = ["VIEW_FILES", "csv_view", "head_facts", "jsonl_view", "render_views"]
+__all__ = [
+    "VIEW_FILES",
+    "csv_chunks",
+    "csv_columns",
+    "csv_view",
+    "head_facts",
+    "jsonl_lines",
+    "jsonl_view",
+    "render_views",
+]
 
 #: Bundle paths of the views, in the order they are written.
 VIEW_FILES = ("views/records.jsonl", "views/records.csv", "report.html")
@@ -46,20 +55,42 @@ def _csv_cell(value: Any) -> str:
     return text
 
 
-def csv_view(records: Sequence[dict[str, Any]]) -> bytes:
-    """One row per record: the common columns first, then every other field, sorted."""
-    rest = sorted({key for record in records for key in record} - set(_FIRST_COLUMNS))
+def csv_columns(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The CSV view's columns: the common ones first, then every other field, sorted."""
+    seen: set[str] = set()
+    for record in records:
+        seen.update(record)
+    return _FIRST_COLUMNS + sorted(seen - set(_FIRST_COLUMNS))
+
+
+def csv_chunks(records: Iterable[dict[str, Any]], columns: list[str]) -> Iterator[bytes]:
+    """The CSV view in pieces (header first), for writing or hashing at any size."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(_FIRST_COLUMNS + rest)
+    writer.writerow(columns)
+    for count, record in enumerate(records, 1):
+        writer.writerow([_csv_cell(record.get(key)) for key in columns])
+        if count % 4096 == 0:
+            yield out.getvalue().encode()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue().encode()
+
+
+def csv_view(records: Sequence[dict[str, Any]]) -> bytes:
+    """One row per record: the common columns first, then every other field, sorted."""
+    return b"".join(csv_chunks(records, csv_columns(records)))
+
+
+def jsonl_lines(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """The JSONL view line by line."""
     for record in records:
-        writer.writerow([_csv_cell(record.get(key)) for key in _FIRST_COLUMNS + rest])
-    return out.getvalue().encode()
+        yield orjson.dumps(record, option=orjson.OPT_SORT_KEYS) + b"\n"
 
 
 def jsonl_view(records: Sequence[dict[str, Any]]) -> bytes:
     """One JSON object per line, keys sorted (the records without their signatures)."""
-    return b"".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) + b"\n" for r in records)
+    return b"".join(jsonl_lines(records))
 
 
 def head_facts(checkpoints: bytes, cosigned: bytes, size: int) -> tuple[str, list[str]]:

@@ -73,3 +73,31 @@ async def test_an_unusable_audit_directory_stops_the_gateway_with_a_message(
     assert code == 3
     assert "audit.directory" in out.out and str(blocker) in out.out and "errno" in out.out
     assert "Traceback" not in out.out + out.err
+
+
+def test_quiet_still_says_what_was_not_proven(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import asyncio
+
+    from gateway.audit import AuditLog, AuditOptions, ExportFilter, export_bundle
+    from gateway.cli import main as cli_main
+
+    from .conftest import ORIGIN, decision
+
+    signer = Signer.generate(DEPLOYMENT)
+
+    async def write() -> None:
+        log = await AuditLog.open(tmp_path / "log", signer, origin=ORIGIN, options=AuditOptions())
+        for i in range(6):
+            await log.append(decision(i))
+        await log.close()
+
+    asyncio.run(write())
+    ring = tmp_path / "ring.json"
+    Keyring([KeyringEntry(signer.verifier, (DEPLOYMENT,))]).save(ring)
+    export_bundle(tmp_path / "log", tmp_path / "b", signer, export_filter=ExportFilter("acme-eu"))
+    capsys.readouterr()
+    assert cli_main(["audit", "verify", str(tmp_path / "b"), "--trusted-keys", str(ring),
+                     "--quiet"]) == 0  # fmt: skip
+    assert "COMPLETENESS_NOT_PROVEN" in capsys.readouterr().out
