@@ -297,7 +297,8 @@ def _witness_table(root: Path, records: int, concurrency: int) -> list[Row]:
     (wdir / "witness.yaml").write_text(yaml.safe_dump({
         "name": witness_signer.name, "key": "key.pem", "state": "state.json",
         "listen": {"host": "127.0.0.1", "port": 0},
-        "logs": [{"origin": f"{DEPLOYMENT}/bench", "keys": [signer.verifier.note_key()]}],
+        "logs": [{"origin": f"{DEPLOYMENT}/bench-{n}", "keys": [signer.verifier.note_key()]}
+                 for n in range(6)],
     }))  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
@@ -312,10 +313,11 @@ def _witness_table(root: Path, records: int, concurrency: int) -> list[Row]:
             raise SystemExit("the witness did not start")
         endpoint = WitnessEndpoint(Cosigner(witness_signer).key, found.group(1))
 
-        async def run(directory: Path, witnessed: bool) -> tuple[float, float, int]:
+        async def run(directory: Path, witnessed: bool, n: int) -> tuple[float, float, int]:
             digester = PayloadDigester(bytes(32), "k1")
             bodies = [_record(i, digester) for i in range(records)]
-            log = await AuditLog.open(directory, signer, origin=f"{DEPLOYMENT}/bench")
+            # A new log per run, so a new origin: the witness remembers every origin it saw.
+            log = await AuditLog.open(directory, signer, origin=f"{DEPLOYMENT}/bench-{n}")
             session = aiohttp.ClientSession()
             witnessing = None
             if witnessed:
@@ -342,7 +344,7 @@ def _witness_table(root: Path, records: int, concurrency: int) -> list[Row]:
         for attempt in range(3):
             for witnessed in (False, True):
                 directory = root / f"w{attempt}-{int(witnessed)}"
-                seconds, cpu, _ = asyncio.run(run(directory, witnessed))
+                seconds, cpu, _ = asyncio.run(run(directory, witnessed, attempt * 2 + witnessed))
                 results[witnessed].append((seconds, cpu))
                 shutil.rmtree(directory, ignore_errors=True)
     finally:
