@@ -434,20 +434,40 @@ def _export_contiguous(
             # Read again for each view: memory stays at one segment.
             return _records_between(directory, base, a, b)
 
-        _write_pieces(tmp, "views/records.jsonl", jsonl_lines(in_range()), listing)
-        columns = csv_columns(in_range())
-        _write_pieces(tmp, "views/records.csv", csv_chunks(in_range(), columns), listing)
-        report = render_report(
-            in_range(),
-            origin=origin,
-            range_from=a,
-            range_to=b,
-            completeness="proven",
-            created=created,
-            filter_text="none (contiguous)",
-            head_root=head_root,
-            witnesses=witnesses,
+        # One pass writes the JSONL view, collects the CSV columns and feeds the report;
+        # a second one writes the CSV.
+        columns: dict[str, None] = {}
+        jsonl_path = tmp / "views" / "records.jsonl"
+        jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        jsonl_digest, jsonl_size = hashlib.sha256(), 0
+        with open(jsonl_path, "wb") as jsonl_file:
+
+            def first_pass() -> Iterator[dict[str, Any]]:
+                nonlocal jsonl_size
+                for record in in_range():
+                    for line in jsonl_lines((record,)):
+                        jsonl_file.write(line)
+                        jsonl_digest.update(line)
+                        jsonl_size += len(line)
+                    columns.update(dict.fromkeys(record))
+                    yield record
+
+            report = render_report(
+                first_pass(),
+                origin=origin,
+                range_from=a,
+                range_to=b,
+                completeness="proven",
+                created=created,
+                filter_text="none (contiguous)",
+                head_root=head_root,
+                witnesses=witnesses,
+            )
+        listing.append(
+            {"path": "views/records.jsonl", "sha256": jsonl_digest.hexdigest(), "bytes": jsonl_size}
         )
+        csv_pieces = csv_chunks(in_range(), csv_columns([columns]))
+        _write_pieces(tmp, "views/records.csv", csv_pieces, listing)
         _write(tmp, "report.html", report.encode(), listing)
         _write(tmp, "VERIFY.txt", _verify_text(origin, False).encode(), listing)
         manifest_bytes = _finish(tmp, target, signer, origin, listing, a, b, from_ts, to_ts,

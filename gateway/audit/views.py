@@ -40,17 +40,25 @@ _FIRST_COLUMNS = ["seq", "ts", "type", "decision_id", "tenant", "decision", "eff
                   "rules", "legal_basis", "juris"]  # fmt: skip
 
 
+_FORMULA_STARTS = frozenset(_LEADING_FORMULA)
+
+
 def _csv_cell(value: Any) -> str:
+    kind = type(value)
     if value is None:
-        text = ""
-    elif isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
+        return ""
+    if kind is str:
+        text: str = value
+    elif kind is int or kind is bool:
+        text = str(value)
+    elif kind is list and all(not isinstance(v, (dict, list)) for v in value):
         text = ";".join("" if v is None else str(v) for v in value)
     elif isinstance(value, (dict, list)):
         text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     else:
         text = str(value)
     # SECURITY: spreadsheets execute cells starting with these; quote them as text.
-    if text.startswith(_LEADING_FORMULA):
+    if text[:1] in _FORMULA_STARTS:
         text = "'" + text
     return text
 
@@ -68,8 +76,16 @@ def csv_chunks(records: Iterable[dict[str, Any]], columns: list[str]) -> Iterato
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
+    cell = _csv_cell
+    formula = _FORMULA_STARTS
     for count, record in enumerate(records, 1):
-        writer.writerow([_csv_cell(record.get(key)) for key in columns])
+        # Most cells are plain strings: keep the function call for the others.
+        writer.writerow(
+            [
+                v if type(v) is str and v[:1] not in formula else cell(v)
+                for v in map(record.get, columns)
+            ]
+        )
         if count % 4096 == 0:
             yield out.getvalue().encode()
             out.seek(0)
