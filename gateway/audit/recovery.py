@@ -221,6 +221,15 @@ def _refuse_tail(directory: Path, where: Path, message: str) -> AuditRecoveryRef
     )
 
 
+def _declared_bound(line: bytes) -> int:
+    """The `uncovered_bound` a `start` record states (0 when it states none)."""
+    try:
+        value = fast_loads(line)["r"].get("uncovered_bound")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return 0
+    return value if type(value) is int and value > 0 else 0
+
+
 def _record_type(line: bytes | None) -> str | None:
     if line is None:
         return None
@@ -240,7 +249,8 @@ def recover(
     """Check the log against its last checkpoint, quarantine a bad tail, return the state.
 
     Raises `AuditRecoveryRefused` when checkpointed records are missing or changed, or
-    when the records after the last checkpoint are more than `uncovered_bound` or cross
+    when the records after the last checkpoint are more than the crash bound (the larger
+    of `uncovered_bound` and the one the last covered `start` record states) or cross
     a `stop` or `start` record (rule 3), or when the log is shorter than, or has another
     root than, a tree head a witness cosigned (`witnessed`): the rollback a disk writer
     who also rewrote every note would otherwise get away with.
@@ -305,6 +315,7 @@ def recover(
     position = base
     last_line: bytes | None = None
     mark: str | None = None  # a `start` or `stop` record among the uncovered ones
+    bound = uncovered_bound
     bad: tuple[int, int, str] | None = None
     for index, (first, path) in enumerate(segments):
         if first != position:
@@ -319,6 +330,9 @@ def recover(
             if position < cp_size:
                 body = record_bytes_of_line(line)
                 leaf = leaf_hash(body if body is not None else line)
+                if b'"type":"start"' in line:
+                    # The run before the crash may have had a larger bound than this one.
+                    bound = max(uncovered_bound, _declared_bound(line))
                 compact.append(leaf)
                 position += 1
                 if position == cp_size:
@@ -345,12 +359,12 @@ def recover(
                         f"record seq {position} ({kind}) follows a `{mark}` record "
                         "that no signed checkpoint covers",
                     )
-                if position - cp_size >= uncovered_bound:
+                if position - cp_size >= bound:
                     raise _refuse_tail(
                         directory,
                         path,
                         f"records from seq {cp_size} on are not covered by a signed checkpoint "
-                        f"and there are more than {uncovered_bound}, the most a crash leaves "
+                        f"and there are more than {bound}, the most a crash leaves "
                         f"uncovered (last signed checkpoint: size {cp_size})",
                     )
                 if kind in ("start", "stop"):
@@ -393,12 +407,12 @@ def recover(
             path.read_bytes()[offset if number == 0 else 0 :].count(b"\n")
             for number, (_first, path) in enumerate(segments[seg_index:])
         )
-        if position - cp_size + lines_moved > uncovered_bound:
+        if position - cp_size + lines_moved > bound:
             raise _refuse_tail(
                 directory,
                 segments[seg_index][1],
                 f"{position - cp_size + lines_moved} lines after the last signed checkpoint "
-                f"(size {cp_size}), more than {uncovered_bound}, the most a crash leaves "
+                f"(size {cp_size}), more than {bound}, the most a crash leaves "
                 f"uncovered; the first bad one: {reason}",
             )
         for number, (_first, path) in enumerate(segments[seg_index:]):
@@ -421,5 +435,5 @@ def recover(
     if segments and segments[-1][0] + seg_size > position:
         segment_start = segments[-1][0]
     state = ChainState(origin, compact, prev, last_ts)
-    adopted = Adopted(cp_size, position, uncovered_bound) if position > cp_size else None
+    adopted = Adopted(cp_size, position, bound) if position > cp_size else None
     return Recovered(state, segment_start, checkpoint, last_type, pruned, quarantined, adopted)

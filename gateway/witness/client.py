@@ -228,8 +228,11 @@ class CheckpointWitnessing:
         *,
         interval: float = 2.0,
         timeout: float = 5.0,
+        max_window: int = 1 << 20,
     ) -> None:
         self.log = log
+        #: Most leaf hashes held for proofs (32 bytes each, plus list overhead).
+        self.max_window = max_window
         self.session = session
         self.interval = interval
         self.timeout = timeout
@@ -246,8 +249,17 @@ class CheckpointWitnessing:
     # -- the log side
 
     def _on_commit(self, first_seq: int, leaves: list[bytes]) -> None:
-        self.window.extend(first_seq, leaves)
+        window = self.window
+        window.extend(first_seq, leaves)
         self._commits.append((first_seq + len(leaves), time.monotonic()))
+        if len(window.leaves) > self.max_window:
+            # A witness gone for long must not make the gateway hold every leaf since: keep
+            # the newest half; an older size is proven from the segments on disk (rule 3).
+            keep_from = window.size - self.max_window // 2
+            window.advance(keep_from)
+            oldest = next((i for i, c in enumerate(self._commits) if c[0] > keep_from), 0)
+            # The lag clock keeps its oldest entry, so lag is never underestimated.
+            self._commits[1 : max(oldest, 1)] = []
 
     def lag_seconds(self, status: WitnessStatus) -> float:
         """How long the oldest record the witness has not cosigned has waited."""
@@ -409,7 +421,9 @@ class CheckpointWitnessing:
             extra = await asyncio.to_thread(
                 _window_from_disk, self.log.directory, old, self.window.base.size
             )
-            self.window = ProofWindow(extra.base, [*extra.leaves, *self.window.leaves])
+            # Only for this proof: the window itself stays bounded.
+            joined = ProofWindow(extra.base, [*extra.leaves, *self.window.leaves])
+            return joined.proof(old, new)
         return self.window.proof(old, new)
 
     # -- reporting

@@ -199,3 +199,21 @@ def test_a_modified_record_is_blamed_not_its_successor(
     report = verify_source(builder.directory, keyring)
     blamed = [f for f in report.errors if f.code == "PREV_MISMATCH"]
     assert [(f.seq, f.line) for f in blamed] == [(4, 5)], report.errors
+
+
+def test_the_bound_of_the_run_that_crashed_applies_after_a_setting_is_lowered(
+    builder: LogBuilder,
+) -> None:
+    # The crashed run allowed 4 + 4 records without a durable note; this one allows 1 + 1.
+    run(_write(builder, 6, crash=True))
+    covered = len(segment_lines(builder.directory))
+    _keep_notes_up_to(builder.directory, covered - 5)
+
+    async def reopen() -> None:
+        log = await builder.open(max_batch_records=1, max_unsynced_records=1)
+        await log.close()
+
+    run(reopen())
+    records = [orjson.loads(line)["r"] for line in segment_lines(builder.directory)]
+    recovery = next(r for r in records if r["type"] == "recovery")
+    assert recovery["adopted"]["records"] == 5 and recovery["adopted"]["bound"] == 8

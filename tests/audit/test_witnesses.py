@@ -370,3 +370,34 @@ def test_witness_vkey_prints_the_pinned_form(
     capsys.readouterr()
     assert cli_main(["witness", "vkey", "--config", str(process.config)]) == 0
     assert CosignerKey.from_vkey(capsys.readouterr().out.strip()) == process.key
+
+
+async def test_a_witness_away_for_long_is_served_from_disk_with_a_bounded_window(
+    witness: tuple[TestServer, WitnessService], builder: LogBuilder
+) -> None:
+    from gateway.witness.client import CheckpointWitnessing, WitnessEndpoint
+    from tests.plugins.gateway import free_port
+
+    server, service = witness
+    log = await builder.open(segment_records=16)
+    await log.append(decision(0))
+    async with aiohttp.ClientSession() as session:
+        endpoint = WitnessEndpoint(service.cosigner.key, str(server.make_url("")).rstrip("/"))
+        witnessing = CheckpointWitnessing(log, [endpoint], session, max_window=8)
+        status = witnessing.statuses[0]
+        await witnessing.submit_all()
+        seen = status.size
+        assert seen is not None and seen == log.stats().size
+        # The witness goes away while the log grows far beyond the window.
+        status.endpoint = WitnessEndpoint(service.cosigner.key, f"http://127.0.0.1:{free_port()}")
+        for i in range(1, 60):
+            await log.append(decision(i))
+        await witnessing.submit_all()
+        assert status.last_error and status.size == seen
+        assert len(witnessing.window.leaves) <= 8
+        # Back again: the proof from its old size comes from the segments.
+        status.endpoint = endpoint
+        await witnessing.submit_all()
+        assert not status.alarm, status.alarm
+        assert status.size == log.stats().size == service.heads["gw.example.test/i1"].size
+    await log.close()
