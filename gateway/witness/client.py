@@ -244,6 +244,7 @@ class CheckpointWitnessing:
         self._stopping = False
         self._file_lock = asyncio.Lock()
         self._stores: set[asyncio.Task[None]] = set()
+        self._proofs: dict[tuple[int, int], list[bytes]] = {}
         log.add_commit_listener(self._on_commit)
 
     # -- the log side
@@ -305,6 +306,7 @@ class CheckpointWitnessing:
             return
         note = parse_note(note_text)
         head = parse_tree_head(note.text)
+        self._proofs.clear()  # witnesses at the same size share one proof per round
         await asyncio.gather(
             *(self._submit(status, note_text, note, head) for status in self.statuses)
         )
@@ -416,6 +418,14 @@ class CheckpointWitnessing:
     async def _proof(self, old: int, new: int) -> list[bytes]:
         if old == 0 or old == new:
             return []
+        known = self._proofs.get((old, new))
+        if known is not None:
+            return known
+        proof = await self._make_proof(old, new)
+        self._proofs[(old, new)] = proof
+        return proof
+
+    async def _make_proof(self, old: int, new: int) -> list[bytes]:
         if old < self.window.base.size:
             # Further behind than the window (a witness last seen before a restart).
             extra = await asyncio.to_thread(
