@@ -18,6 +18,16 @@ event-loop thread's CPU per record and fsyncs per record, next to the floor of t
 disk measured in the same run (one `write` + `fsync` of a record-sized line).
 
     python bench/audit.py --latency-only         # only the latency table (about 10 s)
+
+Two more measurements (issue 12):
+
+    python bench/audit.py --scale 1000000        # export + verify of a log of N records:
+                                                 # records/s and peak RSS of each, each in
+                                                 # its own process (bars: >= 50,000/s and
+                                                 # < 300 MB at 10,000,000 records)
+    python bench/audit.py --witness-only         # durable appends with a witness
+                                                 # (`jurisgate witness serve`, another
+                                                 # process) vs without (bar: within 5%)
 """
 
 from __future__ import annotations
@@ -26,8 +36,11 @@ import argparse
 import asyncio
 import json
 import os
+import re
+import resource
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -185,6 +198,167 @@ def _latency_table(root: Path, signer: Signer, appends: int) -> list[LatencyRow]
     return rows
 
 
+def _generate_log(directory: Path, signer: Signer, records: int) -> None:
+    """A log of `records` gateway-shaped records, written straight to its files (the
+    writer's batching is not what the scale test measures): segments and one checkpoint
+    per segment end plus one at the end."""
+    from datetime import UTC, datetime
+
+    from gateway.audit.chain import ChainState, seal
+    from gateway.audit.note import checkpoint_text, sign_note
+    from gateway.audit.record import format_ts
+    from gateway.audit.storage import META_FILE, LogMeta, dump_json, segment_name
+
+    origin = f"{DEPLOYMENT}/scale"
+    segment_records = 65536
+    directory.mkdir(parents=True)
+    (directory / "segments").mkdir()
+    ts = format_ts(datetime.now(UTC))
+    meta = LogMeta(origin, 1, DEPLOYMENT, segment_records, ts)
+    (directory / META_FILE).write_bytes(dump_json(meta.to_json()))
+    digester = PayloadDigester(bytes(32), "k1")
+    state = ChainState(origin)
+    notes = []
+    first = _record(0, digester)
+    with open(directory / "checkpoints.notes", "w", encoding="utf-8") as cp_file:
+        for start in range(0, records, segment_records):
+            end = min(start + segment_records, records)
+            with open(directory / "segments" / segment_name(start), "wb") as segment:
+                chunk = []
+                for i in range(start, end):
+                    fields = dict(first, decision_id=f"7d3c9a4e-1b2f-4c5d-8e9f-{i:012d}")
+                    fields["type"] = "start" if i == 0 else "decision"
+                    chunk.append(seal(state, fields, signer, ts, sign_record=False).line)
+                segment.write(b"".join(chunk))
+            note = sign_note(checkpoint_text(state.checkpoint(ts)), [signer])
+            cp_file.write(note + "\n")
+            notes.append(note)
+
+
+def _phase(args: argparse.Namespace) -> int:
+    """One scale phase in this process; prints seconds, records and peak RSS as JSON."""
+    from gateway.audit import export_bundle
+
+    signer = Signer.from_seed(bytes(32), DEPLOYMENT)
+    keyring = Keyring([KeyringEntry(signer.verifier, (DEPLOYMENT,))])
+    started = time.perf_counter()
+    if args.phase == "export":
+        result = export_bundle(args.log, args.out, signer, keyring=keyring)
+        records = result.records
+    else:
+        report = verify_source(args.out, keyring, VerifyOptions(record_signatures=False))
+        if not report.valid:
+            print(json.dumps({"error": [f.text() for f in report.errors[:3]]}))
+            return 1
+        records = report.records_total
+    seconds = time.perf_counter() - started
+    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"records": records, "seconds": seconds, "peak_rss_mb": peak_kib / 1024}))
+    return 0
+
+
+def _scale(root: Path, records: int) -> list[dict[str, Any]]:
+    signer = Signer.from_seed(bytes(32), DEPLOYMENT)
+    log_dir, bundle = root / "scale-log", root / "scale-bundle"
+    started = time.perf_counter()
+    _generate_log(log_dir, signer, records)
+    print(f"generated {records:,} records in {time.perf_counter() - started:.1f} s")
+    rows = []
+    for phase in ("export", "verify"):
+        out = subprocess.run(
+            [sys.executable, __file__, "--phase", phase, "--log", str(log_dir), "--out",
+             str(bundle)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if out.returncode != 0:
+            raise SystemExit(f"{phase} failed: {out.stdout}{out.stderr[-2000:]}")
+        row = json.loads(out.stdout.strip().splitlines()[-1])
+        row["phase"] = phase
+        row["records_per_second"] = row["records"] / row["seconds"]
+        rows.append(row)
+    return rows
+
+
+def _witness_table(root: Path, records: int, concurrency: int) -> list[Row]:
+    """Durable appends without and with a witness in another process, alternately."""
+    import aiohttp
+    import yaml
+
+    from gateway.audit.witness import Cosigner
+    from gateway.witness.client import CheckpointWitnessing, WitnessEndpoint
+
+    signer = Signer.generate(DEPLOYMENT)
+    witness_signer = Signer.generate("bench.example/witness")
+    from gateway.audit.signing import write_private_key
+
+    wdir = root / "witness"
+    wdir.mkdir()
+    write_private_key(wdir / "key.pem", witness_signer)
+    (wdir / "witness.yaml").write_text(yaml.safe_dump({
+        "name": witness_signer.name, "key": "key.pem", "state": "state.json",
+        "listen": {"host": "127.0.0.1", "port": 0},
+        "logs": [{"origin": f"{DEPLOYMENT}/bench-{n}", "keys": [signer.verifier.note_key()]}
+                 for n in range(6)],
+    }))  # fmt: skip
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "witness", "serve", "--config",
+         str(wdir / "witness.yaml")],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        found = re.search(r"serving on (http://\S+)", proc.stdout.readline().decode())
+        if not found:
+            raise SystemExit("the witness did not start")
+        endpoint = WitnessEndpoint(Cosigner(witness_signer).key, found.group(1))
+
+        async def run(directory: Path, witnessed: bool, n: int) -> tuple[float, float, int]:
+            digester = PayloadDigester(bytes(32), "k1")
+            bodies = [_record(i, digester) for i in range(records)]
+            # A new log per run, so a new origin: the witness remembers every origin it saw.
+            log = await AuditLog.open(directory, signer, origin=f"{DEPLOYMENT}/bench-{n}")
+            session = aiohttp.ClientSession()
+            witnessing = None
+            if witnessed:
+                witnessing = CheckpointWitnessing(log, [endpoint], session, interval=2.0)
+                witnessing.start()
+            per_worker = records // concurrency
+
+            async def worker(w: int) -> None:
+                for body in bodies[w * per_worker : (w + 1) * per_worker]:
+                    await log.append(body)
+
+            started, cpu = time.perf_counter(), time.process_time()
+            await asyncio.gather(*(worker(w) for w in range(concurrency)))
+            seconds, cpu_seconds = time.perf_counter() - started, time.process_time() - cpu
+            await log.close()
+            if witnessing is not None:
+                await witnessing.close()
+                if witnessing.statuses[0].size != log.stats().size:
+                    raise SystemExit(f"witness lagging: {witnessing.report()}")
+            await session.close()
+            return seconds, cpu_seconds, 0
+
+        results: dict[bool, list[tuple[float, float]]] = {False: [], True: []}
+        for attempt in range(3):
+            for witnessed in (False, True):
+                directory = root / f"w{attempt}-{int(witnessed)}"
+                seconds, cpu, _ = asyncio.run(run(directory, witnessed, attempt * 2 + witnessed))
+                results[witnessed].append((seconds, cpu))
+                shutil.rmtree(directory, ignore_errors=True)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=10)
+    rows = []
+    for witnessed, label in ((False, "durable, no witness"), (True, "durable, one witness")):
+        best = statistics.median(records / s for s, _c in results[witnessed])
+        cpu = statistics.median(c for _s, c in results[witnessed]) / records * 1e6
+        rows.append(Row(label, records, records / best, best, cpu, 0))
+    rows[1].ratio = rows[1].records_per_second / rows[0].records_per_second
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--records", type=int, default=50_000)
@@ -194,7 +368,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--latency-appends", type=int, default=2000,
                         help="appends per row of the latency table")  # fmt: skip
     parser.add_argument("--latency-only", action="store_true", help="only the latency table")
+    parser.add_argument("--scale", type=int, default=0, metavar="N",
+                        help="only export + verify of a generated log of N records")  # fmt: skip
+    parser.add_argument("--witness-only", action="store_true",
+                        help="only appends with and without a witness")  # fmt: skip
+    parser.add_argument("--phase", choices=("export", "verify"), help=argparse.SUPPRESS)
+    parser.add_argument("--log", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.phase:
+        return _phase(args)
+    if args.scale or args.witness_only:
+        root = Path(tempfile.mkdtemp(prefix="audit-bench-", dir=args.dir))
+        try:
+            if args.scale:
+                for row in _scale(root, args.scale):
+                    print(f"{row['phase']:7} {row['records']:>11,} records "
+                          f"{row['records_per_second']:>10,.0f} records/s "
+                          f"peak RSS {row['peak_rss_mb']:7.1f} MB")  # fmt: skip
+            if args.witness_only:
+                records = args.records - args.records % args.concurrency
+                rows = _witness_table(root, records, args.concurrency)
+                for row in rows:
+                    rate, cpu = row.records_per_second, row.cpu_us_per_record
+                    print(f"{row.variant:24} {rate:11,.0f} records/s {cpu:7.1f} CPU us/rec  "
+                          f"ratio {row.ratio:.3f}")  # fmt: skip
+                ok = rows[1].ratio >= 0.95
+                print(f"bar: with a witness within 5% of without: {'met' if ok else 'NOT met'}")
+        finally:
+            shutil.rmtree(root, ignore_errors=True)
+        return 0
     records = args.records - args.records % args.concurrency
     root = Path(tempfile.mkdtemp(prefix="audit-bench-", dir=args.dir))
     signer = Signer.generate(DEPLOYMENT)

@@ -19,7 +19,6 @@ import hmac
 import json
 import logging
 import os
-import secrets
 import signal
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -28,11 +27,15 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import orjson
 from aiohttp import web
 
 from gateway.app_state import DECISION_ID, RUNTIME, Runtime, Snapshot, build_backends
-from gateway.audit import AuditLog, AuditOptions, PayloadDigester, Signer
+from gateway.audit import AuditError, AuditLog, AuditOptions, PayloadDigester, Signer
+from gateway.audit.payload_key import LEGACY_KEY_FILE as LEGACY_PAYLOAD_KEY_FILE
+from gateway.audit.payload_key import load_or_create_payload_key
+from gateway.audit.witness import CosignerKey
 from gateway.clientip import CachedRegionLookup, ClientIPConfig, RegionTable
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.context import ClientFacts, ContextError, RouteFacts, build_context, find_licence
@@ -46,6 +49,7 @@ from gateway.proxy import UpstreamPool
 from gateway.sinks import EventSinks, SinkSpec
 from gateway.tenants import TenantRegistry
 from gateway.tfserving import error_body
+from gateway.witness.client import CheckpointWitnessing, WitnessEndpoint, witnessed_heads
 
 __all__ = [
     "build_snapshot",
@@ -243,14 +247,22 @@ def _load_signer(config: GatewayConfig) -> Signer:
 def _digester(config: GatewayConfig) -> tuple[PayloadDigester, bytes]:
     key = config.audit.hmac_key
     if key is None:
-        # Keep digests linkable across restarts without putting a secret in the config.
-        key_file = config.audit.directory / "payload-hmac.key"
-        key_file.parent.mkdir(parents=True, exist_ok=True)
-        if not key_file.exists():
-            fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as handle:
-                handle.write(secrets.token_hex(32))
-        key = bytes.fromhex(key_file.read_text().strip())
+        # Keep digests linkable across restarts without putting a secret in the config,
+        # and keep the key with the signing key: never inside the log directory.
+        passphrase = config.audit.passphrase.encode() if config.audit.passphrase else None
+        path = config.audit.hmac_key_file or (
+            config.audit.signing_key.parent / LEGACY_PAYLOAD_KEY_FILE
+        )
+        loaded = load_or_create_payload_key(path, config.audit.directory, passphrase)
+        if loaded.migrated_from is not None:
+            log.warning(
+                "moved the payload HMAC key out of the audit log directory: %s -> %s "
+                "(copies of the log made before hold the key; change audit.hmac_key_version "
+                "if they left this host)",
+                loaded.migrated_from,
+                loaded.path,
+            )
+        key = loaded.key
     return PayloadDigester(key, config.audit.hmac_key_version), key
 
 
@@ -270,18 +282,54 @@ def create_app(
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
         signer = _load_signer(config)
+        digester, masking_key = _digester(config)
         options = AuditOptions(
             durability="strict" if config.audit.durability == "strict" else "relaxed-no-fsync",
             max_batch_records=config.audit.group_commit_max_records,
             max_batch_delay=config.audit.group_commit_max_delay_ms / 1000.0,
             record_signatures=config.audit.per_record_signatures,
             default_retention_days=config.audit.retention_default_days,
+            max_unsynced_records=config.audit.max_unsynced_records,
         )
         if clock is not None:
             options = replace(options, clock=clock)
-        audit = await AuditLog.open(
-            config.audit.directory, signer, origin=config.origin, options=options
-        )
+        endpoints = [
+            WitnessEndpoint(CosignerKey.from_vkey(w.key), w.url) for w in config.audit.witnesses
+        ]
+        witness_session = aiohttp.ClientSession() if endpoints else None
+        try:
+            witnessed = (
+                await witnessed_heads(
+                    witness_session,
+                    config.audit.directory,
+                    endpoints,
+                    config.origin,
+                    config.audit.witness_timeout_s,
+                )
+                if witness_session is not None
+                else []
+            )
+            audit = await AuditLog.open(
+                config.audit.directory,
+                signer,
+                origin=config.origin,
+                options=options,
+                witnessed=witnessed,
+            )
+        except BaseException:
+            if witness_session is not None:
+                await witness_session.close()
+            raise
+        witnessing: CheckpointWitnessing | None = None
+        if witness_session is not None:
+            witnessing = CheckpointWitnessing(
+                audit,
+                endpoints,
+                witness_session,
+                interval=config.audit.witness_interval_s,
+                timeout=config.audit.witness_timeout_s,
+            )
+            witnessing.start()
         upstream = UpstreamPool(
             connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s
         )
@@ -308,7 +356,6 @@ def create_app(
                 ],
             )
             sinks.start()
-        digester, masking_key = _digester(config)
         runtime = Runtime(
             snapshot=snap,
             upstream=upstream,
@@ -318,6 +365,7 @@ def create_app(
             digester=digester,
             masking_key=masking_key,
             grpc_upstream=grpc_upstream,
+            witnessing=witnessing,
         )
         if clock is not None:
             runtime.clock = clock
@@ -340,6 +388,11 @@ def create_app(
             await upstream.close()
             await grpc_upstream.close()
             await audit.close()
+            if witnessing is not None:
+                # Once more, with the `stop` record's checkpoint.
+                await witnessing.close()
+            if witness_session is not None:
+                await witness_session.close()
 
     app.cleanup_ctx.append(lifetime)
     app.router.add_get("/healthz", _healthz)
@@ -370,13 +423,40 @@ async def readiness(runtime: Runtime) -> dict[str, Any]:
     stats = runtime.audit.stats()
     runtime.metrics.audit_queue_depth.set(stats.queue_depth)
     runtime.metrics.audit_fsync_seconds.set(stats.last_fsync_seconds)
+    reasons: list[str] = []
+    if not audit_ok:
+        reasons.append(f"audit log unavailable: {runtime.audit.failure or 'closed'}")
+    witnesses: dict[str, Any] = {}
+    if runtime.witnessing is not None:
+        witnesses = runtime.witnessing.report()
+        alarms = runtime.witnessing.alarms()
+        reasons.extend(alarms)
+        ready = ready and not alarms
+        _witness_metrics(runtime)
     return {
         "ready": ready,
+        "reasons": reasons,
         "policy_revision": snap.policy_set.revision,
-        "audit": {"healthy": audit_ok, "size": stats.size},
+        "audit": {"healthy": audit_ok, "size": stats.size, "failure": runtime.audit.failure},
         "models": models,
         "unavailable_backends": sorted(unavailable),
+        "witnesses": witnesses,
     }
+
+
+def _witness_metrics(runtime: Runtime) -> None:
+    witnessing = runtime.witnessing
+    if witnessing is None:
+        return
+    size = runtime.audit.stats().size
+    metrics = runtime.metrics
+    for status in witnessing.statuses:
+        name = status.endpoint.name
+        metrics.witness_lag_seconds.labels(witness=name).set(witnessing.lag_seconds(status))
+        metrics.witness_lag_records.labels(witness=name).set(max(size - (status.size or 0), 0))
+        metrics.witness_alarm.labels(witness=name).set(1 if status.alarm else 0)
+        for code, count in status.refusals.items():
+            metrics.witness_refusals.labels(witness=name, status=str(code)).set(count)
 
 
 async def _readyz(request: web.Request) -> web.Response:
@@ -415,6 +495,7 @@ def create_admin_app(public: web.Application) -> web.Application:
         stats = runtime.audit.stats()
         runtime.metrics.audit_queue_depth.set(stats.queue_depth)
         runtime.metrics.audit_fsync_seconds.set(stats.last_fsync_seconds)
+        _witness_metrics(runtime)
         if runtime.sinks is not None:
             for sink_id, sink_stats in runtime.sinks.stats().items():
                 runtime.metrics.sink_dropped.labels(sink=sink_id).set(sink_stats.dropped)
@@ -523,6 +604,19 @@ async def run_gateway(
         await runner.setup()
     except SnapshotError as exc:
         print(exc.diagnostics_text, flush=True)
+        return 3
+    except AuditError as exc:
+        # A refused recovery, a wrong passphrase, a locked log: the message says what and
+        # where; a traceback would bury it.
+        print(f"{config.source}: audit: {exc}", flush=True)
+        return 3
+    except OSError as exc:
+        print(
+            f"{config.source}: audit.directory `{config.audit.directory}`: cannot start: "
+            f"{exc.strerror or exc} (errno {exc.errno}, {exc.filename or 'no path'})\n"
+            "  help: the gateway needs to create and write files there",
+            flush=True,
+        )
         return 3
     site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
     await site.start()

@@ -26,6 +26,7 @@ from gateway.policy.decision import SinkSuppression
 from gateway.proxy import BackendSpec, UpstreamPool
 from gateway.sinks import SALE_OR_SHARE, EventSinks
 from gateway.tenants import TenantRegistry
+from gateway.witness.client import CheckpointWitnessing
 
 if TYPE_CHECKING:
     # Imported when the app starts (it loads grpc); commands without a server never do.
@@ -158,6 +159,8 @@ class Runtime:
     masking_key: bytes = b""
     #: The port the gRPC front door listens on (0 when it is off).
     grpc_port: int = 0
+    #: The background submitter of audit checkpoints to witnesses (None: none configured).
+    witnessing: CheckpointWitnessing | None = None
     _ip_fields: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
 
     def keyed_digest(self, payload: bytes) -> str:

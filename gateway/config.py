@@ -21,6 +21,8 @@ from typing import Any
 
 import jsonschema
 
+from gateway.audit.errors import KeyLoadError
+from gateway.audit.witness import CosignerKey
 from gateway.errors import Diagnostic, DiagnosticError, Location, describe_value, did_you_mean
 from gateway.source import LoadedDocument, format_path, load_yaml, yaml11_help
 
@@ -36,8 +38,10 @@ __all__ = [
     "LimitsConfig",
     "OperatorConfig",
     "SinkConfig",
+    "WitnessConfigEntry",
     "config_schema",
     "load_config",
+    "schema_error_diagnostic",
 ]
 
 
@@ -268,6 +272,22 @@ def config_schema() -> dict[str, Any]:
                     "storage_region": _REGION,
                     "group_commit_max_records": {"type": "integer", "minimum": 1},
                     "group_commit_max_delay_ms": {"type": "number", "minimum": 0},
+                    "hmac_key_file": {"type": "string"},
+                    "witnesses": {
+                        "type": "array",
+                        "items": {
+                            "type": "object",
+                            "additionalProperties": False,
+                            "required": ["url", "key"],
+                            "properties": {
+                                "url": {"type": "string", "pattern": "^https?://"},
+                                "key": {"type": "string", "minLength": 1},
+                            },
+                        },
+                    },
+                    "witness_interval_s": {"type": "number", "exclusiveMinimum": 0},
+                    "witness_timeout_s": {"type": "number", "exclusiveMinimum": 0},
+                    "max_unsynced_records": {"type": "integer", "minimum": 0, "maximum": 1000000},
                 },
             },
             "sinks": {
@@ -391,6 +411,15 @@ class SinkConfig:
 
 
 @dataclass(frozen=True)
+class WitnessConfigEntry:
+    """One witness the gateway submits its checkpoints to."""
+
+    url: str
+    #: The witness's verifier key `name+keyid+base64(0x04 || key)`.
+    key: str
+
+
+@dataclass(frozen=True)
 class AuditConfig:
     """Where and how the signed audit log is written."""
 
@@ -405,6 +434,12 @@ class AuditConfig:
     storage_region: str | None = None
     group_commit_max_records: int = 256
     group_commit_max_delay_ms: float = 0.0
+    #: The payload HMAC key file; None: `payload-hmac.key` beside the signing key.
+    hmac_key_file: Path | None = None
+    max_unsynced_records: int = 2048
+    witnesses: tuple[WitnessConfigEntry, ...] = ()
+    witness_interval_s: float = 2.0
+    witness_timeout_s: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -568,6 +603,14 @@ def _cast_env(raw: str, node_schema: Mapping[str, Any]) -> Any:
     if kind == "object":
         raise ValueError("a section cannot be set from the environment; set one of its keys")
     return raw
+
+
+def schema_error_diagnostic(
+    error: jsonschema.ValidationError, document: LoadedDocument
+) -> Diagnostic:
+    """A located, helpful diagnostic for one JSON-schema error in a YAML document (shared
+    with the other configuration files, such as a witness's)."""
+    return _diagnostic_from_schema_error(error, document)
 
 
 def _diagnostic_from_schema_error(
@@ -806,6 +849,19 @@ def _build(
     passphrase = secrets["audit.passphrase"]
     audit_hmac = secrets["audit.hmac_key"]
     privacy_hmac = secrets["privacy.hmac_key"]
+    for index, witness in enumerate(audit.get("witnesses", [])):
+        try:
+            CosignerKey.from_vkey(witness["key"])
+        except KeyLoadError as exc:
+            diagnostics.append(
+                Diagnostic(
+                    code="config_value_error",
+                    message=f"audit.witnesses[{index}].key has bad value: {exc}",
+                    location=document.location(("audit", "witnesses", index, "key")),
+                    path=f"audit.witnesses[{index}].key",
+                    help="use the witness's verifier key as `jurisgate witness vkey` prints it",
+                )
+            )
     if diagnostics:
         raise ConfigError(diagnostics)
 
@@ -865,6 +921,15 @@ def _build(
             storage_region=audit.get("storage_region"),
             group_commit_max_records=audit.get("group_commit_max_records", 256),
             group_commit_max_delay_ms=float(audit.get("group_commit_max_delay_ms", 0.0)),
+            hmac_key_file=(
+                _resolve_path(base, audit["hmac_key_file"]) if "hmac_key_file" in audit else None
+            ),
+            max_unsynced_records=audit.get("max_unsynced_records", 2048),
+            witnesses=tuple(
+                WitnessConfigEntry(url=w["url"], key=w["key"]) for w in audit.get("witnesses", [])
+            ),
+            witness_interval_s=float(audit.get("witness_interval_s", 2.0)),
+            witness_timeout_s=float(audit.get("witness_timeout_s", 5.0)),
         ),
         environ=env,
         sinks=tuple(

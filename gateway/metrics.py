@@ -66,6 +66,30 @@ class GatewayMetrics:
         self.audit_fsync_seconds = Gauge(
             "jurisgate_audit_last_fsync_seconds", "Duration of the last audit fsync", registry=r
         )
+        self.witness_lag_seconds = Gauge(
+            "jurisgate_witness_lag_seconds",
+            "Age of the oldest audit record the witness has not cosigned",
+            ["witness"],
+            registry=r,
+        )
+        self.witness_lag_records = Gauge(
+            "jurisgate_witness_lag_records",
+            "Audit records not yet covered by the witness's cosignature",
+            ["witness"],
+            registry=r,
+        )
+        self.witness_alarm = Gauge(
+            "jurisgate_witness_alarm",
+            "1 while the witness refuses the log's checkpoints (rollback, fork, unknown key)",
+            ["witness"],
+            registry=r,
+        )
+        self.witness_refusals = Gauge(
+            "jurisgate_witness_refusals",
+            "Answers other than 200 from the witness, by HTTP status, since start",
+            ["witness", "status"],
+            registry=r,
+        )
         self.audit_failures = Counter(
             "jurisgate_audit_failures",
             "Requests refused because the audit log failed",

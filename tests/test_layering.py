@@ -42,6 +42,8 @@ PURE_MODULES = [
     "gateway.audit.signing",
     "gateway.audit.note",
     "gateway.audit.verify",
+    "gateway.audit.witness",
+    "gateway.audit.views",
 ]
 
 

@@ -189,7 +189,7 @@ async def world(
 
 
 def _hmac_key(harness: GatewayHarness) -> bytes:
-    return bytes.fromhex((harness.audit_dir / "payload-hmac.key").read_text().strip())
+    return harness.runtime.masking_key
 
 
 @pytest.mark.parametrize("scenario_id", sorted(SCENARIOS))

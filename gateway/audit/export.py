@@ -13,13 +13,11 @@ See `gateway.audit.bundle` for the layout.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,6 +44,7 @@ from gateway.audit.report import render_report
 from gateway.audit.signing import Signer
 from gateway.audit.storage import (
     CHECKPOINTS_FILE,
+    COSIGNED_FILE,
     PRUNED_FILE,
     StartState,
     list_segments,
@@ -53,10 +52,9 @@ from gateway.audit.storage import (
     segment_name,
     split_lines,
 )
+from gateway.audit.views import csv_chunks, csv_columns, head_facts, jsonl_lines, render_views
 
 __all__ = ["ExportResult", "export_bundle"]
-
-_LEADING_FORMULA = ("=", "+", "-", "@", "\t", "\r")
 
 
 @dataclass(frozen=True)
@@ -80,33 +78,6 @@ class ExportResult:
             "completeness": self.completeness,
             "manifest_sha256": self.manifest_sha256,
         }
-
-
-def _csv_cell(value: Any) -> str:
-    if value is None:
-        text = ""
-    elif isinstance(value, list) and all(not isinstance(v, (dict, list)) for v in value):
-        text = ";".join("" if v is None else str(v) for v in value)
-    elif isinstance(value, (dict, list)):
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    else:
-        text = str(value)
-    # SECURITY: spreadsheets execute cells starting with these; quote them as text.
-    if text.startswith(_LEADING_FORMULA):
-        text = "'" + text
-    return text
-
-
-def _csv_view(records: list[dict[str, Any]]) -> bytes:
-    first = ["seq", "ts", "type", "decision_id", "tenant", "decision", "effect", "status",
-             "rules", "legal_basis", "juris"]  # fmt: skip
-    rest = sorted({key for record in records for key in record} - set(first))
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(first + rest)
-    for record in records:
-        writer.writerow([_csv_cell(record.get(key)) for key in first + rest])
-    return out.getvalue().encode()
 
 
 _FILTERED_CLAIM = (
@@ -141,14 +112,33 @@ def _verify_text(origin: str, filtered: bool) -> str:
    - {_FILTERED_CLAIM if filtered else _CONTIGUOUS_CLAIM}
 
 4. views/ and report.html are conveniences for people and spreadsheets; they are covered
-   by the manifest hashes but hold nothing the records do not.
+   by the manifest hashes, and `jurisgate audit verify` makes them again from the
+   verified records and compares them byte for byte (VIEW_MISMATCH otherwise).
 
 Independent tools can check the same things: checkpoints are C2SP signed notes (Go
 golang.org/x/mod/sumdb/note), proofs are RFC 9162 audit paths.
 """
 
 
+#: What a secret looks like on disk: a PEM private key or a payload key file.
+_SECRET_MARKERS = (b"PRIVATE KEY-----", b"jurisgate-payload-key/")
+_SECRET_SUFFIXES = (".key", ".pem", ".p8")
+
+
+def refuse_secret(rel: str, data: bytes) -> None:
+    """Raise `AuditError` when a bundle file would carry a key: a bundle is handed to
+    auditors and must hold nothing that signs records or opens their keyed digests."""
+    # Record lines and their views hold only what the gateway chose to log; every other
+    # file is checked for key material too.
+    derived = rel.startswith(("records/", "views/")) or rel == "report.html"
+    if rel.endswith(_SECRET_SUFFIXES) or (
+        not derived and any(marker in data for marker in _SECRET_MARKERS)
+    ):
+        raise AuditError(f"refusing to put `{rel}` into the bundle: it looks like a key")
+
+
 def _write(root: Path, rel: str, data: bytes, listing: list[dict[str, Any]]) -> None:
+    refuse_secret(rel, data)
     target = root / rel
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(data)
@@ -202,6 +192,12 @@ def export_bundle(
     if (directory / PRUNED_FILE).exists():
         base_state = StartState.from_json(json.loads((directory / PRUNED_FILE).read_text()))
     base = base_state.size if base_state is not None else 0
+    if export_filter.empty:
+        return _export_contiguous(
+            directory, target, signer, meta.segment_records, origin, created, from_ts, to_ts,
+            checkpoints, base_state, keyring or Keyring([KeyringEntry(signer.verifier,
+                                                                      (meta.base_origin,))]),
+        )  # fmt: skip
 
     lines: list[bytes] = []
     for first, path in list_segments(directory):
@@ -235,10 +231,12 @@ def export_bundle(
     a = max([s for s in sizes if s <= lo] + ([0] if base == 0 else []))
     b = min(s for s in sizes if s >= hi)
 
+    # Filtered: every selected record gets an inclusion proof, so this path holds the
+    # range's leaves (and records) in memory; contiguous exports stream (above).
     leaves = [leaf_hash(record_bytes_of_line(line) or line) for line in lines[: b - base]]
     tree = TreeHashes(leaves, base_state.compact if base_state is not None else None)
-    filtered = not export_filter.empty
-    completeness = "not-proven" if filtered else "proven"
+    filtered = True
+    completeness = "not-proven"
 
     tmp = target.with_name(target.name + ".partial")
     if tmp.exists():
@@ -247,7 +245,7 @@ def export_bundle(
     listing: list[dict[str, Any]] = []
     try:
         selected: list[int] = [
-            seq for seq in range(a, b) if not filtered or export_filter.matches(records[seq - base])
+            seq for seq in range(a, b) if export_filter.matches(records[seq - base])
         ]
         chunks: dict[int, list[bytes]] = {}
         seg_size = meta.segment_records
@@ -258,41 +256,21 @@ def export_bundle(
             _write(tmp, f"records/{segment_name(chunk_start)}", b"".join(chunk), listing)
         cp_bytes = b"".join(raw + b"\n" for cp, raw in checkpoints if a <= cp.size <= b)
         _write(tmp, "checkpoints.notes", cp_bytes, listing)
-        if a > 0 and not filtered:
-            if base_state is not None and a == base:
-                # The leaves under the cut are gone; the pruned state carries the proof.
-                start = StartState(
-                    a, base_state.compact, base_state.prev_leaf, base_state.prev_leaf_proof
-                )
-            else:
-                compact = base_state.compact.copy() if base_state is not None else CompactRange()
-                for leaf in leaves[: a - base]:
-                    compact.append(leaf)
-                start = StartState(
-                    a, compact, leaves[a - base - 1], tuple(inclusion_proof(a - 1, a, tree))
-                )
-            _write(tmp, "proofs/start.json", _json(start.to_json()), listing)
-        if filtered:
-            proof_lines = [
-                orjson.dumps(
-                    {"seq": seq, "proof": [h.hex() for h in inclusion_proof(seq, b, tree)]}
-                )
-                + b"\n"
-                for seq in selected
-            ]
-            _write(tmp, "proofs/inclusion.jsonl", b"".join(proof_lines), listing)
+        cosigned = _cosigned_in_range(directory, origin, a, b)
+        if cosigned:
+            _write(tmp, COSIGNED_FILE, cosigned, listing)
+        proof_lines = [
+            orjson.dumps({"seq": seq, "proof": [h.hex() for h in inclusion_proof(seq, b, tree)]})
+            + b"\n"
+            for seq in selected
+        ]
+        _write(tmp, "proofs/inclusion.jsonl", b"".join(proof_lines), listing)
         ring = keyring or Keyring([KeyringEntry(signer.verifier, (meta.base_origin,))])
         _write(tmp, "keys/keyring.json", ring.dumps().encode(), listing)
         chosen = [records[seq - base] for seq in selected]
-        _write(
-            tmp,
-            "views/records.jsonl",
-            b"".join(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) + b"\n" for r in chosen),
-            listing,
-        )
-        _write(tmp, "views/records.csv", _csv_view(chosen), listing)
         filter_text = json.dumps(export_filter.to_json()) if filtered else "none (contiguous)"
-        report = render_report(
+        head_root, witnesses = head_facts(cp_bytes, cosigned, b)
+        views = render_views(
             chosen,
             origin=origin,
             range_from=a,
@@ -300,28 +278,14 @@ def export_bundle(
             completeness=completeness,
             created=created,
             filter_text=filter_text,
+            head_root=head_root,
+            witnesses=witnesses,
         )
-        _write(tmp, "report.html", report.encode(), listing)
+        for rel, data in views.items():
+            _write(tmp, rel, data, listing)
         _write(tmp, "VERIFY.txt", _verify_text(origin, filtered).encode(), listing)
-        listing.sort(key=lambda item: str(item["path"]))
-        manifest = {
-            "format": BUNDLE_FORMAT,
-            "origin": origin,
-            "range": {"from": a, "to": b},
-            # A requested end is a freshness claim the verifier checks (STALE_TAIL).
-            "requested": {"from_ts": from_ts, "to_ts": min(to_ts, created) if to_ts else None},
-            "filter": export_filter.to_json(),
-            "completeness": completeness,
-            "records": len(selected),
-            "files": listing,
-            "generator": f"jurisgate {__version__}",
-            "created": created,
-        }
-        manifest_bytes = canonicalize(manifest)
-        (tmp / MANIFEST_FILE).write_bytes(manifest_bytes)
-        note = sign_note(manifest_note_text(origin, manifest_bytes), [signer])
-        (tmp / MANIFEST_SIG_FILE).write_text(note, encoding="utf-8")
-        os.replace(tmp, target)
+        manifest_bytes = _finish(tmp, target, signer, origin, listing, a, b, from_ts, to_ts,
+                                 export_filter, completeness, len(selected), created)  # fmt: skip
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -334,6 +298,241 @@ def export_bundle(
         completeness,
         hashlib.sha256(manifest_bytes).hexdigest(),
     )
+
+
+def _complete_lines(directory: Path, base: int) -> Iterator[tuple[Path, list[bytes]]]:
+    """(segment, its complete lines) from seq `base` on, one segment at a time, up to the
+    first gap."""
+    position = base
+    for first, path in list_segments(directory):
+        if first < base:
+            continue
+        if first != position:
+            return
+        complete, _tail = split_lines(path.read_bytes())
+        yield path, complete
+        position += len(complete)
+
+
+def _lines_between(directory: Path, base: int, lo: int, hi: int) -> Iterator[bytes]:
+    """Stored lines of seq lo..hi-1, reading one segment at a time."""
+    position = base
+    for _path, complete in _complete_lines(directory, base):
+        end = position + len(complete)
+        if end > lo:
+            yield from complete[max(lo - position, 0) : max(min(hi, end) - position, 0)]
+        position = end
+        if position >= hi:
+            return
+
+
+def _records_between(directory: Path, base: int, lo: int, hi: int) -> Iterator[dict[str, Any]]:
+    for line in _lines_between(directory, base, lo, hi):
+        yield orjson.loads(record_bytes_of_line(line) or b"{}")
+
+
+def _write_pieces(
+    root: Path, rel: str, pieces: Iterable[bytes], listing: list[dict[str, Any]]
+) -> None:
+    """Write a file from pieces, hashing as it goes (nothing but the hash is kept)."""
+    refuse_secret(rel, b"")
+    target = root / rel
+    target.parent.mkdir(parents=True, exist_ok=True)
+    digest = hashlib.sha256()
+    size = 0
+    with open(target, "wb") as handle:
+        for piece in pieces:
+            handle.write(piece)
+            digest.update(piece)
+            size += len(piece)
+    listing.append({"path": rel, "sha256": digest.hexdigest(), "bytes": size})
+
+
+def _export_contiguous(
+    directory: Path,
+    target: Path,
+    signer: Signer,
+    segment_records: int,
+    origin: str,
+    created: str,
+    from_ts: str | None,
+    to_ts: str | None,
+    checkpoints: list[tuple[Checkpoint, bytes]],
+    base_state: StartState | None,
+    keyring: Keyring,
+) -> ExportResult:
+    """A contiguous export that streams: records, views and proofs are made reading one
+    segment at a time, so memory does not grow with the log (the report keeps counters)."""
+    base = base_state.size if base_state is not None else 0
+    durable = base + sum(len(lines) for _path, lines in _complete_lines(directory, base))
+    sizes = sorted({cp.size for cp, _raw in checkpoints if base <= cp.size <= durable})
+    if not sizes:
+        raise AuditError(f"{directory}: no checkpoint covers the records yet")
+    newest = sizes[-1]
+    first_index: int | None = None
+    last_index: int | None = None
+    if from_ts is None and to_ts is None:
+        if newest > base:
+            first_index, last_index = 0, newest - base - 1
+    else:
+        for index, record in enumerate(_records_between(directory, base, base, newest)):
+            ts = record.get("ts", "")
+            if first_index is None and (from_ts is None or ts >= from_ts):
+                first_index = index
+            if to_ts is None or ts < to_ts:
+                last_index = index
+    if first_index is None or last_index is None or last_index < first_index:
+        raise AuditError("no records in the requested time window")
+    lo, hi = base + first_index, base + last_index + 1
+    a = max([s for s in sizes if s <= lo] + ([0] if base == 0 else []))
+    b = min(s for s in sizes if s >= hi)
+
+    tmp = target.with_name(target.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    listing: list[dict[str, Any]] = []
+    try:
+        # Records, one chunk per segment (as the stored segments are cut).
+        chunk_start = a
+        while chunk_start < b:
+            chunk_end = min(b, chunk_start - chunk_start % segment_records + segment_records)
+            lines = _lines_between(directory, base, chunk_start, chunk_end)
+            _write_pieces(
+                tmp, f"records/{segment_name(chunk_start)}", (line + b"\n" for line in lines),
+                listing,
+            )  # fmt: skip
+            chunk_start = chunk_end
+        cp_bytes = b"".join(raw + b"\n" for cp, raw in checkpoints if a <= cp.size <= b)
+        _write(tmp, "checkpoints.notes", cp_bytes, listing)
+        cosigned = _cosigned_in_range(directory, origin, a, b)
+        if cosigned:
+            _write(tmp, COSIGNED_FILE, cosigned, listing)
+        if a > 0:
+            if base_state is not None and a == base:
+                start = StartState(
+                    a, base_state.compact, base_state.prev_leaf, base_state.prev_leaf_proof
+                )
+            else:
+                compact = base_state.compact.copy() if base_state is not None else CompactRange()
+                prev_leaf = b""
+                proof: tuple[bytes, ...] = ()
+                for line in _lines_between(directory, base, base, a):
+                    before = compact.size
+                    prev_leaf = leaf_hash(record_bytes_of_line(line) or line)
+                    if before == a - 1:
+                        # The last leaf's audit path is the compact range before it,
+                        # smallest subtree first.
+                        proof = tuple(reversed(compact.nodes))
+                    compact.append(prev_leaf)
+                start = StartState(a, compact, prev_leaf, proof)
+            _write(tmp, "proofs/start.json", _json(start.to_json()), listing)
+        _write(tmp, "keys/keyring.json", keyring.dumps().encode(), listing)
+        head_root, witnesses = head_facts(cp_bytes, cosigned, b)
+
+        def in_range() -> Iterator[dict[str, Any]]:
+            # Read again for each view: memory stays at one segment.
+            return _records_between(directory, base, a, b)
+
+        # One pass writes the JSONL view, collects the CSV columns and feeds the report;
+        # a second one writes the CSV.
+        columns: dict[str, None] = {}
+        jsonl_path = tmp / "views" / "records.jsonl"
+        jsonl_path.parent.mkdir(parents=True, exist_ok=True)
+        jsonl_digest, jsonl_size = hashlib.sha256(), 0
+        with open(jsonl_path, "wb") as jsonl_file:
+
+            def first_pass() -> Iterator[dict[str, Any]]:
+                nonlocal jsonl_size
+                for record in in_range():
+                    for line in jsonl_lines((record,)):
+                        jsonl_file.write(line)
+                        jsonl_digest.update(line)
+                        jsonl_size += len(line)
+                    columns.update(dict.fromkeys(record))
+                    yield record
+
+            report = render_report(
+                first_pass(),
+                origin=origin,
+                range_from=a,
+                range_to=b,
+                completeness="proven",
+                created=created,
+                filter_text="none (contiguous)",
+                head_root=head_root,
+                witnesses=witnesses,
+            )
+        listing.append(
+            {"path": "views/records.jsonl", "sha256": jsonl_digest.hexdigest(), "bytes": jsonl_size}
+        )
+        csv_pieces = csv_chunks(in_range(), csv_columns([columns]))
+        _write_pieces(tmp, "views/records.csv", csv_pieces, listing)
+        _write(tmp, "report.html", report.encode(), listing)
+        _write(tmp, "VERIFY.txt", _verify_text(origin, False).encode(), listing)
+        manifest_bytes = _finish(tmp, target, signer, origin, listing, a, b, from_ts, to_ts,
+                                 ExportFilter(), "proven", b - a, created)  # fmt: skip
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return ExportResult(
+        target, origin, a, b, b - a, "proven", hashlib.sha256(manifest_bytes).hexdigest()
+    )
+
+
+def _finish(
+    tmp: Path,
+    target: Path,
+    signer: Signer,
+    origin: str,
+    listing: list[dict[str, Any]],
+    a: int,
+    b: int,
+    from_ts: str | None,
+    to_ts: str | None,
+    export_filter: ExportFilter,
+    completeness: str,
+    records: int,
+    created: str,
+) -> bytes:
+    """Write the manifest and its signature, then move the bundle into place."""
+    listing.sort(key=lambda item: str(item["path"]))
+    manifest = {
+        "format": BUNDLE_FORMAT,
+        "origin": origin,
+        "range": {"from": a, "to": b},
+        # A requested end is a freshness claim the verifier checks (STALE_TAIL).
+        "requested": {"from_ts": from_ts, "to_ts": min(to_ts, created) if to_ts else None},
+        "filter": export_filter.to_json(),
+        "completeness": completeness,
+        "records": records,
+        "files": listing,
+        "generator": f"jurisgate {__version__}",
+        "created": created,
+    }
+    manifest_bytes = canonicalize(manifest)
+    (tmp / MANIFEST_FILE).write_bytes(manifest_bytes)
+    note = sign_note(manifest_note_text(origin, manifest_bytes), [signer])
+    (tmp / MANIFEST_SIG_FILE).write_text(note, encoding="utf-8")
+    os.replace(tmp, target)
+    return manifest_bytes
+
+
+def _cosigned_in_range(directory: Path, origin: str, a: int, b: int) -> bytes:
+    """The witness-cosigned checkpoints of `origin` with a <= size <= b, as stored."""
+    path = directory / COSIGNED_FILE
+    if not path.exists():
+        return b""
+    notes, _end = split_notes(path.read_bytes())
+    kept: list[bytes] = []
+    for _offset, raw in notes:
+        try:
+            checkpoint = parse_checkpoint_text(parse_note(raw).text)
+        except NoteError:
+            continue
+        if checkpoint.origin == origin and a <= checkpoint.size <= b:
+            kept.append(raw + b"\n")
+    return b"".join(kept)
 
 
 def _json(data: Mapping[str, Any]) -> bytes:

@@ -112,6 +112,19 @@ class KeyringEntry:
             raise KeyLoadError(
                 f"{where}.key_id: `{kid}` does not match the key (computed `{verifier.kid}`)"
             )
+        note_key = data.get("note_key")
+        if note_key is not None:
+            # Two spellings of one key must agree: a tool reading one and a person the
+            # other would trust different keys.
+            try:
+                from_note = Verifier.from_note_key(str(note_key))
+            except KeyLoadError as exc:
+                raise KeyLoadError(f"{where}.note_key: {exc}") from None
+            if from_note != verifier:
+                raise KeyLoadError(
+                    f"{where}.note_key: `{note_key}` names another key than public_key "
+                    f"and name (`{verifier.note_key()}`)"
+                )
         origins = data.get("origins", [])
         if not isinstance(origins, list) or not all(isinstance(o, str) and o for o in origins):
             raise KeyLoadError(f"{where}.origins: must be a list of origin prefixes")

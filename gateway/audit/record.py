@@ -33,6 +33,7 @@ from gateway.audit.errors import RecordInvalid
 __all__ = [
     "ALL_TYPES",
     "CALLER_TYPES",
+    "DEFAULT_UNCOVERED_BOUND",
     "LOG_FIELDS",
     "MAX_RECORD_BYTES",
     "RECORD_VERSION",
@@ -54,6 +55,10 @@ SYSTEM_TYPES: Final = frozenset({"start", "stop", "recovery", "prune", "export",
 ALL_TYPES: Final = CALLER_TYPES | SYSTEM_TYPES
 #: Fields the log adds to every record; a caller may not set them.
 LOG_FIELDS: Final = ("seq", "prev", "ts", "kid", "log", "v")
+#: Records a crash can leave without a durable signed note when a `start` record does
+#: not state its own bound (`uncovered_bound`): one batch of 256 plus 2048 records whose
+#: notes were written but not yet fsynced (the writer's defaults).
+DEFAULT_UNCOVERED_BOUND: Final = 256 + 2048
 #: Upper bound of one canonical record, keeping lines and memory bounded.
 MAX_RECORD_BYTES: Final = 64 * 1024
 

@@ -8,6 +8,14 @@ refuses and names the operator command that opens a new epoch.
 Rule 2: after the last checkpoint, a torn final line (no newline) and every line from the
 first one that fails the checks (canonical form, seq, prev, origin, signature) onward are
 moved to quarantine/ with their SHA-256; the writer then logs a `recovery` record.
+
+Rule 3 (bounded adoption): records after the last signed checkpoint are adopted only
+within the crash bound. The writer keeps at most one batch plus `max_unsynced_records`
+records without a durable note, and fsyncs the note of every `start` and `stop` record
+before going on; so a longer uncovered tail, records after a `stop`, or anything but the
+`recovery` records of its own batch after an uncovered `start`, cannot come from a crash:
+someone removed notes and rewrote records, and recovery refuses instead of signing them.
+What is adopted is stated in the `recovery` record the writer logs next.
 """
 
 from __future__ import annotations
@@ -27,7 +35,7 @@ from gateway.audit.chain import GENESIS_PREV, ChainState, record_bytes_of_line
 from gateway.audit.errors import AuditRecoveryRefused, NoteError
 from gateway.audit.merkle import CompactRange, leaf_hash
 from gateway.audit.note import Checkpoint, parse_checkpoint_text, parse_note, split_notes
-from gateway.audit.record import record_shape_problem
+from gateway.audit.record import DEFAULT_UNCOVERED_BOUND, record_shape_problem
 from gateway.audit.signing import Verifier
 from gateway.audit.storage import (
     CHECKPOINTS_FILE,
@@ -41,16 +49,60 @@ from gateway.audit.storage import (
     split_lines,
     write_all,
 )
+from gateway.audit.witness import WitnessedHead
 
-__all__ = ["Recovered", "new_epoch_hint", "recover"]
+__all__ = [
+    "Adopted",
+    "Recovered",
+    "inspect_hint",
+    "new_epoch_command",
+    "new_epoch_hint",
+    "recover",
+]
+
+
+def new_epoch_command(directory: Path) -> str:
+    """The operator command that archives a damaged epoch and starts a new one."""
+    return f"jurisgate audit new-epoch --log {directory} --key KEY.pem --reason TEXT"
 
 
 def new_epoch_hint(directory: Path) -> str:
-    """The operator command that archives a damaged epoch and starts a new one."""
+    """How to get going again after a refused recovery."""
     return (
-        f"inspect the log, then run `jurisgate audit new-epoch --log {directory} "
-        "--key KEY.pem --reason TEXT` to archive this epoch and start a new one"
+        f"inspect the log, then run `{new_epoch_command(directory)}` "
+        "to archive this epoch and start a new one"
     )
+
+
+def inspect_hint(directory: Path) -> str:
+    """How an operator looks at a log recovery refused, before deciding what to do."""
+    return (
+        f"inspect it with `jurisgate audit verify {directory} --trusted-keys KEYRING.json` "
+        "(and compare with a witness or an earlier export)"
+    )
+
+
+@dataclass(frozen=True)
+class Adopted:
+    """Records after the last signed checkpoint that recovery kept: [first, end).
+
+    No durable note covered them, so none of them is known to have been acknowledged:
+    their requests may have been answered 503 before the crash.
+    """
+
+    first: int
+    end: int
+    bound: int
+
+    def record_fields(self) -> dict[str, Any]:
+        """The `adopted` object of the `recovery` record."""
+        return {
+            "from": self.first,
+            "to": self.end,
+            "records": self.end - self.first,
+            "bound": self.bound,
+            "acknowledged": "unknown",
+        }
 
 
 @dataclass
@@ -63,6 +115,7 @@ class Recovered:
     last_type: str | None
     pruned: StartState | None
     quarantined: list[dict[str, Any]] = field(default_factory=list)
+    adopted: Adopted | None = None
 
 
 def _refuse(directory: Path, message: str) -> AuditRecoveryRefused:
@@ -160,10 +213,47 @@ def _load_last_checkpoint(
     return checkpoint
 
 
-def recover(directory: Path, meta: LogMeta, verifiers: Sequence[Verifier]) -> Recovered:
+def _refuse_tail(directory: Path, where: Path, message: str) -> AuditRecoveryRefused:
+    return AuditRecoveryRefused(
+        f"{where}: {message}; a crash cannot leave this, so notes were removed or records "
+        f"rewritten; {inspect_hint(directory)}; if the records cannot be restored, run "
+        f"`{new_epoch_command(directory)}` to archive this epoch and start a new one"
+    )
+
+
+def _declared_bound(line: bytes) -> int:
+    """The `uncovered_bound` a `start` record states (0 when it states none)."""
+    try:
+        value = fast_loads(line)["r"].get("uncovered_bound")
+    except (ValueError, KeyError, TypeError, AttributeError):
+        return 0
+    return value if type(value) is int and value > 0 else 0
+
+
+def _record_type(line: bytes | None) -> str | None:
+    if line is None:
+        return None
+    try:
+        return str(fast_loads(line)["r"]["type"])
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def recover(
+    directory: Path,
+    meta: LogMeta,
+    verifiers: Sequence[Verifier],
+    uncovered_bound: int = DEFAULT_UNCOVERED_BOUND,
+    witnessed: Sequence[WitnessedHead] = (),
+) -> Recovered:
     """Check the log against its last checkpoint, quarantine a bad tail, return the state.
 
-    Raises `AuditRecoveryRefused` when checkpointed records are missing or changed.
+    Raises `AuditRecoveryRefused` when checkpointed records are missing or changed, or
+    when the records after the last checkpoint are more than the crash bound (the larger
+    of `uncovered_bound` and the one the last covered `start` record states) or cross
+    a `stop` or `start` record (rule 3), or when the log is shorter than, or has another
+    root than, a tree head a witness cosigned (`witnessed`): the rollback a disk writer
+    who also rewrote every note would otherwise get away with.
     """
     origin = meta.origin
     seg_size = meta.segment_records
@@ -194,6 +284,23 @@ def recover(directory: Path, meta: LogMeta, verifiers: Sequence[Verifier]) -> Re
     if checkpoint is not None and cp_size == base:
         check_root()
 
+    heads: dict[int, list[WitnessedHead]] = {}
+    for head in witnessed:
+        heads.setdefault(head.size, []).append(head)
+
+    def check_witnessed(size: int) -> None:
+        root = compact.root()
+        for head in heads.get(size, ()):
+            if head.root != root:
+                raise _refuse(
+                    directory,
+                    f"the records at size {size} do not match the root {head.source} "
+                    "cosigned: history was rewritten after a witness saw it",
+                )
+
+    if base in heads:
+        check_witnessed(base)
+
     segments = []
     for first, path in list_segments(directory):
         if first + seg_size <= base:
@@ -207,6 +314,8 @@ def recover(directory: Path, meta: LogMeta, verifiers: Sequence[Verifier]) -> Re
 
     position = base
     last_line: bytes | None = None
+    mark: str | None = None  # a `start` or `stop` record among the uncovered ones
+    bound = uncovered_bound
     bad: tuple[int, int, str] | None = None
     for index, (first, path) in enumerate(segments):
         if first != position:
@@ -221,17 +330,49 @@ def recover(directory: Path, meta: LogMeta, verifiers: Sequence[Verifier]) -> Re
             if position < cp_size:
                 body = record_bytes_of_line(line)
                 leaf = leaf_hash(body if body is not None else line)
+                if b'"type":"start"' in line:
+                    # The run before the crash may have had a larger bound than this one.
+                    bound = max(uncovered_bound, _declared_bound(line))
                 compact.append(leaf)
                 position += 1
                 if position == cp_size:
                     check_root()
+                if position in heads:
+                    check_witnessed(position)
             else:
-                problem, leaf, _record = _check_tail_line(line, position, prev, origin, verifiers)
+                problem, leaf, record = _check_tail_line(line, position, prev, origin, verifiers)
                 if problem is not None:
                     bad = (index, offset, f"record at seq {position}: {problem}")
                     break
+                kind = record["type"]
+                if position == cp_size and _record_type(last_line) == "stop" and kind != "start":
+                    raise _refuse_tail(
+                        directory,
+                        path,
+                        f"record seq {position} ({kind}) follows a `stop` record "
+                        "without a `start` record",
+                    )
+                if mark == "stop" or (mark == "start" and kind != "recovery"):
+                    raise _refuse_tail(
+                        directory,
+                        path,
+                        f"record seq {position} ({kind}) follows a `{mark}` record "
+                        "that no signed checkpoint covers",
+                    )
+                if position - cp_size >= bound:
+                    raise _refuse_tail(
+                        directory,
+                        path,
+                        f"records from seq {cp_size} on are not covered by a signed checkpoint "
+                        f"and there are more than {bound}, the most a crash leaves "
+                        f"uncovered (last signed checkpoint: size {cp_size})",
+                    )
+                if kind in ("start", "stop"):
+                    mark = kind
                 compact.append(leaf)
                 position += 1
+                if position in heads:
+                    check_witnessed(position)
             prev = leaf
             last_line = line
             offset += len(line) + 1
@@ -253,8 +394,27 @@ def recover(directory: Path, meta: LogMeta, verifiers: Sequence[Verifier]) -> Re
             directory,
             f"the log holds {position} records but its last signed checkpoint covers {cp_size}",
         )
+    newest = max(witnessed, key=lambda head: head.size, default=None)
+    if newest is not None and newest.size > position:
+        raise _refuse(
+            directory,
+            f"the log holds {position} records but {newest.source} cosigned a tree of "
+            f"{newest.size}: the log was rolled back",
+        )
     if bad is not None:
         seg_index, offset, reason = bad
+        lines_moved = sum(
+            path.read_bytes()[offset if number == 0 else 0 :].count(b"\n")
+            for number, (_first, path) in enumerate(segments[seg_index:])
+        )
+        if position - cp_size + lines_moved > bound:
+            raise _refuse_tail(
+                directory,
+                segments[seg_index][1],
+                f"{position - cp_size + lines_moved} lines after the last signed checkpoint "
+                f"(size {cp_size}), more than {bound}, the most a crash leaves "
+                f"uncovered; the first bad one: {reason}",
+            )
         for number, (_first, path) in enumerate(segments[seg_index:]):
             quarantined.append(_quarantine(directory, path, offset if number == 0 else 0, reason))
             if number > 0:
@@ -275,4 +435,5 @@ def recover(directory: Path, meta: LogMeta, verifiers: Sequence[Verifier]) -> Re
     if segments and segments[-1][0] + seg_size > position:
         segment_start = segments[-1][0]
     state = ChainState(origin, compact, prev, last_ts)
-    return Recovered(state, segment_start, checkpoint, last_type, pruned, quarantined)
+    adopted = Adopted(cp_size, position, bound) if position > cp_size else None
+    return Recovered(state, segment_start, checkpoint, last_type, pruned, quarantined, adopted)

@@ -1,7 +1,10 @@
 """Self-contained HTML report of an export, for people (no scripts, no external resources).
 
-Charts are inline SVG: decisions over time (allow/deny), by rule, by jurisdiction and
-legal basis; then a table of the denials. Every value from a record is HTML-escaped.
+The summary counts every decision kind and names the tree size, root hash, signing key IDs
+and witness cosignatures. Decisions over time are an inline SVG on a continuous time axis
+with a legend; rules and legal bases (of all decisions and of denials) are tables with bars,
+so no label is cut; then a table of the denials. Fits 1280 px and prints. Every value from
+a record is HTML-escaped.
 The report is a view: the bundle's signatures, not this page, are the evidence.
 """
 
@@ -10,20 +13,32 @@ from __future__ import annotations
 import html
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
-__all__ = ["decision_effect", "render_report"]
+__all__ = ["DECISION_KINDS", "decision_effect", "render_report"]
 
-_ALLOW = "#2e7d32"
-_DENY = "#c62828"
 _BAR = "#1565c0"
 _MAX_DENIALS = 500
 
 
+#: Every kind of decision a record can carry, in the order the report shows them.
+DECISION_KINDS = ("allow", "transform", "deny", "reject", "error")
+_KIND_COLORS = {
+    "allow": "#2e7d32",
+    "transform": "#f9a825",
+    "deny": "#c62828",
+    "reject": "#6a1b9a",
+    "error": "#37474f",
+    "other": "#9e9e9e",
+}
+
+
 def decision_effect(record: Mapping[str, Any]) -> str | None:
-    """`allow` or `deny` for a decision record (from `effect` or `decision`), else None."""
+    """The decision kind of a decision record (from `effect` or `decision`): one of
+    DECISION_KINDS, else None."""
     value = record.get("effect", record.get("decision"))
-    return value if value in ("allow", "deny") else None
+    return value if value in DECISION_KINDS else None
 
 
 def _regimes(record: Mapping[str, Any]) -> list[str]:
@@ -43,74 +58,109 @@ def _esc(value: object) -> str:
     return html.escape(str(value), quote=True)
 
 
-def _time_chart(decisions: Sequence[Mapping[str, Any]]) -> str:
-    if not decisions:
+_UNITS = (("minute", timedelta(minutes=1), 16), ("hour", timedelta(hours=1), 13),
+          ("day", timedelta(days=1), 10))  # fmt: skip
+_MAX_BUCKETS = 400
+
+
+def _bucket_start(moment: datetime, unit: str) -> datetime:
+    if unit == "minute":
+        return moment.replace(second=0, microsecond=0)
+    if unit == "hour":
+        return moment.replace(minute=0, second=0, microsecond=0)
+    return moment.replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def _time_chart(per_minute: Mapping[str, Counter[str]]) -> str:
+    """Stacked bars per minute, hour or day on a continuous time axis (empty periods
+    included). `per_minute` maps `YYYY-MM-DDTHH:MM` to counts by decision kind, so the
+    report needs memory per distinct minute, not per record."""
+    if not per_minute:
         return "<p>No decisions in this range.</p>"
-    first, last = decisions[0]["ts"], decisions[-1]["ts"]
-    # Buckets by minute within an hour, by hour within two days, else by day.
-    if first[:13] == last[:13]:
-        width = 16
-    elif len({str(d["ts"])[:10] for d in decisions}) <= 2:
-        width = 13
-    else:
-        width = 10
-    buckets: dict[str, Counter[str]] = {}
-    for record in decisions:
-        key = str(record["ts"])[:width]
-        buckets.setdefault(key, Counter())[decision_effect(record) or "other"] += 1
-    keys = sorted(buckets)
-    peak = max(sum(c.values()) for c in buckets.values())
-    bar_w = max(4, min(40, 760 // max(len(keys), 1)))
-    height = 180
+    minutes = {
+        datetime.strptime(key, "%Y-%m-%dT%H:%M"): counts for key, counts in per_minute.items()
+    }
+    first, last = min(minutes), max(minutes)
+    unit, step, width = _UNITS[-1]
+    for candidate in _UNITS:
+        span = (
+            _bucket_start(last, candidate[0]) - _bucket_start(first, candidate[0])
+        ) // candidate[1]
+        if span < _MAX_BUCKETS:
+            unit, step, width = candidate
+            break
+    start = _bucket_start(first, unit)
+    count = (_bucket_start(last, unit) - start) // step + 1
+    buckets: list[Counter[str]] = [Counter() for _ in range(count)]
+    for moment, counts in minutes.items():
+        buckets[(_bucket_start(moment, unit) - start) // step].update(counts)
+    peak = max(sum(c.values()) for c in buckets)
+    plot_w, height, left = 900, 180, 50
+    bar_w = plot_w / count
     parts = [
-        f'<svg role="img" aria-label="decisions over time" width="{bar_w * len(keys) + 60}" '
-        f'height="{height + 40}" xmlns="http://www.w3.org/2000/svg">'
+        f'<svg role="img" aria-label="decisions per {unit}" viewBox="0 0 {left + plot_w + 10} '
+        f'{height + 40}" width="100%" style="max-width:{left + plot_w + 10}px" '
+        'xmlns="http://www.w3.org/2000/svg">',
+        f'<line x1="{left}" y1="{height}" x2="{left + plot_w}" y2="{height}" stroke="#757575"/>',
+        f'<text x="{left - 4}" y="12" font-size="11" text-anchor="end">{peak}</text>',
+        f'<text x="{left - 4}" y="{height}" font-size="11" text-anchor="end">0</text>',
     ]
-    for i, key in enumerate(keys):
-        counts = buckets[key]
-        x = 50 + i * bar_w
-        y = height
-        for effect, color in (("allow", _ALLOW), ("deny", _DENY), ("other", "#9e9e9e")):
-            n = counts.get(effect, 0)
+    for i, counts in enumerate(buckets):
+        x = left + i * bar_w
+        y = float(height)
+        label = (start + i * step).strftime("%Y-%m-%dT%H:%M")[:width]
+        for kind in (*DECISION_KINDS, "other"):
+            n = counts.get(kind, 0)
             if not n:
                 continue
-            h = max(1, round(n / peak * (height - 10)))
+            h = max(1.0, n / peak * (height - 10))
             y -= h
             parts.append(
-                f'<rect x="{x}" y="{y}" width="{bar_w - 1}" height="{h}" fill="{color}">'
-                f"<title>{_esc(key)}: {n} {effect}</title></rect>"
+                f'<rect x="{x:.2f}" y="{y:.2f}" width="{max(bar_w - 0.5, 0.5):.2f}" '
+                f'height="{h:.2f}" fill="{_KIND_COLORS[kind]}"><title>{_esc(label)}: {n} '
+                f"{kind}</title></rect>"
             )
-    parts.append(f'<text x="0" y="12" font-size="11">{peak}</text>')
-    parts.append(f'<text x="50" y="{height + 15}" font-size="11">{_esc(keys[0])}</text>')
+    for fraction, anchor in ((0.0, "start"), (0.5, "middle"), (1.0, "end")):
+        index = min(int(fraction * (count - 1)), count - 1)
+        label = (start + index * step).strftime("%Y-%m-%dT%H:%M")[:width]
+        x = left + fraction * plot_w
+        parts.append(
+            f'<text x="{x:.0f}" y="{height + 16}" font-size="11" text-anchor="{anchor}">'
+            f"{_esc(label)}</text>"
+        )
     parts.append(
-        f'<text x="{50 + (len(keys) - 1) * bar_w}" y="{height + 30}" font-size="11">'
-        f"{_esc(keys[-1])}</text>"
+        f'<text x="{left + plot_w / 2:.0f}" y="{height + 34}" font-size="11" '
+        f'text-anchor="middle">time (UTC), one bar per {unit}</text>'
     )
     parts.append("</svg>")
     return "".join(parts)
 
 
+def _legend() -> str:
+    return (
+        '<p class="legend">'
+        + " ".join(
+            f'<span><span class="swatch" style="background:{_KIND_COLORS[k]}"></span>{k}</span>'
+            for k in (*DECISION_KINDS, "other")
+        )
+        + "</p>"
+    )
+
+
 def _bar_chart(label: str, counts: Counter[str], limit: int = 15) -> str:
+    """A table with one bar per item: full labels, readable on screen and paper."""
     items = counts.most_common(limit)
     if not items:
         return f"<p>No {label} in this range.</p>"
     peak = items[0][1]
-    row = 22
-    parts = [
-        f'<svg role="img" aria-label="{_esc(label)}" width="760" height="{row * len(items) + 10}" '
-        'xmlns="http://www.w3.org/2000/svg">'
-    ]
-    for i, (name, n) in enumerate(items):
-        y = 5 + i * row
-        w = max(1, round(n / peak * 420))
-        parts.append(f'<text x="0" y="{y + 14}" font-size="12">{_esc(name[:40])}</text>')
-        parts.append(
-            f'<rect x="300" y="{y}" width="{w}" height="{row - 6}" fill="{_BAR}">'
-            f"<title>{_esc(name)}: {n}</title></rect>"
-        )
-        parts.append(f'<text x="{305 + w}" y="{y + 14}" font-size="12">{n}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    rows = "".join(
+        f'<tr><td class="label">{_esc(name)}</td><td class="bars"><span class="bar" '
+        f'style="width:{max(1, round(n / peak * 400))}px"></span> {n}</td></tr>'
+        for name, n in items
+    )
+    rest = len(counts) - len(items)
+    tail = f"<p>{rest} more {label} are in views/records.csv.</p>" if rest > 0 else ""
+    return f'<table class="chart" aria-label="{_esc(label)}">{rows}</table>{tail}'
 
 
 def render_report(
@@ -122,22 +172,54 @@ def render_report(
     completeness: str,
     created: str,
     filter_text: str,
+    head_root: str = "",
+    witnesses: Sequence[str] = (),
 ) -> str:
-    """The HTML document for the records of one export."""
-    all_records = list(records)
-    decisions = [r for r in all_records if r.get("type") == "decision"]
-    by_type = Counter(str(r.get("type")) for r in all_records)
-    effects = Counter(decision_effect(r) or "other" for r in decisions)
+    """The HTML document for the records of one export; `head_root` is the root of the
+    checkpoint at `range_to` and `witnesses` the names on its cosignatures."""
+    by_type: Counter[str] = Counter()
+    effects: Counter[str] = Counter()
     rules: Counter[str] = Counter()
     regimes: Counter[str] = Counter()
-    for record in decisions:
+    denial_rules: Counter[str] = Counter()
+    denial_regimes: Counter[str] = Counter()
+    per_minute: dict[str, Counter[str]] = {}
+    kids: set[str] = set()
+    denials: list[Mapping[str, Any]] = []
+    denial_count = 0
+    total = 0
+    # One pass, keeping counters and the first denials only: bounded memory at any size.
+    for record in records:
+        total += 1
+        by_type[str(record.get("type"))] += 1
+        if record.get("kid"):
+            kids.add(str(record["kid"]))
+        if record.get("type") != "decision":
+            continue
+        kind = decision_effect(record) or "other"
+        effects[kind] += 1
+        per_minute.setdefault(str(record.get("ts", ""))[:16], Counter())[kind] += 1
+        denied = kind == "deny"
+        if denied:
+            denial_count += 1
+            if len(denials) < _MAX_DENIALS:
+                denials.append(record)
         for rule in record.get("rules") or []:
             rules[str(rule)] += 1
+            if denied:
+                denial_rules[str(rule)] += 1
         for regime in _regimes(record):
             regimes[regime] += 1
-    denials = [r for r in decisions if decision_effect(r) == "deny"]
+            if denied:
+                denial_regimes[regime] += 1
+    decision_count = sum(effects.values())
+    summary = ", ".join(f"{effects.get(kind, 0)} {kind}" for kind in DECISION_KINDS)
+    if effects.get("other"):
+        summary += f", {effects['other']} other"
+    key_ids = ", ".join(sorted(kids)) or "-"
+    cosigners = ", ".join(witnesses) if witnesses else "none in this bundle"
     rows = []
-    for record in denials[:_MAX_DENIALS]:
+    for record in denials:
         rows.append(
             "<tr>"
             + "".join(
@@ -155,8 +237,8 @@ def render_report(
             + "</tr>"
         )
     more = (
-        f"<p>{len(denials) - _MAX_DENIALS} more denials are in views/records.csv.</p>"
-        if len(denials) > _MAX_DENIALS
+        f"<p>{denial_count - _MAX_DENIALS} more denials are in views/records.csv.</p>"
+        if denial_count > _MAX_DENIALS
         else ""
     )
     type_rows = "".join(
@@ -167,31 +249,48 @@ def render_report(
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
 <title>Audit export {_esc(origin)} [{range_from}, {range_to})</title>
 <style>
-body {{ font-family: system-ui, sans-serif; margin: 2em; color: #212121; }}
+body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1180px;
+  padding: 0 1em; color: #212121; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 2px 6px; }}
-th {{ background: #eee; }} .note {{ background: #fff8e1; padding: 0.5em 1em; }}
+th {{ background: #eee; text-align: left; }} .note {{ background: #fff8e1; padding: 0.5em 1em; }}
+code, .hash {{ font-family: ui-monospace, monospace; word-break: break-all; }}
+.legend span {{ margin-right: 1em; }}
+.swatch {{ display: inline-block; width: 0.9em; height: 0.9em; margin-right: 0.3em;
+  vertical-align: middle; }}
+table.chart td {{ border: none; }} td.label {{ max-width: 480px; overflow-wrap: anywhere; }}
+.bar {{ display: inline-block; height: 0.9em; background: {_BAR}; vertical-align: middle; }}
+.swatch, .bar, svg rect {{ -webkit-print-color-adjust: exact; print-color-adjust: exact; }}
+@media print {{ body {{ margin: 0; max-width: none; }} h2 {{ break-after: avoid; }}
+  tr {{ break-inside: avoid; }} }}
 </style></head><body>
 <h1>Audit export: {_esc(origin)}</h1>
 <p class="note">This page is a summary for people. The evidence is the signed bundle:
 run <code>jurisgate audit verify &lt;bundle&gt; --trusted-keys KEYRING</code> (see VERIFY.txt).</p>
 <table>
 <tr><th>Origin</th><td>{_esc(origin)}</td></tr>
-<tr><th>Records</th><td>seq {range_from} to {range_to - 1} ({len(all_records)} exported)</td></tr>
+<tr><th>Records</th><td>seq {range_from} to {range_to - 1} ({total} exported)</td></tr>
 <tr><th>Filter</th><td>{_esc(filter_text)}</td></tr>
 <tr><th>Completeness</th><td>{_esc(completeness)}</td></tr>
 <tr><th>Created</th><td>{_esc(created)}</td></tr>
-<tr><th>Decisions</th>
-<td>{effects.get("allow", 0)} allowed, {effects.get("deny", 0)} denied</td></tr>
+<tr><th>Decisions</th><td>{decision_count}: {_esc(summary)}</td></tr>
+<tr><th>Tree size</th><td>{range_to}</td></tr>
+<tr><th>Root hash</th><td class="hash">{_esc(head_root or "-")}</td></tr>
+<tr><th>Signing key IDs</th><td class="hash">{_esc(key_ids)}</td></tr>
+<tr><th>Witness cosignatures</th><td>{_esc(cosigners)}
+(checked by <code>jurisgate audit verify --witness-keys</code>)</td></tr>
 </table>
 <h2>Records by type</h2><table><tr><th>type</th><th>count</th></tr>{type_rows}</table>
 <h2>Decisions over time</h2>
-<p><span style="color:{_ALLOW}">&#9632; allow</span>
-<span style="color:{_DENY}">&#9632; deny</span></p>
-{_time_chart(decisions)}
+{_legend()}
+{_time_chart(per_minute)}
 <h2>Decisions by rule</h2>
 {_bar_chart("rules", rules)}
 <h2>Decisions by jurisdiction and legal basis</h2>
 {_bar_chart("legal bases", regimes)}
+<h2>Denials by rule</h2>
+{_bar_chart("denying rules", denial_rules)}
+<h2>Denials by legal basis</h2>
+{_bar_chart("legal bases of denials", denial_regimes)}
 <h2>Denials</h2>
 <table><tr><th>ts</th><th>seq</th><th>decision id</th><th>tenant</th><th>status</th>
 <th>rules</th><th>legal basis</th></tr>

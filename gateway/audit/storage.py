@@ -36,6 +36,7 @@ from gateway.audit.merkle import CompactRange, RangeNode
 
 __all__ = [
     "CHECKPOINTS_FILE",
+    "COSIGNED_FILE",
     "LOG_FORMAT",
     "META_FILE",
     "PRUNED_FILE",
@@ -45,6 +46,7 @@ __all__ = [
     "LogMeta",
     "StartState",
     "atomic_write",
+    "check_same_file",
     "effective_origin",
     "fsync_dir",
     "list_segments",
@@ -59,6 +61,9 @@ META_FILE = "LOG.json"
 LOCK_FILE = "LOCK"
 SEGMENTS_DIR = "segments"
 CHECKPOINTS_FILE = "checkpoints.notes"
+#: Checkpoints cosigned by witnesses: each note carries the log's signature and one or
+#: more witness cosignatures (written by the gateway's witness submitter).
+COSIGNED_FILE = "checkpoints.cosigned"
 PRUNED_FILE = "pruned.json"
 QUARANTINE_DIR = "quarantine"
 EPOCHS_DIR = "epochs"
@@ -280,6 +285,26 @@ class DirLock:
             self._fd = None
 
 
+def check_same_file(fd: int, path: Path) -> None:
+    """Raise `FileNotFoundError` (errno ENOENT, naming `path`) unless the open descriptor
+    `fd` is still the file at `path`: same device and inode, and not unlinked.
+
+    Appending to a descriptor whose file was deleted or renamed over succeeds and fsyncs,
+    yet nothing of it will be found at `path` after the process exits.
+    """
+    opened = os.fstat(fd)
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        raise FileNotFoundError(
+            errno.ENOENT, "the open file was removed from the log directory", str(path)
+        ) from None
+    if opened.st_nlink == 0 or (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+        raise FileNotFoundError(
+            errno.ENOENT, "the open file was unlinked or replaced by another file", str(path)
+        )
+
+
 class LogFiles:
     """The writer's open files. Used from the writer's single I/O thread only."""
 
@@ -289,10 +314,14 @@ class LogFiles:
         self.fsync = fsync
         self.segment_start = segment_start
         self._seg_fd = self._open_segment(segment_start, create=False)
-        self._cp_fd = os.open(
-            directory / CHECKPOINTS_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644
-        )
+        self.checkpoints_path = directory / CHECKPOINTS_FILE
+        self._cp_fd = os.open(self.checkpoints_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         self.last_fsync_seconds = 0.0
+        #: Tree size of the newest note written, and of the newest one fsynced.
+        self.written_note_size = segment_start
+        self.synced_note_size = segment_start
+        self._notes_written = 0
+        self._notes_synced = 0
 
     def _open_segment(self, first_seq: int, *, create: bool) -> int:
         seg_dir = self.directory / SEGMENTS_DIR
@@ -306,32 +335,80 @@ class LogFiles:
             fsync_dir(seg_dir)
         return fd
 
-    def append_records(self, first_seq: int, lines: bytes) -> None:
-        """Append a batch that starts at `first_seq` (never crossing a segment end)."""
+    @property
+    def segment_path(self) -> Path:
+        """The segment file appended to now."""
+        return self.directory / SEGMENTS_DIR / segment_name(self.segment_start)
+
+    def check_files(self) -> None:
+        """Raise `FileNotFoundError` when the open segment or checkpoints file is no
+        longer the file at its path (see `check_same_file`)."""
+        check_same_file(self._seg_fd, self.segment_path)
+        check_same_file(self._cp_fd, self.checkpoints_path)
+
+    def append_records(self, first_seq: int, lines: bytes) -> int:
+        """Append a batch that starts at `first_seq` (never crossing a segment end) and
+        return the segment's length before it: the last durable offset.
+
+        Errors name the segment file. On a failed write or fsync, `cut_back` removes
+        what may have reached the file."""
         if first_seq != self.segment_start and first_seq % self.segment_records == 0:
             os.close(self._seg_fd)
             self._seg_fd = self._open_segment(first_seq, create=True)
             self.segment_start = first_seq
-        if lines:
-            write_all(self._seg_fd, lines)
-            if self.fsync:
-                started = time.perf_counter()
-                os.fsync(self._seg_fd)
-                self.last_fsync_seconds = time.perf_counter() - started
+        self.check_files()
+        path = self.segment_path
+        try:
+            offset = os.fstat(self._seg_fd).st_size
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        try:
+            if lines:
+                write_all(self._seg_fd, lines)
+                if self.fsync:
+                    started = time.perf_counter()
+                    os.fsync(self._seg_fd)
+                    self.last_fsync_seconds = time.perf_counter() - started
+        except OSError as exc:
+            # Part of the batch may be in the file (or only in the page cache after a
+            # failed fsync): cut it off; recovery reports it if even that fails.
+            with contextlib.suppress(OSError):
+                self.cut_back(offset)
+            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        return offset
 
-    def append_checkpoint(self, note: str) -> None:
+    def cut_back(self, offset: int) -> None:
+        """Truncate the open segment to `offset` (a failed batch's start) and fsync it,
+        so that no record of a batch whose clients got 503 survives a restart."""
+        os.ftruncate(self._seg_fd, offset)
+        if self.fsync:
+            os.fsync(self._seg_fd)
+
+    def append_checkpoint(self, note: str, size: int) -> None:
         """Append a signed checkpoint note (after the records it covers are durable).
 
         Not fsynced here: `sync_checkpoints` runs off the critical path. A crash can lose
         the newest notes but never a record they cover; recovery signs those records again
         at the same size and root.
         """
-        write_all(self._cp_fd, note.encode() + b"\n")
+        try:
+            write_all(self._cp_fd, note.encode() + b"\n")
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(self.checkpoints_path)) from exc
+        self.written_note_size = size
+        self._notes_written += 1
 
     def sync_checkpoints(self) -> None:
         """fsync the checkpoints file (strict mode)."""
-        if self.fsync:
-            os.fsync(self._cp_fd)
+        written = self._notes_written
+        if self.fsync and written != self._notes_synced:
+            size = self.written_note_size
+            try:
+                os.fsync(self._cp_fd)
+            except OSError as exc:
+                raise OSError(exc.errno, exc.strerror, str(self.checkpoints_path)) from exc
+            self.synced_note_size = max(self.synced_note_size, size)
+            self._notes_synced = max(self._notes_synced, written)
 
     def close(self) -> None:
         """Make the checkpoints durable, then close both files."""

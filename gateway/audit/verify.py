@@ -34,6 +34,7 @@ from typing import Any
 
 import orjson
 
+from gateway import __version__
 from gateway.audit.bundle import (
     BUNDLE_FORMAT,
     MANIFEST_FILE,
@@ -48,9 +49,11 @@ from gateway.audit.errors import MalformedJSON, NoteError, ProofError
 from gateway.audit.keyring import Keyring, KeyringEntry
 from gateway.audit.merkle import CompactRange, leaf_hash, verify_inclusion
 from gateway.audit.note import Checkpoint, parse_checkpoint_text, parse_note, split_notes
-from gateway.audit.record import parse_ts, record_shape_problem
+from gateway.audit.record import DEFAULT_UNCOVERED_BOUND, parse_ts, record_shape_problem
+from gateway.audit.report import render_report
 from gateway.audit.storage import (
     CHECKPOINTS_FILE,
+    COSIGNED_FILE,
     META_FILE,
     PRUNED_FILE,
     QUARANTINE_DIR,
@@ -58,6 +61,8 @@ from gateway.audit.storage import (
     StartState,
     list_segments,
 )
+from gateway.audit.views import VIEW_FILES, csv_chunks, csv_columns, head_facts, jsonl_lines
+from gateway.audit.witness import CosignerKey
 
 __all__ = [
     "CODES",
@@ -105,12 +110,20 @@ CODES: dict[str, str] = {
     "PATH_INVALID": "a path escapes the bundle or is a symlink",
     "FILTER_MISMATCH": "a record in a filtered bundle does not match the filter",
     "INPUT_UNREADABLE": "the path is neither a log directory nor a bundle",
+    "TAIL_BEYOND_BOUND": "more records after the last checkpoint than a crash can leave",
+    "RECORD_AFTER_STOP": "a record follows a `stop` record without a `start` record",
+    "WITNESS_SIG_INVALID": "a cosignature by a pinned witness key does not verify",
+    "VIEW_MISMATCH": "a CSV, JSONL or HTML view differs from the views of the records",
+    "WITNESS_QUORUM": "no verified checkpoint carries cosignatures from enough pinned witnesses",
     # warnings
     "UNCHECKPOINTED_TAIL": "records after the last checkpoint are not signed yet",
     "KEY_REVOKED": "material is signed by a key later revoked",
     "STATE_NOT_COMPARABLE": "the stored state predates this range; consistency not proven",
     "QUARANTINE_PRESENT": "recovery moved bytes aside; see quarantine/",
     "COMPLETENESS_NOT_PROVEN": "filtered export: only the listed records are proven",
+    "WITNESS_TAIL": "records after the newest witnessed checkpoint rest on the log key alone",
+    "VIEW_NOT_CHECKED": "views made by another version are not compared with the records",
+    "KEY_BESIDE_LOG": "a key file sits in the log directory: whoever copies the log gets it",
 }
 
 
@@ -159,6 +172,10 @@ class VerifyOptions:
     expect_origin: str | None = None
     #: Called with (bytes done, bytes total) while records stream.
     progress: Callable[[int, int], None] | None = None
+    #: Witness keys the auditor pins (`cosignature/v1`); cosignatures by others are ignored.
+    witness_keys: tuple[CosignerKey, ...] = ()
+    #: Cosignatures by distinct pinned witnesses required on a verified checkpoint.
+    min_witnesses: int = 0
 
 
 @dataclass
@@ -176,6 +193,8 @@ class SourceReport:
     checkpoints_invalid: int = 0
     completeness: str = "not-proven"
     head: dict[str, Any] | None = None
+    #: The largest checkpoint with the most pinned witness cosignatures: size, witnesses.
+    witnessed: dict[str, Any] | None = None
     errors: list[Finding] = field(default_factory=list)
     warnings: list[Finding] = field(default_factory=list)
 
@@ -205,6 +224,7 @@ class SourceReport:
             },
             "completeness": self.completeness,
             "head": self.head,
+            "witnessed": self.witnessed,
             "errors": [f.to_json() for f in sorted(self.errors, key=Finding.sort_key)],
             "warnings": [f.to_json() for f in sorted(self.warnings, key=Finding.sort_key)],
         }
@@ -615,6 +635,8 @@ class _Source:
     inclusion_label: str = ""
     range_to: int | None = None
     requested_to: str | None = None
+    cosigned: bytes = b""
+    cosigned_label: str = ""
 
 
 def _stream_contiguous(
@@ -646,6 +668,12 @@ def _stream_contiguous(
     last_type: str | None = None
     starts: list[int] = []
     tail = 0
+    bound = DEFAULT_UNCOVERED_BOUND
+    tail_mark: str | None = None  # a `start` or `stop` record among the uncovered ones
+    tail_blamed = False
+    # A broken `prev` link waits for the next record to tell which side changed.
+    broken_link: tuple[tuple[str, int, int | None], tuple[str, int, int | None]] | None = None
+    last_line_at: tuple[str, int, int | None] = ("", 0, None)
     for line in _iter_lines(src.record_files, progress):
         in_tail = src.live and last is not None and position >= last
         if in_tail:
@@ -684,14 +712,22 @@ def _stream_contiguous(
                 )
             else:
                 run.error("SEQ_DUPLICATE", f"seq {seq} appears again", line.file, line.number, seq)
-            if record["prev"] != prev.hex():
-                run.error(
-                    "PREV_MISMATCH",
-                    "prev is not the leaf hash of the record before",
-                    line.file,
-                    line.number,
-                    seq,
-                )
+            link_ok = record["prev"] == prev.hex()
+            here = (line.file, line.number, seq)
+            if broken_link is not None:
+                before, after = broken_link
+                broken_link = None
+                if link_ok and before[2] is not None:
+                    # Only the link into `after` broke: the record before it changed.
+                    _blame_changed(run, before, f"seq {after[2]} names another `prev`")
+                elif link_ok:
+                    _blame_changed(run, after, "its `prev` is not the start state's last leaf")
+                else:
+                    # The links on both sides of `after` broke: `after` itself changed.
+                    _blame_changed(run, after, "neither its `prev` nor the next record's fit")
+            elif not link_ok:
+                broken_link = (last_line_at, here)
+            last_line_at = here
             ts = record["ts"]
             if ts < last_ts:
                 run.error("TS_REGRESSION", f"ts {ts} before {last_ts}", line.file, line.number, seq)
@@ -699,7 +735,41 @@ def _stream_contiguous(
                 last_ts = ts
             if first_ts is None:
                 first_ts = ts
-            last_type = record["type"]
+            kind = record["type"]
+            if last_type == "stop" and kind != "start":
+                run.error(
+                    "RECORD_AFTER_STOP",
+                    f"{kind} record after a `stop` record without a `start` record",
+                    line.file,
+                    line.number,
+                    seq,
+                )
+            if in_tail:
+                if tail_mark == "stop" or (tail_mark == "start" and kind != "recovery"):
+                    run.error(
+                        "TAIL_BEYOND_BOUND",
+                        f"{kind} record after an uncovered `{tail_mark}` record: a crash "
+                        "cannot leave this",
+                        line.file,
+                        line.number,
+                        seq,
+                    )
+                if kind in ("start", "stop"):
+                    tail_mark = kind
+                if tail > bound and not tail_blamed:
+                    tail_blamed = True
+                    run.error(
+                        "TAIL_BEYOND_BOUND",
+                        f"more than {bound} records after the last checkpoint (size {last}): "
+                        "a crash leaves at most that many; notes were removed or records added",
+                        line.file,
+                        line.number,
+                        seq,
+                    )
+            elif kind == "start":
+                declared = record.get("uncovered_bound")
+                bound = declared if type(declared) is int else DEFAULT_UNCOVERED_BOUND
+            last_type = kind
             if last_type == "start":
                 starts.append(position)
         if len(report.errors) != errors_before:
@@ -720,6 +790,12 @@ def _stream_contiguous(
                     )
         if expect_root_at == position:
             roots_at[position] = compact.root()
+    if broken_link is not None:
+        before, after = broken_link
+        if before[2] is None:
+            _blame_changed(run, after, "its `prev` is not the start state's last leaf")
+        else:
+            _blame_changed(run, before, f"seq {after[2]} names another `prev`")
     for lo, hi in holes:
         if hi > lo:
             where = max((j for j in jumps if j[0] <= lo), default=(lo, None, None))
@@ -763,6 +839,19 @@ def _stream_contiguous(
     _check_gaps(run, trusted, starts, src.checkpoints_label)
     _check_stale(run, trusted, src.requested_to, last_type)
     _check_state(run, origin, base, end if last is None else min(end, last), roots_at)
+
+
+def _blame_changed(run: _Run, where: tuple[str, int, int | None], why: str) -> None:
+    """Report a broken hash chain at the record that was changed, not at its successor."""
+    file, number, seq = where
+    run.error(
+        "PREV_MISMATCH",
+        f"record seq {seq} is not the record its neighbours were chained to ({why}): "
+        "it was changed, inserted or replaced",
+        file or None,
+        number or None,
+        seq,
+    )
 
 
 def _fill_hole(holes: list[list[int]], seq: int) -> bool:
@@ -960,6 +1049,14 @@ def _source_for_log(run: _Run, path: Path) -> _Source | None:
         except (ValueError, OSError) as exc:
             run.error("PROOF_INVALID", f"{PRUNED_FILE} unreadable: {exc}", str(pruned_path))
             start = {}
+    for entry in sorted(path.iterdir()):
+        if entry.is_file() and entry.name.endswith((".key", ".pem", ".p8")):
+            run.warn(
+                "KEY_BESIDE_LOG",
+                "a key file in the log directory travels with every copy of the log; "
+                "keep keys with the signing key, outside the log directory",
+                str(entry),
+            )
     quarantine = path / QUARANTINE_DIR
     if quarantine.is_dir() and any(quarantine.iterdir()):
         run.warn(
@@ -973,8 +1070,18 @@ def _source_for_log(run: _Run, path: Path) -> _Source | None:
                 f"first segment starts at {int(first)}, expected {start_size}",
                 files[0][0],
             )
+    cosigned_path = path / COSIGNED_FILE
     return _Source(
-        origin, files, checkpoints, str(cp_path), start, str(pruned_path), start_size, live=True
+        origin,
+        files,
+        checkpoints,
+        str(cp_path),
+        start,
+        str(pruned_path),
+        start_size,
+        live=True,
+        cosigned=cosigned_path.read_bytes() if cosigned_path.is_file() else b"",
+        cosigned_label=str(cosigned_path),
     )
 
 
@@ -1103,6 +1210,10 @@ def _source_for_bundle(run: _Run, path: Path) -> _Source | None:
     )
     cp_path = path / "checkpoints.notes"
     checkpoints = cp_path.read_bytes() if cp_path.is_file() else b""
+    cosigned_path = path / COSIGNED_FILE
+    cosigned_bytes = (
+        cosigned_path.read_bytes() if COSIGNED_FILE in listed and cosigned_path.is_file() else b""
+    )
     start: Any = None
     start_label = str(path / "proofs" / "start.json")
     if rng["from"] > 0 and export_filter.empty:
@@ -1120,6 +1231,20 @@ def _source_for_bundle(run: _Run, path: Path) -> _Source | None:
                 inclusion.append(json.loads(text))
         except (OSError, ValueError) as exc:
             run.error("PROOF_INVALID", f"proofs/inclusion.jsonl unreadable: {exc}", inclusion_label)
+    _check_views(
+        run,
+        path,
+        listed,
+        record_files,
+        manifest,
+        origin=origin,
+        range_from=rng["from"],
+        range_to=rng["to"],
+        completeness=completeness if isinstance(completeness, str) else "",
+        filter_text=(
+            json.dumps(export_filter.to_json()) if not export_filter.empty else "none (contiguous)"
+        ),
+    )
     return _Source(
         origin,
         record_files,
@@ -1134,7 +1259,104 @@ def _source_for_bundle(run: _Run, path: Path) -> _Source | None:
         inclusion_label=inclusion_label,
         range_to=rng["to"],
         requested_to=requested_to if isinstance(requested_to, str) else None,
+        cosigned=cosigned_bytes,
+        cosigned_label=str(path / COSIGNED_FILE),
     )
+
+
+def _check_views(
+    run: _Run,
+    path: Path,
+    listed: set[str],
+    record_files: Sequence[tuple[str, Path]],
+    manifest: dict[str, Any],
+    *,
+    origin: str,
+    range_from: int,
+    range_to: int,
+    completeness: str,
+    filter_text: str,
+) -> None:
+    """Make the views again from the bundle's records and compare them byte for byte."""
+    present = [rel for rel in VIEW_FILES if rel in listed and (path / rel).is_file()]
+    if not present:
+        return
+    if manifest.get("generator") != f"jurisgate {__version__}":
+        run.warn(
+            "VIEW_NOT_CHECKED",
+            f"made by `{manifest.get('generator')}`: its views are not compared with the "
+            "records; trust the records, not the views",
+        )
+        return
+    broken: list[Path] = []  # record files that did not parse
+
+    def records() -> Iterator[dict[str, Any]]:
+        # Read again for each view, one record file at a time: memory stays bounded by a
+        # segment (plus the report's counters), whatever the bundle's size.
+        for _label, record_path in record_files:
+            for line in record_path.read_bytes().splitlines():
+                try:
+                    record = orjson.loads(line)["r"]
+                except (orjson.JSONDecodeError, KeyError, TypeError):
+                    broken.append(record_path)
+                    return
+                if not isinstance(record, dict):
+                    broken.append(record_path)
+                    return
+                yield record
+
+    created = manifest.get("created")
+    notes_path, cosigned_path = path / "checkpoints.notes", path / COSIGNED_FILE
+    head_root, witnesses = head_facts(
+        notes_path.read_bytes() if notes_path.is_file() else b"",
+        cosigned_path.read_bytes() if COSIGNED_FILE in listed and cosigned_path.is_file() else b"",
+        range_to,
+    )
+    # One pass for the JSONL view, the CSV columns and the report; one more for the CSV.
+    jsonl_digest = hashlib.sha256()
+    columns_seen: list[dict[str, Any]] = []
+
+    def first_pass() -> Iterator[dict[str, Any]]:
+        keys: dict[str, None] = {}
+        for record in records():
+            for line in jsonl_lines((record,)):
+                jsonl_digest.update(line)
+            keys.update(dict.fromkeys(record))
+            yield record
+        columns_seen.append(keys)
+
+    report = render_report(
+        first_pass(),
+        origin=origin,
+        range_from=range_from,
+        range_to=range_to,
+        completeness=completeness,
+        created=created if isinstance(created, str) else "",
+        filter_text=filter_text,
+        head_root=head_root,
+        witnesses=witnesses,
+    ).encode()
+    if broken:
+        return  # the record checks report it; views of broken records mean nothing
+    expected_digests = {
+        "views/records.jsonl": jsonl_digest.hexdigest(),
+        "report.html": hashlib.sha256(report).hexdigest(),
+    }
+    if "views/records.csv" in present:
+        csv_digest = hashlib.sha256()
+        for piece in csv_chunks(records(), csv_columns(columns_seen)):
+            csv_digest.update(piece)
+        expected_digests["views/records.csv"] = csv_digest.hexdigest()
+    if broken:
+        return
+    for rel in present:
+        digest, _size = _file_sha256(path / rel)
+        if digest != expected_digests[rel]:
+            run.error(
+                "VIEW_MISMATCH",
+                f"`{rel}` is not the view of the bundle's records (made again and compared)",
+                str(path / rel),
+            )
 
 
 def verify_source(
@@ -1164,6 +1386,10 @@ def verify_source(
         return report
     report.origin = src.origin
     trusted = run.checkpoints(src.checkpoints, src.checkpoints_label, src.origin, src.live)
+    cosigned, witnesses_at = _cosigned_checkpoints(run, src)
+    if cosigned:
+        # Witnessed heads are checked against the records like the log's own notes.
+        trusted = sorted([*trusted, *cosigned], key=lambda t: t.checkpoint.ts)
     total = sum(p.stat().st_size for _label, p in src.record_files)
     done = 0
 
@@ -1175,6 +1401,7 @@ def verify_source(
 
     if src.filter is not None:
         _stream_selective(run, src, trusted, progress)
+        _check_witnesses(run, witnesses_at)
         return report
     start: StartState | None = None
     if src.start is not None and src.start_size > 0:
@@ -1183,9 +1410,74 @@ def verify_source(
             report.completeness = "incomplete"
             return report
     _stream_contiguous(run, src, trusted, start, progress)
+    _check_witnesses(run, witnesses_at)
     if report.errors:
         report.completeness = "incomplete"
     return report
+
+
+def _cosigned_checkpoints(
+    run: _Run, src: _Source
+) -> tuple[list[_TrustedCheckpoint], dict[tuple[int, bytes], set[str]]]:
+    """Checkpoints of the cosigned file that a pinned log key signed, and which pinned
+    witnesses cosigned each (size, root)."""
+    trusted: list[_TrustedCheckpoint] = []
+    witnesses_at: dict[tuple[int, bytes], set[str]] = {}
+    if not src.cosigned:
+        return trusted, witnesses_at
+    notes, _end = split_notes(src.cosigned)
+    data = src.cosigned
+    line = 1
+    last_offset = 0
+    for offset, raw in notes:
+        line += data.count(b"\n", last_offset, offset)
+        last_offset = offset
+        checkpoint = run._checkpoint(raw, src.cosigned_label, line, src.origin)
+        if checkpoint is None:
+            continue
+        trusted.append(_TrustedCheckpoint(checkpoint, line))
+        note = parse_note(raw)
+        names = witnesses_at.setdefault((checkpoint.size, checkpoint.root), set())
+        for key in run.options.witness_keys:
+            for sig in note.signatures:
+                if not key.matches(sig):
+                    continue
+                try:
+                    key.verify(note.text, sig)
+                except NoteError as exc:
+                    run.error("WITNESS_SIG_INVALID", str(exc), src.cosigned_label, line)
+                    continue
+                names.add(key.name)
+    return trusted, witnesses_at
+
+
+def _check_witnesses(run: _Run, witnesses_at: dict[tuple[int, bytes], set[str]]) -> None:
+    report = run.report
+    need = run.options.min_witnesses
+    best: tuple[int, set[str]] | None = None
+    for (size, _root), names in witnesses_at.items():
+        if names and (best is None or (len(names) >= need, size) > (len(best[1]) >= need, best[0])):
+            best = (size, names)
+    if best is not None:
+        report.witnessed = {"size": best[0], "witnesses": sorted(best[1])}
+    if need <= 0:
+        return
+    if best is None or len(best[1]) < need:
+        found = f"at most {len(best[1])} at size {best[0]}" if best is not None else "none"
+        run.error(
+            "WITNESS_QUORUM",
+            f"no verified checkpoint has cosignatures from {need} pinned witnesses ({found}); "
+            "without them a rollback or a rewritten history by whoever holds the log key "
+            "cannot be ruled out",
+        )
+        return
+    head = report.head["size"] if report.head else 0
+    if best[0] < head:
+        run.warn(
+            "WITNESS_TAIL",
+            f"records {best[0]}..{head - 1} are after the newest checkpoint {need} witnesses "
+            "cosigned; only the log key vouches for them",
+        )
 
 
 def verify_paths(

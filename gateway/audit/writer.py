@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import logging
 import os
 import queue
 import threading
@@ -75,10 +76,13 @@ from gateway.audit.storage import (
     list_segments,
     read_meta,
 )
+from gateway.audit.witness import WitnessedHead
 
 __all__ = ["AppendReceipt", "AuditLog", "AuditOptions", "AuditStats", "PruneResult"]
 
 Durability = Literal["strict", "relaxed-no-fsync"]
+
+_log = logging.getLogger("jurisgate.audit")
 
 
 def _utc_now() -> datetime:
@@ -108,6 +112,10 @@ class AuditOptions:
     #: often (records are fsynced before every note; a lost note is signed again at
     #: recovery). 0: after every batch.
     checkpoint_sync_seconds: float = 0.05
+    #: Strict mode: records whose notes may be written but not yet fsynced; beyond this
+    #: the writer fsyncs the notes file before the next batch. With `max_batch_records`
+    #: it bounds what a crash leaves uncovered, and so what recovery may adopt.
+    max_unsynced_records: int = 2048
     #: Records per segment file for a new log; a power of two.
     segment_records: int = 65536
     #: Retention of records that carry no `retention_days` field.
@@ -129,10 +137,19 @@ class AuditOptions:
             raise ValueError(f"audit segment_records {seg} must be a power of two")
         if self.max_batch_delay < 0 or self.heartbeat_seconds <= 0:
             raise ValueError("audit max_batch_delay must be >= 0 and heartbeat_seconds > 0")
+        if not 0 <= self.max_unsynced_records <= 1_000_000:
+            raise ValueError(
+                f"audit max_unsynced_records {self.max_unsynced_records} must be 0..1000000"
+            )
         if not 0 <= self.checkpoint_sync_seconds <= 60:
             raise ValueError(
                 f"audit checkpoint_sync_seconds {self.checkpoint_sync_seconds} must be 0..60"
             )
+
+    @property
+    def uncovered_bound(self) -> int:
+        """The most records a crash can leave without a durable signed note."""
+        return self.max_batch_records + self.max_unsynced_records
 
 
 class AppendReceipt(NamedTuple):
@@ -183,6 +200,7 @@ class _Job:
         "records",
         "signers",
         "size",
+        "sync_note",
         "ts",
         "waiter",
     )
@@ -201,6 +219,8 @@ class _Job:
         self.size = first_seq
         self.nodes: list[bytes] = []
         self.note = ""
+        #: fsync the note before resolving (`start`/`stop` batches: recovery relies on it).
+        self.sync_note = False
         self.error: BaseException | None = None
         #: Resolved with the job itself once committed (system records, controls).
         self.waiter: asyncio.Future[_Job] | None = None
@@ -266,6 +286,8 @@ class AuditLog:
         self._batches_written = 0
         self._checkpoints_written = 0
         self._last_batch = 0
+        self._last_note = ""
+        self._listeners: list[Callable[[int, list[bytes]], None]] = []
 
     # -- opening -------------------------------------------------------------------------
 
@@ -277,14 +299,18 @@ class AuditLog:
         *,
         origin: str,
         options: AuditOptions | None = None,
+        witnessed: Sequence[WitnessedHead] = (),
     ) -> AuditLog:
         """Open (or create) the log in `directory`, recover it, start the writer task and
         durably log a `start` record (and a `recovery` record when bytes were quarantined).
 
         Raises `AuditLogLocked` when another process writes the log and
-        `AuditRecoveryRefused` when checkpointed records are missing or changed.
+        `AuditRecoveryRefused` when checkpointed records are missing or changed, or the
+        log is behind or off a tree head in `witnessed` (cosigned by a witness).
         """
-        return await cls._open(Path(directory), signer, origin, options or AuditOptions(), None)
+        return await cls._open(
+            Path(directory), signer, origin, options or AuditOptions(), None, witnessed
+        )
 
     @classmethod
     async def open_new_epoch(
@@ -300,7 +326,9 @@ class AuditLog:
         tree and origin `<origin>/epoch-<n+1>`; its first records describe the
         discontinuity (`recovery` with reason `new_epoch`). The operator's explicit answer
         to a refused recovery."""
-        return await cls._open(Path(directory), signer, origin, options or AuditOptions(), reason)
+        return await cls._open(
+            Path(directory), signer, origin, options or AuditOptions(), reason, ()
+        )
 
     @classmethod
     async def _open(
@@ -310,6 +338,7 @@ class AuditLog:
         origin: str,
         options: AuditOptions,
         new_epoch_reason: str | None,
+        witnessed: Sequence[WitnessedHead],
     ) -> AuditLog:
         if not origin or any(ch.isspace() or ch == "+" for ch in origin):
             raise ValueError(f"audit origin `{origin}` must be non-empty, without spaces or `+`")
@@ -318,7 +347,7 @@ class AuditLog:
         await asyncio.to_thread(lock.acquire)
         try:
             meta, recovered, epoch_info = await asyncio.to_thread(
-                cls._prepare, directory, signer, origin, options, new_epoch_reason
+                cls._prepare, directory, signer, origin, options, new_epoch_reason, witnessed
             )
         except BaseException:
             lock.release()
@@ -340,21 +369,23 @@ class AuditLog:
                     "software": f"jurisgate {__version__}",
                     "durability": options.durability,
                     "record_signatures": options.record_signatures,
+                    "uncovered_bound": options.uncovered_bound,
                 }
             ]
             if epoch_info is not None:
                 system.append(epoch_info)
-            if recovered.quarantined:
-                system.append(
-                    {
-                        "type": "recovery",
-                        "reason": "quarantined_tail",
-                        "checkpoint_size": (
-                            recovered.last_checkpoint.size if recovered.last_checkpoint else 0
-                        ),
-                        "quarantined": recovered.quarantined,
-                    }
-                )
+            if recovered.quarantined or recovered.adopted is not None:
+                crash: dict[str, Any] = {
+                    "type": "recovery",
+                    "reason": "crash_tail",
+                    "checkpoint_size": (
+                        recovered.last_checkpoint.size if recovered.last_checkpoint else 0
+                    ),
+                    "quarantined": recovered.quarantined,
+                }
+                if recovered.adopted is not None:
+                    crash["adopted"] = recovered.adopted.record_fields()
+                system.append(crash)
             await log._append_system(system)
         except BaseException:
             await log._abort()
@@ -368,6 +399,7 @@ class AuditLog:
         origin: str,
         options: AuditOptions,
         new_epoch_reason: str | None,
+        witnessed: Sequence[WitnessedHead],
     ) -> tuple[LogMeta, Recovered, dict[str, Any] | None]:
         meta = read_meta(directory)
         now = format_ts(options.clock())
@@ -388,7 +420,13 @@ class AuditLog:
             (directory / SEGMENTS_DIR).mkdir(exist_ok=True)
             atomic_write(directory / META_FILE, dump_json(meta.to_json()))
         (directory / SEGMENTS_DIR).mkdir(exist_ok=True)
-        recovered = recover(directory, meta, [signer.verifier])
+        recovered = recover(
+            directory,
+            meta,
+            [signer.verifier],
+            options.uncovered_bound,
+            witnessed if new_epoch_reason is None else (),
+        )
         return meta, recovered, epoch_info
 
     def _start(self, recovered: Recovered) -> None:
@@ -458,6 +496,23 @@ class AuditLog:
             last_batch_records=self._last_batch,
             last_fsync_seconds=files.last_fsync_seconds if files is not None else 0.0,
         )
+
+    @property
+    def latest_checkpoint(self) -> str:
+        """The newest signed checkpoint note (wire form), "" before the first one."""
+        return self._last_note
+
+    def durable_tree(self) -> CompactRange:
+        """The compact range of the durable tree; only while nothing is pending (right
+        after `open`), so that it matches `latest_checkpoint`."""
+        if self._open_job is not None or self._submitted:
+            raise AuditError("the tree is only known exactly while no batch is pending")
+        return self._state.compact.copy()
+
+    def add_commit_listener(self, listener: Callable[[int, list[bytes]], None]) -> None:
+        """Call `listener(first_seq, leaf_hashes)` on the event loop after each committed
+        batch, before its appends resolve (the witness submitter's proof window)."""
+        self._listeners.append(listener)
 
     def _check_open(self) -> None:
         if not self._healthy:
@@ -557,7 +612,9 @@ class AuditLog:
         futures: list[asyncio.Future[AppendReceipt]] = []
         for fields in validated:
             future: asyncio.Future[AppendReceipt] = self._loop.create_future()  # type: ignore[union-attr]
-            self._seal_into_batch(fields, future)
+            job = self._seal_into_batch(fields, future)
+            if fields["type"] in ("start", "stop"):
+                job.sync_note = True
             futures.append(future)
         return list(await asyncio.gather(*futures))
 
@@ -644,6 +701,11 @@ class AuditLog:
         size = job.size
         note = job.note
         self._durable_size = size
+        self._last_note = note
+        if job.records:
+            leaves = [record.leaf for record in job.records]
+            for listener in self._listeners:
+                listener(job.first_seq, leaves)
         count = len(job.records)
         self._queued_records -= count
         self._batches_written += 1
@@ -670,6 +732,15 @@ class AuditLog:
         if self._healthy:
             self._healthy = False
             self._failure = f"{type(error).__name__}: {error}"
+            # Once per transition: the log stays unhealthy until a restart.
+            _log.error(
+                "audit log %s is unhealthy, every request is answered 503 until a restart: "
+                "%s (errno %s, path %s)",
+                self.origin,
+                self._failure,
+                getattr(error, "errno", None),
+                getattr(error, "filename", None) or self.directory,
+            )
         unavailable = AuditUnavailable(f"audit log {self.origin} is unavailable: {self._failure}")
         job = self._open_job
         self._open_job = None
@@ -793,6 +864,12 @@ class AuditLog:
             raise AuditUnavailable(f"an earlier write failed: {self._io_error}")
         if self._cp_sync_error is not None:
             raise self._cp_sync_error
+        if (
+            files.fsync
+            and job.first_seq - files.synced_note_size > self.options.max_unsynced_records
+        ):
+            # Keep what a crash leaves uncovered within the bound recovery adopts.
+            files.sync_checkpoints()
         root = CompactRange(job.size, job.nodes).root()
         text = checkpoint_text(Checkpoint(self.meta.origin, job.size, root, job.ts))
         signing = self._sign_thread is not None and bool(job.lines)
@@ -801,15 +878,23 @@ class AuditLog:
             # GIL's hold on this thread); the note is written only after the fsync.
             self._sign_in.put((text, job.signers))
         try:
-            files.append_records(job.first_seq, b"".join(job.lines))
+            offset = files.append_records(job.first_seq, b"".join(job.lines))
         finally:
             signed = self._sign_out.get() if signing else sign_note(text, job.signers)
-        if isinstance(signed, BaseException):
-            raise signed
-        note = signed
-        files.append_checkpoint(note)
+        try:
+            if isinstance(signed, BaseException):
+                raise signed
+            note = signed
+            files.append_checkpoint(note, job.size)
+        except BaseException:
+            # The batch's callers get 503: its records must not survive as if answered.
+            with contextlib.suppress(OSError):
+                files.cut_back(offset)
+            raise
         job.note = note
-        if files.fsync:
+        if job.sync_note:
+            files.sync_checkpoints()
+        elif files.fsync:
             self._cp_dirty.set()
 
     def _sign_main(self) -> None:

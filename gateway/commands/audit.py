@@ -65,7 +65,23 @@ def register(subparsers: Any) -> None:
         help="requested end (RFC 3339): an older last checkpoint is STALE_TAIL",
     )
     ver.add_argument("--origin", help="require this log origin")
-    ver.add_argument("--quiet", action="store_true", help="print only failures and the summary")
+    ver.add_argument(
+        "--witness-keys",
+        metavar="FILE",
+        help="witness verifier keys (one `name+keyid+base64` per line), obtained out of band",
+    )
+    ver.add_argument(
+        "--min-witnesses",
+        type=int,
+        default=0,
+        metavar="N",
+        help="require cosignatures from N distinct pinned witnesses on a verified checkpoint",
+    )
+    ver.add_argument(
+        "--quiet",
+        action="store_true",
+        help="print only failures, the summary and warnings about what is not proven",
+    )
     ver.set_defaults(func=_verify)
 
     exp = sub.add_parser(
@@ -215,12 +231,31 @@ def _verify(args: argparse.Namespace) -> int:
             load_state(Path(args.state))
         except (OSError, ValueError) as exc:
             return _fail(f"--state: {exc}", code=2)
+    if args.min_witnesses < 0:
+        return _fail(f"--min-witnesses: {args.min_witnesses} must be 0 or more", code=2)
+    witness_keys: tuple[Any, ...] = ()
+    if args.witness_keys:
+        try:
+            witness_keys = _load_witness_keys(Path(args.witness_keys))
+        except (OSError, KeyLoadError) as exc:
+            return _fail(
+                f"--witness-keys: {exc}",
+                "one witness verifier key per line, as `jurisgate witness vkey` prints it",
+                2,
+            )
+    if args.min_witnesses > len(witness_keys):
+        return _fail(
+            f"--min-witnesses {args.min_witnesses} needs at least that many keys in --witness-keys",
+            code=2,
+        )
     options = VerifyOptions(
         record_signatures=not args.no_record_sigs,
         max_gap_seconds=args.max_gap,
         until=args.until,
         expect_origin=args.origin,
         progress=_Progress("verifying") if sys.stderr.isatty() else None,
+        witness_keys=witness_keys,
+        min_witnesses=args.min_witnesses,
     )
     try:
         result = verify_paths(args.paths, keyring, options, args.state)
@@ -229,8 +264,9 @@ def _verify(args: argparse.Namespace) -> int:
     for source in result.sources:
         for finding in sorted(source.errors, key=lambda f: f.sort_key()):
             print(f"{finding.text()}")
-        if not args.quiet:
-            for finding in sorted(source.warnings, key=lambda f: f.sort_key()):
+        for finding in sorted(source.warnings, key=lambda f: f.sort_key()):
+            # What is not proven is never hidden, not even by --quiet.
+            if not args.quiet or finding.code in _NEVER_QUIET:
                 print(f"warning: {finding.text()}")
         status = "OK" if source.valid else "FAIL"
         head = source.head or {}
@@ -241,6 +277,11 @@ def _verify(args: argparse.Namespace) -> int:
         )
         if not args.quiet or not source.valid:
             print(_summary(source))
+        if source.witnessed is not None:
+            print(
+                f"  witnessed: size {source.witnessed['size']} cosigned by "
+                f"{', '.join(source.witnessed['witnesses'])}"
+            )
     if args.json:
         text = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
         if args.json == "-":
@@ -248,6 +289,28 @@ def _verify(args: argparse.Namespace) -> int:
         else:
             Path(args.json).write_text(text, encoding="utf-8")
     return 0 if result.valid else 1
+
+
+#: Warnings about what a verification did not prove: shown even with --quiet.
+_NEVER_QUIET = frozenset(
+    {"COMPLETENESS_NOT_PROVEN", "WITNESS_TAIL", "UNCHECKPOINTED_TAIL", "KEY_BESIDE_LOG"}
+)
+
+
+def _load_witness_keys(path: Path) -> tuple[Any, ...]:
+    from gateway.audit.errors import KeyLoadError
+    from gateway.audit.witness import CosignerKey
+
+    keys = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        text = line.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            keys.append(CosignerKey.from_vkey(text))
+        except KeyLoadError as exc:
+            raise KeyLoadError(f"{path}:{number}: {exc}") from None
+    return tuple(keys)
 
 
 def _load_signer(args: argparse.Namespace, log_dir: Path) -> tuple[Signer, Any]:

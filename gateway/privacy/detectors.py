@@ -583,8 +583,14 @@ def _valid_ip(value: str) -> bool:
         address = ipaddress.ip_address(value)
     except ValueError:
         return False
-    # The unspecified and loopback addresses (0.0.0.0, ::, 127.0.0.1) identify no one.
-    return not (address.is_unspecified or address.is_loopback)
+    # The unspecified, loopback, multicast and reserved addresses (0.0.0.0, ::, 127.0.0.1,
+    # ff02::1, `::a` in the reserved ::/8) identify no one's device.
+    return not (
+        address.is_unspecified
+        or address.is_loopback
+        or address.is_multicast
+        or address.is_reserved
+    )
 
 
 def _valid_inn(value: str) -> bool:

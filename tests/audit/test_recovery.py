@@ -69,7 +69,7 @@ async def test_truncation_at_every_byte_of_the_unsigned_tail_recovers_and_verifi
     log = await builder.open()
     for i in range(3):
         await log.append(decision(i))
-    await log.close()
+    await log._abort()  # a crash: no `stop` record
     checkpointed = len(segment_lines(builder.directory))
     segment, base = _append_unsigned_tail(builder, 2, small=True)
     full = segment.read_bytes()
@@ -91,10 +91,14 @@ async def test_truncation_at_every_byte_of_the_unsigned_tail_recovers_and_verifi
         kept = sum(1 for end in line_ends if end <= cut)
         torn = cut not in line_ends and cut != 0
         types = [r["type"] for r in records[checkpointed + kept :]]
-        assert types == (["start", "recovery", "stop"] if torn else ["start", "stop"]), cut
+        assert types == (["start", "recovery", "stop"] if torn or kept else ["start", "stop"]), cut
+        recovery = records[checkpointed + kept + 1]
         if torn:
-            moved = records[checkpointed + kept + 1]["quarantined"][0]
+            moved = recovery["quarantined"][0]
             assert moved["bytes"] == cut - max([0, *[e for e in line_ends if e <= cut]])
+        if kept:
+            assert recovery["adopted"]["records"] == kept, cut
+            assert recovery["adopted"]["from"] == checkpointed
         report = verify_source(work, keyring)
         assert report.valid, (cut, report.errors)
 
@@ -102,7 +106,7 @@ async def test_truncation_at_every_byte_of_the_unsigned_tail_recovers_and_verifi
 def test_an_invalid_record_in_the_tail_is_quarantined_from_there_on(
     builder: LogBuilder, keyring: Keyring, no_fsync: None
 ) -> None:
-    run(_open_close(builder, 2))
+    run(_open_close(builder, 2, crash=True))
     segment, base = _append_unsigned_tail(builder, 3)
     data = segment.read_bytes()
     second = data.index(b"\n", base) + 1
@@ -117,11 +121,14 @@ def test_an_invalid_record_in_the_tail_is_quarantined_from_there_on(
     assert verify_source(builder.directory, keyring).valid
 
 
-async def _open_close(builder: LogBuilder, appends: int) -> None:
+async def _open_close(builder: LogBuilder, appends: int, *, crash: bool = False) -> None:
     log = await builder.open(record_signatures=True)
     for i in range(appends):
         await log.append(decision(i))
-    await log.close()
+    if crash:
+        await log._abort()  # no `stop` record, as after kill -9
+    else:
+        await log.close()
 
 
 def test_a_log_shorter_than_its_checkpoint_refuses_to_start(

@@ -139,11 +139,11 @@ async def test_checkpoints_never_exceed_the_fsynced_size(
         if target.endswith(".jsonl"):
             fsynced["lines"] = len(segment_lines(builder.directory))
 
-    def checked_append(self: LogFiles, note: str) -> None:
+    def checked_append(self: LogFiles, note: str, covered: int) -> None:
         size = parse_checkpoint_text(parse_note(note).text).size
         if size > fsynced["lines"]:
             violations.append((size, fsynced["lines"]))
-        real_append(self, note)
+        real_append(self, note, covered)
 
     monkeypatch.setattr(os, "fsync", tracking_fsync)
     monkeypatch.setattr(LogFiles, "append_checkpoint", checked_append)

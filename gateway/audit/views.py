@@ -1,0 +1,165 @@
+"""The people-facing views of a bundle (pure): JSONL, CSV and the HTML report, made from
+the records alone so that `verify` can make them again and compare.
+
+Rule 1: a view is a function of the bundle's records and its manifest (origin, range,
+completeness, filter, creation time) and nothing else; the same inputs give the same
+bytes, which is what lets a verifier prove that a view matches the verified records.
+Rule 2 (CSV injection): a cell that a spreadsheet would run as a formula is quoted.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import io
+import json
+from collections.abc import Iterable, Iterator, Sequence
+from typing import Any
+
+import orjson
+
+from gateway.audit.errors import NoteError
+from gateway.audit.note import parse_checkpoint_text, parse_note, split_notes
+from gateway.audit.report import render_report
+
+__all__ = [
+    "VIEW_FILES",
+    "csv_chunks",
+    "csv_columns",
+    "csv_view",
+    "head_facts",
+    "jsonl_lines",
+    "jsonl_view",
+    "render_views",
+]
+
+#: Bundle paths of the views, in the order they are written.
+VIEW_FILES = ("views/records.jsonl", "views/records.csv", "report.html")
+_LEADING_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+_FIRST_COLUMNS = ["seq", "ts", "type", "decision_id", "tenant", "decision", "effect", "status",
+                  "rules", "legal_basis", "juris"]  # fmt: skip
+
+
+_FORMULA_STARTS = frozenset(_LEADING_FORMULA)
+
+
+def _csv_cell(value: Any) -> str:
+    kind = type(value)
+    if value is None:
+        return ""
+    if kind is str:
+        text: str = value
+    elif kind is int or kind is bool:
+        text = str(value)
+    elif kind is list and all(not isinstance(v, (dict, list)) for v in value):
+        text = ";".join("" if v is None else str(v) for v in value)
+    elif isinstance(value, (dict, list)):
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    else:
+        text = str(value)
+    # SECURITY: spreadsheets execute cells starting with these; quote them as text.
+    if text[:1] in _FORMULA_STARTS:
+        text = "'" + text
+    return text
+
+
+def csv_columns(records: Iterable[dict[str, Any]]) -> list[str]:
+    """The CSV view's columns: the common ones first, then every other field, sorted."""
+    seen: set[str] = set()
+    for record in records:
+        seen.update(record)
+    return _FIRST_COLUMNS + sorted(seen - set(_FIRST_COLUMNS))
+
+
+def csv_chunks(records: Iterable[dict[str, Any]], columns: list[str]) -> Iterator[bytes]:
+    """The CSV view in pieces (header first), for writing or hashing at any size."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(columns)
+    cell = _csv_cell
+    formula = _FORMULA_STARTS
+    for count, record in enumerate(records, 1):
+        # Most cells are plain strings: keep the function call for the others.
+        writer.writerow(
+            [
+                v if type(v) is str and v[:1] not in formula else cell(v)
+                for v in map(record.get, columns)
+            ]
+        )
+        if count % 4096 == 0:
+            yield out.getvalue().encode()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue().encode()
+
+
+def csv_view(records: Sequence[dict[str, Any]]) -> bytes:
+    """One row per record: the common columns first, then every other field, sorted."""
+    return b"".join(csv_chunks(records, csv_columns(records)))
+
+
+def jsonl_lines(records: Iterable[dict[str, Any]]) -> Iterator[bytes]:
+    """The JSONL view line by line."""
+    for record in records:
+        yield orjson.dumps(record, option=orjson.OPT_SORT_KEYS) + b"\n"
+
+
+def jsonl_view(records: Sequence[dict[str, Any]]) -> bytes:
+    """One JSON object per line, keys sorted (the records without their signatures)."""
+    return b"".join(jsonl_lines(records))
+
+
+def head_facts(checkpoints: bytes, cosigned: bytes, size: int) -> tuple[str, list[str]]:
+    """The root (base64) of the first checkpoint at `size` in a bundle's notes, and the
+    names on cosignatures (Ed25519 cosignature/v1: 8 + 64 bytes) of checkpoints at that
+    size in its cosigned file. As the bundle states them: `verify` checks them."""
+    root = ""
+    for _offset, raw in split_notes(checkpoints)[0]:
+        try:
+            checkpoint = parse_checkpoint_text(parse_note(raw).text)
+        except NoteError:
+            continue
+        if checkpoint.size == size:
+            root = base64.b64encode(checkpoint.root).decode()
+            break
+    names: set[str] = set()
+    for _offset, raw in split_notes(cosigned)[0]:
+        try:
+            note = parse_note(raw)
+            checkpoint = parse_checkpoint_text(note.text)
+        except NoteError:
+            continue
+        if checkpoint.size == size:
+            names.update(sig.name for sig in note.signatures if len(sig.signature) == 72)
+    return root, sorted(names)
+
+
+def render_views(
+    records: Sequence[dict[str, Any]],
+    *,
+    origin: str,
+    range_from: int,
+    range_to: int,
+    completeness: str,
+    created: str,
+    filter_text: str,
+    head_root: str = "",
+    witnesses: Sequence[str] = (),
+) -> dict[str, bytes]:
+    """Every view of a bundle, keyed by its path in the bundle."""
+    report = render_report(
+        records,
+        origin=origin,
+        range_from=range_from,
+        range_to=range_to,
+        completeness=completeness,
+        created=created,
+        filter_text=filter_text,
+        head_root=head_root,
+        witnesses=witnesses,
+    )
+    return {
+        "views/records.jsonl": jsonl_view(records),
+        "views/records.csv": csv_view(records),
+        "report.html": report.encode(),
+    }
