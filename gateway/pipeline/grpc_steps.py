@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from functools import partial
 from typing import Any, Final
 
 import grpc
@@ -18,12 +19,11 @@ from google.protobuf.message import DecodeError
 from gateway.grpc_upstream import GrpcUpstreamError
 from gateway.pipeline.audit import append
 from gateway.pipeline.records import outcome_record
-from gateway.pipeline.refusals import gateway_refusal
 from gateway.pipeline.state import Refusal, Reply, RequestState
-from gateway.pipeline.steps import mask_rules
-from gateway.privacy import scan_byte_values, scan_headers
+from gateway.pipeline.steps import masking, region_hints, settle_findings
+from gateway.privacy import scan_byte_values
 from gateway.privacy.findings import Location
-from gateway.privacy.masking import UnmaskableValue, mask_byte_values
+from gateway.privacy.masking import mask_byte_values
 from gateway.tfserving import Route, error_body
 from gateway.tfserving.protos import DataType
 
@@ -142,68 +142,26 @@ def scan_tensors(state: RequestState) -> None:
     metadata, read as the model reads them."""
     started = time.perf_counter()
     assert state.route is not None and state.message is not None
-    config = state.snap.config
-    hints = _hints(state)
+    hints = region_hints(state)
     state.byte_values = dict(_byte_values(state.message, state.route.verb))
-    findings = scan_byte_values(state.byte_values.items(), region_hints=hints)
-    state.findings = findings
-    if not findings.complete:
-        # SECURITY: what the scan budget left unread may hold personal data; never forward it.
-        raise gateway_refusal(
-            state, 413, "scan_budget_exceeded", "Payload Too Large",
-            "the request holds more text than the gateway inspects in one request",
-            "split the text into smaller requests",
-        )  # fmt: skip
-    header_findings = (
-        scan_headers(state.headers.items(), config.scan_headers, region_hints=hints)
-        if config.scan_headers
-        else None
-    )
-    for group in (findings, header_findings):
-        if group:
-            state.found.extend((f.category, f.path) for f in group)
-    state.scanned = True
-    state.runtime.metrics.observe_stage("scan", time.perf_counter() - started)
-
-
-def _hints(state: RequestState) -> list[str]:
-    tenant = state.tenant
-    hints = [r for r in (state.region, tenant.established_in if tenant else None) if r]
-    declared = state.headers.get(state.snap.config.headers.subject_region)
-    if declared and len(declared) <= 6:
-        hints.append(declared.strip().upper())
-    return hints
+    state.findings = scan_byte_values(state.byte_values.items(), region_hints=hints)
+    settle_findings(state, state.findings, hints, started)
 
 
 def mask_tensors(state: RequestState) -> None:
     """The masking obligations, written into the tensors; an unmasked request is forwarded as
     the exact bytes the client sent."""
-    assert state.decision is not None and state.message is not None
+    assert state.message is not None
     state.forward_body = state.body
-    rules = mask_rules(state.decision)
-    if not rules or not state.findings:
-        return
-    config, runtime = state.snap.config, state.runtime
-    try:
-        replacements, state.masked = mask_byte_values(
-            state.byte_values, state.findings, rules,
-            hash_key=config.privacy_hmac_key or runtime.masking_key,
-        )  # fmt: skip
-    except UnmaskableValue as exc:
-        # SECURITY: personal data the policy says to mask, inside bytes that cannot be
-        # rewritten: refuse rather than forward it unmasked.
-        raise gateway_refusal(
-            state, 422, "unmaskable_personal_data", "Unprocessable Content", str(exc),
-            "send the text as a UTF-8 string, or remove it from the binary value",
-        ) from None  # fmt: skip
+    replacements = masking(
+        state, partial(mask_byte_values, state.byte_values),
+        "send the text as a UTF-8 string, or remove it from the binary value",
+    )  # fmt: skip
     if not replacements:
         return
-    message = state.message
     for location, value in replacements.items():
-        _set_value(message, location, value)
-    state.forward_body = message.SerializeToString()
-    for entry in state.masked:
-        runtime.metrics.count_masked(entry["category"])
+        _set_value(state.message, location, value)
+    state.forward_body = state.message.SerializeToString()
 
 
 def _set_value(message: Any, location: Location, value: bytes) -> None:

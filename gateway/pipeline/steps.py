@@ -9,8 +9,10 @@ plain functions; steps that write the audit log or talk to a backend are corouti
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
+from functools import partial
+from typing import Any
 
 from gateway import strictjson
 from gateway.context import (
@@ -29,7 +31,7 @@ from gateway.pipeline.refusals import gateway_refusal, json_parse_refusal, tfs_r
 from gateway.pipeline.state import Reply, RequestState
 from gateway.policy import Decision
 from gateway.policy.combine import stricter
-from gateway.privacy import MaskRule, scan, scan_headers
+from gateway.privacy import Findings, MaskRule, scan, scan_headers
 from gateway.privacy.masking import UnmaskableValue, mask_values
 from gateway.problems import PROBLEM_CONTENT_TYPE, decision_problem, problem_bytes
 from gateway.proxy import UpstreamError, is_rerouted, select_backend
@@ -47,6 +49,9 @@ __all__ = [
     "locate",
     "mask",
     "mask_rules",
+    "masking",
+    "region_hints",
+    "settle_findings",
     "parse_body",
     "parse_target",
     "read_body",
@@ -132,7 +137,9 @@ def identify(state: RequestState) -> None:
     state.authenticated = True
 
 
-def _region_hints(state: RequestState) -> list[str]:
+def region_hints(state: RequestState) -> list[str]:
+    """Regions that tell detectors how national numbers are written (caller, tenant,
+    declared subjects)."""
     tenant = state.tenant
     hints = [r for r in (state.region, tenant.established_in if tenant else None) if r]
     subject_hint = state.headers.get(state.snap.config.headers.subject_region)
@@ -144,8 +151,7 @@ def _region_hints(state: RequestState) -> list[str]:
 def scan_payload(state: RequestState) -> None:
     """Personal data in every string (read as the backend reads it) and configured header."""
     started = time.perf_counter()
-    config = state.snap.config
-    hints = _region_hints(state)
+    hints = region_hints(state)
     findings = None
     if state.document is not None:
         findings = scan(state.document, region_hints=hints, value_strings=state.strings)
@@ -157,6 +163,14 @@ def scan_payload(state: RequestState) -> None:
             f"the b64 value at {findings.undecodable[0]} is not base64",
             "encode binary values in standard or URL-safe base64",
         )  # fmt: skip
+    settle_findings(state, findings, hints, started)
+
+
+def settle_findings(
+    state: RequestState, findings: Findings | None, hints: list[str], started: float
+) -> None:
+    """Refuse a scan the budget cut short; add the configured headers' findings; record
+    what was found (categories and paths) for the decision and its record."""
     if findings is not None and not findings.complete:
         # SECURITY: what the scan budget left unread may hold personal data; never forward it.
         raise gateway_refusal(
@@ -164,6 +178,7 @@ def scan_payload(state: RequestState) -> None:
             "the request holds more text than the gateway inspects in one request",
             "split the text into smaller requests",
         )  # fmt: skip
+    config = state.snap.config
     header_findings = (
         scan_headers(state.headers.items(), config.scan_headers, region_hints=hints)
         if config.scan_headers
@@ -300,29 +315,38 @@ def mask_rules(decision: Decision) -> dict[str, MaskRule]:
     return rules
 
 
-def mask(state: RequestState) -> None:
-    """The masking obligations, spliced into the body as sent (numbers, NaN, order stay)."""
+def masking(
+    state: RequestState,
+    masker: Callable[..., tuple[dict[Any, Any], list[dict[str, str]]]],
+    hint: str,
+) -> dict[Any, Any]:
+    """The new values `masker(findings, rules, hash_key=...)` gives for the decision's masking
+    obligations (empty when nothing is to be masked); personal data that cannot be rewritten
+    is refused, never forwarded."""
     assert state.decision is not None
-    state.forward_body = state.body
     rules = mask_rules(state.decision)
     if not rules or not state.findings:
-        return
-    config, runtime = state.snap.config, state.runtime
+        return {}
+    runtime = state.runtime
+    key = state.snap.config.privacy_hmac_key or runtime.masking_key
     try:
-        replacements, state.masked = mask_values(
-            state.document, state.findings, rules,
-            hash_key=config.privacy_hmac_key or runtime.masking_key,
-        )  # fmt: skip
+        replacements, state.masked = masker(state.findings, rules, hash_key=key)
     except UnmaskableValue as exc:
-        # SECURITY: personal data the policy says to mask, inside bytes that cannot be
-        # rewritten: refuse rather than forward it unmasked.
         raise gateway_refusal(
-            state, 422, "unmaskable_personal_data", "Unprocessable Content", str(exc),
-            "send the text as a JSON string, or remove it from the binary value",
-        ) from None  # fmt: skip
-    state.forward_body = replace_strings(state.body, replacements)
+            state, 422, "unmaskable_personal_data", "Unprocessable Content", str(exc), hint
+        ) from None
     for entry in state.masked:
         runtime.metrics.count_masked(entry["category"])
+    return replacements
+
+
+def mask(state: RequestState) -> None:
+    """The masking obligations, spliced into the body as sent (numbers, NaN, order stay)."""
+    replacements = masking(
+        state, partial(mask_values, state.document),
+        "send the text as a JSON string, or remove it from the binary value",
+    )  # fmt: skip
+    state.forward_body = replace_strings(state.body, replacements)
 
 
 async def record_decision(state: RequestState) -> None:

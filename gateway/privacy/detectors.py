@@ -586,10 +586,7 @@ def _valid_ip(value: str) -> bool:
     # The unspecified, loopback, multicast and reserved addresses (0.0.0.0, ::, 127.0.0.1,
     # ff02::1, `::a` in the reserved ::/8) identify no one's device.
     return not (
-        address.is_unspecified
-        or address.is_loopback
-        or address.is_multicast
-        or address.is_reserved
+        address.is_unspecified or address.is_loopback or address.is_multicast or address.is_reserved
     )
 
 
