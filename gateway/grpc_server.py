@@ -11,6 +11,9 @@ step table of `gateway.pipeline`, and the reply is written back:
   holding a `google.rpc.Status` whose details are an `ErrorInfo` (reason, domain, metadata:
   rules, decision id), a `Help` (the legal bases' links) and a `LocalizedMessage`.
 
+Response headers a decision adds (an attribution, a licence link) arrive as trailing metadata
+of an answered call.
+
 Status codes (docs/operations.md justifies them): a legal restriction (HTTP 451) is
 FAILED_PRECONDITION, as services answer a request that is refused for where or for what it
 is made until its circumstances change; a licence refusal (403) is PERMISSION_DENIED; the
@@ -217,18 +220,28 @@ class GrpcFrontDoor:
             target=rpc.path,
             path=rpc.path,
             headers=headers,
-            peer=peer_address(context.peer() or ""),
+            peer=_client_peer(context, headers),
             read_body=_no_body,
             rpc=rpc,
             body=request,
         )
         reply = await run_steps(state, GRPC_STEPS)
         if reply.status == 200 and reply.rpc_status is None:
+            # Response headers a decision adds (a disclosure, an attribution, a licence link)
+            # travel as trailing metadata, the only place left once the call has started.
+            headers_out = tuple((name.lower(), value) for name, value in reply.headers.items())
+            if headers_out:
+                context.set_trailing_metadata(headers_out)
             return reply.body
         code, message, details = grpc_status_of(reply, domain=state.snap.config.deployment)
         trailing = ((_DETAILS_KEY, details),) if details is not None else ()
         await context.abort(code, message, trailing_metadata=trailing)
         raise AssertionError("abort returned")  # pragma: no cover
+
+
+def _client_peer(context: grpc.aio.ServicerContext, headers: CIMultiDict[str]) -> str | None:
+    """The TCP peer's address (trusted-proxy rules then apply to its forwarding metadata)."""
+    return peer_address(context.peer() or "")
 
 
 async def _no_body(state: RequestState) -> bytes:
