@@ -41,8 +41,7 @@ MALFORMED: list[tuple[str, bytes]] = [
     (
         "huge-header",
         (
-            f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\n"
-            f"X-Note: {SECRET_EMAIL}{'A' * 20000}\r\n\r\n"
+            f"POST {PREDICT} HTTP/1.1\r\nHost: x\r\nX-Note: {SECRET_EMAIL}{'A' * 20000}\r\n\r\n"
         ).encode(),
     ),
     (

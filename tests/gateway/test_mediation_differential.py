@@ -304,9 +304,7 @@ async def test_no_generated_value_reaches_the_model_unmasked_over_grpc(
                 decision_id = dict(await call.initial_metadata())["x-decision-id"]
                 received = response.outputs["note"].string_val[0].decode()
                 read = _what_the_model_read(note, received)
-                (record,) = [
-                    r for r in gateway.records_for(decision_id) if r["type"] == "decision"
-                ]
+                (record,) = [r for r in gateway.records_for(decision_id) if r["type"] == "decision"]
                 found = {(f["type"], f["path"]) for f in record["detected_personal_data"]}
                 for category, value in note.values:
                     if value in read or (category != "email" and _compact(value) in _compact(read)):
