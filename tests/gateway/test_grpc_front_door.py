@@ -417,3 +417,71 @@ async def test_a_client_cannot_reload_the_backends_configuration(
         await channel.close()
     assert isinstance(error, grpc.aio.AioRpcError)
     assert error.code() == grpc.StatusCode.UNIMPLEMENTED
+
+
+def _self_signed(directory: Path) -> tuple[Path, Path]:
+    import datetime as dt
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), critical=False)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / "grpc.crt", directory / "grpc.key"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+async def test_grpc_over_tls(
+    tmp_path: Path,
+    model_server: Any,
+    gateway_factory: Callable[..., Awaitable[GatewayHarness]],
+) -> None:
+    from tensorflow_serving.apis import get_model_status_pb2, model_service_pb2_grpc
+
+    backend = _SlowBackend(delay_s=0.0)
+    await backend.start()
+    try:
+        cert, key = _self_signed(tmp_path)
+        config = _config(tmp_path, model_server, grpc_target=f"127.0.0.1:{backend.port}")
+        data = yaml.safe_load(config.read_text())
+        data["grpc"]["host"] = "localhost"
+        data["grpc"]["tls"] = {"cert_file": str(cert), "key_file": str(key)}
+        config.write_text(yaml.safe_dump(data))
+        harness = await gateway_factory(config)
+        credentials = grpc.ssl_channel_credentials(root_certificates=cert.read_bytes())
+        target = f"localhost:{harness.runtime.grpc_port}"
+        request = get_model_status_pb2.GetModelStatusRequest()
+        request.model_spec.name = "mnist"
+        async with grpc.aio.secure_channel(target, credentials) as channel:
+            stub = model_service_pb2_grpc.ModelServiceStub(channel)
+            response = await stub.GetModelStatus(request, metadata=PURPOSE, timeout=30)
+        assert response == get_model_status_pb2.GetModelStatusResponse()
+        async with grpc.aio.insecure_channel(target) as plain:
+            stub = model_service_pb2_grpc.ModelServiceStub(plain)
+            with pytest.raises(grpc.aio.AioRpcError):
+                await stub.GetModelStatus(request, metadata=PURPOSE, timeout=5)
+    finally:
+        await backend.stop()
+    assert backend.calls == ["/tensorflow.serving.ModelService/GetModelStatus"]
