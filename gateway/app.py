@@ -45,6 +45,7 @@ from gateway.http_server import make_runner
 from gateway.logs import describe_exception
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
 from gateway.policy import load_policy_set
+from gateway.policy_revisions import STORE_DIR, store_revision
 from gateway.proxy import UpstreamPool
 from gateway.sinks import EventSinks, SinkSpec
 from gateway.tenants import TenantRegistry
@@ -175,6 +176,23 @@ def build_snapshot(config: GatewayConfig) -> Snapshot:
     )
 
 
+def _keep_revision(snapshot: Snapshot) -> None:
+    """File the serving policy revision beside the audit log, so its decisions can be
+    re-derived (`jurisgate audit verify --replay`)."""
+    config = snapshot.config
+    try:
+        store_revision(
+            config.audit.directory / STORE_DIR,
+            list(config.policy_paths),
+            snapshot.policy_set.revision,
+        )
+    except OSError as exc:
+        log.error(
+            "could not keep policy revision %s in %s: %s",
+            snapshot.policy_set.revision, config.audit.directory / STORE_DIR, exc.strerror,
+        )  # fmt: skip
+
+
 async def reload_snapshot(runtime: Runtime, *, trigger: str) -> dict[str, Any]:
     """Reload configuration, policies and tenants; keep the old snapshot on any error.
 
@@ -196,6 +214,7 @@ async def reload_snapshot(runtime: Runtime, *, trigger: str) -> dict[str, Any]:
     except SnapshotError as exc:
         return _reload_failed(runtime, trigger, started, exc.diagnostics_text)
     if snapshot.policy_set.revision != old.policy_set.revision:
+        _keep_revision(snapshot)
         await runtime.audit.append(
             {
                 "type": "policy_change",
@@ -372,6 +391,7 @@ def create_app(
         runtime.last_reload = {"result": "ok", "trigger": "start",
                                "revision": snap.policy_set.revision}  # fmt: skip
         app[RUNTIME] = runtime
+        _keep_revision(snap)
         front_door = None
         if config.grpc.enabled:
             from gateway.grpc_server import GrpcFrontDoor

@@ -66,6 +66,17 @@ def register(subparsers: Any) -> None:
     )
     ver.add_argument("--origin", help="require this log origin")
     ver.add_argument(
+        "--replay",
+        action="store_true",
+        help="also re-derive every decision with the policy revision recorded in it; a "
+        "decision its revision does not give is an integrity failure",
+    )
+    ver.add_argument(
+        "--revisions",
+        metavar="DIR",
+        help="where the policy revisions are filed (default: PATH/policy-revisions)",
+    )
+    ver.add_argument(
         "--witness-keys",
         metavar="FILE",
         help="witness verifier keys (one `name+keyid+base64` per line), obtained out of band",
@@ -288,7 +299,27 @@ def _verify(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
         else:
             Path(args.json).write_text(text, encoding="utf-8")
-    return 0 if result.valid else 1
+    replayed_ok = all(_replay(Path(raw), args) for raw in args.paths) if args.replay else True
+    return 0 if result.valid and replayed_ok else 1
+
+
+def _replay(source: Path, args: argparse.Namespace) -> bool:
+    """Re-derive the decisions of one log or bundle; print what does not match."""
+    from gateway.policy_revisions import STORE_DIR, load_revision
+    from gateway.replay import iter_decision_records, replay_log
+
+    store = Path(args.revisions) if args.revisions else source / STORE_DIR
+    report = replay_log(iter_decision_records(source), lambda rev: load_revision(store, rev))
+    for name, reason in sorted(report.missing_revisions.items()):
+        print(f"REPLAY_REVISION_MISSING: {source}: revision {name}: {reason}")
+    for mismatch in report.mismatches:
+        print(f"REPLAY_MISMATCH: {source}: {mismatch.text()}")
+    status = "OK" if report.ok else "FAIL"
+    print(
+        f"replay {status}: {source}: {report.replayed} decisions re-derived, "
+        f"{len(report.mismatches)} mismatches, {report.not_replayable} not replayable"
+    )
+    return report.ok
 
 
 #: Warnings about what a verification did not prove: shown even with --quiet.

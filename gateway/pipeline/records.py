@@ -14,9 +14,11 @@ from gateway.pipeline.state import Refusal, RequestState
 from gateway.tfserving import build_backend_path
 
 __all__ = [
+    "END_USER_MARKER",
     "allowed_record",
     "decision_facts",
     "denied_record",
+    "evaluation_input",
     "failed_record",
     "outcome_record",
     "refused_record",
@@ -90,6 +92,44 @@ def _decision_fields(state: RequestState, record: dict[str, Any]) -> None:
         record["errors"] = [e.code for e in decision.errors]
     record["purpose"] = context["request"]["purpose"]
     record["req_mac"] = state.runtime.keyed_digest(state.body) if state.body else None
+    record["input"] = evaluation_input(state)
+
+
+def evaluation_input(state: RequestState) -> dict[str, Any]:
+    """The request context as the engine evaluated it, minimised for the record.
+
+    What the policies read, so that anyone holding the revision can decide again: categories
+    and paths of personal data, regions, purposes, flags. Never a full address (the client's
+    IP is dropped; the record keeps its prefix and keyed digest) nor a header's content (an
+    end-user reference becomes a marker). Derived fields the engine computes itself are not
+    there to begin with. Floats, which records cannot hold, are written as `{"float": text}`.
+    """
+    context = state.context
+    assert context is not None
+    caller = {**context["caller"], "client_ip": None}
+    request = dict(context["request"])
+    if request.get("end_user") is not None:
+        request["end_user"] = END_USER_MARKER
+    recorded: dict[str, Any] = {**context, "caller": caller, "request": request}
+    unavailable = state.runtime.unavailable_backends
+    if unavailable:
+        recorded["unavailable_backends"] = sorted(unavailable)
+    encoded: dict[str, Any] = _without_floats(recorded)
+    return encoded
+
+
+#: What an end-user reference is recorded as (its keyed digest is the record's `end_user_mac`).
+END_USER_MARKER = "(recorded as end_user_mac)"
+
+
+def _without_floats(value: Any) -> Any:
+    if type(value) is float:
+        return {"float": repr(value)}
+    if isinstance(value, dict):
+        return {str(key): _without_floats(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_without_floats(item) for item in value]
+    return value
 
 
 def allowed_record(state: RequestState) -> dict[str, Any]:

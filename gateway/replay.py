@@ -1,0 +1,282 @@
+"""Re-deriving recorded decisions: with the revision that made them, or with a candidate.
+
+A `decision` record carries the policy revision in force (`policy`) and the request context
+as the engine evaluated it (`input`, see `pipeline.records.evaluation_input`). Replaying it
+evaluates that input again, with the declared subject region read as the gateway read it (the
+stricter of the declared and the inferred region unless the tenant attests it) and the
+routing constraint checked against the recorded candidate backends, and compares the outcome
+with the one recorded: allow or deny, the status, and the rules that matched.
+
+* `replay_log` re-derives every decision with its own revision (`jurisgate audit verify
+  --replay`): a mismatch means the record does not show what the recorded policy decides.
+* `policy_impact` evaluates every recorded decision with a candidate policy set (`jurisgate
+  policy replay`): what an edit would change, by rule, tenant and model.
+
+Records without an input (written before inputs were recorded, or refused before a decision
+existed: a wrong key, an unreadable body) are counted as not replayable, never as mismatches.
+What an auditor trusts here: this module and the policy engine it runs, and the revisions
+filed beside the log (`policy_revisions`), which must hash to the revision each record names.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gateway.audit.storage import list_segments
+from gateway.context import inferred_alternative
+from gateway.policy import Decision, PolicySet
+from gateway.policy.combine import stricter
+from gateway.problems import EVALUATION_ERROR_STATUS
+from gateway.proxy import BackendSpec, select_backend
+
+__all__ = [
+    "Impact",
+    "Outcome",
+    "ReplayReport",
+    "iter_decision_records",
+    "policy_impact",
+    "recorded_outcome",
+    "replay_log",
+    "replayed_outcome",
+]
+
+#: Decisions a replay compares (`reject` and `error` are the gateway's, not the policy's).
+_POLICY_DECISIONS = frozenset({"allow", "transform", "deny"})
+
+
+@dataclass(frozen=True, order=True)
+class Outcome:
+    """What the policies decided: allow or deny, the status, the rules that matched."""
+
+    effect: str
+    status: int
+    rules: tuple[str, ...]
+
+    def describe(self) -> str:
+        """`deny 451 [rule-a, rule-b]`."""
+        return f"{self.effect} {self.status} [{', '.join(self.rules)}]"
+
+
+def iter_decision_records(source: Path) -> Iterator[dict[str, Any]]:
+    """The `decision` records of a log directory or an export bundle, in log order."""
+    if (source / "manifest.json").exists():
+        files = sorted((source / "records").glob("*.jsonl"), key=lambda p: int(p.stem))
+    else:
+        files = [path for _, path in list_segments(source)]
+    for path in files:
+        with path.open("rb") as handle:
+            for line in handle:
+                if not line.strip():
+                    continue
+                record = json.loads(line)["r"]
+                if record.get("type") == "decision":
+                    yield record
+
+
+def recorded_outcome(record: dict[str, Any]) -> Outcome | None:
+    """The policy outcome a record shows, or None when the record holds none to compare."""
+    if record.get("decision") not in _POLICY_DECISIONS or "input" not in record:
+        return None
+    effect = "deny" if record["decision"] == "deny" else "allow"
+    status = int(record.get("status", 0)) if effect == "deny" else 200
+    return Outcome(effect, status, tuple(sorted(record.get("rules") or ())))
+
+
+def _with_floats(value: Any) -> Any:
+    if isinstance(value, dict):
+        if len(value) == 1 and isinstance(value.get("float"), str):
+            return float(value["float"])
+        return {key: _with_floats(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_with_floats(item) for item in value]
+    return value
+
+
+def replayed_outcome(policy_set: PolicySet, record: dict[str, Any]) -> Outcome:
+    """The outcome `policy_set` gives the record's input, read as the gateway reads it."""
+    context = _with_floats(record["input"])
+    unavailable = frozenset(context.pop("unavailable_backends", ()))
+    decision = policy_set.evaluate(context)
+    declared = record.get("declared_subject_region") or {}
+    alternative = inferred_alternative(context, attested=bool(declared.get("attested")))
+    if alternative is not None:
+        decision = stricter(decision, policy_set.evaluate(alternative))
+    rules = tuple(sorted(decision.rules))
+    if decision.allowed:
+        if not _routable(decision, context, unavailable):
+            return Outcome("deny", 451, rules)  # the residency denial the gateway writes
+        return Outcome("allow", 200, rules)
+    if decision.errors:
+        return Outcome("deny", EVALUATION_ERROR_STATUS, rules)
+    return Outcome("deny", decision.status if decision.status in (451, 403) else 451, rules)
+
+
+def _routable(decision: Decision, context: dict[str, Any], unavailable: frozenset[str]) -> bool:
+    """Whether a recorded candidate backend meets the decision's routing constraint."""
+    routing = decision.obligations.routing
+    if routing is None:
+        return True
+    model = (context.get("request") or {}).get("model") or ""
+    candidates = [
+        BackendSpec(
+            id=str(backend["id"]),
+            url="http://replay.invalid",
+            region=str(backend["region"]),
+            models={model: {}},
+            transfer_mechanisms=tuple(backend.get("transfer_mechanisms") or ()),
+        )
+        for backend in context.get("backends") or ()
+    ]
+    chosen = select_backend(
+        candidates,
+        model,
+        allowed_regions=frozenset(routing.allowed_regions),
+        caller_region=(context.get("caller") or {}).get("region"),
+        preferred=None,
+        region_routing_default={},
+        unavailable=unavailable,
+    )
+    return chosen is not None
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A record whose outcome is not what its revision decides."""
+
+    seq: int
+    decision_id: str
+    recorded: Outcome
+    replayed: Outcome
+
+    def text(self) -> str:
+        """One line for people."""
+        return (
+            f"record {self.seq} (decision {self.decision_id}): recorded "
+            f"{self.recorded.describe()}, the revision decides {self.replayed.describe()}"
+        )
+
+
+@dataclass
+class ReplayReport:
+    """What a replay of a log found."""
+
+    replayed: int = 0
+    not_replayable: int = 0
+    mismatches: list[Mismatch] = field(default_factory=list)
+    missing_revisions: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        """No mismatch and every revision was there."""
+        return not self.mismatches and not self.missing_revisions
+
+
+def replay_log(
+    records: Iterable[dict[str, Any]],
+    revision: Callable[[str], PolicySet],
+) -> ReplayReport:
+    """Re-derive every decision with the revision it names (`revision(id)` loads it, and
+    raises for a revision it cannot give: every record naming it is then unverified)."""
+    report = ReplayReport()
+    loaded: dict[str, PolicySet | None] = {}
+    for record in records:
+        recorded = recorded_outcome(record)
+        if recorded is None:
+            report.not_replayable += 1
+            continue
+        name = str(record.get("policy"))
+        if name not in loaded:
+            try:
+                loaded[name] = revision(name)
+            except Exception as exc:  # noqa: BLE001 - reported, and the replay fails
+                loaded[name] = None
+                report.missing_revisions[name] = str(exc)
+        policy_set = loaded[name]
+        if policy_set is None:
+            continue
+        report.replayed += 1
+        replayed = replayed_outcome(policy_set, record)
+        if replayed != recorded:
+            report.mismatches.append(
+                Mismatch(
+                    int(record.get("seq", -1)), str(record.get("decision_id")), recorded, replayed
+                )  # fmt: skip
+            )
+    return report
+
+
+@dataclass
+class Impact:
+    """What a candidate policy would change in recorded traffic."""
+
+    compared: int = 0
+    not_replayable: int = 0
+    changed: int = 0
+    transitions: Counter[str] = field(default_factory=Counter)
+    by_rule: Counter[str] = field(default_factory=Counter)
+    by_tenant: Counter[str] = field(default_factory=Counter)
+    by_model: Counter[str] = field(default_factory=Counter)
+    samples: dict[str, list[str]] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as JSON."""
+        return {
+            "compared": self.compared,
+            "not_replayable": self.not_replayable,
+            "changed": self.changed,
+            "transitions": dict(self.transitions),
+            "by_rule": dict(self.by_rule),
+            "by_tenant": dict(self.by_tenant),
+            "by_model": dict(self.by_model),
+            "samples": self.samples,
+        }
+
+
+def _responsible(recorded: Outcome, replayed: Outcome) -> list[str]:
+    """The rules a change is owed to: a denial's rules that no longer match (deny to allow),
+    a new denial's rules (allow to deny), otherwise every rule that matches on one side only."""
+    before, after = set(recorded.rules), set(replayed.rules)
+    if recorded.effect == "deny" and replayed.effect == "allow":
+        return sorted(before - after)
+    if recorded.effect == "allow" and replayed.effect == "deny":
+        return sorted(after - before)
+    return sorted(before ^ after)
+
+
+def policy_impact(
+    records: Iterable[dict[str, Any]],
+    candidate: PolicySet,
+    *,
+    tenants: frozenset[str] = frozenset(),
+    samples: int = 5,
+) -> Impact:
+    """Compare every recorded decision (of `tenants`, when given) with what `candidate`
+    decides for the same input."""
+    impact = Impact()
+    for record in records:
+        if tenants and record.get("tenant") not in tenants:
+            continue
+        recorded = recorded_outcome(record)
+        if recorded is None:
+            impact.not_replayable += 1
+            continue
+        impact.compared += 1
+        replayed = replayed_outcome(candidate, record)
+        if replayed == recorded:
+            continue
+        impact.changed += 1
+        transition = f"{recorded.effect} {recorded.status} -> {replayed.effect} {replayed.status}"
+        impact.transitions[transition] += 1
+        for rule in _responsible(recorded, replayed):
+            impact.by_rule[rule] += 1
+        impact.by_tenant[str(record.get("tenant"))] += 1
+        impact.by_model[str(record.get("model"))] += 1
+        listed = impact.samples.setdefault(transition, [])
+        if len(listed) < samples:
+            listed.append(str(record.get("decision_id")))
+    return impact
