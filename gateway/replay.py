@@ -24,6 +24,7 @@ import json
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -99,7 +100,9 @@ def _with_floats(value: Any) -> Any:
 
 def replayed_outcome(policy_set: PolicySet, record: dict[str, Any]) -> Outcome:
     """The outcome `policy_set` gives the record's input, read as the gateway reads it."""
-    context = _with_floats(record["input"])
+    context = dict(record["input"])
+    if record.get("input_floats"):
+        context = _with_floats(context)
     unavailable = frozenset(context.pop("unavailable_backends", ()))
     decision = policy_set.evaluate(context)
     declared = record.get("declared_subject_region") or {}
@@ -123,12 +126,11 @@ def _routable(decision: Decision, context: dict[str, Any], unavailable: frozense
         return True
     model = (context.get("request") or {}).get("model") or ""
     candidates = [
-        BackendSpec(
-            id=str(backend["id"]),
-            url="http://replay.invalid",
-            region=str(backend["region"]),
-            models={model: {}},
-            transfer_mechanisms=tuple(backend.get("transfer_mechanisms") or ()),
+        _candidate(
+            str(backend["id"]),
+            str(backend["region"]),
+            model,
+            tuple(backend.get("transfer_mechanisms") or ()),
         )
         for backend in context.get("backends") or ()
     ]
@@ -142,6 +144,20 @@ def _routable(decision: Decision, context: dict[str, Any], unavailable: frozense
         unavailable=unavailable,
     )
     return chosen is not None
+
+
+@lru_cache(maxsize=4096)
+def _candidate(
+    backend_id: str, region: str, model: str, mechanisms: tuple[str, ...]
+) -> BackendSpec:
+    """A recorded candidate backend as routing reads it (built once: specs validate)."""
+    return BackendSpec(
+        id=backend_id,
+        url="http://replay.invalid",
+        region=region,
+        models={model: {}},
+        transfer_mechanisms=mechanisms,
+    )
 
 
 @dataclass(frozen=True)

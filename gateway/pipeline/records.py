@@ -93,16 +93,19 @@ def _decision_fields(state: RequestState, record: dict[str, Any]) -> None:
     record["purpose"] = context["request"]["purpose"]
     record["req_mac"] = state.runtime.keyed_digest(state.body) if state.body else None
     record["input"] = evaluation_input(state)
+    if _has_float(state.context):
+        record["input_floats"] = True
 
 
 def evaluation_input(state: RequestState) -> dict[str, Any]:
     """The request context as the engine evaluated it, minimised for the record.
 
-    What the policies read, so that anyone holding the revision can decide again: categories
-    and paths of personal data, regions, purposes, flags. Never a full address (the client's
-    IP is dropped; the record keeps its prefix and keyed digest) nor a header's content (an
-    end-user reference becomes a marker). Derived fields the engine computes itself are not
-    there to begin with. Floats, which records cannot hold, are written as `{"float": text}`.
+        What the policies read, so that anyone holding the revision can decide again: categories
+        and paths of personal data, regions, purposes, flags. Never a full address (the client's
+        IP is dropped; the record keeps its prefix and keyed digest) nor a header's content (an
+        end-user reference becomes a marker). Derived fields the engine computes itself are not
+        there to begin with. Floats, which records cannot hold, are written as `{"float": text}`
+    (and the record says `input_floats: true`).
     """
     context = state.context
     assert context is not None
@@ -114,12 +117,24 @@ def evaluation_input(state: RequestState) -> dict[str, Any]:
     unavailable = state.runtime.unavailable_backends
     if unavailable:
         recorded["unavailable_backends"] = sorted(unavailable)
+    if not _has_float(recorded):
+        return recorded
     encoded: dict[str, Any] = _without_floats(recorded)
     return encoded
 
 
 #: What an end-user reference is recorded as (its keyed digest is the record's `end_user_mac`).
 END_USER_MARKER = "(recorded as end_user_mac)"
+
+
+def _has_float(value: Any) -> bool:
+    if type(value) is float:
+        return True
+    if isinstance(value, dict):
+        return any(_has_float(item) for item in value.values())
+    if isinstance(value, list | tuple):
+        return any(_has_float(item) for item in value)
+    return False
 
 
 def _without_floats(value: Any) -> Any:
