@@ -487,6 +487,62 @@ async def _readyz(request: web.Request) -> web.Response:
 # -- admin ---------------------------------------------------------------------------------
 
 
+def _replay_handler(
+    public: web.Application,
+) -> Callable[[web.Request], Awaitable[web.Response]]:
+    """`POST /admin/v1/replay`: re-derive the recent decisions of this gateway's log with
+    their own revisions, or (`{"candidate": DIR}`) report what a candidate policy would change;
+    `limit` (default 10,000) recent decisions, optionally of `tenants`."""
+
+    async def replay(request: web.Request) -> web.Response:
+        runtime = public[RUNTIME]
+        try:
+            payload = orjson.loads(await request.read() or b"{}")
+        except orjson.JSONDecodeError as exc:
+            return web.json_response({"error": f"invalid JSON: {exc}"}, status=400)
+        if not isinstance(payload, dict):
+            return web.json_response({"error": "send a JSON object"}, status=400)
+        limit = payload.get("limit", 10_000)
+        if not isinstance(limit, int) or not 0 < limit <= 1_000_000:
+            return web.json_response({"error": "limit must be 1 to 1000000"}, status=400)
+        candidate = payload.get("candidate")
+        tenants = frozenset(str(t) for t in payload.get("tenants") or ())
+        directory = runtime.snapshot.config.audit.directory
+        body, status = await asyncio.to_thread(_replay_now, directory, candidate, limit, tenants)
+        return web.json_response(body, status=status)
+
+    return replay
+
+
+def _replay_now(
+    directory: Path, candidate: Any, limit: int, tenants: frozenset[str]
+) -> tuple[dict[str, Any], int]:
+    from collections import deque
+
+    from gateway.policy_revisions import load_revision
+    from gateway.replay import iter_decision_records, policy_impact, replay_log
+
+    recent = deque(iter_decision_records(directory), maxlen=limit)
+    if tenants:
+        recent = deque(r for r in recent if r.get("tenant") in tenants)
+    if candidate is None:
+        store = directory / STORE_DIR
+        report = replay_log(recent, lambda rev: load_revision(store, rev))
+        return {
+            "replayed": report.replayed,
+            "not_replayable": report.not_replayable,
+            "mismatches": [m.text() for m in report.mismatches],
+            "missing_revisions": report.missing_revisions,
+            "ok": report.ok,
+        }, 200
+    result = load_policy_set([Path(str(candidate))])
+    if result.policy_set is None:
+        text = format_diagnostics(result.diagnostics, cap=None)
+        return {"error": "the candidate policies do not load", "diagnostics": text}, 422
+    impact = policy_impact(recent, result.policy_set)
+    return {"candidate": result.policy_set.revision, **impact.to_json()}, 200
+
+
 def create_admin_app(public: web.Application) -> web.Application:
     """The admin application: `/metrics` open, `/admin/v1/*` behind the bearer token."""
 
@@ -561,6 +617,7 @@ def create_admin_app(public: web.Application) -> web.Application:
     admin.router.add_get("/admin/v1/policy", revision)
     admin.router.add_post("/admin/v1/reload", reload)
     admin.router.add_post("/admin/v1/decide", decide)
+    admin.router.add_post("/admin/v1/replay", _replay_handler(public))
     return admin
 
 

@@ -72,8 +72,8 @@ def iter_decision_records(source: Path) -> Iterator[dict[str, Any]]:
     for path in files:
         with path.open("rb") as handle:
             for line in handle:
-                if not line.strip():
-                    continue
+                if not line.strip() or not line.endswith(b"\n"):
+                    continue  # a line still being written by a running gateway
                 record = json.loads(line)["r"]
                 if record.get("type") == "decision":
                     yield record

@@ -32,7 +32,10 @@ async def traffic(
     us = StubBackend("be-us", free_port())
     await eu.start()
     await us.start()
-    harness = await gateway_factory(_write_config(tmp_path, eu.port, us.port))
+    config = _write_config(
+        tmp_path, eu.port, us.port, admin={"enabled": True, "token": {"env": "TEST_TOKEN"}}
+    )
+    harness = await gateway_factory(config, environ={"TEST_TOKEN": "replay-token"})
     plain = {"instances": [IMAGE]}
     noted = {"instances": [{"images": IMAGE, "note": "mail anna@example.de"}]}
     sent = [
@@ -171,3 +174,38 @@ async def test_the_scenarios_log_replays_without_a_mismatch(
     )
     assert report.ok, [m.text() for m in report.mismatches] or report.missing_revisions
     assert report.replayed >= len(SCENARIOS)
+
+
+async def test_the_admin_api_replays_the_recent_log(
+    traffic: GatewayHarness, tmp_path: Path
+) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from gateway.app import create_admin_app
+    from gateway.app_state import RUNTIME
+
+    class _Public(dict[Any, Any]):
+        pass
+
+    public = _Public()
+    public[RUNTIME] = traffic.runtime
+    auth = {"Authorization": "Bearer replay-token"}
+    candidate = tmp_path / "candidate"
+    shutil.copytree(ROOT / "policies", candidate)
+    pack = candidate / "sanctions" / "us.yaml"
+    data = yaml.safe_load(pack.read_text())
+    data["rules"] = [r for r in data["rules"] if r["id"] != "sanctions-us-iran"]
+    pack.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
+    async with TestClient(TestServer(create_admin_app(public))) as client:  # type: ignore[arg-type]
+        resp = await client.post("/admin/v1/replay", headers=auth, json={})
+        body = await resp.json()
+        assert resp.status == 200 and body["ok"] and body["replayed"] == 5, body
+        resp = await client.post(
+            "/admin/v1/replay", headers=auth, json={"candidate": str(candidate), "limit": 3}
+        )
+        body = await resp.json()
+        assert resp.status == 200, body
+        # The three most recent decisions: an IR request, and two refused before any policy.
+        assert body["changed"] == 1 and body["by_rule"] == {"sanctions-us-iran": 1}, body
+        resp = await client.post("/admin/v1/replay", json={})
+        assert resp.status == 401
