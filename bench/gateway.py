@@ -216,10 +216,12 @@ def request_body() -> bytes:
 
 
 def checkout(revision: str, into: Path) -> Path:
-    """The tree of `revision` of this repository, unpacked into `into` (`git archive`)."""
+    """The gateway and policies of `revision` of this repository, unpacked into `into`
+    (`git archive`): the baseline is that revision's code deciding with that revision's
+    policies."""
     into.mkdir(parents=True)
     archive = subprocess.run(
-        ["git", "-C", str(REPO), "archive", "--format=tar", revision, "gateway"],
+        ["git", "-C", str(REPO), "archive", "--format=tar", revision, "gateway", "policies"],
         check=True, capture_output=True,
     )  # fmt: skip
     subprocess.run(["tar", "-x", "-C", str(into)], input=archive.stdout, check=True)
@@ -238,6 +240,7 @@ def write_gateway_files(
     backend_port: int,
     grpc_ports: tuple[int, int] | None = None,
     name: str = "jurisgate.yaml",
+    policies: Path = REPO / "policies",
 ) -> Path:
     """The gateway's configuration, tenants file and signing key; returns the config path.
 
@@ -271,7 +274,7 @@ def write_gateway_files(
         "operator": {"name": "Bench operator", "established_in": "DE"},
         # No watching: a policy edit elsewhere in the tree must not trigger a reload (a full
         # recompile on the gateway's core) in the middle of a measurement.
-        "policies": {"paths": [str(REPO / "policies")], "watch": False},
+        "policies": {"paths": [str(policies)], "watch": False},
         "tenants": {"file": "tenants.yaml"},
         "models": [
             {
@@ -1039,7 +1042,7 @@ def run(args: argparse.Namespace) -> int:
             port = free_port()
             # REST only: an older revision may not know the gRPC settings.
             baseline_config = write_gateway_files(
-                work, port, ports["direct"], None, "jurisgate-baseline.yaml"
+                work, port, ports["direct"], None, "jurisgate-baseline.yaml", tree / "policies"
             )
             baseline_command = [*gateway_command[:-1], str(baseline_config)]
             rig.start("baseline", baseline_command, port, server_core, tree,
