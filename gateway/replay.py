@@ -36,6 +36,7 @@ from gateway.problems import EVALUATION_ERROR_STATUS
 from gateway.proxy import BackendSpec, select_backend
 
 __all__ = [
+    "ChangeListener",
     "Impact",
     "Outcome",
     "ReplayReport",
@@ -264,15 +265,20 @@ def _responsible(recorded: Outcome, replayed: Outcome) -> list[str]:
     return sorted(before ^ after)
 
 
+ChangeListener = Callable[[dict[str, Any], Outcome, Outcome], None]
+
+
 def policy_impact(
     records: Iterable[dict[str, Any]],
     candidate: PolicySet,
     *,
     tenants: frozenset[str] = frozenset(),
     samples: int = 5,
+    on_change: ChangeListener | None = None,
 ) -> Impact:
     """Compare every recorded decision (of `tenants`, when given) with what `candidate`
-    decides for the same input."""
+    decides for the same input; `on_change(record, recorded, replayed)` hears of each change
+    (a CSV writer, say) as it is found."""
     impact = Impact()
     for record in records:
         if tenants and record.get("tenant") not in tenants:
@@ -286,6 +292,8 @@ def policy_impact(
         if replayed == recorded:
             continue
         impact.changed += 1
+        if on_change is not None:
+            on_change(record, recorded, replayed)
         transition = f"{recorded.effect} {recorded.status} -> {replayed.effect} {replayed.status}"
         impact.transitions[transition] += 1
         for rule in _responsible(recorded, replayed):

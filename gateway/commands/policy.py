@@ -94,6 +94,9 @@ def register(subparsers: Any) -> None:
     replay.add_argument("--tenant", action="append", default=[], help="only these tenants")
     replay.add_argument("--json", metavar="FILE", help="write the report as JSON (`-`: stdout)")
     replay.add_argument(
+        "--csv", metavar="FILE", help="write one row per changed decision (id, tenant, ...)"
+    )
+    replay.add_argument(
         "--fail-on-change", action="store_true", help="exit 1 when any decision would change"
     )
     replay.set_defaults(func=cmd_replay)
@@ -306,6 +309,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_replay(args: argparse.Namespace) -> int:
     """`jurisgate policy replay`: the impact of a candidate policy on recorded decisions."""
+    import contextlib
+    import csv
     import itertools
     import json
 
@@ -319,8 +324,23 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if not log.is_dir():
             print(f"error: --log `{log}` is not a directory", file=sys.stderr)
             return 2
-    records = itertools.chain.from_iterable(iter_decision_records(log) for log in args.log)
-    impact = policy_impact(records, result.policy_set, tenants=frozenset(args.tenant))
+    records = _with_progress(
+        itertools.chain.from_iterable(iter_decision_records(log) for log in args.log)
+    )
+    with contextlib.ExitStack() as stack:
+        on_change = None
+        if args.csv:
+            writer = csv.writer(stack.enter_context(open(args.csv, "w", newline="")))
+            writer.writerow(["decision_id", "seq", "tenant", "model", "recorded", "candidate"])
+
+            def on_change(record: dict[str, Any], before: Any, after: Any) -> None:
+                writer.writerow([record.get("decision_id"), record.get("seq"),
+                                 record.get("tenant"), record.get("model"),
+                                 before.describe(), after.describe()])  # fmt: skip
+
+        impact = policy_impact(
+            records, result.policy_set, tenants=frozenset(args.tenant), on_change=on_change
+        )
     if args.json:
         text = json.dumps(impact.to_json(), indent=2, sort_keys=True) + "\n"
         if args.json == "-":
@@ -330,6 +350,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
     if args.json != "-":
         _print_impact(impact, result.policy_set.revision)
     return 1 if args.fail_on_change and impact.changed else 0
+
+
+def _with_progress(records: Any) -> Any:
+    """Pass `records` through, counting them on a terminal's stderr every 10,000."""
+    if not sys.stderr.isatty():
+        yield from records
+        return
+    count = 0
+    for count, record in enumerate(records, 1):
+        if count % 10_000 == 0:
+            print(f"\rreplayed {count:,} decisions", end="", file=sys.stderr, flush=True)
+        yield record
+    print(f"\rreplayed {count:,} decisions", file=sys.stderr)
 
 
 def _print_impact(impact: Any, revision: str) -> None:

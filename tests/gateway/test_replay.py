@@ -131,9 +131,10 @@ async def test_policy_replay_reports_what_a_candidate_would_flip(
     data["rules"] = [r for r in data["rules"] if r["id"] != "sanctions-us-iran"]
     pack.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     report = tmp_path / "impact.json"
+    rows = tmp_path / "impact.csv"
     code = cli_main(
         ["policy", "replay", "--log", str(traffic.audit_dir), "--policies", str(candidate),
-         "--json", str(report), "--fail-on-change"]
+         "--json", str(report), "--csv", str(rows), "--fail-on-change"]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 1, out
@@ -144,6 +145,9 @@ async def test_policy_replay_reports_what_a_candidate_would_flip(
     assert sum(impact["transitions"].values()) == 2
     assert all(t.startswith("deny 451 -> allow 200") for t in impact["transitions"])
     assert "2 of 5 recorded decisions would change" in out
+    lines = rows.read_text().splitlines()
+    assert lines[0].startswith("decision_id,seq,tenant") and len(lines) == 3
+    assert all(",acme,mnist,deny 451" in line and "allow 200" in line for line in lines[1:])
     # The shipped policies themselves change nothing.
     code = cli_main(
         ["policy", "replay", "--log", str(traffic.audit_dir), "--policies",
