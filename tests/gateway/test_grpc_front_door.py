@@ -485,3 +485,20 @@ async def test_grpc_over_tls(
     finally:
         await backend.stop()
     assert backend.calls == ["/tensorflow.serving.ModelService/GetModelStatus"]
+
+
+async def test_a_malformed_message_is_refused_and_audited(gateway: GatewayHarness) -> None:
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gateway.runtime.grpc_port}")
+    try:
+        call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")(
+            b"\xff\xff\xff\xff not a protobuf", metadata=PURPOSE, timeout=10
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await call
+        initial = dict(await call.initial_metadata() or ())
+    finally:
+        await channel.close()
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    (record,) = gateway.records_for(initial["x-decision-id"])
+    assert record["decision"] == "reject" and record["status"] == 400
+    assert record["route"] == "GRPC /tensorflow.serving.PredictionService/Predict"
