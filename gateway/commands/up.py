@@ -239,6 +239,11 @@ def run(args: argparse.Namespace) -> int:
             _say("training failed")
             return 1
     config, demo_key = _prepare(args, policies)
+    if "\ngrpc:" not in config.read_text(encoding="utf-8"):
+        _say(
+            f"{config} was written by an earlier version and has no gRPC door; delete it to "
+            f"have it written again with gRPC on {args.grpc_port}"
+        )
     _say(f"starting the model server on 127.0.0.1:{args.backend_port}")
     server = subprocess.Popen(
         [sys.executable, "-m", "model_server", "serve", "--model-base", str(model_base),
