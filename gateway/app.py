@@ -168,7 +168,12 @@ def build_snapshot(config: GatewayConfig) -> Snapshot:
         tenants=tenants,
         regions=CachedRegionLookup(regions),
         client_ip=ClientIPConfig(
-            trusted_proxies=config.trusted_proxies, claim_headers=(config.headers.geo_claim,)
+            trusted_proxies=config.trusted_proxies,
+            forwarded_header="forwarded"
+            if config.forwarded_header == "forwarded"
+            else "x-forwarded-for",
+            claim_headers=(config.headers.geo_claim,),
+            trusted_region_header=config.trusted_region_header,
         ),
         backends=build_backends(config),
         sink_views=sinks,
@@ -195,6 +200,10 @@ async def reload_snapshot(runtime: Runtime, *, trigger: str) -> dict[str, Any]:
         return _reload_failed(runtime, trigger, started, text)
     except SnapshotError as exc:
         return _reload_failed(runtime, trigger, started, exc.diagnostics_text)
+    except Exception as exc:  # noqa: BLE001 - nothing may escape the reload boundary
+        log.exception("reload (%s): unexpected error", trigger)
+        text = f"{old.config.source}: reload failed: {type(exc).__name__}: {exc}"
+        return _reload_failed(runtime, trigger, started, text)
     if snapshot.policy_set.revision != old.policy_set.revision:
         await runtime.audit.append(
             {
@@ -331,7 +340,12 @@ def create_app(
             )
             witnessing.start()
         upstream = UpstreamPool(
-            connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s
+            connect_timeout=config.connect_timeout_s,
+            read_timeout=config.read_timeout_s,
+            limit=config.pool.limit,
+            limit_per_host=config.pool.limit_per_host,
+            keepalive_timeout=config.pool.keepalive_timeout_s,
+            max_response_bytes=config.pool.max_response_bytes,
         )
         await upstream.start()
         from gateway.grpc_upstream import GrpcUpstreams
@@ -350,7 +364,13 @@ def create_app(
                         url=s.url,
                         category=s.category,
                         is_sale_or_share=s.is_sale_or_share,
+                        tenant_opt_in=s.tenant_opt_in,
                         timeout_s=s.timeout_s,
+                        queue_size=s.queue_size,
+                        max_attempts=s.max_attempts,
+                        backoff_initial_s=s.backoff_initial_s,
+                        backoff_max_s=s.backoff_max_s,
+                        headers=s.headers,
                     )
                     for s in config.sinks
                 ],
@@ -638,19 +658,30 @@ async def run_gateway(
         last = _fingerprint(runtime)
         while True:
             try:
+                last = await watch_once(last)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the watcher outlives any one failed reload
+                log.exception("configuration watcher: unexpected error; still watching")
+                await asyncio.sleep(1.0)
+
+    async def watch_once(
+        last: tuple[tuple[str, int, int], ...],
+    ) -> tuple[tuple[str, int, int], ...]:
+        while True:
+            try:
                 await asyncio.wait_for(reload_requested.wait(), timeout=1.0)
                 reload_requested.clear()
                 await reload_snapshot(runtime, trigger="sighup")
-                last = _fingerprint(runtime)
-                continue
+                return _fingerprint(runtime)
             except TimeoutError:
                 pass
             if not runtime.snapshot.config.watch_policies:
                 continue
             now = _fingerprint(runtime)
             if now != last:
-                last = now
                 await reload_snapshot(runtime, trigger="file-change")
+                return now
 
     watcher = asyncio.create_task(watch())
     _settle_heap()
