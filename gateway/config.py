@@ -350,7 +350,8 @@ def _cast_env(raw: str, node_schema: Mapping[str, Any]) -> Any:
             return False
         raise ValueError("not a boolean (use true or false)")
     if kind == "array":
-        if node_schema.get("items", {}).get("type", "string") != "string":
+        items = node_schema.get("items", {})
+        if "$ref" in items or items.get("type", "string") != "string":
             raise ValueError("a list of sections cannot be set from the environment")
         return [part.strip() for part in raw.split(",") if part.strip()]
     if kind == "object" or "properties" in node_schema:
@@ -516,12 +517,17 @@ def _diagnostic(
         "category": _PATTERN_HINTS["category"],
     }.get(kind, "see docs/configuration.md")
     if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        help_text = message.lower()
+        help_text = message.replace("Input should be", "use a value")
     if kind in ("too_short", "too_long"):
-        help_text = message
+        help_text = message.replace("List should", "the list must")
+    text = (
+        f"{dotted}: {message}"
+        if f"`{value}`" in message
+        else f"{dotted} has bad value `{_short(value)}`: {message}"
+    )
     return Diagnostic(
         code="config_value_error",
-        message=f"{dotted} has bad value `{_short(value)}`: {message}",
+        message=text,
         location=document.location(loc),
         path=dotted,
         help=help_text,

@@ -195,7 +195,8 @@ class Tenants(_Section):
     file: str | None = Field(
         None,
         description="tenants file (`jurisgate tenants add` writes it); API keys are stored as "
-        "hashes only",
+        "hashes only; an entry's `attests: [subject_region]` lets that tenant's declared "
+        "data-subject region replace the inferred one (otherwise it only adds to it)",
     )
     default_tenant: str | None = Field(
         None,
@@ -393,7 +394,8 @@ class Audit(_Section):
     signing_key: str | None = Field(
         None,
         description="Ed25519 PKCS#8 PEM (`jurisgate keys generate`), default "
-        "`<directory>/key.pem`; keep it outside `directory`",
+        "`<directory>/key.pem`; keep it outside `directory` (the default is kept for older "
+        "setups, but the payload key beside it is then refused)",
     )
     passphrase: SecretRef | None = Field(None, description="secret; passphrase of the signing key")
     hmac_key: SecretRef | None = Field(
@@ -404,7 +406,9 @@ class Audit(_Section):
     hmac_key_file: str | None = Field(
         None,
         description="where the generated payload key is kept, default `payload-hmac.key` "
-        "beside `audit.signing_key`; never inside `directory`",
+        "beside `audit.signing_key` (0600; encrypted under `audit.passphrase` when set); never "
+        "inside `directory` (refused); an older log's `<directory>/payload-hmac.key` is moved "
+        "here at start",
     )
     hmac_key_version: str = Field(
         "k1", pattern=r"^[A-Za-z0-9]+$", description="key version written into every digest"
@@ -427,22 +431,31 @@ class Audit(_Section):
         256, ge=1, description="records written and fsynced together at most"
     )
     group_commit_max_delay_ms: float = Field(
-        0.0, ge=0, allow_inf_nan=False, description="extra wait for a fuller batch when idle"
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="extra wait for a fuller batch when idle (batches form on their own while "
+        "the previous fsync runs)",
     )
     max_unsynced_records: int = Field(
         2048,
         ge=0,
         le=1_000_000,
-        description="records whose notes may still await fsync (the crash-recovery bound)",
+        description="records whose notes may still await fsync; with "
+        "`group_commit_max_records` it is the crash bound: recovery adopts at most that many "
+        "records without a durable note and refuses more",
     )
     witnesses: list[Witness] = Field(
         default_factory=list,
         description="C2SP witnesses the checkpoints are submitted to: `{url, key}`",
     )
     witness_interval_s: Seconds = Field(
-        2.0, description="seconds between submissions of the newest checkpoint"
+        2.0,
+        description="seconds between submissions of the newest checkpoint (also sent at shutdown)",
     )
-    witness_timeout_s: Seconds = Field(5.0, description="timeout of one witness request")
+    witness_timeout_s: Seconds = Field(
+        5.0, description="timeout of one witness request (and of fetching its checkpoint at start)"
+    )
 
 
 class Sink(_Section):
