@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from gateway import exitcodes
+
 DEMO_TENANT = "demo"
 LOCAL_TENANT = "local-dev"
 DEMO_PURPOSE = "document_classification"
@@ -227,7 +229,7 @@ def run(args: argparse.Namespace) -> int:
             "  help: run from a checkout, or point --policies at a policy directory",
             file=sys.stderr,
         )
-        return 2
+        return exitcodes.USAGE
     work = args.workdir.resolve()
     model_base = work / "models"
     if not _has_model(model_base):
@@ -237,7 +239,7 @@ def run(args: argparse.Namespace) -> int:
             train += ["--epochs", str(args.epochs)]
         if subprocess.run(train, check=False).returncode != 0:
             _say("training failed")
-            return 1
+            return exitcodes.ERROR
     config, demo_key = _prepare(args, policies)
     _say(f"starting the model server on 127.0.0.1:{args.backend_port}")
     server = subprocess.Popen(
