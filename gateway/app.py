@@ -43,7 +43,7 @@ from gateway.errors import DiagnosticError, format_diagnostics
 from gateway.handlers import handle_tfserving
 from gateway.http_server import make_runner
 from gateway.logs import describe_exception
-from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics, ScrapeState, WitnessState
 from gateway.policy import load_policy_set
 from gateway.proxy import UpstreamPool
 from gateway.sinks import EventSinks, SinkSpec
@@ -215,7 +215,7 @@ async def reload_snapshot(runtime: Runtime, *, trigger: str) -> dict[str, Any]:
         )
     runtime.snapshot = snapshot
     _settle_heap()
-    runtime.metrics.reloads.labels(what="all", result="ok").inc()
+    runtime.metrics.count_reload("ok")
     runtime.metrics.set_policy_revision(snapshot.policy_set.revision)
     runtime.last_reload = {
         "result": "ok",
@@ -228,7 +228,7 @@ async def reload_snapshot(runtime: Runtime, *, trigger: str) -> dict[str, Any]:
 
 
 def _reload_failed(runtime: Runtime, trigger: str, started: str, text: str) -> dict[str, Any]:
-    runtime.metrics.reloads.labels(what="all", result="error").inc()
+    runtime.metrics.count_reload("error")
     runtime.last_reload = {
         "result": "error",
         "trigger": trigger,
@@ -389,6 +389,7 @@ def create_app(
         )
         if clock is not None:
             runtime.clock = clock
+        metrics.read_state_from(lambda: scrape_state(runtime))
         runtime.last_reload = {"result": "ok", "trigger": "start",
                                "revision": snap.policy_set.revision}  # fmt: skip
         app[RUNTIME] = runtime
@@ -441,8 +442,6 @@ async def readiness(runtime: Runtime) -> dict[str, Any]:
     audit_ok = runtime.audit.healthy
     ready = audit_ok and all(models.values()) and bool(models)
     stats = runtime.audit.stats()
-    runtime.metrics.audit_queue_depth.set(stats.queue_depth)
-    runtime.metrics.audit_fsync_seconds.set(stats.last_fsync_seconds)
     reasons: list[str] = []
     if not audit_ok:
         reasons.append(f"audit log unavailable: {runtime.audit.failure or 'closed'}")
@@ -452,7 +451,6 @@ async def readiness(runtime: Runtime) -> dict[str, Any]:
         alarms = runtime.witnessing.alarms()
         reasons.extend(alarms)
         ready = ready and not alarms
-        _witness_metrics(runtime)
     return {
         "ready": ready,
         "reasons": reasons,
@@ -464,19 +462,31 @@ async def readiness(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def _witness_metrics(runtime: Runtime) -> None:
-    witnessing = runtime.witnessing
-    if witnessing is None:
-        return
-    size = runtime.audit.stats().size
-    metrics = runtime.metrics
-    for status in witnessing.statuses:
-        name = status.endpoint.name
-        metrics.witness_lag_seconds.labels(witness=name).set(witnessing.lag_seconds(status))
-        metrics.witness_lag_records.labels(witness=name).set(max(size - (status.size or 0), 0))
-        metrics.witness_alarm.labels(witness=name).set(1 if status.alarm else 0)
-        for code, count in status.refusals.items():
-            metrics.witness_refusals.labels(witness=name, status=str(code)).set(count)
+def scrape_state(runtime: Runtime) -> ScrapeState:
+    """The live state `/metrics` exposes, read when Prometheus scrapes."""
+    stats = runtime.audit.stats()
+    witnesses: list[WitnessState] = []
+    if runtime.witnessing is not None:
+        witnessing = runtime.witnessing
+        for status in witnessing.statuses:
+            witnesses.append(
+                WitnessState(
+                    name=status.endpoint.name,
+                    lag_seconds=witnessing.lag_seconds(status),
+                    lag_records=max(stats.size - (status.size or 0), 0),
+                    alarm=bool(status.alarm),
+                    refusals=dict(status.refusals),
+                )
+            )
+    sinks = runtime.sinks.stats() if runtime.sinks is not None else {}
+    return ScrapeState(
+        audit_queue_depth=stats.queue_depth,
+        audit_last_fsync_seconds=stats.last_fsync_seconds,
+        witnesses=tuple(witnesses),
+        sink_dropped={k: v.dropped for k, v in sinks.items()},
+        sink_delivered={k: v.delivered for k, v in sinks.items()},
+        sink_failed={k: v.failed for k, v in sinks.items()},
+    )
 
 
 async def _readyz(request: web.Request) -> web.Response:
@@ -512,13 +522,6 @@ def create_admin_app(public: web.Application) -> web.Application:
 
     async def metrics(request: web.Request) -> web.Response:
         runtime = public[RUNTIME]
-        stats = runtime.audit.stats()
-        runtime.metrics.audit_queue_depth.set(stats.queue_depth)
-        runtime.metrics.audit_fsync_seconds.set(stats.last_fsync_seconds)
-        _witness_metrics(runtime)
-        if runtime.sinks is not None:
-            for sink_id, sink_stats in runtime.sinks.stats().items():
-                runtime.metrics.sink_dropped.labels(sink=sink_id).set(sink_stats.dropped)
         resp = web.Response(body=runtime.metrics.render())
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp

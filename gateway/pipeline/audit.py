@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -27,6 +28,7 @@ async def append(state: RequestState, record: Mapping[str, Any]) -> None:
     """Append `record` durably; raise `AuditDown` (a 503 to answer, nothing forwarded) when
     the audit log cannot take it."""
     runtime = state.runtime
+    started = time.perf_counter()
     try:
         await runtime.audit.append(record)
     except AuditError as exc:
@@ -37,3 +39,4 @@ async def append(state: RequestState, record: Mapping[str, Any]) -> None:
             "Audit log unavailable: the request was not processed", decision_id=state.decision_id
         )
         raise AuditDown(Reply(503, body, "application/json", {"Retry-After": "5"})) from None
+    runtime.metrics.observe_audit_append(time.perf_counter() - started)
