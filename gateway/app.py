@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -42,7 +43,7 @@ from gateway.context import ClientFacts, ContextError, RouteFacts, build_context
 from gateway.errors import DiagnosticError, format_diagnostics
 from gateway.handlers import handle_tfserving
 from gateway.http_server import make_runner
-from gateway.logs import describe_exception
+from gateway.logs import ACCESS_LOGGER, describe_exception
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics, ScrapeState, WitnessState
 from gateway.policy import load_policy_set
 from gateway.proxy import UpstreamPool
@@ -98,6 +99,7 @@ async def decision_id_middleware(
     TF-Serving-shaped 500s that carry it (never a stack trace)."""
     decision_id = _new_decision_id()
     request[DECISION_ID] = decision_id
+    started = time.perf_counter()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -114,14 +116,41 @@ async def decision_id_middleware(
         raise
     except Exception as exc:
         # SECURITY: the exception's text may quote the request; log its type and place only.
-        log.error("request %s failed: %s", decision_id, describe_exception(exc))
+        log.error("request failed: %s", describe_exception(exc), extra={"decision_id": decision_id})
         response = web.Response(
             status=500,
             body=error_body("Internal gateway error", decision_id=decision_id),
             content_type="application/json",
         )
     response.headers[DECISION_HEADER] = decision_id
+    runtime = request.app.get(RUNTIME)
+    if runtime is not None and runtime.snapshot.config.access_log:
+        _log_access(request, response, decision_id, time.perf_counter() - started)
     return response
+
+
+_access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+def _log_access(
+    request: web.Request, response: web.StreamResponse, decision_id: str, seconds: float
+) -> None:
+    # No client address, query string or header value: the path (model, version, method)
+    # and the outcome are what an operator correlates with the audit record.
+    _access_log.info(
+        "%s %s %d",
+        request.method,
+        request.rel_url.path,
+        response.status,
+        extra={
+            "method": request.method,
+            "path": request.rel_url.path,
+            "status": response.status,
+            "duration_ms": round(seconds * 1000, 3),
+            "bytes": response.content_length,
+            "decision_id": decision_id,
+        },
+    )
 
 
 class SnapshotError(Exception):

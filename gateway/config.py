@@ -218,6 +218,8 @@ class GatewayConfig:
     #: Which forwarding header trusted proxies set: `x-forwarded-for` or `forwarded`.
     forwarded_header: str = "x-forwarded-for"
     trusted_region_header: str | None = None
+    #: Log one line per request on `jurisgate.access` (no personal data).
+    access_log: bool = False
 
     @property
     def origin(self) -> str:
@@ -733,6 +735,7 @@ def _build(
             ipaddress.ip_network(cidr, strict=False) for cidr in m.network.trusted_proxies
         ),
         forwarded_header=m.network.forwarded_header,
+        access_log=m.logs.access,
         trusted_region_header=m.network.trusted_region_header,
         geoip_entries=tuple((e.cidr, e.region) for e in m.network.geoip.entries),
         geoip_table=(

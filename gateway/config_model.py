@@ -478,6 +478,14 @@ class Sink(_Section):
     )
 
 
+class Logs(_Section):
+    access: bool = Field(
+        False,
+        description="log one line per request on `jurisgate.access`: method, path without "
+        "query, status, duration, bytes and decision id (no address, header or body data)",
+    )
+
+
 class ConfigFile(_Section):
     """The gateway configuration file."""
 
@@ -521,6 +529,7 @@ class ConfigFile(_Section):
     privacy: Privacy = Field(default_factory=Privacy)
     audit: Audit = Field(default_factory=Audit)
     sinks: list[Sink] = Field(default_factory=list, description="decision event webhooks")
+    logs: Logs = Field(default_factory=Logs)
 
     @field_validator("backends")
     @classmethod

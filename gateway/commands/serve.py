@@ -22,6 +22,12 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
+    parser.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "text", "json"],
+        help="log lines as JSON or text (auto: text on a terminal, JSON otherwise)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -40,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         return exitcodes.ERROR
     from gateway.logs import configure_logging
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     log = logging.getLogger("jurisgate")
 
     def ready(url: str) -> None:

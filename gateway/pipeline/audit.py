@@ -33,7 +33,7 @@ async def append(state: RequestState, record: Mapping[str, Any]) -> None:
         await runtime.audit.append(record)
     except AuditError as exc:
         if not isinstance(exc, AuditUnavailable):
-            log.error("audit record refused for %s: %s", state.decision_id, exc)
+            log.error("audit record refused: %s", exc, extra={"decision_id": state.decision_id})
         runtime.metrics.audit_failures.inc()
         body = error_body(
             "Audit log unavailable: the request was not processed", decision_id=state.decision_id
