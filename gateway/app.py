@@ -334,8 +334,21 @@ def create_app(
         endpoints = [
             WitnessEndpoint(CosignerKey.from_vkey(w.key), w.url) for w in config.audit.witnesses
         ]
-        witness_session = aiohttp.ClientSession() if endpoints else None
-        try:
+        # Every resource is registered for closing as soon as it is open, so a start that
+        # fails half-way (a gRPC port in use, a refused audit recovery) closes what it had
+        # opened; the callbacks run in reverse, the order a normal shutdown needs.
+        async with contextlib.AsyncExitStack() as resources:
+            witness_session = aiohttp.ClientSession() if endpoints else None
+            if witness_session is not None:
+                resources.push_async_callback(witness_session.close)
+            witnessing: CheckpointWitnessing | None = None
+
+            async def close_witnessing() -> None:
+                if witnessing is not None:
+                    # Once more, with the `stop` record's checkpoint.
+                    await witnessing.close()
+
+            resources.push_async_callback(close_witnessing)
             witnessed = (
                 await witnessed_heads(
                     witness_session,
@@ -354,95 +367,87 @@ def create_app(
                 options=options,
                 witnessed=witnessed,
             )
-        except BaseException:
+            resources.push_async_callback(audit.close)
             if witness_session is not None:
-                await witness_session.close()
-            raise
-        witnessing: CheckpointWitnessing | None = None
-        if witness_session is not None:
-            witnessing = CheckpointWitnessing(
-                audit,
-                endpoints,
-                witness_session,
-                interval=config.audit.witness_interval_s,
-                timeout=config.audit.witness_timeout_s,
-            )
-            witnessing.start()
-        upstream = UpstreamPool(
-            connect_timeout=config.connect_timeout_s,
-            read_timeout=config.read_timeout_s,
-            limit=config.pool.limit,
-            limit_per_host=config.pool.limit_per_host,
-            keepalive_timeout=config.pool.keepalive_timeout_s,
-            max_response_bytes=config.pool.max_response_bytes,
-        )
-        await upstream.start()
-        from gateway.grpc_upstream import GrpcUpstreams
+                witnessing = CheckpointWitnessing(
+                    audit,
+                    endpoints,
+                    witness_session,
+                    interval=config.audit.witness_interval_s,
+                    timeout=config.audit.witness_timeout_s,
+                )
+                witnessing.start()
+            from gateway.grpc_upstream import GrpcUpstreams
 
-        # Channels open on first use: a gateway without gRPC traffic starts none.
-        grpc_upstream = GrpcUpstreams(
-            connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s
-        )
-        sinks = None
-        if config.sinks:
-            sinks = EventSinks(
-                upstream.session,
-                [
-                    SinkSpec(
-                        id=s.id,
-                        url=s.url,
-                        category=s.category,
-                        is_sale_or_share=s.is_sale_or_share,
-                        tenant_opt_in=s.tenant_opt_in,
-                        timeout_s=s.timeout_s,
-                        queue_size=s.queue_size,
-                        max_attempts=s.max_attempts,
-                        backoff_initial_s=s.backoff_initial_s,
-                        backoff_max_s=s.backoff_max_s,
-                        headers=s.headers,
-                    )
-                    for s in config.sinks
-                ],
+            # Channels open on first use: a gateway without gRPC traffic starts none.
+            grpc_upstream = GrpcUpstreams(
+                connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s
             )
-            sinks.start()
-        runtime = Runtime(
-            snapshot=snap,
-            upstream=upstream,
-            audit=audit,
-            sinks=sinks,
-            metrics=metrics,
-            digester=digester,
-            masking_key=masking_key,
-            grpc_upstream=grpc_upstream,
-            witnessing=witnessing,
-        )
-        if clock is not None:
-            runtime.clock = clock
-        metrics.read_state_from(lambda: scrape_state(runtime))
-        runtime.last_reload = {"result": "ok", "trigger": "start",
-                               "revision": snap.policy_set.revision}  # fmt: skip
-        app[RUNTIME] = runtime
-        front_door = None
-        if config.grpc.enabled:
-            from gateway.grpc_server import GrpcFrontDoor
+            resources.push_async_callback(grpc_upstream.close)
+            upstream = UpstreamPool(
+                connect_timeout=config.connect_timeout_s,
+                read_timeout=config.read_timeout_s,
+                limit=config.pool.limit,
+                limit_per_host=config.pool.limit_per_host,
+                keepalive_timeout=config.pool.keepalive_timeout_s,
+                max_response_bytes=config.pool.max_response_bytes,
+            )
+            await upstream.start()
+            resources.push_async_callback(upstream.close)
+            sinks = None
+            if config.sinks:
+                sinks = EventSinks(
+                    upstream.session,
+                    [
+                        SinkSpec(
+                            id=s.id,
+                            url=s.url,
+                            category=s.category,
+                            is_sale_or_share=s.is_sale_or_share,
+                            tenant_opt_in=s.tenant_opt_in,
+                            timeout_s=s.timeout_s,
+                            queue_size=s.queue_size,
+                            max_attempts=s.max_attempts,
+                            backoff_initial_s=s.backoff_initial_s,
+                            backoff_max_s=s.backoff_max_s,
+                            headers=s.headers,
+                        )
+                        for s in config.sinks
+                    ],
+                )
+                resources.push_async_callback(sinks.close)
+                sinks.start()
+            runtime = Runtime(
+                snapshot=snap,
+                upstream=upstream,
+                audit=audit,
+                sinks=sinks,
+                metrics=metrics,
+                digester=digester,
+                masking_key=masking_key,
+                grpc_upstream=grpc_upstream,
+                witnessing=witnessing,
+            )
+            if clock is not None:
+                runtime.clock = clock
+            metrics.read_state_from(lambda: scrape_state(runtime))
+            runtime.last_reload = {"result": "ok", "trigger": "start",
+                                   "revision": snap.policy_set.revision}  # fmt: skip
+            app[RUNTIME] = runtime
+            if config.grpc.enabled:
+                from gateway.grpc_server import GrpcFrontDoor
 
-            front_door = GrpcFrontDoor(runtime, config.grpc, _new_decision_id)
-            runtime.grpc_port = await front_door.start()
-        try:
+                front_door = GrpcFrontDoor(runtime, config.grpc, _new_decision_id)
+                try:
+                    runtime.grpc_port = await front_door.start()
+                except (RuntimeError, OSError) as exc:
+                    raise SnapshotError(
+                        f"{config.source}: grpc: cannot listen on "
+                        f"{config.grpc.host}:{config.grpc.port}: {exc}\n"
+                        "  help: change grpc.port (or grpc.tls), or stop what holds the port"
+                    ) from None
+                resources.push_async_callback(front_door.stop)
             yield
-        finally:
-            if front_door is not None:
-                await front_door.stop()
-            if sinks is not None:
-                await sinks.close()
-            await upstream.close()
-            await grpc_upstream.close()
-            await audit.close()
-            if witnessing is not None:
-                # Once more, with the `stop` record's checkpoint.
-                await witnessing.close()
-            if witness_session is not None:
-                await witness_session.close()
 
     app.cleanup_ctx.append(lifetime)
     app.router.add_get("/healthz", _healthz)
