@@ -338,3 +338,73 @@ def test_serve_refuses_a_backend_url_with_a_query_with_exit_3(tmp_path: Path) ->
     assert "Traceback" not in proc.stdout + proc.stderr
     assert re.search(rf"{re.escape(str(path))}:\d+:\d+: config_value_error: backends\[0\]\.url",
                      proc.stdout), proc.stdout  # fmt: skip
+
+
+@pytest.mark.slow
+async def test_the_watcher_survives_a_bad_edit_and_applies_a_later_good_one(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+    import os
+    import time
+
+    import aiohttp
+
+    from tests.plugins.gateway import make_signing_key
+
+    admin_port = free_port()
+    data = copy.deepcopy(BASE)
+    data.update(
+        listen={"host": "127.0.0.1", "port": free_port()},
+        admin={"enabled": True, "port": admin_port, "token": {"env": "TEST_ADMIN_TOKEN"}},
+        policies={"paths": [str(ROOT / "policies")], "watch": True},
+        audit={"directory": "audit", "signing_key": str(make_signing_key(tmp_path / "k", "gw"))},
+    )
+    del data["sinks"]
+    path = tmp_path / "gateway.yaml"
+    _write(path, data)
+    env = {**os.environ, "TEST_ADMIN_TOKEN": "t" * 24, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(path), "--log-format", "json"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, cwd=tmp_path, env=env,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{admin_port}/admin/v1/policy"
+    auth = {"Authorization": "Bearer " + "t" * 24}
+
+    async def last_reload(session: aiohttp.ClientSession) -> dict[str, Any]:
+        try:
+            async with session.get(url, headers=auth) as resp:
+                return dict((await resp.json())["last_reload"])
+        except aiohttp.ClientError:
+            return {}
+
+    async def until(session: aiohttp.ClientSession, result: str) -> dict[str, Any]:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            seen = await last_reload(session)
+            if seen.get("result") == result and seen.get("trigger") == "file-change":
+                return seen
+            await asyncio.sleep(0.2)
+        raise AssertionError(f"no {result} reload: {seen}")
+
+    try:
+        async with aiohttp.ClientSession() as session:
+            deadline = time.monotonic() + 60
+            while not await last_reload(session):
+                assert time.monotonic() < deadline and proc.poll() is None
+                await asyncio.sleep(0.2)
+            bad = copy.deepcopy(data)
+            bad["backends"][0]["url"] = "http://127.0.0.1:9/?x=1"
+            _write(path, bad)
+            failed = await until(session, "error")
+            assert any("config_value_error: backends[0].url" in d for d in failed["diagnostics"])
+            await asyncio.sleep(1.5)
+            good = copy.deepcopy(data)
+            good["headers"] = {"purpose": "X-Use"}
+            _write(path, good)
+            await until(session, "ok")
+            assert proc.poll() is None
+    finally:
+        proc.terminate()
+        _, err = await asyncio.to_thread(proc.communicate, None, 30)
+    assert "Traceback" not in err.decode()
