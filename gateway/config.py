@@ -405,18 +405,14 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
 
 
 def _known_keys(path: tuple[int | str, ...]) -> list[str]:
-    keys = [str(p) for p in path if isinstance(p, str)]
-    node = _schema_node(config_schema(), keys)
-    if node is not None and node.get("type") == "array":
-        node = _schema_node(config_schema(), keys) or {}
-    props = (node or {}).get("properties", {})
-    if not props and node is not None and "items" in node:
-        items = node["items"]
-        defs = config_schema().get("$defs", {})
-        if "$ref" in items:
-            items = defs[items["$ref"].rsplit("/", 1)[-1]]
-        props = items.get("properties", {})
-    return sorted(props)
+    """The settings the model allows in the mapping at `path` (a list item's, for a list)."""
+    schema = config_schema()
+    node = _schema_node(schema, [str(p) for p in path if isinstance(p, str)]) or {}
+    items = node.get("items")
+    if isinstance(items, Mapping):
+        ref = items.get("$ref", "")
+        node = schema.get("$defs", {}).get(ref.rsplit("/", 1)[-1], items)
+    return sorted(node.get("properties", {}))
 
 
 def _diagnostics_from_validation(
