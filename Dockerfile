@@ -1,7 +1,22 @@
 # The gateway image: the `jurisgate` package and its shipped policies, without TensorFlow
 # (the gateway never imports it; the model server runs in its own container).
 # Dependencies are installed at the exact versions of constraints.txt (reproducible builds).
-FROM python:3.11-slim
+# `docker build .` builds the gateway (the last stage); `--target trainer` the one-shot
+# trainer docker-compose.yml runs to fill the model volume.
+
+FROM python:3.11-slim AS trainer
+ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 \
+    PYTHONPATH=/src TF_CPP_MIN_LOG_LEVEL=3 HOME=/tmp
+WORKDIR /src
+# Installed when the image is built, at fixed versions, never at container start.
+RUN pip install "tensorflow==2.21.0" "scikit-learn==1.9.1" "pillow==13.0.0" "numpy==2.4.6" \
+    && groupadd --system --gid 10001 trainer \
+    && useradd --system --uid 10001 --gid 10001 --no-create-home trainer \
+    && mkdir -p /models && chown 10001:10001 /models
+COPY model_server ./model_server
+USER 10001:10001
+
+FROM python:3.11-slim AS gateway
 ENV PYTHONDONTWRITEBYTECODE=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1
 WORKDIR /opt/jurisgate
 COPY pyproject.toml README.md constraints.txt ./

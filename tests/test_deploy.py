@@ -145,3 +145,17 @@ def test_image_runs_as_a_numeric_user_with_a_healthcheck_and_pinned_dependencies
         re.split(r"[<>=!~; \[]", d, maxsplit=1)[0].lower().replace("_", "-") for d in declared
     }
     assert wanted <= names, wanted - names
+
+
+def test_the_trainer_is_an_image_stage_that_installs_nothing_at_start() -> None:
+    trainer = _compose()["services"]["model-trainer"]
+    assert trainer["build"] == {"context": ".", "target": "trainer"}
+    command = " ".join(trainer["command"])
+    assert "pip" not in command and "python -m model_server train" in command
+    assert trainer["read_only"] is True and trainer["cap_drop"] == ["ALL"]
+    dockerfile = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM \S+ AS (\S+)$", dockerfile, re.M)
+    assert stages == ["trainer", "gateway"]  # `docker build .` gives the gateway
+    trainer_stage = dockerfile.split("AS gateway")[0]
+    installs = re.findall(r'"([a-z-]+)([=<>!~]=?)[^"]*"', trainer_stage)
+    assert installs and all(op == "==" for _, op in installs), installs
