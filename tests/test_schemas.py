@@ -43,3 +43,12 @@ def test_shipped_policy_files_validate_against_the_committed_schema() -> None:
         data = json.loads(json.dumps(yaml.safe_load(path.read_text()), default=str))
         errors = [e.message for e in validator.iter_errors(data)]
         assert not errors, (path, errors[:3])
+
+
+def test_shipped_files_name_their_schema_for_editors() -> None:
+    files = [*sorted((ROOT / "policies").rglob("*.yaml")), ROOT / "deploy" / "jurisgate.yaml"]
+    for path in files:
+        first = path.read_text(encoding="utf-8").splitlines()[0]
+        assert first.startswith("# yaml-language-server: $schema="), path
+        target = (path.parent / first.split("$schema=", 1)[1]).resolve()
+        assert target.is_file() and target.parent == ROOT / "schemas", (path, target)
