@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import signal
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import replace
@@ -42,8 +43,8 @@ from gateway.context import ClientFacts, ContextError, RouteFacts, build_context
 from gateway.errors import DiagnosticError, format_diagnostics
 from gateway.handlers import handle_tfserving
 from gateway.http_server import make_runner
-from gateway.logs import describe_exception
-from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics
+from gateway.logs import ACCESS_LOGGER, describe_exception
+from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics, ScrapeState, WitnessState
 from gateway.policy import load_policy_set
 from gateway.policy_revisions import STORE_DIR, store_revision
 from gateway.proxy import UpstreamPool
@@ -99,6 +100,7 @@ async def decision_id_middleware(
     TF-Serving-shaped 500s that carry it (never a stack trace)."""
     decision_id = _new_decision_id()
     request[DECISION_ID] = decision_id
+    started = time.perf_counter()
     try:
         response = await handler(request)
     except web.HTTPException as exc:
@@ -115,14 +117,41 @@ async def decision_id_middleware(
         raise
     except Exception as exc:
         # SECURITY: the exception's text may quote the request; log its type and place only.
-        log.error("request %s failed: %s", decision_id, describe_exception(exc))
+        log.error("request failed: %s", describe_exception(exc), extra={"decision_id": decision_id})
         response = web.Response(
             status=500,
             body=error_body("Internal gateway error", decision_id=decision_id),
             content_type="application/json",
         )
     response.headers[DECISION_HEADER] = decision_id
+    runtime = request.app.get(RUNTIME)
+    if runtime is not None and runtime.snapshot.config.access_log:
+        _log_access(request, response, decision_id, time.perf_counter() - started)
     return response
+
+
+_access_log = logging.getLogger(ACCESS_LOGGER)
+
+
+def _log_access(
+    request: web.Request, response: web.StreamResponse, decision_id: str, seconds: float
+) -> None:
+    # No client address, query string or header value: the path (model, version, method)
+    # and the outcome are what an operator correlates with the audit record.
+    _access_log.info(
+        "%s %s %d",
+        request.method,
+        request.rel_url.path,
+        response.status,
+        extra={
+            "method": request.method,
+            "path": request.rel_url.path,
+            "status": response.status,
+            "duration_ms": round(seconds * 1000, 3),
+            "bytes": response.content_length,
+            "decision_id": decision_id,
+        },
+    )
 
 
 class SnapshotError(Exception):
@@ -169,7 +198,12 @@ def build_snapshot(config: GatewayConfig) -> Snapshot:
         tenants=tenants,
         regions=CachedRegionLookup(regions),
         client_ip=ClientIPConfig(
-            trusted_proxies=config.trusted_proxies, claim_headers=(config.headers.geo_claim,)
+            trusted_proxies=config.trusted_proxies,
+            forwarded_header="forwarded"
+            if config.forwarded_header == "forwarded"
+            else "x-forwarded-for",
+            claim_headers=(config.headers.geo_claim,),
+            trusted_region_header=config.trusted_region_header,
         ),
         backends=build_backends(config),
         sink_views=sinks,
@@ -213,6 +247,10 @@ async def reload_snapshot(runtime: Runtime, *, trigger: str) -> dict[str, Any]:
         return _reload_failed(runtime, trigger, started, text)
     except SnapshotError as exc:
         return _reload_failed(runtime, trigger, started, exc.diagnostics_text)
+    except Exception as exc:  # noqa: BLE001 - nothing may escape the reload boundary
+        log.exception("reload (%s): unexpected error", trigger)
+        text = f"{old.config.source}: reload failed: {type(exc).__name__}: {exc}"
+        return _reload_failed(runtime, trigger, started, text)
     if snapshot.policy_set.revision != old.policy_set.revision:
         _keep_revision(snapshot)
         await runtime.audit.append(
@@ -225,7 +263,7 @@ async def reload_snapshot(runtime: Runtime, *, trigger: str) -> dict[str, Any]:
         )
     runtime.snapshot = snapshot
     _settle_heap()
-    runtime.metrics.reloads.labels(what="all", result="ok").inc()
+    runtime.metrics.count_reload("ok")
     runtime.metrics.set_policy_revision(snapshot.policy_set.revision)
     runtime.last_reload = {
         "result": "ok",
@@ -238,7 +276,7 @@ async def reload_snapshot(runtime: Runtime, *, trigger: str) -> dict[str, Any]:
 
 
 def _reload_failed(runtime: Runtime, trigger: str, started: str, text: str) -> dict[str, Any]:
-    runtime.metrics.reloads.labels(what="all", result="error").inc()
+    runtime.metrics.count_reload("error")
     runtime.last_reload = {
         "result": "error",
         "trigger": trigger,
@@ -315,8 +353,21 @@ def create_app(
         endpoints = [
             WitnessEndpoint(CosignerKey.from_vkey(w.key), w.url) for w in config.audit.witnesses
         ]
-        witness_session = aiohttp.ClientSession() if endpoints else None
-        try:
+        # Every resource is registered for closing as soon as it is open, so a start that
+        # fails half-way (a gRPC port in use, a refused audit recovery) closes what it had
+        # opened; the callbacks run in reverse, the order a normal shutdown needs.
+        async with contextlib.AsyncExitStack() as resources:
+            witness_session = aiohttp.ClientSession() if endpoints else None
+            if witness_session is not None:
+                resources.push_async_callback(witness_session.close)
+            witnessing: CheckpointWitnessing | None = None
+
+            async def close_witnessing() -> None:
+                if witnessing is not None:
+                    # Once more, with the `stop` record's checkpoint.
+                    await witnessing.close()
+
+            resources.push_async_callback(close_witnessing)
             witnessed = (
                 await witnessed_heads(
                     witness_session,
@@ -335,84 +386,88 @@ def create_app(
                 options=options,
                 witnessed=witnessed,
             )
-        except BaseException:
+            resources.push_async_callback(audit.close)
             if witness_session is not None:
-                await witness_session.close()
-            raise
-        witnessing: CheckpointWitnessing | None = None
-        if witness_session is not None:
-            witnessing = CheckpointWitnessing(
-                audit,
-                endpoints,
-                witness_session,
-                interval=config.audit.witness_interval_s,
-                timeout=config.audit.witness_timeout_s,
-            )
-            witnessing.start()
-        upstream = UpstreamPool(
-            connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s
-        )
-        await upstream.start()
-        from gateway.grpc_upstream import GrpcUpstreams
+                witnessing = CheckpointWitnessing(
+                    audit,
+                    endpoints,
+                    witness_session,
+                    interval=config.audit.witness_interval_s,
+                    timeout=config.audit.witness_timeout_s,
+                )
+                witnessing.start()
+            from gateway.grpc_upstream import GrpcUpstreams
 
-        # Channels open on first use: a gateway without gRPC traffic starts none.
-        grpc_upstream = GrpcUpstreams(
-            connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s
-        )
-        sinks = None
-        if config.sinks:
-            sinks = EventSinks(
-                upstream.session,
-                [
-                    SinkSpec(
-                        id=s.id,
-                        url=s.url,
-                        category=s.category,
-                        is_sale_or_share=s.is_sale_or_share,
-                        timeout_s=s.timeout_s,
-                    )
-                    for s in config.sinks
-                ],
+            # Channels open on first use: a gateway without gRPC traffic starts none.
+            grpc_upstream = GrpcUpstreams(
+                connect_timeout=config.connect_timeout_s, read_timeout=config.read_timeout_s
             )
-            sinks.start()
-        runtime = Runtime(
-            snapshot=snap,
-            upstream=upstream,
-            audit=audit,
-            sinks=sinks,
-            metrics=metrics,
-            digester=digester,
-            masking_key=masking_key,
-            grpc_upstream=grpc_upstream,
-            witnessing=witnessing,
-        )
-        if clock is not None:
-            runtime.clock = clock
-        runtime.last_reload = {"result": "ok", "trigger": "start",
-                               "revision": snap.policy_set.revision}  # fmt: skip
-        app[RUNTIME] = runtime
-        _keep_revision(snap)
-        front_door = None
-        if config.grpc.enabled:
-            from gateway.grpc_server import GrpcFrontDoor
+            resources.push_async_callback(grpc_upstream.close)
+            upstream = UpstreamPool(
+                connect_timeout=config.connect_timeout_s,
+                read_timeout=config.read_timeout_s,
+                limit=config.pool.limit,
+                limit_per_host=config.pool.limit_per_host,
+                keepalive_timeout=config.pool.keepalive_timeout_s,
+                max_response_bytes=config.pool.max_response_bytes,
+            )
+            await upstream.start()
+            resources.push_async_callback(upstream.close)
+            sinks = None
+            if config.sinks:
+                sinks = EventSinks(
+                    upstream.session,
+                    [
+                        SinkSpec(
+                            id=s.id,
+                            url=s.url,
+                            category=s.category,
+                            is_sale_or_share=s.is_sale_or_share,
+                            tenant_opt_in=s.tenant_opt_in,
+                            timeout_s=s.timeout_s,
+                            queue_size=s.queue_size,
+                            max_attempts=s.max_attempts,
+                            backoff_initial_s=s.backoff_initial_s,
+                            backoff_max_s=s.backoff_max_s,
+                            headers=s.headers,
+                        )
+                        for s in config.sinks
+                    ],
+                )
+                resources.push_async_callback(sinks.close)
+                sinks.start()
+            runtime = Runtime(
+                snapshot=snap,
+                upstream=upstream,
+                audit=audit,
+                sinks=sinks,
+                metrics=metrics,
+                digester=digester,
+                masking_key=masking_key,
+                grpc_upstream=grpc_upstream,
+                witnessing=witnessing,
+            )
+            if clock is not None:
+                runtime.clock = clock
+            metrics.read_state_from(lambda: scrape_state(runtime))
+            runtime.last_reload = {"result": "ok", "trigger": "start",
+                                   "revision": snap.policy_set.revision}  # fmt: skip
+            app[RUNTIME] = runtime
+            _keep_revision(snap)
+            if config.grpc.enabled:
+                from gateway.grpc_server import GrpcFrontDoor
 
-            front_door = GrpcFrontDoor(runtime, config.grpc, _new_decision_id)
-            runtime.grpc_port = await front_door.start()
-        try:
+                front_door = GrpcFrontDoor(runtime, config.grpc, _new_decision_id)
+                try:
+                    runtime.grpc_port = await front_door.start()
+                except (RuntimeError, OSError) as exc:
+                    raise SnapshotError(
+                        f"{config.source}: grpc: cannot listen on "
+                        f"{config.grpc.host}:{config.grpc.port}: {exc}\n"
+                        "  help: change grpc.port (or grpc.tls), or stop what holds the port"
+                    ) from None
+                resources.push_async_callback(front_door.stop)
             yield
-        finally:
-            if front_door is not None:
-                await front_door.stop()
-            if sinks is not None:
-                await sinks.close()
-            await upstream.close()
-            await grpc_upstream.close()
-            await audit.close()
-            if witnessing is not None:
-                # Once more, with the `stop` record's checkpoint.
-                await witnessing.close()
-            if witness_session is not None:
-                await witness_session.close()
 
     app.cleanup_ctx.append(lifetime)
     app.router.add_get("/healthz", _healthz)
@@ -441,8 +496,6 @@ async def readiness(runtime: Runtime) -> dict[str, Any]:
     audit_ok = runtime.audit.healthy
     ready = audit_ok and all(models.values()) and bool(models)
     stats = runtime.audit.stats()
-    runtime.metrics.audit_queue_depth.set(stats.queue_depth)
-    runtime.metrics.audit_fsync_seconds.set(stats.last_fsync_seconds)
     reasons: list[str] = []
     if not audit_ok:
         reasons.append(f"audit log unavailable: {runtime.audit.failure or 'closed'}")
@@ -452,7 +505,6 @@ async def readiness(runtime: Runtime) -> dict[str, Any]:
         alarms = runtime.witnessing.alarms()
         reasons.extend(alarms)
         ready = ready and not alarms
-        _witness_metrics(runtime)
     return {
         "ready": ready,
         "reasons": reasons,
@@ -464,19 +516,31 @@ async def readiness(runtime: Runtime) -> dict[str, Any]:
     }
 
 
-def _witness_metrics(runtime: Runtime) -> None:
-    witnessing = runtime.witnessing
-    if witnessing is None:
-        return
-    size = runtime.audit.stats().size
-    metrics = runtime.metrics
-    for status in witnessing.statuses:
-        name = status.endpoint.name
-        metrics.witness_lag_seconds.labels(witness=name).set(witnessing.lag_seconds(status))
-        metrics.witness_lag_records.labels(witness=name).set(max(size - (status.size or 0), 0))
-        metrics.witness_alarm.labels(witness=name).set(1 if status.alarm else 0)
-        for code, count in status.refusals.items():
-            metrics.witness_refusals.labels(witness=name, status=str(code)).set(count)
+def scrape_state(runtime: Runtime) -> ScrapeState:
+    """The live state `/metrics` exposes, read when Prometheus scrapes."""
+    stats = runtime.audit.stats()
+    witnesses: list[WitnessState] = []
+    if runtime.witnessing is not None:
+        witnessing = runtime.witnessing
+        for status in witnessing.statuses:
+            witnesses.append(
+                WitnessState(
+                    name=status.endpoint.name,
+                    lag_seconds=witnessing.lag_seconds(status),
+                    lag_records=max(stats.size - (status.size or 0), 0),
+                    alarm=bool(status.alarm),
+                    refusals=dict(status.refusals),
+                )
+            )
+    sinks = runtime.sinks.stats() if runtime.sinks is not None else {}
+    return ScrapeState(
+        audit_queue_depth=stats.queue_depth,
+        audit_last_fsync_seconds=stats.last_fsync_seconds,
+        witnesses=tuple(witnesses),
+        sink_dropped={k: v.dropped for k, v in sinks.items()},
+        sink_delivered={k: v.delivered for k, v in sinks.items()},
+        sink_failed={k: v.failed for k, v in sinks.items()},
+    )
 
 
 async def _readyz(request: web.Request) -> web.Response:
@@ -568,13 +632,6 @@ def create_admin_app(public: web.Application) -> web.Application:
 
     async def metrics(request: web.Request) -> web.Response:
         runtime = public[RUNTIME]
-        stats = runtime.audit.stats()
-        runtime.metrics.audit_queue_depth.set(stats.queue_depth)
-        runtime.metrics.audit_fsync_seconds.set(stats.last_fsync_seconds)
-        _witness_metrics(runtime)
-        if runtime.sinks is not None:
-            for sink_id, sink_stats in runtime.sinks.stats().items():
-                runtime.metrics.sink_dropped.labels(sink=sink_id).set(sink_stats.dropped)
         resp = web.Response(body=runtime.metrics.render())
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
@@ -715,19 +772,30 @@ async def run_gateway(
         last = _fingerprint(runtime)
         while True:
             try:
+                last = await watch_once(last)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the watcher outlives any one failed reload
+                log.exception("configuration watcher: unexpected error; still watching")
+                await asyncio.sleep(1.0)
+
+    async def watch_once(
+        last: tuple[tuple[str, int, int], ...],
+    ) -> tuple[tuple[str, int, int], ...]:
+        while True:
+            try:
                 await asyncio.wait_for(reload_requested.wait(), timeout=1.0)
                 reload_requested.clear()
                 await reload_snapshot(runtime, trigger="sighup")
-                last = _fingerprint(runtime)
-                continue
+                return _fingerprint(runtime)
             except TimeoutError:
                 pass
             if not runtime.snapshot.config.watch_policies:
                 continue
             now = _fingerprint(runtime)
             if now != last:
-                last = now
                 await reload_snapshot(runtime, trigger="file-change")
+                return now
 
     watcher = asyncio.create_task(watch())
     _settle_heap()

@@ -48,6 +48,7 @@ def build_backends(config: GatewayConfig) -> tuple[BackendSpec, ...]:
             region=b.region,
             models={name: dict(config.models.get(name, {"id": name})) for name in b.models},
             transfer_mechanisms=b.transfer_mechanisms,
+            weight=b.weight,
             grpc=b.grpc,
         )
         for b in config.backends

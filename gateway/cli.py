@@ -1,12 +1,4 @@
-"""The `jurisgate` command line.
-
-Exit codes:
-  0  success
-  1  error: bad input, I/O failure, a broken test case file, an audit log that fails
-     verification (`audit verify`: 0 valid, 1 invalid, 2 usage or I/O error)
-  2  usage error, or a decision of deny from `policy eval`
-  3  policy or configuration diagnostics (`policy check`, `serve` refusing to start)
-"""
+"""The `jurisgate` command line; exit codes are `gateway.exitcodes`, one table for all."""
 
 from __future__ import annotations
 
@@ -16,12 +8,13 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from gateway import __version__
+from gateway import __version__, exitcodes
 
 #: Command-group modules under `gateway.commands`; each provides `register(subparsers)`.
 COMMAND_MODULES: tuple[str, ...] = (
     "up",
     "serve",
+    "config",
     "policy",
     "audit",
     "keys",
@@ -35,6 +28,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="jurisgate",
         description="Policy-as-code gateway for TensorFlow Serving.",
+        epilog=exitcodes.TABLE,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"jurisgate {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -56,11 +51,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
-        return 2
+        return exitcodes.USAGE
     try:
         return func(args)
     except KeyboardInterrupt:
-        return 130
+        return exitcodes.INTERRUPTED
     except BrokenPipeError:
         # `jurisgate ... | head`: the reader left; that is not an error worth a traceback.
         devnull = os.open(os.devnull, os.O_WRONLY)

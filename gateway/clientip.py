@@ -326,8 +326,15 @@ def resolve_client(
     if not trusted_peer:
         claimed_nodes = [*xff, *(forwarded or [])]
     else:
-        chain = xff if config.forwarded_header == "x-forwarded-for" else forwarded
-        other = (forwarded or []) if config.forwarded_header == "x-forwarded-for" else xff
+        header: ForwardingHeader = config.forwarded_header
+        chain = xff if header == "x-forwarded-for" else forwarded
+        other = (forwarded or []) if header == "x-forwarded-for" else xff
+        if chain == [] and (xff if header == "forwarded" else forwarded) != []:
+            # The operator's proxy sent only the other header: it is the same hop list (RFC
+            # 7239 section 7.4), so read it the same way rather than take the proxy as client.
+            header = "forwarded" if header == "x-forwarded-for" else "x-forwarded-for"
+            chain = xff if header == "x-forwarded-for" else forwarded
+            other = []
         if chain is None:
             established = False
             chain = []
@@ -341,7 +348,7 @@ def resolve_client(
                 established = False
                 left_of_client = index
                 break
-            client, source, left_of_client = address, config.forwarded_header, index
+            client, source, left_of_client = address, header, index
             if not config.is_trusted(address):
                 break
             hops += 1

@@ -20,9 +20,16 @@ from pathlib import Path
 from typing import Any
 
 import jsonschema
+from pydantic import ValidationError
 
-from gateway.audit.errors import KeyLoadError
-from gateway.audit.witness import CosignerKey
+from gateway.config_model import (
+    Clients,
+    ConfigFile,
+    Headers,
+    Limits,
+    Operator,
+    SecretRef,
+)
 from gateway.errors import Diagnostic, DiagnosticError, Location, describe_value, did_you_mean
 from gateway.source import LoadedDocument, format_path, load_yaml, yaml11_help
 
@@ -37,6 +44,7 @@ __all__ = [
     "HeaderNames",
     "LimitsConfig",
     "OperatorConfig",
+    "PoolConfig",
     "SinkConfig",
     "WitnessConfigEntry",
     "config_schema",
@@ -49,299 +57,31 @@ class ConfigError(DiagnosticError):
     """The configuration could not be loaded; `diagnostics()` says where and why."""
 
 
-_REGION = {"type": "string", "pattern": "^[A-Z]{2}(-[A-Z0-9]{1,3})?$|^[A-Z]{2,6}$"}
-_SECRET_REF = {
-    "type": "object",
-    "additionalProperties": False,
-    "properties": {"env": {"type": "string", "minLength": 1}, "file": {"type": "string"}},
-    "minProperties": 1,
-    "maxProperties": 1,
-}
-_PORT = {"type": "integer", "minimum": 0, "maximum": 65535}
-
-
 def config_schema() -> dict[str, Any]:
-    """Return the JSON Schema of the gateway configuration file."""
-    obj = "object"
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "Jurisgate gateway configuration",
-        "type": obj,
-        "additionalProperties": False,
-        "required": ["backends"],
-        "properties": {
-            "version": {"const": 1},
-            "deployment": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"},
-            "instance": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"},
-            "listen": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {"host": {"type": "string"}, "port": _PORT},
-            },
-            "admin": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {
-                    "enabled": {"type": "boolean"},
-                    "host": {"type": "string"},
-                    "port": _PORT,
-                    "token": _SECRET_REF,
-                },
-            },
-            "operator": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {
-                    "name": {"type": "string"},
-                    "established_in": _REGION,
-                    "blocking_entity_uri": {"type": "string", "format": "uri"},
-                    "problem_types": {
-                        "type": obj,
-                        "additionalProperties": False,
-                        "properties": {
-                            "legal": {"type": "string"},
-                            "licence": {"type": "string"},
-                            "gateway": {"type": "string"},
-                        },
-                    },
-                },
-            },
-            "policies": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {
-                    "paths": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                    "watch": {"type": "boolean"},
-                },
-            },
-            "tenants": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {
-                    "file": {"type": "string"},
-                    "default_tenant": {"type": ["string", "null"]},
-                },
-            },
-            "models": {
-                "type": "array",
-                "items": {
-                    "type": obj,
-                    "required": ["id"],
-                    "properties": {"id": {"type": "string", "minLength": 1}},
-                },
-            },
-            "licences": {
-                "type": "array",
-                "items": {
-                    "type": obj,
-                    "required": ["id", "model", "licensee"],
-                    "properties": {
-                        "id": {"type": "string", "minLength": 1},
-                        "model": {"type": "string"},
-                        "licensee": {"type": "string"},
-                    },
-                },
-            },
-            "backends": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": obj,
-                    "additionalProperties": False,
-                    "required": ["id", "url", "region", "models"],
-                    "properties": {
-                        "id": {"type": "string", "pattern": "^[A-Za-z0-9._-]+$"},
-                        "url": {"type": "string", "pattern": "^https?://"},
-                        "region": _REGION,
-                        "models": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-                        "transfer_mechanisms": {"type": "array", "items": {"type": "string"}},
-                        "grpc": {"type": "string", "pattern": "^[^\\s/]+:[0-9]{1,5}$"},
-                    },
-                },
-            },
-            "grpc": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {
-                    "enabled": {"type": "boolean"},
-                    "host": {"type": "string"},
-                    "port": _PORT,
-                    "tls": {
-                        "type": obj,
-                        "additionalProperties": False,
-                        "required": ["cert_file", "key_file"],
-                        "properties": {
-                            "cert_file": {"type": "string"},
-                            "key_file": {"type": "string"},
-                        },
-                    },
-                },
-            },
-            "routing": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {
-                    "default_by_caller_region": {
-                        "type": obj,
-                        "additionalProperties": {"type": "string"},
-                    }
-                },
-            },
-            "network": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {
-                    "trusted_proxies": {"type": "array", "items": {"type": "string"}},
-                    "geoip": {
-                        "type": obj,
-                        "additionalProperties": False,
-                        "properties": {
-                            "cidr_table": {"type": "string"},
-                            "mmdb": {"type": "string"},
-                            "entries": {
-                                "type": "array",
-                                "items": {
-                                    "type": obj,
-                                    "additionalProperties": False,
-                                    "required": ["cidr", "region"],
-                                    "properties": {
-                                        "cidr": {"type": "string"},
-                                        "region": _REGION,
-                                    },
-                                },
-                            },
-                        },
-                    },
-                },
-            },
-            "headers": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {
-                    name: {"type": "string", "pattern": "^[A-Za-z0-9-]+$"}
-                    for name in HeaderNames.__dataclass_fields__
-                },
-            },
-            "limits": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {
-                    "max_body_bytes": {"type": "integer", "minimum": 1024},
-                    "max_inflated_bytes": {"type": "integer", "minimum": 1024},
-                    "max_json_depth": {"type": "integer", "minimum": 2, "maximum": 254},
-                },
-            },
-            "timeouts": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {
-                    "connect_s": {"type": "number", "exclusiveMinimum": 0},
-                    "read_s": {"type": "number", "exclusiveMinimum": 0},
-                },
-            },
-            "clients": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {
-                    "header_timeout_s": {"type": "number", "exclusiveMinimum": 0},
-                    "body_idle_timeout_s": {"type": "number", "exclusiveMinimum": 0},
-                    "body_timeout_s": {"type": "number", "exclusiveMinimum": 0},
-                    "keepalive_timeout_s": {"type": "number", "exclusiveMinimum": 0},
-                },
-            },
-            "privacy": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {
-                    "scan_headers": {"type": "array", "items": {"type": "string"}},
-                    "hmac_key": _SECRET_REF,
-                },
-            },
-            "audit": {
-                "type": obj,
-                "additionalProperties": False,
-                "properties": {
-                    "directory": {"type": "string"},
-                    "signing_key": {"type": "string"},
-                    "passphrase": _SECRET_REF,
-                    "hmac_key": _SECRET_REF,
-                    "hmac_key_version": {"type": "string", "pattern": "^[A-Za-z0-9]+$"},
-                    "durability": {"enum": ["strict", "relaxed"]},
-                    "per_record_signatures": {"type": "boolean"},
-                    "retention_default_days": {"type": "integer", "minimum": 1},
-                    "storage_region": _REGION,
-                    "group_commit_max_records": {"type": "integer", "minimum": 1},
-                    "group_commit_max_delay_ms": {"type": "number", "minimum": 0},
-                    "hmac_key_file": {"type": "string"},
-                    "witnesses": {
-                        "type": "array",
-                        "items": {
-                            "type": "object",
-                            "additionalProperties": False,
-                            "required": ["url", "key"],
-                            "properties": {
-                                "url": {"type": "string", "pattern": "^https?://"},
-                                "key": {"type": "string", "minLength": 1},
-                            },
-                        },
-                    },
-                    "witness_interval_s": {"type": "number", "exclusiveMinimum": 0},
-                    "witness_timeout_s": {"type": "number", "exclusiveMinimum": 0},
-                    "max_unsynced_records": {"type": "integer", "minimum": 0, "maximum": 1000000},
-                },
-            },
-            "sinks": {
-                "type": "array",
-                "items": {
-                    "type": obj,
-                    "additionalProperties": False,
-                    "required": ["id", "url", "category"],
-                    "properties": {
-                        "id": {"type": "string"},
-                        "url": {"type": "string", "pattern": "^https?://"},
-                        "category": {"type": "string"},
-                        "is_sale_or_share": {"type": "boolean"},
-                        "timeout_s": {"type": "number", "exclusiveMinimum": 0},
-                    },
-                },
-            },
-        },
-    }
+    """Return the JSON Schema of the gateway configuration file (derived from the model)."""
+    schema = ConfigFile.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
-@dataclass(frozen=True)
-class HeaderNames:
-    """Names of the request headers the gateway reads the declared context from."""
-
-    api_key: str = "X-Api-Key"
-    purpose: str = "X-Purpose"
-    lawful_basis: str = "X-Lawful-Basis"
-    consents: str = "X-Consent"
-    subject_region: str = "X-Data-Subject-Region"
-    subject_citizenship: str = "X-Data-Subject-Citizenship"
-    subject_age: str = "X-Data-Subject-Age"
-    deployment_context: str = "X-Deployment-Context"
-    exposed_persons_informed: str = "X-Exposed-Persons-Informed"
-    explicit_label: str = "X-AIGC-Explicit-Label"
-    end_user: str = "X-End-User-Id"
-    human_review: str = "X-Human-Review"
-    gpc: str = "Sec-GPC"
-    geo_claim: str = "X-Geo-Country"
+#: Names of the request headers the declared context is read from.
+HeaderNames = Headers
+#: Request size and shape limits.
+LimitsConfig = Limits
+#: How long a client may take: its request head, each pause in its body, the whole body, and
+#: an idle kept-alive connection (seconds).
+ClientTimeouts = Clients
+_OPERATOR = Operator()
 
 
 @dataclass(frozen=True)
 class OperatorConfig:
     """Who runs the gateway: used in 451 bodies (RFC 7725 blocked-by) and problem types."""
 
-    name: str = "Jurisgate operator"
+    name: str = _OPERATOR.name
     established_in: str | None = None
-    blocking_entity_uri: str = "https://jurisgate.invalid/legal/blocking-entity"
+    blocking_entity_uri: str = _OPERATOR.blocking_entity_uri
     problem_types: Mapping[str, str] = field(
-        default_factory=lambda: {
-            "legal": "https://jurisgate.invalid/problems/legal-restriction",
-            "licence": "https://jurisgate.invalid/problems/licence-restriction",
-            "gateway": "https://jurisgate.invalid/problems/gateway-error",
-        }
+        default_factory=lambda: _OPERATOR.problem_types.model_dump()
     )
 
 
@@ -353,26 +93,6 @@ class AdminConfig:
     host: str = "127.0.0.1"
     port: int = 8601
     token: str | None = None
-
-
-@dataclass(frozen=True)
-class LimitsConfig:
-    """Request size and shape limits."""
-
-    max_body_bytes: int = 16 * 1024 * 1024
-    max_inflated_bytes: int = 64 * 1024 * 1024
-    max_json_depth: int = 64
-
-
-@dataclass(frozen=True)
-class ClientTimeouts:
-    """How long a client may take: its request head, each pause in its body, the whole body,
-    and an idle kept-alive connection (seconds)."""
-
-    header_timeout_s: float = 10.0
-    body_idle_timeout_s: float = 30.0
-    body_timeout_s: float = 120.0
-    keepalive_timeout_s: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -395,6 +115,7 @@ class BackendConfig:
     region: str
     models: tuple[str, ...]
     transfer_mechanisms: tuple[str, ...] = ()
+    weight: int = 1
     #: The backend's gRPC address (`host:port`); gRPC requests go there, REST to `url`.
     grpc: str | None = None
 
@@ -407,7 +128,23 @@ class SinkConfig:
     url: str
     category: str
     is_sale_or_share: bool = False
+    tenant_opt_in: bool | None = None
     timeout_s: float = 2.0
+    queue_size: int = 1000
+    max_attempts: int = 4
+    backoff_initial_s: float = 0.2
+    backoff_max_s: float = 5.0
+    headers: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """The backend connection pool's limits."""
+
+    limit: int = 256
+    limit_per_host: int = 64
+    keepalive_timeout_s: float = 15.0
+    max_response_bytes: int = 128 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -477,23 +214,17 @@ class GatewayConfig:
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     client_timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
     grpc: GrpcListener = field(default_factory=GrpcListener)
+    pool: PoolConfig = field(default_factory=PoolConfig)
+    #: Which forwarding header trusted proxies set: `x-forwarded-for` or `forwarded`.
+    forwarded_header: str = "x-forwarded-for"
+    trusted_region_header: str | None = None
+    #: Log one line per request on `jurisgate.access` (no personal data).
+    access_log: bool = False
 
     @property
     def origin(self) -> str:
         """The audit log origin: `<deployment>/<instance>`."""
         return f"{self.deployment}/{self.instance}"
-
-
-def _grpc_listener(section: Mapping[str, Any], base: Path) -> GrpcListener:
-    tls = section.get("tls") or {}
-    cert, key = tls.get("cert_file"), tls.get("key_file")
-    return GrpcListener(
-        enabled=bool(section.get("enabled", bool(section))),
-        host=str(section.get("host", "127.0.0.1")),
-        port=int(section.get("port", 8500)),
-        tls_cert_file=_resolve_path(base, cert) if cert else None,
-        tls_key_file=_resolve_path(base, key) if key else None,
-    )
 
 
 ENV_PREFIX = "JURISGATE__"
@@ -523,13 +254,38 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Gateway
             ]
         )
     data = _apply_env_overrides(data, env, diagnostics)
-    schema = config_schema()
-    validator = jsonschema.Draft202012Validator(schema)
-    for error in sorted(validator.iter_errors(data), key=lambda e: list(map(str, e.path))):
-        diagnostics.append(_diagnostic_from_schema_error(error, document))
+    try:
+        model = ConfigFile.model_validate(data)
+    except ValidationError as exc:
+        diagnostics.extend(_diagnostics_from_validation(exc, document, data))
+        raise ConfigError(diagnostics) from None
     if diagnostics:
         raise ConfigError(diagnostics)
-    return _build(path, data, document, dict(env), diagnostics)
+    return _build(path, model, document, dict(env), diagnostics)
+
+
+def _schema_node(schema: Mapping[str, Any], keys: list[str]) -> Mapping[str, Any] | None:
+    """The schema of the setting at `keys`, following `$ref`s and optional (`anyOf`) values."""
+    defs = schema.get("$defs", {})
+
+    def resolve(node: Mapping[str, Any]) -> Mapping[str, Any]:
+        while True:
+            if "$ref" in node:
+                node = defs[node["$ref"].rsplit("/", 1)[-1]]
+            elif "anyOf" in node:
+                options = [o for o in node["anyOf"] if o.get("type") != "null"]
+                node = options[0] if len(options) == 1 else node
+                if node.get("anyOf") is not None:
+                    return node
+            else:
+                return node
+
+    node: Mapping[str, Any] | None = resolve(schema)
+    for key in keys:
+        props = node.get("properties", {}) if node else {}
+        child = props.get(key)
+        node = resolve(child) if child is not None else None
+    return node
 
 
 def _apply_env_overrides(
@@ -542,10 +298,7 @@ def _apply_env_overrides(
         if not name.startswith(ENV_PREFIX):
             continue
         keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
-        node_schema: Mapping[str, Any] | None = schema
-        for key in keys:
-            props = node_schema.get("properties", {}) if node_schema else {}
-            node_schema = props.get(key)
+        node_schema = _schema_node(schema, keys) if keys else None
         if not keys or node_schema is None:
             diagnostics.append(
                 Diagnostic(
@@ -599,10 +352,190 @@ def _cast_env(raw: str, node_schema: Mapping[str, Any]) -> Any:
             return False
         raise ValueError("not a boolean (use true or false)")
     if kind == "array":
+        items = node_schema.get("items", {})
+        if "$ref" in items or items.get("type", "string") != "string":
+            raise ValueError("a list of sections cannot be set from the environment")
         return [part.strip() for part in raw.split(",") if part.strip()]
-    if kind == "object":
+    if kind == "object" or "properties" in node_schema:
         raise ValueError("a section cannot be set from the environment; set one of its keys")
     return raw
+
+
+_TYPE_WORDS = {
+    "int_type": "an integer",
+    "float_type": "a number",
+    "string_type": "a string",
+    "bool_type": "true or false",
+    "list_type": "a list",
+    "dict_type": "a mapping",
+    "model_type": "a mapping",
+    "model_attributes_type": "a mapping",
+    "int_from_float": "an integer",
+    "finite_number": "a finite number",
+}
+
+_PATTERN_HINTS = {
+    "url": "use an http:// or https:// URL without query or credentials, e.g. "
+    "http://127.0.0.1:8501",
+    "region": "use an ISO 3166 code such as DE, US-CA or UA-43, or a group such as EU",
+    "established_in": "use an ISO 3166 code such as DE or US-CA",
+    "storage_region": "use an ISO 3166 code such as DE or IN",
+    "id": "use letters, digits, `.`, `_` or `-` (a sink id: at most 64, starting with a letter "
+    "or digit)",
+    "grpc": "write the backend's gRPC address as host:port, e.g. 127.0.0.1:8500",
+    "category": "use a snake_case category such as `analytics`",
+}
+
+
+def _data_path(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
+    """The part of a validation error's location that names places in the document (union
+    branch tags and `[key]` markers are not data)."""
+    path: list[int | str] = []
+    node = data
+    for index, part in enumerate(loc):
+        if isinstance(node, dict) and part in node:
+            node = node[part]
+            path.append(part)
+        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+            node = node[part]
+            path.append(part)
+        elif index == len(loc) - 1 and isinstance(node, dict) and part != "[key]":
+            path.append(part)
+    return tuple(path)
+
+
+def _known_keys(path: tuple[int | str, ...]) -> list[str]:
+    """The settings the model allows in the mapping at `path` (a list item's, for a list)."""
+    schema = config_schema()
+    node = _schema_node(schema, [str(p) for p in path if isinstance(p, str)]) or {}
+    items = node.get("items")
+    if isinstance(items, Mapping):
+        ref = items.get("$ref", "")
+        node = schema.get("$defs", {}).get(ref.rsplit("/", 1)[-1], items)
+    return sorted(node.get("properties", {}))
+
+
+def _diagnostics_from_validation(
+    exc: ValidationError, document: LoadedDocument, data: Any
+) -> list[Diagnostic]:
+    out: list[Diagnostic] = []
+    for error in exc.errors(include_url=False):
+        loc = _data_path(tuple(error["loc"]), data)
+        ctx = error.get("ctx") or {}
+        at = ctx.get("at")
+        if isinstance(at, tuple):
+            loc = (*loc, *at)
+        out.append(_diagnostic(error["type"], error["msg"], error.get("input"), ctx, loc, document))
+    return out
+
+
+def _diagnostic(
+    kind: str,
+    message: str,
+    value: Any,
+    ctx: Mapping[str, Any],
+    loc: tuple[int | str, ...],
+    document: LoadedDocument,
+) -> Diagnostic:
+    dotted = format_path(loc) or "(top level)"
+    last = next((str(p) for p in reversed(loc) if isinstance(p, str)), "")
+    if kind == "extra_forbidden":
+        parent = loc[:-1]
+        allowed = _known_keys(parent)
+        key = str(loc[-1])
+        return Diagnostic(
+            code="config_unknown_key",
+            message=f"unknown setting `{key}` in {format_path(parent) or '(top level)'}",
+            location=document.key_location(loc),
+            path=dotted,
+            help=did_you_mean(key, allowed) or f"known keys: {', '.join(allowed)}",
+        )
+    if kind == "missing":
+        parent = loc[:-1]
+        return Diagnostic(
+            code="config_missing_key",
+            message=f"{format_path(parent) or '(top level)'}: `{loc[-1]}` is required",
+            location=document.location(parent),
+            path=dotted,
+            help="add the missing setting; docs/configuration.md lists every key",
+        )
+    if kind in _TYPE_WORDS:
+        expected = _TYPE_WORDS[kind]
+        return Diagnostic(
+            code="config_type_error",
+            message=f"{dotted} must be {expected}, got {describe_value(value)}",
+            location=document.location(loc),
+            path=dotted,
+            help=yaml11_help(document.node(loc), value) or f"write {expected} here",
+        )
+    if kind == "duplicate_id":
+        return Diagnostic(
+            code="config_duplicate_id",
+            message=message,
+            location=document.location(loc),
+            path=dotted,
+            help=f"give every {ctx.get('what', 'entry')} a unique id",
+        )
+    if kind == "unknown_backend":
+        return Diagnostic(
+            code="config_ref_error",
+            message=message,
+            location=document.location(loc),
+            path=dotted,
+            help=did_you_mean(ctx.get("id"), ctx.get("choices", [])) or "name a configured backend",
+        )
+    if kind == "literal_error":
+        choices = [
+            c.strip(" '") for c in str(ctx.get("expected", "")).replace(" or ", ",").split(",")
+        ]
+        choices = [c for c in choices if c]
+        return Diagnostic(
+            code="config_value_error",
+            message=f"{dotted} has bad value `{_short(value)}`",
+            location=document.location(loc),
+            path=dotted,
+            help=did_you_mean(value, choices) or f"one of {ctx.get('expected')}",
+        )
+    if kind == "string_pattern_mismatch":
+        key = "url" if last in ("url", "blocking_entity_uri") else last
+        if isinstance(loc[-1], int) and last == "trusted_proxies":
+            key = "cidr"
+        return Diagnostic(
+            code="config_value_error",
+            message=f"{dotted} has bad value `{_short(value)}`",
+            location=document.location(loc),
+            path=dotted,
+            help=_PATTERN_HINTS.get(key, f"must match `{ctx.get('pattern')}`"),
+        )
+    help_text = {
+        "url": _PATTERN_HINTS["url"],
+        "cidr": "write a network in CIDR form, e.g. 203.0.113.0/24 or 2001:db8::/32",
+        "witness_key": "use the witness's verifier key as `jurisgate witness vkey` prints it",
+        "secret_ref": "write `{env: NAME}` or `{file: path}`",
+        "category": _PATTERN_HINTS["category"],
+    }.get(kind, "see docs/configuration.md")
+    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
+        help_text = message.replace("Input should be", "use a value")
+    if kind in ("too_short", "too_long"):
+        help_text = message.replace("List should", "the list must")
+    text = (
+        f"{dotted}: {message}"
+        if f"`{value}`" in message
+        else f"{dotted} has bad value `{_short(value)}`: {message}"
+    )
+    return Diagnostic(
+        code="config_value_error",
+        message=text,
+        location=document.location(loc),
+        path=dotted,
+        help=help_text,
+    )
+
+
+_SCHEMA_PATTERN_HINTS = {
+    "url": "use an http:// or https:// URL, e.g. http://127.0.0.1:8501",
+    "key": "use the witness's verifier key as `jurisgate witness vkey` prints it",
+}
 
 
 def schema_error_diagnostic(
@@ -668,15 +601,6 @@ def _diagnostic_from_schema_error(
     )
 
 
-_PATTERN_HINTS = {
-    "url": "use an http:// or https:// URL, e.g. http://127.0.0.1:8501",
-    "region": "use an ISO 3166 code such as DE, US-CA or UA-43, or a group such as EU",
-    "established_in": "use an ISO 3166 code such as DE or US-CA",
-    "storage_region": "use an ISO 3166 code such as DE or IN",
-    "id": "use letters, digits, `.`, `_` or `-`",
-}
-
-
 def _article(word: str) -> str:
     return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
 
@@ -684,7 +608,7 @@ def _article(word: str) -> str:
 def _schema_hint(error: jsonschema.ValidationError) -> str:
     if error.validator == "pattern":
         last = error.absolute_path[-1] if error.absolute_path else ""
-        return _PATTERN_HINTS.get(str(last), f"must match `{error.validator_value}`")
+        return _SCHEMA_PATTERN_HINTS.get(str(last), f"must match `{error.validator_value}`")
     if error.validator in ("minimum", "maximum", "exclusiveMinimum"):
         return f"{error.validator} is {error.validator_value}"
     return "see docs/configuration.md"
@@ -701,37 +625,38 @@ def _resolve_path(base: Path, value: str) -> Path:
 
 
 def _secret(
-    ref: Mapping[str, str] | None,
+    ref: SecretRef | None,
     setting: str,
     base: Path,
     env: Mapping[str, str],
     location: Location,
     diagnostics: list[Diagnostic],
 ) -> str | None:
-    if not ref:
+    if ref is None:
         return None
-    if "env" in ref:
-        value = env.get(ref["env"])
+    if ref.env is not None:
+        value = env.get(ref.env)
         if value is None or value == "":
             diagnostics.append(
                 Diagnostic(
                     code="config_secret_missing",
-                    message=f"{setting}: environment variable `{ref['env']}` is not set",
+                    message=f"{setting}: environment variable `{ref.env}` is not set",
                     location=location,
                     path=setting,
-                    help=f"export {ref['env']}=... before starting, or use `file:`",
+                    help=f"export {ref.env}=... before starting, or use `file:`",
                 )
             )
             return None
         return value
-    secret_path = _resolve_path(base, ref["file"])
+    secret_path = _resolve_path(base, ref.file or "")
     try:
         return secret_path.read_text(encoding="utf-8").strip()
-    except OSError as exc:
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
         diagnostics.append(
             Diagnostic(
                 code="config_secret_missing",
-                message=f"{setting}: cannot read `{secret_path}`: {exc.strerror}",
+                message=f"{setting}: cannot read `{secret_path}`: {reason}",
                 location=location,
                 path=setting,
                 help="create the file (mode 0600) or point `file:` at it",
@@ -742,204 +667,132 @@ def _secret(
 
 def _build(
     path: Path,
-    data: Mapping[str, Any],
+    m: ConfigFile,
     document: LoadedDocument,
     env: Mapping[str, str],
     diagnostics: list[Diagnostic],
 ) -> GatewayConfig:
+    """Resolve the validated model: paths against the file's directory, secrets, catalogue."""
     base = path.resolve().parent
-    listen = data.get("listen", {})
-    admin = data.get("admin", {})
-    operator = data.get("operator", {})
-    policies = data.get("policies", {})
-    tenants = data.get("tenants", {})
-    network = data.get("network", {})
-    geoip = network.get("geoip", {})
-    limits = data.get("limits", {})
-    timeouts = data.get("timeouts", {})
-    privacy = data.get("privacy", {})
-    audit = data.get("audit", {})
+    models: dict[str, Mapping[str, Any]] = {x.id: x.model_dump() for x in m.models}
+    for backend in m.backends:
+        for name in backend.models:
+            models.setdefault(name, {"id": name})
 
-    proxies: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-    for index, cidr in enumerate(network.get("trusted_proxies", [])):
-        try:
-            proxies.append(ipaddress.ip_network(cidr, strict=False))
-        except ValueError:
-            diagnostics.append(
-                Diagnostic(
-                    code="config_value_error",
-                    message=f"network.trusted_proxies[{index}] has bad value `{cidr}`",
-                    location=document.location(("network", "trusted_proxies", index)),
-                    path=f"network.trusted_proxies[{index}]",
-                    help="write a network in CIDR form, e.g. 203.0.113.0/24 or 2001:db8::/32",
-                )
-            )
-    entries: list[tuple[str, str]] = []
-    for index, entry in enumerate(geoip.get("entries", [])):
-        try:
-            ipaddress.ip_network(entry["cidr"], strict=False)
-        except ValueError:
-            diagnostics.append(
-                Diagnostic(
-                    code="config_value_error",
-                    message=f"network.geoip.entries[{index}].cidr has bad value `{entry['cidr']}`",
-                    location=document.location(("network", "geoip", "entries", index, "cidr")),
-                    path=f"network.geoip.entries[{index}].cidr",
-                    help="write a network in CIDR form, e.g. 192.0.2.0/26",
-                )
-            )
-            continue
-        entries.append((entry["cidr"], entry["region"]))
+    def secret(section: str, key: str, ref: SecretRef | None) -> str | None:
+        location = document.location((section, key))
+        return _secret(ref, f"{section}.{key}", base, env, location, diagnostics)
 
-    backends = tuple(
-        BackendConfig(
-            id=item["id"],
-            url=item["url"].rstrip("/"),
-            region=item["region"],
-            models=tuple(item["models"]),
-            transfer_mechanisms=tuple(item.get("transfer_mechanisms", ())),
-            grpc=item.get("grpc"),
-        )
-        for item in data["backends"]
-    )
-    seen: set[str] = set()
-    for index, backend in enumerate(backends):
-        if backend.id in seen:
-            diagnostics.append(
-                Diagnostic(
-                    code="config_duplicate_id",
-                    message=f"backend id `{backend.id}` is used twice",
-                    location=document.location(("backends", index, "id")),
-                    path=f"backends[{index}].id",
-                    help="give every backend a unique id",
-                )
-            )
-        seen.add(backend.id)
-    routing = data.get("routing", {}).get("default_by_caller_region", {})
-    for region, backend_id in routing.items():
-        if backend_id not in seen:
-            diagnostics.append(
-                Diagnostic(
-                    code="config_ref_error",
-                    message=f"routing.default_by_caller_region.{region} names unknown backend "
-                    f"`{backend_id}`",
-                    location=document.location(("routing", "default_by_caller_region", region)),
-                    path=f"routing.default_by_caller_region.{region}",
-                    help=did_you_mean(backend_id, sorted(seen)) or "name a configured backend",
-                )
-            )
-
-    models: dict[str, Mapping[str, Any]] = {m["id"]: dict(m) for m in data.get("models", [])}
-    for backend in backends:
-        for model in backend.models:
-            models.setdefault(model, {"id": model})
-
-    secrets: dict[str, str | None] = {}
-    for section, key in (("admin", "token"), ("audit", "passphrase"), ("audit", "hmac_key"),
-                         ("privacy", "hmac_key")):  # fmt: skip
-        secrets[f"{section}.{key}"] = _secret(
-            data.get(section, {}).get(key),
-            f"{section}.{key}",
-            base,
-            env,
-            document.location((section, key)),
-            diagnostics,
-        )
-    admin_token = secrets["admin.token"]
-    passphrase = secrets["audit.passphrase"]
-    audit_hmac = secrets["audit.hmac_key"]
-    privacy_hmac = secrets["privacy.hmac_key"]
-    for index, witness in enumerate(audit.get("witnesses", [])):
-        try:
-            CosignerKey.from_vkey(witness["key"])
-        except KeyLoadError as exc:
-            diagnostics.append(
-                Diagnostic(
-                    code="config_value_error",
-                    message=f"audit.witnesses[{index}].key has bad value: {exc}",
-                    location=document.location(("audit", "witnesses", index, "key")),
-                    path=f"audit.witnesses[{index}].key",
-                    help="use the witness's verifier key as `jurisgate witness vkey` prints it",
-                )
-            )
+    admin_token = secret("admin", "token", m.admin.token)
+    passphrase = secret("audit", "passphrase", m.audit.passphrase)
+    audit_hmac = secret("audit", "hmac_key", m.audit.hmac_key)
+    privacy_hmac = secret("privacy", "hmac_key", m.privacy.hmac_key)
     if diagnostics:
         raise ConfigError(diagnostics)
 
-    audit_dir = _resolve_path(base, audit.get("directory", "var/audit"))
-    default_operator = OperatorConfig()
-    problem_types = dict(default_operator.problem_types)
-    problem_types.update(operator.get("problem_types", {}))
+    audit = m.audit
+    audit_dir = _resolve_path(base, audit.directory)
+    grpc = m.grpc
     return GatewayConfig(
         source=path,
-        deployment=data.get("deployment", "jurisgate"),
-        instance=data.get("instance", "gw-1"),
-        listen_host=listen.get("host", "127.0.0.1"),
-        listen_port=listen.get("port", 8501),
+        deployment=m.deployment,
+        instance=m.instance,
+        listen_host=m.listen.host,
+        listen_port=m.listen.port,
         admin=AdminConfig(
-            enabled=admin.get("enabled", True),
-            host=admin.get("host", "127.0.0.1"),
-            port=admin.get("port", 8601),
-            token=admin_token,
+            enabled=m.admin.enabled, host=m.admin.host, port=m.admin.port, token=admin_token
         ),
         operator=OperatorConfig(
-            name=operator.get("name", default_operator.name),
-            established_in=operator.get("established_in"),
-            blocking_entity_uri=operator.get(
-                "blocking_entity_uri", default_operator.blocking_entity_uri
-            ),
-            problem_types=problem_types,
+            name=m.operator.name,
+            established_in=m.operator.established_in,
+            blocking_entity_uri=m.operator.blocking_entity_uri,
+            problem_types=m.operator.problem_types.model_dump(),
         ),
-        policy_paths=tuple(_resolve_path(base, p) for p in policies.get("paths", ["policies"])),
-        watch_policies=policies.get("watch", True),
-        tenants_file=_resolve_path(base, tenants["file"]) if "file" in tenants else None,
-        default_tenant=tenants.get("default_tenant"),
+        policy_paths=tuple(_resolve_path(base, p) for p in m.policies.paths),
+        watch_policies=m.policies.watch,
+        tenants_file=_resolve_path(base, m.tenants.file) if m.tenants.file else None,
+        default_tenant=m.tenants.default_tenant,
         models=models,
-        licences=tuple(dict(item) for item in data.get("licences", [])),
-        backends=backends,
-        routing_default=dict(routing),
-        trusted_proxies=tuple(proxies),
-        geoip_entries=tuple(entries),
-        geoip_table=_resolve_path(base, geoip["cidr_table"]) if "cidr_table" in geoip else None,
-        geoip_mmdb=_resolve_path(base, geoip["mmdb"]) if "mmdb" in geoip else None,
-        headers=HeaderNames(**data.get("headers", {})),
-        limits=LimitsConfig(**limits),
-        client_timeouts=ClientTimeouts(**data.get("clients", {})),
-        grpc=_grpc_listener(data.get("grpc", {}), base),
-        connect_timeout_s=float(timeouts.get("connect_s", 2.0)),
-        read_timeout_s=float(timeouts.get("read_s", 30.0)),
-        scan_headers=tuple(privacy.get("scan_headers", ())),
+        licences=tuple(x.model_dump() for x in m.licences),
+        backends=tuple(
+            BackendConfig(
+                id=b.id,
+                url=b.url,
+                region=b.region,
+                models=tuple(b.models),
+                transfer_mechanisms=tuple(b.transfer_mechanisms),
+                weight=b.weight,
+                grpc=b.grpc,
+            )
+            for b in m.backends
+        ),
+        routing_default=dict(m.routing.default_by_caller_region),
+        trusted_proxies=tuple(
+            ipaddress.ip_network(cidr, strict=False) for cidr in m.network.trusted_proxies
+        ),
+        forwarded_header=m.network.forwarded_header,
+        access_log=m.logs.access,
+        trusted_region_header=m.network.trusted_region_header,
+        geoip_entries=tuple((e.cidr, e.region) for e in m.network.geoip.entries),
+        geoip_table=(
+            _resolve_path(base, m.network.geoip.cidr_table) if m.network.geoip.cidr_table else None
+        ),
+        geoip_mmdb=_resolve_path(base, m.network.geoip.mmdb) if m.network.geoip.mmdb else None,
+        headers=m.headers,
+        limits=m.limits,
+        client_timeouts=m.clients,
+        grpc=GrpcListener(
+            enabled=grpc is not None and grpc.enabled,
+            host=grpc.host if grpc else GrpcListener.host,
+            port=grpc.port if grpc else GrpcListener.port,
+            tls_cert_file=_resolve_path(base, grpc.tls.cert_file) if grpc and grpc.tls else None,
+            tls_key_file=_resolve_path(base, grpc.tls.key_file) if grpc and grpc.tls else None,
+        ),
+        pool=PoolConfig(
+            limit=m.pool.limit,
+            limit_per_host=m.pool.limit_per_host,
+            keepalive_timeout_s=m.pool.keepalive_timeout_s,
+            max_response_bytes=m.pool.max_response_bytes,
+        ),
+        connect_timeout_s=m.timeouts.connect_s,
+        read_timeout_s=m.timeouts.read_s,
+        scan_headers=tuple(m.privacy.scan_headers),
         privacy_hmac_key=(privacy_hmac or audit_hmac or "").encode() or None,
         audit=AuditConfig(
             directory=audit_dir,
-            signing_key=_resolve_path(base, audit.get("signing_key", str(audit_dir / "key.pem"))),
+            signing_key=_resolve_path(base, audit.signing_key or str(audit_dir / "key.pem")),
             passphrase=passphrase,
             hmac_key=audit_hmac.encode() if audit_hmac else None,
-            hmac_key_version=audit.get("hmac_key_version", "k1"),
-            durability=audit.get("durability", "strict"),
-            per_record_signatures=audit.get("per_record_signatures", False),
-            retention_default_days=audit.get("retention_default_days", 183),
-            storage_region=audit.get("storage_region"),
-            group_commit_max_records=audit.get("group_commit_max_records", 256),
-            group_commit_max_delay_ms=float(audit.get("group_commit_max_delay_ms", 0.0)),
+            hmac_key_version=audit.hmac_key_version,
+            durability=audit.durability,
+            per_record_signatures=audit.per_record_signatures,
+            retention_default_days=audit.retention_default_days,
+            storage_region=audit.storage_region,
+            group_commit_max_records=audit.group_commit_max_records,
+            group_commit_max_delay_ms=audit.group_commit_max_delay_ms,
             hmac_key_file=(
-                _resolve_path(base, audit["hmac_key_file"]) if "hmac_key_file" in audit else None
+                _resolve_path(base, audit.hmac_key_file) if audit.hmac_key_file else None
             ),
-            max_unsynced_records=audit.get("max_unsynced_records", 2048),
-            witnesses=tuple(
-                WitnessConfigEntry(url=w["url"], key=w["key"]) for w in audit.get("witnesses", [])
-            ),
-            witness_interval_s=float(audit.get("witness_interval_s", 2.0)),
-            witness_timeout_s=float(audit.get("witness_timeout_s", 5.0)),
+            max_unsynced_records=audit.max_unsynced_records,
+            witnesses=tuple(WitnessConfigEntry(url=w.url, key=w.key) for w in audit.witnesses),
+            witness_interval_s=audit.witness_interval_s,
+            witness_timeout_s=audit.witness_timeout_s,
         ),
         environ=env,
         sinks=tuple(
             SinkConfig(
-                id=item["id"],
-                url=item["url"],
-                category=item["category"],
-                is_sale_or_share=item.get("is_sale_or_share", False),
-                timeout_s=float(item.get("timeout_s", 2.0)),
+                id=x.id,
+                url=x.url,
+                category=x.category,
+                is_sale_or_share=x.is_sale_or_share,
+                tenant_opt_in=x.tenant_opt_in,
+                timeout_s=x.timeout_s,
+                queue_size=x.queue_size,
+                max_attempts=x.max_attempts,
+                backoff_initial_s=x.backoff_initial_s,
+                backoff_max_s=x.backoff_max_s,
+                headers=tuple(x.headers.items()),
             )
-            for item in data.get("sinks", [])
+            for x in m.sinks
         ),
     )

@@ -512,16 +512,37 @@ def _parse_aigc_json(text: str) -> dict[str, str]:
 # XMP
 
 
+class _DtdRefused(Exception):
+    """Raised from inside the XML parser when the packet declares a document type."""
+
+
+class _NoDtdTreeBuilder(ET.TreeBuilder):
+    """A tree builder whose parser stops at the first `<!DOCTYPE`.
+
+    The XML parser calls `doctype` when it meets the declaration, after decoding the
+    packet in whatever encoding it declares, and before any entity in its internal subset
+    is defined, so no entity is ever expanded.
+    """
+
+    def doctype(self, name: str, pubid: str | None, system: str | None) -> None:
+        raise _DtdRefused
+
+
 def _parse_xmp(packet: bytes) -> ET.Element:
     if len(packet) > _MAX_METADATA_TEXT:
         raise ImageMarkError("image_metadata_malformed", "XMP packet is too large")
-    # SECURITY: XMP never needs a DTD; refusing one rules out entity expansion tricks.
-    if re.search(rb"<!(?:DOCTYPE|ENTITY)", packet, re.IGNORECASE):
-        raise ImageMarkError("image_metadata_malformed", "XMP packet declares a DTD")
+    # SECURITY: XMP never needs a DTD; the parser itself refuses one (a byte pattern would
+    # miss a UTF-16 or UTF-32 packet), which rules out entity expansion tricks.
+    parser = ET.XMLParser(target=_NoDtdTreeBuilder())
     try:
-        return ET.fromstring(packet)
-    except ET.ParseError as exc:
+        parser.feed(packet)
+        root: ET.Element = parser.close()
+    except _DtdRefused:
+        raise ImageMarkError("image_metadata_malformed", "XMP packet declares a DTD") from None
+    except (ET.ParseError, ValueError) as exc:
+        # ValueError: an encoding the parser cannot read (such as UTF-32).
         raise ImageMarkError("image_metadata_malformed", f"XMP packet is not XML: {exc}") from None
+    return root
 
 
 def _find_rdf(root: ET.Element) -> ET.Element:

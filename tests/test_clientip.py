@@ -228,6 +228,35 @@ def test_the_unconfigured_header_is_only_a_claim() -> None:
     assert (result.ip, result.region_claims) == ("192.0.2.60", ("CN",))
 
 
+@pytest.mark.parametrize(
+    ("forwarded", "xff"),
+    [
+        ("for=192.0.2.60", "192.0.2.60"),
+        ("for=198.51.100.1, for=192.0.2.60", "198.51.100.1, 192.0.2.60"),
+        ('for="[2001:db8:cafe::17]:4711"', "2001:db8:cafe::17"),
+        ("for=192.0.2.60, for=203.0.113.201;by=_edge", "192.0.2.60, 203.0.113.201"),
+    ],
+)
+@pytest.mark.parametrize("config", [CONFIG, FORWARDED], ids=["prefers-xff", "prefers-forwarded"])
+def test_forwarded_and_x_forwarded_for_resolve_the_same_client(
+    forwarded: str, xff: str, config: ClientIPConfig
+) -> None:
+    by_forwarded = resolve("203.0.113.200", {"Forwarded": forwarded}, config)
+    by_xff = resolve("203.0.113.200", {"X-Forwarded-For": xff}, config)
+    assert by_forwarded.ip == by_xff.ip != "203.0.113.200"
+    assert by_forwarded.established and by_xff.established
+    assert (by_forwarded.region, by_forwarded.region_claims) == (
+        by_xff.region,
+        by_xff.region_claims,
+    )
+    assert {by_forwarded.source, by_xff.source} == {"forwarded", "x-forwarded-for"}
+
+
+def test_a_malformed_fallback_header_is_not_believed() -> None:
+    result = resolve("203.0.113.200", {"Forwarded": 'for="192.0.2.60'}, CONFIG)
+    assert result.ip == "203.0.113.200" and not result.established
+
+
 # ---------------------------------------------------------------------------------------------
 # Region headers
 

@@ -421,6 +421,26 @@ def test_xmp_with_a_dtd_is_refused(png: bytes) -> None:
     assert err.value.code == "image_metadata_malformed"
 
 
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8"])
+def test_xmp_with_a_dtd_is_refused_whatever_the_encoding(encoding: str) -> None:
+    from gateway.marks import _parse_xmp
+
+    declared = "UTF-16" if encoding.startswith("utf-16") else encoding.upper()
+    packet = (
+        f'<?xml version="1.0" encoding="{declared}"?>'
+        '<!DOCTYPE x [<!ENTITY b "expanded">]>'
+        '<x:xmpmeta xmlns:x="adobe:ns:meta/">&b;</x:xmpmeta>'
+    ).encode(encoding)
+    with pytest.raises(ImageMarkError) as err:
+        root = _parse_xmp(packet)
+        raise AssertionError(f"parsed, entity expanded to {root.text!r}")
+    assert err.value.code == "image_metadata_malformed"
+    if encoding != "utf-32":  # the parser reads no UTF-32 at all: refused as not XML
+        assert "DTD" in str(err.value)
+        plain = f'<?xml version="1.0" encoding="{declared}"?><x/>'.encode(encoding)
+        assert _parse_xmp(plain).tag == "x"
+
+
 def test_two_differing_aigc_labels_are_refused() -> None:
     info = PngImagePlugin.PngInfo()
     info.add_itxt("AIGC", json.dumps({"Label": "1", "ContentProducer": "a", "ProduceID": "1"}))

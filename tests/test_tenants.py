@@ -384,7 +384,7 @@ def test_cli_add_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     path = tmp_path / "tenants.yaml"
     path.write_text(TENANTS)
     before = path.read_text()
-    assert main(["tenants", "add", "--file", str(path), "--id", "acme-eu"]) == 1
+    assert main(["tenants", "add", "--file", str(path), "--id", "acme-eu"]) == 4
     assert "already exists" in capsys.readouterr().err
     assert main(["tenants", "add", "--file", str(path), "--id", "x", "--established-in", "?"]) == 2
     assert main(["tenants", "add", "--file", str(path), "--id", "x", "--network", "nope"]) == 2
@@ -398,7 +398,7 @@ def test_cli_add_refusals(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "broken.yaml:3:5: tenants_plain_key" in capsys.readouterr().err
     flow = tmp_path / "flow.yaml"
     flow.write_text("tenants: [{id: a}]\n")
-    assert main(["tenants", "add", "--file", str(flow), "--id", "b"]) == 1
+    assert main(["tenants", "add", "--file", str(flow), "--id", "b"]) == 4
 
 
 def test_cli_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -416,7 +416,7 @@ def test_cli_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_cli_list_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["tenants", "list", "--file", str(tmp_path / "missing.yaml")]) == 1
+    assert main(["tenants", "list", "--file", str(tmp_path / "missing.yaml")]) == 4
     broken = tmp_path / "broken.yaml"
     broken.write_text("tenants:\n  - id: a\n    registerd_purposes: []\n")
     assert main(["tenants", "list", "--file", str(broken)]) == 3

@@ -1,8 +1,9 @@
 """`jurisgate audit verify|export|new-epoch|prune`.
 
-`verify` exit codes (as the audit issue specifies): 0 every input valid, 1 something
-invalid (each problem is printed with its code and line), 2 usage or I/O error (missing
-path, unreadable keyring or state file). The other subcommands: 0 ok, 1 error, 2 usage.
+Exit codes are the table in `gateway.exitcodes`: `verify` exits 0 when every input is valid,
+1 when something is invalid (each problem printed with its code and line), 2 on a usage
+error, 4 when an input cannot be read (missing path, unreadable keyring or state file). The
+other subcommands: 0 ok, 2 usage, 4 error.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from gateway import exitcodes
 
 if TYPE_CHECKING:
     from gateway.audit.signing import Signer
@@ -166,7 +169,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-def _fail(message: str, help_text: str | None = None, code: int = 1) -> int:
+def _fail(message: str, help_text: str | None = None, code: int = exitcodes.ERROR) -> int:
     print(f"error: {message}", file=sys.stderr)
     if help_text:
         print(f"  help: {help_text}", file=sys.stderr)
@@ -232,18 +235,20 @@ def _verify(args: argparse.Namespace) -> int:
 
     for raw in args.paths:
         if not Path(raw).is_dir():
-            return _fail(f"`{raw}` is not a directory", "give a log directory or a bundle", 2)
+            return _fail(f"`{raw}` is not a directory", "give a log directory or a bundle")
     try:
         keyring = Keyring.load(args.trusted_keys)
     except KeyLoadError as exc:
-        return _fail(f"--trusted-keys: {exc}", code=2)
+        return _fail(f"--trusted-keys: {exc}")
     if args.state:
         try:
             load_state(Path(args.state))
         except (OSError, ValueError) as exc:
-            return _fail(f"--state: {exc}", code=2)
+            return _fail(f"--state: {exc}")
     if args.min_witnesses < 0:
-        return _fail(f"--min-witnesses: {args.min_witnesses} must be 0 or more", code=2)
+        return _fail(
+            f"--min-witnesses: {args.min_witnesses} must be 0 or more", code=exitcodes.USAGE
+        )
     witness_keys: tuple[Any, ...] = ()
     if args.witness_keys:
         try:
@@ -252,12 +257,11 @@ def _verify(args: argparse.Namespace) -> int:
             return _fail(
                 f"--witness-keys: {exc}",
                 "one witness verifier key per line, as `jurisgate witness vkey` prints it",
-                2,
             )
     if args.min_witnesses > len(witness_keys):
         return _fail(
             f"--min-witnesses {args.min_witnesses} needs at least that many keys in --witness-keys",
-            code=2,
+            code=exitcodes.USAGE,
         )
     options = VerifyOptions(
         record_signatures=not args.no_record_sigs,
@@ -271,7 +275,7 @@ def _verify(args: argparse.Namespace) -> int:
     try:
         result = verify_paths(args.paths, keyring, options, args.state)
     except OSError as exc:
-        return _fail(f"cannot read input: {exc}", code=2)
+        return _fail(f"cannot read input: {exc}")
     for source in result.sources:
         for finding in sorted(source.errors, key=lambda f: f.sort_key()):
             print(f"{finding.text()}")

@@ -1,6 +1,7 @@
 """`jurisgate keys generate|rotate`: audit signing keys.
 
-Exit codes: 0 ok, 1 error (existing file, unreadable key, locked log), 2 usage.
+Exit codes (`gateway.exitcodes`): 0 ok, 2 usage (a bad --name), 4 error (existing file,
+unreadable key, locked log).
 """
 
 from __future__ import annotations
@@ -9,6 +10,8 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+
+from gateway import exitcodes
 
 PASSPHRASE_HELP = (
     "environment variable holding the key passphrase (default JURISGATE_AUDIT_KEY_PASSPHRASE; "
@@ -69,14 +72,14 @@ def register(subparsers: Any) -> None:
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
-    return 2
+    return exitcodes.USAGE
 
 
-def _fail(message: str, help_text: str | None = None) -> int:
+def _fail(message: str, help_text: str | None = None, code: int = exitcodes.ERROR) -> int:
     print(f"error: {message}", file=sys.stderr)
     if help_text:
         print(f"  help: {help_text}", file=sys.stderr)
-    return 1
+    return code
 
 
 def _generate(args: argparse.Namespace) -> int:
@@ -93,7 +96,7 @@ def _generate(args: argparse.Namespace) -> int:
     try:
         signer = Signer.generate(args.name)
     except KeyLoadError as exc:
-        return _fail(f"--name: {exc}")
+        return _fail(f"--name: {exc}", code=exitcodes.USAGE)
     passphrase = passphrase_from_env(args.passphrase_env)
     try:
         write_private_key(out, signer, passphrase)

@@ -15,10 +15,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from gateway.policy import LoadResult
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_DENY = 2
-EXIT_INVALID = 3
+from gateway.exitcodes import ERROR as EXIT_ERROR
+from gateway.exitcodes import INVALID as EXIT_INVALID
+from gateway.exitcodes import NEGATIVE as EXIT_DENY
+from gateway.exitcodes import OK as EXIT_OK
+from gateway.exitcodes import USAGE as EXIT_USAGE
 
 
 def register(subparsers: Any) -> None:
@@ -110,7 +111,7 @@ def register(subparsers: Any) -> None:
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
-    return EXIT_DENY
+    return EXIT_USAGE
 
 
 def _print_diagnostics(result: LoadResult, out: TextIO) -> None:
@@ -154,7 +155,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_test(args: argparse.Namespace) -> int:
-    """Run case files; 0 all pass, 3 failures or policy diagnostics, 1 broken case files."""
+    """Run case files; 0 all pass, 1 failures, 3 policy or case-file diagnostics."""
     from gateway.errors import format_diagnostics
     from gateway.policy.cases import check_case, load_case_file
     from gateway.policy.loader import discover_files
@@ -162,7 +163,7 @@ def cmd_test(args: argparse.Namespace) -> int:
     policy_paths = args.policies or [p for p in args.paths if p.is_dir()]
     if not policy_paths:
         print("error: give --policies when testing single case files", file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_USAGE
     result = _load(policy_paths)
     if result.policy_set is None:
         _print_diagnostics(result, sys.stderr)
@@ -172,12 +173,12 @@ def cmd_test(args: argparse.Namespace) -> int:
     files, problems = discover_files(args.paths, cases=True)
     if problems:
         print(format_diagnostics(problems), file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_INVALID
     if not files:
         print(
             f"error: no *.cases.yaml found under {', '.join(map(str, args.paths))}", file=sys.stderr
         )
-        return EXIT_ERROR
+        return EXIT_USAGE
     broken = False
     failed = 0
     total = 0
@@ -242,8 +243,8 @@ def cmd_test(args: argparse.Namespace) -> int:
     else:
         print(f"{total - failed} passed, {failed} failed")
     if broken:
-        return EXIT_ERROR
-    return EXIT_INVALID if failed else EXIT_OK
+        return EXIT_INVALID
+    return EXIT_DENY if failed else EXIT_OK
 
 
 def _read_context(source: str) -> tuple[Any, str | None]:
@@ -267,7 +268,7 @@ def _read_context(source: str) -> tuple[Any, str | None]:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    """Evaluate a context; prints the decision JSON. 0 allow, 2 deny, 1 bad input, 3 bad set."""
+    """Evaluate a context; prints the decision JSON. 0 allow, 1 deny, 3 bad context or set."""
     from gateway.errors import format_diagnostics
     from gateway.policy.cases import context_diagnostics
 
@@ -278,11 +279,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     context, problem = _read_context(args.context)
     if problem is not None:
         print(problem, file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_ERROR if ": io_error: " in problem else EXIT_INVALID
     diagnostics = context_diagnostics(context, args.context)
     if diagnostics:
         print(format_diagnostics(diagnostics), file=sys.stderr)
-        return EXIT_ERROR
+        return EXIT_INVALID
     explain = args.explain or ("fails" if args.rule else None)
     decision = result.policy_set.evaluate(context, explain=bool(explain))
     out = decision.to_json()

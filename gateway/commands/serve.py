@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 
@@ -17,19 +16,37 @@ def register(subparsers: Any) -> None:
         help="run the gateway",
         description="Run the gateway: TF Serving REST surface on `listen`, admin on `admin`.",
     )
-    parser.add_argument("--config", type=Path, required=True, help="gateway configuration file")
+    from gateway.commands.config import config_argument
+
+    config_argument(parser)
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
+    )
+    parser.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "text", "json"],
+        help="log lines as JSON or text (auto: text on a terminal, JSON otherwise)",
     )
     parser.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Run until SIGTERM or SIGINT; exit 3 when the configuration or policies are invalid."""
+    import sys
+
+    from gateway import exitcodes
     from gateway.app import run_gateway
+
+    if args.config is None:
+        print("error: give --config FILE or set JURISGATE_CONFIG", file=sys.stderr)
+        return exitcodes.USAGE
+    if not args.config.is_file():
+        print(f"error: --config {args.config}: no such file", file=sys.stderr)
+        return exitcodes.ERROR
     from gateway.logs import configure_logging
 
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     log = logging.getLogger("jurisgate")
 
     def ready(url: str) -> None:

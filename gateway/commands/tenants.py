@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_INVALID = 3
+from gateway.exitcodes import ERROR as EXIT_ERROR
+from gateway.exitcodes import INVALID as EXIT_INVALID
+from gateway.exitcodes import OK as EXIT_OK
+from gateway.exitcodes import USAGE as EXIT_USAGE
 
 
 def register(subparsers: Any) -> None:

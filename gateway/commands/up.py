@@ -23,6 +23,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from gateway import exitcodes
+
 DEMO_TENANT = "demo"
 LOCAL_TENANT = "local-dev"
 DEMO_PURPOSE = "document_classification"
@@ -46,12 +48,27 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--backend-port", type=int, default=8511, help="model server REST port")
     parser.add_argument("--backend-grpc-port", type=int, default=8510)
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (first run)")
+    parser.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "text", "json"],
+        help="log lines as JSON or text (auto: text on a terminal, JSON otherwise)",
+    )
     parser.set_defaults(func=run)
 
 
 def _shipped_policies() -> Path | None:
     candidate = Path(__file__).resolve().parents[2] / "policies"
     return candidate if (candidate / "vocabulary.yaml").exists() else None
+
+
+def _quiet_tensorflow() -> dict[str, str]:
+    """The environment for the model server: TensorFlow's start-up notices (oneDNN, CUDA
+    stubs: its INFO and WARNING lines) are its internals, not the operator's business; a
+    value the operator set wins."""
+    env = dict(os.environ)
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return env
 
 
 def _say(text: str) -> None:
@@ -219,7 +236,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.commands.serve import event_loop_factory
     from gateway.logs import configure_logging
 
-    configure_logging("WARNING")
+    configure_logging("WARNING", args.log_format)
     policies = (args.policies or _shipped_policies() or Path("policies")).resolve()
     if not (policies / "vocabulary.yaml").exists():
         print(
@@ -227,7 +244,7 @@ def run(args: argparse.Namespace) -> int:
             "  help: run from a checkout, or point --policies at a policy directory",
             file=sys.stderr,
         )
-        return 2
+        return exitcodes.USAGE
     work = args.workdir.resolve()
     model_base = work / "models"
     if not _has_model(model_base):
@@ -235,9 +252,9 @@ def run(args: argparse.Namespace) -> int:
         train = [sys.executable, "-m", "model_server", "train", "--model-base", str(model_base)]
         if args.epochs:
             train += ["--epochs", str(args.epochs)]
-        if subprocess.run(train, check=False).returncode != 0:
+        if subprocess.run(train, check=False, env=_quiet_tensorflow()).returncode != 0:
             _say("training failed")
-            return 1
+            return exitcodes.ERROR
     config, demo_key = _prepare(args, policies)
     if "\ngrpc:" not in config.read_text(encoding="utf-8"):
         _say(
@@ -250,6 +267,7 @@ def run(args: argparse.Namespace) -> int:
          "--host", "127.0.0.1", "--rest-port", str(args.backend_port),
          "--grpc-port", str(args.backend_grpc_port)],
         stdout=subprocess.DEVNULL,
+        env=_quiet_tensorflow(),
     )  # fmt: skip
     try:
         _wait_for_model(f"http://127.0.0.1:{args.backend_port}/v1/models/mnist", server, 180)

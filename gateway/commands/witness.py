@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from gateway import exitcodes
+
 
 def register(subparsers: Any) -> None:
     """Add the `witness` command group."""
@@ -43,7 +45,7 @@ def register(subparsers: Any) -> None:
 
 def _usage(parser: argparse.ArgumentParser) -> int:
     parser.print_help(sys.stderr)
-    return 2
+    return exitcodes.USAGE
 
 
 def _load(path: Path) -> Any:
@@ -60,9 +62,12 @@ def _load(path: Path) -> Any:
 def _vkey(args: argparse.Namespace) -> int:
     from gateway.audit.witness import Cosigner
 
+    if not args.config.is_file():
+        print(f"error: {args.config}: no such file", file=sys.stderr)
+        return exitcodes.ERROR
     config = _load(args.config)
     if config is None:
-        return 3
+        return exitcodes.INVALID
     print(Cosigner(config.signer).key.vkey())
     return 0
 
@@ -72,15 +77,18 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.logs import configure_logging
     from gateway.witness.server import WitnessService
 
+    if not args.config.is_file():
+        print(f"error: {args.config}: no such file", file=sys.stderr)
+        return exitcodes.ERROR
     config = _load(args.config)
     if config is None:
-        return 3
+        return exitcodes.INVALID
     configure_logging("INFO")
     try:
         service = WitnessService(config.signer, config.log_keys, config.state)
     except AuditError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return exitcodes.ERROR
     try:
         return asyncio.run(_run(service, config.host, config.port))
     except OSError as exc:
@@ -89,7 +97,7 @@ def _serve(args: argparse.Namespace) -> int:
             "  help: change `listen` in the witness configuration",
             file=sys.stderr,
         )
-        return 1
+        return exitcodes.ERROR
 
 
 async def _run(service: Any, host: str, port: int) -> int:

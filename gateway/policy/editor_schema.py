@@ -315,6 +315,9 @@ def _cases() -> dict[str, Any]:
     )
 
 
+_KINDS = ("pack", "vocabulary", "settings", "cases")
+
+
 def policy_json_schema() -> dict[str, Any]:
     """JSON Schema for every policy document kind, selected by `kind`."""
     pack = _strict(
@@ -358,11 +361,17 @@ def policy_json_schema() -> dict[str, Any]:
         "$schema": _DIALECT,
         "$id": "https://jurisgate.example/schemas/policy.json",
         "title": "Jurisgate policy file",
-        "oneOf": [
-            {"$ref": "#/$defs/pack"},
-            {"$ref": "#/$defs/vocabulary"},
-            {"$ref": "#/$defs/settings"},
-            {"$ref": "#/$defs/cases"},
+        # Branch on `kind` (not `oneOf`): an editor then reports the mistake inside the
+        # document's own kind, not "valid under none of four schemas".
+        "type": "object",
+        "required": ["kind"],
+        "properties": {"kind": {"enum": list(_KINDS)}},
+        "allOf": [
+            {
+                "if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
+                "then": {"$ref": f"#/$defs/{kind}"},
+            }
+            for kind in _KINDS
         ],
         "$defs": {
             "pack": pack,

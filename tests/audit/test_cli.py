@@ -53,8 +53,8 @@ def test_keys_generate_writes_a_private_0600_key(
     entry = Keyring.load(ring).find(signer.verifier)
     assert entry is not None and entry.origins == (DEPLOYMENT,)
     # Never overwrites.
-    assert main(["keys", "generate", "--out", str(key), "--name", DEPLOYMENT]) == 1
-    assert main(["keys", "generate", "--out", str(tmp_path / "x.pem"), "--name", "bad name"]) == 1
+    assert main(["keys", "generate", "--out", str(key), "--name", DEPLOYMENT]) == 4
+    assert main(["keys", "generate", "--out", str(tmp_path / "x.pem"), "--name", "bad name"]) == 2
 
 
 def test_keys_rotate_then_verify_with_the_updated_keyring(tmp_path: Path) -> None:
@@ -95,7 +95,7 @@ def test_audit_verify_json_report_and_state(tmp_path: Path) -> None:
     assert "ROOT_MISMATCH" in {e["code"] for e in data["logs"][0]["errors"]}
     assert json.loads(state.read_text())["logs"][ORIGIN]["size"] == 22  # not advanced
     state.write_text("not json")
-    assert main(args) == 2
+    assert main(args) == 4
 
 
 def test_audit_export_bundle_and_export_record(tmp_path: Path) -> None:
@@ -117,7 +117,7 @@ def test_audit_export_bundle_and_export_record(tmp_path: Path) -> None:
     assert manifest["completeness"] == "not-proven"
     assert manifest["filter"] == {"decision": "deny", "tenant": "beta-us"}
     assert main(["audit", "export", "--log", str(tmp_path), "--key", str(key),
-                 "--out", str(tmp_path / "x")]) == 1  # fmt: skip
+                 "--out", str(tmp_path / "x")]) == 4  # fmt: skip
 
 
 def test_audit_new_epoch(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -724,7 +724,7 @@ def test_mutant_exits_1_and_usage_errors_exit_2(world: World, tmp_path: Path) ->
     m_delete(lines, lines.index("middle"), world)
     lines.save()
     assert cli_main(["audit", "verify", str(path), "--trusted-keys", str(ring), "--quiet"]) == 1
-    assert cli_main(["audit", "verify", str(tmp_path / "nope"), "--trusted-keys", str(ring)]) == 2
+    assert cli_main(["audit", "verify", str(tmp_path / "nope"), "--trusted-keys", str(ring)]) == 4
     bad_ring = tmp_path / "bad.json"
     bad_ring.write_text("{")
-    assert cli_main(["audit", "verify", str(world.log), "--trusted-keys", str(bad_ring)]) == 2
+    assert cli_main(["audit", "verify", str(world.log), "--trusted-keys", str(bad_ring)]) == 4

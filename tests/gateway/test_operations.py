@@ -125,7 +125,7 @@ async def test_invalid_policy_edit_keeps_the_last_good_revision(
     )  # fmt: skip
     assert status == 200
     metrics = harness.runtime.metrics.render().decode()
-    assert 'jurisgate_reloads_total{result="error",what="all"} 1.0' in metrics
+    assert 'jurisgate_reloads_total{result="error"} 1.0' in metrics
     assert not [r for r in harness.audit_records() if r["type"] == "policy_change"]
 
 

@@ -87,7 +87,7 @@ def test_failing_case_prints_its_explanation_and_exits_3(
         ),
         encoding="utf-8",
     )
-    assert main(["policy", "test", str(policy_copy)]) == 3
+    assert main(["policy", "test", str(policy_copy)]) == 1
     out = capsys.readouterr().out
     assert f"FAIL: {cases}" in out
     assert "case_failed: case `a caller in Iran is refused under the ITSR` failed" in out
@@ -104,7 +104,7 @@ def test_broken_case_file_is_an_error(
     (policy_copy / "broken.cases.yaml").write_text(
         "kind: cases\ncases:\n  - {name: a}\n", encoding="utf-8"
     )
-    assert main(["policy", "test", str(policy_copy)]) == 1
+    assert main(["policy", "test", str(policy_copy)]) == 3
     err = capsys.readouterr().err
     assert "case is missing `context`" in err and "ERROR: " in err
 
@@ -124,12 +124,12 @@ def test_test_json_and_a_single_case_file(capsys: pytest.CaptureFixture[str]) ->
     assert report["total"] == 12 and report["failed"] == 0
 
 
-def test_eval_deny_exits_2_with_the_decision(
+def test_eval_deny_exits_1_with_the_decision(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ctx = tmp_path / "ctx.json"
     ctx.write_text(json.dumps(IRAN), encoding="utf-8")
-    assert main(["policy", "eval", "--policies", str(POLICIES), "--context", str(ctx)]) == 2
+    assert main(["policy", "eval", "--policies", str(POLICIES), "--context", str(ctx)]) == 1
     decision = json.loads(capsys.readouterr().out)
     assert decision["effect"] == "deny" and decision["status"] == 451
     assert decision["rules"] == ["sanctions-us-iran"] and "explanation" not in decision
@@ -170,12 +170,12 @@ def test_eval_allow_with_explanation(tmp_path: Path, capsys: pytest.CaptureFixtu
         (json.dumps({**IRAN, "subject": {"age": "15"}}), "case_context_error"),
     ],
 )
-def test_eval_rejects_bad_contexts_with_exit_1(
+def test_eval_rejects_bad_contexts_with_exit_3(
     tmp_path: Path, content: str, message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     ctx = tmp_path / "ctx.json"
     ctx.write_text(content, encoding="utf-8")
-    assert main(["policy", "eval", "--policies", str(POLICIES), "--context", str(ctx)]) == 1
+    assert main(["policy", "eval", "--policies", str(POLICIES), "--context", str(ctx)]) == 3
     assert message in capsys.readouterr().err
 
 

@@ -38,7 +38,7 @@ def test_rule_explains_the_emotion_ban_without_a_deployment_context(
         "euaia-emotion-recognition-workplace",
     )
     out = capsys.readouterr()
-    assert code == 2
+    assert code == 1
     lines = out.err.strip().splitlines()
     assert len(lines) <= 15
     assert "rule `euaia-emotion-recognition-workplace`" in lines[1] and "matched" in lines[1]

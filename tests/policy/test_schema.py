@@ -39,6 +39,15 @@ def test_editor_schema_rejects_mistakes(rule: dict[str, object]) -> None:
     assert not POLICY_VALIDATOR.is_valid(doc)
 
 
+def test_a_mistake_is_reported_inside_its_document_kind() -> None:
+    doc = {"kind": "pack", "id": "p", "rules": [{"id": "x", "effect": "alow"}]}
+    error = jsonschema.exceptions.best_match(POLICY_VALIDATOR.iter_errors(doc))
+    assert error is not None
+    assert list(error.absolute_path) == ["rules", 0, "effect"], error.message
+    unknown = jsonschema.exceptions.best_match(POLICY_VALIDATOR.iter_errors({"kind": "pak"}))
+    assert unknown is not None and list(unknown.absolute_path) == ["kind"]
+
+
 def test_scenario_contexts_match_the_context_schema() -> None:
     cases = load_case_file(HERE / "scenario_contexts.yaml").cases
     assert cases
