@@ -43,7 +43,13 @@ from gateway.audit.bundle import (
     manifest_note_text,
     path_problem,
 )
-from gateway.audit.canonical import canonical_dumps, canonicalize, is_jcs_safe, strict_loads
+from gateway.audit.canonical import (
+    canonical_dumps,
+    canonicalize,
+    is_jcs_safe,
+    is_jcs_safe_line,
+    strict_loads,
+)
 from gateway.audit.chain import GENESIS_PREV, record_bytes_of_line
 from gateway.audit.errors import MalformedJSON, NoteError, ProofError
 from gateway.audit.keyring import Keyring, KeyringEntry
@@ -543,7 +549,11 @@ def _decode(run: _Run, line: _Line) -> _Decoded | bytes:
     except orjson.JSONDecodeError as exc:
         run.error("RECORD_MALFORMED", f"not JSON: {exc}", line.file, line.number)
         return stand_in
-    canonical = is_jcs_safe(obj) and canonical_dumps(obj) == raw
+    # Compare first: only bytes that are their own canonical form need the subset check.
+    try:
+        canonical = canonical_dumps(obj) == raw and is_jcs_safe_line(obj, raw)
+    except TypeError:  # orjson cannot write it back (e.g. nested too deeply)
+        canonical = False
     if not canonical:
         try:
             strict_loads(raw)
