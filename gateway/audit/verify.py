@@ -56,7 +56,7 @@ from gateway.audit.keyring import Keyring, KeyringEntry
 from gateway.audit.merkle import CompactRange, leaf_hash, verify_inclusion
 from gateway.audit.note import Checkpoint, parse_checkpoint_text, parse_note, split_notes
 from gateway.audit.record import DEFAULT_UNCOVERED_BOUND, parse_ts, record_shape_problem
-from gateway.audit.report import render_report
+from gateway.audit.report import render_tally
 from gateway.audit.storage import (
     CHECKPOINTS_FILE,
     COSIGNED_FILE,
@@ -67,7 +67,7 @@ from gateway.audit.storage import (
     StartState,
     list_segments,
 )
-from gateway.audit.views import VIEW_FILES, csv_chunks, csv_columns, head_facts, jsonl_lines
+from gateway.audit.views import VIEW_FILES, ViewBuilder, csv_chunks, head_facts
 from gateway.audit.witness import CosignerKey
 
 __all__ = [
@@ -1274,6 +1274,13 @@ def _source_for_bundle(run: _Run, path: Path) -> _Source | None:
     )
 
 
+class _DigestSink:
+    """A view that is hashed, not kept."""
+
+    def __init__(self, digest: Any) -> None:
+        self.write = digest.update
+
+
 def _check_views(
     run: _Run,
     path: Path,
@@ -1322,21 +1329,17 @@ def _check_views(
         cosigned_path.read_bytes() if COSIGNED_FILE in listed and cosigned_path.is_file() else b"",
         range_to,
     )
-    # One pass for the JSONL view, the CSV columns and the report; one more for the CSV.
-    jsonl_digest = hashlib.sha256()
-    columns_seen: list[dict[str, Any]] = []
-
-    def first_pass() -> Iterator[dict[str, Any]]:
-        keys: dict[str, None] = {}
-        for record in records():
-            for line in jsonl_lines((record,)):
-                jsonl_digest.update(line)
-            keys.update(dict.fromkeys(record))
-            yield record
-        columns_seen.append(keys)
-
-    report = render_report(
-        first_pass(),
+    # One pass makes the JSONL view, the report and (usually) the CSV; a second pass
+    # makes the CSV only when a record has a field the first one lacked.
+    jsonl_digest, csv_digest = hashlib.sha256(), hashlib.sha256()
+    views = ViewBuilder(_DigestSink(jsonl_digest), _DigestSink(csv_digest))
+    for record in records():
+        views.add(record)
+    if broken:
+        return  # the record checks report it; views of broken records mean nothing
+    views.finish()
+    report = render_tally(
+        views.tally,
         origin=origin,
         range_from=range_from,
         range_to=range_to,
@@ -1346,16 +1349,15 @@ def _check_views(
         head_root=head_root,
         witnesses=witnesses,
     ).encode()
-    if broken:
-        return  # the record checks report it; views of broken records mean nothing
     expected_digests = {
         "views/records.jsonl": jsonl_digest.hexdigest(),
         "report.html": hashlib.sha256(report).hexdigest(),
     }
     if "views/records.csv" in present:
-        csv_digest = hashlib.sha256()
-        for piece in csv_chunks(records(), csv_columns(columns_seen)):
-            csv_digest.update(piece)
+        if not views.csv_complete:
+            csv_digest = hashlib.sha256()
+            for piece in csv_chunks(records(), views.columns()):
+                csv_digest.update(piece)
         expected_digests["views/records.csv"] = csv_digest.hexdigest()
     if broken:
         return

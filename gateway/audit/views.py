@@ -14,16 +14,18 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from gateway.audit.errors import NoteError
 from gateway.audit.note import parse_checkpoint_text, parse_note, split_notes
-from gateway.audit.report import render_report
+from gateway.audit.report import ReportTally, render_report
 
 __all__ = [
     "VIEW_FILES",
+    "ViewBuilder",
+    "ViewSink",
     "csv_chunks",
     "csv_columns",
     "csv_view",
@@ -76,7 +78,7 @@ def csv_chunks(records: Iterable[dict[str, Any]], columns: list[str]) -> Iterato
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
-    cell = _csv_cell
+    cell = _Cells()
     formula = _FORMULA_STARTS
     for count, record in enumerate(records, 1):
         # Most cells are plain strings: keep the function call for the others.
@@ -91,6 +93,107 @@ def csv_chunks(records: Iterable[dict[str, Any]], columns: list[str]) -> Iterato
             out.seek(0)
             out.truncate()
     yield out.getvalue().encode()
+
+
+class _Cells:
+    """CSV cells of values other than plain strings, remembered by their JSON bytes: a
+    log repeats its lists (rules, legal bases) and numbers far more than it varies them."""
+
+    _LIMIT = 8192
+
+    def __init__(self) -> None:
+        self._known: dict[bytes, str] = {}
+
+    def __call__(self, value: Any) -> str:
+        try:
+            key = orjson.dumps(value)
+        except TypeError:  # beyond plain JSON: no key, make it each time
+            return _csv_cell(value)
+        text = self._known.get(key)
+        if text is None:
+            if len(self._known) >= self._LIMIT:
+                self._known.clear()
+            # Equal JSON bytes mean equal values (order, types and all), so equal cells.
+            text = self._known[key] = _csv_cell(value)
+        return text
+
+
+class ViewSink(Protocol):
+    """Where a view's bytes go (a file, a digest, or both)."""
+
+    def write(self, data: bytes, /) -> Any:
+        """Take the next piece of the view."""
+
+
+class ViewBuilder:
+    """The JSONL view, the CSV view and the report's counters from one pass over the
+    records, each record parsed once.
+
+    The CSV columns are those of every record, known only at the end; the builder
+    writes rows with the first record's columns and stays right as long as no record
+    has a field the first lacked (`csv_complete`). When one does, the CSV stops and the
+    caller makes it again with `columns()` in a second pass.
+    """
+
+    _ROWS_PER_PIECE = 4096
+
+    def __init__(self, jsonl: ViewSink, csv_out: ViewSink) -> None:
+        self.tally = ReportTally()
+        self._jsonl = jsonl
+        self._csv = csv_out
+        self._keys: dict[str, None] = {}
+        self._known: frozenset[str] | None = None
+        self._columns: list[str] = []
+        self._rows: list[list[Any]] = []
+        self._cells = _Cells()
+        self._text = io.StringIO()
+        self._writer = csv.writer(self._text, lineterminator="\n")
+        self.csv_complete = True
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Take the next record."""
+        self._jsonl.write(orjson.dumps(record, option=orjson.OPT_SORT_KEYS) + b"\n")
+        self.tally.add(record)
+        known = self._known
+        if known is None:
+            self._keys.update(dict.fromkeys(record))
+            self._known = known = frozenset(record)
+            self._columns = csv_columns([record])
+            self._writer.writerow(self._columns)
+        elif not self.csv_complete or not known.issuperset(record):
+            self._keys.update(dict.fromkeys(record))
+            self.csv_complete = False
+            self._rows.clear()
+            return
+        if not self.csv_complete:
+            return
+        cell, formula = self._cells, _FORMULA_STARTS
+        self._rows.append(
+            [
+                v if type(v) is str and v[:1] not in formula else cell(v)
+                for v in map(record.get, self._columns)
+            ]
+        )
+        if len(self._rows) >= self._ROWS_PER_PIECE:
+            self._flush_rows()
+
+    def _flush_rows(self) -> None:
+        self._writer.writerows(self._rows)
+        self._rows.clear()
+        self._csv.write(self._text.getvalue().encode())
+        self._text.seek(0)
+        self._text.truncate()
+
+    def finish(self) -> None:
+        """Write what is buffered (the CSV header alone when there were no records)."""
+        if self._known is None:
+            self._writer.writerow(csv_columns([]))
+        if self.csv_complete:
+            self._flush_rows()
+
+    def columns(self) -> list[str]:
+        """The CSV columns of every record taken so far."""
+        return csv_columns([self._keys])
 
 
 def csv_view(records: Sequence[dict[str, Any]]) -> bytes:
