@@ -43,13 +43,7 @@ from gateway.audit.bundle import (
     manifest_note_text,
     path_problem,
 )
-from gateway.audit.canonical import (
-    canonical_dumps,
-    canonicalize,
-    is_jcs_safe,
-    is_jcs_safe_line,
-    strict_loads,
-)
+from gateway.audit.canonical import canonical_dumps, canonicalize, is_jcs_safe, strict_loads
 from gateway.audit.chain import GENESIS_PREV, record_bytes_of_line
 from gateway.audit.errors import MalformedJSON, NoteError, ProofError
 from gateway.audit.keyring import Keyring, KeyringEntry
@@ -549,11 +543,7 @@ def _decode(run: _Run, line: _Line) -> _Decoded | bytes:
     except orjson.JSONDecodeError as exc:
         run.error("RECORD_MALFORMED", f"not JSON: {exc}", line.file, line.number)
         return stand_in
-    # Compare first: only bytes that are their own canonical form need the subset check.
-    try:
-        canonical = canonical_dumps(obj) == raw and is_jcs_safe_line(obj, raw)
-    except TypeError:  # orjson cannot write it back (e.g. nested too deeply)
-        canonical = False
+    canonical = is_jcs_safe(obj) and canonical_dumps(obj) == raw
     if not canonical:
         try:
             strict_loads(raw)
