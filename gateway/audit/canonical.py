@@ -17,7 +17,6 @@ canonical already, and hash the stored bytes.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import orjson
@@ -32,7 +31,6 @@ __all__ = [
     "canonicalize",
     "fast_loads",
     "is_jcs_safe",
-    "is_jcs_safe_line",
     "jcs_violation",
     "json_dumps_canonical",
     "strict_loads",
@@ -94,29 +92,6 @@ def _safe(value: object, depth: int) -> bool:
 
 def is_jcs_safe(value: object) -> bool:
     """Return True when `value` is in the JCS-safe subset (see the module docstring)."""
-    return _safe(value, 0)
-
-
-#: A number token in compact JSON that could be a float or reach 2**53 (16+ digits).
-#: In canonical bytes a number follows `:`, `,` or `[`; the same bytes inside a string
-#: also match, which only sends the value to the full check.
-_RISKY_NUMBER = re.compile(rb"[:,\[]-?(?:\d{16}|\d+[.eE])")
-
-
-def is_jcs_safe_line(value: object, data: bytes) -> bool:
-    """`is_jcs_safe(value)` for a `value` that `orjson` parsed from `data` and that
-    re-serializes to exactly `data` (the verifier's hot path).
-
-    Such a value holds no lone surrogate (the parser rejects them), so only non-ASCII
-    keys, floats, integers beyond 2**53 and deep nesting can make it unsafe; bytes that
-    show none of them skip the walk over the value, any hint of one falls back to it.
-    """
-    if (
-        data.isascii()
-        and data.count(b"{") + data.count(b"[") < MAX_DEPTH
-        and _RISKY_NUMBER.search(data) is None
-    ):
-        return True
     return _safe(value, 0)
 
 
