@@ -26,8 +26,11 @@ import base64
 import binascii
 import hashlib
 import json
+import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -637,6 +640,7 @@ class _Source:
     requested_to: str | None = None
     cosigned: bytes = b""
     cosigned_label: str = ""
+    views: _Views | None = None
 
 
 def _stream_contiguous(
@@ -1231,20 +1235,28 @@ def _source_for_bundle(run: _Run, path: Path) -> _Source | None:
                 inclusion.append(json.loads(text))
         except (OSError, ValueError) as exc:
             run.error("PROOF_INVALID", f"proofs/inclusion.jsonl unreadable: {exc}", inclusion_label)
-    _check_views(
-        run,
+    view_args = (
         path,
         listed,
         record_files,
         manifest,
-        origin=origin,
-        range_from=rng["from"],
-        range_to=rng["to"],
-        completeness=completeness if isinstance(completeness, str) else "",
-        filter_text=(
-            json.dumps(export_filter.to_json()) if not export_filter.empty else "none (contiguous)"
-        ),
+        {
+            "origin": origin,
+            "range_from": rng["from"],
+            "range_to": rng["to"],
+            "completeness": completeness if isinstance(completeness, str) else "",
+            "filter_text": (
+                json.dumps(export_filter.to_json())
+                if not export_filter.empty
+                else "none (contiguous)"
+            ),
+        },
     )
+    views = _Views(view_args)
+    if sum(p.stat().st_size for _label, p in record_files) < PARALLEL_VIEWS_BYTES:
+        views.check(run)
+    else:
+        views.start()
     return _Source(
         origin,
         record_files,
@@ -1261,7 +1273,103 @@ def _source_for_bundle(run: _Run, path: Path) -> _Source | None:
         requested_to=requested_to if isinstance(requested_to, str) else None,
         cosigned=cosigned_bytes,
         cosigned_label=str(path / COSIGNED_FILE),
+        views=views,
     )
+
+
+#: A bundle with more record bytes than this has its views made again in a second
+#: process while this one checks the records: the two passes are independent, so on two
+#: cores they overlap. Smaller bundles do both here (a process costs a fraction of a second).
+PARALLEL_VIEWS_BYTES = 64 << 20
+
+
+class _Findings:
+    """Findings collected apart from a `_Run` (in the process that checks the views)."""
+
+    def __init__(self) -> None:
+        self.errors: list[Finding] = []
+        self.warnings: list[Finding] = []
+
+    def error(
+        self,
+        code: str,
+        detail: str,
+        file: str | None = None,
+        line: int | None = None,
+        seq: int | None = None,
+    ) -> None:
+        self.errors.append(Finding(code, detail, file, line, seq))
+
+    def warn(
+        self,
+        code: str,
+        detail: str,
+        file: str | None = None,
+        line: int | None = None,
+        seq: int | None = None,
+    ) -> None:
+        self.warnings.append(Finding(code, detail, file, line, seq))
+
+
+def _view_findings(
+    path: Path,
+    listed: set[str],
+    record_files: Sequence[tuple[str, Path]],
+    manifest: dict[str, Any],
+    options: dict[str, Any],
+) -> tuple[list[Finding], list[Finding]]:
+    found = _Findings()
+    _check_views(found, path, listed, record_files, manifest, **options)
+    return found.errors, found.warnings
+
+
+class _Views:
+    """The comparison of a bundle's views with its records, here or in a second process."""
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        self._args = args
+        self._pool: ProcessPoolExecutor | None = None
+        self._future: Future[tuple[list[Finding], list[Finding]]] | None = None
+        self._done = False
+
+    def check(self, run: _Run) -> None:
+        """Compare here, now."""
+        self._done = True
+        errors, warnings = _view_findings(*self._args)
+        run.report.errors.extend(errors)
+        run.report.warnings.extend(warnings)
+
+    def start(self) -> None:
+        """Compare in a second process; `finish` collects the findings."""
+        try:
+            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+            self._future = self._pool.submit(_view_findings, *self._args)
+        except (OSError, RuntimeError):  # no second process here: compare in `finish`
+            self._close()
+            self._future = None
+
+    def finish(self, run: _Run) -> None:
+        """Add the findings of a comparison started with `start`."""
+        if self._done:
+            return
+        if self._future is None:
+            self.check(run)
+            return
+        self._done = True
+        try:
+            errors, warnings = self._future.result()
+        except (OSError, RuntimeError, BrokenProcessPool):
+            self._close()
+            self.check(run)
+            return
+        self._close()
+        run.report.errors.extend(errors)
+        run.report.warnings.extend(warnings)
+
+    def _close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+        self._pool = None
 
 
 class _DigestSink:
@@ -1272,7 +1380,7 @@ class _DigestSink:
 
 
 def _check_views(
-    run: _Run,
+    run: _Run | _Findings,
     path: Path,
     listed: set[str],
     record_files: Sequence[tuple[str, Path]],
@@ -1401,18 +1509,22 @@ def verify_source(
         if options.progress is not None:
             options.progress(done, total)
 
-    if src.filter is not None:
-        _stream_selective(run, src, trusted, progress)
-        _check_witnesses(run, witnesses_at)
-        return report
-    start: StartState | None = None
-    if src.start is not None and src.start_size > 0:
-        start = run.start_state(src.start, src.start_label, trusted, src.start_size)
-        if start is None:
-            report.completeness = "incomplete"
+    try:
+        if src.filter is not None:
+            _stream_selective(run, src, trusted, progress)
+            _check_witnesses(run, witnesses_at)
             return report
-    _stream_contiguous(run, src, trusted, start, progress)
-    _check_witnesses(run, witnesses_at)
+        start: StartState | None = None
+        if src.start is not None and src.start_size > 0:
+            start = run.start_state(src.start, src.start_label, trusted, src.start_size)
+            if start is None:
+                report.completeness = "incomplete"
+                return report
+        _stream_contiguous(run, src, trusted, start, progress)
+        _check_witnesses(run, witnesses_at)
+    finally:
+        if src.views is not None:
+            src.views.finish(run)
     if report.errors:
         report.completeness = "incomplete"
     return report
