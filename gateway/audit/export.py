@@ -15,9 +15,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import multiprocessing
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -349,6 +352,57 @@ class _HashingFile:
         return {"path": rel, "sha256": self._digest.hexdigest(), "bytes": self._size}
 
 
+#: Ranges of at least this many records make their CSV view in a second process (the
+#: other views and records/ are made here meanwhile); smaller ones make it here.
+PARALLEL_CSV = 200_000
+
+
+def _csv_view_file(directory: Path, base: int, a: int, b: int, path: Path) -> dict[str, Any]:
+    """Write the CSV view of the records a..b-1 to `path`; its manifest entry."""
+    sink = _HashingFile(path)
+    views = ViewBuilder(None, sink, tally=False)
+    for record in _records_between(directory, base, a, b):
+        views.add(record)
+    views.finish()
+    sink.close()
+    if not views.csv_complete:
+        # A record with a field the first one lacked: again, with every column.
+        sink = _HashingFile(path)
+        for piece in csv_chunks(_records_between(directory, base, a, b), views.columns()):
+            sink.write(piece)
+        sink.close()
+    return sink.entry("views/records.csv")
+
+
+def _start_csv(
+    directory: Path, base: int, a: int, b: int, path: Path
+) -> tuple[ProcessPoolExecutor, Future[dict[str, Any]]] | None:
+    try:
+        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
+    except (OSError, RuntimeError):  # no second process here: make it in this one
+        return None
+    return pool, pool.submit(_csv_view_file, directory, base, a, b, path)
+
+
+def _finish_csv(
+    started: tuple[ProcessPoolExecutor, Future[dict[str, Any]]] | None,
+    directory: Path,
+    base: int,
+    a: int,
+    b: int,
+    path: Path,
+) -> dict[str, Any]:
+    if started is None:
+        return _csv_view_file(directory, base, a, b, path)
+    pool, future = started
+    try:
+        return future.result()
+    except (OSError, RuntimeError, BrokenProcessPool):
+        return _csv_view_file(directory, base, a, b, path)
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
 def _lines_between(directory: Path, base: int, lo: int, hi: int) -> Iterator[bytes]:
     """Stored lines of seq lo..hi-1, reading one segment at a time."""
     position = base
@@ -427,6 +481,7 @@ def _export_contiguous(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     listing: list[dict[str, Any]] = []
+    csv_future: tuple[ProcessPoolExecutor, Future[dict[str, Any]]] | None = None
     try:
         cp_bytes = b"".join(raw + b"\n" for cp, raw in checkpoints if a <= cp.size <= b)
         _write(tmp, "checkpoints.notes", cp_bytes, listing)
@@ -456,7 +511,11 @@ def _export_contiguous(
         head_root, witnesses = head_facts(cp_bytes, cosigned, b)
         (tmp / "views").mkdir(parents=True, exist_ok=True)
         jsonl_sink = _HashingFile(tmp / "views" / "records.jsonl")
-        csv_sink = _HashingFile(tmp / "views" / "records.csv")
+        csv_path = tmp / "views" / "records.csv"
+        # A large range makes its CSV view in a second process, reading the same records
+        # while this one writes records/, the JSONL view and the report's counters.
+        csv_future = _start_csv(directory, base, a, b, csv_path) if b - a >= PARALLEL_CSV else None
+        csv_sink = _HashingFile(csv_path) if csv_future is None else None
         views = ViewBuilder(jsonl_sink, csv_sink)
         add = views.add
         loads = orjson.loads
@@ -475,15 +534,15 @@ def _export_contiguous(
             chunk_start = chunk_end
         views.finish()
         jsonl_sink.close()
-        if not views.csv_complete:
-            # A record with a field the first one lacked: the CSV again, with every column.
-            csv_sink.close()
-            csv_sink = _HashingFile(tmp / "views" / "records.csv")
-            for piece in csv_chunks(_records_between(directory, base, a, b), views.columns()):
-                csv_sink.write(piece)
-        csv_sink.close()
         listing.append(jsonl_sink.entry("views/records.jsonl"))
-        listing.append(csv_sink.entry("views/records.csv"))
+        if csv_sink is not None:
+            csv_sink.close()
+            if not views.csv_complete:
+                listing.append(_csv_view_file(directory, base, a, b, csv_path))
+            else:
+                listing.append(csv_sink.entry("views/records.csv"))
+        else:
+            listing.append(_finish_csv(csv_future, directory, base, a, b, csv_path))
         report = render_tally(
             views.tally,
             origin=origin,
@@ -500,6 +559,8 @@ def _export_contiguous(
         manifest_bytes = _finish(tmp, target, signer, origin, listing, a, b, from_ts, to_ts,
                                  ExportFilter(), "proven", b - a, created)  # fmt: skip
     except BaseException:
+        if csv_future is not None:
+            csv_future[0].shutdown(wait=True, cancel_futures=True)
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(

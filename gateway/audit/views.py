@@ -133,12 +133,18 @@ class ViewBuilder:
     writes rows with the first record's columns and stays right as long as no record
     has a field the first lacked (`csv_complete`). When one does, the CSV stops and the
     caller makes it again with `columns()` in a second pass.
+
+    Without a sink a view is not made (`tally=False`: nor the report's counters), so
+    that two processes can share the views of one range.
     """
 
     _ROWS_PER_PIECE = 4096
 
-    def __init__(self, jsonl: ViewSink, csv_out: ViewSink) -> None:
+    def __init__(
+        self, jsonl: ViewSink | None, csv_out: ViewSink | None, *, tally: bool = True
+    ) -> None:
         self.tally = ReportTally()
+        self._count = tally
         self._jsonl = jsonl
         self._csv = csv_out
         self._keys: dict[str, None] = {}
@@ -152,8 +158,12 @@ class ViewBuilder:
 
     def add(self, record: dict[str, Any]) -> None:
         """Take the next record."""
-        self._jsonl.write(orjson.dumps(record, option=orjson.OPT_SORT_KEYS) + b"\n")
-        self.tally.add(record)
+        if self._jsonl is not None:
+            self._jsonl.write(orjson.dumps(record, option=orjson.OPT_SORT_KEYS) + b"\n")
+        if self._count:
+            self.tally.add(record)
+        if self._csv is None:
+            return
         known = self._known
         if known is None:
             self._keys.update(dict.fromkeys(record))
@@ -180,7 +190,8 @@ class ViewBuilder:
     def _flush_rows(self) -> None:
         self._writer.writerows(self._rows)
         self._rows.clear()
-        self._csv.write(self._text.getvalue().encode())
+        if self._csv is not None:
+            self._csv.write(self._text.getvalue().encode())
         self._text.seek(0)
         self._text.truncate()
 

@@ -172,3 +172,17 @@ def test_report_counts_do_not_depend_on_when_they_are_folded(
     monkeypatch.setattr(ReportTally, "_FOLD_AT", fold_at)
     assert render_report(records, **kw) == reference  # type: ignore[arg-type]
     assert "30 deny" in reference
+
+
+def test_a_csv_made_in_a_second_process_equals_the_one_made_here(
+    builder: LogBuilder, keyring: Keyring, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.audit.export as export_module
+
+    here = _bundle(builder, keyring, tmp_path / "here")
+    monkeypatch.setattr(export_module, "PARALLEL_CSV", 1)
+    export_bundle(builder.directory, tmp_path / "apart", builder.signer, keyring=keyring)
+    apart = tmp_path / "apart"
+    for rel in ("views/records.csv", "views/records.jsonl"):  # the report names its time
+        assert (apart / rel).read_bytes() == (here / rel).read_bytes(), rel
+    assert verify_source(apart, keyring).valid
