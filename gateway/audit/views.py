@@ -150,7 +150,8 @@ class ViewBuilder:
         self._keys: dict[str, None] = {}
         self._known: frozenset[str] | None = None
         self._columns: list[str] = []
-        self._rows: list[list[Any]] = []
+        self._lines: list[str] = []
+        self._commas = 0
         self._cells = _Cells()
         self._text = io.StringIO()
         self._writer = csv.writer(self._text, lineterminator="\n")
@@ -169,36 +170,48 @@ class ViewBuilder:
             self._keys.update(dict.fromkeys(record))
             self._known = known = frozenset(record)
             self._columns = csv_columns([record])
-            self._writer.writerow(self._columns)
+            self._commas = len(self._columns) - 1
+            self._write_row(self._columns)
         elif not self.csv_complete or not known.issuperset(record):
             self._keys.update(dict.fromkeys(record))
             self.csv_complete = False
-            self._rows.clear()
+            self._lines.clear()
             return
         if not self.csv_complete:
             return
         cell, formula = self._cells, _FORMULA_STARTS
-        self._rows.append(
-            [
-                v if type(v) is str and v[:1] not in formula else cell(v)
-                for v in map(record.get, self._columns)
-            ]
-        )
-        if len(self._rows) >= self._ROWS_PER_PIECE:
+        row = [
+            v if type(v) is str and v[:1] not in formula else cell(v)
+            for v in map(record.get, self._columns)
+        ]
+        line = ",".join(row)
+        # No cell holds a comma, a quote or a line break: the writer would quote nothing,
+        # so the joined cells are its bytes already. Otherwise the writer makes the row.
+        if line.count(",") == self._commas and '"' not in line and "\n" not in line:
+            if "\r" not in line:
+                self._lines.append(line + "\n")
+            else:
+                self._write_row(row)
+        else:
+            self._write_row(row)
+        if len(self._lines) >= self._ROWS_PER_PIECE:
             self._flush_rows()
 
-    def _flush_rows(self) -> None:
-        self._writer.writerows(self._rows)
-        self._rows.clear()
-        if self._csv is not None:
-            self._csv.write(self._text.getvalue().encode())
+    def _write_row(self, row: list[str]) -> None:
+        self._writer.writerow(row)
+        self._lines.append(self._text.getvalue())
         self._text.seek(0)
         self._text.truncate()
+
+    def _flush_rows(self) -> None:
+        if self._csv is not None:
+            self._csv.write("".join(self._lines).encode())
+        self._lines.clear()
 
     def finish(self) -> None:
         """Write what is buffered (the CSV header alone when there were no records)."""
         if self._known is None:
-            self._writer.writerow(csv_columns([]))
+            self._write_row(csv_columns([]))
         if self.csv_complete:
             self._flush_rows()
 

@@ -115,7 +115,7 @@ def _records(n: int, extra_at: int | None) -> list[dict[str, object]]:
             "rules": [f"rule.{i % 4}"] if i % 5 else [],
             "legal_basis": [{"regime": "GDPR", "ref": f"Art. {44 + i % 2}"}] if i % 3 == 1 else [],
             "status": [200, 451, -1][i % 3],
-            "note": ["=1+1", "plain", None][i % 3],
+            "note": ["=1+1", "plain", None, 'say "hi"', "a,b", "two\nlines", "cr\r"][i % 7],
         }
         if i == extra_at:
             record["late_field"] = "x"
