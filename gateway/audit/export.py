@@ -314,8 +314,10 @@ def _complete_lines(directory: Path, base: int) -> Iterator[tuple[Path, list[byt
         if first != position:
             return
         complete, _tail = split_lines(path.read_bytes())
+        count = len(complete)
         yield path, complete
-        position += len(complete)
+        del complete  # before the next segment is read
+        position += count
 
 
 def _durable_end(directory: Path, base: int) -> int:
@@ -410,6 +412,7 @@ def _lines_between(directory: Path, base: int, lo: int, hi: int) -> Iterator[byt
         end = position + len(complete)
         if end > lo:
             yield from complete[max(lo - position, 0) : max(min(hi, end) - position, 0)]
+        del complete  # before the next segment is read
         position = end
         if position >= hi:
             return
@@ -526,7 +529,8 @@ def _export_contiguous(
         while chunk_start < b:
             chunk_end = min(b, chunk_start - chunk_start % segment_records + segment_records)
             chunk = list(islice(lines, chunk_end - chunk_start))
-            pieces = (b"\n".join(chunk), b"\n") if chunk else ()
+            # Joined a slice at a time: a segment-sized copy would double the memory.
+            pieces = (b"\n".join(chunk[i : i + 4096]) + b"\n" for i in range(0, len(chunk), 4096))
             _write_pieces(tmp, f"records/{segment_name(chunk_start)}", pieces, listing)
             for line in chunk:
                 add(loads(record_bytes_of_line(line) or b"{}"))

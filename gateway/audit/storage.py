@@ -216,7 +216,11 @@ def split_lines(data: bytes) -> tuple[list[bytes], int]:
     end = data.rfind(b"\n") + 1
     if end == 0:
         return [], 0
-    return data[: end - 1].split(b"\n"), end
+    # Split the whole buffer and drop the piece after the last newline: slicing first
+    # would copy a segment-sized buffer once more.
+    lines = data.split(b"\n")
+    lines.pop()
+    return lines, end
 
 
 def write_all(fd: int, data: bytes) -> None:

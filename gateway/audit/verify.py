@@ -63,6 +63,7 @@ from gateway.audit.storage import (
     LogMeta,
     StartState,
     list_segments,
+    split_lines,
 )
 from gateway.audit.views import VIEW_FILES, ViewBuilder, csv_chunks, head_facts
 from gateway.audit.witness import CosignerKey
@@ -514,15 +515,17 @@ def _iter_lines(
 ) -> Iterator[_Line]:
     for label, path in files:
         data = path.read_bytes()
-        end = data.rfind(b"\n") + 1
+        complete, end = split_lines(data)
         number = 0
-        for raw in data[: max(end - 1, 0)].split(b"\n") if end else []:
+        for raw in complete:
             number += 1
             yield _Line(label, number, raw, True)
+        del complete  # before the next file is read: one segment in memory at a time
         if end < len(data):
             number += 1
             yield _Line(label, number, data[end:], False)
         progress(len(data))
+        del data
 
 
 class _Decoded:
