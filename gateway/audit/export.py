@@ -15,12 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import shutil
 from collections.abc import Iterable, Iterator, Mapping
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from itertools import islice
@@ -30,6 +27,7 @@ from typing import Any
 import orjson
 
 from gateway import __version__
+from gateway.audit.apart import Apart
 from gateway.audit.bundle import (
     BUNDLE_FORMAT,
     MANIFEST_FILE,
@@ -376,33 +374,16 @@ def _csv_view_file(directory: Path, base: int, a: int, b: int, path: Path) -> di
     return sink.entry("views/records.csv")
 
 
-def _start_csv(
-    directory: Path, base: int, a: int, b: int, path: Path
-) -> tuple[ProcessPoolExecutor, Future[dict[str, Any]]] | None:
-    try:
-        pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-    except (OSError, RuntimeError):  # no second process here: make it in this one
-        return None
-    return pool, pool.submit(_csv_view_file, directory, base, a, b, path)
-
-
 def _finish_csv(
-    started: tuple[ProcessPoolExecutor, Future[dict[str, Any]]] | None,
-    directory: Path,
-    base: int,
-    a: int,
-    b: int,
-    path: Path,
+    helper: Apart | None, directory: Path, base: int, a: int, b: int, path: Path
 ) -> dict[str, Any]:
-    if started is None:
-        return _csv_view_file(directory, base, a, b, path)
-    pool, future = started
-    try:
-        return future.result()
-    except (OSError, RuntimeError, BrokenProcessPool):
-        return _csv_view_file(directory, base, a, b, path)
-    finally:
-        pool.shutdown(wait=True, cancel_futures=True)
+    if helper is not None:
+        try:
+            entry: dict[str, Any] = helper.result()
+            return entry
+        except AuditError:
+            pass  # make it here instead
+    return _csv_view_file(directory, base, a, b, path)
 
 
 def _lines_between(directory: Path, base: int, lo: int, hi: int) -> Iterator[bytes]:
@@ -484,7 +465,7 @@ def _export_contiguous(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     listing: list[dict[str, Any]] = []
-    csv_future: tuple[ProcessPoolExecutor, Future[dict[str, Any]]] | None = None
+    csv_helper: Apart | None = None
     try:
         cp_bytes = b"".join(raw + b"\n" for cp, raw in checkpoints if a <= cp.size <= b)
         _write(tmp, "checkpoints.notes", cp_bytes, listing)
@@ -517,8 +498,9 @@ def _export_contiguous(
         csv_path = tmp / "views" / "records.csv"
         # A large range makes its CSV view in a second process, reading the same records
         # while this one writes records/, the JSONL view and the report's counters.
-        csv_future = _start_csv(directory, base, a, b, csv_path) if b - a >= PARALLEL_CSV else None
-        csv_sink = _HashingFile(csv_path) if csv_future is None else None
+        if b - a >= PARALLEL_CSV:
+            csv_helper = Apart("export-csv", [str(directory), base, a, b, str(csv_path)])
+        csv_sink = _HashingFile(csv_path) if csv_helper is None else None
         views = ViewBuilder(jsonl_sink, csv_sink)
         add = views.add
         loads = orjson.loads
@@ -546,7 +528,8 @@ def _export_contiguous(
             else:
                 listing.append(csv_sink.entry("views/records.csv"))
         else:
-            listing.append(_finish_csv(csv_future, directory, base, a, b, csv_path))
+            listing.append(_finish_csv(csv_helper, directory, base, a, b, csv_path))
+            csv_helper = None
         report = render_tally(
             views.tally,
             origin=origin,
@@ -563,8 +546,8 @@ def _export_contiguous(
         manifest_bytes = _finish(tmp, target, signer, origin, listing, a, b, from_ts, to_ts,
                                  ExportFilter(), "proven", b - a, created)  # fmt: skip
     except BaseException:
-        if csv_future is not None:
-            csv_future[0].shutdown(wait=True, cancel_futures=True)
+        if csv_helper is not None:
+            csv_helper.cancel()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(

@@ -26,11 +26,8 @@ import base64
 import binascii
 import hashlib
 import json
-import multiprocessing
 import os
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +35,7 @@ from typing import Any
 import orjson
 
 from gateway import __version__
+from gateway.audit.apart import Apart
 from gateway.audit.bundle import (
     BUNDLE_FORMAT,
     MANIFEST_FILE,
@@ -48,7 +46,7 @@ from gateway.audit.bundle import (
 )
 from gateway.audit.canonical import canonical_dumps, canonicalize, is_jcs_safe, strict_loads
 from gateway.audit.chain import GENESIS_PREV, record_bytes_of_line
-from gateway.audit.errors import MalformedJSON, NoteError, ProofError
+from gateway.audit.errors import AuditError, MalformedJSON, NoteError, ProofError
 from gateway.audit.keyring import Keyring, KeyringEntry
 from gateway.audit.merkle import CompactRange, leaf_hash, verify_inclusion
 from gateway.audit.note import Checkpoint, parse_checkpoint_text, parse_note, split_notes
@@ -1327,12 +1325,11 @@ def _view_findings(
 
 
 class _Views:
-    """The comparison of a bundle's views with its records, here or in a second process."""
+    """The comparison of a bundle's views with its records, here or in a helper process."""
 
     def __init__(self, args: tuple[Any, ...]) -> None:
         self._args = args
-        self._pool: ProcessPoolExecutor | None = None
-        self._future: Future[tuple[list[Finding], list[Finding]]] | None = None
+        self._helper: Apart | None = None
         self._done = False
 
     def check(self, run: _Run) -> None:
@@ -1343,36 +1340,26 @@ class _Views:
         run.report.warnings.extend(warnings)
 
     def start(self) -> None:
-        """Compare in a second process; `finish` collects the findings."""
-        try:
-            self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-            self._future = self._pool.submit(_view_findings, *self._args)
-        except (OSError, RuntimeError):  # no second process here: compare in `finish`
-            self._close()
-            self._future = None
+        """Compare in a helper process; `finish` collects the findings."""
+        path, listed, record_files, manifest, options = self._args
+        files = [(label, str(p)) for label, p in record_files]
+        self._helper = Apart("verify-views", [str(path), sorted(listed), files, manifest, options])
 
     def finish(self, run: _Run) -> None:
-        """Add the findings of a comparison started with `start`."""
+        """Add the findings of a comparison started with `start` (or compare now)."""
         if self._done:
             return
-        if self._future is None:
+        if self._helper is None:
             self.check(run)
             return
         self._done = True
         try:
-            errors, warnings = self._future.result()
-        except (OSError, RuntimeError, BrokenProcessPool):
-            self._close()
+            errors, warnings = self._helper.result()
+        except AuditError:
             self.check(run)
             return
-        self._close()
-        run.report.errors.extend(errors)
-        run.report.warnings.extend(warnings)
-
-    def _close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-        self._pool = None
+        run.report.errors.extend(Finding(**f) for f in errors)
+        run.report.warnings.extend(Finding(**f) for f in warnings)
 
 
 class _DigestSink:

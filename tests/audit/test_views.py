@@ -186,3 +186,36 @@ def test_a_csv_made_in_a_second_process_equals_the_one_made_here(
     for rel in ("views/records.csv", "views/records.jsonl"):  # the report names its time
         assert (apart / rel).read_bytes() == (here / rel).read_bytes(), rel
     assert verify_source(apart, keyring).valid
+
+
+def test_a_failing_helper_process_changes_nothing(
+    builder: LogBuilder, keyring: Keyring, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.audit.export as export_module
+    import gateway.audit.verify as verify_module
+    from gateway.audit.apart import Apart
+
+    here = _bundle(builder, keyring, tmp_path / "here")
+    monkeypatch.setattr(export_module, "PARALLEL_CSV", 1)
+    monkeypatch.setattr(verify_module, "PARALLEL_VIEWS_BYTES", 0)
+    started = Apart.__init__
+
+    def failing(self: Apart, task: str, args: object) -> None:
+        started(self, "no-such-task", args)  # the helper starts, then fails
+
+    monkeypatch.setattr(Apart, "__init__", failing)
+    export_bundle(builder.directory, tmp_path / "apart", builder.signer, keyring=keyring)
+    apart = tmp_path / "apart"
+    assert (apart / "views/records.csv").read_bytes() == (here / "views/records.csv").read_bytes()
+    view = apart / "views/records.csv"
+    view.write_bytes(view.read_bytes().replace(b",deny,", b",allow,", 1))
+    _resign(apart, builder)
+    assert verify_codes(verify_source(apart, keyring)) == {"VIEW_MISMATCH"}
+
+
+def test_the_helper_refuses_an_unknown_task() -> None:
+    from gateway.audit.apart import Apart
+    from gateway.audit.errors import AuditError
+
+    with pytest.raises(AuditError, match="unknown task"):
+        Apart("no-such-task", []).result()
