@@ -48,6 +48,8 @@ from gateway.audit.storage import (
     CHECKPOINTS_FILE,
     COSIGNED_FILE,
     PRUNED_FILE,
+    READ_BLOCK,
+    LineBlocks,
     StartState,
     list_segments,
     read_meta,
@@ -303,19 +305,19 @@ def export_bundle(
 
 
 def _complete_lines(directory: Path, base: int) -> Iterator[tuple[Path, list[bytes]]]:
-    """(segment, its complete lines) from seq `base` on, one segment at a time, up to the
-    first gap."""
+    """(segment, a block of its complete lines) from seq `base` on, a block at a time, up
+    to the first gap."""
     position = base
     for first, path in list_segments(directory):
         if first < base:
             continue
         if first != position:
             return
-        complete, _tail = split_lines(path.read_bytes())
-        count = len(complete)
-        yield path, complete
-        del complete  # before the next segment is read
-        position += count
+        for complete in LineBlocks(path):
+            count = len(complete)
+            yield path, complete
+            del complete  # before the next block is read
+            position += count
 
 
 def _durable_end(directory: Path, base: int) -> int:
@@ -327,8 +329,9 @@ def _durable_end(directory: Path, base: int) -> int:
             continue
         if first != position:
             break
-        data = path.read_bytes()
-        position += data.count(b"\n", 0, data.rfind(b"\n") + 1)
+        with open(path, "rb") as handle:
+            while data := handle.read(READ_BLOCK):
+                position += data.count(b"\n")
     return position
 
 

@@ -58,10 +58,10 @@ from gateway.audit.storage import (
     META_FILE,
     PRUNED_FILE,
     QUARANTINE_DIR,
+    LineBlocks,
     LogMeta,
     StartState,
     list_segments,
-    split_lines,
 )
 from gateway.audit.views import VIEW_FILES, ViewBuilder, csv_chunks, head_facts
 from gateway.audit.witness import CosignerKey
@@ -512,18 +512,20 @@ def _iter_lines(
     files: Sequence[tuple[str, Path]], progress: Callable[[int], None]
 ) -> Iterator[_Line]:
     for label, path in files:
-        data = path.read_bytes()
-        complete, end = split_lines(data)
         number = 0
-        for raw in complete:
+        blocks = LineBlocks(path)
+        done = 0
+        for complete in blocks:
+            for raw in complete:
+                number += 1
+                yield _Line(label, number, raw, True)
+            del complete  # before the next block is read: memory stays at one block
+            progress(blocks.size - done)
+            done = blocks.size
+        if blocks.tail:
             number += 1
-            yield _Line(label, number, raw, True)
-        del complete  # before the next file is read: one segment in memory at a time
-        if end < len(data):
-            number += 1
-            yield _Line(label, number, data[end:], False)
-        progress(len(data))
-        del data
+            yield _Line(label, number, blocks.tail, False)
+        progress(blocks.size - done)
 
 
 class _Decoded:

@@ -219,3 +219,22 @@ def test_the_helper_refuses_an_unknown_task() -> None:
 
     with pytest.raises(AuditError, match="unknown task"):
         Apart("no-such-task", []).result()
+
+
+@pytest.mark.parametrize("block", [1, 2, 7, 64, 1 << 20])
+@pytest.mark.parametrize(
+    "data", [b"", b"\n", b"a\nbb\n", b"a\nbb\nccc", b"\n\nx\n\n", b"one line, no newline"]
+)
+def test_line_blocks_equal_splitting_the_whole_file(
+    tmp_path: Path, block: int, data: bytes
+) -> None:
+    from gateway.audit.storage import LineBlocks, split_lines
+
+    path = tmp_path / "segment.jsonl"
+    path.write_bytes(data)
+    blocks = LineBlocks(path, block)
+    lines = [line for chunk in blocks for line in chunk]
+    complete, end = split_lines(data)
+    assert lines == complete
+    assert blocks.tail == data[end:]
+    assert blocks.size == len(data)
