@@ -306,7 +306,7 @@ def _witness_table(root: Path, records: int, concurrency: int, rounds: int) -> l
         "name": witness_signer.name, "key": "key.pem", "state": "state.json",
         "listen": {"host": "127.0.0.1", "port": 0},
         "logs": [{"origin": f"{DEPLOYMENT}/bench-{n}", "keys": [signer.verifier.note_key()]}
-                 for n in range(6)],
+                 for n in range(2 * rounds)],
     }))  # fmt: skip
     env = dict(os.environ, PYTHONPATH=str(REPO))
     proc = subprocess.Popen(
