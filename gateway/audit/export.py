@@ -20,12 +20,14 @@ import shutil
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import orjson
 
 from gateway import __version__
+from gateway.audit.apart import Apart
 from gateway.audit.bundle import (
     BUNDLE_FORMAT,
     MANIFEST_FILE,
@@ -40,19 +42,21 @@ from gateway.audit.keyring import Keyring, KeyringEntry
 from gateway.audit.merkle import CompactRange, TreeHashes, inclusion_proof, leaf_hash
 from gateway.audit.note import Checkpoint, parse_checkpoint_text, parse_note, sign_note, split_notes
 from gateway.audit.record import format_ts, parse_ts
-from gateway.audit.report import render_report
+from gateway.audit.report import render_tally
 from gateway.audit.signing import Signer
 from gateway.audit.storage import (
     CHECKPOINTS_FILE,
     COSIGNED_FILE,
     PRUNED_FILE,
+    READ_BLOCK,
+    LineBlocks,
     StartState,
     list_segments,
     read_meta,
     segment_name,
     split_lines,
 )
-from gateway.audit.views import csv_chunks, csv_columns, head_facts, jsonl_lines, render_views
+from gateway.audit.views import ViewBuilder, csv_chunks, head_facts, render_views
 
 __all__ = ["ExportResult", "export_bundle"]
 
@@ -301,17 +305,88 @@ def export_bundle(
 
 
 def _complete_lines(directory: Path, base: int) -> Iterator[tuple[Path, list[bytes]]]:
-    """(segment, its complete lines) from seq `base` on, one segment at a time, up to the
-    first gap."""
+    """(segment, a block of its complete lines) from seq `base` on, a block at a time, up
+    to the first gap."""
     position = base
     for first, path in list_segments(directory):
         if first < base:
             continue
         if first != position:
             return
-        complete, _tail = split_lines(path.read_bytes())
-        yield path, complete
-        position += len(complete)
+        for complete in LineBlocks(path):
+            count = len(complete)
+            yield path, complete
+            del complete  # before the next block is read
+            position += count
+
+
+def _durable_end(directory: Path, base: int) -> int:
+    """The seq after the last complete stored line from `base` on, up to the first gap
+    (as `_complete_lines` reads them, counting newlines instead of cutting lines)."""
+    position = base
+    for first, path in list_segments(directory):
+        if first < base:
+            continue
+        if first != position:
+            break
+        with open(path, "rb") as handle:
+            while data := handle.read(READ_BLOCK):
+                position += data.count(b"\n")
+    return position
+
+
+class _HashingFile:
+    """A view file written piece by piece, hashed as it goes."""
+
+    def __init__(self, path: Path) -> None:
+        self._handle = open(path, "wb")  # noqa: SIM115 - closed by `close`
+        self._digest = hashlib.sha256()
+        self._size = 0
+
+    def write(self, data: bytes) -> None:
+        self._handle.write(data)
+        self._digest.update(data)
+        self._size += len(data)
+
+    def close(self) -> None:
+        self._handle.close()
+
+    def entry(self, rel: str) -> dict[str, Any]:
+        return {"path": rel, "sha256": self._digest.hexdigest(), "bytes": self._size}
+
+
+#: Ranges of at least this many records make their CSV view in a second process (the
+#: other views and records/ are made here meanwhile); smaller ones make it here.
+PARALLEL_CSV = 200_000
+
+
+def _csv_view_file(directory: Path, base: int, a: int, b: int, path: Path) -> dict[str, Any]:
+    """Write the CSV view of the records a..b-1 to `path`; its manifest entry."""
+    sink = _HashingFile(path)
+    views = ViewBuilder(None, sink, tally=False)
+    for record in _records_between(directory, base, a, b):
+        views.add(record)
+    views.finish()
+    sink.close()
+    if not views.csv_complete:
+        # A record with a field the first one lacked: again, with every column.
+        sink = _HashingFile(path)
+        for piece in csv_chunks(_records_between(directory, base, a, b), views.columns()):
+            sink.write(piece)
+        sink.close()
+    return sink.entry("views/records.csv")
+
+
+def _finish_csv(
+    helper: Apart | None, directory: Path, base: int, a: int, b: int, path: Path
+) -> dict[str, Any]:
+    if helper is not None:
+        try:
+            entry: dict[str, Any] = helper.result()
+            return entry
+        except AuditError:
+            pass  # make it here instead
+    return _csv_view_file(directory, base, a, b, path)
 
 
 def _lines_between(directory: Path, base: int, lo: int, hi: int) -> Iterator[bytes]:
@@ -321,6 +396,7 @@ def _lines_between(directory: Path, base: int, lo: int, hi: int) -> Iterator[byt
         end = position + len(complete)
         if end > lo:
             yield from complete[max(lo - position, 0) : max(min(hi, end) - position, 0)]
+        del complete  # before the next segment is read
         position = end
         if position >= hi:
             return
@@ -364,7 +440,7 @@ def _export_contiguous(
     """A contiguous export that streams: records, views and proofs are made reading one
     segment at a time, so memory does not grow with the log (the report keeps counters)."""
     base = base_state.size if base_state is not None else 0
-    durable = base + sum(len(lines) for _path, lines in _complete_lines(directory, base))
+    durable = _durable_end(directory, base)
     sizes = sorted({cp.size for cp, _raw in checkpoints if base <= cp.size <= durable})
     if not sizes:
         raise AuditError(f"{directory}: no checkpoint covers the records yet")
@@ -392,17 +468,8 @@ def _export_contiguous(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     listing: list[dict[str, Any]] = []
+    csv_helper: Apart | None = None
     try:
-        # Records, one chunk per segment (as the stored segments are cut).
-        chunk_start = a
-        while chunk_start < b:
-            chunk_end = min(b, chunk_start - chunk_start % segment_records + segment_records)
-            lines = _lines_between(directory, base, chunk_start, chunk_end)
-            _write_pieces(
-                tmp, f"records/{segment_name(chunk_start)}", (line + b"\n" for line in lines),
-                listing,
-            )  # fmt: skip
-            chunk_start = chunk_end
         cp_bytes = b"".join(raw + b"\n" for cp, raw in checkpoints if a <= cp.size <= b)
         _write(tmp, "checkpoints.notes", cp_bytes, listing)
         cosigned = _cosigned_in_range(directory, origin, a, b)
@@ -429,50 +496,61 @@ def _export_contiguous(
             _write(tmp, "proofs/start.json", _json(start.to_json()), listing)
         _write(tmp, "keys/keyring.json", keyring.dumps().encode(), listing)
         head_root, witnesses = head_facts(cp_bytes, cosigned, b)
-
-        def in_range() -> Iterator[dict[str, Any]]:
-            # Read again for each view: memory stays at one segment.
-            return _records_between(directory, base, a, b)
-
-        # One pass writes the JSONL view, collects the CSV columns and feeds the report;
-        # a second one writes the CSV.
-        columns: dict[str, None] = {}
-        jsonl_path = tmp / "views" / "records.jsonl"
-        jsonl_path.parent.mkdir(parents=True, exist_ok=True)
-        jsonl_digest, jsonl_size = hashlib.sha256(), 0
-        with open(jsonl_path, "wb") as jsonl_file:
-
-            def first_pass() -> Iterator[dict[str, Any]]:
-                nonlocal jsonl_size
-                for record in in_range():
-                    for line in jsonl_lines((record,)):
-                        jsonl_file.write(line)
-                        jsonl_digest.update(line)
-                        jsonl_size += len(line)
-                    columns.update(dict.fromkeys(record))
-                    yield record
-
-            report = render_report(
-                first_pass(),
-                origin=origin,
-                range_from=a,
-                range_to=b,
-                completeness="proven",
-                created=created,
-                filter_text="none (contiguous)",
-                head_root=head_root,
-                witnesses=witnesses,
-            )
-        listing.append(
-            {"path": "views/records.jsonl", "sha256": jsonl_digest.hexdigest(), "bytes": jsonl_size}
+        (tmp / "views").mkdir(parents=True, exist_ok=True)
+        jsonl_sink = _HashingFile(tmp / "views" / "records.jsonl")
+        csv_path = tmp / "views" / "records.csv"
+        # A large range makes its CSV view in a second process, reading the same records
+        # while this one writes records/, the JSONL view and the report's counters.
+        if b - a >= PARALLEL_CSV:
+            csv_helper = Apart("export-csv", [str(directory), base, a, b, str(csv_path)])
+        csv_sink = _HashingFile(csv_path) if csv_helper is None else None
+        views = ViewBuilder(jsonl_sink, csv_sink)
+        add = views.add
+        loads = orjson.loads
+        # One pass over the range: each stored line is written to records/ and parsed once
+        # for every view; a records/ file per stored segment (as the segments are cut).
+        lines = _lines_between(directory, base, a, b)
+        chunk_start = a
+        while chunk_start < b:
+            chunk_end = min(b, chunk_start - chunk_start % segment_records + segment_records)
+            chunk = list(islice(lines, chunk_end - chunk_start))
+            # Joined a slice at a time: a segment-sized copy would double the memory.
+            pieces = (b"\n".join(chunk[i : i + 4096]) + b"\n" for i in range(0, len(chunk), 4096))
+            _write_pieces(tmp, f"records/{segment_name(chunk_start)}", pieces, listing)
+            for line in chunk:
+                add(loads(record_bytes_of_line(line) or b"{}"))
+            del chunk
+            chunk_start = chunk_end
+        views.finish()
+        jsonl_sink.close()
+        listing.append(jsonl_sink.entry("views/records.jsonl"))
+        if csv_sink is not None:
+            csv_sink.close()
+            if not views.csv_complete:
+                listing.append(_csv_view_file(directory, base, a, b, csv_path))
+            else:
+                listing.append(csv_sink.entry("views/records.csv"))
+        else:
+            listing.append(_finish_csv(csv_helper, directory, base, a, b, csv_path))
+            csv_helper = None
+        report = render_tally(
+            views.tally,
+            origin=origin,
+            range_from=a,
+            range_to=b,
+            completeness="proven",
+            created=created,
+            filter_text="none (contiguous)",
+            head_root=head_root,
+            witnesses=witnesses,
         )
-        csv_pieces = csv_chunks(in_range(), csv_columns([columns]))
-        _write_pieces(tmp, "views/records.csv", csv_pieces, listing)
         _write(tmp, "report.html", report.encode(), listing)
         _write(tmp, "VERIFY.txt", _verify_text(origin, False).encode(), listing)
         manifest_bytes = _finish(tmp, target, signer, origin, listing, a, b, from_ts, to_ts,
                                  ExportFilter(), "proven", b - a, created)  # fmt: skip
     except BaseException:
+        if csv_helper is not None:
+            csv_helper.cancel()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return ExportResult(

@@ -16,7 +16,9 @@ from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-__all__ = ["DECISION_KINDS", "decision_effect", "render_report"]
+import orjson
+
+__all__ = ["DECISION_KINDS", "ReportTally", "decision_effect", "render_report", "render_tally"]
 
 _BAR = "#1565c0"
 _MAX_DENIALS = 500
@@ -163,6 +165,81 @@ def _bar_chart(label: str, counts: Counter[str], limit: int = 15) -> str:
     return f'<table class="chart" aria-label="{_esc(label)}">{rows}</table>{tail}'
 
 
+class ReportTally:
+    """The report's counters, fed one record at a time (bounded memory at any size).
+
+    Records that agree on every field the report reads (type, key id, decision kind,
+    minute, rules, legal basis, jurisdiction) are counted together first and folded into
+    the counters in batches: a log repeats those few fields far more often than it
+    varies them, so most records cost one small serialization and one dict update.
+    """
+
+    _FOLD_AT = 65536
+
+    def __init__(self) -> None:
+        self.by_type: Counter[str] = Counter()
+        self.effects: Counter[str] = Counter()
+        self.rules: Counter[str] = Counter()
+        self.regimes: Counter[str] = Counter()
+        self.denial_rules: Counter[str] = Counter()
+        self.denial_regimes: Counter[str] = Counter()
+        self.per_minute: dict[str, Counter[str]] = {}
+        self.kids: set[str] = set()
+        self.denials: list[Mapping[str, Any]] = []
+        self.denial_count = 0
+        self.total = 0
+        self._pending: dict[bytes, int] = {}
+
+    def add(self, record: Mapping[str, Any]) -> None:
+        """Count one record."""
+        self.total += 1
+        get = record.get
+        kind = get("type")
+        effect = get("effect", get("decision"))
+        minute = str(get("ts", ""))[:16] if kind == "decision" else ""
+        if kind == "decision" and effect == "deny" and len(self.denials) < _MAX_DENIALS:
+            self.denials.append(record)
+        fields = (kind, get("kid"), effect, minute, get("rules"), get("legal_basis"), get("juris"))
+        try:
+            key = orjson.dumps(fields)
+        except TypeError:  # not plain JSON values: count it on its own, in order
+            self.flush()
+            self._fold(fields, 1)
+            return
+        pending = self._pending
+        pending[key] = pending.get(key, 0) + 1
+        if len(pending) >= self._FOLD_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        """Fold the grouped records into the counters."""
+        pending, self._pending = self._pending, {}
+        for key, n in pending.items():
+            self._fold(tuple(orjson.loads(key)), n)
+
+    def _fold(self, fields: tuple[Any, ...], n: int) -> None:
+        kind, kid, effect, minute, rules, legal_basis, juris = fields
+        self.by_type[str(kind)] += n
+        if kid:
+            self.kids.add(str(kid))
+        if kind != "decision":
+            return
+        effect = effect if effect in DECISION_KINDS else "other"
+        self.effects[effect] += n
+        self.per_minute.setdefault(minute, Counter())[effect] += n
+        denied = effect == "deny"
+        if denied:
+            self.denial_count += n
+        for rule in rules or []:
+            self.rules[str(rule)] += n
+            if denied:
+                self.denial_rules[str(rule)] += n
+        for regime in _regimes({"legal_basis": legal_basis, "juris": juris}):
+            self.regimes[regime] += n
+            if denied:
+                self.denial_regimes[regime] += n
+
+
 def render_report(
     records: Iterable[Mapping[str, Any]],
     *,
@@ -177,41 +254,40 @@ def render_report(
 ) -> str:
     """The HTML document for the records of one export; `head_root` is the root of the
     checkpoint at `range_to` and `witnesses` the names on its cosignatures."""
-    by_type: Counter[str] = Counter()
-    effects: Counter[str] = Counter()
-    rules: Counter[str] = Counter()
-    regimes: Counter[str] = Counter()
-    denial_rules: Counter[str] = Counter()
-    denial_regimes: Counter[str] = Counter()
-    per_minute: dict[str, Counter[str]] = {}
-    kids: set[str] = set()
-    denials: list[Mapping[str, Any]] = []
-    denial_count = 0
-    total = 0
-    # One pass, keeping counters and the first denials only: bounded memory at any size.
+    tally = ReportTally()
     for record in records:
-        total += 1
-        by_type[str(record.get("type"))] += 1
-        if record.get("kid"):
-            kids.add(str(record["kid"]))
-        if record.get("type") != "decision":
-            continue
-        kind = decision_effect(record) or "other"
-        effects[kind] += 1
-        per_minute.setdefault(str(record.get("ts", ""))[:16], Counter())[kind] += 1
-        denied = kind == "deny"
-        if denied:
-            denial_count += 1
-            if len(denials) < _MAX_DENIALS:
-                denials.append(record)
-        for rule in record.get("rules") or []:
-            rules[str(rule)] += 1
-            if denied:
-                denial_rules[str(rule)] += 1
-        for regime in _regimes(record):
-            regimes[regime] += 1
-            if denied:
-                denial_regimes[regime] += 1
+        tally.add(record)
+    return render_tally(
+        tally,
+        origin=origin,
+        range_from=range_from,
+        range_to=range_to,
+        completeness=completeness,
+        created=created,
+        filter_text=filter_text,
+        head_root=head_root,
+        witnesses=witnesses,
+    )
+
+
+def render_tally(
+    tally: ReportTally,
+    *,
+    origin: str,
+    range_from: int,
+    range_to: int,
+    completeness: str,
+    created: str,
+    filter_text: str,
+    head_root: str = "",
+    witnesses: Sequence[str] = (),
+) -> str:
+    """The HTML document from the counters of every record of one export."""
+    tally.flush()
+    effects, by_type, kids, denials = tally.effects, tally.by_type, tally.kids, tally.denials
+    rules, regimes, per_minute = tally.rules, tally.regimes, tally.per_minute
+    denial_rules, denial_regimes = tally.denial_rules, tally.denial_regimes
+    denial_count, total = tally.denial_count, tally.total
     decision_count = sum(effects.values())
     summary = ", ".join(f"{effects.get(kind, 0)} {kind}" for kind in DECISION_KINDS)
     if effects.get("other"):

@@ -27,6 +27,7 @@ import fcntl
 import json
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +44,7 @@ __all__ = [
     "SEGMENTS_DIR",
     "DirLock",
     "LogFiles",
+    "LineBlocks",
     "LogMeta",
     "StartState",
     "atomic_write",
@@ -216,7 +218,38 @@ def split_lines(data: bytes) -> tuple[list[bytes], int]:
     end = data.rfind(b"\n") + 1
     if end == 0:
         return [], 0
-    return data[: end - 1].split(b"\n"), end
+    # Split the whole buffer and drop the piece after the last newline: slicing first
+    # would copy a segment-sized buffer once more.
+    lines = data.split(b"\n")
+    lines.pop()
+    return lines, end
+
+
+#: Bytes read at a time when a segment is streamed (a segment holds up to ~40 MB).
+READ_BLOCK = 4 << 20
+
+
+class LineBlocks:
+    """The complete lines of a file, a block of them at a time: memory stays at about one
+    block whatever the file's size. After iterating, `tail` holds the bytes after the last
+    newline (a torn line) and `size` the bytes read."""
+
+    def __init__(self, path: Path, block: int = READ_BLOCK) -> None:
+        self.path = path
+        self.block = block
+        self.tail = b""
+        self.size = 0
+
+    def __iter__(self) -> Iterator[list[bytes]]:
+        with open(self.path, "rb") as handle:
+            rest = b""
+            while data := handle.read(self.block):
+                self.size += len(data)
+                lines = (rest + data if rest else data).split(b"\n")
+                rest = lines.pop()
+                if lines:
+                    yield lines
+        self.tail = rest
 
 
 def write_all(fd: int, data: bytes) -> None:

@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 
 from gateway import __version__
+from gateway.audit.apart import Apart
 from gateway.audit.bundle import (
     BUNDLE_FORMAT,
     MANIFEST_FILE,
@@ -45,23 +46,24 @@ from gateway.audit.bundle import (
 )
 from gateway.audit.canonical import canonical_dumps, canonicalize, is_jcs_safe, strict_loads
 from gateway.audit.chain import GENESIS_PREV, record_bytes_of_line
-from gateway.audit.errors import MalformedJSON, NoteError, ProofError
+from gateway.audit.errors import AuditError, MalformedJSON, NoteError, ProofError
 from gateway.audit.keyring import Keyring, KeyringEntry
 from gateway.audit.merkle import CompactRange, leaf_hash, verify_inclusion
 from gateway.audit.note import Checkpoint, parse_checkpoint_text, parse_note, split_notes
 from gateway.audit.record import DEFAULT_UNCOVERED_BOUND, parse_ts, record_shape_problem
-from gateway.audit.report import render_report
+from gateway.audit.report import render_tally
 from gateway.audit.storage import (
     CHECKPOINTS_FILE,
     COSIGNED_FILE,
     META_FILE,
     PRUNED_FILE,
     QUARANTINE_DIR,
+    LineBlocks,
     LogMeta,
     StartState,
     list_segments,
 )
-from gateway.audit.views import VIEW_FILES, csv_chunks, csv_columns, head_facts, jsonl_lines
+from gateway.audit.views import VIEW_FILES, ViewBuilder, csv_chunks, head_facts
 from gateway.audit.witness import CosignerKey
 
 __all__ = [
@@ -510,16 +512,20 @@ def _iter_lines(
     files: Sequence[tuple[str, Path]], progress: Callable[[int], None]
 ) -> Iterator[_Line]:
     for label, path in files:
-        data = path.read_bytes()
-        end = data.rfind(b"\n") + 1
         number = 0
-        for raw in data[: max(end - 1, 0)].split(b"\n") if end else []:
+        blocks = LineBlocks(path)
+        done = 0
+        for complete in blocks:
+            for raw in complete:
+                number += 1
+                yield _Line(label, number, raw, True)
+            del complete  # before the next block is read: memory stays at one block
+            progress(blocks.size - done)
+            done = blocks.size
+        if blocks.tail:
             number += 1
-            yield _Line(label, number, raw, True)
-        if end < len(data):
-            number += 1
-            yield _Line(label, number, data[end:], False)
-        progress(len(data))
+            yield _Line(label, number, blocks.tail, False)
+        progress(blocks.size - done)
 
 
 class _Decoded:
@@ -637,6 +643,7 @@ class _Source:
     requested_to: str | None = None
     cosigned: bytes = b""
     cosigned_label: str = ""
+    views: _Views | None = None
 
 
 def _stream_contiguous(
@@ -1231,20 +1238,28 @@ def _source_for_bundle(run: _Run, path: Path) -> _Source | None:
                 inclusion.append(json.loads(text))
         except (OSError, ValueError) as exc:
             run.error("PROOF_INVALID", f"proofs/inclusion.jsonl unreadable: {exc}", inclusion_label)
-    _check_views(
-        run,
+    view_args = (
         path,
         listed,
         record_files,
         manifest,
-        origin=origin,
-        range_from=rng["from"],
-        range_to=rng["to"],
-        completeness=completeness if isinstance(completeness, str) else "",
-        filter_text=(
-            json.dumps(export_filter.to_json()) if not export_filter.empty else "none (contiguous)"
-        ),
+        {
+            "origin": origin,
+            "range_from": rng["from"],
+            "range_to": rng["to"],
+            "completeness": completeness if isinstance(completeness, str) else "",
+            "filter_text": (
+                json.dumps(export_filter.to_json())
+                if not export_filter.empty
+                else "none (contiguous)"
+            ),
+        },
     )
+    views = _Views(view_args)
+    if sum(p.stat().st_size for _label, p in record_files) < PARALLEL_VIEWS_BYTES:
+        views.check(run)
+    else:
+        views.start()
     return _Source(
         origin,
         record_files,
@@ -1261,11 +1276,103 @@ def _source_for_bundle(run: _Run, path: Path) -> _Source | None:
         requested_to=requested_to if isinstance(requested_to, str) else None,
         cosigned=cosigned_bytes,
         cosigned_label=str(path / COSIGNED_FILE),
+        views=views,
     )
 
 
+#: A bundle with more record bytes than this has its views made again in a second
+#: process while this one checks the records: the two passes are independent, so on two
+#: cores they overlap. Smaller bundles do both here (a process costs a fraction of a second).
+PARALLEL_VIEWS_BYTES = 64 << 20
+
+
+class _Findings:
+    """Findings collected apart from a `_Run` (in the process that checks the views)."""
+
+    def __init__(self) -> None:
+        self.errors: list[Finding] = []
+        self.warnings: list[Finding] = []
+
+    def error(
+        self,
+        code: str,
+        detail: str,
+        file: str | None = None,
+        line: int | None = None,
+        seq: int | None = None,
+    ) -> None:
+        self.errors.append(Finding(code, detail, file, line, seq))
+
+    def warn(
+        self,
+        code: str,
+        detail: str,
+        file: str | None = None,
+        line: int | None = None,
+        seq: int | None = None,
+    ) -> None:
+        self.warnings.append(Finding(code, detail, file, line, seq))
+
+
+def _view_findings(
+    path: Path,
+    listed: set[str],
+    record_files: Sequence[tuple[str, Path]],
+    manifest: dict[str, Any],
+    options: dict[str, Any],
+) -> tuple[list[Finding], list[Finding]]:
+    found = _Findings()
+    _check_views(found, path, listed, record_files, manifest, **options)
+    return found.errors, found.warnings
+
+
+class _Views:
+    """The comparison of a bundle's views with its records, here or in a helper process."""
+
+    def __init__(self, args: tuple[Any, ...]) -> None:
+        self._args = args
+        self._helper: Apart | None = None
+        self._done = False
+
+    def check(self, run: _Run) -> None:
+        """Compare here, now."""
+        self._done = True
+        errors, warnings = _view_findings(*self._args)
+        run.report.errors.extend(errors)
+        run.report.warnings.extend(warnings)
+
+    def start(self) -> None:
+        """Compare in a helper process; `finish` collects the findings."""
+        path, listed, record_files, manifest, options = self._args
+        files = [(label, str(p)) for label, p in record_files]
+        self._helper = Apart("verify-views", [str(path), sorted(listed), files, manifest, options])
+
+    def finish(self, run: _Run) -> None:
+        """Add the findings of a comparison started with `start` (or compare now)."""
+        if self._done:
+            return
+        if self._helper is None:
+            self.check(run)
+            return
+        self._done = True
+        try:
+            errors, warnings = self._helper.result()
+        except AuditError:
+            self.check(run)
+            return
+        run.report.errors.extend(Finding(**f) for f in errors)
+        run.report.warnings.extend(Finding(**f) for f in warnings)
+
+
+class _DigestSink:
+    """A view that is hashed, not kept."""
+
+    def __init__(self, digest: Any) -> None:
+        self.write = digest.update
+
+
 def _check_views(
-    run: _Run,
+    run: _Run | _Findings,
     path: Path,
     listed: set[str],
     record_files: Sequence[tuple[str, Path]],
@@ -1312,21 +1419,17 @@ def _check_views(
         cosigned_path.read_bytes() if COSIGNED_FILE in listed and cosigned_path.is_file() else b"",
         range_to,
     )
-    # One pass for the JSONL view, the CSV columns and the report; one more for the CSV.
-    jsonl_digest = hashlib.sha256()
-    columns_seen: list[dict[str, Any]] = []
-
-    def first_pass() -> Iterator[dict[str, Any]]:
-        keys: dict[str, None] = {}
-        for record in records():
-            for line in jsonl_lines((record,)):
-                jsonl_digest.update(line)
-            keys.update(dict.fromkeys(record))
-            yield record
-        columns_seen.append(keys)
-
-    report = render_report(
-        first_pass(),
+    # One pass makes the JSONL view, the report and (usually) the CSV; a second pass
+    # makes the CSV only when a record has a field the first one lacked.
+    jsonl_digest, csv_digest = hashlib.sha256(), hashlib.sha256()
+    views = ViewBuilder(_DigestSink(jsonl_digest), _DigestSink(csv_digest))
+    for record in records():
+        views.add(record)
+    if broken:
+        return  # the record checks report it; views of broken records mean nothing
+    views.finish()
+    report = render_tally(
+        views.tally,
         origin=origin,
         range_from=range_from,
         range_to=range_to,
@@ -1336,16 +1439,15 @@ def _check_views(
         head_root=head_root,
         witnesses=witnesses,
     ).encode()
-    if broken:
-        return  # the record checks report it; views of broken records mean nothing
     expected_digests = {
         "views/records.jsonl": jsonl_digest.hexdigest(),
         "report.html": hashlib.sha256(report).hexdigest(),
     }
     if "views/records.csv" in present:
-        csv_digest = hashlib.sha256()
-        for piece in csv_chunks(records(), csv_columns(columns_seen)):
-            csv_digest.update(piece)
+        if not views.csv_complete:
+            csv_digest = hashlib.sha256()
+            for piece in csv_chunks(records(), views.columns()):
+                csv_digest.update(piece)
         expected_digests["views/records.csv"] = csv_digest.hexdigest()
     if broken:
         return
@@ -1399,18 +1501,22 @@ def verify_source(
         if options.progress is not None:
             options.progress(done, total)
 
-    if src.filter is not None:
-        _stream_selective(run, src, trusted, progress)
-        _check_witnesses(run, witnesses_at)
-        return report
-    start: StartState | None = None
-    if src.start is not None and src.start_size > 0:
-        start = run.start_state(src.start, src.start_label, trusted, src.start_size)
-        if start is None:
-            report.completeness = "incomplete"
+    try:
+        if src.filter is not None:
+            _stream_selective(run, src, trusted, progress)
+            _check_witnesses(run, witnesses_at)
             return report
-    _stream_contiguous(run, src, trusted, start, progress)
-    _check_witnesses(run, witnesses_at)
+        start: StartState | None = None
+        if src.start is not None and src.start_size > 0:
+            start = run.start_state(src.start, src.start_label, trusted, src.start_size)
+            if start is None:
+                report.completeness = "incomplete"
+                return report
+        _stream_contiguous(run, src, trusted, start, progress)
+        _check_witnesses(run, witnesses_at)
+    finally:
+        if src.views is not None:
+            src.views.finish(run)
     if report.errors:
         report.completeness = "incomplete"
     return report

@@ -14,16 +14,18 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
 from gateway.audit.errors import NoteError
 from gateway.audit.note import parse_checkpoint_text, parse_note, split_notes
-from gateway.audit.report import render_report
+from gateway.audit.report import ReportTally, render_report
 
 __all__ = [
     "VIEW_FILES",
+    "ViewBuilder",
+    "ViewSink",
     "csv_chunks",
     "csv_columns",
     "csv_view",
@@ -76,7 +78,7 @@ def csv_chunks(records: Iterable[dict[str, Any]], columns: list[str]) -> Iterato
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(columns)
-    cell = _csv_cell
+    cell = _Cells()
     formula = _FORMULA_STARTS
     for count, record in enumerate(records, 1):
         # Most cells are plain strings: keep the function call for the others.
@@ -91,6 +93,131 @@ def csv_chunks(records: Iterable[dict[str, Any]], columns: list[str]) -> Iterato
             out.seek(0)
             out.truncate()
     yield out.getvalue().encode()
+
+
+class _Cells:
+    """CSV cells of values other than plain strings, remembered by their JSON bytes: a
+    log repeats its lists (rules, legal bases) and numbers far more than it varies them."""
+
+    _LIMIT = 8192
+
+    def __init__(self) -> None:
+        self._known: dict[bytes, str] = {}
+
+    def __call__(self, value: Any) -> str:
+        try:
+            key = orjson.dumps(value)
+        except TypeError:  # beyond plain JSON: no key, make it each time
+            return _csv_cell(value)
+        text = self._known.get(key)
+        if text is None:
+            if len(self._known) >= self._LIMIT:
+                self._known.clear()
+            # Equal JSON bytes mean equal values (order, types and all), so equal cells.
+            text = self._known[key] = _csv_cell(value)
+        return text
+
+
+class ViewSink(Protocol):
+    """Where a view's bytes go (a file, a digest, or both)."""
+
+    def write(self, data: bytes, /) -> Any:
+        """Take the next piece of the view."""
+
+
+class ViewBuilder:
+    """The JSONL view, the CSV view and the report's counters from one pass over the
+    records, each record parsed once.
+
+    The CSV columns are those of every record, known only at the end; the builder
+    writes rows with the first record's columns and stays right as long as no record
+    has a field the first lacked (`csv_complete`). When one does, the CSV stops and the
+    caller makes it again with `columns()` in a second pass.
+
+    Without a sink a view is not made (`tally=False`: nor the report's counters), so
+    that two processes can share the views of one range.
+    """
+
+    _ROWS_PER_PIECE = 4096
+
+    def __init__(
+        self, jsonl: ViewSink | None, csv_out: ViewSink | None, *, tally: bool = True
+    ) -> None:
+        self.tally = ReportTally()
+        self._count = tally
+        self._jsonl = jsonl
+        self._csv = csv_out
+        self._keys: dict[str, None] = {}
+        self._known: frozenset[str] | None = None
+        self._columns: list[str] = []
+        self._lines: list[str] = []
+        self._commas = 0
+        self._cells = _Cells()
+        self._text = io.StringIO()
+        self._writer = csv.writer(self._text, lineterminator="\n")
+        self.csv_complete = True
+
+    def add(self, record: dict[str, Any]) -> None:
+        """Take the next record."""
+        if self._jsonl is not None:
+            self._jsonl.write(orjson.dumps(record, option=orjson.OPT_SORT_KEYS) + b"\n")
+        if self._count:
+            self.tally.add(record)
+        if self._csv is None:
+            return
+        known = self._known
+        if known is None:
+            self._keys.update(dict.fromkeys(record))
+            self._known = known = frozenset(record)
+            self._columns = csv_columns([record])
+            self._commas = len(self._columns) - 1
+            self._write_row(self._columns)
+        elif not self.csv_complete or not known.issuperset(record):
+            self._keys.update(dict.fromkeys(record))
+            self.csv_complete = False
+            self._lines.clear()
+            return
+        if not self.csv_complete:
+            return
+        cell, formula = self._cells, _FORMULA_STARTS
+        row = [
+            v if type(v) is str and v[:1] not in formula else cell(v)
+            for v in map(record.get, self._columns)
+        ]
+        line = ",".join(row)
+        # No cell holds a comma, a quote or a line break: the writer would quote nothing,
+        # so the joined cells are its bytes already. Otherwise the writer makes the row.
+        if line.count(",") == self._commas and '"' not in line and "\n" not in line:
+            if "\r" not in line:
+                self._lines.append(line + "\n")
+            else:
+                self._write_row(row)
+        else:
+            self._write_row(row)
+        if len(self._lines) >= self._ROWS_PER_PIECE:
+            self._flush_rows()
+
+    def _write_row(self, row: list[str]) -> None:
+        self._writer.writerow(row)
+        self._lines.append(self._text.getvalue())
+        self._text.seek(0)
+        self._text.truncate()
+
+    def _flush_rows(self) -> None:
+        if self._csv is not None:
+            self._csv.write("".join(self._lines).encode())
+        self._lines.clear()
+
+    def finish(self) -> None:
+        """Write what is buffered (the CSV header alone when there were no records)."""
+        if self._known is None:
+            self._write_row(csv_columns([]))
+        if self.csv_complete:
+            self._flush_rows()
+
+    def columns(self) -> list[str]:
+        """The CSV columns of every record taken so far."""
+        return csv_columns([self._keys])
 
 
 def csv_view(records: Sequence[dict[str, Any]]) -> bytes:

@@ -78,3 +78,163 @@ def test_views_from_another_version_are_named_not_trusted(
     report = verify_source(bundle, keyring)
     assert report.valid
     assert "VIEW_NOT_CHECKED" in {w.code for w in report.warnings}
+
+
+@pytest.mark.parametrize("view", ["views/records.csv", "views/records.jsonl", "report.html"])
+def test_views_compared_in_a_second_process_catch_a_one_byte_change(
+    builder: LogBuilder,
+    keyring: Keyring,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    view: str,
+) -> None:
+    import gateway.audit.verify as verify_module
+
+    monkeypatch.setattr(verify_module, "PARALLEL_VIEWS_BYTES", 0)
+    bundle = _bundle(builder, keyring, tmp_path / "bundle")
+    report = verify_source(bundle, keyring)
+    assert report.valid, report.errors
+    data = bytearray((bundle / view).read_bytes())
+    middle = len(data) // 2
+    data[middle] = ord("x") if data[middle] != ord("x") else ord("y")
+    (bundle / view).write_bytes(bytes(data))
+    _resign(bundle, builder)
+    report = verify_source(bundle, keyring)
+    assert verify_codes(report) == {"VIEW_MISMATCH"}, report.errors
+    assert report.completeness == "incomplete"
+
+
+def _records(n: int, extra_at: int | None) -> list[dict[str, object]]:
+    records: list[dict[str, object]] = []
+    for i in range(n):
+        record: dict[str, object] = {
+            "seq": i,
+            "ts": f"2026-01-01T00:{i % 60:02d}:00.000000Z",
+            "type": "decision",
+            "decision": ["allow", "deny", "transform"][i % 3],
+            "rules": [f"rule.{i % 4}"] if i % 5 else [],
+            "legal_basis": [{"regime": "GDPR", "ref": f"Art. {44 + i % 2}"}] if i % 3 == 1 else [],
+            "status": [200, 451, -1][i % 3],
+            "note": ["=1+1", "plain", None, 'say "hi"', "a,b", "two\nlines", "cr\r"][i % 7],
+        }
+        if i == extra_at:
+            record["late_field"] = "x"
+        records.append(record)
+    return records
+
+
+@pytest.mark.parametrize("extra_at", [None, 0, 7, 29])
+def test_the_one_pass_views_equal_the_views_made_from_the_whole_list(
+    extra_at: int | None,
+) -> None:
+    import io
+
+    from gateway.audit.views import ViewBuilder, csv_chunks, csv_view, jsonl_view
+
+    records = _records(30, extra_at)
+    jsonl, csv_out = io.BytesIO(), io.BytesIO()
+    views = ViewBuilder(jsonl, csv_out)
+    for record in records:
+        views.add(record)
+    views.finish()
+    assert jsonl.getvalue() == jsonl_view(records)
+    # A field that only a later record has ends the one-pass CSV: the caller makes it again.
+    assert views.csv_complete == (extra_at in (None, 0))
+    if views.csv_complete:
+        assert csv_out.getvalue() == csv_view(records)
+    else:
+        assert b"".join(csv_chunks(records, views.columns())) == csv_view(records)
+
+
+def test_an_empty_range_has_the_csv_header_alone() -> None:
+    import io
+
+    from gateway.audit.views import ViewBuilder, csv_view
+
+    csv_out = io.BytesIO()
+    views = ViewBuilder(io.BytesIO(), csv_out)
+    views.finish()
+    assert csv_out.getvalue() == csv_view([])
+
+
+@pytest.mark.parametrize("fold_at", [1, 2, 7, 1000])
+def test_report_counts_do_not_depend_on_when_they_are_folded(
+    fold_at: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from gateway.audit.report import ReportTally, render_report
+
+    records = _records(90, None)
+    for i, record in enumerate(records):
+        record["rules"] = [f"rule.{(i * 7) % 11}", f"other.{i % 3}"]
+    kw = {"origin": "o", "range_from": 0, "range_to": 90, "completeness": "proven",
+          "created": "2026-01-01T01:00:00Z", "filter_text": "none"}  # fmt: skip
+    reference = render_report(records, **kw)  # type: ignore[arg-type]
+    monkeypatch.setattr(ReportTally, "_FOLD_AT", fold_at)
+    assert render_report(records, **kw) == reference  # type: ignore[arg-type]
+    assert "30 deny" in reference
+
+
+def test_a_csv_made_in_a_second_process_equals_the_one_made_here(
+    builder: LogBuilder, keyring: Keyring, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.audit.export as export_module
+
+    here = _bundle(builder, keyring, tmp_path / "here")
+    monkeypatch.setattr(export_module, "PARALLEL_CSV", 1)
+    export_bundle(builder.directory, tmp_path / "apart", builder.signer, keyring=keyring)
+    apart = tmp_path / "apart"
+    for rel in ("views/records.csv", "views/records.jsonl"):  # the report names its time
+        assert (apart / rel).read_bytes() == (here / rel).read_bytes(), rel
+    assert verify_source(apart, keyring).valid
+
+
+def test_a_failing_helper_process_changes_nothing(
+    builder: LogBuilder, keyring: Keyring, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import gateway.audit.export as export_module
+    import gateway.audit.verify as verify_module
+    from gateway.audit.apart import Apart
+
+    here = _bundle(builder, keyring, tmp_path / "here")
+    monkeypatch.setattr(export_module, "PARALLEL_CSV", 1)
+    monkeypatch.setattr(verify_module, "PARALLEL_VIEWS_BYTES", 0)
+    started = Apart.__init__
+
+    def failing(self: Apart, task: str, args: object) -> None:
+        started(self, "no-such-task", args)  # the helper starts, then fails
+
+    monkeypatch.setattr(Apart, "__init__", failing)
+    export_bundle(builder.directory, tmp_path / "apart", builder.signer, keyring=keyring)
+    apart = tmp_path / "apart"
+    assert (apart / "views/records.csv").read_bytes() == (here / "views/records.csv").read_bytes()
+    view = apart / "views/records.csv"
+    view.write_bytes(view.read_bytes().replace(b",deny,", b",allow,", 1))
+    _resign(apart, builder)
+    assert verify_codes(verify_source(apart, keyring)) == {"VIEW_MISMATCH"}
+
+
+def test_the_helper_refuses_an_unknown_task() -> None:
+    from gateway.audit.apart import Apart
+    from gateway.audit.errors import AuditError
+
+    with pytest.raises(AuditError, match="unknown task"):
+        Apart("no-such-task", []).result()
+
+
+@pytest.mark.parametrize("block", [1, 2, 7, 64, 1 << 20])
+@pytest.mark.parametrize(
+    "data", [b"", b"\n", b"a\nbb\n", b"a\nbb\nccc", b"\n\nx\n\n", b"one line, no newline"]
+)
+def test_line_blocks_equal_splitting_the_whole_file(
+    tmp_path: Path, block: int, data: bytes
+) -> None:
+    from gateway.audit.storage import LineBlocks, split_lines
+
+    path = tmp_path / "segment.jsonl"
+    path.write_bytes(data)
+    blocks = LineBlocks(path, block)
+    lines = [line for chunk in blocks for line in chunk]
+    complete, end = split_lines(data)
+    assert lines == complete
+    assert blocks.tail == data[end:]
+    assert blocks.size == len(data)
