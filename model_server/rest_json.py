@@ -699,6 +699,8 @@ def prepare_fast(doc: Any, body: bytes) -> _FastDocument | None:
         return None
     if b"true" in body or b"false" in body or b"null" in body:
         return None  # numpy would coerce booleans into numbers
+    if (b"e" in body or b"E" in body) and _BIG_EXPONENT.search(body):
+        return None  # rapidjson refuses an exponent past 308 even for 0.0e625; orjson reads 0
     keys = len(doc)
     instances: np.ndarray | None = None
     inputs: np.ndarray | dict[str, np.ndarray] | None = None
