@@ -149,6 +149,20 @@ def _write(root: Path, rel: str, data: bytes, listing: list[dict[str, Any]]) -> 
     listing.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
 
 
+#: Where the gateway files the policy revisions in force beside its log (and in a bundle).
+REVISIONS_DIR = "policy-revisions"
+
+
+def _write_revisions(directory: Path, root: Path, listing: list[dict[str, Any]]) -> None:
+    """Copy every filed policy revision into the bundle, listed like any file, so the
+    bundle's decisions can be derived again from the bundle alone (`verify --replay`)."""
+    store = directory / REVISIONS_DIR
+    if not store.is_dir():
+        return
+    for path in sorted(store.glob("*.json")):
+        _write(root, f"{REVISIONS_DIR}/{path.name}", path.read_bytes(), listing)
+
+
 def export_bundle(
     log_dir: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -271,6 +285,7 @@ def export_bundle(
         _write(tmp, "proofs/inclusion.jsonl", b"".join(proof_lines), listing)
         ring = keyring or Keyring([KeyringEntry(signer.verifier, (meta.base_origin,))])
         _write(tmp, "keys/keyring.json", ring.dumps().encode(), listing)
+        _write_revisions(directory, tmp, listing)
         chosen = [records[seq - base] for seq in selected]
         filter_text = json.dumps(export_filter.to_json()) if filtered else "none (contiguous)"
         head_root, witnesses = head_facts(cp_bytes, cosigned, b)
@@ -495,6 +510,7 @@ def _export_contiguous(
                 start = StartState(a, compact, prev_leaf, proof)
             _write(tmp, "proofs/start.json", _json(start.to_json()), listing)
         _write(tmp, "keys/keyring.json", keyring.dumps().encode(), listing)
+        _write_revisions(directory, tmp, listing)
         head_root, witnesses = head_facts(cp_bytes, cosigned, b)
         (tmp / "views").mkdir(parents=True, exist_ok=True)
         jsonl_sink = _HashingFile(tmp / "views" / "records.jsonl")
