@@ -38,6 +38,7 @@ from gateway.proxy import BackendSpec, select_backend
 __all__ = [
     "ChangeListener",
     "Impact",
+    "impact_html",
     "Outcome",
     "ReplayReport",
     "iter_decision_records",
@@ -304,3 +305,35 @@ def policy_impact(
         if len(listed) < samples:
             listed.append(str(record.get("decision_id")))
     return impact
+
+
+def impact_html(impact: Impact, revision: str, sources: list[str]) -> str:
+    """A self-contained HTML page of `impact` (for a review or a change ticket)."""
+    from html import escape
+
+    def table(title: str, counts: Counter[str]) -> str:
+        rows = "".join(
+            f"<tr><td>{escape(name)}</td><td class=n>{count}</td></tr>"
+            for name, count in counts.most_common()
+        )
+        return f"<h2>{escape(title)}</h2><table><tr><th>{escape(title)}</th><th>decisions</th></tr>{rows or '<tr><td colspan=2>none</td></tr>'}</table>"  # noqa: E501
+
+    samples = "".join(
+        f"<li><b>{escape(transition)}</b>: {escape(', '.join(ids))}</li>"
+        for transition, ids in impact.samples.items()
+    )
+    return (
+        "<!doctype html><html lang=en><meta charset=utf-8><title>Policy replay</title>"
+        "<style>body{font:14px/1.4 system-ui,sans-serif;max-width:960px;margin:2em auto}"
+        "table{border-collapse:collapse;margin-bottom:1em}td,th{border:1px solid #999;"
+        "padding:.2em .6em;text-align:left}.n{text-align:right}</style>"
+        f"<h1>Policy replay</h1><p>Candidate <code>{escape(revision)}</code> on "
+        f"{escape(', '.join(sources))}.</p>"
+        f"<p><b>{impact.changed}</b> of {impact.compared} recorded decisions would change "
+        f"({impact.not_replayable} not replayable).</p>"
+        + table("transition", impact.transitions)
+        + table("rule", impact.by_rule)
+        + table("tenant", impact.by_tenant)
+        + table("model", impact.by_model)
+        + f"<h2>Sample decision ids</h2><ul>{samples or '<li>none</li>'}</ul></html>"
+    )

@@ -93,6 +93,13 @@ def register(subparsers: Any) -> None:
         "--policies", type=Path, action="append", required=True, help="candidate policies"
     )
     replay.add_argument("--tenant", action="append", default=[], help="only these tenants")
+    replay.add_argument(
+        "--from", dest="from_ts", metavar="TIME", help="only decisions at or after (RFC 3339)"
+    )
+    replay.add_argument(
+        "--to", dest="to_ts", metavar="TIME", help="only decisions before (RFC 3339)"
+    )
+    replay.add_argument("--html", metavar="FILE", help="write an HTML report")
     replay.add_argument("--json", metavar="FILE", help="write the report as JSON (`-`: stdout)")
     replay.add_argument(
         "--csv", metavar="FILE", help="write one row per changed decision (id, tenant, ...)"
@@ -315,7 +322,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import itertools
     import json
 
-    from gateway.replay import iter_decision_records, policy_impact
+    from gateway.replay import impact_html, iter_decision_records, policy_impact
 
     result = _load(args.policies)
     if result.policy_set is None:
@@ -325,8 +332,14 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if not log.is_dir():
             print(f"error: --log `{log}` is not a directory", file=sys.stderr)
             return 2
+    window = _time_window(args.from_ts, args.to_ts)
+    if isinstance(window, str):
+        print(f"error: {window}", file=sys.stderr)
+        return 2
     records = _with_progress(
-        itertools.chain.from_iterable(iter_decision_records(log) for log in args.log)
+        record
+        for record in itertools.chain.from_iterable(iter_decision_records(log) for log in args.log)
+        if window(record)
     )
     with contextlib.ExitStack() as stack:
         on_change = None
@@ -348,9 +361,41 @@ def cmd_replay(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
         else:
             Path(args.json).write_text(text, encoding="utf-8")
+    if args.html:
+        Path(args.html).write_text(
+            impact_html(impact, result.policy_set.revision, [str(log) for log in args.log]),
+            encoding="utf-8",
+        )
     if args.json != "-":
         _print_impact(impact, result.policy_set.revision)
     return 1 if args.fail_on_change and impact.changed else 0
+
+
+def _time_window(from_ts: str | None, to_ts: str | None) -> Any:
+    """A predicate on a record's `ts` for `--from`/`--to`, or an error message."""
+    from datetime import datetime
+
+    bounds: list[datetime | None] = []
+    for flag, text in (("--from", from_ts), ("--to", to_ts)):
+        if text is None:
+            bounds.append(None)
+            continue
+        try:
+            parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        except ValueError:
+            return f"{flag} `{text}` is not an RFC 3339 time (e.g. 2026-12-01T00:00:00Z)"
+        if parsed.tzinfo is None:
+            return f"{flag} `{text}` needs a time zone (e.g. Z)"
+        bounds.append(parsed)
+    start, end = bounds
+
+    def within(record: dict[str, Any]) -> bool:
+        if start is None and end is None:
+            return True
+        ts = datetime.fromisoformat(str(record.get("ts", "")).replace("Z", "+00:00"))
+        return (start is None or ts >= start) and (end is None or ts < end)
+
+    return within
 
 
 def _with_progress(records: Any) -> Any:

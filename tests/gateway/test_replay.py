@@ -132,9 +132,10 @@ async def test_policy_replay_reports_what_a_candidate_would_flip(
     pack.write_text(yaml.safe_dump(data, allow_unicode=True, sort_keys=False))
     report = tmp_path / "impact.json"
     rows = tmp_path / "impact.csv"
+    page = tmp_path / "impact.html"
     code = cli_main(
         ["policy", "replay", "--log", str(traffic.audit_dir), "--policies", str(candidate),
-         "--json", str(report), "--csv", str(rows), "--fail-on-change"]
+         "--json", str(report), "--csv", str(rows), "--html", str(page), "--fail-on-change"]
     )  # fmt: skip
     out = capsys.readouterr().out
     assert code == 1, out
@@ -148,6 +149,16 @@ async def test_policy_replay_reports_what_a_candidate_would_flip(
     lines = rows.read_text().splitlines()
     assert lines[0].startswith("decision_id,seq,tenant") and len(lines) == 3
     assert all(",acme,mnist,deny 451" in line and "allow 200" in line for line in lines[1:])
+    html = page.read_text()
+    assert "<b>2</b> of 5 recorded decisions would change" in html and "sanctions-us-iran" in html
+    # A window before the traffic holds nothing to change.
+    code = cli_main(
+        ["policy", "replay", "--log", str(traffic.audit_dir), "--policies", str(candidate),
+         "--to", "2000-01-01T00:00:00Z", "--fail-on-change"]
+    )  # fmt: skip
+    assert code == 0 and "0 of 0 recorded decisions" in capsys.readouterr().out
+    assert cli_main(["policy", "replay", "--log", str(traffic.audit_dir), "--policies",
+                     str(candidate), "--from", "yesterday"]) == 2  # fmt: skip
     # The shipped policies themselves change nothing.
     code = cli_main(
         ["policy", "replay", "--log", str(traffic.audit_dir), "--policies",
