@@ -267,7 +267,7 @@ def test_the_reference_table_is_generated_from_the_model() -> None:
 
 @pytest.fixture
 async def serving(tmp_path: Path, gateway_factory: Any) -> Any:
-    backend = StubBackend("be-eu", free_port())
+    backend = StubBackend("be-eu", 0)
     await backend.start()
     data = copy.deepcopy(BASE)
     data["backends"][0]["url"] = f"http://127.0.0.1:{backend.port}"

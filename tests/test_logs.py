@@ -86,7 +86,7 @@ async def test_access_log_has_no_personal_data(
     gateway_factory: Callable[..., Awaitable[GatewayHarness]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    backend = StubBackend("be-eu", free_port())
+    backend = StubBackend("be-eu", 0)
     await backend.start()
     try:
         config = _write_config(tmp_path, backend.port, free_port(), logs={"access": True})

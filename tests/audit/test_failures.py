@@ -138,9 +138,9 @@ async def test_readyz_names_the_audit_failure_and_requests_get_503(
     tmp_path: Path, gateway_factory: Callable[..., Awaitable[object]]
 ) -> None:
     from tests.gateway.test_pipeline import _headers, _write_config
-    from tests.plugins.gateway import StubBackend, free_port
+    from tests.plugins.gateway import StubBackend
 
-    eu = StubBackend("be-eu", free_port())
+    eu = StubBackend("be-eu", 0)
     await eu.start()
     try:
         harness = await gateway_factory(_write_config(tmp_path, eu.port, eu.port))

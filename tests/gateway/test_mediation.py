@@ -27,8 +27,8 @@ PREDICT = "/v1/models/mnist:predict"
 async def env(
     tmp_path: Path, gateway_factory: Callable[..., Awaitable[GatewayHarness]]
 ) -> AsyncIterator[Env]:
-    eu = StubBackend("be-eu", free_port())
-    us = StubBackend("be-us", free_port())
+    eu = StubBackend("be-eu", 0)
+    us = StubBackend("be-us", 0)
     await eu.start()
     await us.start()
     harness = await gateway_factory(_write_config(tmp_path, eu.port, us.port))
@@ -250,7 +250,7 @@ async def test_a_declared_subject_region_adds_to_the_inferred_one_unless_atteste
     gateway_factory: Callable[..., Awaitable[GatewayHarness]],
     attests: bool,
 ) -> None:
-    us = StubBackend("be-us", free_port())
+    us = StubBackend("be-us", 0)
     await us.start()
     try:
         harness = await gateway_factory(
@@ -352,7 +352,7 @@ async def test_a_policy_can_refuse_binary_inputs_by_media_type(
     policies = tmp_path / "policies"
     shutil.copytree(Path(__file__).resolve().parents[2] / "policies", policies)
     (policies / "binary-uploads.yaml").write_text(BINARY_PACK)
-    eu = StubBackend("be-eu", free_port())
+    eu = StubBackend("be-eu", 0)
     await eu.start()
     try:
         config = _write_config(tmp_path, eu.port, free_port())

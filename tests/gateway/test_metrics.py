@@ -19,7 +19,7 @@ from tests.plugins.gateway import GatewayHarness, StubBackend, free_port
 async def _scrape(
     tmp_path: Path, gateway_factory: Callable[..., Awaitable[GatewayHarness]]
 ) -> tuple[str, GatewayHarness]:
-    backend = StubBackend("be-eu", free_port())
+    backend = StubBackend("be-eu", 0)
     await backend.start()
     try:
         harness = await gateway_factory(_write_config(tmp_path, backend.port, free_port()))

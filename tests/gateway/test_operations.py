@@ -65,7 +65,7 @@ def _copy_policies(tmp: Path) -> Path:
 async def ops(
     tmp_path: Path, gateway_factory: Callable[..., Awaitable[GatewayHarness]]
 ) -> AsyncIterator[tuple[GatewayHarness, StubBackend, Path]]:
-    backend = StubBackend("be-eu", free_port())
+    backend = StubBackend("be-eu", 0)
     await backend.start()
     policies = _copy_policies(tmp_path)
     config = _write_config(

@@ -20,7 +20,7 @@ import yaml
 
 from gateway.cli import main as cli_main
 from gateway.tenants import hash_api_key
-from tests.plugins.gateway import GatewayHarness, StubBackend, free_port
+from tests.plugins.gateway import GatewayHarness, StubBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 KEY = "key-test-tenant-0123456789abcdef"
@@ -89,8 +89,8 @@ Env = tuple[GatewayHarness, StubBackend, StubBackend]
 async def env(
     tmp_path: Path, gateway_factory: Callable[..., Awaitable[GatewayHarness]]
 ) -> AsyncIterator[Env]:
-    eu = StubBackend("be-eu", free_port())
-    us = StubBackend("be-us", free_port())
+    eu = StubBackend("be-eu", 0)
+    us = StubBackend("be-us", 0)
     await eu.start()
     await us.start()
     harness = await gateway_factory(_write_config(tmp_path, eu.port, us.port))
@@ -381,8 +381,8 @@ async def test_a_policy_evaluation_error_is_a_500_and_audited(
         '    basis: [{ref: "Art. ${subject.age}"}]\n',
         encoding="utf-8",
     )
-    eu = StubBackend("be-eu", free_port())
-    us = StubBackend("be-us", free_port())
+    eu = StubBackend("be-eu", 0)
+    us = StubBackend("be-us", 0)
     await eu.start()
     await us.start()
     try:

@@ -17,7 +17,7 @@ from gateway.cli import main as cli_main
 from gateway.policy_revisions import STORE_DIR, RevisionError, load_revision
 from gateway.replay import iter_decision_records, replay_log
 from tests.gateway.test_pipeline import IMAGE, KEY, _headers, _write_config
-from tests.plugins.gateway import GatewayHarness, StubBackend, free_port
+from tests.plugins.gateway import GatewayHarness, StubBackend
 
 ROOT = Path(__file__).resolve().parents[2]
 PREDICT = "/v1/models/mnist:predict"
@@ -28,8 +28,8 @@ async def traffic(
     tmp_path: Path, gateway_factory: Callable[..., Awaitable[GatewayHarness]]
 ) -> AsyncIterator[GatewayHarness]:
     """A gateway that has answered allowed, masked, sanctioned and unlicensed requests."""
-    eu = StubBackend("be-eu", free_port())
-    us = StubBackend("be-us", free_port())
+    eu = StubBackend("be-eu", 0)
+    us = StubBackend("be-us", 0)
     await eu.start()
     await us.start()
     config = _write_config(

@@ -79,7 +79,10 @@ class StubBackend:
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()
+        # Port 0: the system picks a free port as it binds (no race with other tests).
         await web.TCPSite(self.runner, "127.0.0.1", self.port).start()
+        if self.port == 0:
+            self.port = int(self.runner.addresses[0][1])
 
     async def stop(self) -> None:
         if self.runner is not None:
