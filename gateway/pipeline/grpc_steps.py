@@ -20,7 +20,12 @@ from gateway.grpc_upstream import GrpcUpstreamError
 from gateway.pipeline.audit import append
 from gateway.pipeline.records import outcome_record
 from gateway.pipeline.state import Refusal, Reply, RequestState
-from gateway.pipeline.steps import masking, region_hints, settle_findings
+from gateway.pipeline.steps import (
+    emit_decision_event,
+    masking,
+    region_hints,
+    settle_findings,
+)
 from gateway.privacy import scan_byte_values
 from gateway.privacy.findings import Location
 from gateway.privacy.masking import mask_byte_values
@@ -47,10 +52,14 @@ GRPC_VERBS: Final = {
 }
 _DT_STRING: Final = DataType.Value("DT_STRING")
 #: gRPC status codes the gateway answers with (grpc.StatusCode values).
-INVALID_ARGUMENT: Final = 3
-_INTERNAL: Final = 13
+INVALID_ARGUMENT: Final = grpc.StatusCode.INVALID_ARGUMENT.value[0]
+_INTERNAL: Final = grpc.StatusCode.INTERNAL.value[0]
 #: The gateway's own upstream failures: unavailable, too slow, an answer too large.
-_GATEWAY_CODES: Final = {503: 14, 504: 4, 502: 13}
+_GATEWAY_CODES: Final = {
+    503: grpc.StatusCode.UNAVAILABLE.value[0],
+    504: grpc.StatusCode.DEADLINE_EXCEEDED.value[0],
+    502: _INTERNAL,
+}
 
 
 #: A backend's gRPC status -> the HTTP status TF Serving's REST API gives the same error
@@ -220,7 +229,7 @@ async def record_rpc_outcome(state: RequestState) -> Reply:
         # the law says must carry a mark never leaves unmarked.
         await append(state, outcome_record(state, 502, upstream_error="unmarkable_output"))
         message = "Model output could not be labelled as required: grpc_outputs_unmarkable"
-        return Reply(502, error_body(message), "application/json", rpc_status=(13, message))
+        return Reply(502, error_body(message), "application/json", rpc_status=(_INTERNAL, message))
     lat_us = int((time.perf_counter() - state.started) * 1e6)
     await append(
         state,
@@ -229,14 +238,6 @@ async def record_rpc_outcome(state: RequestState) -> Reply:
         ),
     )
     outcome = state.outcome
-    state.runtime.emit_event(
-        state.snap,
-        decision_id=state.decision_id,
-        tenant=state.tenant.id if state.tenant is not None else None,
-        outcome=outcome,
-        rules=decision.rules,
-        categories=sorted({c for c, _ in state.found}),
-        suppression=decision.obligations.suppress_sinks,
-    )
+    emit_decision_event(state, outcome, sorted({c for c, _ in state.found}))
     runtime.metrics.count_request(outcome, 200)
     return Reply(200, state.response_body, None, dict(decision.obligations.headers))

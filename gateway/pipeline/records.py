@@ -92,19 +92,20 @@ def _decision_fields(state: RequestState, record: dict[str, Any]) -> None:
         record["errors"] = [e.code for e in decision.errors]
     record["purpose"] = context["request"]["purpose"]
     record["req_mac"] = state.runtime.keyed_digest(state.body) if state.body else None
-    record["input"] = evaluation_input(state)
-    if _has_float(state.context):
+    record["input"], floats = evaluation_input(state)
+    if floats:
         record["input_floats"] = True
 
 
-def evaluation_input(state: RequestState) -> dict[str, Any]:
-    """The request context as the engine evaluated it, minimised for the record.
+def evaluation_input(state: RequestState) -> tuple[dict[str, Any], bool]:
+    """The request context as the engine evaluated it, minimised for the record, and whether
+    floats had to be encoded.
 
-        What the policies read, so that anyone holding the revision can decide again: categories
-        and paths of personal data, regions, purposes, flags. Never a full address (the client's
-        IP is dropped; the record keeps its prefix and keyed digest) nor a header's content (an
-        end-user reference becomes a marker). Derived fields the engine computes itself are not
-        there to begin with. Floats, which records cannot hold, are written as `{"float": text}`
+    What the policies read, so that anyone holding the revision can decide again: categories
+    and paths of personal data, regions, purposes, flags. Never a full address (the client's
+    IP is dropped; the record keeps its prefix and keyed digest) nor a header's content (an
+    end-user reference becomes a marker). Derived fields the engine computes itself are not
+    there to begin with. Floats, which records cannot hold, are written as `{"float": text}`
     (and the record says `input_floats: true`).
     """
     context = state.context
@@ -117,10 +118,11 @@ def evaluation_input(state: RequestState) -> dict[str, Any]:
     unavailable = state.runtime.unavailable_backends
     if unavailable:
         recorded["unavailable_backends"] = sorted(unavailable)
+    # One walk on the hot path: most contexts hold no float at all.
     if not _has_float(recorded):
-        return recorded
+        return recorded, False
     encoded: dict[str, Any] = _without_floats(recorded)
-    return encoded
+    return encoded, True
 
 
 #: What an end-user reference is recorded as (its keyed digest is the record's `end_user_mac`).

@@ -44,6 +44,7 @@ __all__ = [
     "choose_backend",
     "decide",
     "deny",
+    "emit_decision_event",
     "forward",
     "identify",
     "locate",
@@ -296,7 +297,7 @@ async def deny(state: RequestState) -> Reply | None:
     runtime.metrics.count_decision("deny", _first(decision.rules))
     await append(state, denied_record(state, status))
     state.decision_written = True
-    _emit(state, "deny", [])
+    emit_decision_event(state, "deny", [])
     runtime.metrics.count_request("deny", status)
     return Reply(status, problem_bytes(body), PROBLEM_CONTENT_TYPE, headers)
 
@@ -430,12 +431,13 @@ async def record_outcome(state: RequestState) -> Reply:
     headers = {name: value for name, value in upstream.headers if name.lower() != "content-length"}
     headers.update(decision.obligations.headers)
     outcome = state.outcome
-    _emit(state, outcome, sorted({c for c, _ in state.found}))
+    emit_decision_event(state, outcome, sorted({c for c, _ in state.found}))
     runtime.metrics.count_request(outcome, upstream.status)
     return Reply(upstream.status, state.response_body, None, headers)
 
 
-def _emit(state: RequestState, outcome: str, categories: list[str]) -> None:
+def emit_decision_event(state: RequestState, outcome: str, categories: list[str]) -> None:
+    """The decision event for the sinks this decision did not suppress."""
     decision = state.decision
     assert decision is not None
     state.runtime.emit_event(

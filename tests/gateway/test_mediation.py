@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,27 +16,13 @@ import pytest
 import yaml
 
 from gateway.tenants import hash_api_key
-from tests.gateway.test_pipeline import IMAGE, KEY, _headers, _verify, _write_config
+from tests.gateway.test_pipeline import IMAGE, KEY, Env, _headers, _verify, _write_config
+from tests.gateway.test_pipeline import env as pipeline_env
 from tests.plugins.gateway import GatewayHarness, StubBackend, free_port, png_bytes
 
-Env = tuple[GatewayHarness, StubBackend, StubBackend]
 PREDICT = "/v1/models/mnist:predict"
-
-
-@pytest.fixture
-async def env(
-    tmp_path: Path, gateway_factory: Callable[..., Awaitable[GatewayHarness]]
-) -> AsyncIterator[Env]:
-    eu = StubBackend("be-eu", 0)
-    us = StubBackend("be-us", 0)
-    await eu.start()
-    await us.start()
-    harness = await gateway_factory(_write_config(tmp_path, eu.port, us.port))
-    try:
-        yield harness, eu, us
-    finally:
-        await eu.stop()
-        await us.stop()
+# The same gateway and stub backends as the pipeline tests.
+env = pipeline_env
 
 
 async def _predict(harness: GatewayHarness, body: bytes, **headers: str) -> tuple[int, Any, str]:
