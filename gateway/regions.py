@@ -22,6 +22,7 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
+from typing import Final
 
 __all__ = [
     "EEA_MEMBERS",
@@ -52,13 +53,14 @@ EEA_MEMBERS: frozenset[str] = EU_MEMBERS | {"IS", "LI", "NO"}
 GROUPS: Mapping[str, frozenset[str]] = MappingProxyType({"EU": EU_MEMBERS, "EEA": EEA_MEMBERS})
 
 # A country, a country plus an ISO 3166-2 subdivision suffix, or a group name.
-_REGION_RE = re.compile(r"[A-Z]{2}(?:-[A-Z0-9]{1,3})?|[A-Z]{2,6}")
+#: A country, a subdivision or a group code, upper-case.
+REGION_CODE: Final = re.compile(r"[A-Z]{2}(?:-[A-Z0-9]{1,3})?|[A-Z]{2,6}")
 
 
 def normalise_region(code: str) -> str:
     """Return `code` stripped and upper-cased; raise ValueError when it is not a region code."""
     region = code.strip().upper()
-    if not _REGION_RE.fullmatch(region):
+    if not REGION_CODE.fullmatch(region):
         raise ValueError(
             f"region `{code}` is not an ISO 3166 code (`DE`, `US-CA`) or a group (`EU`)"
         )

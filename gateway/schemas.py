@@ -34,11 +34,18 @@ def _context() -> dict[str, Any]:
     return context_json_schema()
 
 
+def _tenants() -> dict[str, Any]:
+    from gateway.tenants import tenants_json_schema
+
+    return tenants_json_schema()
+
+
 #: File stem under `schemas/` -> the function that builds the schema.
 SCHEMAS: dict[str, Callable[[], dict[str, Any]]] = {
     "config": _config,
     "policy": _policy,
     "context": _context,
+    "tenants": _tenants,
 }
 
 

@@ -124,9 +124,11 @@ def _prepare(args: argparse.Namespace, policies: Path) -> tuple[Path, str]:
     if not demo_key_file.exists():
         _write_secret(demo_key_file, generate_api_key())
     demo_key = demo_key_file.read_text().strip()
+    _write_editor_schemas(work)
     tenants = work / "tenants.yaml"
     if not tenants.exists():
         tenants.write_text(
+            f"{_modeline('tenants')}\n"
             "# Tenants of the local demo. Add one with: jurisgate tenants add --file "
             f"{tenants} --id NAME\n"
             "tenants:\n"
@@ -148,7 +150,8 @@ def _prepare(args: argparse.Namespace, policies: Path) -> tuple[Path, str]:
     if config.exists():
         return config, demo_key
     config.write_text(
-        f"""# Written by `jurisgate up`; edit freely, it is rewritten only when deleted.
+        f"""{_modeline("config")}
+# Written by `jurisgate up`; edit freely, it is rewritten only when deleted.
 # Every key is documented in docs/configuration.md.
 version: 1
 deployment: jurisgate.local
@@ -182,6 +185,25 @@ audit:
 """
     )
     return config, demo_key
+
+
+def _modeline(schema: str) -> str:
+    """The comment that points a YAML language server at the schema beside the file."""
+    return f"# yaml-language-server: $schema=schemas/{schema}.schema.json"
+
+
+def _write_editor_schemas(work: Path) -> None:
+    """Write the schemas the written files name, rendered by the running version.
+
+    Written on every start rather than pointing into a checkout, which an installed package
+    does not have; an upgrade then brings its editors the schema it enforces.
+    """
+    from gateway.schemas import render
+
+    target = work / "schemas"
+    target.mkdir(exist_ok=True)
+    for name in ("config", "tenants"):
+        (target / f"{name}.schema.json").write_text(render(name), encoding="utf-8")
 
 
 def _wait_for_model(url: str, process: subprocess.Popen[bytes], deadline_s: float) -> None:

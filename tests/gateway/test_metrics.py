@@ -1,6 +1,7 @@
 """`/metrics` by the Prometheus conventions: `_total` counters, `_duration_seconds`
 histograms, state read at scrape time, process/GC/build-info metrics, no `_created` series;
-`promtool check metrics` passes when the system's Prometheus package is installed."""
+promtool's lint rules pass (tests/plugins/promlint.py everywhere, `promtool check metrics` too
+where the system's Prometheus package is installed, and the two agree)."""
 
 from __future__ import annotations
 
@@ -9,11 +10,13 @@ import subprocess
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from gateway import __version__
 from tests.gateway.test_pipeline import IMAGE, KEY, _write_config
 from tests.plugins.gateway import GatewayHarness, StubBackend, free_port
+from tests.plugins.promlint import lint
 
 
 async def _scrape(
@@ -84,14 +87,64 @@ async def test_audit_state_is_read_at_scrape_time(
     assert harness.runtime.audit.stats().size == size_before
 
 
+BAD_EXPOSITION = """\
+# HELP a_requests Requests.
+# TYPE a_requests counter
+a_requests 1
+# TYPE b_open_total gauge
+b_open_total 2
+# HELP c_latency_milliseconds Latency.
+# TYPE c_latency_milliseconds gauge
+c_latency_milliseconds 3
+# HELP d_size_kb Size.
+# TYPE d_size_kb gauge
+d_size_kb 1
+# HELP e_hits_counter_total Hits.
+# TYPE e_hits_counter_total counter
+e_hits_counter_total 1
+# HELP fooBar_x Camel.
+# TYPE fooBar_x gauge
+fooBar_x{myLabel="1",le="2",quantile="3"} 1
+# HELP g:rule Colon.
+# TYPE g:rule gauge
+g:rule 1
+"""
+
+
+async def test_the_exposition_passes_promtools_lint_rules(
+    tmp_path: Path, gateway_factory: Callable[..., Awaitable[GatewayHarness]]
+) -> None:
+    text, _ = await _scrape(tmp_path, gateway_factory)
+    assert lint(text) == []
+
+
+def test_the_lint_reports_what_promtool_reports() -> None:
+    found = lint(BAD_EXPOSITION)
+    assert len(found) == 11 and all(
+        any(line.startswith(name + " ") for line in found)
+        for name in ("a_requests", "b_open_total", "c_latency_milliseconds", "d_size_kb",
+                     "e_hits_counter_total", "fooBar_x", "g:rule")
+    ), found  # fmt: skip
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        pytest.skip("promtool (the system's Prometheus package) is not installed")
+    result = subprocess.run(
+        [promtool, "check", "metrics"], input=BAD_EXPOSITION, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert result.returncode != 0
+    reported = {
+        line.strip() for line in (result.stdout + result.stderr).splitlines() if line.strip()
+    }
+    assert reported == set(found)
+
+
 async def test_promtool_accepts_the_exposition(
     tmp_path: Path, gateway_factory: Callable[..., Awaitable[GatewayHarness]]
 ) -> None:
     promtool = shutil.which("promtool")
     text, _ = await _scrape(tmp_path, gateway_factory)
     if promtool is None:
-        import pytest
-
         pytest.skip("promtool (the system's Prometheus package) is not installed")
     result = subprocess.run(
         [promtool, "check", "metrics"], input=text, capture_output=True, text=True, timeout=60
