@@ -379,17 +379,23 @@ class LogFiles:
         check_same_file(self._seg_fd, self.segment_path)
         check_same_file(self._cp_fd, self.checkpoints_path)
 
-    def append_records(self, first_seq: int, lines: bytes) -> int:
-        """Append a batch that starts at `first_seq` (never crossing a segment end) and
-        return the segment's length before it: the last durable offset.
-
-        Errors name the segment file. On a failed write or fsync, `cut_back` removes
-        what may have reached the file."""
+    def open_segment_for(self, first_seq: int) -> None:
+        """Start the next segment file when a batch at `first_seq` begins one."""
         if first_seq != self.segment_start and first_seq % self.segment_records == 0:
             os.close(self._seg_fd)
             self._seg_fd = self._open_segment(first_seq, create=True)
             self.segment_start = first_seq
-        self.check_files()
+
+    def append_records(self, first_seq: int, lines: bytes, *, check_files: bool = True) -> int:
+        """Append a batch that starts at `first_seq` (never crossing a segment end) and
+        return the segment's length before it: the last durable offset.
+
+        `check_files=False` when the caller runs `check_files` itself, concurrently, before
+        the batch is acknowledged. Errors name the segment file. On a failed write or fsync,
+        `cut_back` removes what may have reached the file."""
+        self.open_segment_for(first_seq)
+        if check_files:
+            self.check_files()
         path = self.segment_path
         try:
             offset = os.fstat(self._seg_fd).st_size

@@ -265,7 +265,9 @@ class AuditLog:
         self._thread_done: asyncio.Future[None] | None = None
         self._io_error: BaseException | None = None  # set on the thread; refuses later batches
         self._sign_thread: threading.Thread | None = None
-        self._sign_in: queue.SimpleQueue[tuple[str, list[Signer]] | None] = queue.SimpleQueue()
+        self._sign_in: queue.SimpleQueue[tuple[str, list[Signer], LogFiles] | None] = (
+            queue.SimpleQueue()
+        )
         self._sign_out: queue.SimpleQueue[str | BaseException] = queue.SimpleQueue()
         self._cp_thread: threading.Thread | None = None
         self._cp_dirty = threading.Event()
@@ -874,11 +876,15 @@ class AuditLog:
         text = checkpoint_text(Checkpoint(self.meta.origin, job.size, root, job.ts))
         signing = self._sign_thread is not None and bool(job.lines)
         if signing:
-            # Sign on the signing thread while this one waits for fsync (both release the
-            # GIL's hold on this thread); the note is written only after the fsync.
-            self._sign_in.put((text, job.signers))
+            # Check the files and sign on the signing thread while this one waits for fsync
+            # (a stat can wait for another thread's fsync of the same file: off this path it
+            # costs no batch any time); the note is written only after both.
+            files.open_segment_for(job.first_seq)
+            self._sign_in.put((text, job.signers, files))
         try:
-            offset = files.append_records(job.first_seq, b"".join(job.lines))
+            offset = files.append_records(
+                job.first_seq, b"".join(job.lines), check_files=not signing
+            )
         finally:
             signed = self._sign_out.get() if signing else sign_note(text, job.signers)
         try:
@@ -903,8 +909,9 @@ class AuditLog:
             item = self._sign_in.get()
             if item is None:
                 return
-            text, signers = item
+            text, signers, files = item
             try:
+                files.check_files()
                 self._sign_out.put(sign_note(text, signers))
             except BaseException as exc:  # noqa: BLE001 - raised on the writer thread
                 self._sign_out.put(exc)

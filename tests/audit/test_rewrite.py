@@ -141,9 +141,9 @@ async def test_the_writer_keeps_the_unsynced_notes_within_the_bound(
     real_append = LogFiles.append_records
     worst: list[int] = []
 
-    def tracking_append(self: LogFiles, first_seq: int, lines: bytes) -> None:
+    def tracking_append(self: LogFiles, first_seq: int, lines: bytes, **options: bool) -> int:
         worst.append(first_seq - self.synced_note_size)
-        real_append(self, first_seq, lines)
+        return real_append(self, first_seq, lines, **options)
 
     monkeypatch.setattr(LogFiles, "append_records", tracking_append)
     # Notes are fsynced by the background thread only every 30 s here: only the bound
