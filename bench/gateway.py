@@ -248,7 +248,7 @@ def write_gateway_files(
     """
     from gateway.audit import Signer
     from gateway.audit.signing import write_private_key
-    from gateway.tenants import hash_api_key
+    from gateway.request.tenants import hash_api_key
 
     (work / "keys").mkdir(parents=True, exist_ok=True)
     key_path = work / "keys" / "signing-key.pem"
@@ -760,8 +760,8 @@ def profile_gateway(
             loop_self[frames[-1]] += count
             loop_areas[_area(frames[-1])] += count
             # The request pipeline's own call site (deepest handlers.py frame) names the stage.
-            sites = [f for f in frames if " gateway/handlers.py:" in f]
-            stages[sites[-1] if sites else "(outside gateway/handlers.py)"] += count
+            sites = [f for f in frames if " gateway/edge/handlers.py:" in f]
+            stages[sites[-1] if sites else "(outside gateway/edge/handlers.py)"] += count
             for function in {f.rsplit(":", 1)[0] for f in frames if not _PLUMBING.match(f)}:
                 loop_total[function] += count
         else:
@@ -1319,7 +1319,7 @@ def rate_summary(result: RateResult, rate: float) -> dict[str, Any]:
 
 def gateway_settings(config_path: Path) -> str:
     """What the gateway runs with, from its own configuration loader (defaults included)."""
-    from gateway.config import load_config
+    from gateway.config.loader import load_config
 
     config = load_config(config_path)
     packs = sum(1 for root in config.policy_paths for _ in root.rglob("*.yaml") if root.is_dir())
@@ -1467,7 +1467,7 @@ def report(
         print("  event loop, self time by module:")
         for name, share in profile.loop_areas:
             print(f"    {share:5.1f}%  {name}")
-        print("  event loop, by pipeline call site (deepest gateway/handlers.py frame):")
+        print("  event loop, by pipeline call site (deepest gateway/edge/handlers.py frame):")
         for name, share in profile.stages:
             print(f"    {share:5.1f}%  {name:58s} {_source_line(name)}")
         print("  event loop, time on the stack (function):")

@@ -48,7 +48,7 @@ def _contexts() -> list[dict[str, Any]]:
 
 def write_log(path: Path, count: int) -> int:
     """`count` decision records with inputs and the outcomes the policies give them."""
-    from gateway.replay import recorded_outcome  # noqa: F401  (the record shape it reads)
+    from gateway.replay.decisions import recorded_outcome  # noqa: F401  (the record shape it reads)
 
     policy_set = _policies()
     templates = []
@@ -77,7 +77,7 @@ def replay_child(path: Path) -> None:
     """Replay the records of `path`; print decisions/s, mismatches and peak RSS as JSON."""
     import orjson
 
-    from gateway.replay import replay_log
+    from gateway.replay.decisions import replay_log
 
     policy_set = _policies()
 
@@ -105,8 +105,8 @@ def input_growth() -> int:
     policy_set = _policies()
     from datetime import UTC, datetime
 
-    from gateway.config import HeaderNames
-    from gateway.context import ClientFacts, RouteFacts, build_context
+    from gateway.config.loader import HeaderNames
+    from gateway.request.context import ClientFacts, RouteFacts, build_context
 
     context = build_context(
         now=datetime(2026, 12, 6, tzinfo=UTC),

@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from timing import median_us
 
-from gateway.strictjson import loads
+from gateway.request.strictjson import loads
 
 
 def _bodies() -> dict[str, bytes]:

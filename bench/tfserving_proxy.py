@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.proxy import BackendSpec, UpstreamPool
+from gateway.edge.proxy import BackendSpec, UpstreamPool
 from gateway.tfserving import build_backend_path, parse_request_target
 
 TARGET = "/v1/models/imgcls-resnet50/versions/3:predict"

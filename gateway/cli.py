@@ -1,4 +1,4 @@
-"""The `jurisgate` command line; exit codes are `gateway.exitcodes`, one table for all."""
+"""The `jurisgate` command line; exit codes are `gateway.commands.exitcodes`, one table for all."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 
-from gateway import __version__, exitcodes
+from gateway import __version__
+from gateway.commands import exitcodes
 
 #: Command-group modules under `gateway.commands`; each provides `register(subparsers)`.
 COMMAND_MODULES: tuple[str, ...] = (

@@ -10,7 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.clientip import (
+from gateway.errors import DiagnosticError
+from gateway.request.clientip import (
     CidrRegionTable,
     ClientIPConfig,
     ClientResolution,
@@ -19,7 +20,6 @@ from gateway.clientip import (
     parse_address,
     resolve_client,
 )
-from gateway.errors import DiagnosticError
 
 # fixtures.geoip and fixtures.trusted_proxies of legal-scenarios.yaml
 GEOIP = [

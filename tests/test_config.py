@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.app import reload_snapshot, run_gateway
 from gateway.audit.witness import CosignerKey
-from gateway.config import ConfigError, config_schema, load_config
-from gateway.config_model import Sink, reference_rows
+from gateway.config.loader import ConfigError, config_schema, load_config
+from gateway.config.model import Sink, reference_rows
+from gateway.edge.app import reload_snapshot, run_gateway
 from gateway.errors import format_diagnostics
 from tests.plugins.gateway import GatewayHarness, StubBackend, free_port
 
@@ -256,10 +256,10 @@ def test_settings_reach_the_runtime(tmp_path: Path) -> None:
 
 
 def test_the_reference_table_is_generated_from_the_model() -> None:
-    from gateway.config_docs import render_reference
+    from gateway.config.reference import render_reference
 
     text = (ROOT / "docs" / "configuration.md").read_text()
-    assert render_reference() in text, "regenerate: python -m gateway.config_docs"
+    assert render_reference() in text, "regenerate: python -m gateway.config.reference"
 
 
 # -- reload -----------------------------------------------------------------------------------
@@ -320,7 +320,7 @@ async def test_an_unexpected_error_stays_inside_the_reload_boundary(
     def explode(config: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("gateway.app.build_snapshot", explode)
+    monkeypatch.setattr("gateway.edge.app.build_snapshot", explode)
     result = await reload_snapshot(runtime, trigger="test")
     assert result["result"] == "error" and "disk on fire" in result["diagnostics"][0]
     monkeypatch.undo()

@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 
-from gateway.config import HeaderNames
-from gateway.context import ClientFacts, RouteFacts, build_context
+from gateway.config.loader import HeaderNames
 from gateway.policy.cases import context_diagnostics
 from gateway.policy.schema import CONTEXT_FIELDS, DECLARED_FACTS
+from gateway.request.context import ClientFacts, RouteFacts, build_context
 
 NAMES = HeaderNames()
 #: A readable value for every header the context is built from.

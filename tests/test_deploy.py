@@ -10,8 +10,8 @@ import yaml
 from google.protobuf import text_format
 from tensorflow_serving.config import model_server_config_pb2
 
-from gateway.config import GatewayConfig, load_config
-from gateway.tenants import TenantRegistry
+from gateway.config.loader import GatewayConfig, load_config
+from gateway.request.tenants import TenantRegistry
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -1,4 +1,4 @@
-"""One exit-code table for every command (`gateway.exitcodes`), printed in `jurisgate --help`."""
+"""One exit-code table for every command (`gateway.commands.exitcodes`), printed in `--help`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gateway import exitcodes
 from gateway.cli import build_parser, main
-from gateway.config import config_schema
+from gateway.commands import exitcodes
+from gateway.config.loader import config_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,14 +16,14 @@ PURE_MODULES = [
     "gateway.policy",
     "gateway.errors",
     "gateway.source",
-    "gateway.context",
+    "gateway.request.context",
     "gateway.privacy",
-    "gateway.strictjson",
-    "gateway.jsonsplice",
+    "gateway.request.strictjson",
+    "gateway.request.jsonsplice",
     "gateway.privacy.normalize",
     "gateway.privacy.encoded",
     "gateway.policy.combine",
-    "gateway.clientip",
+    "gateway.request.clientip",
     "gateway.tfserving",
     "gateway.tfserving.urls",
     "gateway.tfserving.errors",
@@ -33,8 +33,8 @@ PURE_MODULES = [
     "gateway.tfserving.bodychecks",
     "gateway.tfserving.notfound",
     "gateway.tfserving.protos",
-    "gateway.regions",
-    "gateway.marks",
+    "gateway.request.regions",
+    "gateway.marks.response",
     "gateway.audit.canonical",
     "gateway.audit.merkle",
     "gateway.audit.chain",
@@ -65,10 +65,10 @@ def test_pure_module_does_not_import_aiohttp(module: str) -> None:
 def test_gateway_process_never_imports_tensorflow() -> None:
     modules = [
         "gateway.cli",
-        "gateway.app",
-        "gateway.handlers",
+        "gateway.edge.app",
+        "gateway.edge.handlers",
         "gateway.commands.serve",
-        "gateway.grpc_upstream",
+        "gateway.edge.grpc_upstream",
     ]
     assert not _loaded_after(modules, "tensorflow")
     # Building the whole command line (every command module) must not pull it in either.

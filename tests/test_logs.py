@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.logs import JsonFormatter, RequestDataFilter, TextFormatter, configure_logging
+from gateway.edge.logs import JsonFormatter, RequestDataFilter, TextFormatter, configure_logging
 from tests.gateway.test_pipeline import IMAGE, KEY, _write_config
 from tests.plugins.gateway import GatewayHarness, StubBackend, free_port
 

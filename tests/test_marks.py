@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
-from gateway import marks
-from gateway.marks import (
+from gateway.marks import response as marks
+from gateway.marks.response import (
     AigcImplicitLabel,
     DigitalSourceType,
     DigitalSourceTypeMark,
@@ -423,7 +423,7 @@ def test_xmp_with_a_dtd_is_refused(png: bytes) -> None:
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8"])
 def test_xmp_with_a_dtd_is_refused_whatever_the_encoding(encoding: str) -> None:
-    from gateway.marks import _parse_xmp
+    from gateway.marks.response import _parse_xmp
 
     declared = "UTF-16" if encoding.startswith("utf-16") else encoding.upper()
     packet = (
@@ -603,6 +603,6 @@ def test_duplicate_keys_are_refused_not_guessed(png: bytes) -> None:
 
 
 def test_marks_module_does_not_import_aiohttp() -> None:
-    code = "import sys, gateway.marks; sys.exit('aiohttp' in sys.modules)"
+    code = "import sys, gateway.marks.response; sys.exit('aiohttp' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
     assert set(marks.__all__) <= set(dir(marks))

@@ -12,7 +12,6 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.jsonsplice import SpliceError, replace_strings
 from gateway.policy.combine import stricter
 from gateway.policy.decision import (
     AuditObligation,
@@ -36,6 +35,7 @@ from gateway.privacy.encoded import (
 )
 from gateway.privacy.masking import UnmaskableValue
 from gateway.privacy.normalize import is_default_ignorable, normalise
+from gateway.request.jsonsplice import SpliceError, replace_strings
 
 # -- the normalised view ----------------------------------------------------------------------
 
@@ -188,7 +188,7 @@ def test_undecodable_b64_is_listed() -> None:
 
 
 def test_strictjson_withholds_the_string_shortcut_for_b64_bodies() -> None:
-    from gateway.strictjson import parse_body
+    from gateway.request.strictjson import parse_body
 
     assert parse_body(b'{"a": "x"}').strings == ("x",)
     assert parse_body(b'{"a": {"b64": "eA=="}}').strings is None

@@ -672,7 +672,8 @@ def _at(document: Any, location: tuple[str | int, ...]) -> Any:
 def test_pure_modules_do_not_import_aiohttp() -> None:
     code = (
         "import sys\n"
-        "import gateway.privacy, gateway.strictjson, gateway.clientip, gateway.tenants\n"
+        "import gateway.privacy, gateway.request.strictjson\n"
+        "import gateway.request.clientip, gateway.request.tenants\n"
         "assert 'aiohttp' not in sys.modules, 'aiohttp imported'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)

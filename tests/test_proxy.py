@@ -16,7 +16,7 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.proxy import (
+from gateway.edge.proxy import (
     BackendSpec,
     UpstreamError,
     UpstreamPool,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gateway.regions import (
+from gateway.request.regions import (
     EEA_MEMBERS,
     EU_MEMBERS,
     country_of,

@@ -24,7 +24,7 @@ import grpc
 import pytest
 import yaml
 
-import gateway.grpc_server
+import gateway.edge.grpc_server
 from gateway.tfserving.protos import DataType, PredictRequest, PredictResponse
 from tests.plugins.gateway import EventReceiver, GatewayHarness
 from tests.test_scenarios_http import (
@@ -139,9 +139,11 @@ async def grpc_world(
 ) -> AsyncIterator[GrpcWorld]:
     def peer_from_metadata(context: Any, headers: Any) -> str | None:
         peer = headers.pop(TEST_PEER, None)
-        return str(peer) if peer is not None else gateway.grpc_server.peer_address(context.peer())
+        return (
+            str(peer) if peer is not None else gateway.edge.grpc_server.peer_address(context.peer())
+        )
 
-    monkeypatch.setattr(gateway.grpc_server, "_client_peer", peer_from_metadata)
+    monkeypatch.setattr(gateway.edge.grpc_server, "_client_peer", peer_from_metadata)
     world = GrpcWorld()
     await world.start(tmp_path, gateway_factory)
     try:

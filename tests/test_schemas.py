@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway.schemas import SCHEMAS, render
+from gateway.config.schemas import SCHEMAS, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_committed_schema_matches_the_generated_one(name: str) -> None:
     committed = ROOT / "schemas" / f"{name}.schema.json"
     assert committed.read_text(encoding="utf-8") == render(name), (
-        f"{committed} is stale: run `python -m gateway.schemas`"
+        f"{committed} is stale: run `python -m gateway.config.schemas`"
     )
 
 
@@ -63,7 +63,7 @@ def test_shipped_tenants_file_validates_and_the_schema_refuses_what_the_reader_r
         validator.iter_errors(yaml.safe_load((ROOT / "deploy" / "tenants.yaml").read_text()))
     )
     from gateway.errors import DiagnosticError
-    from gateway.tenants import TenantRegistry
+    from gateway.request.tenants import TenantRegistry
 
     refused = [
         "tenants: [{id: 'acme corp'}]",

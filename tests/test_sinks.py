@@ -13,7 +13,7 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from gateway.sinks import (
+from gateway.edge.sinks import (
     SALE_OR_SHARE,
     EventSinks,
     SinkConfigError,

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway import strictjson
-from gateway.strictjson import (
+from gateway.request import strictjson
+from gateway.request.strictjson import (
     BodyTooLargeError,
     CorruptBodyError,
     StrictJsonError,

@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from gateway import tenants as tenants_module
 from gateway.cli import main
 from gateway.commands.tenants import insert_tenant
 from gateway.errors import DiagnosticError
-from gateway.tenants import (
+from gateway.request import tenants as tenants_module
+from gateway.request.tenants import (
     Authentication,
     AuthFailure,
     TenantRegistry,

@@ -20,7 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.strictjson import inflate as strict_inflate
+from gateway.request.strictjson import inflate as strict_inflate
 from gateway.tfserving import Route, Verb, error_body, jsonwrite
 from gateway.tfserving.inflate import CorruptBodyError, inflate, inflate_like_tf_serving
 from gateway.tfserving.jsonparse import JsonObject, JsonParseError, parse_exact

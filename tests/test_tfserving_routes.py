@@ -428,7 +428,7 @@ def test_libevent_error_page() -> None:
 
 
 def test_pure_modules_do_not_import_aiohttp() -> None:
-    code = "import sys, gateway.tfserving, gateway.regions; print('aiohttp' in sys.modules)"
+    code = "import sys, gateway.tfserving, gateway.request.regions; print('aiohttp' in sys.modules)"
     out = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=True
     ).stdout

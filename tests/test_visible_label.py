@@ -13,7 +13,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from gateway.marks import (
+from gateway.marks.response import (
     LABEL_MIN_HEIGHT_RATIO,
     AigcImplicitLabel,
     ExplicitLabel,

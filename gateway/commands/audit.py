@@ -1,7 +1,7 @@
 """`jurisgate audit verify|export|new-epoch|prune`.
 
-Exit codes are the table in `gateway.exitcodes`: `verify` exits 0 when every input is valid,
-1 when something is invalid (each problem printed with its code and line), 2 on a usage
+Exit codes are the table in `gateway.commands.exitcodes`: `verify` exits 0 when every input is
+valid, 1 when something is invalid (each problem printed with its code and line), 2 on a usage
 error, 4 when an input cannot be read (missing path, unreadable keyring or state file). The
 other subcommands: 0 ok, 2 usage, 4 error.
 """
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from gateway import exitcodes
+from gateway.commands import exitcodes
 
 if TYPE_CHECKING:
     from gateway.audit.signing import Signer
@@ -309,8 +309,8 @@ def _verify(args: argparse.Namespace) -> int:
 
 def _replay(source: Path, args: argparse.Namespace) -> bool:
     """Re-derive the decisions of one log or bundle; print what does not match."""
-    from gateway.policy_revisions import STORE_DIR, load_revision
-    from gateway.replay import iter_decision_records, replay_log
+    from gateway.replay.decisions import iter_decision_records, replay_log
+    from gateway.replay.revisions import STORE_DIR, load_revision
 
     store = Path(args.revisions) if args.revisions else source / STORE_DIR
     report = replay_log(iter_decision_records(source), lambda rev: load_revision(store, rev))

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway import exitcodes
+from gateway.commands import exitcodes
 
 CONFIG_ENV = "JURISGATE_CONFIG"
 
@@ -56,7 +56,7 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """0 when the configuration (and what it points at) loads, 3 with diagnostics."""
-    from gateway.config import ConfigError, load_config
+    from gateway.config.loader import ConfigError, load_config
     from gateway.errors import format_diagnostics
 
     if args.file is None:
@@ -71,7 +71,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(format_diagnostics(exc.diagnostics(), cap=None), file=sys.stderr)
         return exitcodes.INVALID
     if not args.no_policies:
-        from gateway.app import SnapshotError, build_snapshot
+        from gateway.edge.app import SnapshotError, build_snapshot
 
         try:
             snapshot = build_snapshot(config)
@@ -86,7 +86,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the configuration file's JSON Schema."""
-    from gateway.config import config_schema
+    from gateway.config.loader import config_schema
 
     print(json.dumps(config_schema(), indent=2, sort_keys=True))
     return exitcodes.OK

@@ -1,6 +1,6 @@
 """`jurisgate keys generate|rotate`: audit signing keys.
 
-Exit codes (`gateway.exitcodes`): 0 ok, 2 usage (a bad --name), 4 error (existing file,
+Exit codes (`gateway.commands.exitcodes`): 0 ok, 2 usage (a bad --name), 4 error (existing file,
 unreadable key, locked log).
 """
 
@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway import exitcodes
+from gateway.commands import exitcodes
 
 PASSPHRASE_HELP = (
     "environment variable holding the key passphrase (default JURISGATE_AUDIT_KEY_PASSPHRASE; "

@@ -15,11 +15,11 @@ from typing import TYPE_CHECKING, Any, TextIO
 if TYPE_CHECKING:
     from gateway.policy import LoadResult
 
-from gateway.exitcodes import ERROR as EXIT_ERROR
-from gateway.exitcodes import INVALID as EXIT_INVALID
-from gateway.exitcodes import NEGATIVE as EXIT_DENY
-from gateway.exitcodes import OK as EXIT_OK
-from gateway.exitcodes import USAGE as EXIT_USAGE
+from gateway.commands.exitcodes import ERROR as EXIT_ERROR
+from gateway.commands.exitcodes import INVALID as EXIT_INVALID
+from gateway.commands.exitcodes import NEGATIVE as EXIT_DENY
+from gateway.commands.exitcodes import OK as EXIT_OK
+from gateway.commands.exitcodes import USAGE as EXIT_USAGE
 
 
 def register(subparsers: Any) -> None:
@@ -322,7 +322,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     import itertools
     import json
 
-    from gateway.replay import impact_html, iter_decision_records, policy_impact
+    from gateway.replay.decisions import impact_html, iter_decision_records, policy_impact
 
     result = _load(args.policies)
     if result.policy_set is None:

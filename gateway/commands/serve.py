@@ -35,8 +35,8 @@ def run(args: argparse.Namespace) -> int:
     """Run until SIGTERM or SIGINT; exit 3 when the configuration or policies are invalid."""
     import sys
 
-    from gateway import exitcodes
-    from gateway.app import run_gateway
+    from gateway.commands import exitcodes
+    from gateway.edge.app import run_gateway
 
     if args.config is None:
         print("error: give --config FILE or set JURISGATE_CONFIG", file=sys.stderr)
@@ -44,7 +44,7 @@ def run(args: argparse.Namespace) -> int:
     if not args.config.is_file():
         print(f"error: --config {args.config}: no such file", file=sys.stderr)
         return exitcodes.ERROR
-    from gateway.logs import configure_logging
+    from gateway.edge.logs import configure_logging
 
     configure_logging(args.log_level, args.log_format)
     log = logging.getLogger("jurisgate")

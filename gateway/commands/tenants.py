@@ -15,10 +15,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from gateway.exitcodes import ERROR as EXIT_ERROR
-from gateway.exitcodes import INVALID as EXIT_INVALID
-from gateway.exitcodes import OK as EXIT_OK
-from gateway.exitcodes import USAGE as EXIT_USAGE
+from gateway.commands.exitcodes import ERROR as EXIT_ERROR
+from gateway.commands.exitcodes import INVALID as EXIT_INVALID
+from gateway.commands.exitcodes import OK as EXIT_OK
+from gateway.commands.exitcodes import USAGE as EXIT_USAGE
 
 
 def register(subparsers: Any) -> None:
@@ -64,7 +64,7 @@ def _print_diagnostics(error: Any) -> None:
 
 def _list(args: argparse.Namespace) -> int:
     from gateway.errors import DiagnosticError
-    from gateway.tenants import TenantRegistry
+    from gateway.request.tenants import TenantRegistry
 
     path: Path = args.file
     if not path.is_file():
@@ -114,8 +114,8 @@ def _add(args: argparse.Namespace) -> int:
     import ipaddress
 
     from gateway.errors import DiagnosticError
-    from gateway.regions import normalise_region
-    from gateway.tenants import TenantRegistry, generate_api_key, hash_api_key
+    from gateway.request.regions import normalise_region
+    from gateway.request.tenants import TenantRegistry, generate_api_key, hash_api_key
 
     path: Path = args.file
     established: str | None = None

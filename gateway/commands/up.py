@@ -23,7 +23,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from gateway import exitcodes
+from gateway.commands import exitcodes
 
 DEMO_TENANT = "demo"
 LOCAL_TENANT = "local-dev"
@@ -105,7 +105,7 @@ def _has_model(model_base: Path) -> bool:
 def _prepare(args: argparse.Namespace, policies: Path) -> tuple[Path, str]:
     """Create what is missing in the work directory; return the config path and demo key."""
     from gateway.cli import main as cli_main
-    from gateway.tenants import generate_api_key, hash_api_key
+    from gateway.request.tenants import generate_api_key, hash_api_key
 
     work = args.workdir.resolve()
     (work / "keys").mkdir(parents=True, exist_ok=True)
@@ -198,7 +198,7 @@ def _write_editor_schemas(work: Path) -> None:
     Written on every start rather than pointing into a checkout, which an installed package
     does not have; an upgrade then brings its editors the schema it enforces.
     """
-    from gateway.schemas import render
+    from gateway.config.schemas import render
 
     target = work / "schemas"
     target.mkdir(exist_ok=True)
@@ -254,9 +254,9 @@ Ctrl-C stops both.""",
 
 def run(args: argparse.Namespace) -> int:
     """Start everything; return when interrupted."""
-    from gateway.app import run_gateway
     from gateway.commands.serve import event_loop_factory
-    from gateway.logs import configure_logging
+    from gateway.edge.app import run_gateway
+    from gateway.edge.logs import configure_logging
 
     configure_logging("WARNING", args.log_format)
     policies = (args.policies or _shipped_policies() or Path("policies")).resolve()

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from gateway import exitcodes
+from gateway.commands import exitcodes
 
 
 def register(subparsers: Any) -> None:
@@ -74,7 +74,7 @@ def _vkey(args: argparse.Namespace) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     from gateway.audit.errors import AuditError
-    from gateway.logs import configure_logging
+    from gateway.edge.logs import configure_logging
     from gateway.witness.server import WitnessService
 
     if not args.config.is_file():

@@ -1,5 +1,5 @@
 """The transport-neutral request pipeline: a typed request state, a table of small named
-steps, and one record builder per kind of audit record. The REST edge (`gateway.handlers`)
+steps, and one record builder per kind of audit record. The REST edge (`gateway.edge.handlers`)
 and any other edge only translate to and from it."""
 
 from __future__ import annotations

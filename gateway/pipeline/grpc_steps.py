@@ -16,7 +16,7 @@ from typing import Any, Final
 import grpc
 from google.protobuf.message import DecodeError
 
-from gateway.grpc_upstream import GrpcUpstreamError
+from gateway.edge.grpc_upstream import GrpcUpstreamError
 from gateway.pipeline.audit import append
 from gateway.pipeline.records import outcome_record
 from gateway.pipeline.state import Refusal, Reply, RequestState

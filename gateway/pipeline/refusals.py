@@ -9,7 +9,7 @@ is a problem+json body that names the problem and what would make the request pa
 from __future__ import annotations
 
 from gateway.pipeline.state import Refusal, Reply, RequestState
-from gateway.problems import PROBLEM_CONTENT_TYPE, gateway_problem, problem_bytes
+from gateway.request.problems import PROBLEM_CONTENT_TYPE, gateway_problem, problem_bytes
 from gateway.tfserving import ERROR_CONTENT_TYPE, TfsError, error_body
 
 __all__ = ["gateway_refusal", "json_parse_refusal", "tfs_refusal"]

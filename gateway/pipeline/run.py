@@ -14,12 +14,12 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from gateway.logs import describe_exception
+from gateway.edge.logs import describe_exception
 from gateway.pipeline import grpc_steps, steps
 from gateway.pipeline.audit import AuditDown, append
 from gateway.pipeline.records import failed_record, refused_record
 from gateway.pipeline.state import Refusal, Reply, RequestState
-from gateway.problems import PROBLEM_CONTENT_TYPE, gateway_problem, problem_bytes
+from gateway.request.problems import PROBLEM_CONTENT_TYPE, gateway_problem, problem_bytes
 
 __all__ = ["GRPC_STEPS", "REST_STEPS", "Step", "run_steps"]
 

@@ -16,10 +16,10 @@ from gateway.privacy import Findings
 from gateway.tfserving import Route
 
 if TYPE_CHECKING:
-    from gateway.app_state import Runtime, Snapshot
+    from gateway.edge.proxy import BackendSpec, UpstreamResponse
+    from gateway.edge.runtime import Runtime, Snapshot
     from gateway.policy import Decision
-    from gateway.proxy import BackendSpec, UpstreamResponse
-    from gateway.tenants import Tenant
+    from gateway.request.tenants import Tenant
     from gateway.tfserving.protos import RpcMethod
 
 __all__ = ["Refusal", "Reply", "RequestState"]

@@ -14,17 +14,8 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from gateway import strictjson
-from gateway.context import (
-    ClientFacts,
-    ContextError,
-    RouteFacts,
-    build_context,
-    find_licence,
-    inferred_alternative,
-)
-from gateway.jsonsplice import replace_strings
-from gateway.marks import ImageMarkError, mark_predict_response, marks_for_obligations
+from gateway.edge.proxy import UpstreamError, is_rerouted, select_backend
+from gateway.marks.response import ImageMarkError, mark_predict_response, marks_for_obligations
 from gateway.pipeline.audit import append
 from gateway.pipeline.records import allowed_record, denied_record, outcome_record
 from gateway.pipeline.refusals import gateway_refusal, json_parse_refusal, tfs_refusal
@@ -33,9 +24,18 @@ from gateway.policy import Decision
 from gateway.policy.combine import stricter
 from gateway.privacy import Findings, MaskRule, scan, scan_headers
 from gateway.privacy.masking import UnmaskableValue, mask_values
-from gateway.problems import PROBLEM_CONTENT_TYPE, decision_problem, problem_bytes
-from gateway.proxy import UpstreamError, is_rerouted, select_backend
-from gateway.tenants import AuthFailure
+from gateway.request import strictjson
+from gateway.request.context import (
+    ClientFacts,
+    ContextError,
+    RouteFacts,
+    build_context,
+    find_licence,
+    inferred_alternative,
+)
+from gateway.request.jsonsplice import replace_strings
+from gateway.request.problems import PROBLEM_CONTENT_TYPE, decision_problem, problem_bytes
+from gateway.request.tenants import AuthFailure
 from gateway.tfserving import TfsError, build_backend_path, error_body, parse_request_target
 from gateway.tfserving.jsonparse import JsonParseError, parse_exact
 from gateway.tfserving.notfound import unknown_model_error

@@ -29,7 +29,7 @@ def test_a_keyring_entry_whose_note_key_names_another_key_is_refused(tmp_path: P
 
 
 async def _run_gateway(tmp_path: Path, audit: dict[str, object], env: dict[str, str]) -> int:
-    from gateway.app import run_gateway
+    from gateway.edge.app import run_gateway
     from tests.gateway.test_operations import ROOT, _serve_config
 
     config_path = _serve_config(tmp_path, 9, ROOT / "policies")

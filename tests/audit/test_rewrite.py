@@ -159,8 +159,8 @@ async def test_the_writer_keeps_the_unsynced_notes_within_the_bound(
 async def test_a_gateway_restart_refuses_the_rewritten_log_with_a_clean_error(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], no_fsync: None
 ) -> None:
-    from gateway.app import run_gateway
     from gateway.audit import AuditOptions, Signer
+    from gateway.edge.app import run_gateway
     from tests.gateway.test_operations import ROOT, _serve_config
 
     config_path = _serve_config(tmp_path, 9, ROOT / "policies")

@@ -21,7 +21,7 @@ import yaml
 from grpc_status import rpc_status
 
 from gateway.cli import main as cli_main
-from gateway.tenants import hash_api_key
+from gateway.request.tenants import hash_api_key
 from tests.plugins.gateway import GatewayHarness, free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,7 +249,7 @@ def test_the_gateway_never_imports_tensorflow() -> None:
     script = textwrap.dedent(
         """
         import sys
-        import gateway.app, gateway.grpc_server, gateway.grpc_upstream
+        import gateway.edge.app, gateway.edge.grpc_server, gateway.edge.grpc_upstream
         import gateway.pipeline.grpc_steps
         from gateway.tfserving.protos import PredictRequest
         PredictRequest.FromString(PredictRequest().SerializeToString())

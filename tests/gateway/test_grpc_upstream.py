@@ -20,14 +20,14 @@ import numpy as np
 import pytest
 import yaml
 
-from gateway.config import ConfigError, load_config
-from gateway.grpc_upstream import (
+from gateway.config.loader import ConfigError, load_config
+from gateway.edge.grpc_upstream import (
     IDEMPOTENT_PATHS,
     METHOD_PATHS,
     GrpcUpstreamError,
     GrpcUpstreams,
 )
-from gateway.proxy import BackendSpec
+from gateway.edge.proxy import BackendSpec
 from gateway.tfserving import protos
 from tests.plugins.gateway import GatewayHarness
 

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from gateway.tenants import hash_api_key
+from gateway.request.tenants import hash_api_key
 from tests.gateway.test_pipeline import IMAGE, KEY, Env, _headers, _verify, _write_config
 from tests.gateway.test_pipeline import env as pipeline_env
 from tests.plugins.gateway import GatewayHarness, StubBackend, free_port, png_bytes

@@ -24,10 +24,10 @@ import pytest
 import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
-from gateway.app import create_admin_app, reload_snapshot
-from gateway.app_state import RUNTIME
 from gateway.cli import main as cli_main
-from gateway.tenants import hash_api_key
+from gateway.edge.app import create_admin_app, reload_snapshot
+from gateway.edge.runtime import RUNTIME
+from gateway.request.tenants import hash_api_key
 from tests.gateway.test_pipeline import IMAGE, KEY, _write_config
 from tests.plugins.gateway import GatewayHarness, StubBackend, free_port, make_signing_key
 

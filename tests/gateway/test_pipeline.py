@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from gateway.cli import main as cli_main
-from gateway.tenants import hash_api_key
+from gateway.request.tenants import hash_api_key
 from tests.plugins.gateway import GatewayHarness, StubBackend
 
 ROOT = Path(__file__).resolve().parents[2]

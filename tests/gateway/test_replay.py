@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from gateway.cli import main as cli_main
-from gateway.policy_revisions import STORE_DIR, RevisionError, load_revision
-from gateway.replay import iter_decision_records, replay_log
+from gateway.replay.decisions import iter_decision_records, replay_log
+from gateway.replay.revisions import STORE_DIR, RevisionError, load_revision
 from tests.gateway.test_pipeline import IMAGE, KEY, _headers, _write_config
 from tests.plugins.gateway import GatewayHarness, StubBackend
 
@@ -196,8 +196,8 @@ async def test_the_admin_api_replays_the_recent_log(
 ) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from gateway.app import create_admin_app
-    from gateway.app_state import RUNTIME
+    from gateway.edge.app import create_admin_app
+    from gateway.edge.runtime import RUNTIME
 
     class _Public(dict[Any, Any]):
         pass

@@ -6,9 +6,9 @@ import uuid
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.app import _new_decision_id
-from gateway.app_state import Snapshot
-from gateway.clientip import ClientIPConfig, RegionTable, resolve_client
+from gateway.edge.app import _new_decision_id
+from gateway.edge.runtime import Snapshot
+from gateway.request.clientip import ClientIPConfig, RegionTable, resolve_client
 
 
 def _headers(**values: str) -> CIMultiDictProxy[str]:
@@ -71,7 +71,7 @@ def test_settling_the_heap_freezes_the_living_and_reclaims_replaced_cycles() -> 
     import gc
     import weakref
 
-    from gateway.app import _settle_heap
+    from gateway.edge.app import _settle_heap
 
     class Node:
         partner: object

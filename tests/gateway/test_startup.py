@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gateway.app import SnapshotError, run_gateway
+from gateway.edge.app import SnapshotError, run_gateway
 from tests.gateway.test_pipeline import _write_config
 from tests.plugins.gateway import free_port, make_signing_key, start_gateway
 

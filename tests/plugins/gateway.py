@@ -26,11 +26,11 @@ from aiohttp import web
 from multidict import CIMultiDict
 from yarl import URL
 
-from gateway.app import create_app
-from gateway.app_state import RUNTIME, Runtime
 from gateway.audit.storage import list_segments
-from gateway.config import GatewayConfig, load_config
-from gateway.http_server import make_runner
+from gateway.config.loader import GatewayConfig, load_config
+from gateway.edge.app import create_app
+from gateway.edge.http_server import make_runner
+from gateway.edge.runtime import RUNTIME, Runtime
 
 TEST_PEER_HEADER = "X-Test-Peer"
 

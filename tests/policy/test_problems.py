@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from gateway.config import OperatorConfig
+from gateway.config.loader import OperatorConfig
 from gateway.policy import PolicySet, load_policy_set
-from gateway.problems import decision_problem
+from gateway.request.problems import decision_problem
 from tests.policy.conftest import PackWriter, context
 
 OPERATOR = OperatorConfig(

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
 from gateway.errors import Diagnostic, DiagnosticError, Location
-from gateway.regions import normalise_region
+from gateway.request.regions import normalise_region
 from gateway.source import load_yaml
 
 __all__ = [

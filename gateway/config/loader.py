@@ -22,7 +22,7 @@ from typing import Any
 import jsonschema
 from pydantic import ValidationError
 
-from gateway.config_model import (
+from gateway.config.model import (
     Clients,
     ConfigFile,
     Headers,

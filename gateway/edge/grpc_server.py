@@ -34,7 +34,7 @@ import grpc
 import orjson
 from multidict import CIMultiDict
 
-from gateway.config import GrpcListener
+from gateway.config.loader import GrpcListener
 from gateway.pipeline import Reply, RequestState, run_steps
 from gateway.pipeline.grpc_steps import GRPC_VERBS
 from gateway.pipeline.run import GRPC_STEPS

@@ -18,19 +18,19 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from gateway.audit import AuditLog, PayloadDigester, minimise_ip
-from gateway.clientip import ClientIPConfig, ClientResolution, RegionLookup, resolve_client
-from gateway.config import GatewayConfig
-from gateway.metrics import GatewayMetrics
+from gateway.config.loader import GatewayConfig
+from gateway.edge.metrics import GatewayMetrics
+from gateway.edge.proxy import BackendSpec, UpstreamPool
+from gateway.edge.sinks import SALE_OR_SHARE, EventSinks
 from gateway.policy import Decision, LegalBasis, PolicySet, Problem, Remedy
 from gateway.policy.decision import SinkSuppression
-from gateway.proxy import BackendSpec, UpstreamPool
-from gateway.sinks import SALE_OR_SHARE, EventSinks
-from gateway.tenants import TenantRegistry
+from gateway.request.clientip import ClientIPConfig, ClientResolution, RegionLookup, resolve_client
+from gateway.request.tenants import TenantRegistry
 from gateway.witness.client import CheckpointWitnessing
 
 if TYPE_CHECKING:
     # Imported when the app starts (it loads grpc); commands without a server never do.
-    from gateway.grpc_upstream import GrpcUpstreams
+    from gateway.edge.grpc_upstream import GrpcUpstreams
 
 __all__ = ["DECISION_ID", "RUNTIME", "Runtime", "Snapshot", "build_backends"]
 

@@ -29,11 +29,11 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.storage import list_segments
-from gateway.context import inferred_alternative
+from gateway.edge.proxy import BackendSpec, select_backend
 from gateway.policy import Decision, PolicySet
 from gateway.policy.combine import stricter
-from gateway.problems import EVALUATION_ERROR_STATUS
-from gateway.proxy import BackendSpec, select_backend
+from gateway.request.context import inferred_alternative
+from gateway.request.problems import EVALUATION_ERROR_STATUS
 
 __all__ = [
     "ChangeListener",

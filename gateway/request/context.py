@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gateway.config import HeaderNames
+from gateway.config.loader import HeaderNames
 
 __all__ = [
     "ClientFacts",

@@ -26,7 +26,7 @@ from aiohttp import web
 from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_server import Server
 
-from gateway.config import ClientTimeouts
+from gateway.config.loader import ClientTimeouts
 
 __all__ = ["LINGER_S", "make_runner"]
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from gateway.config import OperatorConfig
+from gateway.config.loader import OperatorConfig
 from gateway.policy.decision import Decision
 from gateway.policy.vocabulary import RegimeInfo
 

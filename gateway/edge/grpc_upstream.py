@@ -34,7 +34,7 @@ from typing import Any, Final
 import grpc
 import grpc.aio
 
-from gateway.proxy import BackendSpec, UpstreamError, UpstreamErrorKind
+from gateway.edge.proxy import BackendSpec, UpstreamError, UpstreamErrorKind
 from gateway.tfserving import protos
 
 __all__ = [

@@ -16,10 +16,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from aiohttp import web
 
-from gateway import strictjson
-from gateway.app_state import DECISION_ID, RUNTIME, Runtime
+from gateway.edge.runtime import DECISION_ID, RUNTIME, Runtime
 from gateway.pipeline import Refusal, RequestState, run_steps
 from gateway.pipeline.refusals import gateway_refusal
+from gateway.request import strictjson
 
 __all__ = ["handle_tfserving"]
 

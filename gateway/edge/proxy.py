@@ -8,8 +8,9 @@ Selection, in order (`select_backend`):
 
 1. Keep the backends that serve the model (and are not marked unavailable).
 2. When the decision limits backend regions, keep those inside an allowed region under the
-   routing convention of `gateway.regions.routes_within` (`US-CA` routes as `US`; `EU` admits
-   every member state). Nothing left: None, and the gateway answers 451 with the residency basis.
+   routing convention of `gateway.request.regions.routes_within` (`US-CA` routes as `US`; `EU`
+   admits every member state). Nothing left: None, and the gateway answers 451 with the
+   residency basis.
 3. The tenant's preferred backend, when it survived 1 and 2.
 4. The operator's default for the caller's region (`region_routing_default`), looked up most
    specific first: `US-CA`, then `US`; `DE`, then `EU`, then `EEA`.
@@ -41,7 +42,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from yarl import URL
 
-from gateway.regions import (
+from gateway.request.regions import (
     country_of,
     normalise_region,
     routes_within,

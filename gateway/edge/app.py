@@ -32,24 +32,30 @@ import aiohttp
 import orjson
 from aiohttp import web
 
-from gateway.app_state import DECISION_ID, RUNTIME, Runtime, Snapshot, build_backends
 from gateway.audit import AuditError, AuditLog, AuditOptions, PayloadDigester, Signer
 from gateway.audit.payload_key import LEGACY_KEY_FILE as LEGACY_PAYLOAD_KEY_FILE
 from gateway.audit.payload_key import load_or_create_payload_key
 from gateway.audit.witness import CosignerKey
-from gateway.clientip import CachedRegionLookup, ClientIPConfig, RegionTable
-from gateway.config import ConfigError, GatewayConfig, load_config
-from gateway.context import ClientFacts, ContextError, RouteFacts, build_context, find_licence
+from gateway.config.loader import ConfigError, GatewayConfig, load_config
+from gateway.edge.handlers import handle_tfserving
+from gateway.edge.http_server import make_runner
+from gateway.edge.logs import ACCESS_LOGGER, describe_exception
+from gateway.edge.metrics import CONTENT_TYPE_LATEST, GatewayMetrics, ScrapeState, WitnessState
+from gateway.edge.proxy import UpstreamPool
+from gateway.edge.runtime import DECISION_ID, RUNTIME, Runtime, Snapshot, build_backends
+from gateway.edge.sinks import EventSinks, SinkSpec
 from gateway.errors import DiagnosticError, format_diagnostics
-from gateway.handlers import handle_tfserving
-from gateway.http_server import make_runner
-from gateway.logs import ACCESS_LOGGER, describe_exception
-from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics, ScrapeState, WitnessState
 from gateway.policy import load_policy_set
-from gateway.policy_revisions import STORE_DIR, store_revision
-from gateway.proxy import UpstreamPool
-from gateway.sinks import EventSinks, SinkSpec
-from gateway.tenants import TenantRegistry
+from gateway.replay.revisions import STORE_DIR, store_revision
+from gateway.request.clientip import CachedRegionLookup, ClientIPConfig, RegionTable
+from gateway.request.context import (
+    ClientFacts,
+    ContextError,
+    RouteFacts,
+    build_context,
+    find_licence,
+)
+from gateway.request.tenants import TenantRegistry
 from gateway.tfserving import error_body
 from gateway.witness.client import CheckpointWitnessing, WitnessEndpoint, witnessed_heads
 
@@ -396,7 +402,7 @@ def create_app(
                     timeout=config.audit.witness_timeout_s,
                 )
                 witnessing.start()
-            from gateway.grpc_upstream import GrpcUpstreams
+            from gateway.edge.grpc_upstream import GrpcUpstreams
 
             # Channels open on first use: a gateway without gRPC traffic starts none.
             grpc_upstream = GrpcUpstreams(
@@ -455,7 +461,7 @@ def create_app(
             app[RUNTIME] = runtime
             _keep_revision(snap)
             if config.grpc.enabled:
-                from gateway.grpc_server import GrpcFrontDoor
+                from gateway.edge.grpc_server import GrpcFrontDoor
 
                 front_door = GrpcFrontDoor(runtime, config.grpc, _new_decision_id)
                 try:
@@ -583,8 +589,8 @@ def _replay_now(
 ) -> tuple[dict[str, Any], int]:
     from collections import deque
 
-    from gateway.policy_revisions import load_revision
-    from gateway.replay import iter_decision_records, policy_impact, replay_log
+    from gateway.replay.decisions import iter_decision_records, policy_impact, replay_log
+    from gateway.replay.revisions import load_revision
 
     recent = deque(iter_decision_records(directory), maxlen=limit)
     if tenants:

@@ -1,6 +1,6 @@
 """The JSON Schemas committed under `schemas/`, generated from their one definition each.
 
-`python -m gateway.schemas` rewrites them; a test checks the committed files still match,
+`python -m gateway.config.schemas` rewrites them; a test checks the committed files still match,
 so an editor or `check-jsonschema` pointed at `schemas/*.schema.json` sees what the gateway
 enforces.
 """
@@ -17,7 +17,7 @@ __all__ = ["SCHEMAS", "main", "render"]
 
 
 def _config() -> dict[str, Any]:
-    from gateway.config import config_schema
+    from gateway.config.loader import config_schema
 
     return config_schema()
 
@@ -35,7 +35,7 @@ def _context() -> dict[str, Any]:
 
 
 def _tenants() -> dict[str, Any]:
-    from gateway.tenants import tenants_json_schema
+    from gateway.request.tenants import tenants_json_schema
 
     return tenants_json_schema()
 
@@ -57,7 +57,7 @@ def render(name: str) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Write every schema into the directory named in `argv` (default: the checkout's)."""
     args = sys.argv[1:] if argv is None else argv
-    target = Path(args[0]) if args else Path(__file__).resolve().parents[1] / "schemas"
+    target = Path(args[0]) if args else Path(__file__).resolve().parents[2] / "schemas"
     target.mkdir(parents=True, exist_ok=True)
     for name in SCHEMAS:
         (target / f"{name}.schema.json").write_text(render(name), encoding="utf-8")

@@ -49,8 +49,8 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from gateway.errors import Diagnostic, DiagnosticError, Location
-from gateway.regions import REGION_CODE as _REGION_CODE
-from gateway.regions import normalise_region
+from gateway.request.regions import REGION_CODE as _REGION_CODE
+from gateway.request.regions import normalise_region
 from gateway.source import DataPath, LoadedDocument, load_yaml
 
 __all__ = [
