@@ -72,6 +72,9 @@ async def ops(
         tmp_path, backend.port, free_port(),
         policies={"paths": [str(policies)], "watch": False},
         admin={"enabled": True, "token": {"env": "TEST_ADMIN_TOKEN"}},
+        # A reload compiles every pack while a request waits upstream: on a loaded machine
+        # that can outlast the pipeline tests' 1 s read timeout.
+        timeouts={"connect_s": 1.0, "read_s": 10.0},
     )  # fmt: skip
     harness = await gateway_factory(config, environ={"TEST_ADMIN_TOKEN": "s3cret-token"})
     try:
