@@ -15,7 +15,7 @@ from functools import partial
 from typing import Any
 
 from gateway.edge.proxy import UpstreamError, is_rerouted, select_backend
-from gateway.marks.response import ImageMarkError, mark_predict_response, marks_for_obligations
+from gateway.marks import ImageMarkError, mark_predict_response, marks_for_obligations
 from gateway.pipeline.audit import append
 from gateway.pipeline.records import allowed_record, denied_record, outcome_record
 from gateway.pipeline.refusals import gateway_refusal, json_parse_refusal, tfs_refusal
