@@ -22,6 +22,7 @@ from gateway.config.loader import GatewayConfig
 from gateway.edge.metrics import GatewayMetrics
 from gateway.edge.proxy import BackendSpec, UpstreamPool
 from gateway.edge.sinks import SALE_OR_SHARE, EventSinks
+from gateway.lru import LruCache
 from gateway.policy import Decision, LegalBasis, PolicySet, Problem, Remedy
 from gateway.policy.decision import SinkSuppression
 from gateway.request.clientip import ClientIPConfig, ClientResolution, RegionLookup, resolve_client
@@ -68,7 +69,9 @@ class Snapshot:
     sink_views: tuple[Mapping[str, Any], ...] = ()
     _by_model: Mapping[str, tuple[BackendSpec, ...]] = field(default_factory=dict, repr=False)
     _client_headers: tuple[str, ...] = field(default=(), repr=False)
-    _by_peer: dict[str | None, ClientResolution] = field(default_factory=dict, repr=False)
+    _by_peer: LruCache[str | None, ClientResolution] = field(
+        default_factory=lambda: LruCache(_IP_CACHE_SIZE), repr=False
+    )
 
     def __post_init__(self) -> None:
         by_model: dict[str, list[BackendSpec]] = {}
@@ -95,9 +98,7 @@ class Snapshot:
         known = self._by_peer.get(peer)
         if known is None:
             known = resolve_client(peer, (), self.client_ip, self.regions)
-            if len(self._by_peer) >= _IP_CACHE_SIZE:
-                self._by_peer.clear()
-            self._by_peer[peer] = known
+            self._by_peer.put(peer, known)
         return known
 
     def region_lookup(self, ip: str) -> str | None:
@@ -162,7 +163,9 @@ class Runtime:
     grpc_port: int = 0
     #: The background submitter of audit checkpoints to witnesses (None: none configured).
     witnessing: CheckpointWitnessing | None = None
-    _ip_fields: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    _ip_fields: LruCache[str, tuple[str | None, str | None]] = field(
+        default_factory=lambda: LruCache(_IP_CACHE_SIZE)
+    )
 
     def keyed_digest(self, payload: bytes) -> str:
         """Keyed (HMAC) digest of payload bytes: never the payload itself.
@@ -187,9 +190,7 @@ class Runtime:
         except ValueError:
             prefix = None
         fields = (prefix, self.keyed_digest(ip.encode()))
-        if len(self._ip_fields) >= _IP_CACHE_SIZE:
-            self._ip_fields.clear()
-        self._ip_fields[ip] = fields
+        self._ip_fields.put(ip, fields)
         return fields
 
     def emit_event(

@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
 from gateway.errors import Diagnostic, DiagnosticError, Location
+from gateway.lru import LruCache
 from gateway.request.regions import normalise_region
 from gateway.source import load_yaml
 
@@ -693,23 +694,14 @@ class RegionTable:
 class CachedRegionLookup:
     """A region lookup that remembers its answers (clients repeat; lookups parse addresses).
 
-    Bounded: the cache is emptied when it reaches `size` entries. One instance belongs to
-    one snapshot, so a reloaded region table never serves stale answers.
+    Bounded: at most `size` answers, the least recently used evicted first. One instance
+    belongs to one snapshot, so a reloaded region table never serves stale answers.
     """
 
     def __init__(self, lookup: RegionLookup, size: int = 65536) -> None:
         self._lookup = lookup
-        self._size = size
-        self._cache: dict[str, str | None] = {}
+        self._cache: LruCache[str, str | None] = LruCache(size)
 
     def region_of(self, address: str) -> str | None:
         """The region of `address`, from the cache when seen before."""
-        try:
-            return self._cache[address]
-        except KeyError:
-            pass
-        region = self._lookup.region_of(address)
-        if len(self._cache) >= self._size:
-            self._cache.clear()
-        self._cache[address] = region
-        return region
+        return self._cache.get_or_compute(address, self._lookup.region_of)
