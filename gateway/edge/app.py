@@ -47,7 +47,7 @@ from gateway.edge.sinks import EventSinks, SinkSpec
 from gateway.errors import DiagnosticError, format_diagnostics
 from gateway.policy import load_policy_set
 from gateway.replay.revisions import STORE_DIR, store_revision
-from gateway.request.clientip import CachedRegionLookup, ClientIPConfig, RegionTable
+from gateway.request.clientip import ClientIPConfig
 from gateway.request.context import (
     ClientFacts,
     ContextError,
@@ -55,6 +55,7 @@ from gateway.request.context import (
     build_context,
     find_licence,
 )
+from gateway.request.geo import CachedRegionLookup, RegionTable
 from gateway.request.tenants import TenantRegistry
 from gateway.tfserving import error_body
 from gateway.witness.client import CheckpointWitnessing, WitnessEndpoint, witnessed_heads

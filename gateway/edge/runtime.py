@@ -25,7 +25,8 @@ from gateway.edge.sinks import SALE_OR_SHARE, EventSinks
 from gateway.lru import LruCache
 from gateway.policy import Decision, LegalBasis, PolicySet, Problem, Remedy
 from gateway.policy.decision import SinkSuppression
-from gateway.request.clientip import ClientIPConfig, ClientResolution, RegionLookup, resolve_client
+from gateway.request.clientip import ClientIPConfig, ClientResolution, resolve_client
+from gateway.request.geo import RegionLookup
 from gateway.request.tenants import TenantRegistry
 from gateway.witness.client import CheckpointWitnessing
 

@@ -10,11 +10,7 @@ from gateway.marks.plan import ImageMarkError, Plan
 from gateway.marks.xmp import merged_xmp
 
 _XMP_JPEG_HEADER: Final = b"http://ns.adobe.com/xap/1.0/\x00"
-
-
 _JPEG_MAX_SEGMENT_PAYLOAD: Final = 0xFFFF - 2
-
-
 _JPEG_SOF: Final = frozenset(
     {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 )

@@ -47,21 +47,11 @@ _GLYPHS: Final[dict[str, tuple[str, ...]]] = {
 
 
 _GLYPH_SIZE: Final = 16
-
-
 _GLYPH_INK: Final = 14
-
-
 #: GB 45438-2025: the text of an image's explicit label is at least 5% of the shorter side.
 LABEL_MIN_HEIGHT_RATIO: Final = 0.05
-
-
 _MAX_LABEL_PIXELS: Final = 40_000_000
-
-
 _CHANNELS: Final = {0: 1, 2: 3, 4: 2, 6: 4}  # PNG colour type -> samples per pixel
-
-
 _PIL_MODES: Final = {0: "L", 2: "RGB", 4: "LA", 6: "RGBA"}
 
 

@@ -39,15 +39,9 @@ __all__ = [
 
 #: Image-mark schemes of the policy language that this module writes into metadata.
 MARK_IPTC_DIGITAL_SOURCE_TYPE: Final = "iptc_digital_source_type"
-
-
 MARK_CN_AIGC_IMPLICIT_LABEL: Final = "cn_aigc_implicit_label"
-
-
 #: The visible (explicit) CN label is drawn on the pixels, not written here.
 MARK_CN_AIGC_EXPLICIT_LABEL: Final = "cn_aigc_explicit_label"
-
-
 #: GB 45438-2025 implicit-label fields, in the order the standard lists them.
 AIGC_FIELDS: Final = (
     "Label",
@@ -61,14 +55,8 @@ AIGC_FIELDS: Final = (
 
 
 ImageFormat = Literal["png", "jpeg", "webp"]
-
-
 _AIGC_VALUE_MAX: Final = 1024
-
-
 _AIGC_LABELS: Final = frozenset({"1", "2", "3"})  # GB 45438: generated / possibly / suspected
-
-
 _CONTROL_CHARS: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 

@@ -12,11 +12,7 @@ from gateway.marks.plan import ImageMarkError, Plan, aigc_json, parse_aigc_json
 from gateway.marks.xmp import MAX_METADATA_TEXT, merged_xmp
 
 _XMP_PNG_KEYWORD: Final = b"XML:com.adobe.xmp"
-
-
 _AIGC_PNG_KEYWORD: Final = b"AIGC"
-
-
 _PNG_MAX_CHUNK: Final = 0x7FFFFFFF  # PNG spec: a chunk length is at most 2^31 - 1
 
 

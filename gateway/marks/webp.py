@@ -10,8 +10,6 @@ from gateway.marks.plan import ImageMarkError, Plan
 from gateway.marks.xmp import merged_xmp
 
 _VP8X_XMP: Final = 0x04
-
-
 _VP8X_ALPHA: Final = 0x10
 
 

@@ -8,32 +8,14 @@ from typing import Final
 from gateway.marks.plan import ImageMarkError, Plan, aigc_json, merge_aigc, parse_aigc_json
 
 _NS_X: Final = "adobe:ns:meta/"
-
-
 _NS_RDF: Final = "http://www.w3.org/1999/02/22-rdf-syntax-ns#"
-
-
 _NS_IPTC_EXT: Final = "http://iptc.org/std/Iptc4xmpExt/2008-02-29/"
-
-
 _NS_TC260: Final = "http://www.tc260.org.cn/ns/AIGC/1.0/"
-
-
 _TAG_RDF: Final = f"{{{_NS_RDF}}}RDF"
-
-
 _TAG_DESCRIPTION: Final = f"{{{_NS_RDF}}}Description"
-
-
 _ATTR_ABOUT: Final = f"{{{_NS_RDF}}}about"
-
-
 _ATTR_RESOURCE: Final = f"{{{_NS_RDF}}}resource"
-
-
 _TAG_SOURCE_TYPE: Final = f"{{{_NS_IPTC_EXT}}}DigitalSourceType"
-
-
 _TAG_AIGC: Final = f"{{{_NS_TC260}}}AIGC"
 
 
@@ -49,11 +31,7 @@ for _prefix, _uri in (
 
 
 _XPACKET_BEGIN: Final = '<?xpacket begin="\ufeff" id="W5M0MpCehiHzreSzNTczkc9d"?>'
-
-
 _XPACKET_END: Final = '<?xpacket end="w"?>'
-
-
 MAX_METADATA_TEXT: Final = 1 << 20  # bound on XMP or text we decompress or parse
 
 

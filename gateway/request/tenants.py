@@ -49,6 +49,7 @@ from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from gateway.errors import Diagnostic, DiagnosticError, Location
+from gateway.request.cidr import CidrTable, IPNetwork
 from gateway.request.regions import normalise_region
 from gateway.source import DataPath, LoadedDocument, load_yaml
 
@@ -61,7 +62,6 @@ __all__ = [
     "hash_api_key",
 ]
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 HASH_PREFIX: Final = "sha256:"
 _HASH_FORMAT: Final = re.compile(r"sha256:[0-9a-f]{64}")
@@ -175,7 +175,7 @@ class TenantRegistry:
         unknown `default_tenant`."""
         self._by_id: dict[str, Tenant] = {}
         self._by_hash: dict[str, Tenant] = {}
-        self._networks: list[tuple[IPNetwork, Tenant]] = []
+        self._networks: CidrTable[Tenant] = CidrTable()
         for tenant in tenants:
             if tenant.id in self._by_id:
                 raise ValueError(f"duplicate tenant id `{tenant.id}`")
@@ -187,14 +187,11 @@ class TenantRegistry:
                         f"tenants `{other.id}` and `{tenant.id}` share an API key hash"
                     )
             for network in tenant.source_networks:
-                for known, owner in self._networks:
-                    if known == network and owner is not tenant:
-                        raise ValueError(
-                            f"network `{network}` is bound to `{owner.id}` and `{tenant.id}`"
-                        )
-                self._networks.append((network, tenant))
-        # Longest prefix first, so the first match wins.
-        self._networks.sort(key=lambda pair: pair[0].prefixlen, reverse=True)
+                owner = self._networks.setdefault(network, tenant)
+                if owner is not tenant:
+                    raise ValueError(
+                        f"network `{network}` is bound to `{owner.id}` and `{tenant.id}`"
+                    )
         if default_tenant is not None and default_tenant not in self._by_id:
             raise ValueError(f"default tenant `{default_tenant}` is not in the tenants file")
         self.default_tenant = default_tenant
@@ -265,10 +262,7 @@ class TenantRegistry:
             address = ipaddress.ip_address(client_ip)
         except ValueError:
             return None
-        for network, tenant in self._networks:
-            if address in network:
-                return tenant
-        return None
+        return self._networks.lookup(address)
 
     def authenticate(
         self, api_key: str | None, client_ip: str | None

@@ -8,7 +8,8 @@ from multidict import CIMultiDict, CIMultiDictProxy
 
 from gateway.edge.app import _new_decision_id
 from gateway.edge.runtime import Snapshot
-from gateway.request.clientip import ClientIPConfig, RegionTable, resolve_client
+from gateway.request.clientip import ClientIPConfig, resolve_client
+from gateway.request.geo import RegionTable
 
 
 def _headers(**values: str) -> CIMultiDictProxy[str]:
