@@ -28,14 +28,13 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections.abc import Iterator, Sequence
-from typing import Final
 
 from gateway.marks.container import describe_unsupported, detect_format, is_unsupported_image
 from gateway.marks.image import apply_marks
 from gateway.marks.label import draw_explicit_label
 from gateway.marks.plan import ExplicitLabel, ImageMarkError, Mark, MarkedResponse
+from gateway.request.jsonpath import json_path_child
 
 __all__ = ["mark_predict_response"]
 
@@ -110,17 +109,6 @@ def _mark_b64(value: str, path: str, marks: Sequence[Mark]) -> str | None:
     return base64.b64encode(marked).decode("ascii")
 
 
-_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
-
-
-def _child_path(path: str, key: str | int) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    if _IDENTIFIER.fullmatch(key):
-        return f"{path}.{key}"
-    return f"{path}[{json.dumps(key, ensure_ascii=False)}]"
-
-
 def _b64_objects(value: object, path: str) -> Iterator[tuple[str, dict[str, object]]]:
     """TF Serving binary values (`{"b64": "..."}`) under `value`, in document order."""
     stack: list[tuple[str, object]] = [(path, value)]
@@ -130,9 +118,9 @@ def _b64_objects(value: object, path: str) -> Iterator[tuple[str, dict[str, obje
             if len(item) == 1 and isinstance(item.get("b64"), str):
                 yield here, item
                 continue
-            stack.extend((_child_path(here, k), v) for k, v in reversed(item.items()))
+            stack.extend((json_path_child(here, k), v) for k, v in reversed(item.items()))
         elif isinstance(item, list):
-            stack.extend((_child_path(here, i), v) for i, v in reversed(list(enumerate(item))))
+            stack.extend((json_path_child(here, i), v) for i, v in reversed(list(enumerate(item))))
 
 
 def _strings_in_order(

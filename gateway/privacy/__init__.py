@@ -22,7 +22,7 @@ from gateway.privacy.detectors import (
     UnknownDetectorError,
     detectors_named,
 )
-from gateway.privacy.findings import BinaryInput, Finding, Findings, format_path, header_path
+from gateway.privacy.findings import BinaryInput, Finding, Findings, header_path
 from gateway.privacy.masking import MaskedEntry, MaskRule, apply_masks, mask_headers, mask_text
 from gateway.privacy.scan import (
     DEFAULT_SCAN_BUDGET,
@@ -52,7 +52,6 @@ __all__ = [
     "UnknownDetectorError",
     "apply_masks",
     "detectors_named",
-    "format_path",
     "header_path",
     "mask_headers",
     "mask_text",

@@ -7,10 +7,9 @@ so findings can be logged, put in the request context and written to the audit r
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, overload
+from typing import Literal, overload
 
 Location = tuple[str | int, ...]
 Source = Literal["body", "header"]
@@ -131,22 +130,6 @@ class Findings(Sequence[Finding]):
                 seen.add(key)
                 pairs.append({"type": finding.category, "path": finding.path})
         return pairs
-
-
-_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def format_path(location: Location) -> str:
-    """`("instances", 0, "note")` -> `instances[0].note`; other keys in JSON string brackets."""
-    parts: list[str] = []
-    for step in location:
-        if isinstance(step, int):
-            parts.append(f"[{step}]")
-        elif _IDENTIFIER.match(step):
-            parts.append(f".{step}" if parts else step)
-        else:
-            parts.append(f"[{json.dumps(step, ensure_ascii=False)}]")
-    return "".join(parts)
 
 
 def header_path(name: str) -> str:

@@ -68,10 +68,10 @@ from gateway.privacy.findings import (
     Finding,
     Findings,
     Location,
-    format_path,
     header_path,
 )
 from gateway.privacy.normalize import normalise
+from gateway.request.jsonpath import json_path
 
 __all__ = ["DEFAULT_SCAN_BUDGET", "scan", "scan_byte_values", "scan_headers", "scan_text"]
 
@@ -261,13 +261,13 @@ class _Walk:
         self.clean_keys: set[str] = set()
 
     def path(self, location: Location) -> str:
-        """`format_path(location)`, with keys that hold personal data replaced by `[key]`.
+        """`json_path(location)`, with keys that hold personal data replaced by `[key]`.
 
         Paths go into the audit record, which must never hold a personal-data value.
         """
         if not self.sensitive_keys or not any(step in self.sensitive_keys for step in location):
-            return format_path(location)
-        return format_path(
+            return json_path(location)
+        return json_path(
             tuple("[key]" if step in self.sensitive_keys else step for step in location)
         )
 
