@@ -34,7 +34,8 @@ from typing import Any, Final
 import grpc
 import grpc.aio
 
-from gateway.edge.proxy import BackendSpec, UpstreamError, UpstreamErrorKind
+from gateway.edge.proxy import UpstreamError, UpstreamErrorKind
+from gateway.request.routing import BackendSpec
 from gateway.tfserving import protos
 
 __all__ = [

@@ -20,13 +20,15 @@ from aiohttp import web
 from gateway.audit import AuditLog, PayloadDigester, minimise_ip
 from gateway.config.loader import GatewayConfig
 from gateway.edge.metrics import GatewayMetrics
-from gateway.edge.proxy import BackendSpec, UpstreamPool
+from gateway.edge.proxy import UpstreamPool
 from gateway.edge.sinks import SALE_OR_SHARE, EventSinks
 from gateway.lru import LruCache
 from gateway.policy import Decision, LegalBasis, PolicySet, Problem, Remedy
 from gateway.policy.decision import SinkSuppression
 from gateway.request.clientip import ClientIPConfig, ClientResolution, resolve_client
 from gateway.request.geo import RegionLookup
+from gateway.request.regions import RegionGroups
+from gateway.request.routing import BackendSpec
 from gateway.request.tenants import TenantRegistry
 from gateway.witness.client import CheckpointWitnessing
 
@@ -70,6 +72,8 @@ class Snapshot:
     sink_views: tuple[Mapping[str, Any], ...] = ()
     _by_model: Mapping[str, tuple[BackendSpec, ...]] = field(default_factory=dict, repr=False)
     _client_headers: tuple[str, ...] = field(default=(), repr=False)
+    #: The routing groups of the policy vocabulary in force (`RegionGroups.from_vocabulary`).
+    region_groups: RegionGroups = field(init=False, repr=False)
     _by_peer: LruCache[str | None, ClientResolution] = field(
         default_factory=lambda: LruCache(_IP_CACHE_SIZE), repr=False
     )
@@ -84,6 +88,8 @@ class Snapshot:
         if self.client_ip.trusted_region_header:
             names.append(self.client_ip.trusted_region_header)
         object.__setattr__(self, "_client_headers", tuple(names))
+        groups = RegionGroups.from_vocabulary(self.policy_set.vocabulary.groups)
+        object.__setattr__(self, "region_groups", groups)
 
     def resolve_client(self, peer: str | None, headers: Mapping[str, str]) -> ClientResolution:
         """`clientip.resolve_client` under this snapshot's settings.
