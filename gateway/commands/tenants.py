@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -250,15 +249,9 @@ def _last_token_end(node: Any) -> int:
 
 
 def _write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` durably (`audit.storage.atomic_write`), keeping its mode."""
+    from gateway.audit.storage import atomic_write
+
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o640
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text.encode("utf-8"))
+    os.chmod(path, mode)
