@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from gateway.audit.witness import CosignerKey
-from gateway.config.loader import ConfigError, config_schema, load_config
+from gateway.config.loader import ConfigError, config_json_schema, load_config
 from gateway.config.model import Sink, reference_rows
 from gateway.edge.app import reload_snapshot, run_gateway
 from gateway.errors import format_diagnostics
@@ -47,7 +47,7 @@ WRONG_TYPE = {"string": 12, "integer": "twelve", "number": "fast", "boolean": "y
 
 def _leaf_types() -> Iterator[tuple[str, str]]:
     """(dotted key, JSON type) of every scalar, list and mapping setting of the model."""
-    schema = config_schema()
+    schema = config_json_schema()
     defs = schema["$defs"]
 
     def resolve(node: dict[str, Any]) -> dict[str, Any]:
@@ -215,7 +215,7 @@ async def test_a_wrong_value_is_a_located_diagnostic_and_exit_3(
 
 
 def test_the_schema_is_the_model_s(tmp_path: Path) -> None:
-    schema = config_schema()
+    schema = config_json_schema()
     assert schema["properties"]["timeouts"] == {"$ref": "#/$defs/Timeouts"}
     assert schema["$defs"]["Timeouts"]["properties"]["read_s"]["default"] > 30
     assert "backends" in schema["required"]

@@ -47,7 +47,7 @@ __all__ = [
     "PoolConfig",
     "SinkConfig",
     "WitnessConfigEntry",
-    "config_schema",
+    "config_json_schema",
     "load_config",
     "schema_error_diagnostic",
 ]
@@ -57,7 +57,7 @@ class ConfigError(DiagnosticError):
     """The configuration could not be loaded; `diagnostics()` says where and why."""
 
 
-def config_schema() -> dict[str, Any]:
+def config_json_schema() -> dict[str, Any]:
     """Return the JSON Schema of the gateway configuration file (derived from the model)."""
     schema = ConfigFile.model_json_schema()
     return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
@@ -292,7 +292,7 @@ def _apply_env_overrides(
     data: dict[str, Any], env: Mapping[str, str], diagnostics: list[Diagnostic]
 ) -> dict[str, Any]:
     """Overlay `JURISGATE__A__B=value` variables onto the parsed file."""
-    schema = config_schema()
+    schema = config_json_schema()
     merged: dict[str, Any] = {key: value for key, value in data.items()}
     for name in sorted(env):
         if not name.startswith(ENV_PREFIX):
@@ -406,7 +406,7 @@ def _data_path(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
 
 def _known_keys(path: tuple[int | str, ...]) -> list[str]:
     """The settings the model allows in the mapping at `path` (a list item's, for a list)."""
-    schema = config_schema()
+    schema = config_json_schema()
     node = _schema_node(schema, [str(p) for p in path if isinstance(p, str)]) or {}
     items = node.get("items")
     if isinstance(items, Mapping):

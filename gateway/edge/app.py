@@ -43,7 +43,7 @@ from gateway.edge.logs import ACCESS_LOGGER, describe_exception
 from gateway.edge.metrics import CONTENT_TYPE_LATEST, GatewayMetrics, ScrapeState, WitnessState
 from gateway.edge.proxy import UpstreamPool
 from gateway.edge.runtime import DECISION_ID, RUNTIME, Runtime, Snapshot, build_backends
-from gateway.edge.sinks import EventSinks, SinkSpec
+from gateway.edge.sinks import EventSinks, WebhookTarget
 from gateway.errors import DiagnosticError, format_diagnostics
 from gateway.policy import load_policy_set
 from gateway.replay.revisions import STORE_DIR, store_revision
@@ -425,7 +425,7 @@ def create_app(
                 sinks = EventSinks(
                     upstream.session,
                     [
-                        SinkSpec(
+                        WebhookTarget(
                             id=s.id,
                             url=s.url,
                             category=s.category,

@@ -22,7 +22,7 @@ from gateway.privacy.detectors import (
     UnknownDetectorError,
     detectors_named,
 )
-from gateway.privacy.findings import BinaryInput, Finding, Findings, header_path
+from gateway.privacy.findings import BinaryInput, Findings, PersonalDataFinding, header_path
 from gateway.privacy.masking import MaskedEntry, MaskRule, apply_masks, mask_headers, mask_text
 from gateway.privacy.scan import (
     DEFAULT_SCAN_BUDGET,
@@ -40,7 +40,7 @@ __all__ = [
     "DEFAULT_DETECTOR_NAMES",
     "Detector",
     "EmailDetector",
-    "Finding",
+    "PersonalDataFinding",
     "Findings",
     "IbanDetector",
     "MaskRule",

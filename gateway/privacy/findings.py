@@ -1,7 +1,8 @@
 """Findings: where personal data was found, never what it was.
 
-A `Finding` carries a category, a path and a character span; it holds no copy of the value,
-so findings can be logged, put in the request context and written to the audit record.
+A `PersonalDataFinding` carries a category, a path and a character span; it holds no copy of
+the value, so findings can be logged, put in the request context and written to the audit
+record.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ Encoding = Literal[
 
 
 @dataclass(frozen=True, slots=True)
-class Finding:
+class PersonalDataFinding:
     """One validated value: `category` at `path`, characters `start:end` of that string.
 
     `path` uses the scenario form (`instances[0].note`, `inputs["odd key"][2]`; the empty
@@ -57,7 +58,7 @@ class BinaryInput:
 
 
 @dataclass(frozen=True, slots=True)
-class Findings(Sequence[Finding]):
+class Findings(Sequence[PersonalDataFinding]):
     """The findings of one scan, in document order.
 
     `unscanned` lists the path where the scan's work budget ran out (the rest of the
@@ -67,7 +68,7 @@ class Findings(Sequence[Finding]):
     part.
     """
 
-    items: tuple[Finding, ...] = ()
+    items: tuple[PersonalDataFinding, ...] = ()
     unscanned: tuple[str, ...] = ()
     binary: tuple[BinaryInput, ...] = ()
     #: Paths of `{"b64": ...}` values that are not base64: the gateway cannot read them.
@@ -79,18 +80,20 @@ class Findings(Sequence[Finding]):
         return not self.unscanned
 
     @overload
-    def __getitem__(self, index: int) -> Finding: ...
+    def __getitem__(self, index: int) -> PersonalDataFinding: ...
 
     @overload
-    def __getitem__(self, index: slice) -> Sequence[Finding]: ...
+    def __getitem__(self, index: slice) -> Sequence[PersonalDataFinding]: ...
 
-    def __getitem__(self, index: int | slice) -> Finding | Sequence[Finding]:
+    def __getitem__(
+        self, index: int | slice
+    ) -> PersonalDataFinding | Sequence[PersonalDataFinding]:
         return self.items[index]
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __iter__(self) -> Iterator[Finding]:
+    def __iter__(self) -> Iterator[PersonalDataFinding]:
         return iter(self.items)
 
     def __add__(self, other: Findings) -> Findings:

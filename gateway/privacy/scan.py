@@ -65,9 +65,9 @@ from gateway.privacy.encoded import (
 from gateway.privacy.findings import (
     BinaryInput,
     Encoding,
-    Finding,
     Findings,
     Location,
+    PersonalDataFinding,
     header_path,
 )
 from gateway.privacy.normalize import normalise
@@ -251,7 +251,7 @@ class _Walk:
     def __init__(self, plan: _Plan, state: ScanState) -> None:
         self.plan = plan
         self.state = state
-        self.found: list[Finding] = []
+        self.found: list[PersonalDataFinding] = []
         self.unscanned: list[str] = []
         self.binary: list[BinaryInput] = []
         self.undecodable: list[str] = []
@@ -282,7 +282,8 @@ class _Walk:
             self.sensitive_keys.add(key)
             path = self.path(location)
             self.found.extend(
-                Finding(cat, path, start, end, location, "body", "key") for cat, start, end in hits
+                PersonalDataFinding(cat, path, start, end, location, "body", "key")
+                for cat, start, end in hits
             )
         if not complete:
             self.unscanned.append(self.path(location))
@@ -299,7 +300,7 @@ class _Walk:
         if hits or not complete:
             path = self.path(location)
             self.found.extend(
-                Finding(cat, path, start, end, location, "body", encoding)
+                PersonalDataFinding(cat, path, start, end, location, "body", encoding)
                 for cat, start, end in hits
             )
             if not complete:
@@ -422,14 +423,15 @@ def scan_headers(
     plan = _plan(tuple(detectors))
     state = ScanState(_normalise_hints(region_hints), budget)
     pairs = headers.items() if isinstance(headers, Mapping) else headers
-    findings: list[Finding] = []
+    findings: list[PersonalDataFinding] = []
     for index, (name, value) in enumerate(pairs):
         if name.lower() not in wanted or not isinstance(value, str):
             continue
         path = header_path(name)
         hits, complete = plan.find(value, state)
         findings.extend(
-            Finding(category, path, start, end, (index,), "header") for category, start, end in hits
+            PersonalDataFinding(category, path, start, end, (index,), "header")
+            for category, start, end in hits
         )
         if not complete:
             return Findings(tuple(findings), (path,))
