@@ -55,9 +55,9 @@ HOP_BY_HOP_HEADERS: Final = frozenset(
     }
 )
 
-#: Request headers passed to a backend. TF Serving reads none of them (spec section 2.7), so
-#: everything else stays at the gateway. SECURITY: API keys, cookies and forwarding headers
-#: never reach a backend.
+#: Request headers passed to a backend. TF Serving's REST API reads none of them
+#: (https://www.tensorflow.org/tfx/serving/api_rest), so everything else stays at the
+#: gateway. SECURITY: API keys, cookies and forwarding headers never reach a backend.
 DEFAULT_REQUEST_HEADERS: Final = ("content-type", "accept", "x-decision-id")
 
 #: Response headers relayed from a backend: the ones TF Serving sets (Content-Type, the CORS

@@ -15,7 +15,7 @@ with the one recorded: allow or deny, the status, and the rules that matched.
 Records without an input (written before inputs were recorded, or refused before a decision
 existed: a wrong key, an unreadable body) are counted as not replayable, never as mismatches.
 What an auditor trusts here: this module and the policy engine it runs, and the revisions
-filed beside the log (`policy_revisions`), which must hash to the revision each record names.
+filed beside the log (`replay.revisions`), which must hash to the revision each record names.
 """
 
 from __future__ import annotations

@@ -10,11 +10,12 @@ Two relations on `RegionGroups`, kept apart on purpose:
 
 * containment (`region_within`): `US-CA` is within `US`, `DE` is within `EU`, but `US` is not
   within `US-CA`. Policies use this one ("is the data subject in the EU?").
-* routing (`routes_within`, `routing_region`): the convention of the scenarios file, "a
-  subdivision (US-CA) routes as its country (US); EU member states route as EU". An allowed
-  backend region `US-CA` therefore admits a backend in `US`, `EU` admits a backend in `DE`, while
-  an allowed `DE` admits only backends in Germany (a named member state stays a country, so
-  routing never widens a constraint that names one country).
+* routing (`routes_within`, `routing_region`): the convention of
+  tests/scenarios/legal-scenarios.yaml, "a subdivision (US-CA) routes as its country (US); EU
+  member states route as EU". An allowed backend region `US-CA` therefore admits a backend in
+  `US`, `EU` admits a backend in `DE`, while an allowed `DE` admits only backends in Germany
+  (a named member state stays a country, so routing never widens a constraint that names one
+  country).
 
 Pure: no I/O, no aiohttp.
 """
