@@ -19,7 +19,8 @@ import yaml
 from gateway.audit.witness import CosignerKey
 from gateway.config.loader import ConfigError, config_json_schema, load_config
 from gateway.config.model import Sink, reference_rows
-from gateway.edge.app import reload_snapshot, run_gateway
+from gateway.edge.app import run_gateway
+from gateway.edge.reload import reload_snapshot
 from gateway.errors import format_diagnostics
 from tests.plugins.gateway import GatewayHarness, StubBackend, free_port
 
@@ -320,7 +321,7 @@ async def test_an_unexpected_error_stays_inside_the_reload_boundary(
     def explode(config: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("gateway.edge.app.build_snapshot", explode)
+    monkeypatch.setattr("gateway.edge.reload.build_snapshot", explode)
     result = await reload_snapshot(runtime, trigger="test")
     assert result["result"] == "error" and "disk on fire" in result["diagnostics"][0]
     monkeypatch.undo()

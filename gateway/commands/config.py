@@ -71,7 +71,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(format_diagnostics(exc.diagnostics(), cap=None), file=sys.stderr)
         return exitcodes.INVALID
     if not args.no_policies:
-        from gateway.edge.app import SnapshotError, build_snapshot
+        from gateway.edge.reload import SnapshotError, build_snapshot
 
         try:
             snapshot = build_snapshot(config)

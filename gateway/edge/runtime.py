@@ -13,6 +13,7 @@ import hmac
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -72,8 +73,6 @@ class Snapshot:
     sink_views: tuple[Mapping[str, Any], ...] = ()
     _by_model: Mapping[str, tuple[BackendSpec, ...]] = field(default_factory=dict, repr=False)
     _client_headers: tuple[str, ...] = field(default=(), repr=False)
-    #: The routing groups of the policy vocabulary in force (`RegionGroups.from_vocabulary`).
-    region_groups: RegionGroups = field(init=False, repr=False)
     _by_peer: LruCache[str | None, ClientResolution] = field(
         default_factory=lambda: LruCache(_IP_CACHE_SIZE), repr=False
     )
@@ -88,8 +87,11 @@ class Snapshot:
         if self.client_ip.trusted_region_header:
             names.append(self.client_ip.trusted_region_header)
         object.__setattr__(self, "_client_headers", tuple(names))
-        groups = RegionGroups.from_vocabulary(self.policy_set.vocabulary.groups)
-        object.__setattr__(self, "region_groups", groups)
+
+    @cached_property
+    def region_groups(self) -> RegionGroups:
+        """The routing groups of the policy vocabulary in force (read once per snapshot)."""
+        return RegionGroups.from_vocabulary(self.policy_set.vocabulary.groups)
 
     def resolve_client(self, peer: str | None, headers: Mapping[str, str]) -> ClientResolution:
         """`clientip.resolve_client` under this snapshot's settings.
