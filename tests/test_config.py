@@ -17,8 +17,9 @@ import pytest
 import yaml
 
 from gateway.audit.witness import CosignerKey
-from gateway.config.loader import ConfigError, config_json_schema, load_config
-from gateway.config.model import Sink, reference_rows
+from gateway.config.loader import ConfigError, load_config
+from gateway.config.model import Sink, config_json_schema
+from gateway.config.reference import reference_rows
 from gateway.edge.app import run_gateway
 from gateway.edge.reload import reload_snapshot
 from gateway.errors import format_diagnostics

@@ -10,7 +10,7 @@ import yaml
 
 from gateway.cli import build_parser, main
 from gateway.commands import exitcodes
-from gateway.config.loader import config_json_schema
+from gateway.config.model import config_json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 

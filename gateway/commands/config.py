@@ -86,7 +86,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the configuration file's JSON Schema."""
-    from gateway.config.loader import config_json_schema
+    from gateway.config.model import config_json_schema
 
     print(json.dumps(config_json_schema(), indent=2, sort_keys=True))
     return exitcodes.OK

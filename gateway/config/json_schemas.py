@@ -18,7 +18,7 @@ __all__ = ["SCHEMAS", "main", "render"]
 
 
 def _config() -> dict[str, Any]:
-    from gateway.config.loader import config_json_schema
+    from gateway.config.model import config_json_schema
 
     return config_json_schema()
 

@@ -14,6 +14,7 @@ __all__ = ["healthz", "readiness", "readyz", "scrape_state"]
 
 
 async def healthz(request: web.Request) -> web.Response:
+    """`GET /healthz`: the process answers."""
     return web.json_response({"status": "ok"})
 
 
@@ -81,5 +82,6 @@ def scrape_state(runtime: Runtime) -> ScrapeState:
 
 
 async def readyz(request: web.Request) -> web.Response:
+    """`GET /readyz`: 200 when ready, 503 with the reasons otherwise."""
     report = await readiness(request.app[RUNTIME])
     return web.json_response(report, status=200 if report["ready"] else 503)
