@@ -46,14 +46,8 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.privacy.detectors import (
-    DEFAULT_DETECTORS,
-    Detector,
-    ScanBudgetExceeded,
-    ScanState,
-    Span,
-    SpanSet,
-)
+from gateway.privacy.detector import Detector, ScanBudgetExceeded, ScanState, Span, SpanSet
+from gateway.privacy.detectors import DEFAULT_DETECTORS
 from gateway.privacy.encoded import (
     InvalidBase64,
     TextPayload,
