@@ -239,57 +239,129 @@ def resolve_client(
     xff = _xff_nodes(_joined(values.get("x-forwarded-for")), limit, anomalies)
     forwarded = _forwarded_nodes(_joined(values.get("forwarded")), limit, anomalies)
 
-    client = peer_address
-    source: Source = "peer"
-    established = peer_address is not None
-    claimed_nodes: list[str | None]
-    if not trusted_peer:
-        claimed_nodes = [*xff, *(forwarded or [])]
-    else:
-        header: ForwardingHeader = config.forwarded_header
-        chain = xff if header == "x-forwarded-for" else forwarded
-        other = (forwarded or []) if header == "x-forwarded-for" else xff
-        if chain == [] and (xff if header == "forwarded" else forwarded) != []:
-            # The operator's proxy sent only the other header: it is the same hop list (RFC
-            # 7239 section 7.4), so read it the same way rather than take the proxy as client.
-            header = "forwarded" if header == "x-forwarded-for" else "x-forwarded-for"
-            chain = xff if header == "x-forwarded-for" else forwarded
-            other = []
-        if chain is None:
-            established = False
-            chain = []
-        left_of_client = len(chain)
-        hops = 0
-        for index in range(len(chain) - 1, -1, -1):
-            node = chain[index]
-            address, problem = (None, HOP_MISSING_FOR) if node is None else parse_node(node)
-            if address is None:
-                anomalies.append(problem or HOP_INVALID)
-                established = False
-                left_of_client = index
-                break
-            client, source, left_of_client = address, header, index
-            if not config.is_trusted(address):
-                break
-            hops += 1
-            if hops >= config.max_hops:
-                anomalies.append(CHAIN_TOO_LONG)
-                established = False
-                break
-        claimed_nodes = [*chain[:left_of_client], *other]
-
-    region: str | None = None
-    claims: list[str] = []
+    walk = (
+        _walk_forwarding(xff, forwarded, config, peer_address, anomalies)
+        if trusted_peer
+        else _Walk(peer_address, "peer", peer_address is not None, [*xff, *(forwarded or [])])
+    )
+    client = walk.client
     trusted_region_key = (config.trusted_region_header or "").lower()
-    if established and client is not None:
+    region: str | None = None
+    if walk.established and client is not None:
         trusted_region = values.get(trusted_region_key) if trusted_peer else None
-        if trusted_region:
-            region = region_code(trusted_region[0])
-            if region is None:
-                anomalies.append(TRUSTED_REGION_INVALID)
-        if region is None and regions is not None:
-            region = _lookup(regions, client)
+        region = _client_region(client, trusted_region, regions, anomalies)
+    claims = _header_claims(values, config, trusted_peer, trusted_region_key, anomalies)
+    # The left-most entries are the ones a client writes itself.
+    claimed_addresses = _claimed_addresses(walk.claimed_nodes[: config.max_claims])
+    if regions is not None:
+        for address in claimed_addresses:
+            code = _lookup(regions, address)
+            if code is not None and code not in claims:
+                claims.append(code)
 
+    return ClientResolution(
+        ip=None if client is None else str(client),
+        peer_ip=None if peer_address is None else str(peer_address),
+        source=walk.source,
+        established=walk.established,
+        trusted_peer=trusted_peer,
+        region=region,
+        region_claims=tuple(claims[: config.max_claims]),
+        claimed_addresses=tuple(str(address) for address in claimed_addresses),
+        anomalies=tuple(dict.fromkeys(anomalies)),
+    )
+
+
+@dataclass(slots=True)
+class _Walk:
+    """Where the walk of the forwarding chain ended (Rule 1)."""
+
+    client: IPAddress | None
+    source: Source
+    established: bool
+    #: Forwarding entries left of the client, and the other header's entries: claims only.
+    claimed_nodes: list[str | None]
+
+
+def _chains(
+    xff: list[str | None], forwarded: list[str | None] | None, header: ForwardingHeader
+) -> tuple[ForwardingHeader, list[str | None] | None, list[str | None]]:
+    """The configured forwarding header's entries, and the other header's (claims only)."""
+    chain: list[str | None] | None
+    fallback: list[str | None] | None
+    if header == "x-forwarded-for":
+        chain, other, fallback = xff, forwarded or [], forwarded
+    else:
+        chain, other, fallback = forwarded, xff, xff
+    if chain == [] and fallback != []:
+        # The operator's proxy sent only the other header: it is the same hop list (RFC
+        # 7239 section 7.4), so read it the same way rather than take the proxy as client.
+        header = "forwarded" if header == "x-forwarded-for" else "x-forwarded-for"
+        return header, (xff if header == "x-forwarded-for" else forwarded), []
+    return header, chain, other
+
+
+def _walk_forwarding(
+    xff: list[str | None],
+    forwarded: list[str | None] | None,
+    config: ClientIPConfig,
+    peer_address: IPAddress | None,
+    anomalies: list[str],
+) -> _Walk:
+    """Rule 1: from a trusted peer, walk the chain from the right past our own proxies."""
+    header, chain, other = _chains(xff, forwarded, config.forwarded_header)
+    walk = _Walk(peer_address, "peer", peer_address is not None, [])
+    if chain is None:
+        walk.established = False
+        chain = []
+    left_of_client = len(chain)
+    hops = 0
+    for index in range(len(chain) - 1, -1, -1):
+        node = chain[index]
+        address, problem = (None, HOP_MISSING_FOR) if node is None else parse_node(node)
+        if address is None:
+            anomalies.append(problem or HOP_INVALID)
+            walk.established = False
+            left_of_client = index
+            break
+        walk.client, walk.source, left_of_client = address, header, index
+        if not config.is_trusted(address):
+            break
+        hops += 1
+        if hops >= config.max_hops:
+            anomalies.append(CHAIN_TOO_LONG)
+            walk.established = False
+            break
+    walk.claimed_nodes = [*chain[:left_of_client], *other]
+    return walk
+
+
+def _client_region(
+    client: IPAddress,
+    trusted_region: list[str] | None,
+    regions: RegionLookup | None,
+    anomalies: list[str],
+) -> str | None:
+    """The region of an established client: the trusted region header, else the lookup."""
+    region: str | None = None
+    if trusted_region:
+        region = region_code(trusted_region[0])
+        if region is None:
+            anomalies.append(TRUSTED_REGION_INVALID)
+    if region is None and regions is not None:
+        region = _lookup(regions, client)
+    return region
+
+
+def _header_claims(
+    values: Mapping[str, list[str]],
+    config: ClientIPConfig,
+    trusted_peer: bool,
+    trusted_region_key: str,
+    anomalies: list[str],
+) -> list[str]:
+    """Rule 2: the region codes claimed in the claim headers, first occurrence first."""
+    claims: list[str] = []
     for name in config.claim_headers:
         key = name.lower()
         if trusted_peer and key == trusted_region_key:
@@ -304,29 +376,17 @@ def resolve_client(
                         anomalies.append(REGION_CLAIM_INVALID)
                 elif code not in claims:
                     claims.append(code)
-    # The left-most entries are the ones a client writes itself.
-    claimed_addresses: list[IPAddress] = []
-    for node in claimed_nodes[: config.max_claims]:
-        address = None if node is None else parse_node(node)[0]
-        if address is not None and address not in claimed_addresses:
-            claimed_addresses.append(address)
-    if regions is not None:
-        for address in claimed_addresses:
-            code = _lookup(regions, address)
-            if code is not None and code not in claims:
-                claims.append(code)
+    return claims
 
-    return ClientResolution(
-        ip=None if client is None else str(client),
-        peer_ip=None if peer_address is None else str(peer_address),
-        source=source,
-        established=established,
-        trusted_peer=trusted_peer,
-        region=region,
-        region_claims=tuple(claims[: config.max_claims]),
-        claimed_addresses=tuple(str(address) for address in claimed_addresses),
-        anomalies=tuple(dict.fromkeys(anomalies)),
-    )
+
+def _claimed_addresses(nodes: Iterable[str | None]) -> list[IPAddress]:
+    """The distinct readable addresses among forwarding entries that were not believed."""
+    addresses: list[IPAddress] = []
+    for node in nodes:
+        address = None if node is None else parse_node(node)[0]
+        if address is not None and address not in addresses:
+            addresses.append(address)
+    return addresses
 
 
 def _lookup(regions: RegionLookup, address: IPAddress) -> str | None:
