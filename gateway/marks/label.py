@@ -122,6 +122,12 @@ def draw_explicit_label(image: bytes, label: ExplicitLabel = _DEFAULT_LABEL) -> 
                 pixels[start : start + len(run)] = run
     raw = b"".join(b"\x00" + bytes(pixels[y * stride : (y + 1) * stride]) for y in range(height))
     ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    return _with_image_data(png, image, ihdr, raw)
+
+
+def _with_image_data(png: PngFile, image: bytes, ihdr: bytes, raw: bytes) -> bytes:
+    """`image` with a new IHDR and its image data re-encoded from the filtered rows `raw`
+    (one IDAT where the first was); every other chunk is copied as it was."""
     out = [PNG_SIGNATURE]
     idat_written = False
     for ctype, start, end in png.chunks:

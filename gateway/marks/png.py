@@ -76,6 +76,7 @@ class PngFile:
 
     @classmethod
     def parse(cls, data: bytes) -> PngFile:
+        """Split `data` into checked chunks; anything unexpected raises `ImageMarkError`."""
         if not data.startswith(PNG_SIGNATURE):
             raise ImageMarkError("image_malformed", "not a PNG file")
         chunks: list[tuple[bytes, int, int]] = []
@@ -85,18 +86,7 @@ class PngFile:
         while pos < len(data):
             if len(data) - pos < 12:
                 raise ImageMarkError("image_malformed", f"PNG truncated at byte {pos}")
-            length, ctype = struct.unpack_from(">I4s", data, pos)
-            end = pos + 12 + length
-            if length > _PNG_MAX_CHUNK or end > len(data):
-                raise ImageMarkError(
-                    "image_malformed", f"PNG chunk at byte {pos} claims {length} bytes past the end"
-                )
-            if not ctype.isalpha() or not ctype.isascii():
-                raise ImageMarkError("image_malformed", f"PNG chunk at byte {pos} has a bad type")
-            body = data[pos + 8 : end - 4]
-            (crc,) = struct.unpack_from(">I", data, end - 4)
-            if zlib.crc32(ctype + body) != crc:
-                raise ImageMarkError("image_malformed", f"PNG {ctype.decode()} chunk fails its CRC")
+            ctype, length, body, end = _read_chunk(data, pos)
             if not chunks and (ctype != b"IHDR" or length != 13):
                 raise ImageMarkError("image_malformed", "PNG does not start with IHDR")
             text = _png_text(ctype, body)
@@ -112,13 +102,35 @@ class PngFile:
             pos = end
             if ctype == b"IEND":
                 break
-        if not chunks or chunks[-1][0] != b"IEND":
-            raise ImageMarkError("image_malformed", "PNG is truncated (no IEND chunk)")
-        if pos != len(data):
-            raise ImageMarkError("image_malformed", "PNG has data after its IEND chunk")
-        if not any(c[0] == b"IDAT" for c in chunks):
-            raise ImageMarkError("image_malformed", "PNG has no image data")
+        _check_complete(chunks, pos, len(data))
         return cls(data, chunks, xmp, aigc_text)
+
+
+def _read_chunk(data: bytes, pos: int) -> tuple[bytes, int, bytes, int]:
+    """The chunk at `pos`, checked: (type, length, data, end of chunk)."""
+    length, ctype = struct.unpack_from(">I4s", data, pos)
+    end = pos + 12 + length
+    if length > _PNG_MAX_CHUNK or end > len(data):
+        raise ImageMarkError(
+            "image_malformed", f"PNG chunk at byte {pos} claims {length} bytes past the end"
+        )
+    if not ctype.isalpha() or not ctype.isascii():
+        raise ImageMarkError("image_malformed", f"PNG chunk at byte {pos} has a bad type")
+    body = data[pos + 8 : end - 4]
+    (crc,) = struct.unpack_from(">I", data, end - 4)
+    if zlib.crc32(ctype + body) != crc:
+        raise ImageMarkError("image_malformed", f"PNG {ctype.decode()} chunk fails its CRC")
+    return ctype, length, body, end
+
+
+def _check_complete(chunks: list[tuple[bytes, int, int]], pos: int, size: int) -> None:
+    """A PNG ends with IEND, has nothing after it, and holds image data."""
+    if not chunks or chunks[-1][0] != b"IEND":
+        raise ImageMarkError("image_malformed", "PNG is truncated (no IEND chunk)")
+    if pos != size:
+        raise ImageMarkError("image_malformed", "PNG has data after its IEND chunk")
+    if not any(c[0] == b"IDAT" for c in chunks):
+        raise ImageMarkError("image_malformed", "PNG has no image data")
 
 
 def mark_png(image: bytes, plan: Plan) -> bytes:

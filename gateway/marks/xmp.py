@@ -143,15 +143,19 @@ def merged_xmp(
             ET.SubElement(ours, _TAG_SOURCE_TYPE).text = plan.source_type
         if plan.aigc is not None and aigc is not None:
             ET.SubElement(ours, _TAG_AIGC).text = aigc_json(aigc)
+    _drop_layout_whitespace(root)
+    packet = _XPACKET_BEGIN + ET.tostring(root, encoding="unicode") + _XPACKET_END
+    return packet.encode("utf-8"), aigc
+
+
+def _drop_layout_whitespace(root: ET.Element) -> None:
+    """Whitespace-only text and tails are layout, not data; dropping them keeps the
+    serialisation stable from one application to the next."""
     for element in root.iter():
-        # Whitespace-only text and tails are layout, not data; dropping them keeps the
-        # serialisation stable from one application to the next.
         if element.text is not None and not element.text.strip() and len(element):
             element.text = None
         if element.tail is not None and not element.tail.strip():
             element.tail = None
-    packet = _XPACKET_BEGIN + ET.tostring(root, encoding="unicode") + _XPACKET_END
-    return packet.encode("utf-8"), aigc
 
 
 def _check_compatible(a: dict[str, str], b: dict[str, str]) -> None:

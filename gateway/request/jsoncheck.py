@@ -126,6 +126,7 @@ class CheckingParser:
         return value
 
     def parse_document(self, pos: int) -> tuple[Any, int]:
+        """The value starting at `pos` and the position after it, containers iteratively."""
         text = self.text
         # Each frame: (container, pending key for objects or None for arrays).
         stack: list[tuple[dict[str, Any] | list[Any], str | None]] = []
@@ -135,50 +136,75 @@ class CheckingParser:
             char = text[pos] if pos < len(text) else ""
             value: Any
             if char in _CLOSER:
-                if len(stack) >= self.max_depth:
-                    raise self.fail(
-                        "json_too_deep",
-                        f"nesting deeper than {self.max_depth} levels is not allowed",
-                        pos,
-                    )
-                container: dict[str, Any] | list[Any] = {} if char == "{" else []
-                pos = skip_ws(text, pos + 1)
-                if pos < len(text) and text[pos] == _CLOSER[char]:
-                    value, pos = container, pos + 1
-                else:
-                    stack.append((container, None))
-                    if isinstance(container, dict):
-                        key, pos = self.parse_key(container, pos)
-                        keys.append(key)
+                opened, value, pos = self.open_container(char, pos, stack, keys)
+                if opened:
                     continue
             else:
                 value, pos = self.parse_scalar(pos)
-            # Attach the finished value, closing every container it completes.
-            while True:
-                if not stack:
-                    return value, pos
-                parent, _ = stack[-1]
+            done, value, pos = self.attach(value, pos, stack, keys)
+            if done:
+                return value, pos
+
+    def open_container(
+        self,
+        char: str,
+        pos: int,
+        stack: list[tuple[dict[str, Any] | list[Any], str | None]],
+        keys: list[str],
+    ) -> tuple[bool, Any, int]:
+        """Open the container at `pos`: (True, None, pos of its first member), or (False, the
+        empty container, pos after it) when it closes at once."""
+        text = self.text
+        if len(stack) >= self.max_depth:
+            raise self.fail(
+                "json_too_deep",
+                f"nesting deeper than {self.max_depth} levels is not allowed",
+                pos,
+            )
+        container: dict[str, Any] | list[Any] = {} if char == "{" else []
+        pos = skip_ws(text, pos + 1)
+        if pos < len(text) and text[pos] == _CLOSER[char]:
+            return False, container, pos + 1
+        stack.append((container, None))
+        if isinstance(container, dict):
+            key, pos = self.parse_key(container, pos)
+            keys.append(key)
+        return True, None, pos
+
+    def attach(
+        self,
+        value: Any,
+        pos: int,
+        stack: list[tuple[dict[str, Any] | list[Any], str | None]],
+        keys: list[str],
+    ) -> tuple[bool, Any, int]:
+        """Attach a finished value, closing every container it completes: (True, the
+        document, pos) at the end, else (False, None, pos of the next member)."""
+        text = self.text
+        while True:
+            if not stack:
+                return True, value, pos
+            parent, _ = stack[-1]
+            if isinstance(parent, dict):
+                parent[keys[-1]] = value
+            else:
+                parent.append(value)
+            pos = skip_ws(text, pos)
+            char = text[pos] if pos < len(text) else ""
+            closer = "}" if isinstance(parent, dict) else "]"
+            if char == ",":
+                pos = skip_ws(text, pos + 1)
                 if isinstance(parent, dict):
-                    parent[keys[-1]] = value
-                else:
-                    parent.append(value)
-                pos = skip_ws(text, pos)
-                char = text[pos] if pos < len(text) else ""
-                closer = "}" if isinstance(parent, dict) else "]"
-                if char == ",":
-                    pos = skip_ws(text, pos + 1)
-                    if isinstance(parent, dict):
-                        keys[-1], pos = self.parse_key(parent, pos)
-                    break
-                if char == closer:
-                    stack.pop()
-                    if isinstance(parent, dict):
-                        keys.pop()
-                    value, pos = parent, pos + 1
-                    continue
+                    keys[-1], pos = self.parse_key(parent, pos)
+                return False, None, pos
+            if char != closer:
                 raise self.fail(
                     "json_syntax", f"expected `,` or `{closer}`, found {self.describe(pos)}", pos
                 )
+            stack.pop()
+            if isinstance(parent, dict):
+                keys.pop()
+            value, pos = parent, pos + 1
 
     def parse_key(self, container: dict[str, Any], pos: int) -> tuple[str, int]:
         text = self.text
