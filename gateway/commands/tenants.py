@@ -146,15 +146,7 @@ def _add(args: argparse.Namespace) -> int:
         return EXIT_ERROR
 
     api_key = generate_api_key()
-    fields: dict[str, Any] = {"id": args.tenant_id, "api_key_hashes": [hash_api_key(api_key)]}
-    if established is not None:
-        fields["established_in"] = established
-    if args.purpose:
-        fields["registered_purposes"] = list(args.purpose)
-    if args.network:
-        fields["source_networks"] = list(args.network)
-    if args.default_backend:
-        fields["default_backend"] = args.default_backend
+    fields = _new_entry(args, hash_api_key(api_key), established)
     try:
         new_text = insert_tenant(text, fields)
     except ValueError as exc:
@@ -178,6 +170,20 @@ def _add(args: argparse.Namespace) -> int:
     )
     print(api_key)
     return EXIT_OK
+
+
+def _new_entry(args: argparse.Namespace, key_hash: str, established: str | None) -> dict[str, Any]:
+    """The fields of the tenant `tenants add` writes, in the order the file shows them."""
+    fields: dict[str, Any] = {"id": args.tenant_id, "api_key_hashes": [key_hash]}
+    if established is not None:
+        fields["established_in"] = established
+    if args.purpose:
+        fields["registered_purposes"] = list(args.purpose)
+    if args.network:
+        fields["source_networks"] = list(args.network)
+    if args.default_backend:
+        fields["default_backend"] = args.default_backend
+    return fields
 
 
 def _entry_lines(fields: dict[str, Any], dash: str, indent: str) -> list[str]:

@@ -197,20 +197,26 @@ def scan(
     root = _children(document)
     if root is None:
         return Findings(())
+    _walk_containers(walk, root)
+    return walk.findings()
+
+
+def _walk_containers(walk: _Walk, root: Iterator[tuple[str | int, Any]]) -> None:
+    """Scan every key and string under `root`, depth first, until the walk says stop."""
     steps: list[str | int] = []
     stack: list[Iterator[tuple[str | int, Any]]] = [root]
     while stack:
         for key, child in stack[-1]:
             kind = type(child)
             if type(key) is str and not walk.key(key, (*steps, key)):
-                return walk.findings()
+                return
             if kind is str:
                 if not walk.string(child, (*steps, key)):
-                    return walk.findings()
+                    return
             elif kind is dict:
                 if _is_b64_object(child):
                     if not walk.b64(child["b64"], (*steps, key, "b64")):
-                        return walk.findings()
+                        return
                     continue
                 steps.append(key)
                 stack.append(_dict_items(child))
@@ -225,7 +231,6 @@ def scan(
             stack.pop()
             if steps:
                 steps.pop()
-    return walk.findings()
 
 
 class _Walk:
