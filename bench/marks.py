@@ -26,7 +26,7 @@ from timing import median_us
 # the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from gateway.marks.response import apply_marks, build_marks, mark_predict_response
+from gateway.marks import apply_marks, build_marks, mark_predict_response
 
 MARKS = build_marks(
     ["iptc_digital_source_type", "cn_aigc_implicit_label"],

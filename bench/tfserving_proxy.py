@@ -21,7 +21,8 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.edge.proxy import BackendSpec, UpstreamPool
+from gateway.edge.proxy import UpstreamPool
+from gateway.request.routing import BackendSpec
 from gateway.tfserving import build_backend_path, parse_request_target
 
 TARGET = "/v1/models/imgcls-resnet50/versions/3:predict"

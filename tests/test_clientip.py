@@ -11,15 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.errors import DiagnosticError
-from gateway.request.clientip import (
-    CidrRegionTable,
-    ClientIPConfig,
-    ClientResolution,
-    MaxMindRegionLookup,
-    RegionTable,
-    parse_address,
-    resolve_client,
-)
+from gateway.request.address import parse_address
+from gateway.request.clientip import ClientIPConfig, ClientResolution, resolve_client
+from gateway.request.geo import CidrRegionTable, MaxMindRegionLookup, RegionTable
 
 # fixtures.geoip and fixtures.trusted_proxies of legal-scenarios.yaml
 GEOIP = [
@@ -637,3 +631,23 @@ def test_region_table_from_sources_merges_cidr_entries(tmp_path: Path) -> None:
     assert RegionTable.from_sources().lookup("10.1.0.1") is None
     with pytest.raises(ValueError, match="two regions"):
         RegionTable.from_sources(entries=[("10.0.0.0/8", "FR")], table_file=table_file)
+
+
+def test_one_cidr_table_matches_the_longest_prefix_per_address_family() -> None:
+    import ipaddress
+
+    from gateway.request.cidr import CidrTable
+
+    table: CidrTable[str] = CidrTable(
+        [
+            (ipaddress.ip_network("10.0.0.0/8"), "wide"),
+            (ipaddress.ip_network("10.1.0.0/16"), "narrow"),
+            (ipaddress.ip_network("::/0"), "any-v6"),
+        ]
+    )
+    assert table.lookup(ipaddress.ip_address("10.1.2.3")) == "narrow"
+    assert table.lookup(ipaddress.ip_address("10.2.0.1")) == "wide"
+    assert table.lookup(ipaddress.ip_address("2001:db8::1")) == "any-v6"
+    assert ipaddress.ip_address("192.0.2.1") not in table
+    assert table.setdefault(ipaddress.ip_network("10.0.0.0/8"), "other") == "wide"
+    assert sorted(str(n) for n, _ in table.items()) == ["10.0.0.0/8", "10.1.0.0/16", "::/0"]

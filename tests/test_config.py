@@ -17,9 +17,11 @@ import pytest
 import yaml
 
 from gateway.audit.witness import CosignerKey
-from gateway.config.loader import ConfigError, config_schema, load_config
-from gateway.config.model import Sink, reference_rows
-from gateway.edge.app import reload_snapshot, run_gateway
+from gateway.config.loader import ConfigError, load_config
+from gateway.config.model import Sink, config_json_schema
+from gateway.config.reference import reference_rows
+from gateway.edge.app import run_gateway
+from gateway.edge.reload import reload_snapshot
 from gateway.errors import format_diagnostics
 from tests.plugins.gateway import GatewayHarness, StubBackend, free_port
 
@@ -47,7 +49,7 @@ WRONG_TYPE = {"string": 12, "integer": "twelve", "number": "fast", "boolean": "y
 
 def _leaf_types() -> Iterator[tuple[str, str]]:
     """(dotted key, JSON type) of every scalar, list and mapping setting of the model."""
-    schema = config_schema()
+    schema = config_json_schema()
     defs = schema["$defs"]
 
     def resolve(node: dict[str, Any]) -> dict[str, Any]:
@@ -215,7 +217,7 @@ async def test_a_wrong_value_is_a_located_diagnostic_and_exit_3(
 
 
 def test_the_schema_is_the_model_s(tmp_path: Path) -> None:
-    schema = config_schema()
+    schema = config_json_schema()
     assert schema["properties"]["timeouts"] == {"$ref": "#/$defs/Timeouts"}
     assert schema["$defs"]["Timeouts"]["properties"]["read_s"]["default"] > 30
     assert "backends" in schema["required"]
@@ -320,7 +322,7 @@ async def test_an_unexpected_error_stays_inside_the_reload_boundary(
     def explode(config: Any) -> Any:
         raise RuntimeError("disk on fire")
 
-    monkeypatch.setattr("gateway.edge.app.build_snapshot", explode)
+    monkeypatch.setattr("gateway.edge.reload.build_snapshot", explode)
     result = await reload_snapshot(runtime, trigger="test")
     assert result["result"] == "error" and "disk on fire" in result["diagnostics"][0]
     monkeypatch.undo()

@@ -10,7 +10,7 @@ import yaml
 
 from gateway.cli import build_parser, main
 from gateway.commands import exitcodes
-from gateway.config.loader import config_schema
+from gateway.config.model import config_json_schema
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -117,7 +117,7 @@ def test_config_check_and_schema(
     assert main(["config", "check", str(broken_policies)]) == exitcodes.INVALID
     capsys.readouterr()
     assert main(["config", "schema"]) == exitcodes.OK
-    assert json.loads(capsys.readouterr().out) == config_schema()
+    assert json.loads(capsys.readouterr().out) == config_json_schema()
 
 
 def test_serve_reads_jurisgate_config(

@@ -34,7 +34,7 @@ PURE_MODULES = [
     "gateway.tfserving.notfound",
     "gateway.tfserving.protos",
     "gateway.request.regions",
-    "gateway.marks.response",
+    "gateway.marks",
     "gateway.audit.canonical",
     "gateway.audit.merkle",
     "gateway.audit.chain",

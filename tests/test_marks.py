@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image, PngImagePlugin
 
-from gateway.marks import response as marks
-from gateway.marks.response import (
+import gateway.marks as marks
+from gateway.marks import (
     AigcImplicitLabel,
     DigitalSourceType,
     DigitalSourceTypeMark,
@@ -423,7 +423,7 @@ def test_xmp_with_a_dtd_is_refused(png: bytes) -> None:
 
 @pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-8"])
 def test_xmp_with_a_dtd_is_refused_whatever_the_encoding(encoding: str) -> None:
-    from gateway.marks.response import _parse_xmp
+    from gateway.marks.xmp import parse_xmp
 
     declared = "UTF-16" if encoding.startswith("utf-16") else encoding.upper()
     packet = (
@@ -432,13 +432,13 @@ def test_xmp_with_a_dtd_is_refused_whatever_the_encoding(encoding: str) -> None:
         '<x:xmpmeta xmlns:x="adobe:ns:meta/">&b;</x:xmpmeta>'
     ).encode(encoding)
     with pytest.raises(ImageMarkError) as err:
-        root = _parse_xmp(packet)
+        root = parse_xmp(packet)
         raise AssertionError(f"parsed, entity expanded to {root.text!r}")
     assert err.value.code == "image_metadata_malformed"
     if encoding != "utf-32":  # the parser reads no UTF-32 at all: refused as not XML
         assert "DTD" in str(err.value)
         plain = f'<?xml version="1.0" encoding="{declared}"?><x/>'.encode(encoding)
-        assert _parse_xmp(plain).tag == "x"
+        assert parse_xmp(plain).tag == "x"
 
 
 def test_two_differing_aigc_labels_are_refused() -> None:
@@ -603,6 +603,6 @@ def test_duplicate_keys_are_refused_not_guessed(png: bytes) -> None:
 
 
 def test_marks_module_does_not_import_aiohttp() -> None:
-    code = "import sys, gateway.marks.response; sys.exit('aiohttp' in sys.modules)"
+    code = "import sys, gateway.marks; sys.exit('aiohttp' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
     assert set(marks.__all__) <= set(dir(marks))

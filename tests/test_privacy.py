@@ -24,12 +24,12 @@ from gateway.privacy import (
     UnknownDetectorError,
     apply_masks,
     detectors_named,
-    format_path,
     mask_headers,
     scan,
     scan_headers,
     scan_text,
 )
+from gateway.request.jsonpath import json_path
 from tests.documents import string_values
 
 IMAGE_B64 = (
@@ -308,8 +308,8 @@ def test_top_level_strings_and_lists() -> None:
     assert scan(None).items == ()
 
 
-def test_format_path_escapes_keys() -> None:
-    assert format_path(("a", 0, "b c", 'q"uote', "ü")) == 'a[0]["b c"]["q\\"uote"]["ü"]'
+def test_json_path_escapes_keys() -> None:
+    assert json_path(("a", 0, "b c", 'q"uote', "ü")) == 'a[0]["b c"]["q\\"uote"]["ü"]'
 
 
 def test_b64_objects_are_scanned_as_the_text_they_carry() -> None:

@@ -16,16 +16,10 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.edge.proxy import (
-    BackendSpec,
-    UpstreamError,
-    UpstreamPool,
-    UpstreamResponse,
-    is_rerouted,
-    select_backend,
-    strip_hop_by_hop,
-)
+from gateway.edge.proxy import UpstreamError, UpstreamPool, UpstreamResponse, strip_hop_by_hop
+from gateway.request.routing import BackendSpec, is_rerouted, select_backend
 from gateway.tfserving import Route, build_backend_path, parse_request_target
+from tests.vocabulary_groups import vocabulary_groups
 
 # ---------------------------------------------------------------- fixtures from the scenarios
 
@@ -132,6 +126,7 @@ def test_select_backend(case: Case) -> None:
         caller_region=case.caller_region,
         preferred=case.preferred,
         region_routing_default=ROUTING_DEFAULT,
+        groups=vocabulary_groups(),
         unavailable=case.unavailable,
     )
     assert (chosen.id if chosen else None) == case.chosen
@@ -142,6 +137,7 @@ def test_select_backend(case: Case) -> None:
         caller_region=case.caller_region,
         preferred=case.preferred,
         region_routing_default=ROUTING_DEFAULT,
+        groups=vocabulary_groups(),
         unavailable=case.unavailable,
     )
     assert rerouted is case.rerouted
@@ -182,6 +178,7 @@ def test_select_backend_order(
         caller_region=caller,
         preferred=None,
         region_routing_default=routing,
+        groups=vocabulary_groups(),
     )
     assert selected is not None and selected.id == chosen
 

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from gateway.request.regions import (
-    EEA_MEMBERS,
-    EU_MEMBERS,
-    country_of,
-    groups_of,
-    normalise_region,
-    region_within,
-    routes_within,
-    routing_keys,
-    routing_region,
-)
+from gateway.request.regions import country_of, normalise_region
+from tests.vocabulary_groups import vocabulary_groups
+
+GROUPS = vocabulary_groups()
+EU_MEMBERS = GROUPS.members["EU"]
+EEA_MEMBERS = GROUPS.members["EEA"]
+groups_of = GROUPS.groups_of
+region_within = GROUPS.region_within
+routes_within = GROUPS.routes_within
+routing_keys = GROUPS.routing_keys
+routing_region = GROUPS.routing_region
 
 
 def test_member_lists() -> None:
@@ -107,3 +109,10 @@ def test_routes_within(backend_region: str, allowed: str, admitted: bool) -> Non
 def test_routing_keys_and_region(region: str, keys: tuple[str, ...], routes_as: str) -> None:
     assert routing_keys(region) == keys
     assert routing_region(region) == routes_as
+
+
+def test_group_membership_is_read_from_the_vocabulary_only() -> None:
+    import gateway.request.regions
+
+    source = Path(gateway.request.regions.__file__).read_text(encoding="utf-8")
+    assert '"AT"' not in source and '"IS"' not in source, "member lists belong in the vocabulary"

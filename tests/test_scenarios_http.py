@@ -34,7 +34,7 @@ from urllib.parse import urlsplit
 import pytest
 import yaml
 
-from gateway.marks.response import read_marks
+from gateway.marks import read_marks
 from tests.plugins.gateway import EventReceiver, GatewayHarness, StubBackend, free_port, png_bytes
 
 HERE = Path(__file__).parent / "scenarios"

@@ -10,7 +10,7 @@ import jsonschema
 import pytest
 import yaml
 
-from gateway.config.schemas import SCHEMAS, render
+from gateway.config.json_schemas import SCHEMAS, render
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_committed_schema_matches_the_generated_one(name: str) -> None:
     committed = ROOT / "schemas" / f"{name}.schema.json"
     assert committed.read_text(encoding="utf-8") == render(name), (
-        f"{committed} is stale: run `python -m gateway.config.schemas`"
+        f"{committed} is stale: run `python -m gateway.config.json_schemas`"
     )
 
 

@@ -17,7 +17,7 @@ from gateway.edge.sinks import (
     SALE_OR_SHARE,
     EventSinks,
     SinkConfigError,
-    SinkSpec,
+    WebhookTarget,
     minimise_event,
 )
 
@@ -89,9 +89,9 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield client
 
 
-def _spec(sink_id: str, url: str, category: str = "security", **options: object) -> SinkSpec:
+def _spec(sink_id: str, url: str, category: str = "security", **options: object) -> WebhookTarget:
     values: dict[str, object] = {"backoff_initial_s": 0.01, "backoff_max_s": 0.05, **options}
-    return SinkSpec.from_mapping({"id": sink_id, "url": url, "category": category, **values})
+    return WebhookTarget.from_mapping({"id": sink_id, "url": url, "category": category, **values})
 
 
 async def _until(predicate: Callable[[], bool], what: str) -> None:
@@ -278,7 +278,7 @@ async def test_redirects_are_not_followed(
 
 
 def test_fixture_recipient_parses_with_opt_in_by_default() -> None:
-    spec = SinkSpec.from_mapping(
+    spec = WebhookTarget.from_mapping(
         {
             "id": "adtech-partner",
             "url": "http://127.0.0.1:18600/events",
@@ -288,7 +288,9 @@ def test_fixture_recipient_parses_with_opt_in_by_default() -> None:
     )
 
     assert spec.needs_tenant_opt_in is True
-    assert SinkSpec("siem", "https://siem.example/hook", "security").needs_tenant_opt_in is False
+    assert (
+        WebhookTarget("siem", "https://siem.example/hook", "security").needs_tenant_opt_in is False
+    )
     assert spec.context_entry() == {
         "id": "adtech-partner",
         "category": ADTECH,
@@ -317,7 +319,7 @@ def test_bad_settings_name_the_setting_and_value(change: dict[str, object], mess
     raw = {"id": "siem", "url": "https://siem.example/hook", "category": "security", **change}
 
     with pytest.raises(SinkConfigError) as err:
-        SinkSpec.from_mapping(raw, where="sinks[2]")
+        WebhookTarget.from_mapping(raw, where="sinks[2]")
     assert message in str(err.value)
 
 

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gateway.request import strictjson
+from gateway.request import jsoncheck, strictjson
 from gateway.request.strictjson import (
     BodyTooLargeError,
     CorruptBodyError,
@@ -55,7 +55,7 @@ def test_valid_documents_parse_like_json(body: bytes) -> None:
 
 @pytest.mark.parametrize("body", VALID_DOCUMENTS)
 def test_checking_parser_agrees_with_fast_path(body: bytes) -> None:
-    checked = strictjson._CheckingParser(body, 64, True).parse()
+    checked = jsoncheck.CheckingParser(body, 64, True).parse()
     assert _same(checked, loads(body))
 
 
@@ -66,7 +66,7 @@ def test_str_input_is_accepted() -> None:
 def test_integers_beyond_64_bits_become_floats_on_every_path() -> None:
     big = b"[123456789012345678901234567890]"
     assert loads(big) == [1.2345678901234568e29]
-    assert strictjson._CheckingParser(big, 8, True).parse() == [1.2345678901234568e29]
+    assert jsoncheck.CheckingParser(big, 8, True).parse() == [1.2345678901234568e29]
     assert loads(b"[NaN, 123456789012345678901234567890]")[1] == 1.2345678901234568e29
 
 

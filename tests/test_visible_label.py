@@ -13,8 +13,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from gateway.marks.response import (
-    LABEL_MIN_HEIGHT_RATIO,
+from gateway.marks import (
     AigcImplicitLabel,
     ExplicitLabel,
     ImageMarkError,
@@ -22,6 +21,7 @@ from gateway.marks.response import (
     mark_predict_response,
     read_marks,
 )
+from gateway.marks.label import LABEL_MIN_HEIGHT_RATIO
 
 
 def _png(width: int, height: int, mode: str = "RGB", colour: object = (30, 120, 200)) -> bytes:

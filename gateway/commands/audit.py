@@ -229,9 +229,42 @@ def _summary(report: SourceReport) -> str:
 
 
 def _verify(args: argparse.Namespace) -> int:
+    from gateway.audit.verify import VerifyOptions, verify_paths
+
+    inputs = _verify_inputs(args)
+    if isinstance(inputs, int):
+        return inputs
+    keyring, witness_keys = inputs
+    options = VerifyOptions(
+        record_signatures=not args.no_record_sigs,
+        max_gap_seconds=args.max_gap,
+        until=args.until,
+        expect_origin=args.origin,
+        progress=_Progress("verifying") if sys.stderr.isatty() else None,
+        witness_keys=witness_keys,
+        min_witnesses=args.min_witnesses,
+    )
+    try:
+        result = verify_paths(args.paths, keyring, options, args.state)
+    except OSError as exc:
+        return _fail(f"cannot read input: {exc}")
+    for source in result.sources:
+        _print_source(source, args.quiet)
+    if args.json:
+        text = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
+        if args.json == "-":
+            sys.stdout.write(text)
+        else:
+            Path(args.json).write_text(text, encoding="utf-8")
+    replayed_ok = all(_replay(Path(raw), args) for raw in args.paths) if args.replay else True
+    return 0 if result.valid and replayed_ok else 1
+
+
+def _verify_inputs(args: argparse.Namespace) -> int | tuple[Any, tuple[Any, ...]]:
+    """The trusted keyring and witness keys `verify` needs, or the exit code of a bad input."""
     from gateway.audit.errors import KeyLoadError
     from gateway.audit.keyring import Keyring
-    from gateway.audit.verify import VerifyOptions, load_state, verify_paths
+    from gateway.audit.verify import load_state
 
     for raw in args.paths:
         if not Path(raw).is_dir():
@@ -263,48 +296,31 @@ def _verify(args: argparse.Namespace) -> int:
             f"--min-witnesses {args.min_witnesses} needs at least that many keys in --witness-keys",
             code=exitcodes.USAGE,
         )
-    options = VerifyOptions(
-        record_signatures=not args.no_record_sigs,
-        max_gap_seconds=args.max_gap,
-        until=args.until,
-        expect_origin=args.origin,
-        progress=_Progress("verifying") if sys.stderr.isatty() else None,
-        witness_keys=witness_keys,
-        min_witnesses=args.min_witnesses,
+    return keyring, witness_keys
+
+
+def _print_source(source: Any, quiet: bool) -> None:
+    """One verified log or bundle: its errors, its warnings and its status line."""
+    for finding in sorted(source.errors, key=lambda f: f.sort_key()):
+        print(f"{finding.text()}")
+    for finding in sorted(source.warnings, key=lambda f: f.sort_key()):
+        # What is not proven is never hidden, not even by --quiet.
+        if not quiet or finding.code in _NEVER_QUIET:
+            print(f"warning: {finding.text()}")
+    status = "OK" if source.valid else "FAIL"
+    head = source.head or {}
+    print(
+        f"{status}: {source.path} ({source.kind} {source.origin}, "
+        f"{source.records_total} records, size {head.get('size', '-')}, "
+        f"root {head.get('root', '-')})"
     )
-    try:
-        result = verify_paths(args.paths, keyring, options, args.state)
-    except OSError as exc:
-        return _fail(f"cannot read input: {exc}")
-    for source in result.sources:
-        for finding in sorted(source.errors, key=lambda f: f.sort_key()):
-            print(f"{finding.text()}")
-        for finding in sorted(source.warnings, key=lambda f: f.sort_key()):
-            # What is not proven is never hidden, not even by --quiet.
-            if not args.quiet or finding.code in _NEVER_QUIET:
-                print(f"warning: {finding.text()}")
-        status = "OK" if source.valid else "FAIL"
-        head = source.head or {}
+    if not quiet or not source.valid:
+        print(_summary(source))
+    if source.witnessed is not None:
         print(
-            f"{status}: {source.path} ({source.kind} {source.origin}, "
-            f"{source.records_total} records, size {head.get('size', '-')}, "
-            f"root {head.get('root', '-')})"
+            f"  witnessed: size {source.witnessed['size']} cosigned by "
+            f"{', '.join(source.witnessed['witnesses'])}"
         )
-        if not args.quiet or not source.valid:
-            print(_summary(source))
-        if source.witnessed is not None:
-            print(
-                f"  witnessed: size {source.witnessed['size']} cosigned by "
-                f"{', '.join(source.witnessed['witnesses'])}"
-            )
-    if args.json:
-        text = json.dumps(result.to_json(), indent=2, sort_keys=True) + "\n"
-        if args.json == "-":
-            sys.stdout.write(text)
-        else:
-            Path(args.json).write_text(text, encoding="utf-8")
-    replayed_ok = all(_replay(Path(raw), args) for raw in args.paths) if args.replay else True
-    return 0 if result.valid and replayed_ok else 1
 
 
 def _replay(source: Path, args: argparse.Namespace) -> bool:

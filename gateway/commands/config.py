@@ -71,7 +71,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(format_diagnostics(exc.diagnostics(), cap=None), file=sys.stderr)
         return exitcodes.INVALID
     if not args.no_policies:
-        from gateway.edge.app import SnapshotError, build_snapshot
+        from gateway.edge.reload import SnapshotError, build_snapshot
 
         try:
             snapshot = build_snapshot(config)
@@ -86,7 +86,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the configuration file's JSON Schema."""
-    from gateway.config.loader import config_schema
+    from gateway.config.model import config_json_schema
 
-    print(json.dumps(config_schema(), indent=2, sort_keys=True))
+    print(json.dumps(config_json_schema(), indent=2, sort_keys=True))
     return exitcodes.OK

@@ -218,22 +218,8 @@ def cmd_test(args: argparse.Namespace) -> int:
                 ],
             }
         )
-        if args.format == "json":
-            continue
-        status = "OK" if not bad else "FAIL"
-        print(f"{status}: {found.display} ({len(results) - len(bad)}/{len(results)} passed)")
-        for r in results:
-            if r.passed:
-                if args.verbose:
-                    print(f"  ok: {r.case.label}")
-                continue
-            loc = r.case.location
-            print(f"{loc}: case_failed: case `{r.case.label}` failed")
-            for failure in r.failures:
-                print(f"  {failure}")
-            if r.decision.explanation is not None:
-                for line in r.decision.explanation.text(args.explain).splitlines():
-                    print(f"    {line}")
+        if args.format != "json":
+            _print_case_results(found.display, results, args)
     if args.format == "json":
         print(
             json.dumps(
@@ -252,6 +238,25 @@ def cmd_test(args: argparse.Namespace) -> int:
     if broken:
         return EXIT_INVALID
     return EXIT_DENY if failed else EXIT_OK
+
+
+def _print_case_results(display: str, results: list[Any], args: argparse.Namespace) -> None:
+    """The text report of one case file: its status line, then each failed case explained."""
+    bad = [r for r in results if not r.passed]
+    status = "OK" if not bad else "FAIL"
+    print(f"{status}: {display} ({len(results) - len(bad)}/{len(results)} passed)")
+    for r in results:
+        if r.passed:
+            if args.verbose:
+                print(f"  ok: {r.case.label}")
+            continue
+        loc = r.case.location
+        print(f"{loc}: case_failed: case `{r.case.label}` failed")
+        for failure in r.failures:
+            print(f"  {failure}")
+        if r.decision.explanation is not None:
+            for line in r.decision.explanation.text(args.explain).splitlines():
+                print(f"    {line}")
 
 
 def _read_context(source: str) -> tuple[Any, str | None]:

@@ -11,7 +11,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -147,15 +146,7 @@ def _add(args: argparse.Namespace) -> int:
         return EXIT_ERROR
 
     api_key = generate_api_key()
-    fields: dict[str, Any] = {"id": args.tenant_id, "api_key_hashes": [hash_api_key(api_key)]}
-    if established is not None:
-        fields["established_in"] = established
-    if args.purpose:
-        fields["registered_purposes"] = list(args.purpose)
-    if args.network:
-        fields["source_networks"] = list(args.network)
-    if args.default_backend:
-        fields["default_backend"] = args.default_backend
+    fields = _new_entry(args, hash_api_key(api_key), established)
     try:
         new_text = insert_tenant(text, fields)
     except ValueError as exc:
@@ -179,6 +170,20 @@ def _add(args: argparse.Namespace) -> int:
     )
     print(api_key)
     return EXIT_OK
+
+
+def _new_entry(args: argparse.Namespace, key_hash: str, established: str | None) -> dict[str, Any]:
+    """The fields of the tenant `tenants add` writes, in the order the file shows them."""
+    fields: dict[str, Any] = {"id": args.tenant_id, "api_key_hashes": [key_hash]}
+    if established is not None:
+        fields["established_in"] = established
+    if args.purpose:
+        fields["registered_purposes"] = list(args.purpose)
+    if args.network:
+        fields["source_networks"] = list(args.network)
+    if args.default_backend:
+        fields["default_backend"] = args.default_backend
+    return fields
 
 
 def _entry_lines(fields: dict[str, Any], dash: str, indent: str) -> list[str]:
@@ -250,15 +255,9 @@ def _last_token_end(node: Any) -> int:
 
 
 def _write_atomically(path: Path, text: str) -> None:
+    """Replace `path` with `text` durably (`audit.storage.atomic_write`), keeping its mode."""
+    from gateway.audit.storage import atomic_write
+
     mode = path.stat().st_mode & 0o777 if path.exists() else 0o640
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent or ".")
-    try:
-        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.chmod(temporary, mode)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text.encode("utf-8"))
+    os.chmod(path, mode)

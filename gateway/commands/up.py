@@ -198,7 +198,7 @@ def _write_editor_schemas(work: Path) -> None:
     Written on every start rather than pointing into a checkout, which an installed package
     does not have; an upgrade then brings its editors the schema it enforces.
     """
-    from gateway.config.schemas import render
+    from gateway.config.json_schemas import render
 
     target = work / "schemas"
     target.mkdir(exist_ok=True)

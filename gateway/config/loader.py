@@ -1,11 +1,12 @@
 """The gateway's configuration: one YAML file, validated with located diagnostics.
 
 Rule 1: a mistake in the file is reported as `file:line:col: code: message` plus a
-`help:` line, every mistake at once, and the previous configuration keeps serving.
+`help:` line, every mistake at once, and the previous configuration keeps serving
+(`diagnostics`).
 Rule 2: secrets (signing-key passphrase, HMAC keys, admin token) never live in the file;
 the file names an environment variable (`*_env`) or a file (`*_file`) holding them.
 Rule 3: environment variables `JURISGATE__SECTION__KEY=value` override scalar settings;
-a bad value names the variable and the value.
+a bad value names the variable and the value (`environment`).
 
 Relative paths in the file are resolved against the file's directory.
 """
@@ -19,48 +20,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jsonschema
 from pydantic import ValidationError
 
-from gateway.config.model import (
-    Clients,
-    ConfigFile,
-    Headers,
-    Limits,
-    Operator,
-    SecretRef,
-)
-from gateway.errors import Diagnostic, DiagnosticError, Location, describe_value, did_you_mean
-from gateway.source import LoadedDocument, format_path, load_yaml, yaml11_help
+from gateway.config.diagnostics import diagnostics_from_validation
+from gateway.config.environment import apply_env_overrides
+from gateway.config.model import Clients, ConfigFile, Headers, Limits, Operator, SecretRef
+from gateway.errors import Diagnostic, DiagnosticError, Location
+from gateway.source import LoadedDocument, load_yaml
 
 __all__ = [
     "AdminConfig",
     "AuditConfig",
     "BackendConfig",
     "ClientTimeouts",
-    "GrpcListener",
     "ConfigError",
     "GatewayConfig",
+    "GrpcListener",
     "HeaderNames",
     "LimitsConfig",
     "OperatorConfig",
     "PoolConfig",
     "SinkConfig",
     "WitnessConfigEntry",
-    "config_schema",
     "load_config",
-    "schema_error_diagnostic",
 ]
 
 
 class ConfigError(DiagnosticError):
     """The configuration could not be loaded; `diagnostics()` says where and why."""
-
-
-def config_schema() -> dict[str, Any]:
-    """Return the JSON Schema of the gateway configuration file (derived from the model)."""
-    schema = ConfigFile.model_json_schema()
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
 #: Names of the request headers the declared context is read from.
@@ -227,9 +214,6 @@ class GatewayConfig:
         return f"{self.deployment}/{self.instance}"
 
 
-ENV_PREFIX = "JURISGATE__"
-
-
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
     """Load, validate and resolve the configuration file at `path`.
 
@@ -253,370 +237,15 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Gateway
                 )
             ]
         )
-    data = _apply_env_overrides(data, env, diagnostics)
+    data = apply_env_overrides(data, env, diagnostics)
     try:
         model = ConfigFile.model_validate(data)
     except ValidationError as exc:
-        diagnostics.extend(_diagnostics_from_validation(exc, document, data))
+        diagnostics.extend(diagnostics_from_validation(exc, document, data))
         raise ConfigError(diagnostics) from None
     if diagnostics:
         raise ConfigError(diagnostics)
     return _build(path, model, document, dict(env), diagnostics)
-
-
-def _schema_node(schema: Mapping[str, Any], keys: list[str]) -> Mapping[str, Any] | None:
-    """The schema of the setting at `keys`, following `$ref`s and optional (`anyOf`) values."""
-    defs = schema.get("$defs", {})
-
-    def resolve(node: Mapping[str, Any]) -> Mapping[str, Any]:
-        while True:
-            if "$ref" in node:
-                node = defs[node["$ref"].rsplit("/", 1)[-1]]
-            elif "anyOf" in node:
-                options = [o for o in node["anyOf"] if o.get("type") != "null"]
-                node = options[0] if len(options) == 1 else node
-                if node.get("anyOf") is not None:
-                    return node
-            else:
-                return node
-
-    node: Mapping[str, Any] | None = resolve(schema)
-    for key in keys:
-        props = node.get("properties", {}) if node else {}
-        child = props.get(key)
-        node = resolve(child) if child is not None else None
-    return node
-
-
-def _apply_env_overrides(
-    data: dict[str, Any], env: Mapping[str, str], diagnostics: list[Diagnostic]
-) -> dict[str, Any]:
-    """Overlay `JURISGATE__A__B=value` variables onto the parsed file."""
-    schema = config_schema()
-    merged: dict[str, Any] = {key: value for key, value in data.items()}
-    for name in sorted(env):
-        if not name.startswith(ENV_PREFIX):
-            continue
-        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__") if part]
-        node_schema = _schema_node(schema, keys) if keys else None
-        if not keys or node_schema is None:
-            diagnostics.append(
-                Diagnostic(
-                    code="config_env_error",
-                    message=f"environment variable `{name}` names no setting",
-                    location=Location(name, 0, 0),
-                    help="use JURISGATE__SECTION__KEY, e.g. JURISGATE__LISTEN__PORT",
-                )
-            )
-            continue
-        raw = env[name]
-        try:
-            value = _cast_env(raw, node_schema)
-        except ValueError as exc:
-            diagnostics.append(
-                Diagnostic(
-                    code="config_env_error",
-                    message=f"environment variable `{name}` has bad value `{raw}`: {exc}",
-                    location=Location(name, 0, 0),
-                    help=f"expected {node_schema.get('type', 'a value')}",
-                )
-            )
-            continue
-        target = merged
-        for key in keys[:-1]:
-            child = target.get(key)
-            child = dict(child) if isinstance(child, dict) else {}
-            target[key] = child
-            target = child
-        target[keys[-1]] = value
-    return merged
-
-
-def _cast_env(raw: str, node_schema: Mapping[str, Any]) -> Any:
-    kind = node_schema.get("type")
-    if kind == "integer":
-        try:
-            return int(raw)
-        except ValueError:
-            raise ValueError("not an integer") from None
-    if kind == "number":
-        try:
-            return float(raw)
-        except ValueError:
-            raise ValueError("not a number") from None
-    if kind == "boolean":
-        lowered = raw.strip().lower()
-        if lowered in {"1", "true", "yes", "on"}:
-            return True
-        if lowered in {"0", "false", "no", "off"}:
-            return False
-        raise ValueError("not a boolean (use true or false)")
-    if kind == "array":
-        items = node_schema.get("items", {})
-        if "$ref" in items or items.get("type", "string") != "string":
-            raise ValueError("a list of sections cannot be set from the environment")
-        return [part.strip() for part in raw.split(",") if part.strip()]
-    if kind == "object" or "properties" in node_schema:
-        raise ValueError("a section cannot be set from the environment; set one of its keys")
-    return raw
-
-
-_TYPE_WORDS = {
-    "int_type": "an integer",
-    "float_type": "a number",
-    "string_type": "a string",
-    "bool_type": "true or false",
-    "list_type": "a list",
-    "dict_type": "a mapping",
-    "model_type": "a mapping",
-    "model_attributes_type": "a mapping",
-    "int_from_float": "an integer",
-    "finite_number": "a finite number",
-}
-
-_PATTERN_HINTS = {
-    "url": "use an http:// or https:// URL without query or credentials, e.g. "
-    "http://127.0.0.1:8501",
-    "region": "use an ISO 3166 code such as DE, US-CA or UA-43, or a group such as EU",
-    "established_in": "use an ISO 3166 code such as DE or US-CA",
-    "storage_region": "use an ISO 3166 code such as DE or IN",
-    "id": "use letters, digits, `.`, `_` or `-` (a sink id: at most 64, starting with a letter "
-    "or digit)",
-    "grpc": "write the backend's gRPC address as host:port, e.g. 127.0.0.1:8500",
-    "category": "use a snake_case category such as `analytics`",
-}
-
-
-def _data_path(loc: tuple[int | str, ...], data: Any) -> tuple[int | str, ...]:
-    """The part of a validation error's location that names places in the document (union
-    branch tags and `[key]` markers are not data)."""
-    path: list[int | str] = []
-    node = data
-    for index, part in enumerate(loc):
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-            path.append(part)
-        elif isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
-            node = node[part]
-            path.append(part)
-        elif index == len(loc) - 1 and isinstance(node, dict) and part != "[key]":
-            path.append(part)
-    return tuple(path)
-
-
-def _known_keys(path: tuple[int | str, ...]) -> list[str]:
-    """The settings the model allows in the mapping at `path` (a list item's, for a list)."""
-    schema = config_schema()
-    node = _schema_node(schema, [str(p) for p in path if isinstance(p, str)]) or {}
-    items = node.get("items")
-    if isinstance(items, Mapping):
-        ref = items.get("$ref", "")
-        node = schema.get("$defs", {}).get(ref.rsplit("/", 1)[-1], items)
-    return sorted(node.get("properties", {}))
-
-
-def _diagnostics_from_validation(
-    exc: ValidationError, document: LoadedDocument, data: Any
-) -> list[Diagnostic]:
-    out: list[Diagnostic] = []
-    for error in exc.errors(include_url=False):
-        loc = _data_path(tuple(error["loc"]), data)
-        ctx = error.get("ctx") or {}
-        at = ctx.get("at")
-        if isinstance(at, tuple):
-            loc = (*loc, *at)
-        out.append(_diagnostic(error["type"], error["msg"], error.get("input"), ctx, loc, document))
-    return out
-
-
-def _diagnostic(
-    kind: str,
-    message: str,
-    value: Any,
-    ctx: Mapping[str, Any],
-    loc: tuple[int | str, ...],
-    document: LoadedDocument,
-) -> Diagnostic:
-    dotted = format_path(loc) or "(top level)"
-    last = next((str(p) for p in reversed(loc) if isinstance(p, str)), "")
-    if kind == "extra_forbidden":
-        parent = loc[:-1]
-        allowed = _known_keys(parent)
-        key = str(loc[-1])
-        return Diagnostic(
-            code="config_unknown_key",
-            message=f"unknown setting `{key}` in {format_path(parent) or '(top level)'}",
-            location=document.key_location(loc),
-            path=dotted,
-            help=did_you_mean(key, allowed) or f"known keys: {', '.join(allowed)}",
-        )
-    if kind == "missing":
-        parent = loc[:-1]
-        return Diagnostic(
-            code="config_missing_key",
-            message=f"{format_path(parent) or '(top level)'}: `{loc[-1]}` is required",
-            location=document.location(parent),
-            path=dotted,
-            help="add the missing setting; docs/configuration.md lists every key",
-        )
-    if kind in _TYPE_WORDS:
-        expected = _TYPE_WORDS[kind]
-        return Diagnostic(
-            code="config_type_error",
-            message=f"{dotted} must be {expected}, got {describe_value(value)}",
-            location=document.location(loc),
-            path=dotted,
-            help=yaml11_help(document.node(loc), value) or f"write {expected} here",
-        )
-    if kind == "duplicate_id":
-        return Diagnostic(
-            code="config_duplicate_id",
-            message=message,
-            location=document.location(loc),
-            path=dotted,
-            help=f"give every {ctx.get('what', 'entry')} a unique id",
-        )
-    if kind == "unknown_backend":
-        return Diagnostic(
-            code="config_ref_error",
-            message=message,
-            location=document.location(loc),
-            path=dotted,
-            help=did_you_mean(ctx.get("id"), ctx.get("choices", [])) or "name a configured backend",
-        )
-    if kind == "literal_error":
-        choices = [
-            c.strip(" '") for c in str(ctx.get("expected", "")).replace(" or ", ",").split(",")
-        ]
-        choices = [c for c in choices if c]
-        return Diagnostic(
-            code="config_value_error",
-            message=f"{dotted} has bad value `{_short(value)}`",
-            location=document.location(loc),
-            path=dotted,
-            help=did_you_mean(value, choices) or f"one of {ctx.get('expected')}",
-        )
-    if kind == "string_pattern_mismatch":
-        key = "url" if last in ("url", "blocking_entity_uri") else last
-        if isinstance(loc[-1], int) and last == "trusted_proxies":
-            key = "cidr"
-        return Diagnostic(
-            code="config_value_error",
-            message=f"{dotted} has bad value `{_short(value)}`",
-            location=document.location(loc),
-            path=dotted,
-            help=_PATTERN_HINTS.get(key, f"must match `{ctx.get('pattern')}`"),
-        )
-    help_text = {
-        "url": _PATTERN_HINTS["url"],
-        "cidr": "write a network in CIDR form, e.g. 203.0.113.0/24 or 2001:db8::/32",
-        "witness_key": "use the witness's verifier key as `jurisgate witness vkey` prints it",
-        "secret_ref": "write `{env: NAME}` or `{file: path}`",
-        "category": _PATTERN_HINTS["category"],
-    }.get(kind, "see docs/configuration.md")
-    if kind in ("greater_than", "greater_than_equal", "less_than", "less_than_equal"):
-        help_text = message.replace("Input should be", "use a value")
-    if kind in ("too_short", "too_long"):
-        help_text = message.replace("List should", "the list must")
-    text = (
-        f"{dotted}: {message}"
-        if f"`{value}`" in message
-        else f"{dotted} has bad value `{_short(value)}`: {message}"
-    )
-    return Diagnostic(
-        code="config_value_error",
-        message=text,
-        location=document.location(loc),
-        path=dotted,
-        help=help_text,
-    )
-
-
-_SCHEMA_PATTERN_HINTS = {
-    "url": "use an http:// or https:// URL, e.g. http://127.0.0.1:8501",
-    "key": "use the witness's verifier key as `jurisgate witness vkey` prints it",
-}
-
-
-def schema_error_diagnostic(
-    error: jsonschema.ValidationError, document: LoadedDocument
-) -> Diagnostic:
-    """A located, helpful diagnostic for one JSON-schema error in a YAML document (shared
-    with the other configuration files, such as a witness's)."""
-    return _diagnostic_from_schema_error(error, document)
-
-
-def _diagnostic_from_schema_error(
-    error: jsonschema.ValidationError, document: LoadedDocument
-) -> Diagnostic:
-    path = tuple(error.absolute_path)
-    dotted = format_path(path) or "(top level)"
-    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
-        schema = error.schema if isinstance(error.schema, Mapping) else {}
-        allowed = sorted(schema.get("properties", {}))
-        unknown = [k for k in error.instance if k not in allowed]
-        key = unknown[0] if unknown else "?"
-        return Diagnostic(
-            code="config_unknown_key",
-            message=f"unknown setting `{key}` in {dotted}",
-            location=document.key_location((*path, key)),
-            path=format_path((*path, key)),
-            help=did_you_mean(key, allowed) or f"known keys: {', '.join(allowed)}",
-        )
-    if error.validator == "required":
-        return Diagnostic(
-            code="config_missing_key",
-            message=f"{dotted}: {error.message}",
-            location=document.location(path),
-            path=dotted,
-            help="add the missing setting; docs/configuration.md lists every key",
-        )
-    if error.validator == "enum":
-        choices = [str(o) for o in error.validator_value]  # type: ignore[union-attr]
-        options = ", ".join(f"`{o}`" for o in choices)
-        return Diagnostic(
-            code="config_value_error",
-            message=f"{dotted} has bad value `{_short(error.instance)}`",
-            location=document.location(path),
-            path=dotted,
-            help=did_you_mean(error.instance, choices) or f"one of {options}",
-        )
-    if error.validator == "type":
-        return Diagnostic(
-            code="config_type_error",
-            message=f"{dotted} must be {error.validator_value}, got "
-            f"{describe_value(error.instance)}",
-            location=document.location(path),
-            path=dotted,
-            help=yaml11_help(document.node(path), error.instance)
-            or f"write {_article(str(error.validator_value))} here",
-        )
-    detail = "" if error.validator == "pattern" else f": {error.message}"
-    return Diagnostic(
-        code="config_value_error",
-        message=f"{dotted} has bad value `{_short(error.instance)}`{detail}",
-        location=document.location(path),
-        path=dotted,
-        help=_schema_hint(error),
-    )
-
-
-def _article(word: str) -> str:
-    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
-
-
-def _schema_hint(error: jsonschema.ValidationError) -> str:
-    if error.validator == "pattern":
-        last = error.absolute_path[-1] if error.absolute_path else ""
-        return _SCHEMA_PATTERN_HINTS.get(str(last), f"must match `{error.validator_value}`")
-    if error.validator in ("minimum", "maximum", "exclusiveMinimum"):
-        return f"{error.validator} is {error.validator_value}"
-    return "see docs/configuration.md"
-
-
-def _short(value: Any) -> str:
-    text = str(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def _resolve_path(base: Path, value: str) -> Path:

@@ -8,115 +8,34 @@ value the model accepts is a value every consumer (backends, sinks, listeners) a
 
 from __future__ import annotations
 
-import ipaddress
-from collections.abc import Iterator
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    field_validator,
-    model_validator,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
-from gateway.audit.errors import KeyLoadError
-from gateway.audit.witness import CosignerKey
+from gateway.config.fields import (
+    CATEGORY_PATTERN,
+    DEFAULT_READ_S,
+    GRPC_ADDRESS_PATTERN,
+    ID_PATTERN,
+    NAME_PATTERN,
+    Cidr,
+    Header,
+    HttpUrl,
+    Port,
+    Region,
+    Seconds,
+    Section,
+    unique_ids,
+    valid_category,
+    valid_witness_key,
+)
 
-__all__ = ["ConfigFile", "reference_rows"]
-
-#: TF Serving answers a REST call that outlives its own 30 s limit itself; the gateway waits
-#: longer so a slow model yields TF Serving's answer, not a race between two 504 bodies.
-DEFAULT_READ_S = 40.0
-
-_REGION_PATTERN = r"^([A-Z]{2}(-[A-Z0-9]{1,3})?|[A-Z]{2,6})$"
-_ID_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
-_NAME_PATTERN = r"^[A-Za-z0-9._-]+$"
-_HEADER_PATTERN = r"^[A-Za-z0-9-]+$"
-_CATEGORY_PATTERN = r"^[a-z][a-z0-9_]{0,63}$"
-_GRPC_ADDRESS_PATTERN = r"^(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}$"
-
-
-def _http_url(value: str) -> str:
-    """An http(s) URL with a host, and nothing a request path could not be appended to."""
-    try:
-        parts = urlsplit(value)
-        port = parts.port
-    except ValueError:
-        raise PydanticCustomError("url", "`{value}` is not a valid URL", {"value": value}) from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise PydanticCustomError(
-            "url", "`{value}` must be an http:// or https:// URL with a host", {"value": value}
-        )
-    if parts.query or parts.fragment or parts.username or parts.password:
-        raise PydanticCustomError(
-            "url",
-            "`{value}` must not carry a query, a fragment or credentials",
-            {"value": value},
-        )
-    if port == 0:
-        raise PydanticCustomError("url", "`{value}` names port 0", {"value": value})
-    return value.rstrip("/")
+__all__ = ["ConfigFile", "config_json_schema", "schema_node"]
 
 
-def _cidr(value: str) -> str:
-    try:
-        ipaddress.ip_network(value, strict=False)
-    except ValueError:
-        raise PydanticCustomError(
-            "cidr", "`{value}` is not a network in CIDR form", {"value": value}
-        ) from None
-    return value
-
-
-def _witness_key(value: str) -> str:
-    try:
-        CosignerKey.from_vkey(value)
-    except KeyLoadError as exc:
-        raise PydanticCustomError(
-            "witness_key", "bad witness verifier key: {reason}", {"reason": str(exc)}
-        ) from None
-    return value
-
-
-def _category(value: str) -> str:
-    if value == "sale_or_share":
-        raise PydanticCustomError(
-            "category", "`sale_or_share` is set with `is_sale_or_share: true`, not as a category"
-        )
-    return value
-
-
-HttpUrl = Annotated[str, Field(pattern=r"^https?://"), AfterValidator(_http_url)]
-Cidr = Annotated[str, AfterValidator(_cidr)]
-Region = Annotated[str, Field(pattern=_REGION_PATTERN)]
-Port = Annotated[int, Field(ge=0, le=65535)]
-Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-Header = Annotated[str, Field(pattern=_HEADER_PATTERN)]
-
-
-class _Section(BaseModel):
-    """A mapping of settings: unknown keys are errors, values are not coerced."""
-
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
-
-
-def _unique_ids(items: list[Any], what: str) -> None:
-    seen: set[str] = set()
-    for index, item in enumerate(items):
-        if item.id in seen:
-            raise PydanticCustomError(
-                "duplicate_id",
-                "{what} id `{id}` is used twice",
-                {"what": what, "id": item.id, "at": (index, "id")},
-            )
-        seen.add(item.id)
-
-
-class SecretRef(_Section):
+class SecretRef(Section):
     """Where a secret is read from: exactly one of `env` or `file`."""
 
     env: str | None = Field(default=None, min_length=1, description="environment variable")
@@ -129,14 +48,14 @@ class SecretRef(_Section):
         return self
 
 
-class Listen(_Section):
+class Listen(Section):
     host: str = Field("127.0.0.1", description="address of the TF Serving REST surface")
     port: Port = Field(
         8501, description="its port (TF Serving's REST port, so clients need no change)"
     )
 
 
-class Admin(_Section):
+class Admin(Section):
     enabled: bool = Field(True, description="serve the admin listener")
     host: str = Field("127.0.0.1", description="admin address (loopback by default)")
     port: Port = Field(8601, description="admin port: `/metrics`, `/admin/v1/*`")
@@ -147,7 +66,7 @@ class Admin(_Section):
     )
 
 
-class ProblemTypes(_Section):
+class ProblemTypes(Section):
     legal: str = Field(
         "https://jurisgate.invalid/problems/legal-restriction",
         description="problem `type` URI of legal denials (451)",
@@ -162,7 +81,7 @@ class ProblemTypes(_Section):
     )
 
 
-class Operator(_Section):
+class Operator(Section):
     name: str = Field(
         "Jurisgate operator",
         description="the provider named in implicit AIGC labels (`ContentProducer`); 451 bodies "
@@ -178,7 +97,7 @@ class Operator(_Section):
     problem_types: ProblemTypes = Field(default_factory=ProblemTypes)
 
 
-class Policies(_Section):
+class Policies(Section):
     paths: list[str] = Field(
         default_factory=lambda: ["policies"],
         min_length=1,
@@ -191,7 +110,7 @@ class Policies(_Section):
     )
 
 
-class Tenants(_Section):
+class Tenants(Section):
     file: str | None = Field(
         None,
         description="tenants file (`jurisgate tenants add` writes it); API keys are stored as "
@@ -221,8 +140,8 @@ class Licence(BaseModel):
     licensee: str
 
 
-class Backend(_Section):
-    id: str = Field(pattern=_NAME_PATTERN, description="unique backend id")
+class Backend(Section):
+    id: str = Field(pattern=NAME_PATTERN, description="unique backend id")
     url: HttpUrl = Field(description="REST base URL, no query, fragment or credentials")
     region: Region = Field(description="ISO code of where it runs")
     models: list[str] = Field(min_length=1, description="model names it serves")
@@ -232,17 +151,17 @@ class Backend(_Section):
     weight: int = Field(1, ge=0, description="orders otherwise equal candidates, higher first")
     grpc: str | None = Field(
         None,
-        pattern=_GRPC_ADDRESS_PATTERN,
+        pattern=GRPC_ADDRESS_PATTERN,
         description="`host:port` of its gRPC port; only backends with one serve gRPC calls",
     )
 
 
-class GrpcTls(_Section):
+class GrpcTls(Section):
     cert_file: str = Field(description="PEM certificate chain")
     key_file: str = Field(description="PEM private key")
 
 
-class Grpc(_Section):
+class Grpc(Section):
     enabled: bool = Field(
         True,
         description="serve TF Serving's gRPC API through the gateway (off without a `grpc` "
@@ -253,7 +172,7 @@ class Grpc(_Section):
     tls: GrpcTls | None = Field(None, description="serve gRPC over TLS")
 
 
-class Routing(_Section):
+class Routing(Section):
     default_by_caller_region: dict[str, str] = Field(
         default_factory=dict,
         description="backend id per caller region (`EU`, `US`, `other`, ...), used when the "
@@ -261,12 +180,12 @@ class Routing(_Section):
     )
 
 
-class GeoipEntry(_Section):
+class GeoipEntry(Section):
     cidr: Cidr
     region: Region
 
 
-class Geoip(_Section):
+class Geoip(Section):
     entries: list[GeoipEntry] = Field(
         default_factory=list,
         description="inline CIDR-to-region table: `{cidr, region}`; the longest prefix wins",
@@ -277,7 +196,7 @@ class Geoip(_Section):
     mmdb: str | None = Field(None, description="a MaxMind GeoIP2/GeoLite2 country or city database")
 
 
-class Network(_Section):
+class Network(Section):
     trusted_proxies: list[Cidr] = Field(
         default_factory=list,
         description="CIDRs of the operator's own proxies; only their `X-Forwarded-For` / "
@@ -296,7 +215,7 @@ class Network(_Section):
     geoip: Geoip = Field(default_factory=Geoip)
 
 
-class Headers(_Section):
+class Headers(Section):
     api_key: Header = Field("X-Api-Key", description="tenant API key")
     purpose: Header = Field("X-Purpose", description="declared purpose")
     lawful_basis: Header = Field("X-Lawful-Basis", description="declared lawful basis")
@@ -320,7 +239,7 @@ class Headers(_Section):
     geo_claim: Header = Field("X-Geo-Country", description="region claim (always untrusted)")
 
 
-class Limits(_Section):
+class Limits(Section):
     max_body_bytes: int = Field(
         16 * 1024 * 1024, ge=1024, description="request body limit (413 past it)"
     )
@@ -333,7 +252,7 @@ class Limits(_Section):
     max_json_depth: int = Field(64, ge=2, le=254, description="JSON nesting limit (400 past it)")
 
 
-class Timeouts(_Section):
+class Timeouts(Section):
     connect_s: Seconds = Field(
         2.0, description="backend connect timeout, REST and gRPC (503 when the backend is down)"
     )
@@ -344,7 +263,7 @@ class Timeouts(_Section):
     )
 
 
-class Pool(_Section):
+class Pool(Section):
     limit: int = Field(256, ge=1, description="open backend connections at most")
     limit_per_host: int = Field(64, ge=1, description="open connections to one backend at most")
     keepalive_timeout_s: Seconds = Field(15.0, description="idle backend connection lifetime")
@@ -353,7 +272,7 @@ class Pool(_Section):
     )
 
 
-class Clients(_Section):
+class Clients(Section):
     header_timeout_s: Seconds = Field(
         10.0, description="time a client has to send a complete request head (408, then close)"
     )
@@ -370,7 +289,7 @@ class Clients(_Section):
     )
 
 
-class Privacy(_Section):
+class Privacy(Section):
     scan_headers: list[str] = Field(
         default_factory=list,
         description="request headers scanned for personal data besides the body",
@@ -380,14 +299,14 @@ class Privacy(_Section):
     )
 
 
-class Witness(_Section):
+class Witness(Section):
     url: HttpUrl = Field(description="the witness's submission prefix")
-    key: Annotated[str, Field(min_length=1), AfterValidator(_witness_key)] = Field(
+    key: Annotated[str, Field(min_length=1), AfterValidator(valid_witness_key)] = Field(
         description="the witness verifier key from `jurisgate witness vkey`"
     )
 
 
-class Audit(_Section):
+class Audit(Section):
     directory: str = Field(
         "var/audit", description="the audit log directory (segments, checkpoints, keyring)"
     )
@@ -458,11 +377,11 @@ class Audit(_Section):
     )
 
 
-class Sink(_Section):
-    id: str = Field(pattern=_ID_PATTERN, description="unique sink id")
+class Sink(Section):
+    id: str = Field(pattern=ID_PATTERN, description="unique sink id")
     url: HttpUrl = Field(description="webhook URL")
-    category: Annotated[str, Field(pattern=_CATEGORY_PATTERN), AfterValidator(_category)] = Field(
-        description="recipient category (snake_case)"
+    category: Annotated[str, Field(pattern=CATEGORY_PATTERN), AfterValidator(valid_category)] = (
+        Field(description="recipient category (snake_case)")
     )
     is_sale_or_share: bool = Field(False, description="sending to it is a sale or share")
     tenant_opt_in: bool | None = Field(
@@ -478,7 +397,7 @@ class Sink(_Section):
     )
 
 
-class Logs(_Section):
+class Logs(Section):
     access: bool = Field(
         False,
         description="log one line per request on `jurisgate.access`: method, path without "
@@ -486,7 +405,7 @@ class Logs(_Section):
     )
 
 
-class ConfigFile(_Section):
+class ConfigFile(Section):
     """The gateway configuration file."""
 
     model_config = ConfigDict(title="Jurisgate gateway configuration")
@@ -494,13 +413,13 @@ class ConfigFile(_Section):
     version: Literal[1] = Field(1, description="file format version")
     deployment: str = Field(
         "jurisgate",
-        pattern=_NAME_PATTERN,
+        pattern=NAME_PATTERN,
         description="deployment name; the audit signing key's name and the first half of the "
         "audit log origin",
     )
     instance: str = Field(
         "gw-1",
-        pattern=_NAME_PATTERN,
+        pattern=NAME_PATTERN,
         description="instance name; the second half of the audit log origin "
         "`<deployment>/<instance>`",
     )
@@ -534,13 +453,13 @@ class ConfigFile(_Section):
     @field_validator("backends")
     @classmethod
     def _backend_ids(cls, value: list[Backend]) -> list[Backend]:
-        _unique_ids(value, "backend")
+        unique_ids(value, "backend")
         return value
 
     @field_validator("sinks")
     @classmethod
     def _sink_ids(cls, value: list[Sink]) -> list[Sink]:
-        _unique_ids(value, "sink")
+        unique_ids(value, "sink")
         return value
 
     @model_validator(mode="after")
@@ -561,60 +480,31 @@ class ConfigFile(_Section):
         return self
 
 
-def reference_rows() -> Iterator[tuple[str, str, str]]:
-    """(key, default, meaning) for every setting, in file order, for the reference table."""
-    yield from _rows(ConfigFile, "")
+def config_json_schema() -> dict[str, Any]:
+    """Return the JSON Schema of the gateway configuration file (derived from the model)."""
+    schema = ConfigFile.model_json_schema()
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema", **schema}
 
 
-def _rows(model: type[BaseModel], prefix: str) -> Iterator[tuple[str, str, str]]:
-    for name, info in model.model_fields.items():
-        key = f"{prefix}{name}"
-        annotation = info.annotation
-        section = _section_type(annotation)
-        if section is not None and section is not SecretRef:
-            if _is_list(annotation) or section is Grpc:
-                yield key, _default_text(info), info.description or ""
-            item = "[]" if _is_list(annotation) else ""
-            yield from _rows(section, f"{key}{item}.")
-            continue
-        yield key, _default_text(info), info.description or ""
+def schema_node(schema: Mapping[str, Any], keys: list[str]) -> Mapping[str, Any] | None:
+    """The schema of the setting at `keys`, following `$ref`s and optional (`anyOf`) values."""
+    defs = schema.get("$defs", {})
 
+    def resolve(node: Mapping[str, Any]) -> Mapping[str, Any]:
+        while True:
+            if "$ref" in node:
+                node = defs[node["$ref"].rsplit("/", 1)[-1]]
+            elif "anyOf" in node:
+                options = [o for o in node["anyOf"] if o.get("type") != "null"]
+                node = options[0] if len(options) == 1 else node
+                if node.get("anyOf") is not None:
+                    return node
+            else:
+                return node
 
-def _section_type(annotation: Any) -> type[BaseModel] | None:
-    for candidate in _flatten(annotation):
-        if isinstance(candidate, type) and issubclass(candidate, _Section):
-            return candidate
-    return None
-
-
-def _flatten(annotation: Any) -> Iterator[Any]:
-    args = getattr(annotation, "__args__", None)
-    if args and getattr(annotation, "__origin__", None) is not Literal:
-        for arg in args:
-            yield from _flatten(arg)
-    else:
-        yield annotation
-
-
-def _is_list(annotation: Any) -> bool:
-    return getattr(annotation, "__origin__", None) is list or any(
-        getattr(a, "__origin__", None) is list for a in getattr(annotation, "__args__", ())
-    )
-
-
-def _default_text(info: Any) -> str:
-    if info.is_required():
-        return "required"
-    if info.default_factory is not None:
-        value = info.default_factory()
-    else:
-        value = info.default
-    if value is None:
-        return "none"
-    if isinstance(value, bool):
-        return "`true`" if value else "`false`"
-    if isinstance(value, list):
-        return "`[" + ", ".join(map(str, value)) + "]`"
-    if isinstance(value, dict):
-        return "`{}`" if not value else f"`{value}`"
-    return f"`{value}`"
+    node: Mapping[str, Any] | None = resolve(schema)
+    for key in keys:
+        props = node.get("properties", {}) if node else {}
+        child = props.get(key)
+        node = resolve(child) if child is not None else None
+    return node

@@ -2,8 +2,8 @@
 
 The gRPC counterpart of `proxy.UpstreamPool`, for TF Serving's `PredictionService` and
 `ModelService`. It forwards serialized request messages and returns the backend's answer
-unparsed, so that what the backend said reaches the client unchanged; it is not yet wired into
-the request pipeline (the gRPC front door will call it).
+unparsed, so that what the backend said reaches the client unchanged. The gRPC front door's
+forwarding step (`pipeline.grpc_steps`) calls it.
 
 Channels are opened on first use (so an app with no gRPC traffic never starts gRPC's threads)
 and closed with the app (`close()`, from the app's `cleanup_ctx`). Each call is bounded in two
@@ -34,7 +34,8 @@ from typing import Any, Final
 import grpc
 import grpc.aio
 
-from gateway.edge.proxy import BackendSpec, UpstreamError, UpstreamErrorKind
+from gateway.edge.proxy import UpstreamError, UpstreamErrorKind
+from gateway.request.routing import BackendSpec
 from gateway.tfserving import protos
 
 __all__ = [

@@ -1,25 +1,9 @@
-"""Backends: the registry, the choice of a backend for a request, and forwarding to it.
+"""Forwarding to a backend: the hop-by-hop rules and the upstream connection pool.
 
-The pure part (`BackendSpec`, `select_backend`, `is_rerouted`, `strip_hop_by_hop`) decides;
-`UpstreamPool` is the I/O edge: one `aiohttp.ClientSession` with a keep-alive connection pool,
-through which every forwarded request and readiness probe goes.
-
-Selection, in order (`select_backend`):
-
-1. Keep the backends that serve the model (and are not marked unavailable).
-2. When the decision limits backend regions, keep those inside an allowed region under the
-   routing convention of `gateway.request.regions.routes_within` (`US-CA` routes as `US`; `EU`
-   admits every member state). Nothing left: None, and the gateway answers 451 with the
-   residency basis.
-3. The tenant's preferred backend, when it survived 1 and 2.
-4. The operator's default for the caller's region (`region_routing_default`), looked up most
-   specific first: `US-CA`, then `US`; `DE`, then `EU`, then `EEA`.
-5. A backend in the caller's country, then one in the caller's routing group (`EU`).
-6. The operator's default for `other` callers.
-7. The first remaining backend.
-
-Within steps 5 and 7 a higher `weight` wins; equal weights keep configuration order, so the
-choice is deterministic and the audit record can explain it.
+`UpstreamPool` is the I/O edge: one `aiohttp.ClientSession` with a keep-alive connection
+pool, through which every forwarded request and readiness probe goes; `strip_hop_by_hop`
+and the header lists decide what crosses it. Which backend a request goes to is decided in
+`gateway.request.routing`.
 
 Upstream failures become `UpstreamError` at this boundary: connection refused or DNS failure
 -> 503 `unavailable` (TF Serving's own status for UNAVAILABLE, and what the gateway's clients
@@ -32,42 +16,28 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from types import MappingProxyType, TracebackType
-from typing import Any, Final, Literal
-from urllib.parse import urlsplit
+from types import TracebackType
+from typing import Final, Literal
 
 import aiohttp
 from yarl import URL
 
-from gateway.request.regions import (
-    country_of,
-    normalise_region,
-    routes_within,
-    routing_keys,
-    routing_region,
-)
+from gateway.request.routing import BackendSpec
 from gateway.tfserving import Route, TfsError, build_backend_path, tfs_error
 
 __all__ = [
     "DEFAULT_REQUEST_HEADERS",
     "DEFAULT_RESPONSE_HEADERS",
     "HOP_BY_HOP_HEADERS",
-    "ROUTING_FALLBACK_KEY",
-    "BackendSpec",
     "UpstreamError",
     "UpstreamErrorKind",
     "UpstreamPool",
     "UpstreamResponse",
-    "is_rerouted",
-    "select_backend",
     "strip_hop_by_hop",
 ]
 
-#: Key of `region_routing_default` used for callers whose region has no entry of its own.
-ROUTING_FALLBACK_KEY: Final = "other"
 
 #: RFC 9110 7.6.1 connection-specific fields, plus the proxy-authentication fields and the
 #: pre-RFC 7230 `Proxy-Connection`/`Trailer` that some peers still send.
@@ -85,9 +55,9 @@ HOP_BY_HOP_HEADERS: Final = frozenset(
     }
 )
 
-#: Request headers passed to a backend. TF Serving reads none of them (spec section 2.7), so
-#: everything else stays at the gateway. SECURITY: API keys, cookies and forwarding headers
-#: never reach a backend.
+#: Request headers passed to a backend. TF Serving's REST API reads none of them
+#: (https://www.tensorflow.org/tfx/serving/api_rest), so everything else stays at the
+#: gateway. SECURITY: API keys, cookies and forwarding headers never reach a backend.
 DEFAULT_REQUEST_HEADERS: Final = ("content-type", "accept", "x-decision-id")
 
 #: Response headers relayed from a backend: the ones TF Serving sets (Content-Type, the CORS
@@ -100,149 +70,6 @@ DEFAULT_RESPONSE_HEADERS: Final = (
     "access-control-allow-headers",
     "retry-after",
 )
-
-_BACKEND_ID_RE: Final = re.compile(r"[A-Za-z0-9._-]+")
-#: A gRPC target the gateway dials: host (name, IPv4 or bracketed IPv6) and port, no scheme.
-_GRPC_ADDRESS_RE: Final = re.compile(r"(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
-
-
-@dataclass(frozen=True, slots=True)
-class BackendSpec:
-    """One TF Serving backend: where it is, which region it is in, and what it serves.
-
-    `models` maps a model name to its attributes (kind, output, placed_on_market, licence...),
-    the `model` member of the request context. `weight` orders otherwise equal candidates
-    (higher first). `grpc` is the backend's gRPC address (`host:port`), None when it is reached
-    over REST only. Field values are validated and frozen on construction; a bad value raises
-    ValueError naming the backend and the setting.
-    """
-
-    id: str
-    url: str
-    region: str
-    models: Mapping[str, Mapping[str, Any]]
-    transfer_mechanisms: Sequence[str] = ()
-    weight: int = 1
-    #: `host:port` of the backend's gRPC port, or None when it serves REST only.
-    grpc: str | None = None
-
-    def __post_init__(self) -> None:
-        if not _BACKEND_ID_RE.fullmatch(self.id):
-            raise ValueError(f"backend id `{self.id}` may only use letters, digits, `.`, `_`, `-`")
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(
-                f"backend `{self.id}`: url `{self.url}` must be http:// or https:// with a host"
-            )
-        if parts.query or parts.fragment or parts.username or parts.password:
-            raise ValueError(
-                f"backend `{self.id}`: url `{self.url}` must not carry a query, fragment or "
-                "credentials"
-            )
-        try:
-            region = normalise_region(self.region)
-        except ValueError as exc:
-            raise ValueError(f"backend `{self.id}`: {exc}") from None
-        if self.grpc is not None and not _GRPC_ADDRESS_RE.fullmatch(self.grpc):
-            raise ValueError(f"backend `{self.id}`: grpc address `{self.grpc}` must be host:port")
-        if isinstance(self.weight, bool) or not isinstance(self.weight, int) or self.weight < 0:
-            raise ValueError(f"backend `{self.id}`: weight `{self.weight}` must be an integer >= 0")
-        frozen_models = MappingProxyType(
-            {str(name): MappingProxyType(dict(attrs)) for name, attrs in self.models.items()}
-        )
-        object.__setattr__(self, "url", self.url.rstrip("/"))
-        object.__setattr__(self, "region", region)
-        object.__setattr__(self, "models", frozen_models)
-        object.__setattr__(self, "transfer_mechanisms", tuple(self.transfer_mechanisms))
-
-    def serves(self, model: str) -> bool:
-        """True when this backend serves `model`."""
-        return model in self.models
-
-    def context_view(self) -> dict[str, Any]:
-        """This backend as the request context lists it under `backends`."""
-        return {
-            "id": self.id,
-            "region": self.region,
-            "transfer_mechanisms": list(self.transfer_mechanisms),
-        }
-
-
-def select_backend(
-    candidates: Iterable[BackendSpec],
-    model: str,
-    *,
-    allowed_regions: frozenset[str] | None,
-    caller_region: str | None,
-    preferred: str | None,
-    region_routing_default: Mapping[str, str],
-    unavailable: Collection[str] = frozenset(),
-) -> BackendSpec | None:
-    """Choose the backend for a request to `model` (the order is in the module docstring).
-
-    `allowed_regions` is the decision's routing constraint (None: unconstrained; an empty set
-    admits nothing). `unavailable` holds ids of backends known to be down.
-    """
-    serving = [b for b in candidates if b.serves(model) and b.id not in unavailable]
-    if allowed_regions is not None:
-        serving = [
-            b for b in serving if any(routes_within(b.region, area) for area in allowed_regions)
-        ]
-    if not serving:
-        return None
-    by_id = {b.id: b for b in serving}
-    if preferred is not None and preferred in by_id:
-        return by_id[preferred]
-    if caller_region:
-        for key in routing_keys(caller_region):
-            default = region_routing_default.get(key)
-            if default is not None and default in by_id:
-                return by_id[default]
-        country = country_of(caller_region)
-        same_country = [b for b in serving if country_of(b.region) == country]
-        if same_country:
-            return _heaviest(same_country)
-        group = routing_region(caller_region)
-        same_group = [b for b in serving if routing_region(b.region) == group]
-        if same_group:
-            return _heaviest(same_group)
-    fallback = region_routing_default.get(ROUTING_FALLBACK_KEY)
-    if fallback is not None and fallback in by_id:
-        return by_id[fallback]
-    return _heaviest(serving)
-
-
-def is_rerouted(
-    chosen: BackendSpec | None,
-    candidates: Iterable[BackendSpec],
-    model: str,
-    *,
-    caller_region: str | None,
-    preferred: str | None,
-    region_routing_default: Mapping[str, str],
-    unavailable: Collection[str] = frozenset(),
-) -> bool:
-    """True when `chosen` differs from the backend chosen without routing constraints.
-
-    The gateway labels such a request a transform: the decision moved it.
-    """
-    unconstrained = select_backend(
-        candidates,
-        model,
-        allowed_regions=None,
-        caller_region=caller_region,
-        preferred=preferred,
-        region_routing_default=region_routing_default,
-        unavailable=unavailable,
-    )
-    if chosen is None or unconstrained is None:
-        return chosen is not unconstrained
-    return chosen.id != unconstrained.id
-
-
-def _heaviest(backends: Sequence[BackendSpec]) -> BackendSpec:
-    # max() keeps the first of equal weights: configuration order breaks ties.
-    return max(backends, key=lambda b: b.weight)
 
 
 def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:

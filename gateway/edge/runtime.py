@@ -13,6 +13,7 @@ import hmac
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 from aiohttp import web
@@ -20,11 +21,15 @@ from aiohttp import web
 from gateway.audit import AuditLog, PayloadDigester, minimise_ip
 from gateway.config.loader import GatewayConfig
 from gateway.edge.metrics import GatewayMetrics
-from gateway.edge.proxy import BackendSpec, UpstreamPool
+from gateway.edge.proxy import UpstreamPool
 from gateway.edge.sinks import SALE_OR_SHARE, EventSinks
+from gateway.lru import LruCache
 from gateway.policy import Decision, LegalBasis, PolicySet, Problem, Remedy
 from gateway.policy.decision import SinkSuppression
-from gateway.request.clientip import ClientIPConfig, ClientResolution, RegionLookup, resolve_client
+from gateway.request.clientip import ClientIPConfig, ClientResolution, resolve_client
+from gateway.request.geo import RegionLookup
+from gateway.request.regions import RegionGroups
+from gateway.request.routing import BackendSpec
 from gateway.request.tenants import TenantRegistry
 from gateway.witness.client import CheckpointWitnessing
 
@@ -68,7 +73,9 @@ class Snapshot:
     sink_views: tuple[Mapping[str, Any], ...] = ()
     _by_model: Mapping[str, tuple[BackendSpec, ...]] = field(default_factory=dict, repr=False)
     _client_headers: tuple[str, ...] = field(default=(), repr=False)
-    _by_peer: dict[str | None, ClientResolution] = field(default_factory=dict, repr=False)
+    _by_peer: LruCache[str | None, ClientResolution] = field(
+        default_factory=lambda: LruCache(_IP_CACHE_SIZE), repr=False
+    )
 
     def __post_init__(self) -> None:
         by_model: dict[str, list[BackendSpec]] = {}
@@ -80,6 +87,11 @@ class Snapshot:
         if self.client_ip.trusted_region_header:
             names.append(self.client_ip.trusted_region_header)
         object.__setattr__(self, "_client_headers", tuple(names))
+
+    @cached_property
+    def region_groups(self) -> RegionGroups:
+        """The routing groups of the policy vocabulary in force (read once per snapshot)."""
+        return RegionGroups.from_vocabulary(self.policy_set.vocabulary.groups)
 
     def resolve_client(self, peer: str | None, headers: Mapping[str, str]) -> ClientResolution:
         """`clientip.resolve_client` under this snapshot's settings.
@@ -95,9 +107,7 @@ class Snapshot:
         known = self._by_peer.get(peer)
         if known is None:
             known = resolve_client(peer, (), self.client_ip, self.regions)
-            if len(self._by_peer) >= _IP_CACHE_SIZE:
-                self._by_peer.clear()
-            self._by_peer[peer] = known
+            self._by_peer.put(peer, known)
         return known
 
     def region_lookup(self, ip: str) -> str | None:
@@ -162,7 +172,9 @@ class Runtime:
     grpc_port: int = 0
     #: The background submitter of audit checkpoints to witnesses (None: none configured).
     witnessing: CheckpointWitnessing | None = None
-    _ip_fields: dict[str, tuple[str | None, str | None]] = field(default_factory=dict)
+    _ip_fields: LruCache[str, tuple[str | None, str | None]] = field(
+        default_factory=lambda: LruCache(_IP_CACHE_SIZE)
+    )
 
     def keyed_digest(self, payload: bytes) -> str:
         """Keyed (HMAC) digest of payload bytes: never the payload itself.
@@ -187,9 +199,7 @@ class Runtime:
         except ValueError:
             prefix = None
         fields = (prefix, self.keyed_digest(ip.encode()))
-        if len(self._ip_fields) >= _IP_CACHE_SIZE:
-            self._ip_fields.clear()
-        self._ip_fields[ip] = fields
+        self._ip_fields.put(ip, fields)
         return fields
 
     def emit_event(

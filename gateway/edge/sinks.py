@@ -40,7 +40,7 @@ __all__ = [
     "SALE_OR_SHARE",
     "EventSinks",
     "SinkConfigError",
-    "SinkSpec",
+    "WebhookTarget",
     "SinkStats",
     "minimise_event",
 ]
@@ -64,7 +64,7 @@ class SinkConfigError(ValueError):
 
 
 @dataclass(frozen=True, slots=True)
-class SinkSpec:
+class WebhookTarget:
     """One webhook receiver of decision events."""
 
     id: str
@@ -105,7 +105,7 @@ class SinkSpec:
                 raise SinkConfigError(f"{where}.{name}: must be an integer >= 1, got `{value}`")
 
     @classmethod
-    def from_mapping(cls, raw: Mapping[str, object], *, where: str = "sinks[]") -> SinkSpec:
+    def from_mapping(cls, raw: Mapping[str, object], *, where: str = "sinks[]") -> WebhookTarget:
         """Build a spec from a config mapping such as the scenario fixtures' recipients."""
         known = set(cls.__dataclass_fields__)
         unknown = sorted(set(raw) - known)
@@ -201,7 +201,7 @@ class _Outcome(enum.Enum):
 
 @dataclass(eq=False, slots=True)
 class _Sink:
-    spec: SinkSpec
+    spec: WebhookTarget
     queue: asyncio.Queue[bytes]
     stats: SinkStats = field(default_factory=SinkStats)
     task: asyncio.Task[None] | None = None
@@ -215,7 +215,7 @@ class EventSinks:
     the caller (the app's one session) and is never closed here.
     """
 
-    def __init__(self, session: aiohttp.ClientSession, specs: Sequence[SinkSpec]) -> None:
+    def __init__(self, session: aiohttp.ClientSession, specs: Sequence[WebhookTarget]) -> None:
         ids = [s.id for s in specs]
         duplicates = sorted({i for i in ids if ids.count(i) > 1})
         if duplicates:
@@ -226,7 +226,7 @@ class EventSinks:
         self._closed = False
 
     @property
-    def specs(self) -> tuple[SinkSpec, ...]:
+    def specs(self) -> tuple[WebhookTarget, ...]:
         """The configured sinks, in configuration order."""
         return tuple(s.spec for s in self._sinks)
 
@@ -310,7 +310,7 @@ class EventSinks:
 
     @staticmethod
     def _receives(
-        spec: SinkSpec,
+        spec: WebhookTarget,
         suppressed: frozenset[str],
         suppressed_sinks: Collection[str],
         shared_with: Collection[str],
@@ -355,7 +355,7 @@ class EventSinks:
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, spec.backoff_max_s)
 
-    async def _post(self, spec: SinkSpec, body: bytes) -> tuple[_Outcome, str]:
+    async def _post(self, spec: WebhookTarget, body: bytes) -> tuple[_Outcome, str]:
         headers = {"Content-Type": "application/json", **dict(spec.headers)}
         try:
             # SECURITY: no redirects, so a receiver cannot bounce events to another host.

@@ -14,8 +14,8 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from gateway.edge.proxy import UpstreamError, is_rerouted, select_backend
-from gateway.marks.response import ImageMarkError, mark_predict_response, marks_for_obligations
+from gateway.edge.proxy import UpstreamError
+from gateway.marks import ImageMarkError, mark_predict_response, marks_for_obligations
 from gateway.pipeline.audit import append
 from gateway.pipeline.records import allowed_record, denied_record, outcome_record
 from gateway.pipeline.refusals import gateway_refusal, json_parse_refusal, tfs_refusal
@@ -35,6 +35,7 @@ from gateway.request.context import (
 )
 from gateway.request.jsonsplice import replace_strings
 from gateway.request.problems import PROBLEM_CONTENT_TYPE, decision_problem, problem_bytes
+from gateway.request.routing import is_rerouted, select_backend
 from gateway.request.tenants import AuthFailure
 from gateway.tfserving import TfsError, build_backend_path, error_body, parse_request_target
 from gateway.tfserving.jsonparse import JsonParseError, parse_exact
@@ -258,6 +259,7 @@ def choose_backend(state: RequestState) -> None:
         caller_region=state.region,
         preferred=preferred,
         region_routing_default=routing_default,
+        groups=state.snap.region_groups,
         unavailable=unavailable,
     )
     if state.backend is None:
@@ -270,6 +272,7 @@ def choose_backend(state: RequestState) -> None:
         caller_region=state.region,
         preferred=preferred,
         region_routing_default=routing_default,
+        groups=state.snap.region_groups,
         unavailable=unavailable,
     )
 

@@ -8,22 +8,17 @@
 
 from __future__ import annotations
 
+from gateway.privacy.detector import Detector, ScanBudgetExceeded, ScanState
 from gateway.privacy.detectors import (
     BUILTIN_DETECTORS,
     DEFAULT_DETECTOR_NAMES,
     DEFAULT_DETECTORS,
-    Detector,
-    EmailDetector,
-    IbanDetector,
-    PatternDetector,
-    PhoneDetector,
-    ScanBudgetExceeded,
-    ScanState,
     UnknownDetectorError,
     detectors_named,
 )
-from gateway.privacy.findings import BinaryInput, Finding, Findings, format_path, header_path
+from gateway.privacy.findings import BinaryInput, Findings, PersonalDataFinding, header_path
 from gateway.privacy.masking import MaskedEntry, MaskRule, apply_masks, mask_headers, mask_text
+from gateway.privacy.matchers import EmailDetector, IbanDetector, PatternDetector, PhoneDetector
 from gateway.privacy.scan import (
     DEFAULT_SCAN_BUDGET,
     scan,
@@ -40,7 +35,7 @@ __all__ = [
     "DEFAULT_DETECTOR_NAMES",
     "Detector",
     "EmailDetector",
-    "Finding",
+    "PersonalDataFinding",
     "Findings",
     "IbanDetector",
     "MaskRule",
@@ -52,7 +47,6 @@ __all__ = [
     "UnknownDetectorError",
     "apply_masks",
     "detectors_named",
-    "format_path",
     "header_path",
     "mask_headers",
     "mask_text",

@@ -1,16 +1,16 @@
 """Findings: where personal data was found, never what it was.
 
-A `Finding` carries a category, a path and a character span; it holds no copy of the value,
-so findings can be logged, put in the request context and written to the audit record.
+A `PersonalDataFinding` carries a category, a path and a character span; it holds no copy of
+the value, so findings can be logged, put in the request context and written to the audit
+record.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Final, Literal, overload
+from typing import Literal, overload
 
 Location = tuple[str | int, ...]
 Source = Literal["body", "header"]
@@ -25,7 +25,7 @@ Encoding = Literal[
 
 
 @dataclass(frozen=True, slots=True)
-class Finding:
+class PersonalDataFinding:
     """One validated value: `category` at `path`, characters `start:end` of that string.
 
     `path` uses the scenario form (`instances[0].note`, `inputs["odd key"][2]`; the empty
@@ -58,7 +58,7 @@ class BinaryInput:
 
 
 @dataclass(frozen=True, slots=True)
-class Findings(Sequence[Finding]):
+class Findings(Sequence[PersonalDataFinding]):
     """The findings of one scan, in document order.
 
     `unscanned` lists the path where the scan's work budget ran out (the rest of the
@@ -68,7 +68,7 @@ class Findings(Sequence[Finding]):
     part.
     """
 
-    items: tuple[Finding, ...] = ()
+    items: tuple[PersonalDataFinding, ...] = ()
     unscanned: tuple[str, ...] = ()
     binary: tuple[BinaryInput, ...] = ()
     #: Paths of `{"b64": ...}` values that are not base64: the gateway cannot read them.
@@ -80,18 +80,20 @@ class Findings(Sequence[Finding]):
         return not self.unscanned
 
     @overload
-    def __getitem__(self, index: int) -> Finding: ...
+    def __getitem__(self, index: int) -> PersonalDataFinding: ...
 
     @overload
-    def __getitem__(self, index: slice) -> Sequence[Finding]: ...
+    def __getitem__(self, index: slice) -> Sequence[PersonalDataFinding]: ...
 
-    def __getitem__(self, index: int | slice) -> Finding | Sequence[Finding]:
+    def __getitem__(
+        self, index: int | slice
+    ) -> PersonalDataFinding | Sequence[PersonalDataFinding]:
         return self.items[index]
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __iter__(self) -> Iterator[Finding]:
+    def __iter__(self) -> Iterator[PersonalDataFinding]:
         return iter(self.items)
 
     def __add__(self, other: Findings) -> Findings:
@@ -131,22 +133,6 @@ class Findings(Sequence[Finding]):
                 seen.add(key)
                 pairs.append({"type": finding.category, "path": finding.path})
         return pairs
-
-
-_IDENTIFIER: Final = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
-
-
-def format_path(location: Location) -> str:
-    """`("instances", 0, "note")` -> `instances[0].note`; other keys in JSON string brackets."""
-    parts: list[str] = []
-    for step in location:
-        if isinstance(step, int):
-            parts.append(f"[{step}]")
-        elif _IDENTIFIER.match(step):
-            parts.append(f".{step}" if parts else step)
-        else:
-            parts.append(f"[{json.dumps(step, ensure_ascii=False)}]")
-    return "".join(parts)
 
 
 def header_path(name: str) -> str:

@@ -43,7 +43,7 @@ from gateway.privacy.encoded import (
     encode_text,
     parse_data_url,
 )
-from gateway.privacy.findings import Finding, Findings, Location
+from gateway.privacy.findings import Findings, Location, PersonalDataFinding
 
 __all__ = [
     "MaskRule",
@@ -168,8 +168,10 @@ def mask_text(
     return "".join(pieces), done
 
 
-def _group_by_location(findings: Iterable[Finding]) -> dict[Location, list[Finding]]:
-    grouped: dict[Location, list[Finding]] = {}
+def _group_by_location(
+    findings: Iterable[PersonalDataFinding],
+) -> dict[Location, list[PersonalDataFinding]]:
+    grouped: dict[Location, list[PersonalDataFinding]] = {}
     for finding in findings:
         grouped.setdefault(finding.location, []).append(finding)
     return grouped
@@ -186,7 +188,7 @@ def _masked_entries(
 
 def mask_values(
     document: Any,
-    findings: Findings | Iterable[Finding],
+    findings: Findings | Iterable[PersonalDataFinding],
     rules: Mapping[str, MaskRule],
     *,
     hash_key: bytes | None = None,
@@ -220,7 +222,10 @@ def mask_values(
 
 
 def _mask_encoded(
-    value: str, located: Sequence[Finding], rules: Mapping[str, MaskRule], key: bytes | None
+    value: str,
+    located: Sequence[PersonalDataFinding],
+    rules: Mapping[str, MaskRule],
+    key: bytes | None,
 ) -> tuple[str, list[tuple[str, MaskMethod]]]:
     """Mask the findings of one JSON string: as written, a `data:` URL, or a `b64` value."""
     _refuse_binary(located)
@@ -234,7 +239,7 @@ def _mask_encoded(
     return (value, done) if new_data is None else (encode_base64(new_data, form), done)
 
 
-def _refuse_binary(located: Sequence[Finding]) -> None:
+def _refuse_binary(located: Sequence[PersonalDataFinding]) -> None:
     for finding in located:
         if finding.encoding == "binary":
             raise UnmaskableValue(finding.path, finding.category)
@@ -242,7 +247,7 @@ def _refuse_binary(located: Sequence[Finding]) -> None:
 
 def _mask_bytes(
     data: bytes,
-    located: Sequence[Finding],
+    located: Sequence[PersonalDataFinding],
     layer: str,
     rules: Mapping[str, MaskRule],
     key: bytes | None,
@@ -261,7 +266,7 @@ def _mask_bytes(
 
 def _mask_string(
     text: str,
-    located: Sequence[Finding],
+    located: Sequence[PersonalDataFinding],
     layer: str,
     rules: Mapping[str, MaskRule],
     key: bytes | None,
@@ -287,7 +292,7 @@ def _mask_string(
 
 def mask_byte_values(
     values: Mapping[Location, bytes],
-    findings: Findings | Iterable[Finding],
+    findings: Findings | Iterable[PersonalDataFinding],
     rules: Mapping[str, MaskRule],
     *,
     hash_key: bytes | None = None,
@@ -312,7 +317,7 @@ def mask_byte_values(
 
 def apply_masks(
     document: Any,
-    findings: Findings | Iterable[Finding],
+    findings: Findings | Iterable[PersonalDataFinding],
     rules: Mapping[str, MaskRule],
     *,
     hash_key: bytes | None = None,
@@ -343,7 +348,7 @@ def apply_masks(
     return result, entries
 
 
-def _hits(findings: Iterable[Finding]) -> list[tuple[str, int, int]]:
+def _hits(findings: Iterable[PersonalDataFinding]) -> list[tuple[str, int, int]]:
     return [(finding.category, finding.start, finding.end) for finding in findings]
 
 
@@ -368,7 +373,7 @@ def _step(container: Any, step: str | int, path: str) -> Any:
 
 def mask_headers(
     headers: Mapping[str, str] | Iterable[tuple[str, str]],
-    findings: Findings | Iterable[Finding],
+    findings: Findings | Iterable[PersonalDataFinding],
     rules: Mapping[str, MaskRule],
     *,
     hash_key: bytes | None = None,

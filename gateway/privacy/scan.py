@@ -46,14 +46,8 @@ from typing import Any, Final
 
 import orjson
 
-from gateway.privacy.detectors import (
-    DEFAULT_DETECTORS,
-    Detector,
-    ScanBudgetExceeded,
-    ScanState,
-    Span,
-    SpanSet,
-)
+from gateway.privacy.detector import Detector, ScanBudgetExceeded, ScanState, Span, SpanSet
+from gateway.privacy.detectors import DEFAULT_DETECTORS
 from gateway.privacy.encoded import (
     InvalidBase64,
     TextPayload,
@@ -65,13 +59,13 @@ from gateway.privacy.encoded import (
 from gateway.privacy.findings import (
     BinaryInput,
     Encoding,
-    Finding,
     Findings,
     Location,
-    format_path,
+    PersonalDataFinding,
     header_path,
 )
 from gateway.privacy.normalize import normalise
+from gateway.request.jsonpath import json_path
 
 __all__ = ["DEFAULT_SCAN_BUDGET", "scan", "scan_byte_values", "scan_headers", "scan_text"]
 
@@ -203,20 +197,26 @@ def scan(
     root = _children(document)
     if root is None:
         return Findings(())
+    _walk_containers(walk, root)
+    return walk.findings()
+
+
+def _walk_containers(walk: _Walk, root: Iterator[tuple[str | int, Any]]) -> None:
+    """Scan every key and string under `root`, depth first, until the walk says stop."""
     steps: list[str | int] = []
     stack: list[Iterator[tuple[str | int, Any]]] = [root]
     while stack:
         for key, child in stack[-1]:
             kind = type(child)
             if type(key) is str and not walk.key(key, (*steps, key)):
-                return walk.findings()
+                return
             if kind is str:
                 if not walk.string(child, (*steps, key)):
-                    return walk.findings()
+                    return
             elif kind is dict:
                 if _is_b64_object(child):
                     if not walk.b64(child["b64"], (*steps, key, "b64")):
-                        return walk.findings()
+                        return
                     continue
                 steps.append(key)
                 stack.append(_dict_items(child))
@@ -231,7 +231,6 @@ def scan(
             stack.pop()
             if steps:
                 steps.pop()
-    return walk.findings()
 
 
 class _Walk:
@@ -251,7 +250,7 @@ class _Walk:
     def __init__(self, plan: _Plan, state: ScanState) -> None:
         self.plan = plan
         self.state = state
-        self.found: list[Finding] = []
+        self.found: list[PersonalDataFinding] = []
         self.unscanned: list[str] = []
         self.binary: list[BinaryInput] = []
         self.undecodable: list[str] = []
@@ -261,13 +260,13 @@ class _Walk:
         self.clean_keys: set[str] = set()
 
     def path(self, location: Location) -> str:
-        """`format_path(location)`, with keys that hold personal data replaced by `[key]`.
+        """`json_path(location)`, with keys that hold personal data replaced by `[key]`.
 
         Paths go into the audit record, which must never hold a personal-data value.
         """
         if not self.sensitive_keys or not any(step in self.sensitive_keys for step in location):
-            return format_path(location)
-        return format_path(
+            return json_path(location)
+        return json_path(
             tuple("[key]" if step in self.sensitive_keys else step for step in location)
         )
 
@@ -282,7 +281,8 @@ class _Walk:
             self.sensitive_keys.add(key)
             path = self.path(location)
             self.found.extend(
-                Finding(cat, path, start, end, location, "body", "key") for cat, start, end in hits
+                PersonalDataFinding(cat, path, start, end, location, "body", "key")
+                for cat, start, end in hits
             )
         if not complete:
             self.unscanned.append(self.path(location))
@@ -299,7 +299,7 @@ class _Walk:
         if hits or not complete:
             path = self.path(location)
             self.found.extend(
-                Finding(cat, path, start, end, location, "body", encoding)
+                PersonalDataFinding(cat, path, start, end, location, "body", encoding)
                 for cat, start, end in hits
             )
             if not complete:
@@ -422,14 +422,15 @@ def scan_headers(
     plan = _plan(tuple(detectors))
     state = ScanState(_normalise_hints(region_hints), budget)
     pairs = headers.items() if isinstance(headers, Mapping) else headers
-    findings: list[Finding] = []
+    findings: list[PersonalDataFinding] = []
     for index, (name, value) in enumerate(pairs):
         if name.lower() not in wanted or not isinstance(value, str):
             continue
         path = header_path(name)
         hits, complete = plan.find(value, state)
         findings.extend(
-            Finding(category, path, start, end, (index,), "header") for category, start, end in hits
+            PersonalDataFinding(category, path, start, end, (index,), "header")
+            for category, start, end in hits
         )
         if not complete:
             return Findings(tuple(findings), (path,))

@@ -15,7 +15,7 @@ with the one recorded: allow or deny, the status, and the rules that matched.
 Records without an input (written before inputs were recorded, or refused before a decision
 existed: a wrong key, an unreadable body) are counted as not replayable, never as mismatches.
 What an auditor trusts here: this module and the policy engine it runs, and the revisions
-filed beside the log (`policy_revisions`), which must hash to the revision each record names.
+filed beside the log (`replay.revisions`), which must hash to the revision each record names.
 """
 
 from __future__ import annotations
@@ -29,11 +29,12 @@ from pathlib import Path
 from typing import Any
 
 from gateway.audit.storage import list_segments
-from gateway.edge.proxy import BackendSpec, select_backend
 from gateway.policy import Decision, PolicySet
 from gateway.policy.combine import stricter
 from gateway.request.context import inferred_alternative
 from gateway.request.problems import EVALUATION_ERROR_STATUS
+from gateway.request.regions import RegionGroups
+from gateway.request.routing import BackendSpec, select_backend
 
 __all__ = [
     "ChangeListener",
@@ -113,7 +114,7 @@ def replayed_outcome(policy_set: PolicySet, record: dict[str, Any]) -> Outcome:
         decision = stricter(decision, policy_set.evaluate(alternative))
     rules = tuple(sorted(decision.rules))
     if decision.allowed:
-        if not _routable(decision, context, unavailable):
+        if not _routable(policy_set, decision, context, unavailable):
             return Outcome("deny", 451, rules)  # the residency denial the gateway writes
         return Outcome("allow", 200, rules)
     if decision.errors:
@@ -121,11 +122,14 @@ def replayed_outcome(policy_set: PolicySet, record: dict[str, Any]) -> Outcome:
     return Outcome("deny", decision.status if decision.status in (451, 403) else 451, rules)
 
 
-def _routable(decision: Decision, context: dict[str, Any], unavailable: frozenset[str]) -> bool:
+def _routable(
+    policy_set: PolicySet, decision: Decision, context: dict[str, Any], unavailable: frozenset[str]
+) -> bool:
     """Whether a recorded candidate backend meets the decision's routing constraint."""
     routing = decision.obligations.routing
     if routing is None:
         return True
+    groups = RegionGroups.from_vocabulary(policy_set.vocabulary.groups)
     model = (context.get("request") or {}).get("model") or ""
     candidates = [
         _candidate(
@@ -143,6 +147,7 @@ def _routable(decision: Decision, context: dict[str, Any], unavailable: frozense
         caller_region=(context.get("caller") or {}).get("region"),
         preferred=None,
         region_routing_default={},
+        groups=groups,
         unavailable=unavailable,
     )
     return chosen is not None

@@ -11,12 +11,12 @@ was edited cannot pass for the policy in force.
 from __future__ import annotations
 
 import json
-import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Final
 
+from gateway.audit.storage import atomic_write
 from gateway.policy import PolicySet, load_policy_set
 from gateway.policy.loader import discover_files
 
@@ -50,16 +50,7 @@ def store_revision(store: Path, policy_paths: Sequence[Path], revision: str) -> 
         {"revision": revision, "files": sources}, ensure_ascii=False, sort_keys=True
     ).encode()
     store.mkdir(parents=True, exist_ok=True)
-    fd, temporary = tempfile.mkstemp(dir=store, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(body)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    atomic_write(target, body)
     return target
 
 

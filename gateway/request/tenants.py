@@ -42,13 +42,14 @@ import ipaddress
 import math
 import re
 import secrets
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Final, Literal
 
 from gateway.errors import Diagnostic, DiagnosticError, Location
+from gateway.request.cidr import CidrTable, IPNetwork
 from gateway.request.regions import REGION_CODE as _REGION_CODE
 from gateway.request.regions import normalise_region
 from gateway.source import DataPath, LoadedDocument, load_yaml
@@ -63,7 +64,6 @@ __all__ = [
     "tenants_json_schema",
 ]
 
-IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 HASH_PREFIX: Final = "sha256:"
 _HASH_FORMAT: Final = re.compile(r"sha256:[0-9a-f]{64}")
@@ -177,7 +177,7 @@ class TenantRegistry:
         unknown `default_tenant`."""
         self._by_id: dict[str, Tenant] = {}
         self._by_hash: dict[str, Tenant] = {}
-        self._networks: list[tuple[IPNetwork, Tenant]] = []
+        self._networks: CidrTable[Tenant] = CidrTable()
         for tenant in tenants:
             if tenant.id in self._by_id:
                 raise ValueError(f"duplicate tenant id `{tenant.id}`")
@@ -189,14 +189,11 @@ class TenantRegistry:
                         f"tenants `{other.id}` and `{tenant.id}` share an API key hash"
                     )
             for network in tenant.source_networks:
-                for known, owner in self._networks:
-                    if known == network and owner is not tenant:
-                        raise ValueError(
-                            f"network `{network}` is bound to `{owner.id}` and `{tenant.id}`"
-                        )
-                self._networks.append((network, tenant))
-        # Longest prefix first, so the first match wins.
-        self._networks.sort(key=lambda pair: pair[0].prefixlen, reverse=True)
+                owner = self._networks.setdefault(network, tenant)
+                if owner is not tenant:
+                    raise ValueError(
+                        f"network `{network}` is bound to `{owner.id}` and `{tenant.id}`"
+                    )
         if default_tenant is not None and default_tenant not in self._by_id:
             raise ValueError(f"default tenant `{default_tenant}` is not in the tenants file")
         self.default_tenant = default_tenant
@@ -267,10 +264,7 @@ class TenantRegistry:
             address = ipaddress.ip_address(client_ip)
         except ValueError:
             return None
-        for network, tenant in self._networks:
-            if address in network:
-                return tenant
-        return None
+        return self._networks.lookup(address)
 
     def authenticate(
         self, api_key: str | None, client_ip: str | None
@@ -361,135 +355,19 @@ def _read_tenant(
         problems.append(document.type_error(path, "a mapping", entry, what="tenant"))
         return None
     before = len(problems)
-
-    def error(code: str, message: str, key: str, help: str | None = None) -> None:
-        problems.append(document.diagnostic(code, message, (*path, key), help=help))
-
-    tenant_id = entry.get("id")
-    if "id" not in entry:
-        problems.append(document.diagnostic("tenants_schema_error", "tenant without `id`", path))
-    elif not isinstance(tenant_id, str):
-        problems.append(document.type_error((*path, "id"), "a string", tenant_id))
-    elif not _TENANT_ID.fullmatch(tenant_id):
-        error(
-            "tenants_schema_error",
-            f"tenant id `{tenant_id}` may hold only letters, digits, `.`, `_` and `-`",
-            "id",
-        )
-
-    hashes = _string_list(document, path, entry, "api_key_hashes", problems)
-    for position, digest in enumerate(hashes):
-        if not _HASH_FORMAT.fullmatch(digest):
-            problems.append(
-                document.diagnostic(
-                    "tenants_key_hash_error",
-                    f"api key hash `{digest[:20]}` is not `sha256:` and 64 lower-case hex digits",
-                    (*path, "api_key_hashes", position),
-                    help="generate keys with `jurisgate tenants add`",
-                )
-            )
-
-    established_in: str | None = None
-    raw_region = entry.get("established_in")
-    if raw_region is not None:
-        if not isinstance(raw_region, str):
-            problems.append(document.type_error((*path, "established_in"), "a string", raw_region))
-        else:
-            try:
-                established_in = normalise_region(raw_region)
-            except ValueError:
-                error(
-                    "tenants_schema_error",
-                    f"established_in `{raw_region}` is not an ISO 3166 code",
-                    "established_in",
-                    help="write a country (`DE`) or subdivision (`US-CA`) code",
-                )
-
-    purposes = _string_list(document, path, entry, "registered_purposes", problems)
-    for position, purpose in enumerate(purposes):
-        if not _PURPOSE.fullmatch(purpose):
-            problems.append(
-                document.diagnostic(
-                    "tenants_schema_error",
-                    f"purpose `{purpose[:40]}` may hold only letters, digits and `_.:-`",
-                    (*path, "registered_purposes", position),
-                )
-            )
-
-    networks: list[IPNetwork] = []
-    for position, cidr in enumerate(
-        _string_list(document, path, entry, "source_networks", problems)
-    ):
-        try:
-            networks.append(ipaddress.ip_network(cidr, strict=False))
-        except ValueError:
-            problems.append(
-                document.diagnostic(
-                    "tenants_schema_error",
-                    f"source network `{cidr[:60]}` is not a CIDR network",
-                    (*path, "source_networks", position),
-                    help="write e.g. `192.0.2.0/24` or `2001:db8::/48`",
-                )
-            )
-
-    attests = _string_list(document, path, entry, "attests", problems)
-    for position, fact in enumerate(attests):
-        if fact not in ATTESTABLE:
-            problems.append(
-                document.diagnostic(
-                    "tenants_schema_error",
-                    f"`{fact[:40]}` is not a declaration a tenant can attest",
-                    (*path, "attests", position),
-                    help="attestable: " + ", ".join(f"`{name}`" for name in ATTESTABLE),
-                )
-            )
-
+    fields = _Fields(document, path, entry, problems)
+    tenant_id = fields.tenant_id()
+    hashes = fields.checked_strings("api_key_hashes", _key_hash_problem)
+    established_in = fields.established_in()
+    purposes = fields.checked_strings("registered_purposes", _purpose_problem)
+    networks = fields.networks()
+    attests = fields.checked_strings("attests", _attest_problem)
     default_backend = entry.get("default_backend")
     if default_backend is not None and not isinstance(default_backend, str):
         problems.append(
             document.type_error((*path, "default_backend"), "a string", default_backend)
         )
-
-    flags: dict[str, Any] = {}
-    explicit = entry.get("flags", {})
-    if explicit is None:
-        explicit = {}
-    if not isinstance(explicit, dict):
-        problems.append(document.type_error((*path, "flags"), "a mapping", explicit))
-        explicit = {}
-    for key, value in entry.items():
-        if key in KNOWN_FIELDS:
-            continue
-        if key == "api_key":
-            problems.append(
-                document.diagnostic(
-                    "tenants_plain_key",
-                    "the tenants file must not hold plain API keys",
-                    (*path, key),
-                    help="replace it with `api_key_hashes: [sha256:...]`; "
-                    "`jurisgate tenants add` generates a key and stores its hash",
-                    at_key=True,
-                )
-            )
-            continue
-        hint = _did_you_mean(key, KNOWN_FIELDS, cutoff=0.8)
-        if hint is not None:
-            problems.append(
-                document.diagnostic(
-                    "tenants_schema_error", f"unknown tenant field `{key}`", (*path, key),
-                    help=hint, at_key=True,
-                )
-            )  # fmt: skip
-            continue
-        flags[key] = value
-    for key, value in explicit.items():
-        if key in flags:
-            error("tenants_schema_error", f"flag `{key}` is set twice", "flags")
-        flags[key] = value
-    for key, value in flags.items():
-        where: DataPath = (*path, key) if key in entry else (*path, "flags", key)
-        _check_json_value(document, where, value, problems)
-
+    flags = fields.flags()
     if len(problems) > before or not isinstance(tenant_id, str):
         return None
     return Tenant(
@@ -502,6 +380,163 @@ def _read_tenant(
         key_hashes=tuple(hashes),
         attests=tuple(dict.fromkeys(attests)),
     )
+
+
+#: What is wrong with one item of a string list: (code, message, help), or None.
+_ItemProblem = Callable[[str], tuple[str, str, str | None] | None]
+
+
+def _key_hash_problem(digest: str) -> tuple[str, str, str | None] | None:
+    if _HASH_FORMAT.fullmatch(digest):
+        return None
+    return (
+        "tenants_key_hash_error",
+        f"api key hash `{digest[:20]}` is not `sha256:` and 64 lower-case hex digits",
+        "generate keys with `jurisgate tenants add`",
+    )
+
+
+def _purpose_problem(purpose: str) -> tuple[str, str, str | None] | None:
+    if _PURPOSE.fullmatch(purpose):
+        return None
+    message = f"purpose `{purpose[:40]}` may hold only letters, digits and `_.:-`"
+    return "tenants_schema_error", message, None
+
+
+def _attest_problem(fact: str) -> tuple[str, str, str | None] | None:
+    if fact in ATTESTABLE:
+        return None
+    return (
+        "tenants_schema_error",
+        f"`{fact[:40]}` is not a declaration a tenant can attest",
+        "attestable: " + ", ".join(f"`{name}`" for name in ATTESTABLE),
+    )
+
+
+@dataclass(slots=True)
+class _Fields:
+    """Reads the fields of one tenant entry, adding a located problem for each mistake."""
+
+    document: LoadedDocument
+    path: DataPath
+    entry: dict[Any, Any]
+    problems: list[Diagnostic]
+
+    def error(self, code: str, message: str, key: str, help: str | None = None) -> None:
+        self.problems.append(self.document.diagnostic(code, message, (*self.path, key), help=help))
+
+    def tenant_id(self) -> Any:
+        tenant_id = self.entry.get("id")
+        if "id" not in self.entry:
+            self.problems.append(
+                self.document.diagnostic("tenants_schema_error", "tenant without `id`", self.path)
+            )
+        elif not isinstance(tenant_id, str):
+            self.problems.append(
+                self.document.type_error((*self.path, "id"), "a string", tenant_id)
+            )
+        elif not _TENANT_ID.fullmatch(tenant_id):
+            self.error(
+                "tenants_schema_error",
+                f"tenant id `{tenant_id}` may hold only letters, digits, `.`, `_` and `-`",
+                "id",
+            )
+        return tenant_id
+
+    def checked_strings(self, key: str, problem_of: _ItemProblem) -> list[str]:
+        items = _string_list(self.document, self.path, self.entry, key, self.problems)
+        for position, item in enumerate(items):
+            problem = problem_of(item)
+            if problem is not None:
+                code, message, help = problem
+                self.problems.append(
+                    self.document.diagnostic(code, message, (*self.path, key, position), help=help)
+                )
+        return items
+
+    def established_in(self) -> str | None:
+        raw_region = self.entry.get("established_in")
+        if raw_region is None:
+            return None
+        if not isinstance(raw_region, str):
+            where = (*self.path, "established_in")
+            self.problems.append(self.document.type_error(where, "a string", raw_region))
+            return None
+        try:
+            return normalise_region(raw_region)
+        except ValueError:
+            self.error(
+                "tenants_schema_error",
+                f"established_in `{raw_region}` is not an ISO 3166 code",
+                "established_in",
+                help="write a country (`DE`) or subdivision (`US-CA`) code",
+            )
+            return None
+
+    def networks(self) -> list[IPNetwork]:
+        networks: list[IPNetwork] = []
+        cidrs = _string_list(self.document, self.path, self.entry, "source_networks", self.problems)
+        for position, cidr in enumerate(cidrs):
+            try:
+                networks.append(ipaddress.ip_network(cidr, strict=False))
+            except ValueError:
+                self.problems.append(
+                    self.document.diagnostic(
+                        "tenants_schema_error",
+                        f"source network `{cidr[:60]}` is not a CIDR network",
+                        (*self.path, "source_networks", position),
+                        help="write e.g. `192.0.2.0/24` or `2001:db8::/48`",
+                    )
+                )
+        return networks
+
+    def flags(self) -> dict[str, Any]:
+        """Unknown fields are flags, as are the entries of `flags`; each must be JSON."""
+        explicit = self.entry.get("flags", {})
+        if explicit is None:
+            explicit = {}
+        if not isinstance(explicit, dict):
+            self.problems.append(
+                self.document.type_error((*self.path, "flags"), "a mapping", explicit)
+            )
+            explicit = {}
+        flags: dict[str, Any] = {}
+        for key, value in self.entry.items():
+            if key not in KNOWN_FIELDS and self._is_flag(key):
+                flags[key] = value
+        for key, value in explicit.items():
+            if key in flags:
+                self.error("tenants_schema_error", f"flag `{key}` is set twice", "flags")
+            flags[key] = value
+        for key, value in flags.items():
+            where: DataPath = (*self.path, key) if key in self.entry else (*self.path, "flags", key)
+            _check_json_value(self.document, where, value, self.problems)
+        return flags
+
+    def _is_flag(self, key: str) -> bool:
+        """Whether an unknown field is a flag: not a plain API key, not a misspelt field."""
+        if key == "api_key":
+            self.problems.append(
+                self.document.diagnostic(
+                    "tenants_plain_key",
+                    "the tenants file must not hold plain API keys",
+                    (*self.path, key),
+                    help="replace it with `api_key_hashes: [sha256:...]`; "
+                    "`jurisgate tenants add` generates a key and stores its hash",
+                    at_key=True,
+                )
+            )
+            return False
+        hint = _did_you_mean(key, KNOWN_FIELDS, cutoff=0.8)
+        if hint is not None:
+            self.problems.append(
+                self.document.diagnostic(
+                    "tenants_schema_error", f"unknown tenant field `{key}`", (*self.path, key),
+                    help=hint, at_key=True,
+                )
+            )  # fmt: skip
+            return False
+        return True
 
 
 def _string_list(

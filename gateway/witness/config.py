@@ -27,7 +27,7 @@ import jsonschema
 
 from gateway.audit.errors import KeyLoadError
 from gateway.audit.signing import Signer, Verifier
-from gateway.config.loader import schema_error_diagnostic
+from gateway.config.diagnostics import schema_error_diagnostic
 from gateway.errors import Diagnostic, DiagnosticError
 from gateway.source import load_yaml
 

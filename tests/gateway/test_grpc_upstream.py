@@ -27,7 +27,7 @@ from gateway.edge.grpc_upstream import (
     GrpcUpstreamError,
     GrpcUpstreams,
 )
-from gateway.edge.proxy import BackendSpec
+from gateway.request.routing import BackendSpec
 from gateway.tfserving import protos
 from tests.plugins.gateway import GatewayHarness
 

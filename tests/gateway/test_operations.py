@@ -25,7 +25,8 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 
 from gateway.cli import main as cli_main
-from gateway.edge.app import create_admin_app, reload_snapshot
+from gateway.edge.admin import create_admin_app
+from gateway.edge.reload import reload_snapshot
 from gateway.edge.runtime import RUNTIME
 from gateway.request.tenants import hash_api_key
 from tests.gateway.test_pipeline import IMAGE, KEY, _write_config

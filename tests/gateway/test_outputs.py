@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import json
 
-from gateway.marks.response import read_marks
+from gateway.marks import read_marks
 from tests.plugins.gateway import png_bytes
 from tests.test_scenarios_http import FIXTURES, world  # noqa: F401 - the fixture
 

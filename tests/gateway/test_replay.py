@@ -196,7 +196,7 @@ async def test_the_admin_api_replays_the_recent_log(
 ) -> None:
     from aiohttp.test_utils import TestClient, TestServer
 
-    from gateway.edge.app import create_admin_app
+    from gateway.edge.admin import create_admin_app
     from gateway.edge.runtime import RUNTIME
 
     class _Public(dict[Any, Any]):

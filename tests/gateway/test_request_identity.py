@@ -6,9 +6,10 @@ import uuid
 
 from multidict import CIMultiDict, CIMultiDictProxy
 
-from gateway.edge.app import _new_decision_id
+from gateway.edge.middleware import new_decision_id
 from gateway.edge.runtime import Snapshot
-from gateway.request.clientip import ClientIPConfig, RegionTable, resolve_client
+from gateway.request.clientip import ClientIPConfig, resolve_client
+from gateway.request.geo import RegionTable
 
 
 def _headers(**values: str) -> CIMultiDictProxy[str]:
@@ -25,7 +26,7 @@ def _snapshot(trusted: tuple[str, ...] = ()) -> Snapshot:
 
 
 def test_decision_ids_are_unique_random_uuids_across_refills() -> None:
-    ids = [_new_decision_id() for _ in range(1000)]  # several blocks of pooled randomness
+    ids = [new_decision_id() for _ in range(1000)]  # several blocks of pooled randomness
     assert len(set(ids)) == len(ids)
     for text in ids:
         parsed = uuid.UUID(text)
@@ -71,7 +72,7 @@ def test_settling_the_heap_freezes_the_living_and_reclaims_replaced_cycles() -> 
     import gc
     import weakref
 
-    from gateway.edge.app import _settle_heap
+    from gateway.edge.reload import settle_heap
 
     class Node:
         partner: object
@@ -80,12 +81,12 @@ def test_settling_the_heap_freezes_the_living_and_reclaims_replaced_cycles() -> 
     node.partner = node  # a cycle only the collector can free
     alive = weakref.ref(node)
     try:
-        _settle_heap()
+        settle_heap()
         assert gc.get_freeze_count() > 0
         del node
         gc.collect()
         assert alive() is not None  # frozen: full collections no longer look at it
-        _settle_heap()  # as after a reload: unfreeze, collect, freeze again
+        settle_heap()  # as after a reload: unfreeze, collect, freeze again
         assert alive() is None
     finally:
         gc.unfreeze()

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gateway.edge.app import SnapshotError, run_gateway
+from gateway.edge.app import run_gateway
+from gateway.edge.reload import SnapshotError
 from tests.gateway.test_pipeline import _write_config
 from tests.plugins.gateway import free_port, make_signing_key, start_gateway
 

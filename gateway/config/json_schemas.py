@@ -1,8 +1,9 @@
 """The JSON Schemas committed under `schemas/`, generated from their one definition each.
 
-`python -m gateway.config.schemas` rewrites them; a test checks the committed files still match,
-so an editor or `check-jsonschema` pointed at `schemas/*.schema.json` sees what the gateway
-enforces.
+`python -m gateway.config.json_schemas` rewrites them; a test checks the committed files
+still match, so an editor or `check-jsonschema` pointed at `schemas/*.schema.json` sees
+what the gateway enforces. ("Schema" here always means a JSON Schema document; the terms a
+policy may name are the vocabulary, and a document's structural errors are diagnostics.)
 """
 
 from __future__ import annotations
@@ -17,9 +18,9 @@ __all__ = ["SCHEMAS", "main", "render"]
 
 
 def _config() -> dict[str, Any]:
-    from gateway.config.loader import config_schema
+    from gateway.config.model import config_json_schema
 
-    return config_schema()
+    return config_json_schema()
 
 
 def _policy() -> dict[str, Any]:
