@@ -12,7 +12,7 @@ import pytest
 from gateway.config import HeaderNames
 from gateway.context import ClientFacts, RouteFacts, build_context
 from gateway.policy.cases import context_diagnostics
-from gateway.policy.schema import CONTEXT_FIELDS, DECLARED_FACTS
+from gateway.policy.language import CONTEXT_FIELDS, DECLARED_FACTS
 
 NAMES = HeaderNames()
 #: A readable value for every header the context is built from.

@@ -23,6 +23,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import Diagnostic, Location, describe_value, did_you_mean, has_errors
+from gateway.policy.ast import (
+    AllOf,
+    AnyOf,
+    Condition,
+    FieldRef,
+    Not,
+    ObligationsSpec,
+    PackDoc,
+    ProblemSpec,
+    RuleSpec,
+    SettingsDoc,
+    Test,
+)
 from gateway.policy.codegen import (
     CodeBuilder,
     TypedLeaf,
@@ -33,6 +46,15 @@ from gateway.policy.codegen import (
     positions_of,
 )
 from gateway.policy.decision import LegalBasis, MaskAction, Problem, Remedy
+from gateway.policy.language import (
+    CONTEXT_FIELDS,
+    DECLARED_FACTS,
+    METHODS,
+    OPERATORS,
+    STAGE_OBLIGATIONS,
+    STAGES,
+    declared_fact_of,
+)
 from gateway.policy.parse import ParsedFile, UnparsedOperand, parse_time
 from gateway.policy.predicates import (
     ABSENT,
@@ -46,26 +68,6 @@ from gateway.policy.predicates import (
     make_key_function,
     make_predicate,
     template_fields,
-)
-from gateway.policy.schema import (
-    CONTEXT_FIELDS,
-    DECLARED_FACTS,
-    METHODS,
-    OPERATORS,
-    STAGE_OBLIGATIONS,
-    STAGES,
-    AllOf,
-    AnyOf,
-    Condition,
-    FieldRef,
-    Not,
-    ObligationsSpec,
-    PackDoc,
-    ProblemSpec,
-    RuleSpec,
-    SettingsDoc,
-    Test,
-    declared_fact_of,
 )
 from gateway.policy.vocabulary import Vocabulary, region_in
 from gateway.source import LoadedDocument, format_path

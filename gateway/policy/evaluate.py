@@ -48,8 +48,8 @@ from gateway.policy.decision import (
     SinkSuppression,
     Waiver,
 )
+from gateway.policy.language import STAGES
 from gateway.policy.predicates import ABSENT, EvalError, EvalState, parse_interval
-from gateway.policy.schema import STAGES
 from gateway.policy.vocabulary import Vocabulary, region_in
 
 __all__ = ["PolicySet"]

@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.errors import Location
+from gateway.policy.language import DECLARED_FACTS, STAGES
 from gateway.policy.predicates import EvalError, EvalState
-from gateway.policy.schema import DECLARED_FACTS, STAGES
 
 if TYPE_CHECKING:
     from gateway.policy.compile import CNode

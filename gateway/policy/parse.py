@@ -17,15 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gateway.errors import Diagnostic, Location, describe_value, did_you_mean
-from gateway.policy.schema import (
-    DECLARED_FACTS,
-    EFFECTS,
-    IMAGE_MARK_SCHEMES,
-    MASK_METHODS,
-    MODES,
-    OPERATORS,
-    PROBLEM_TYPES,
-    STAGES,
+from gateway.policy.ast import (
     AbsenceSpec,
     AllOf,
     AnyOf,
@@ -47,6 +39,16 @@ from gateway.policy.schema import (
     SettingsDoc,
     SinkSpec,
     Test,
+)
+from gateway.policy.language import (
+    DECLARED_FACTS,
+    EFFECTS,
+    IMAGE_MARK_SCHEMES,
+    MASK_METHODS,
+    MODES,
+    OPERATORS,
+    PROBLEM_TYPES,
+    STAGES,
 )
 from gateway.policy.vocabulary import RegimeInfo, Vocabulary, build_groups
 from gateway.source import DataPath, LoadedDocument, format_path
