@@ -39,8 +39,8 @@ from typing import Any
 
 from gateway.errors import Diagnostic, Location, describe_value, did_you_mean
 from gateway.policy.decision import Decision
-from gateway.policy.evaluate import PolicySet
 from gateway.policy.json_schemas import context_json_schema
+from gateway.policy.policyset import PolicySet
 from gateway.source import DataPath, LoadedDocument, format_path, load_yaml
 
 __all__ = [

@@ -30,7 +30,7 @@ from gateway.policy.predicates import EvalError, EvalState
 if TYPE_CHECKING:
     from gateway.policy.compile import CNode
     from gateway.policy.decision import Decision
-    from gateway.policy.evaluate import PolicySet
+    from gateway.policy.evaluate import Evaluator
 
 __all__ = [
     "ConditionTrace",
@@ -229,7 +229,7 @@ def _trace(
 
 
 def build_explanation(
-    policy_set: PolicySet,
+    policy_set: Evaluator,
     decision: Decision,
     ctx: Mapping[str, Any],
     st: EvalState,
@@ -273,7 +273,7 @@ def _rule_trace(rule: Any, ctx: Mapping[str, Any], st: EvalState, outcome: str) 
     )
 
 
-def _routing_lines(policy_set: PolicySet, decision: Decision, ctx: Mapping[str, Any]) -> list[str]:
+def _routing_lines(policy_set: Evaluator, decision: Decision, ctx: Mapping[str, Any]) -> list[str]:
     """Each candidate backend, eligible or not, and why (the residency step)."""
     routing = decision.obligations.routing
     backends = ctx.get("backends")
@@ -309,7 +309,7 @@ def _routing_lines(policy_set: PolicySet, decision: Decision, ctx: Mapping[str, 
 
 
 def explain_rule(
-    policy_set: PolicySet, decision: Decision, ctx: Mapping[str, Any], rule_id: str
+    policy_set: Evaluator, decision: Decision, ctx: Mapping[str, Any], rule_id: str
 ) -> str:
     """Answer "why (not) this rule" for one decision: the rule's outcome, its effective
     window, and every condition with the value it read (also for stages that did not run)."""
