@@ -25,21 +25,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.policy.compile import (
-    CompiledProblem,
-    CompiledRule,
-    CompileResult,
-    fields_read,
-    lower_problem,
-)
-from gateway.policy.decision import (
-    Decision,
-    DecisionError,
-    LegalBasis,
-    Routing,
-    Waiver,
-)
+from gateway.policy.absence import fields_read
+from gateway.policy.decision import Decision, DecisionError, LegalBasis, Routing, Waiver
+from gateway.policy.ir import CompiledProblem, CompiledRule, CompileResult
 from gateway.policy.language import STAGES
+from gateway.policy.lower import lower_problem
 from gateway.policy.memo import BoundedMemo
 from gateway.policy.obligations import NO_AUDIT
 from gateway.policy.plans import DENY, KEEP, ChunkRunner, Plan, build_plan, rollback

@@ -28,9 +28,9 @@ from gateway.policy.language import DECLARED_FACTS, STAGES
 from gateway.policy.predicates import EvalError, EvalState
 
 if TYPE_CHECKING:
-    from gateway.policy.compile import CNode
     from gateway.policy.decision import Decision
     from gateway.policy.evaluate import Evaluator
+    from gateway.policy.ir import CNode
 
 __all__ = [
     "ConditionTrace",

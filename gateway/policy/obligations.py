@@ -12,9 +12,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from gateway.policy.compile import (
-    CompiledRule,
-)
 from gateway.policy.decision import (
     EMPTY_OBLIGATIONS,
     AuditObligation,
@@ -25,6 +22,7 @@ from gateway.policy.decision import (
     Routing,
     SinkSuppression,
 )
+from gateway.policy.ir import CompiledRule
 from gateway.policy.memo import BoundedMemo
 from gateway.policy.predicates import EvalError, EvalState
 from gateway.policy.vocabulary import Vocabulary, region_in

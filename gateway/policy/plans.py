@@ -14,9 +14,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gateway.policy.codegen import positions_of
-from gateway.policy.compile import (
-    CompiledRule,
-)
+from gateway.policy.ir import CompiledRule
 from gateway.policy.language import STAGES
 from gateway.policy.memo import BoundedMemo
 from gateway.policy.predicates import EvalState

@@ -14,10 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from gateway.policy.codegen import generate_key_reader
-from gateway.policy.compile import (
-    CompiledProblem,
-    CompiledRule,
-)
 from gateway.policy.decision import (
     EMPTY_OBLIGATIONS,
     AuditObligation,
@@ -30,6 +26,7 @@ from gateway.policy.decision import (
     Routing,
     Waiver,
 )
+from gateway.policy.ir import CompiledProblem, CompiledRule
 from gateway.policy.language import STAGES
 from gateway.policy.obligations import NO_AUDIT, ObligationMerger
 from gateway.policy.predicates import ABSENT, EvalError, EvalState
