@@ -14,7 +14,7 @@ from typing import Any
 from gateway.policy.ast import AllOf, AnyOf, Condition, FieldRef, Not, RuleSpec, Test
 from gateway.policy.compilation import ABSENCE, REF, SCHEMA, Compilation
 from gateway.policy.language import DECLARED_FACTS, declared_fact_of
-from gateway.policy.predicates import template_fields
+from gateway.policy.templates import template_fields
 
 __all__ = [
     "check_absence",

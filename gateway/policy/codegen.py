@@ -16,18 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gateway.policy.predicates import (
-    ABSENT,
-    PRESENT,
-    EvalError,
-    EvalState,
-    Getter,
-    Predicate,
-    Template,
-    make_getter,
-    render_value,
-)
-from gateway.policy.predicates import _time as _read_time
+from gateway.policy.predicates import make_getter, read_time
+from gateway.policy.state import ABSENT, PRESENT, EvalError, EvalState, Getter, Predicate
+from gateway.policy.templates import Template, render_value
 from gateway.policy.vocabulary import Vocabulary, region_in
 
 __all__ = [
@@ -157,7 +148,7 @@ def fast_template(template: Template, vocabulary: Vocabulary) -> Template:
 
 _HELPERS: dict[str, Any] = {
     "BAD": _bad,
-    "TIME": _read_time,
+    "TIME": read_time,
     "LIST": _list,
     "DIG": _dig,
     "RHITS": _region_hits,

@@ -38,7 +38,7 @@ from gateway.policy.ir import CompileResult
 from gateway.policy.language import STAGE_OBLIGATIONS, STAGES
 from gateway.policy.lower import lower
 from gateway.policy.parse import ParsedFile
-from gateway.policy.predicates import interval_of
+from gateway.policy.times import interval_of
 from gateway.policy.typecheck import typecheck
 from gateway.policy.vocabulary import region_in
 from gateway.source import LoadedDocument

@@ -33,7 +33,8 @@ from gateway.policy.lower import lower_problem
 from gateway.policy.memo import BoundedMemo
 from gateway.policy.obligations import NO_AUDIT
 from gateway.policy.plans import DENY, KEEP, ChunkRunner, Plan, build_plan, rollback
-from gateway.policy.predicates import EvalError, EvalState, parse_interval
+from gateway.policy.state import EvalError, EvalState
+from gateway.policy.times import parse_interval
 from gateway.policy.verdicts import (
     DecisionBuilder,
     KeyReader,

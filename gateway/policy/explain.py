@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.errors import Location
 from gateway.policy.language import DECLARED_FACTS, STAGES
-from gateway.policy.predicates import EvalError, EvalState
+from gateway.policy.state import EvalError, EvalState
 
 if TYPE_CHECKING:
     from gateway.policy.decision import Decision
@@ -313,7 +313,7 @@ def explain_rule(
 ) -> str:
     """Answer "why (not) this rule" for one decision: the rule's outcome, its effective
     window, and every condition with the value it read (also for stages that did not run)."""
-    from gateway.policy.predicates import parse_interval
+    from gateway.policy.times import parse_interval
 
     rule = next((r for r in policy_set.rules if r.id == rule_id), None)
     if rule is None:

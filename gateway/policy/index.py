@@ -18,7 +18,8 @@ from gateway.policy.codegen import (
 from gateway.policy.compilation import Compilation, TypedTest
 from gateway.policy.ir import CNode, CompiledRule, IndexGuard
 from gateway.policy.language import STAGES
-from gateway.policy.predicates import ABSENT, PRESENT, Predicate, make_getter, make_key_function
+from gateway.policy.predicates import make_getter, make_key_function
+from gateway.policy.state import ABSENT, PRESENT, Predicate
 from gateway.policy.vocabulary import Vocabulary
 
 __all__ = [

@@ -16,7 +16,8 @@ from gateway.errors import Diagnostic, Location
 from gateway.policy.ast import RuleSpec, SettingsDoc
 from gateway.policy.codegen import TypedLeaf
 from gateway.policy.decision import LegalBasis, MaskAction, Problem
-from gateway.policy.predicates import Getter, Predicate, Template
+from gateway.policy.state import Getter, Predicate
+from gateway.policy.templates import Template
 from gateway.policy.vocabulary import Vocabulary
 
 __all__ = [

@@ -23,13 +23,10 @@ from gateway.policy.ir import (
     IndexGuard,
 )
 from gateway.policy.language import CONTEXT_FIELDS, DECLARED_FACTS, STAGES
-from gateway.policy.predicates import (
-    Predicate,
-    compile_template,
-    interval_of,
-    make_getter,
-    make_predicate,
-)
+from gateway.policy.predicates import make_getter, make_predicate
+from gateway.policy.state import Predicate
+from gateway.policy.templates import compile_template
+from gateway.policy.times import interval_of
 from gateway.policy.vocabulary import Vocabulary
 
 __all__ = [

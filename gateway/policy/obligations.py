@@ -24,7 +24,7 @@ from gateway.policy.decision import (
 )
 from gateway.policy.ir import CompiledRule
 from gateway.policy.memo import BoundedMemo
-from gateway.policy.predicates import EvalError, EvalState
+from gateway.policy.state import EvalError, EvalState
 from gateway.policy.vocabulary import Vocabulary, region_in
 
 __all__ = ["NO_AUDIT", "ObligationMerger"]

@@ -17,7 +17,7 @@ from gateway.policy.codegen import positions_of
 from gateway.policy.ir import CompiledRule
 from gateway.policy.language import STAGES
 from gateway.policy.memo import BoundedMemo
-from gateway.policy.predicates import EvalState
+from gateway.policy.state import EvalState
 
 __all__ = ["Plan", "build_plan", "rollback"]
 

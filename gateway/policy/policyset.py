@@ -13,7 +13,7 @@ from typing import Any
 from gateway.policy.decision import Decision
 from gateway.policy.evaluate import Evaluator
 from gateway.policy.explain import Explanation, build_explanation, summary_explanation
-from gateway.policy.predicates import EvalState
+from gateway.policy.state import EvalState
 
 __all__ = ["PolicySet"]
 

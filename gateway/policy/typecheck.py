@@ -19,7 +19,8 @@ from gateway.policy.ast import AnyOf, Condition, FieldRef, Not, ObligationsSpec,
 from gateway.policy.compilation import REF, SCHEMA, TYPE, UNREACHABLE, Compilation, TypedTest
 from gateway.policy.language import CONTEXT_FIELDS, METHODS, OPERATORS
 from gateway.policy.parse import UnparsedOperand, parse_time
-from gateway.policy.predicates import interval_of, template_fields
+from gateway.policy.templates import template_fields
+from gateway.policy.times import interval_of
 from gateway.policy.vocabulary import Vocabulary
 from gateway.source import format_path
 

@@ -29,7 +29,7 @@ from gateway.policy.decision import (
 from gateway.policy.ir import CompiledProblem, CompiledRule
 from gateway.policy.language import STAGES
 from gateway.policy.obligations import NO_AUDIT, ObligationMerger
-from gateway.policy.predicates import ABSENT, EvalError, EvalState
+from gateway.policy.state import ABSENT, EvalError, EvalState
 from gateway.policy.vocabulary import Vocabulary
 
 __all__ = [
