@@ -16,7 +16,7 @@ from typing import Any, NoReturn
 import numpy as np
 
 from model_server.batching import Batcher, BatchingParameters, BatchStats
-from model_server.rest_json import TensorSpec, dtype_string
+from model_server.tensors import TensorSpec, dtype_string
 from model_server.servables import (
     DEFAULT_SIGNATURE,
     LoadedServable,

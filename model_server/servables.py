@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from model_server.rest_json import TensorSpec
+from model_server.tensors import TensorSpec
 from model_server.status import Code, ServingError
 
 __all__ = [
