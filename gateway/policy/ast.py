@@ -33,7 +33,7 @@ __all__ = [
     "RouteSpec",
     "RuleSpec",
     "SettingsDoc",
-    "SinkSpec",
+    "SinkSuppressionSpec",
     "Test",
 ]
 
@@ -165,7 +165,7 @@ class ImageMarkSpec:
 
 
 @dataclass(frozen=True, slots=True)
-class SinkSpec:
+class SinkSuppressionSpec:
     """Side flows (event sinks) to suppress for this request."""
 
     categories: tuple[str, ...]
@@ -192,7 +192,7 @@ class ObligationsSpec:
     route: RouteSpec | None = None
     headers: tuple[HeaderSpec, ...] = ()
     image_marks: tuple[ImageMarkSpec, ...] = ()
-    suppress_sinks: SinkSpec | None = None
+    suppress_sinks: SinkSuppressionSpec | None = None
     audit: AuditSpec | None = None
 
     def kinds(self) -> frozenset[str]:

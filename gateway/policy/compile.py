@@ -50,6 +50,17 @@ __all__ = ["COMPILE_STAGES", "compile_documents"]
 
 
 def _collect(c: Compilation) -> None:
+    vocab_files = _collect_documents(c)
+    if not _one_vocabulary(c, vocab_files):
+        return
+    c.vocab = vocab_files[0].vocabulary
+    _collect_rules(c)
+    if c.settings is not None and c.settings.established_in is not None:
+        _check_establishment(c)
+
+
+def _collect_documents(c: Compilation) -> list[ParsedFile]:
+    """Take the settings (one at most) and the packs; return the files with a vocabulary."""
     vocab_files: list[ParsedFile] = []
     for _doc, parsed in c.files:
         if parsed.vocabulary is not None:
@@ -67,6 +78,11 @@ def _collect(c: Compilation) -> None:
                 c.settings = parsed.settings
         if parsed.pack is not None:
             c.packs.append(parsed.pack)
+    return vocab_files
+
+
+def _one_vocabulary(c: Compilation, vocab_files: list[ParsedFile]) -> bool:
+    """Exactly one vocabulary, or an error."""
     if not vocab_files:
         first = c.files[0][0].filename if c.files else "<policies>"
         c.error(
@@ -76,18 +92,20 @@ def _collect(c: Compilation) -> None:
             None,
             "add a file with `kind: vocabulary` (policies/vocabulary.yaml)",
         )
-        return
-    if len(vocab_files) > 1:
-        for extra in vocab_files[1:]:
-            c.error(
-                CONFLICT,
-                "more than one vocabulary",
-                Location(extra.file, 1, 1),
-                None,
-                f"the vocabulary is already defined in {vocab_files[0].file}",
-            )
-        return
-    c.vocab = vocab_files[0].vocabulary
+        return False
+    for extra in vocab_files[1:]:
+        c.error(
+            CONFLICT,
+            "more than one vocabulary",
+            Location(extra.file, 1, 1),
+            None,
+            f"the vocabulary is already defined in {vocab_files[0].file}",
+        )
+    return len(vocab_files) == 1
+
+
+def _collect_rules(c: Compilation) -> None:
+    """The rules of every pack, but of the sanctions programmes the operator declares."""
     declared = c.settings.sanctions_programs if c.settings is not None else None
     shipped = {p.sanctions_program for p in c.packs if p.sanctions_program is not None}
     if declared is not None and c.settings is not None:
@@ -105,18 +123,23 @@ def _collect(c: Compilation) -> None:
         if declared is not None and pack.sanctions_program not in (None, *declared):
             continue
         c.rules.extend(pack.rules)
-    if c.settings is not None and c.settings.established_in is not None:
-        vocab = c.vocabulary
-        if not vocab.is_region_term(c.settings.established_in):
-            c.error(
-                REF,
-                f"unknown region `{c.settings.established_in}` (not in {vocab.file})",
-                c.settings.operator_location,
-                "operator.established_in",
-                did_you_mean(c.settings.established_in, vocab.region_terms()),
-            )
-        else:
-            _blocking_statute(c)
+
+
+def _check_establishment(c: Compilation) -> None:
+    """The operator's region is a vocabulary term; then the EU Blocking Statute check."""
+    settings = c.settings
+    assert settings is not None and settings.established_in is not None
+    vocab = c.vocabulary
+    if not vocab.is_region_term(settings.established_in):
+        c.error(
+            REF,
+            f"unknown region `{settings.established_in}` (not in {vocab.file})",
+            settings.operator_location,
+            "operator.established_in",
+            did_you_mean(settings.established_in, vocab.region_terms()),
+        )
+    else:
+        _blocking_statute(c)
 
 
 #: US programmes listed in the annex of the EU Blocking Statute (Council Regulation (EC)

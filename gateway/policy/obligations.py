@@ -22,7 +22,7 @@ from gateway.policy.decision import (
     Routing,
     SinkSuppression,
 )
-from gateway.policy.ir import CompiledRule
+from gateway.policy.ir import CompiledObligations, CompiledRule
 from gateway.policy.memo import BoundedMemo
 from gateway.policy.state import EvalError, EvalState
 from gateway.policy.vocabulary import Vocabulary, region_in
@@ -158,17 +158,8 @@ class ObligationMerger:
                 if ob.mask:
                     if found is None:
                         found = frozenset(st.pd)  # validated by `load_sections`
-                    for categories, paths, action in ob.mask:
-                        for cat in categories:
-                            if cat in found:
-                                mask[cat] = _stronger(mask.get(cat), action)
-                        for path in paths:
-                            mask_paths[path] = _stronger(mask_paths.get(path), action)
-                for name, template in ob.headers:
-                    headers[(name, template.render(ctx, st))] = None
-                for scheme, value, fields in ob.image_marks:
-                    rendered = tuple((k, t.render(ctx, st)) for k, t in fields)
-                    marks[ImageMark(scheme, value, rendered)] = None
+                    _add_masks(ob, found, mask, mask_paths)
+                _add_rendered(ob, ctx, st, headers, marks)
             except EvalError as exc:
                 exc.rule = rule.id  # type: ignore[attr-defined]
                 raise
@@ -196,6 +187,36 @@ class ObligationMerger:
             suppress_sinks=suppression,
             audit=audit,
         )
+
+
+def _add_masks(
+    ob: CompiledObligations,
+    found: frozenset[str],
+    mask: dict[str, MaskAction],
+    mask_paths: dict[str, MaskAction],
+) -> None:
+    """Merge a rule's masking duties: per category found in the request, and per path."""
+    for categories, paths, action in ob.mask:
+        for cat in categories:
+            if cat in found:
+                mask[cat] = _stronger(mask.get(cat), action)
+        for path in paths:
+            mask_paths[path] = _stronger(mask_paths.get(path), action)
+
+
+def _add_rendered(
+    ob: CompiledObligations,
+    ctx: Mapping[str, Any],
+    st: EvalState,
+    headers: dict[tuple[str, str], None],
+    marks: dict[ImageMark, None],
+) -> None:
+    """Render a rule's headers and image-mark fields into the merged sets."""
+    for name, template in ob.headers:
+        headers[(name, template.render(ctx, st))] = None
+    for scheme, value, fields in ob.image_marks:
+        rendered = tuple((k, t.render(ctx, st)) for k, t in fields)
+        marks[ImageMark(scheme, value, rendered)] = None
 
 
 def _stronger(current: MaskAction | None, new: MaskAction) -> MaskAction:

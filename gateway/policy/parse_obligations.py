@@ -10,7 +10,7 @@ from gateway.policy.ast import (
     MaskSpec,
     ObligationsSpec,
     RouteSpec,
-    SinkSpec,
+    SinkSuppressionSpec,
 )
 from gateway.policy.language import IMAGE_MARK_SCHEMES, MASK_METHODS
 from gateway.policy.reader import HEADER_NAME, SCHEMA, Reader
@@ -25,38 +25,13 @@ _OBLIGATION_KEYS = ("mask", "route", "headers", "image_marks", "suppress_sinks",
 
 
 def parse_obligations(r: Reader, raw: object, path: DataPath) -> ObligationsSpec:
+    """Read a rule's `obligations` mapping; a bad entry is reported and left out."""
     data = r.mapping(raw, path, what="obligations", optional=_OBLIGATION_KEYS)
     if data is None:
         return ObligationsSpec()
-    masks: list[MaskSpec] = []
-    if "mask" in data:
-        sub = (*path, "mask")
-        items = data["mask"] if isinstance(data["mask"], list) else [data["mask"]]
-        base = sub if not isinstance(data["mask"], list) else None
-        for i, item in enumerate(items):
-            ipath = base if base is not None else (*sub, i)
-            spec = _parse_mask(r, item, ipath)
-            if spec is not None:
-                masks.append(spec)
+    masks = _parse_masks(r, data["mask"], (*path, "mask")) if "mask" in data else []
     route = _parse_route(r, data["route"], (*path, "route")) if "route" in data else None
-    headers: list[HeaderSpec] = []
-    if "headers" in data:
-        sub = (*path, "headers")
-        hd = r.mapping(
-            data["headers"],
-            sub,
-            what="headers",
-            optional=tuple(data["headers"]) if isinstance(data["headers"], dict) else (),
-        )
-        for name, value in (hd or {}).items():
-            if not HEADER_NAME.match(name):
-                r.error(SCHEMA, f"invalid header name `{name}`", (*sub, name), at_key=True)
-                continue
-            text = r.string(value, (*sub, name), f"header `{name}`")
-            if text is not None:
-                headers.append(
-                    HeaderSpec(name, text, r.loc((*sub, name)), format_path((*sub, name)))
-                )
+    headers = _parse_headers(r, data["headers"], (*path, "headers")) if "headers" in data else []
     marks: list[ImageMarkSpec] = []
     if "image_marks" in data:
         sub = (*path, "image_marks")
@@ -64,42 +39,68 @@ def parse_obligations(r: Reader, raw: object, path: DataPath) -> ObligationsSpec
             mark = _parse_mark(r, item, (*sub, i))
             if mark is not None:
                 marks.append(mark)
-    sinks = None
-    if "suppress_sinks" in data:
-        sub = (*path, "suppress_sinks")
-        sd = r.mapping(
-            data["suppress_sinks"],
-            sub,
-            what="suppress_sinks",
-            optional=("categories", "sale_or_share"),
-        )
-        if sd is not None:
-            cats = r.string_list(sd.get("categories", []), (*sub, "categories"), "categories")
-            sale = r.boolean(
-                sd.get("sale_or_share", False), (*sub, "sale_or_share"), "sale_or_share"
-            )
-            if not cats and not sale:
-                r.error(SCHEMA, "suppress_sinks names no categories and not sale_or_share", sub)
-            sinks = SinkSpec(tuple(cats), bool(sale), r.loc(sub), format_path(sub))
-    audit = None
-    if "audit" in data:
-        sub = (*path, "audit")
-        ad = r.mapping(
-            data["audit"], sub, what="audit", optional=("retention_days", "storage_region")
-        )
-        if ad is not None:
-            days = (
-                r.integer(
-                    ad["retention_days"], (*sub, "retention_days"), "retention_days", minimum=1
-                )
-                if "retention_days" in ad
-                else None
-            )
-            region = r.optional_string(ad, "storage_region", sub, "storage_region")
-            if "retention_days" not in ad and "storage_region" not in ad:
-                r.error(SCHEMA, "audit sets neither retention_days nor storage_region", sub)
-            audit = AuditSpec(days, region, r.loc(sub), format_path(sub))
+    sinks = (
+        _parse_sinks(r, data["suppress_sinks"], (*path, "suppress_sinks"))
+        if "suppress_sinks" in data
+        else None
+    )
+    audit = _parse_audit(r, data["audit"], (*path, "audit")) if "audit" in data else None
     return ObligationsSpec(tuple(masks), route, tuple(headers), tuple(marks), sinks, audit)
+
+
+def _parse_masks(r: Reader, raw: object, sub: DataPath) -> list[MaskSpec]:
+    """One masking duty or a list of them."""
+    masks: list[MaskSpec] = []
+    items = raw if isinstance(raw, list) else [raw]
+    base = sub if not isinstance(raw, list) else None
+    for i, item in enumerate(items):
+        ipath = base if base is not None else (*sub, i)
+        spec = _parse_mask(r, item, ipath)
+        if spec is not None:
+            masks.append(spec)
+    return masks
+
+
+def _parse_headers(r: Reader, raw: object, sub: DataPath) -> list[HeaderSpec]:
+    """Response headers: a mapping of header names to template values."""
+    headers: list[HeaderSpec] = []
+    hd = r.mapping(raw, sub, what="headers", optional=tuple(raw) if isinstance(raw, dict) else ())
+    for name, value in (hd or {}).items():
+        if not HEADER_NAME.match(name):
+            r.error(SCHEMA, f"invalid header name `{name}`", (*sub, name), at_key=True)
+            continue
+        text = r.string(value, (*sub, name), f"header `{name}`")
+        if text is not None:
+            headers.append(HeaderSpec(name, text, r.loc((*sub, name)), format_path((*sub, name))))
+    return headers
+
+
+def _parse_sinks(r: Reader, raw: object, sub: DataPath) -> SinkSuppressionSpec | None:
+    """Which sinks the response must not reach: categories, and sinks that sell or share."""
+    sd = r.mapping(raw, sub, what="suppress_sinks", optional=("categories", "sale_or_share"))
+    if sd is None:
+        return None
+    cats = r.string_list(sd.get("categories", []), (*sub, "categories"), "categories")
+    sale = r.boolean(sd.get("sale_or_share", False), (*sub, "sale_or_share"), "sale_or_share")
+    if not cats and not sale:
+        r.error(SCHEMA, "suppress_sinks names no categories and not sale_or_share", sub)
+    return SinkSuppressionSpec(tuple(cats), bool(sale), r.loc(sub), format_path(sub))
+
+
+def _parse_audit(r: Reader, raw: object, sub: DataPath) -> AuditSpec | None:
+    """Record keeping: retention in days and where the record is stored."""
+    ad = r.mapping(raw, sub, what="audit", optional=("retention_days", "storage_region"))
+    if ad is None:
+        return None
+    days = (
+        r.integer(ad["retention_days"], (*sub, "retention_days"), "retention_days", minimum=1)
+        if "retention_days" in ad
+        else None
+    )
+    region = r.optional_string(ad, "storage_region", sub, "storage_region")
+    if "retention_days" not in ad and "storage_region" not in ad:
+        r.error(SCHEMA, "audit sets neither retention_days nor storage_region", sub)
+    return AuditSpec(days, region, r.loc(sub), format_path(sub))
 
 
 def _parse_mask(r: Reader, raw: object, path: DataPath) -> MaskSpec | None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from gateway.policy.codegen import positions_of
+from gateway.policy.codegen import define, positions_of
 from gateway.policy.ir import CompiledRule
 from gateway.policy.language import STAGES
 from gateway.policy.memo import BoundedMemo
@@ -127,7 +127,5 @@ def _generate_chunk(entries: Sequence[Entry]) -> ChunkRunner | None:
     source = "\n".join(lines) + "\n"
     # SECURITY: rules, predicates and times are bound constants; the source holds only
     # names chosen here.
-    exec(compile(source, "<policy:chunk>", "exec"), constants)
-    runner: ChunkRunner = constants["chunk"]
-    runner.__doc__ = source
+    runner: ChunkRunner = define(source, "chunk", constants, "chunk")
     return runner
