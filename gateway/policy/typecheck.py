@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Collection, Iterable, Iterator
+from typing import Any, Protocol
 
 from gateway.errors import Location, describe_value, did_you_mean
 from gateway.policy.absence import check_absence, walk_tests
@@ -137,6 +137,26 @@ class _Literal:
 
 
 def _typecheck_test(c: Compilation, test: Test) -> TypedTest | None:
+    ftype = _field_type(c, test)
+    if ftype is None or not _operator_applies(c, test, ftype):
+        return None
+    lit = _Literal(c, test)
+    raw = test.operand
+    if isinstance(raw, UnparsedOperand):
+        lit.fail(SCHEMA, "operand must be a value, a list, or `{field: path}`", test.path)
+        return None
+    if isinstance(raw, FieldRef):
+        return _typecheck_ref(c, test, ftype, raw)
+    check = _OPERAND_CHECKS[OPERATORS[test.op].operand]
+    operand = check(lit, test, ftype, _element_type(ftype), raw)
+    if operand is _NO_OPERAND or not lit.ok:
+        return None
+    text = f"{test.field} {test.op} {_render_operand(raw)}"
+    return TypedTest(test, ftype, operand, None, None, text)
+
+
+def _field_type(c: Compilation, test: Test) -> str | None:
+    """The type of the field a test reads, or None after reporting an unknown field."""
     vocab = c.vocabulary
     ftype = resolve_field_type(test.field, vocab)
     if ftype is None:
@@ -151,98 +171,110 @@ def _typecheck_test(c: Compilation, test: Test) -> TypedTest | None:
             did_you_mean(test.field, _field_names(vocab))
             or "see the request context in docs/policy-language.md",
         )
+    return ftype
+
+
+def _operator_applies(c: Compilation, test: Test, ftype: str) -> bool:
+    """Whether the test's operator applies to the field's type (reported when not)."""
+    if ftype in OPERATORS[test.op].field_types:
+        return True
+    hint = None
+    if ftype.startswith("list:") and test.op in ("eq", "in"):
+        hint = "for a list field use `contains` or `contains_any`"
+    elif test.op in ("contains", "contains_any", "contains_all") and not ftype.startswith("list:"):
+        hint = "for a single value use `eq` or `in`"
+    elif test.op in ("lt", "le", "gt", "ge", "between"):
+        hint = "ordering applies to integers and times only"
+    c.error(
+        TYPE,
+        f"operator `{test.op}` does not apply to `{test.field}` ({ftype})",
+        test.location,
+        format_path(test.path),
+        hint,
+    )
+    return False
+
+
+#: What an operand check returns when the operand is unusable (already reported).
+_NO_OPERAND: Any = object()
+
+
+def _bool_operand(lit: _Literal, test: Test, ftype: str, base: str, raw: object) -> Any:
+    if type(raw) is not bool:
+        lit.fail(TYPE, f"`{test.op}` takes true or false", test.path)
+        return _NO_OPERAND
+    return raw
+
+
+def _scalar_operand(lit: _Literal, test: Test, ftype: str, base: str, raw: object) -> Any:
+    if raw is None and test.op in ("eq", "ne"):
         return None
-    spec = OPERATORS[test.op]
-    if ftype not in spec.field_types:
-        hint = None
-        if ftype.startswith("list:") and test.op in ("eq", "in"):
-            hint = "for a list field use `contains` or `contains_any`"
-        elif test.op in ("contains", "contains_any", "contains_all") and not ftype.startswith(
-            "list:"
-        ):
-            hint = "for a single value use `eq` or `in`"
-        elif test.op in ("lt", "le", "gt", "ge", "between"):
-            hint = "ordering applies to integers and times only"
-        c.error(
+    operand = lit.value(raw, base, test.path)
+    if lit.ok and base == "region" and test.op in ("eq", "ne") and raw in lit.c.vocabulary.groups:
+        lit.fail(
             TYPE,
-            f"operator `{test.op}` does not apply to `{test.field}` ({ftype})",
-            test.location,
-            format_path(test.path),
-            hint,
+            f"`{test.op}` compares exact codes and `{raw}` is a group",
+            test.path,
+            f"write `in: [{raw}]` to test membership",
         )
-        return None
-    lit = _Literal(c, test)
-    raw = test.operand
-    base = _element_type(ftype)
-    if isinstance(raw, UnparsedOperand):
-        lit.fail(SCHEMA, "operand must be a value, a list, or `{field: path}`", test.path)
-        return None
-    if isinstance(raw, FieldRef):
-        return _typecheck_ref(c, test, ftype, raw)
-    text_operand = _render_operand(raw)
-    operand: Any = None
-    if spec.operand == "bool":
-        if type(raw) is not bool:
-            lit.fail(TYPE, f"`{test.op}` takes true or false", test.path)
-            return None
-        operand = raw
-    elif spec.operand == "scalar":
-        if raw is None and test.op in ("eq", "ne"):
-            operand = None
-        else:
-            operand = lit.value(raw, base, test.path)
-            if lit.ok and base == "region" and test.op in ("eq", "ne") and raw in vocab.groups:
-                lit.fail(
-                    TYPE,
-                    f"`{test.op}` compares exact codes and `{raw}` is a group",
-                    test.path,
-                    f"write `in: [{raw}]` to test membership",
-                )
-    elif spec.operand in ("list", "elements"):
-        if not isinstance(raw, list):
-            lit.fail(
-                TYPE,
-                f"`{test.op}` takes a list, got {_describe(raw)}",
-                test.path,
-                f"write `{test.op}: [{_render_operand(raw)}]`",
-            )
-            return None
-        if not raw:
-            never = test.op in ("in", "contains_any")
-            verdict = "can never hold" if never else "always holds"
-            lit.fail(
-                UNREACHABLE,
-                f"`{test.op}: []` {verdict}",
-                test.path,
-                "list at least one value, or remove the test",
-            )
-            return None
-        values = [lit.value(v, base, (*test.path, i)) for i, v in enumerate(raw)]
-        if lit.ok:
-            operand = _normalise_set(vocab, base, values, ftype, test.op)
-    elif spec.operand == "element":
-        value = lit.value(raw, base, test.path)
-        if lit.ok:
-            operand = _normalise_set(vocab, base, [value], ftype, test.op)
-    elif spec.operand == "pair":
-        if not isinstance(raw, list) or len(raw) != 2:
-            lit.fail(TYPE, "`between` takes a pair `[lo, hi]`", test.path)
-            return None
-        lo = lit.value(raw[0], base, (*test.path, 0))
-        hi = lit.value(raw[1], base, (*test.path, 1))
-        if lit.ok:
-            if (base == "time" and lo[0] >= hi[1]) or (base != "time" and lo > hi):
-                lit.fail(
-                    UNREACHABLE,
-                    "`between` bounds are reversed: this can never hold",
-                    test.path,
-                    "write the earlier bound first",
-                )
-            operand = (lo, hi)
+    return operand
+
+
+def _list_operand(lit: _Literal, test: Test, ftype: str, base: str, raw: object) -> Any:
+    if not isinstance(raw, list):
+        lit.fail(
+            TYPE,
+            f"`{test.op}` takes a list, got {_describe(raw)}",
+            test.path,
+            f"write `{test.op}: [{_render_operand(raw)}]`",
+        )
+        return _NO_OPERAND
+    if not raw:
+        never = test.op in ("in", "contains_any")
+        verdict = "can never hold" if never else "always holds"
+        lit.fail(
+            UNREACHABLE,
+            f"`{test.op}: []` {verdict}",
+            test.path,
+            "list at least one value, or remove the test",
+        )
+        return _NO_OPERAND
+    values = [lit.value(v, base, (*test.path, i)) for i, v in enumerate(raw)]
+    return _normalise_set(lit.c.vocabulary, base, values, ftype, test.op) if lit.ok else None
+
+
+def _element_operand(lit: _Literal, test: Test, ftype: str, base: str, raw: object) -> Any:
+    value = lit.value(raw, base, test.path)
+    return _normalise_set(lit.c.vocabulary, base, [value], ftype, test.op) if lit.ok else None
+
+
+def _pair_operand(lit: _Literal, test: Test, ftype: str, base: str, raw: object) -> Any:
+    if not isinstance(raw, list) or len(raw) != 2:
+        lit.fail(TYPE, "`between` takes a pair `[lo, hi]`", test.path)
+        return _NO_OPERAND
+    lo = lit.value(raw[0], base, (*test.path, 0))
+    hi = lit.value(raw[1], base, (*test.path, 1))
     if not lit.ok:
         return None
-    text = f"{test.field} {test.op} {text_operand}"
-    return TypedTest(test, ftype, operand, None, None, text)
+    if (base == "time" and lo[0] >= hi[1]) or (base != "time" and lo > hi):
+        lit.fail(
+            UNREACHABLE,
+            "`between` bounds are reversed: this can never hold",
+            test.path,
+            "write the earlier bound first",
+        )
+    return (lo, hi)
+
+
+#: Per operand kind (`OperatorSpec.operand`): its check, giving the normalised operand.
+_OPERAND_CHECKS: dict[str, Callable[[_Literal, Test, str, str, object], Any]] = {
+    "bool": _bool_operand,
+    "scalar": _scalar_operand,
+    "list": _list_operand,
+    "elements": _list_operand,
+    "element": _element_operand,
+    "pair": _pair_operand,
+}
 
 
 def _normalise_set(vocab: Vocabulary, base: str, values: list[Any], ftype: str, op: str) -> Any:
@@ -391,13 +423,7 @@ def _typecheck_obligations(c: Compilation, ob: ObligationsSpec) -> None:
     for mask in ob.mask:
         for cat in mask.categories:
             if cat not in vocab.personal_data:
-                c.error(
-                    REF,
-                    f"unknown personal-data category `{cat}` (not in {vocab.file})",
-                    mask.location,
-                    mask.path,
-                    did_you_mean(cat, vocab.personal_data),
-                )
+                _unknown_names(c, "personal-data category", (cat,), vocab.personal_data, mask)
             elif c.emitted is not None and cat not in c.emitted:
                 c.error(
                     REF,
@@ -408,46 +434,60 @@ def _typecheck_obligations(c: Compilation, ob: ObligationsSpec) -> None:
                     "add a detector for it (gateway/privacy/detectors.py) or remove the "
                     "category from the rule",
                 )
+    regions = _RegionTerms(vocab)
     if ob.route is not None:
-        for region in ob.route.regions:
-            if not vocab.is_region_term(region):
-                c.error(
-                    REF,
-                    f"unknown region `{region}` (not in {vocab.file})",
-                    ob.route.location,
-                    ob.route.path,
-                    did_you_mean(region, vocab.region_terms()),
-                )
-        for mech in ob.route.mechanisms:
-            if mech not in vocab.transfer_mechanisms:
-                c.error(
-                    REF,
-                    f"unknown transfer mechanism `{mech}` (not in {vocab.file})",
-                    ob.route.location,
-                    ob.route.path,
-                    did_you_mean(mech, vocab.transfer_mechanisms),
-                )
+        route = ob.route
+        _unknown_names(c, "region", route.regions, regions, route)
+        _unknown_names(c, "transfer mechanism", route.mechanisms, vocab.transfer_mechanisms, route)
     for header in ob.headers:
         _check_template(c, header.value, header.location, header.path)
     for mark in ob.image_marks:
         for _key, value in mark.fields:
             _check_template(c, value, mark.location, mark.path)
     if ob.suppress_sinks is not None:
-        for cat in ob.suppress_sinks.categories:
-            if cat not in vocab.sink_categories:
-                c.error(
-                    REF,
-                    f"unknown sink category `{cat}` (not in {vocab.file})",
-                    ob.suppress_sinks.location,
-                    ob.suppress_sinks.path,
-                    did_you_mean(cat, vocab.sink_categories),
-                )
+        sinks = ob.suppress_sinks
+        _unknown_names(c, "sink category", sinks.categories, vocab.sink_categories, sinks)
     if ob.audit is not None and ob.audit.storage_region is not None:
-        if not vocab.is_region_term(ob.audit.storage_region):
+        _unknown_names(c, "region", (ob.audit.storage_region,), regions, ob.audit)
+
+
+class _Located(Protocol):
+    """A syntax-tree node that carries where it was written."""
+
+    @property
+    def location(self) -> Location: ...
+
+    @property
+    def path(self) -> str: ...
+
+
+class _RegionTerms:
+    """The vocabulary's region terms as a container (codes, subdivisions and groups)."""
+
+    def __init__(self, vocab: Vocabulary) -> None:
+        self.vocab = vocab
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and self.vocab.is_region_term(name)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.vocab.region_terms())
+
+
+def _unknown_names(
+    c: Compilation,
+    what: str,
+    names: Iterable[str],
+    known: Collection[str] | _RegionTerms,
+    at: _Located,
+) -> None:
+    """Report each name the vocabulary does not define, with "did you mean"."""
+    for name in names:
+        if name not in known:
             c.error(
                 REF,
-                f"unknown region `{ob.audit.storage_region}` (not in {vocab.file})",
-                ob.audit.location,
-                ob.audit.path,
-                did_you_mean(ob.audit.storage_region, vocab.region_terms()),
+                f"unknown {what} `{name}` (not in {c.vocabulary.file})",
+                at.location,
+                at.path,
+                did_you_mean(name, known),
             )
