@@ -64,7 +64,7 @@ def _parse_masks(r: Reader, raw: object, sub: DataPath) -> list[MaskSpec]:
 def _parse_headers(r: Reader, raw: object, sub: DataPath) -> list[HeaderSpec]:
     """Response headers: a mapping of header names to template values."""
     headers: list[HeaderSpec] = []
-    hd = r.mapping(raw, sub, what="headers", optional=tuple(raw) if isinstance(raw, dict) else ())
+    hd = r.keyed(raw, sub, "headers")
     for name, value in (hd or {}).items():
         if not HEADER_NAME.match(name):
             r.error(SCHEMA, f"invalid header name `{name}`", (*sub, name), at_key=True)
@@ -167,12 +167,7 @@ def _parse_mark(r: Reader, raw: object, path: DataPath) -> ImageMarkSpec | None:
     fields: list[tuple[str, str]] = []
     if "fields" in data:
         sub = (*path, "fields")
-        fd = r.mapping(
-            data["fields"],
-            sub,
-            what="fields",
-            optional=tuple(data["fields"]) if isinstance(data["fields"], dict) else (),
-        )
+        fd = r.keyed(data["fields"], sub, "fields")
         for key, val in (fd or {}).items():
             text = r.string(val, (*sub, key), f"field `{key}`")
             if text is not None:

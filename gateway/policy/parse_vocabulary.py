@@ -4,6 +4,7 @@ categories, flags, regimes and the region groups (shape only)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from gateway.errors import did_you_mean
@@ -33,6 +34,7 @@ _FLAG_TYPES = ("boolean", "string", "integer")
 
 
 def parse_vocabulary(r: Reader, data: dict[str, Any]) -> Vocabulary | None:
+    """Read a `kind: vocabulary` document; None when any part of it is wrong."""
     r.mapping(
         data,
         (),
@@ -45,77 +47,15 @@ def parse_vocabulary(r: Reader, data: dict[str, Any]) -> Vocabulary | None:
     attributes = _described_names(
         r, data.get("purpose_attributes", {}), ("purpose_attributes",), "purpose attribute"
     )
-    purposes: dict[str, dict[str, bool]] = {}
-    praw = r.mapping(
-        data.get("purposes"),
-        ("purposes",),
-        what="purposes",
-        optional=tuple(data.get("purposes") or ())
-        if isinstance(data.get("purposes"), dict)
-        else (),
-    )
-    for name, attrs in (praw or {}).items():
-        sub: DataPath = ("purposes", name)
-        if not _NAME.match(name):
-            r.error(SCHEMA, f"invalid purpose name `{name}`", sub, at_key=True)
-        if attrs is None:
-            purposes[name] = {}
-            continue
-        ad = r.mapping(attrs, sub, what=f"purpose `{name}`", optional=tuple(attributes))
-        purposes[name] = {}
-        for attr, flag in (ad or {}).items():
-            if attr in attributes:
-                value = r.boolean(flag, (*sub, attr), attr)
-                if value is not None:
-                    purposes[name][attr] = value
+    purposes = _parse_purposes(r, data.get("purposes"), attributes)
     pd = _described_names(
         r, data.get("personal_data"), ("personal_data",), "personal-data category"
     )
-    regimes: dict[str, RegimeInfo] = {}
-    rraw = r.mapping(
-        data.get("regimes"),
-        ("regimes",),
-        what="regimes",
-        optional=tuple(data.get("regimes") or ()) if isinstance(data.get("regimes"), dict) else (),
-    )
-    for rid, info in (rraw or {}).items():
-        sub = ("regimes", rid)
-        idata = r.mapping(
-            info,
-            sub,
-            what=f"regime `{rid}`",
-            required=("name",),
-            optional=("url", "demanding_party", "jurisdiction"),
-        )
-        if idata is None:
-            continue
-        regimes[rid] = RegimeInfo(
-            rid,
-            r.string(idata.get("name"), (*sub, "name"), "name") or rid,
-            r.optional_string(idata, "url", sub, "url"),
-            r.optional_string(idata, "demanding_party", sub, "demanding_party"),
-            r.optional_string(idata, "jurisdiction", sub, "jurisdiction"),
-        )
+    regimes = _parse_regimes(r, data.get("regimes"))
     sets: dict[str, frozenset[str]] = {}
     for key in _VOCAB_SETS:
         sets[key] = frozenset(_described_names(r, data.get(key, []), (key,), key[:-1]))
-    flags: dict[str, str] = {}
-    fraw = data.get("tenant_flags", {})
-    fd = r.mapping(
-        fraw,
-        ("tenant_flags",),
-        what="tenant_flags",
-        optional=tuple(fraw) if isinstance(fraw, dict) else (),
-    )
-    for name, spec in (fd or {}).items():
-        sub = ("tenant_flags", name)
-        sd = r.mapping(
-            spec, sub, what=f"tenant flag `{name}`", required=("type",), optional=("description",)
-        )
-        if sd is not None and "type" in sd:
-            ftype = r.string(sd["type"], (*sub, "type"), "flag type", choices=_FLAG_TYPES)
-            if ftype is not None:
-                flags[name] = ftype
+    flags = _parse_flags(r, data.get("tenant_flags", {}))
     if len(r.diagnostics) != before:
         return None
     return Vocabulary(
@@ -138,6 +78,66 @@ def parse_vocabulary(r: Reader, data: dict[str, Any]) -> Vocabulary | None:
         file=r.doc.filename,
         _group_order=order,
     )
+
+
+def _parse_purposes(
+    r: Reader, raw: object, attributes: Mapping[str, str]
+) -> dict[str, dict[str, bool]]:
+    """Purposes by name, each with the purpose attributes it sets."""
+    purposes: dict[str, dict[str, bool]] = {}
+    for name, attrs in (r.keyed(raw, ("purposes",), "purposes") or {}).items():
+        sub: DataPath = ("purposes", name)
+        if not _NAME.match(name):
+            r.error(SCHEMA, f"invalid purpose name `{name}`", sub, at_key=True)
+        purposes[name] = {}
+        if attrs is None:
+            continue
+        ad = r.mapping(attrs, sub, what=f"purpose `{name}`", optional=tuple(attributes))
+        for attr, flag in (ad or {}).items():
+            if attr in attributes:
+                value = r.boolean(flag, (*sub, attr), attr)
+                if value is not None:
+                    purposes[name][attr] = value
+    return purposes
+
+
+def _parse_regimes(r: Reader, raw: object) -> dict[str, RegimeInfo]:
+    """Legal regimes by id: name, URL, demanding party and jurisdiction."""
+    regimes: dict[str, RegimeInfo] = {}
+    for rid, info in (r.keyed(raw, ("regimes",), "regimes") or {}).items():
+        sub = ("regimes", rid)
+        idata = r.mapping(
+            info,
+            sub,
+            what=f"regime `{rid}`",
+            required=("name",),
+            optional=("url", "demanding_party", "jurisdiction"),
+        )
+        if idata is None:
+            continue
+        regimes[rid] = RegimeInfo(
+            rid,
+            r.string(idata.get("name"), (*sub, "name"), "name") or rid,
+            r.optional_string(idata, "url", sub, "url"),
+            r.optional_string(idata, "demanding_party", sub, "demanding_party"),
+            r.optional_string(idata, "jurisdiction", sub, "jurisdiction"),
+        )
+    return regimes
+
+
+def _parse_flags(r: Reader, raw: object) -> dict[str, str]:
+    """Tenant flags by name, each with its value type."""
+    flags: dict[str, str] = {}
+    for name, spec in (r.keyed(raw, ("tenant_flags",), "tenant_flags") or {}).items():
+        sub = ("tenant_flags", name)
+        sd = r.mapping(
+            spec, sub, what=f"tenant flag `{name}`", required=("type",), optional=("description",)
+        )
+        if sd is not None and "type" in sd:
+            ftype = r.string(sd["type"], (*sub, "type"), "flag type", choices=_FLAG_TYPES)
+            if ftype is not None:
+                flags[name] = ftype
+    return flags
 
 
 def _described_names(r: Reader, raw: object, path: DataPath, what: str) -> dict[str, str]:
@@ -204,13 +204,7 @@ def _parse_regions(
             )
         subdivisions[code] = name
     raw_groups: dict[str, list[str]] = {}
-    graw = data.get("groups", {})
-    gd = r.mapping(
-        graw,
-        (*path, "groups"),
-        what="groups",
-        optional=tuple(graw) if isinstance(graw, dict) else (),
-    )
+    gd = r.keyed(data.get("groups", {}), (*path, "groups"), "groups")
     for name, members in (gd or {}).items():
         sub = (*path, "groups", name)
         if name in countries or name in subdivisions:

@@ -115,6 +115,12 @@ class Reader:
                 self.error(SCHEMA, f"{what} is missing `{key}`", path)
         return value
 
+    def keyed(self, value: object, path: DataPath, what: str) -> dict[str, Any] | None:
+        """Check `value` is a mapping keyed by names of the author's choosing (any key)."""
+        return self.mapping(
+            value, path, what=what, optional=tuple(value) if isinstance(value, dict) else ()
+        )
+
     def string(
         self,
         value: object,
