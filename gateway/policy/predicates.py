@@ -91,32 +91,9 @@ def _plain_getter(parts: Sequence[str]) -> Getter:
 
         return get1
     if len(parts) == 2:
-        a, b = parts
-
-        def get2(ctx: Mapping[str, Any], st: EvalState) -> Any:
-            v = ctx.get(a)
-            if v is None:
-                return None
-            try:
-                return v.get(b)
-            except AttributeError as exc:
-                raise unreachable(exc) from None
-
-        return get2
+        return _getter2(parts[0], parts[1], unreachable)
     if len(parts) == 3:
-        a, b, c = parts
-
-        def get3(ctx: Mapping[str, Any], st: EvalState) -> Any:
-            v = ctx.get(a)
-            if v is None:
-                return None
-            try:
-                v = v.get(b)
-                return None if v is None else v.get(c)
-            except AttributeError as exc:
-                raise unreachable(exc) from None
-
-        return get3
+        return _getter3(parts[0], parts[1], parts[2], unreachable)
 
     def getn(ctx: Mapping[str, Any], st: EvalState) -> Any:
         v: Any = ctx
@@ -130,6 +107,33 @@ def _plain_getter(parts: Sequence[str]) -> Getter:
         return v
 
     return getn
+
+
+def _getter2(a: str, b: str, unreachable: Callable[[Exception], EvalError]) -> Getter:
+    def get2(ctx: Mapping[str, Any], st: EvalState) -> Any:
+        v = ctx.get(a)
+        if v is None:
+            return None
+        try:
+            return v.get(b)
+        except AttributeError as exc:
+            raise unreachable(exc) from None
+
+    return get2
+
+
+def _getter3(a: str, b: str, c: str, unreachable: Callable[[Exception], EvalError]) -> Getter:
+    def get3(ctx: Mapping[str, Any], st: EvalState) -> Any:
+        v = ctx.get(a)
+        if v is None:
+            return None
+        try:
+            v = v.get(b)
+            return None if v is None else v.get(c)
+        except AttributeError as exc:
+            raise unreachable(exc) from None
+
+    return get3
 
 
 # --------------------------------------------------------------------------- type checks
@@ -223,26 +227,39 @@ def make_predicate(
 
         return eq
     if op in ("in", "not_in"):
-        members: frozenset[Any] = operand
-        inside = op == "in"
-        if kind == "region":
+        return _member_predicate(kind, op, get, check, operand)
+    return _ordered_predicate(op, get, check, operand)
 
-            def region_member(ctx: Mapping[str, Any], st: EvalState) -> bool:
-                v = check(get(ctx, st))
-                if v is None:
-                    return not inside
-                return region_in(v, members) is inside  # type: ignore[arg-type]
 
-            return region_member
+def _member_predicate(
+    kind: str, op: str, get: Getter, check: Callable[[object], object], operand: Any
+) -> Predicate:
+    """`in` / `not_in` a set of scalars (regions: in a set of region terms)."""
+    members: frozenset[Any] = operand
+    inside = op == "in"
+    if kind == "region":
 
-        def member(ctx: Mapping[str, Any], st: EvalState) -> bool:
+        def region_member(ctx: Mapping[str, Any], st: EvalState) -> bool:
             v = check(get(ctx, st))
             if v is None:
                 return not inside
-            return (v in members) is inside
+            return region_in(v, members) is inside  # type: ignore[arg-type]
 
-        return member
-    # Ordered integers.
+        return region_member
+
+    def member(ctx: Mapping[str, Any], st: EvalState) -> bool:
+        v = check(get(ctx, st))
+        if v is None:
+            return not inside
+        return (v in members) is inside
+
+    return member
+
+
+def _ordered_predicate(
+    op: str, get: Getter, check: Callable[[object], object], operand: Any
+) -> Predicate:
+    """Ordered integers: `between`, `lt`, `le`, `gt`, `ge`."""
     if op == "between":
         lo, hi = operand
 

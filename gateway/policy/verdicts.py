@@ -71,6 +71,7 @@ class DecisionBuilder(ObligationMerger):
         status: int | None = None,
         explanation: Any = None,
     ) -> Decision:
+        """A denial because the request could not be evaluated (fail closed)."""
         return Decision(
             effect="deny",
             status=status or self._default_status,
@@ -78,11 +79,7 @@ class DecisionBuilder(ObligationMerger):
             rules=(),
             dry_run=(),
             legal_basis=(),
-            problem=Problem(
-                type="licence" if (status or self._default_status) == 403 else "legal",
-                title="Policy evaluation error",
-                detail=f"the request could not be evaluated ({code}); it is refused",
-            ),
+            problem=_error_problem(status or self._default_status, code),
             obligations=EMPTY_OBLIGATIONS,
             errors=(DecisionError(code, message, rule),),
             policy_revision=self.revision,
@@ -164,81 +161,28 @@ class DecisionBuilder(ObligationMerger):
                     if dry or waivers:
                         return known._replace(dry_run=tuple(dry), waivers=tuple(waivers))
                     return known
-        if denies:
-            deciding = list(denies)
-            stage = STAGES[deciding[0].stage_index]
-        elif route_denial:
-            deciding = [r for r in matched if r.obligations.route is not None]
-            stage = STAGES[_RESIDENCY]
-        else:  # only audit-stage errors
-            deciding = []
-            stage = STAGES[_AUDIT]
-        if errors:
-            failed = {e.rule for e in errors}
-            real = [r for r in deciding if r.denies and r.id not in failed]
-        elif denies:
-            # Without errors only matched deny rules reach `denies` (an erroring rule
-            # always adds an error): the common denial skips the filter.
-            real = deciding
-        else:
-            real = [r for r in deciding if r.denies]
+        deciding, stage = _deciding(denies, matched, route_denial)
+        real = _real_denials(deciding, denies, errors)
         status = (
             real[0].status if real else (deciding[0].status if deciding else self._default_status)
         )
         if route_denial and not denies:
             status = 451
-        if audit_hits:
-            rule_ids = tuple(dict.fromkeys(r.id for r in (*deciding, *audit_hits)))
-        elif len(deciding) == 1:
-            rule_ids = self._ids[deciding[0].pos]
-        else:
-            rule_ids = tuple(r.id for r in deciding)
+        head = (status, stage, self._denial_rule_ids(deciding, audit_hits))
         obligations = EMPTY_OBLIGATIONS if audit is NO_AUDIT else self._audit_only(audit)
         if denies and not errors:
-            # The common denial: its texts depend only on the deciding rules and the
-            # values their templates read, so they are memoised on exactly those.
-            key = self._memo_key("texts", deciding, ctx, st, 1)
-            texts = self._cache.get(key) if key is not None else None
-            if texts is None:
-                render_errors: list[DecisionError] = []
-                bases = self._bases(ctx, st, deciding, render_errors)
-                if not render_errors:
-                    first = real[0]
-                    assert first.problem is not None
-                    problem = first.problem.static or _render_problem(first.problem, ctx, st)
-                    if key is not None:
-                        self._cache.remember(key, (bases, problem))
-            else:
-                bases, problem = texts
-                render_errors = []
-            if not render_errors:
-                decision = Decision(
-                    "deny",
-                    status,
-                    stage,
-                    rule_ids,
-                    (),
-                    bases,
-                    problem,
-                    obligations,
-                    (),
-                    self.revision,
-                    (),
-                )
+            decision = self._common_denial(ctx, st, deciding, real[0], head, obligations)
+            if decision is not None:
                 if tail_key is not None:
                     self._cache.remember(tail_key, decision)
                 if dry or waivers:
                     return decision._replace(dry_run=tuple(dry), waivers=tuple(waivers))
                 return decision
-        render_errors = []
+        render_errors: list[DecisionError] = []
         bases = self._bases(ctx, st, deciding, render_errors)
         if errors or render_errors:
             all_errors = (*errors, *render_errors)
-            problem = Problem(
-                type="licence" if status == 403 else "legal",
-                title="Policy evaluation error",
-                detail=f"the request could not be evaluated ({all_errors[0].code}); it is refused",
-            )
+            problem = _error_problem(status, all_errors[0].code)
         elif route_denial:
             problem = self._route_problem(ctx, deciding)
             all_errors = ()
@@ -252,7 +196,7 @@ class DecisionBuilder(ObligationMerger):
             "deny",
             status,
             stage,
-            rule_ids,
+            head[2],
             tuple(dry),
             bases,
             problem,
@@ -260,6 +204,48 @@ class DecisionBuilder(ObligationMerger):
             tuple(all_errors),
             self.revision,
             tuple(waivers),
+        )
+
+    def _denial_rule_ids(
+        self, deciding: Sequence[CompiledRule], audit_hits: Sequence[CompiledRule]
+    ) -> tuple[str, ...]:
+        """A denial's rule ids: the deciding rules, then the audit rules that matched."""
+        if audit_hits:
+            return tuple(dict.fromkeys(r.id for r in (*deciding, *audit_hits)))
+        if len(deciding) == 1:
+            return self._ids[deciding[0].pos]
+        return tuple(r.id for r in deciding)
+
+    def _common_denial(
+        self,
+        ctx: Mapping[str, Any],
+        st: EvalState,
+        deciding: Sequence[CompiledRule],
+        first: CompiledRule,
+        head: tuple[int, str, tuple[str, ...]],
+        obligations: Obligations,
+    ) -> Decision | None:
+        """A denial by matched deny rules with no errors (None when a text fails to render).
+
+        Its texts depend only on the deciding rules and the values their templates read, so
+        they are memoised on exactly those.
+        """
+        key = self._memo_key("texts", deciding, ctx, st, 1)
+        texts = self._cache.get(key) if key is not None else None
+        if texts is None:
+            render_errors: list[DecisionError] = []
+            bases = self._bases(ctx, st, deciding, render_errors)
+            if render_errors:
+                return None
+            assert first.problem is not None
+            problem = first.problem.static or _render_problem(first.problem, ctx, st)
+            if key is not None:
+                self._cache.remember(key, (bases, problem))
+        else:
+            bases, problem = texts
+        status, stage, rule_ids = head
+        return Decision(
+            "deny", status, stage, rule_ids, (), bases, problem, obligations, (), self.revision, ()
         )
 
     def _audit_only(self, audit: AuditObligation) -> Obligations:
@@ -420,6 +406,40 @@ class DecisionBuilder(ObligationMerger):
             frozenset(st.pd) if reads_pd else None,
             tuple(values),
         )
+
+
+def _deciding(
+    denies: Sequence[CompiledRule], matched: Sequence[CompiledRule], route_denial: bool
+) -> tuple[Sequence[CompiledRule], str]:
+    """The rules a denial names as deciding it, and its stage."""
+    if denies:
+        return list(denies), STAGES[denies[0].stage_index]
+    if route_denial:
+        return [r for r in matched if r.obligations.route is not None], STAGES[_RESIDENCY]
+    return [], STAGES[_AUDIT]  # only audit-stage errors
+
+
+def _real_denials(
+    deciding: Sequence[CompiledRule], denies: Sequence[CompiledRule], errors: list[DecisionError]
+) -> Sequence[CompiledRule]:
+    """The deciding rules that deny by matching (not by failing to evaluate)."""
+    if errors:
+        failed = {e.rule for e in errors}
+        return [r for r in deciding if r.denies and r.id not in failed]
+    if denies:
+        # Without errors only matched deny rules reach `denies` (an erroring rule always
+        # adds an error): the common denial skips the filter.
+        return deciding
+    return [r for r in deciding if r.denies]
+
+
+def _error_problem(status: int, code: str) -> Problem:
+    """The problem of a decision refused because something could not be evaluated."""
+    return Problem(
+        type="licence" if status == 403 else "legal",
+        title="Policy evaluation error",
+        detail=f"the request could not be evaluated ({code}); it is refused",
+    )
 
 
 def _render_problem(spec: CompiledProblem, ctx: Mapping[str, Any], st: EvalState) -> Problem:
