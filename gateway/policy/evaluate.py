@@ -26,13 +26,20 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gateway.policy.absence import fields_read
-from gateway.policy.decision import Decision, DecisionError, LegalBasis, Routing, Waiver
+from gateway.policy.decision import (
+    AuditObligation,
+    Decision,
+    DecisionError,
+    LegalBasis,
+    Routing,
+    Waiver,
+)
 from gateway.policy.ir import CompiledProblem, CompiledRule, CompileResult
 from gateway.policy.language import STAGES
 from gateway.policy.lower import lower_problem
 from gateway.policy.memo import BoundedMemo
 from gateway.policy.obligations import NO_AUDIT
-from gateway.policy.plans import DENY, KEEP, ChunkRunner, Plan, build_plan, rollback
+from gateway.policy.plans import ChunkRunner, Plan, build_plan, rollback
 from gateway.policy.state import EvalError, EvalState
 from gateway.policy.times import parse_interval
 from gateway.policy.verdicts import (
@@ -293,34 +300,10 @@ class Evaluator(DecisionBuilder):
                         continue
                     # A check raised: rerun the chunk below, which records the error.
                     rollback(entries, denies, matched, dry)
-                for rule, rest, timed, kind, pos in entries:
-                    if timed and (
-                        (rule.start is not None and at < rule.start)
-                        or (rule.end is not None and at >= rule.end)
-                    ):
-                        if outcomes is not None:
-                            outcomes[pos] = INACTIVE
-                        continue
-                    try:
-                        hit = rest is None or rest(ctx, st)
-                        if (
-                            hit
-                            and rule.exceptions
-                            and not self._waive(rule, ctx, st, at, waivers, outcomes)
-                        ):
-                            continue
-                    except Exception as exc:  # SECURITY: fail closed, unexpected errors too
-                        self._errored(rule, exc, denies, dry, errors, outcomes)
-                        continue
-                    if outcomes is not None:
-                        outcomes[pos] = MATCHED if hit else NOT_MATCHED
-                    if hit:
-                        if kind == DENY:
-                            denies.append(rule)
-                        elif kind == KEEP:
-                            matched.append(rule)
-                        else:
-                            dry.append(rule.id)
+                for entry in entries:
+                    self._run(
+                        entry[0], ctx, st, at, denies, matched, dry, errors, waivers, outcomes
+                    )
             if denies or route_denial:
                 break
         if not (denies or route_denial or route_checked):
@@ -331,33 +314,12 @@ class Evaluator(DecisionBuilder):
             if route_denial:
                 stage = _RESIDENCY
         last_stage = stage if (denies or route_denial) else _AUDIT - 1
-        audit_hits: list[CompiledRule] = []
         if audit_positions:
-            audit_denies: list[CompiledRule] = []
-            rules = self._rules
-            for pos in audit_positions:
-                rule = rules[pos]
-                if pos in self._plain_keeps:  # matched by its index entry alone
-                    if outcomes is not None:
-                        outcomes[pos] = MATCHED
-                    audit_hits.append(rule)
-                    continue
-                self._run(
-                    rule,
-                    ctx,
-                    st,
-                    at,
-                    audit_denies,
-                    audit_hits,
-                    dry,
-                    errors,
-                    waivers,
-                    outcomes,
-                )
-            audit, audit_errors = self._audit(audit_hits)
-            errors.extend(audit_errors)
+            audit_hits, audit = self._run_audit(
+                audit_positions, ctx, st, at, dry, errors, waivers, outcomes
+            )
         else:
-            audit = NO_AUDIT
+            audit_hits, audit = [], NO_AUDIT
         if len(dry) > 1:
             dry.sort(key=self._positions.__getitem__)
         if denies or route_denial or errors:
@@ -370,6 +332,34 @@ class Evaluator(DecisionBuilder):
             explanation = self._explanation(decision, ctx, st, outcomes or {}, last_stage)
             decision = decision._replace(explanation=explanation)
         return decision
+
+    def _run_audit(
+        self,
+        positions: Sequence[int],
+        ctx: Mapping[str, Any],
+        st: EvalState,
+        at: Any,
+        dry: list[str],
+        errors: list[DecisionError],
+        waivers: list[Waiver],
+        outcomes: dict[int, str] | None,
+    ) -> tuple[list[CompiledRule], AuditObligation]:
+        """Run the audit-stage candidates (every decision has its record keeping): the
+        audit rules that matched and their merged duties."""
+        hits: list[CompiledRule] = []
+        denies: list[CompiledRule] = []
+        rules = self._rules
+        for pos in positions:
+            rule = rules[pos]
+            if pos in self._plain_keeps:  # matched by its index entry alone
+                if outcomes is not None:
+                    outcomes[pos] = MATCHED
+                hits.append(rule)
+                continue
+            self._run(rule, ctx, st, at, denies, hits, dry, errors, waivers, outcomes)
+        audit, audit_errors = self._audit(hits)
+        errors.extend(audit_errors)
+        return hits, audit
 
     def _waive(
         self,
@@ -402,6 +392,8 @@ class Evaluator(DecisionBuilder):
         waivers: list[Waiver],
         outcomes: dict[int, str] | None,
     ) -> None:
+        """Evaluate one rule (the general path, which records outcomes and errors) and add
+        it to the list its kind and mode name."""
         if (rule.start is not None and at < rule.start) or (
             rule.end is not None and at >= rule.end
         ):
