@@ -66,6 +66,14 @@ INACTIVE = "inactive"
 WAIVED = "waived"
 
 
+class _Refusal(Exception):
+    """Raised out of the stage loop with the decision that refuses an unreadable context."""
+
+    def __init__(self, decision: Decision) -> None:
+        super().__init__(decision.errors[0].code)
+        self.decision = decision
+
+
 class Evaluator(DecisionBuilder):
     """The evaluation engine of a compiled policy set: `PolicySet` with explanations left
     to its subclass (`gateway.policy.policyset`), so that this module never imports
@@ -263,6 +271,57 @@ class Evaluator(DecisionBuilder):
         dry: list[str] = []
         errors: list[DecisionError] = []
         waivers: list[Waiver] = []
+        try:
+            stage, routing, route_denial, route_checked, audit_positions = self._run_stages(
+                ctx, st, at, denies, matched, dry, errors, waivers, outcomes
+            )
+        except _Refusal as refusal:
+            return refusal.decision
+        if not (denies or route_denial or route_checked):
+            try:
+                routing, route_denial = self._route(ctx, matched)
+            except EvalError as exc:
+                return self._failure(exc.code, exc.message, STAGES[_RESIDENCY], None)
+            if route_denial:
+                stage = _RESIDENCY
+        last_stage = stage if (denies or route_denial) else _AUDIT - 1
+        audit_hits, audit = (
+            self._run_audit(audit_positions, ctx, st, at, dry, errors, waivers, outcomes)
+            if audit_positions
+            else ([], NO_AUDIT)
+        )
+        if len(dry) > 1:
+            dry.sort(key=self._positions.__getitem__)
+        decision = (
+            self._deny(
+                ctx, st, denies, matched, audit_hits, dry, errors, waivers, audit, route_denial
+            )
+            if denies or route_denial or errors
+            else self._allow(ctx, st, matched, audit_hits, dry, waivers, audit, routing)
+        )
+        if explain:
+            explanation = self._explanation(decision, ctx, st, outcomes or {}, last_stage)
+            decision = decision._replace(explanation=explanation)
+        return decision
+
+    def _run_stages(
+        self,
+        ctx: Mapping[str, Any],
+        st: EvalState,
+        at: Any,
+        denies: list[CompiledRule],
+        matched: list[CompiledRule],
+        dry: list[str],
+        errors: list[DecisionError],
+        waivers: list[Waiver],
+        outcomes: dict[int, str] | None,
+    ) -> tuple[int, Routing | None, bool, bool, Sequence[int]]:
+        """Run the candidate rules stage by stage until a stage denies, routing once the
+        residency stage is done.
+
+        Returns the last stage run, the routing, whether routing denied, whether it ran, and
+        the audit candidates. Raises `_Refusal` when the context cannot be read.
+        """
         routing: Routing | None = None
         route_denial = False
         route_checked = False
@@ -273,13 +332,9 @@ class Evaluator(DecisionBuilder):
             try:
                 mask = lookup(ctx, st)
             except EvalError as exc:  # an indexed field is unreadable: a context error
-                return self._failure(exc.code, exc.message, None, None)
-            plan = plans.get(mask)
-            if plan is None:
-                plan = self._plan_for(mask)
-            chunks, audit_part = plan
-            if audit_part:
-                audit_positions = audit_part
+                raise _Refusal(self._failure(exc.code, exc.message, None, None)) from None
+            chunks, audit_part = plans.get(mask) or self._plan_for(mask)
+            audit_positions = audit_part or audit_positions
             for rule_stage, entries, runner in chunks:
                 if rule_stage != stage:
                     # Leaving `stage`: stop at a deny, and route once residency is done.
@@ -290,7 +345,8 @@ class Evaluator(DecisionBuilder):
                         try:
                             routing, route_denial = self._route(ctx, matched)
                         except EvalError as exc:
-                            return self._failure(exc.code, exc.message, STAGES[_RESIDENCY], None)
+                            failure = self._failure(exc.code, exc.message, STAGES[_RESIDENCY], None)
+                            raise _Refusal(failure) from None
                         if route_denial:
                             stage = _RESIDENCY
                             break
@@ -306,32 +362,7 @@ class Evaluator(DecisionBuilder):
                     )
             if denies or route_denial:
                 break
-        if not (denies or route_denial or route_checked):
-            try:
-                routing, route_denial = self._route(ctx, matched)
-            except EvalError as exc:
-                return self._failure(exc.code, exc.message, STAGES[_RESIDENCY], None)
-            if route_denial:
-                stage = _RESIDENCY
-        last_stage = stage if (denies or route_denial) else _AUDIT - 1
-        if audit_positions:
-            audit_hits, audit = self._run_audit(
-                audit_positions, ctx, st, at, dry, errors, waivers, outcomes
-            )
-        else:
-            audit_hits, audit = [], NO_AUDIT
-        if len(dry) > 1:
-            dry.sort(key=self._positions.__getitem__)
-        if denies or route_denial or errors:
-            decision = self._deny(
-                ctx, st, denies, matched, audit_hits, dry, errors, waivers, audit, route_denial
-            )
-        else:
-            decision = self._allow(ctx, st, matched, audit_hits, dry, waivers, audit, routing)
-        if explain:
-            explanation = self._explanation(decision, ctx, st, outcomes or {}, last_stage)
-            decision = decision._replace(explanation=explanation)
-        return decision
+        return stage, routing, route_denial, route_checked, audit_positions
 
     def _run_audit(
         self,
