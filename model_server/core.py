@@ -16,14 +16,10 @@ from typing import Any, NoReturn
 import numpy as np
 
 from model_server.batching import Batcher, BatchingParameters, BatchStats
-from model_server.rest_json import TensorSpec, dtype_string
-from model_server.servables import (
-    DEFAULT_SIGNATURE,
-    LoadedServable,
-    ModelRegistry,
-    Signature,
-)
+from model_server.registry import ModelRegistry
+from model_server.servables import DEFAULT_SIGNATURE, LoadedServable, Signature
 from model_server.status import Code, ServingError
+from model_server.tensors import TensorSpec, dtype_string
 
 __all__ = ["ServingCore", "ServingStats", "CLASSIFY_METHOD", "REGRESS_METHOD"]
 

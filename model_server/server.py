@@ -13,14 +13,14 @@ from pathlib import Path
 
 from model_server.batching import BatchingParameters
 from model_server.monitoring import MonitoringConfig, RequestCounts
-from model_server.servables import (
+from model_server.registry import (
     ModelConfig,
     ModelRegistry,
-    SessionOptions,
     StartupError,
     configs_from_config_file,
     configs_from_model_base,
 )
+from model_server.servables import SessionOptions
 
 __all__ = ["ServeOptions", "serve", "ready_line"]
 

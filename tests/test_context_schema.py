@@ -11,7 +11,7 @@ import pytest
 
 from gateway.config.loader import HeaderNames
 from gateway.policy.cases import context_diagnostics
-from gateway.policy.schema import CONTEXT_FIELDS, DECLARED_FACTS
+from gateway.policy.language import CONTEXT_FIELDS, DECLARED_FACTS
 from gateway.request.context import ClientFacts, RouteFacts, build_context
 
 NAMES = HeaderNames()

@@ -28,11 +28,11 @@ from gateway.policy.decision import (
     SinkSuppression,
     Waiver,
 )
-from gateway.policy.editor_schema import context_json_schema, policy_json_schema
-from gateway.policy.evaluate import PolicySet
 from gateway.policy.explain import Explanation
+from gateway.policy.json_schemas import context_json_schema, policy_json_schema
+from gateway.policy.language import STAGES
 from gateway.policy.loader import LoadResult, load_policy_set
-from gateway.policy.schema import STAGES
+from gateway.policy.policyset import PolicySet
 
 __all__ = [
     "STAGES",

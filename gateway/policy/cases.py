@@ -39,8 +39,8 @@ from typing import Any
 
 from gateway.errors import Diagnostic, Location, describe_value, did_you_mean
 from gateway.policy.decision import Decision
-from gateway.policy.editor_schema import context_json_schema
-from gateway.policy.evaluate import PolicySet
+from gateway.policy.json_schemas import context_json_schema
+from gateway.policy.policyset import PolicySet
 from gateway.source import DataPath, LoadedDocument, format_path, load_yaml
 
 __all__ = [
@@ -365,6 +365,15 @@ def check_case(policy_set: PolicySet, case: Case) -> CaseResult:
 def compare(decision: Decision, want: Mapping[str, Any]) -> Iterable[str]:
     """Yield one message per unmet expectation."""
     got = decision.to_json()
+    yield from _compare_outcome(want, got)
+    yield from _compare_errors(want, got)
+    yield from _compare_texts(want, got)
+    if "obligations" in want:
+        yield from _subset("obligations", want["obligations"], got["obligations"])
+
+
+def _compare_outcome(want: Mapping[str, Any], got: Mapping[str, Any]) -> Iterable[str]:
+    """Effect, status, stage and the rules that decided."""
     for key in ("effect", "status", "stage"):
         if key in want and want[key] != got[key]:
             yield f"{key}: want `{want[key]}`, got `{got[key]}`"
@@ -375,6 +384,10 @@ def compare(decision: Decision, want: Mapping[str, Any]) -> Iterable[str]:
         missing = [r for r in want["rules_include"] if r not in got["rules"]]
         if missing:
             yield f"rules: missing {missing}, got {got['rules']}"
+
+
+def _compare_errors(want: Mapping[str, Any], got: Mapping[str, Any]) -> Iterable[str]:
+    """Evaluation errors: expected exactly, and never silently."""
     codes = [e["code"] for e in got["errors"]]
     if "errors" in want:
         if codes != want["errors"]:
@@ -384,6 +397,10 @@ def compare(decision: Decision, want: Mapping[str, Any]) -> Iterable[str]:
         # would pass for the wrong reason, so errors must be expected explicitly.
         where = ", ".join(f"{e['code']} in `{e['rule']}`" for e in got["errors"])
         yield f"errors: the decision has evaluation errors ({where}); add `errors:` to expect them"
+
+
+def _compare_texts(want: Mapping[str, Any], got: Mapping[str, Any]) -> Iterable[str]:
+    """Legal bases, the problem, and what its remedy mentions."""
     for basis in want.get("legal_basis", []):
         if not any(all(b.get(k) == v for k, v in basis.items()) for b in got["legal_basis"]):
             refs = [f"{b['regime']} {b['ref']}" for b in got["legal_basis"]]
@@ -400,8 +417,6 @@ def compare(decision: Decision, want: Mapping[str, Any]) -> Iterable[str]:
         texts = [problem.get("detail") or "", *(str(v) for v in remedy.values() if v)]
         if not any(token in text for text in texts):
             yield f"problem: neither detail nor remedy mentions `{token}`"
-    if "obligations" in want:
-        yield from _subset("obligations", want["obligations"], got["obligations"])
 
 
 def _subset(path: str, want: Any, got: Any) -> Iterable[str]:

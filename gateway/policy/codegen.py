@@ -16,18 +16,9 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from gateway.policy.predicates import (
-    ABSENT,
-    PRESENT,
-    EvalError,
-    EvalState,
-    Getter,
-    Predicate,
-    Template,
-    make_getter,
-    render_value,
-)
-from gateway.policy.predicates import _time as _read_time
+from gateway.policy.predicates import make_getter, read_time
+from gateway.policy.state import ABSENT, PRESENT, EvalError, EvalState, Getter, Predicate
+from gateway.policy.templates import Template, render_value
 from gateway.policy.vocabulary import Vocabulary, region_in
 
 __all__ = [
@@ -148,16 +139,14 @@ def fast_template(template: Template, vocabulary: Vocabulary) -> Template:
             name = part[0]
             pieces.append(f"TEXT({b.read(name)}, {b.const(name)}, null)")
     source = "def render(ctx, st, null):\n    return " + " + ".join(pieces) + "\n"
-    namespace = dict(b.constants)
     # SECURITY: literal text of the template is bound as constants (Rule 1).
-    exec(compile(source, "<policy:template>", "exec"), namespace)
-    template.fast = namespace["render"]
+    template.fast = define(source, "render", b.constants, "template")
     return template
 
 
 _HELPERS: dict[str, Any] = {
     "BAD": _bad,
-    "TIME": _read_time,
+    "TIME": read_time,
     "LIST": _list,
     "DIG": _dig,
     "RHITS": _region_hits,
@@ -388,16 +377,55 @@ def _list_source(b: CodeBuilder, leaf: TypedLeaf) -> str:
     return f"{k}.issubset({values})"
 
 
+def define(source: str, name: str, constants: Mapping[str, Any], label: str) -> Any:
+    """Execute generated `source` with `constants` bound and return its function `name`.
+
+    SECURITY: callers build `source` only from identifiers and operators they chose; every
+    value from a policy or a context is one of `constants` (Rule 1). The function's
+    docstring is its source, for debugging and `tests/policy/test_codegen.py`.
+    """
+    namespace = dict(constants)
+    exec(compile(source, f"<policy:{label}>", "exec"), namespace)
+    fn = namespace[name]
+    fn.__doc__ = source
+    return fn
+
+
 def generate_predicate(b: CodeBuilder, expression: str, name: str) -> Predicate:
     """Compile an expression over `(ctx, st)` into a function."""
     # SECURITY: `expression` is built only from identifiers and operators chosen above;
     # every literal from a policy is a bound constant (Rule 1).
     source = f"def {name}(ctx, st):\n    return {expression}\n"
-    namespace = dict(b.constants)
-    exec(compile(source, f"<policy:{name}>", "exec"), namespace)
-    fn: Predicate = namespace[name]
-    fn.__doc__ = source  # the generated source, for debugging and `test_codegen`
+    fn: Predicate = define(source, name, b.constants, name)
     return fn
+
+
+def _keyed_lines(b: CodeBuilder, field: str, ftype: str, t: str, p: str) -> list[str]:
+    """The lookup lines that add the rules keyed by the value (or each element) of `v`:
+    `t` names the key -> mask table, `p` the field path."""
+    if ftype.startswith("list:"):
+        lines = []
+        if field in _PREFETCHED_LISTS:  # already validated by `load_sections`
+            lines.append("        for k in v:")
+        else:
+            lines.append("        if v.__class__ is not list: BAD(" + p + ", 'a list')")
+            lines.append("        for k in v:")
+            lines.append("            if k.__class__ is not str: BAD(" + p + ", 'strings')")
+        lines.append(f"            found |= {t}.get(k, 0)")
+        if ftype == "list:region":
+            lines.append("            if '-' in k:")
+            lines.append(f"                found |= {t}.get(k.partition('-')[0], 0)")
+        return lines
+    py = _PY_TYPES.get(_base(ftype), "str")
+    expected = b.const({"str": "a string", "int": "an integer", "bool": "a boolean"}[py])
+    lines = [
+        f"        if v.__class__ is not {py}: BAD({p}, {expected})",
+        f"        found |= {t}.get(v, 0)",
+    ]
+    if ftype == "region":
+        lines.append("        if '-' in v:")
+        lines.append(f"            found |= {t}.get(v.partition('-')[0], 0)")
+    return lines
 
 
 def generate_candidates(
@@ -440,32 +468,13 @@ def generate_candidates(
         if not [k for k in table if k is not PRESENT and k is not ABSENT]:
             lines.append("        pass")
             continue
-        if ftype.startswith("list:"):
-            if field in _PREFETCHED_LISTS:  # already validated by `load_sections`
-                lines.append("        for k in v:")
-            else:
-                lines.append("        if v.__class__ is not list: BAD(" + p + ", 'a list')")
-                lines.append("        for k in v:")
-                lines.append("            if k.__class__ is not str: BAD(" + p + ", 'strings')")
-            lines.append(f"            found |= {t}.get(k, 0)")
-            if ftype == "list:region":
-                lines.append("            if '-' in k:")
-                lines.append(f"                found |= {t}.get(k.partition('-')[0], 0)")
-            continue
-        py = _PY_TYPES.get(_base(ftype), "str")
-        expected = b.const({"str": "a string", "int": "an integer", "bool": "a boolean"}[py])
-        lines.append(f"        if v.__class__ is not {py}: BAD({p}, {expected})")
-        lines.append(f"        found |= {t}.get(v, 0)")
-        if ftype == "region":
-            lines.append("        if '-' in v:")
-            lines.append(f"            found |= {t}.get(v.partition('-')[0], 0)")
+        lines.extend(_keyed_lines(b, field, ftype, t, p))
     lines.append("    return found")
     source = "\n".join(lines) + "\n"
-    namespace = dict(b.constants)
     # SECURITY: see Rule 1; table keys and field names are bound constants.
-    exec(compile(source, "<policy:candidates>", "exec"), namespace)
-    fn: Callable[[Mapping[str, Any], EvalState], int] = namespace["candidates"]
-    fn.__doc__ = source
+    fn: Callable[[Mapping[str, Any], EvalState], int] = define(
+        source, "candidates", b.constants, "candidates"
+    )
     return fn
 
 
@@ -522,9 +531,8 @@ def generate_key_reader(
     lines.append("            return None")
     lines.append("    return out")
     source = "\n".join(lines) + "\n"
-    namespace = dict(b.constants)
     # SECURITY: field names are bound constants (Rule 1).
-    exec(compile(source, "<policy:key>", "exec"), namespace)
-    fn: Callable[[Mapping[str, Any], EvalState], tuple[Any, ...] | None] = namespace["key"]
-    fn.__doc__ = source
+    fn: Callable[[Mapping[str, Any], EvalState], tuple[Any, ...] | None] = define(
+        source, "key", b.constants, "key"
+    )
     return fn

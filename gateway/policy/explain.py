@@ -24,13 +24,14 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.errors import Location
-from gateway.policy.predicates import EvalError, EvalState
-from gateway.policy.schema import DECLARED_FACTS, STAGES
+from gateway.policy.language import DECLARED_FACTS, STAGES
+from gateway.policy.state import EvalError, EvalState
+from gateway.policy.times import parse_interval
 
 if TYPE_CHECKING:
-    from gateway.policy.compile import CNode
     from gateway.policy.decision import Decision
-    from gateway.policy.evaluate import PolicySet
+    from gateway.policy.evaluate import Evaluator
+    from gateway.policy.ir import CNode
 
 __all__ = [
     "ConditionTrace",
@@ -229,7 +230,7 @@ def _trace(
 
 
 def build_explanation(
-    policy_set: PolicySet,
+    policy_set: Evaluator,
     decision: Decision,
     ctx: Mapping[str, Any],
     st: EvalState,
@@ -273,7 +274,7 @@ def _rule_trace(rule: Any, ctx: Mapping[str, Any], st: EvalState, outcome: str) 
     )
 
 
-def _routing_lines(policy_set: PolicySet, decision: Decision, ctx: Mapping[str, Any]) -> list[str]:
+def _routing_lines(policy_set: Evaluator, decision: Decision, ctx: Mapping[str, Any]) -> list[str]:
     """Each candidate backend, eligible or not, and why (the residency step)."""
     routing = decision.obligations.routing
     backends = ctx.get("backends")
@@ -309,12 +310,10 @@ def _routing_lines(policy_set: PolicySet, decision: Decision, ctx: Mapping[str, 
 
 
 def explain_rule(
-    policy_set: PolicySet, decision: Decision, ctx: Mapping[str, Any], rule_id: str
+    policy_set: Evaluator, decision: Decision, ctx: Mapping[str, Any], rule_id: str
 ) -> str:
     """Answer "why (not) this rule" for one decision: the rule's outcome, its effective
     window, and every condition with the value it read (also for stages that did not run)."""
-    from gateway.policy.predicates import parse_interval
-
     rule = next((r for r in policy_set.rules if r.id == rule_id), None)
     if rule is None:
         return f"no rule `{rule_id}` in the policy set"
@@ -333,30 +332,7 @@ def explain_rule(
     trace = _rule_trace(rule, ctx, st, outcome)
     audit_ids = {r.id for r in policy_set.rules if r.spec.stage == "audit"}
     lines = [_summary(decision, audit_ids), trace.heading()]
-    if rule_id in decision.rules and rule.spec.stage != "audit":
-        verdict = (
-            "it decided this request"
-            if decision.effect == "deny" and rule.denies
-            else ("it applied to this request")
-        )
-    elif rule_id in decision.rules:
-        verdict = "an audit duty: it sets record keeping, it did not decide the request"
-    elif rule_id in decision.dry_run:
-        verdict = "it matched in dry-run: reported, never enforced"
-    elif known is None:
-        verdict = f"stage `{rule.spec.stage}` did not run: stage `{decision.stage}` decided first"
-    elif outcome == "inactive" or not _in_force(rule, now):
-        verdict = f"not in force at {raw_now} (effective {trace.effective})"
-    elif outcome == "waived":
-        waiver = next((w for w in decision.waivers if w.rule == rule_id), None)
-        verdict = f"waived until {waiver.until} ({waiver.ticket})" if waiver else "waived"
-    elif outcome in ("not_matched", "skipped"):
-        failed = _failed_conjunct(trace.conditions)
-        verdict = "its condition did not hold" + (f": `{failed}` was false" if failed else "")
-    elif outcome == "error":
-        verdict = "it could not be evaluated (the request is refused)"
-    else:
-        verdict = outcome
+    verdict = _verdict(rule, decision, known, trace, now, raw_now)
     missing = [
         DECLARED_FACTS[a.fact]
         for a in rule.spec.when_absent
@@ -367,6 +343,39 @@ def explain_rule(
     lines.append(f"  why: {verdict}")
     lines.extend(trace.condition_lines())
     return "\n".join(lines)
+
+
+def _verdict(
+    rule: Any,
+    decision: Decision,
+    known: RuleTrace | None,
+    trace: RuleTrace,
+    now: Any,
+    raw_now: object,
+) -> str:
+    """Why a rule did or did not take part in a decision (`known`: its trace, if it ran)."""
+    outcome = trace.outcome
+    if rule.id in decision.rules:
+        if rule.spec.stage == "audit":
+            return "an audit duty: it sets record keeping, it did not decide the request"
+        if decision.effect == "deny" and rule.denies:
+            return "it decided this request"
+        return "it applied to this request"
+    if rule.id in decision.dry_run:
+        return "it matched in dry-run: reported, never enforced"
+    if known is None:
+        return f"stage `{rule.spec.stage}` did not run: stage `{decision.stage}` decided first"
+    if outcome == "inactive" or not _in_force(rule, now):
+        return f"not in force at {raw_now} (effective {trace.effective})"
+    if outcome == "waived":
+        waiver = next((w for w in decision.waivers if w.rule == rule.id), None)
+        return f"waived until {waiver.until} ({waiver.ticket})" if waiver else "waived"
+    if outcome in ("not_matched", "skipped"):
+        failed = _failed_conjunct(trace.conditions)
+        return "its condition did not hold" + (f": `{failed}` was false" if failed else "")
+    if outcome == "error":
+        return "it could not be evaluated (the request is refused)"
+    return outcome
 
 
 def _summary(decision: Decision, audit_ids: frozenset[str] | set[str] = frozenset()) -> str:

@@ -22,8 +22,8 @@ import rfc8785
 
 from gateway.errors import Diagnostic, Location, has_errors, sort_diagnostics
 from gateway.policy.compile import compile_documents
-from gateway.policy.evaluate import PolicySet
 from gateway.policy.parse import ParsedFile, parse_document
+from gateway.policy.policyset import PolicySet
 from gateway.privacy.detectors import emitted_categories as detector_categories
 from gateway.source import LoadedDocument, load_yaml
 

@@ -10,45 +10,42 @@ the rest of the file is still read, and every diagnostic carries the data path
 
 from __future__ import annotations
 
-import datetime as dt
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import Diagnostic, Location, describe_value, did_you_mean
-from gateway.policy.schema import (
-    DECLARED_FACTS,
-    EFFECTS,
-    IMAGE_MARK_SCHEMES,
-    MASK_METHODS,
-    MODES,
-    OPERATORS,
-    PROBLEM_TYPES,
-    STAGES,
+from gateway.errors import Diagnostic, did_you_mean
+from gateway.policy.ast import (
     AbsenceSpec,
     AllOf,
     AnyOf,
-    AuditSpec,
     BasisSpec,
     Condition,
     ExceptionSpec,
     FieldRef,
-    HeaderSpec,
-    ImageMarkSpec,
-    MaskSpec,
     Not,
     ObligationsSpec,
     PackDoc,
     ProblemSpec,
     RemedySpec,
-    RouteSpec,
     RuleSpec,
     SettingsDoc,
-    SinkSpec,
     Test,
 )
-from gateway.policy.vocabulary import RegimeInfo, Vocabulary, build_groups
+from gateway.policy.language import DECLARED_FACTS, EFFECTS, MODES, OPERATORS, PROBLEM_TYPES, STAGES
+from gateway.policy.parse_obligations import parse_obligations
+from gateway.policy.parse_vocabulary import parse_vocabulary
+from gateway.policy.reader import (
+    HEADER_NAME,
+    SCHEMA,
+    Reader,
+    describe,
+    one_of,
+    parse_time,
+    quoted_list,
+)
+from gateway.policy.vocabulary import Vocabulary
 from gateway.source import DataPath, LoadedDocument, format_path
 
 __all__ = [
@@ -62,15 +59,7 @@ __all__ = [
 ]
 
 DOCUMENT_KINDS: tuple[str, ...] = ("vocabulary", "pack", "settings", "cases")
-
-SCHEMA = "policy_schema_error"
-TYPE = "policy_type_error"
-
 _RULE_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
-_COUNTRY = re.compile(r"^[A-Z]{2}$")
-_SUBDIVISION = re.compile(r"^[A-Z]{2}-[A-Z0-9]{1,3}$")
-_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]*$")
 
 
 @dataclass(slots=True)
@@ -83,195 +72,6 @@ class ParsedFile:
     pack: PackDoc | None = None
     settings: SettingsDoc | None = None
     diagnostics: list[Diagnostic] = field(default_factory=list)
-
-
-class Reader:
-    """Typed, located accessors over a `LoadedDocument` that collect diagnostics."""
-
-    def __init__(self, doc: LoadedDocument) -> None:
-        self.doc = doc
-        self.diagnostics: list[Diagnostic] = []
-
-    def loc(self, path: DataPath) -> Location:
-        """Location of the value at `path`."""
-        return self.doc.location(path)
-
-    def error(
-        self,
-        code: str,
-        message: str,
-        path: DataPath,
-        *,
-        help: str | None = None,
-        at_key: bool = False,
-        severity: str = "error",
-    ) -> None:
-        """Record a diagnostic at `path`."""
-        self.diagnostics.append(
-            self.doc.diagnostic(code, message, path, help=help, at_key=at_key, severity=severity)
-        )
-
-    def type_error(
-        self, path: DataPath, expected: str, value: object, what: str | None = None
-    ) -> None:
-        """Record a wrong-type diagnostic (with YAML 1.1 help where it applies)."""
-        self.diagnostics.append(self.doc.type_error(path, expected, value, what=what, code=TYPE))
-
-    def mapping(
-        self,
-        value: object,
-        path: DataPath,
-        *,
-        what: str,
-        required: Iterable[str] = (),
-        optional: Iterable[str] = (),
-    ) -> dict[str, Any] | None:
-        """Check `value` is a mapping with only known keys and all required ones."""
-        if not isinstance(value, dict):
-            self.type_error(path, "a mapping", value, what)
-            return None
-        req = tuple(required)
-        known = (*req, *optional)
-        for key in value:
-            if key not in known:
-                self.error(
-                    SCHEMA,
-                    f"unknown key `{key}` in {what}",
-                    (*path, key),
-                    help=did_you_mean(key, known) or _expected_keys(known),
-                    at_key=True,
-                )
-        for key in req:
-            if key not in value:
-                self.error(SCHEMA, f"{what} is missing `{key}`", path)
-        return value
-
-    def string(
-        self,
-        value: object,
-        path: DataPath,
-        what: str,
-        *,
-        choices: Iterable[str] = (),
-        pattern: re.Pattern[str] | None = None,
-        pattern_help: str | None = None,
-    ) -> str | None:
-        """Check `value` is a non-empty string (one of `choices` when given)."""
-        if not isinstance(value, str):
-            self.type_error(path, "a string", value, what)
-            return None
-        if not value.strip():
-            self.error(SCHEMA, f"{what} must not be empty", path)
-            return None
-        options = tuple(choices)
-        if options and value not in options:
-            self.error(
-                SCHEMA,
-                f"unknown {what} `{value}`",
-                path,
-                help=did_you_mean(value, options) or _one_of(options),
-            )
-            return None
-        if pattern is not None and not pattern.match(value):
-            self.error(SCHEMA, f"invalid {what} `{value}`", path, help=pattern_help)
-            return None
-        return value
-
-    def optional_string(
-        self, data: Mapping[str, Any], key: str, path: DataPath, what: str
-    ) -> str | None:
-        """Read an optional string member."""
-        if key not in data or data[key] is None:
-            return None
-        return self.string(data[key], (*path, key), what)
-
-    def integer(
-        self,
-        value: object,
-        path: DataPath,
-        what: str,
-        *,
-        minimum: int | None = None,
-        choices: Iterable[int] = (),
-    ) -> int | None:
-        """Check `value` is an integer (not a boolean), optionally bounded or enumerated."""
-        if not isinstance(value, int) or isinstance(value, bool):
-            self.type_error(path, "an integer", value, what)
-            return None
-        options = tuple(choices)
-        if options and value not in options:
-            self.error(SCHEMA, f"{what} must be one of {_list(options)}, got `{value}`", path)
-            return None
-        if minimum is not None and value < minimum:
-            self.error(SCHEMA, f"{what} must be at least {minimum}, got `{value}`", path)
-            return None
-        return value
-
-    def boolean(self, value: object, path: DataPath, what: str) -> bool | None:
-        """Check `value` is a boolean."""
-        if not isinstance(value, bool):
-            self.type_error(path, "a boolean", value, what)
-            return None
-        return value
-
-    def time(self, value: object, path: DataPath, what: str) -> dt.date | dt.datetime | None:
-        """Read a date (`2025-02-02`) or an RFC 3339 date-time."""
-        parsed = parse_time(value)
-        if parsed is None:
-            self.error(
-                TYPE,
-                f"{what} must be a date (YYYY-MM-DD) or an RFC 3339 time, got {_describe(value)}",
-                path,
-            )
-        return parsed
-
-    def date(self, value: object, path: DataPath, what: str) -> dt.date | None:
-        """Read a calendar date."""
-        parsed = parse_time(value)
-        if parsed is None or isinstance(parsed, dt.datetime):
-            self.error(TYPE, f"{what} must be a date (YYYY-MM-DD), got {_describe(value)}", path)
-            return None
-        return parsed
-
-    def string_list(
-        self, value: object, path: DataPath, what: str, *, allow_empty: bool = True
-    ) -> list[str]:
-        """Read a list of strings (a single string is not accepted: write `[x]`)."""
-        if not isinstance(value, list):
-            self.type_error(path, "a list", value, what)
-            return []
-        out: list[str] = []
-        for i, item in enumerate(value):
-            text = self.string(item, (*path, i), what + " entry")
-            if text is not None:
-                out.append(text)
-        if not value and not allow_empty:
-            self.error(SCHEMA, f"{what} must not be empty", path)
-        return out
-
-    def listing(self, value: object, path: DataPath, what: str) -> list[Any]:
-        """Check `value` is a list."""
-        if not isinstance(value, list):
-            self.type_error(path, "a list", value, what)
-            return []
-        return value
-
-
-def parse_time(value: object) -> dt.date | dt.datetime | None:
-    """Parse a date or RFC 3339 date-time (YAML-decoded or string); naive means UTC."""
-    if isinstance(value, dt.datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-    if isinstance(value, dt.date):
-        return value
-    if not isinstance(value, str) or not 10 <= len(value) <= 40:
-        return None
-    try:
-        if len(value) == 10:
-            return dt.date.fromisoformat(value)
-        parsed = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=dt.UTC)
 
 
 def parse_document(doc: LoadedDocument) -> ParsedFile:
@@ -289,14 +89,17 @@ def parse_document(doc: LoadedDocument) -> ParsedFile:
         return out
     if "kind" not in data:
         reader.error(
-            SCHEMA, "missing `kind`", (), help=f"add `kind:` with one of {_list(DOCUMENT_KINDS)}"
+            SCHEMA,
+            "missing `kind`",
+            (),
+            help=f"add `kind:` with one of {quoted_list(DOCUMENT_KINDS)}",
         )
         out.diagnostics = reader.diagnostics
         return out
     kind = reader.string(data["kind"], ("kind",), "document kind", choices=DOCUMENT_KINDS)
     out.kind = kind
     if kind == "vocabulary":
-        out.vocabulary = _parse_vocabulary(reader, data)
+        out.vocabulary = parse_vocabulary(reader, data)
     elif kind == "pack":
         out.pack = _parse_pack(reader, data)
     elif kind == "settings":
@@ -401,7 +204,7 @@ def _parse_rule(
             SCHEMA,
             "rule is missing `stage`",
             path,
-            help=f"set `stage:` on the rule or the pack; one of {_list(STAGES)}",
+            help=f"set `stage:` on the rule or the pack; one of {quoted_list(STAGES)}",
         )
     mode = "enforce"
     if "mode" in data:
@@ -418,7 +221,7 @@ def _parse_rule(
         problem = _parse_problem(r, data["problem"], (*path, "problem"))
     obligations = ObligationsSpec()
     if "obligations" in data:
-        obligations = _parse_obligations(r, data["obligations"], (*path, "obligations"))
+        obligations = parse_obligations(r, data["obligations"], (*path, "obligations"))
     eff_from = (
         r.time(data["effective_from"], (*path, "effective_from"), "effective_from")
         if data.get("effective_from") is not None
@@ -475,7 +278,7 @@ def _parse_absence(r: Reader, raw: object, path: DataPath) -> Iterable[AbsenceSp
                 SCHEMA,
                 f"`{fact}` is not a declared fact",
                 sub,
-                help=did_you_mean(str(fact), DECLARED_FACTS) or _one_of(DECLARED_FACTS),
+                help=did_you_mean(str(fact), DECLARED_FACTS) or one_of(DECLARED_FACTS),
                 at_key=True,
             )
             continue
@@ -491,7 +294,7 @@ def _parse_absence(r: Reader, raw: object, path: DataPath) -> Iterable[AbsenceSp
             continue
         r.error(
             SCHEMA,
-            f"cannot read what the absence of `{fact}` means ({_describe(meaning)})",
+            f"cannot read what the absence of `{fact}` means ({describe(meaning)})",
             sub,
             help=_ABSENCE_HELP,
         )
@@ -543,7 +346,10 @@ def _parse_tests(r: Reader, field_path: str, value: object, path: DataPath) -> l
         return [Test(field_path, "eq", value, r.loc(path), path)]
     if not value:
         r.error(
-            SCHEMA, f"no operator for `{field_path}`", path, help=f"use one of {_list(OPERATORS)}"
+            SCHEMA,
+            f"no operator for `{field_path}`",
+            path,
+            help=f"use one of {quoted_list(OPERATORS)}",
         )
         return []
     tests: list[Test] = []
@@ -564,7 +370,7 @@ def _parse_tests(r: Reader, field_path: str, value: object, path: DataPath) -> l
                     f"unknown operator `{op}`",
                     sub,
                     at_key=True,
-                    help=did_you_mean(op, OPERATORS) or _one_of(OPERATORS),
+                    help=did_you_mean(op, OPERATORS) or one_of(OPERATORS),
                 )
             continue
         tests.append(Test(field_path, op, _operand(r, operand, sub), r.loc(sub), sub))
@@ -625,7 +431,7 @@ def _parse_problem(r: Reader, raw: object, path: DataPath) -> ProblemSpec | None
         if rd is not None:
             text = r.string(rd.get("text"), (*sub, "text"), "remedy text") if "text" in rd else None
             header = r.optional_string(rd, "header", sub, "remedy header")
-            if header is not None and not _HEADER_NAME.match(header):
+            if header is not None and not HEADER_NAME.match(header):
                 r.error(SCHEMA, f"invalid header name `{header}`", (*sub, "header"))
             value = r.optional_string(rd, "value", sub, "remedy value")
             if text is not None:
@@ -637,166 +443,6 @@ def _parse_problem(r: Reader, raw: object, path: DataPath) -> ProblemSpec | None
         remedy,
         r.loc(path),
     )
-
-
-_OBLIGATION_KEYS = ("mask", "route", "headers", "image_marks", "suppress_sinks", "audit")
-
-
-def _parse_obligations(r: Reader, raw: object, path: DataPath) -> ObligationsSpec:
-    data = r.mapping(raw, path, what="obligations", optional=_OBLIGATION_KEYS)
-    if data is None:
-        return ObligationsSpec()
-    masks: list[MaskSpec] = []
-    if "mask" in data:
-        sub = (*path, "mask")
-        items = data["mask"] if isinstance(data["mask"], list) else [data["mask"]]
-        base = sub if not isinstance(data["mask"], list) else None
-        for i, item in enumerate(items):
-            ipath = base if base is not None else (*sub, i)
-            spec = _parse_mask(r, item, ipath)
-            if spec is not None:
-                masks.append(spec)
-    route = _parse_route(r, data["route"], (*path, "route")) if "route" in data else None
-    headers: list[HeaderSpec] = []
-    if "headers" in data:
-        sub = (*path, "headers")
-        hd = r.mapping(
-            data["headers"],
-            sub,
-            what="headers",
-            optional=tuple(data["headers"]) if isinstance(data["headers"], dict) else (),
-        )
-        for name, value in (hd or {}).items():
-            if not _HEADER_NAME.match(name):
-                r.error(SCHEMA, f"invalid header name `{name}`", (*sub, name), at_key=True)
-                continue
-            text = r.string(value, (*sub, name), f"header `{name}`")
-            if text is not None:
-                headers.append(
-                    HeaderSpec(name, text, r.loc((*sub, name)), format_path((*sub, name)))
-                )
-    marks: list[ImageMarkSpec] = []
-    if "image_marks" in data:
-        sub = (*path, "image_marks")
-        for i, item in enumerate(r.listing(data["image_marks"], sub, "image_marks")):
-            mark = _parse_mark(r, item, (*sub, i))
-            if mark is not None:
-                marks.append(mark)
-    sinks = None
-    if "suppress_sinks" in data:
-        sub = (*path, "suppress_sinks")
-        sd = r.mapping(
-            data["suppress_sinks"],
-            sub,
-            what="suppress_sinks",
-            optional=("categories", "sale_or_share"),
-        )
-        if sd is not None:
-            cats = r.string_list(sd.get("categories", []), (*sub, "categories"), "categories")
-            sale = r.boolean(
-                sd.get("sale_or_share", False), (*sub, "sale_or_share"), "sale_or_share"
-            )
-            if not cats and not sale:
-                r.error(SCHEMA, "suppress_sinks names no categories and not sale_or_share", sub)
-            sinks = SinkSpec(tuple(cats), bool(sale), r.loc(sub), format_path(sub))
-    audit = None
-    if "audit" in data:
-        sub = (*path, "audit")
-        ad = r.mapping(
-            data["audit"], sub, what="audit", optional=("retention_days", "storage_region")
-        )
-        if ad is not None:
-            days = (
-                r.integer(
-                    ad["retention_days"], (*sub, "retention_days"), "retention_days", minimum=1
-                )
-                if "retention_days" in ad
-                else None
-            )
-            region = r.optional_string(ad, "storage_region", sub, "storage_region")
-            if "retention_days" not in ad and "storage_region" not in ad:
-                r.error(SCHEMA, "audit sets neither retention_days nor storage_region", sub)
-            audit = AuditSpec(days, region, r.loc(sub), format_path(sub))
-    return ObligationsSpec(tuple(masks), route, tuple(headers), tuple(marks), sinks, audit)
-
-
-def _parse_mask(r: Reader, raw: object, path: DataPath) -> MaskSpec | None:
-    data = r.mapping(
-        raw, path, what="mask", required=("method",), optional=("categories", "paths", "keep")
-    )
-    if data is None:
-        return None
-    method = (
-        r.string(data.get("method"), (*path, "method"), "mask method", choices=MASK_METHODS)
-        if "method" in data
-        else None
-    )
-    cats = r.string_list(data.get("categories", []), (*path, "categories"), "categories")
-    paths = r.string_list(data.get("paths", []), (*path, "paths"), "paths")
-    if not cats and not paths:
-        r.error(SCHEMA, "mask names no categories and no paths", path)
-        return None
-    keep = None
-    if method == "keep_last":
-        if "keep" not in data:
-            r.error(SCHEMA, "`keep_last` needs `keep` (how many characters stay visible)", path)
-            return None
-        keep = r.integer(data["keep"], (*path, "keep"), "keep", minimum=1)
-    elif "keep" in data:
-        r.error(
-            SCHEMA,
-            f"`keep` only applies to `keep_last`, not `{method}`",
-            (*path, "keep"),
-            at_key=True,
-        )
-    if method is None:
-        return None
-    return MaskSpec(tuple(cats), tuple(paths), method, keep, r.loc(path), format_path(path))
-
-
-def _parse_route(r: Reader, raw: object, path: DataPath) -> RouteSpec | None:
-    data = r.mapping(raw, path, what="route", required=("regions",), optional=("or_mechanisms",))
-    if data is None:
-        return None
-    regions = r.string_list(
-        data.get("regions", []), (*path, "regions"), "region", allow_empty=False
-    )
-    mechanisms = r.string_list(
-        data.get("or_mechanisms", []), (*path, "or_mechanisms"), "transfer mechanism"
-    )
-    return RouteSpec(tuple(regions), tuple(mechanisms), r.loc(path), format_path(path))
-
-
-def _parse_mark(r: Reader, raw: object, path: DataPath) -> ImageMarkSpec | None:
-    data = r.mapping(
-        raw, path, what="image mark", required=("scheme",), optional=("value", "fields")
-    )
-    if data is None:
-        return None
-    scheme = (
-        r.string(
-            data.get("scheme"), (*path, "scheme"), "image mark scheme", choices=IMAGE_MARK_SCHEMES
-        )
-        if "scheme" in data
-        else None
-    )
-    value = r.optional_string(data, "value", path, "value")
-    fields: list[tuple[str, str]] = []
-    if "fields" in data:
-        sub = (*path, "fields")
-        fd = r.mapping(
-            data["fields"],
-            sub,
-            what="fields",
-            optional=tuple(data["fields"]) if isinstance(data["fields"], dict) else (),
-        )
-        for key, val in (fd or {}).items():
-            text = r.string(val, (*sub, key), f"field `{key}`")
-            if text is not None:
-                fields.append((key, text))
-    if scheme is None:
-        return None
-    return ImageMarkSpec(scheme, value, tuple(fields), r.loc(path), format_path(path))
 
 
 def _parse_exceptions(r: Reader, raw: object, path: DataPath) -> Iterable[ExceptionSpec]:
@@ -878,240 +524,3 @@ def _parse_settings(r: Reader, data: dict[str, Any]) -> SettingsDoc | None:
         operator_location,
         us_nexus,
     )
-
-
-# --------------------------------------------------------------------------- vocabulary
-
-_VOCAB_SETS = (
-    "lawful_bases",
-    "consents",
-    "deployment_contexts",
-    "transfer_mechanisms",
-    "sink_categories",
-    "model_kinds",
-    "model_outputs",
-    "licence_kinds",
-)
-_FLAG_TYPES = ("boolean", "string", "integer")
-
-
-def _parse_vocabulary(r: Reader, data: dict[str, Any]) -> Vocabulary | None:
-    r.mapping(
-        data,
-        (),
-        what="vocabulary",
-        required=("kind", "regions", "purposes", "personal_data", "regimes"),
-        optional=("version", "purpose_attributes", "tenant_flags", *_VOCAB_SETS),
-    )
-    before = len(r.diagnostics)
-    countries, subdivisions, groups, order = _parse_regions(r, data.get("regions"))
-    attributes = _described_names(
-        r, data.get("purpose_attributes", {}), ("purpose_attributes",), "purpose attribute"
-    )
-    purposes: dict[str, dict[str, bool]] = {}
-    praw = r.mapping(
-        data.get("purposes"),
-        ("purposes",),
-        what="purposes",
-        optional=tuple(data.get("purposes") or ())
-        if isinstance(data.get("purposes"), dict)
-        else (),
-    )
-    for name, attrs in (praw or {}).items():
-        sub: DataPath = ("purposes", name)
-        if not _NAME.match(name):
-            r.error(SCHEMA, f"invalid purpose name `{name}`", sub, at_key=True)
-        if attrs is None:
-            purposes[name] = {}
-            continue
-        ad = r.mapping(attrs, sub, what=f"purpose `{name}`", optional=tuple(attributes))
-        purposes[name] = {}
-        for attr, flag in (ad or {}).items():
-            if attr in attributes:
-                value = r.boolean(flag, (*sub, attr), attr)
-                if value is not None:
-                    purposes[name][attr] = value
-    pd = _described_names(
-        r, data.get("personal_data"), ("personal_data",), "personal-data category"
-    )
-    regimes: dict[str, RegimeInfo] = {}
-    rraw = r.mapping(
-        data.get("regimes"),
-        ("regimes",),
-        what="regimes",
-        optional=tuple(data.get("regimes") or ()) if isinstance(data.get("regimes"), dict) else (),
-    )
-    for rid, info in (rraw or {}).items():
-        sub = ("regimes", rid)
-        idata = r.mapping(
-            info,
-            sub,
-            what=f"regime `{rid}`",
-            required=("name",),
-            optional=("url", "demanding_party", "jurisdiction"),
-        )
-        if idata is None:
-            continue
-        regimes[rid] = RegimeInfo(
-            rid,
-            r.string(idata.get("name"), (*sub, "name"), "name") or rid,
-            r.optional_string(idata, "url", sub, "url"),
-            r.optional_string(idata, "demanding_party", sub, "demanding_party"),
-            r.optional_string(idata, "jurisdiction", sub, "jurisdiction"),
-        )
-    sets: dict[str, frozenset[str]] = {}
-    for key in _VOCAB_SETS:
-        sets[key] = frozenset(_described_names(r, data.get(key, []), (key,), key[:-1]))
-    flags: dict[str, str] = {}
-    fraw = data.get("tenant_flags", {})
-    fd = r.mapping(
-        fraw,
-        ("tenant_flags",),
-        what="tenant_flags",
-        optional=tuple(fraw) if isinstance(fraw, dict) else (),
-    )
-    for name, spec in (fd or {}).items():
-        sub = ("tenant_flags", name)
-        sd = r.mapping(
-            spec, sub, what=f"tenant flag `{name}`", required=("type",), optional=("description",)
-        )
-        if sd is not None and "type" in sd:
-            ftype = r.string(sd["type"], (*sub, "type"), "flag type", choices=_FLAG_TYPES)
-            if ftype is not None:
-                flags[name] = ftype
-    if len(r.diagnostics) != before:
-        return None
-    return Vocabulary(
-        countries=frozenset(countries),
-        subdivisions=subdivisions,
-        groups=groups,
-        purposes=purposes,
-        purpose_attributes=attributes,
-        personal_data=pd,
-        regimes=regimes,
-        lawful_bases=sets["lawful_bases"],
-        consents=sets["consents"],
-        deployment_contexts=sets["deployment_contexts"],
-        transfer_mechanisms=sets["transfer_mechanisms"],
-        sink_categories=sets["sink_categories"],
-        model_kinds=sets["model_kinds"],
-        model_outputs=sets["model_outputs"],
-        licence_kinds=sets["licence_kinds"],
-        tenant_flags=flags,
-        file=r.doc.filename,
-        _group_order=order,
-    )
-
-
-def _described_names(r: Reader, raw: object, path: DataPath, what: str) -> dict[str, str]:
-    """Read either a list of names or a mapping of name -> description."""
-    out: dict[str, str] = {}
-    if isinstance(raw, list):
-        for i, item in enumerate(raw):
-            name = r.string(item, (*path, i), what)
-            if name is not None:
-                out[name] = ""
-        return out
-    if not isinstance(raw, dict):
-        r.type_error(path, "a list or a mapping", raw, what + "s")
-        return out
-    for name, desc in raw.items():
-        if desc is not None and not isinstance(desc, str):
-            r.type_error((*path, name), "a description string", desc, name)
-        out[name] = desc or ""
-    return out
-
-
-def _parse_regions(
-    r: Reader,
-    raw: object,
-) -> tuple[set[str], dict[str, str], dict[str, frozenset[str]], tuple[str, ...]]:
-    path: DataPath = ("regions",)
-    data = r.mapping(
-        raw, path, what="regions", required=("countries",), optional=("subdivisions", "groups")
-    )
-    if data is None:
-        return set(), {}, {}, ()
-    countries: set[str] = set()
-    for i, code in enumerate(
-        r.listing(data.get("countries", []), (*path, "countries"), "countries")
-    ):
-        text = r.string(
-            code,
-            (*path, "countries", i),
-            "country code",
-            pattern=_COUNTRY,
-            pattern_help="use ISO 3166-1 alpha-2 codes such as `DE`",
-        )
-        if text is not None:
-            countries.add(text)
-    subdivisions: dict[str, str] = {}
-    for code, name in _described_names(
-        r, data.get("subdivisions", {}), (*path, "subdivisions"), "subdivision"
-    ).items():
-        sub = (*path, "subdivisions", code)
-        if not _SUBDIVISION.match(code):
-            r.error(
-                SCHEMA,
-                f"invalid subdivision code `{code}`",
-                sub,
-                at_key=True,
-                help="use ISO 3166-2 codes such as `US-CA`",
-            )
-        elif code[:2] not in countries:
-            r.error(
-                "policy_ref_error",
-                f"subdivision `{code}` names unknown country `{code[:2]}`",
-                sub,
-                at_key=True,
-            )
-        subdivisions[code] = name
-    raw_groups: dict[str, list[str]] = {}
-    graw = data.get("groups", {})
-    gd = r.mapping(
-        graw,
-        (*path, "groups"),
-        what="groups",
-        optional=tuple(graw) if isinstance(graw, dict) else (),
-    )
-    for name, members in (gd or {}).items():
-        sub = (*path, "groups", name)
-        if name in countries or name in subdivisions:
-            r.error(SCHEMA, f"group `{name}` shadows a region code", sub, at_key=True)
-        raw_groups[name] = r.string_list(members, sub, "group member", allow_empty=False)
-    known = countries | set(subdivisions) | set(raw_groups)
-    for name, members in raw_groups.items():
-        for i, member in enumerate(members):
-            if member not in known:
-                r.error(
-                    "policy_ref_error",
-                    f"unknown region `{member}` in group `{name}`",
-                    (*path, "groups", name, i),
-                    help=did_you_mean(member, sorted(known)),
-                )
-    groups, order, cycles = build_groups(raw_groups)
-    for name, chain in cycles:
-        r.error(
-            SCHEMA,
-            f"region group `{name}` contains itself ({chain})",
-            (*path, "groups", name),
-            at_key=True,
-        )
-    return countries, subdivisions, groups, order
-
-
-def _list(options: Iterable[object]) -> str:
-    return ", ".join(f"`{o}`" for o in options)
-
-
-def _one_of(options: Iterable[object]) -> str:
-    return f"use one of {_list(options)}"
-
-
-def _expected_keys(known: Iterable[str]) -> str | None:
-    keys = tuple(known)
-    return f"expected one of {_list(keys)}" if keys else None
-
-
-def _describe(value: object) -> str:
-    return describe_value(value)

@@ -8,207 +8,24 @@ into a deny (fail closed).
 Rule 3: null semantics: `eq`/`ne` compare null like any value; `in`, `lt`/`le`/`gt`/`ge`,
 `between` and `contains*` are false on null (a null list is empty); `not_in` and
 `contains_none` are their negations, so they hold on null.
-Rule 4: times are intervals. A datetime is the instant `[t, t+1us)`; a bare date is the whole
-UTC day. `a < b` means `a` ends before `b` starts, so `now le 2026-11-27` holds for all of
-that day ("end inclusive") and `now gt 2026-11-27` from the next midnight.
+Rule 4: times are intervals (`times.py`).
 """
 
 from __future__ import annotations
 
-import datetime as dt
 import functools
-import re
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from gateway.policy.state import ABSENT, PRESENT, EvalError, EvalState, Getter, Predicate
+from gateway.policy.times import TIME_COMPARE, Interval, parse_interval
 from gateway.policy.vocabulary import Vocabulary, region_in
 
-__all__ = [
-    "render_value",
-    "ABSENT",
-    "PRESENT",
-    "EvalError",
-    "EvalState",
-    "Getter",
-    "Interval",
-    "Predicate",
-    "Template",
-    "compile_template",
-    "interval_of",
-    "make_getter",
-    "make_key_function",
-    "make_predicate",
-    "parse_interval",
-]
-
-Interval = tuple[dt.datetime, dt.datetime]
-Getter = Callable[[Mapping[str, Any], "EvalState"], Any]
-Predicate = Callable[[Mapping[str, Any], "EvalState"], bool]
-
-_TICK = dt.timedelta(microseconds=1)
-_DAY = dt.timedelta(days=1)
+__all__ = ["make_getter", "make_key_function", "make_predicate", "read_time"]
 
 
-class _Marker:
-    __slots__ = ("name",)
-
-    def __init__(self, name: str) -> None:
-        self.name = name
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-#: Index keys for `exists: true` / `exists: false` guards.
-PRESENT: Any = _Marker("PRESENT")
-ABSENT: Any = _Marker("ABSENT")
-
-
-class EvalError(Exception):
-    """A rule could not be evaluated on this context (wrong type, unreadable field)."""
-
-    def __init__(self, code: str, message: str) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-
-
-_EMPTY: Mapping[str, Any] = {}
-
-
-class EvalState:
-    """Per-evaluation facts computed once: the clock and the context's sections.
-
-    `c`, `s`, `r`, `l`, `m`, `f` are the `caller`, `subject`, `request`, `licence`, `model`
-    and `caller.flags` mappings (an empty mapping when absent); `load_sections` raises
-    `EvalError` when one is present but not an object. It also reads the facts most rules
-    test: `pd` and `consents` (validated lists of strings), `has_pd`, and `presumed` (the
-    presumed subject region, unchecked: a test checks the type where it reads it).
-    """
-
-    __slots__ = (
-        "now",
-        "vocabulary",
-        "c",
-        "s",
-        "r",
-        "l",
-        "m",
-        "f",
-        "purpose",
-        "pd",
-        "consents",
-        "has_pd",
-        "presumed",
-    )
-
-    def __init__(self, now: Interval, vocabulary: Vocabulary) -> None:
-        self.now = now
-        self.vocabulary = vocabulary
-        self.c = self.s = self.r = self.l = self.m = self.f = _EMPTY
-        #: The attributes of the declared purpose; None when undeclared or unknown.
-        self.purpose: Mapping[str, bool] | None = None
-        self.pd: Sequence[str] = ()
-        self.consents: Sequence[str] = ()
-        self.has_pd = False
-        self.presumed: Any = None
-
-    @classmethod
-    def read(cls, now: Interval, vocabulary: Vocabulary, ctx: Mapping[str, Any]) -> EvalState:
-        """`EvalState(now, vocabulary)` then `load_sections(ctx)`, without the defaults
-        `load_sections` overwrites anyway (the evaluator's hot path)."""
-        st = cls.__new__(cls)
-        st.now = now
-        st.vocabulary = vocabulary
-        st.load_sections(ctx)
-        return st
-
-    def load_sections(self, ctx: Mapping[str, Any]) -> None:
-        """Read the context's sections once (type-checked)."""
-        # Hot path: locals instead of attribute reads, and the common cases (a dict or
-        # null section, a null list) inline; `_section` and `_strings` do the rest.
-        get = ctx.get
-        c = get("caller")
-        if c.__class__ is not dict:
-            c = _section(c, "caller")
-        s = get("subject")
-        if s.__class__ is not dict:
-            s = _section(s, "subject")
-        r = get("request")
-        if r.__class__ is not dict:
-            r = _section(r, "request")
-        lic = get("licence")
-        if lic.__class__ is not dict:
-            lic = _section(lic, "licence")
-        m = get("model")
-        if m.__class__ is not dict:
-            m = _section(m, "model")
-        f = c.get("flags")
-        if f.__class__ is not dict:
-            f = _section(f, "caller.flags")
-        self.c = c
-        self.s = s
-        self.r = r
-        self.l = lic
-        self.m = m
-        self.f = f
-        purpose = r.get("purpose")
-        self.purpose = attributes = (
-            self.vocabulary.purposes.get(purpose) if purpose.__class__ is str else None
-        )
-        pd = r.get("personal_data")
-        self.pd = pd = () if pd is None else _strings(pd, "request.personal_data")
-        consents = r.get("consents")
-        self.consents = () if consents is None else _strings(consents, "request.consents")
-        self.has_pd = bool(pd) or (
-            attributes is not None and attributes.get("personal_data", False) is True
-        )
-        presumed = s.get("region")
-        self.presumed = presumed if presumed is not None else c.get("region")
-
-
-def _strings(value: Any, name: str) -> Sequence[str]:
-    if value is None:
-        return ()
-    if value.__class__ is not list:
-        raise EvalError("context_type_error", f"`{name}` must be a list")
-    for item in value:
-        if item.__class__ is not str:
-            raise EvalError("context_type_error", f"`{name}` must hold strings")
-    return value
-
-
-def _section(value: Any, name: str) -> Mapping[str, Any]:
-    if value is None:
-        return _EMPTY
-    if value.__class__ is dict or isinstance(value, Mapping):
-        return value
-    raise EvalError("context_type_error", f"`{name}` must be an object")
-
-
-def interval_of(value: dt.date | dt.datetime) -> Interval:
-    """The interval a date (whole UTC day) or an instant covers."""
-    if isinstance(value, dt.datetime):
-        aware = value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
-        return (aware, aware + _TICK)
-    start = dt.datetime(value.year, value.month, value.day, tzinfo=dt.UTC)
-    return (start, start + _DAY)
-
-
-@functools.lru_cache(maxsize=4096)
-def parse_interval(text: str) -> Interval | None:
-    """Parse an RFC 3339 date or date-time string into an interval (None if invalid)."""
-    if not 10 <= len(text) <= 40:
-        return None
-    try:
-        if len(text) == 10:
-            return interval_of(dt.date.fromisoformat(text))
-        return interval_of(dt.datetime.fromisoformat(text))
-    except ValueError:
-        return None
-
-
-def _time(value: object, path: str) -> Interval | None:
+def read_time(value: object, path: str) -> Interval | None:
+    """Read a context time (the clock or an RFC 3339 string) as an interval; None if null."""
     if value is None:
         return None
     if type(value) is tuple:
@@ -274,32 +91,9 @@ def _plain_getter(parts: Sequence[str]) -> Getter:
 
         return get1
     if len(parts) == 2:
-        a, b = parts
-
-        def get2(ctx: Mapping[str, Any], st: EvalState) -> Any:
-            v = ctx.get(a)
-            if v is None:
-                return None
-            try:
-                return v.get(b)
-            except AttributeError as exc:
-                raise unreachable(exc) from None
-
-        return get2
+        return _getter2(parts[0], parts[1], unreachable)
     if len(parts) == 3:
-        a, b, c = parts
-
-        def get3(ctx: Mapping[str, Any], st: EvalState) -> Any:
-            v = ctx.get(a)
-            if v is None:
-                return None
-            try:
-                v = v.get(b)
-                return None if v is None else v.get(c)
-            except AttributeError as exc:
-                raise unreachable(exc) from None
-
-        return get3
+        return _getter3(parts[0], parts[1], parts[2], unreachable)
 
     def getn(ctx: Mapping[str, Any], st: EvalState) -> Any:
         v: Any = ctx
@@ -313,6 +107,33 @@ def _plain_getter(parts: Sequence[str]) -> Getter:
         return v
 
     return getn
+
+
+def _getter2(a: str, b: str, unreachable: Callable[[Exception], EvalError]) -> Getter:
+    def get2(ctx: Mapping[str, Any], st: EvalState) -> Any:
+        v = ctx.get(a)
+        if v is None:
+            return None
+        try:
+            return v.get(b)
+        except AttributeError as exc:
+            raise unreachable(exc) from None
+
+    return get2
+
+
+def _getter3(a: str, b: str, c: str, unreachable: Callable[[Exception], EvalError]) -> Getter:
+    def get3(ctx: Mapping[str, Any], st: EvalState) -> Any:
+        v = ctx.get(a)
+        if v is None:
+            return None
+        try:
+            v = v.get(b)
+            return None if v is None else v.get(c)
+        except AttributeError as exc:
+            raise unreachable(exc) from None
+
+    return get3
 
 
 # --------------------------------------------------------------------------- type checks
@@ -330,7 +151,7 @@ def _checker(ftype: str, path: str) -> Callable[[object], object]:
     """Return a function that validates (and returns) a value of this field type."""
     kind = _scalar_kind(ftype)
     if kind == "time":
-        return lambda v: _time(v, path)
+        return lambda v: read_time(v, path)
     if kind == "object":
         return lambda v: v
     expected = str if kind in ("string", "region") else _SCALAR_PY[kind]
@@ -406,26 +227,39 @@ def make_predicate(
 
         return eq
     if op in ("in", "not_in"):
-        members: frozenset[Any] = operand
-        inside = op == "in"
-        if kind == "region":
+        return _member_predicate(kind, op, get, check, operand)
+    return _ordered_predicate(op, get, check, operand)
 
-            def region_member(ctx: Mapping[str, Any], st: EvalState) -> bool:
-                v = check(get(ctx, st))
-                if v is None:
-                    return not inside
-                return region_in(v, members) is inside  # type: ignore[arg-type]
 
-            return region_member
+def _member_predicate(
+    kind: str, op: str, get: Getter, check: Callable[[object], object], operand: Any
+) -> Predicate:
+    """`in` / `not_in` a set of scalars (regions: in a set of region terms)."""
+    members: frozenset[Any] = operand
+    inside = op == "in"
+    if kind == "region":
 
-        def member(ctx: Mapping[str, Any], st: EvalState) -> bool:
+        def region_member(ctx: Mapping[str, Any], st: EvalState) -> bool:
             v = check(get(ctx, st))
             if v is None:
                 return not inside
-            return (v in members) is inside
+            return region_in(v, members) is inside  # type: ignore[arg-type]
 
-        return member
-    # Ordered integers.
+        return region_member
+
+    def member(ctx: Mapping[str, Any], st: EvalState) -> bool:
+        v = check(get(ctx, st))
+        if v is None:
+            return not inside
+        return (v in members) is inside
+
+    return member
+
+
+def _ordered_predicate(
+    op: str, get: Getter, check: Callable[[object], object], operand: Any
+) -> Predicate:
+    """Ordered integers: `between`, `lt`, `le`, `gt`, `ge`."""
     if op == "between":
         lo, hi = operand
 
@@ -451,36 +285,26 @@ _INT_COMPARE: dict[str, Callable[[Any, Any], bool]] = {
     "ge": lambda a, b: a >= b,
 }
 
-# Interval comparisons (Rule 4): a = (as, ae), b = (bs, be), both half-open.
-_TIME_COMPARE: dict[str, Callable[[Interval, Interval], bool]] = {
-    "lt": lambda a, b: a[1] <= b[0],
-    "le": lambda a, b: a[0] < b[1],
-    "gt": lambda a, b: a[0] >= b[1],
-    "ge": lambda a, b: a[1] > b[0],
-    "eq": lambda a, b: a[0] < b[1] and a[1] > b[0],
-    "ne": lambda a, b: not (a[0] < b[1] and a[1] > b[0]),
-}
-
 
 def _time_predicate(op: str, get: Getter, operand: Any, path: str) -> Predicate:
     if op == "between":
         lo, hi = operand
-        ge, le = _TIME_COMPARE["ge"], _TIME_COMPARE["le"]
+        ge, le = TIME_COMPARE["ge"], TIME_COMPARE["le"]
 
         def between(ctx: Mapping[str, Any], st: EvalState) -> bool:
-            v = _time(get(ctx, st), path)
+            v = read_time(get(ctx, st), path)
             return v is not None and ge(v, lo) and le(v, hi)
 
         return between
     if op in ("eq", "ne") and operand is None:
         want_none = op == "eq"
-        return lambda ctx, st: (_time(get(ctx, st), path) is None) is want_none
-    compare = _TIME_COMPARE[op]
+        return lambda ctx, st: (read_time(get(ctx, st), path) is None) is want_none
+    compare = TIME_COMPARE[op]
     bound: Interval = operand
     null_result = op == "ne"
 
     def timed(ctx: Mapping[str, Any], st: EvalState) -> bool:
-        v = _time(get(ctx, st), path)
+        v = read_time(get(ctx, st), path)
         if v is None:
             return null_result
         return compare(v, bound)
@@ -515,12 +339,12 @@ def _ref_predicate(
         return member
     ref_check_scalar = _checker(ref_type, "operand of " + path)
     if kind == "time":
-        compare = _TIME_COMPARE[op]
+        compare = TIME_COMPARE[op]
         null_result = op == "ne"
 
         def timed(ctx: Mapping[str, Any], st: EvalState) -> bool:
-            a = _time(get(ctx, st), path)
-            b = _time(ref_get(ctx, st), path)
+            a = read_time(get(ctx, st), path)
+            b = read_time(ref_get(ctx, st), path)
             if a is None or b is None:
                 return null_result if (a is None) != (b is None) else op == "eq"
             return compare(a, b)
@@ -656,83 +480,3 @@ def make_key_function(
         return (PRESENT, v)
 
     return keys
-
-
-# --------------------------------------------------------------------------- templates
-
-_PLACEHOLDER = re.compile(r"\$\{([A-Za-z0-9_.]+)\}")
-
-
-class Template:
-    """A string with `${field.path}` placeholders, rendered from the context."""
-
-    __slots__ = ("parts", "source", "fields", "fast")
-
-    def __init__(self, source: str, parts: tuple[str | tuple[str, Getter], ...]) -> None:
-        self.source = source
-        self.parts = parts
-        self.fields = tuple(p[0] for p in parts if isinstance(p, tuple))
-        #: A generated renderer with the same result (set by `codegen.fast_template`).
-        self.fast: Callable[[Mapping[str, Any], EvalState, str | None], str] | None = None
-
-    def render(self, ctx: Mapping[str, Any], st: EvalState, *, null: str | None = None) -> str:
-        """Render; a null or non-scalar value raises `EvalError` unless `null` is given."""
-        if not self.fields:
-            return self.source
-        if self.fast is not None:
-            return self.fast(ctx, st, null)
-        return self.render_slowly(ctx, st, null)
-
-    def render_slowly(self, ctx: Mapping[str, Any], st: EvalState, null: str | None) -> str:
-        """The reference rendering (closures over the context)."""
-        out: list[str] = []
-        for part in self.parts:
-            if isinstance(part, str):
-                out.append(part)
-                continue
-            name, get = part
-            out.append(render_value(get(ctx, st), name, null))
-        return "".join(out)
-
-
-def render_value(value: Any, name: str, null: str | None) -> str:
-    """Render one template value: a scalar as text, a list of scalars comma-separated.
-
-    A null, an empty list or an object has nothing to render: an `EvalError`, unless `null`
-    gives the text to use instead.
-    """
-    if type(value) is tuple:  # the clock
-        value = value[0].isoformat().replace("+00:00", "Z")
-    if isinstance(value, list) and value and all(_scalar(v) for v in value):
-        return ", ".join(render_value(v, name, null) for v in value)
-    if value is None or isinstance(value, dict | list):
-        if null is None:
-            raise EvalError("template_value_missing", f"`${{{name}}}` has no value to render")
-        return null
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return str(value)
-
-
-def _scalar(value: Any) -> bool:
-    return isinstance(value, str | int | float | bool) and value is not None
-
-
-def template_fields(source: str) -> list[str]:
-    """The field paths a template string names."""
-    return _PLACEHOLDER.findall(source)
-
-
-def compile_template(source: str, vocabulary: Vocabulary) -> Template:
-    """Split a template into literal text and field getters."""
-    parts: list[str | tuple[str, Getter]] = []
-    last = 0
-    for match in _PLACEHOLDER.finditer(source):
-        if match.start() > last:
-            parts.append(source[last : match.start()])
-        name = match.group(1)
-        parts.append((name, make_getter(name, vocabulary)))
-        last = match.end()
-    if last < len(source):
-        parts.append(source[last:])
-    return Template(source, tuple(parts))

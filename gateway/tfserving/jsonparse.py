@@ -138,7 +138,10 @@ class _Parser:
             i += 1
         return i
 
-    def parse(self) -> Any:
+    # The parser's loop, kept whole: a value costs no call beyond its own reader. Moving the
+    # container handling into methods (a call per value and per container) measured 2-7%
+    # slower on predict bodies of 4k-12k values (best of 35 runs each).
+    def parse(self) -> Any:  # noqa: C901, PLR0912, PLR0915
         i = 0
         if self.data.startswith(b"\xef\xbb\xbf"):
             i = 3  # the UTF-8 input stream skips a byte-order mark
@@ -280,17 +283,7 @@ class _Parser:
             i += 1
         c = self.peek(i)
         if c == ord("N") or c == ord("I"):
-            ok, i = self.consume_word(i, b"NaN") if c == ord("N") else (False, i)
-            if ok:
-                return math.nan, i
-            ok, i = self.consume_word(i, b"Inf")
-            if not ok:
-                raise _ParseFailure(_VALUE_INVALID, i)
-            if self.peek(i) == ord("i"):
-                ok, i = self.consume_word(i, b"inity")
-                if not ok:
-                    raise _ParseFailure(_VALUE_INVALID, i)
-            return (-math.inf if minus else math.inf), i
+            return self.nan_or_infinity(i, minus)
         if c == ord("0"):
             i += 1
         elif ord("1") <= c <= ord("9"):
@@ -309,33 +302,55 @@ class _Parser:
                 fraction_digits += 1
             is_double = True
         if self.peek(i) in (ord("e"), ord("E")):
-            i += 1
-            negative_exponent = False
-            if self.peek(i) in (ord("+"), ord("-")):
-                negative_exponent = self.peek(i) == ord("-")
-                i += 1
-            if self.peek(i) not in _DIGITS:
-                raise _ParseFailure(_MISS_EXPONENT, i)
-            exponent = 0
-            while self.peek(i) in _DIGITS:
-                exponent = exponent * 10 + self.peek(i) - ord("0")
-                i += 1
-                if not negative_exponent and exponent > 308 + fraction_digits:
-                    raise _ParseFailure(_NUMBER_TOO_BIG, start)
+            i = self.exponent(i + 1, start, fraction_digits)
             is_double = True
         text = self.data[start:i]
         if is_double:
             return float(text), i
         # A sign and 20 digits hold every 64-bit integer; longer texts go straight to a
         # double (int() would refuse texts past sys.get_int_max_str_digits()).
-        if len(text) <= 21:
-            integer = int(text)
-            if _INT64_MIN <= integer <= _UINT64_MAX:
-                return integer, i
-        as_double = float(text)
-        if math.isinf(as_double):
-            raise _ParseFailure(_NUMBER_TOO_BIG, start)
-        return as_double, i
+        if len(text) <= 21 and _INT64_MIN <= (integer := int(text)) <= _UINT64_MAX:
+            return integer, i
+        return _beyond_int64(text, start), i
+
+    def nan_or_infinity(self, i: int, minus: bool) -> tuple[float, int]:
+        """`NaN`, `Inf` or `Infinity` (kParseNanAndInfFlag), after an optional minus."""
+        ok, i = self.consume_word(i, b"NaN") if self.peek(i) == ord("N") else (False, i)
+        if ok:
+            return math.nan, i
+        ok, i = self.consume_word(i, b"Inf")
+        if not ok:
+            raise _ParseFailure(_VALUE_INVALID, i)
+        if self.peek(i) == ord("i"):
+            ok, i = self.consume_word(i, b"inity")
+            if not ok:
+                raise _ParseFailure(_VALUE_INVALID, i)
+        return (-math.inf if minus else math.inf), i
+
+    def exponent(self, i: int, start: int, fraction_digits: int) -> int:
+        """Read an exponent's sign and digits (after the `e`); a positive exponent past what
+        a double holds is rapidjson's "Number too big" at the number's start."""
+        negative_exponent = False
+        if self.peek(i) in (ord("+"), ord("-")):
+            negative_exponent = self.peek(i) == ord("-")
+            i += 1
+        if self.peek(i) not in _DIGITS:
+            raise _ParseFailure(_MISS_EXPONENT, i)
+        exponent = 0
+        while self.peek(i) in _DIGITS:
+            exponent = exponent * 10 + self.peek(i) - ord("0")
+            i += 1
+            if not negative_exponent and exponent > 308 + fraction_digits:
+                raise _ParseFailure(_NUMBER_TOO_BIG, start)
+        return i
+
+
+def _beyond_int64(text: bytes, start: int) -> float:
+    """An integer text past the 64-bit range, as rapidjson reads it: a double."""
+    as_double = float(text)
+    if math.isinf(as_double):
+        raise _ParseFailure(_NUMBER_TOO_BIG, start)
+    return as_double
 
 
 def parse_exact(body: bytes) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 import yaml
 
 from model_server.batching import batching_parameters_message, read_batching_parameters
-from model_server.servables import configs_from_config_file
+from model_server.registry import configs_from_config_file
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model_server import rest_json
+from model_server import fastpath, responses, rest_json
 from model_server.rest_json import (
     RequestFormat,
     TensorSpec,
@@ -193,7 +193,7 @@ def test_image_bodies_take_the_fast_path() -> None:
 )
 def test_misplaced_numbers_decline_and_fail_like_rapidjson(array: bytes) -> None:
     body = b'{"instances": ' + array + b"}"
-    assert rest_json.scan_numeric_body(body) is None
+    assert fastpath.scan_numeric_body(body) is None
     failed = outcome(body, FLOAT_SPEC)
     assert failed[0] == "error"
     assert failed == exact_outcome(body, FLOAT_SPEC)
@@ -244,7 +244,7 @@ def float32_matrices(draw: st.DrawFn) -> np.ndarray:
 @given(float32_matrices(), st.sampled_from(["probabilities", "scores_bytes"]))
 def test_float32_row_answers_match_the_general_writer(matrix: np.ndarray, name: str) -> None:
     fast = predict_response_body({name: matrix}, RequestFormat.ROW)
-    with mock.patch.object(rest_json, "_float32_rows_body", lambda outputs: None):
+    with mock.patch.object(responses, "_float32_rows_body", lambda outputs: None):
         general = predict_response_body({name: matrix}, RequestFormat.ROW)
     assert fast == general
 
@@ -253,11 +253,11 @@ def test_float32_row_answers_match_the_general_writer(matrix: np.ndarray, name: 
 @given(st.lists(float32_values, min_size=0, max_size=90))
 def test_float32_texts_match_one_value_formatting(values: list[float]) -> None:
     flat = np.array(values, dtype=np.float32)
-    assert rest_json._format_float32_array(flat) == [format_float32(v) for v in flat.tolist()]
+    assert responses._format_float32_array(flat) == [format_float32(v) for v in flat.tolist()]
 
 
 def test_float32_rows_body_declines_other_layouts() -> None:
-    assert rest_json._float32_rows_body({"p": np.zeros((2,), np.float32)}) is None
-    assert rest_json._float32_rows_body({"p": np.zeros((2, 2), np.float64)}) is None
-    assert rest_json._float32_rows_body({"p": np.zeros((0, 2), np.float32)}) is None
-    assert rest_json._float32_rows_body({"p_bytes": np.zeros((1, 2), np.float32)}) is None
+    assert responses._float32_rows_body({"p": np.zeros((2,), np.float32)}) is None
+    assert responses._float32_rows_body({"p": np.zeros((2, 2), np.float64)}) is None
+    assert responses._float32_rows_body({"p": np.zeros((0, 2), np.float32)}) is None
+    assert responses._float32_rows_body({"p_bytes": np.zeros((1, 2), np.float32)}) is None

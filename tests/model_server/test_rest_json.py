@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from model_server import rest_json
+from model_server import fastpath, responses, rest_json, tensors
 from model_server.rest_json import (
     JsonObject,
     RequestFormat,
@@ -100,7 +100,7 @@ def test_deep_nesting_does_not_recurse() -> None:
     depth = 200_000
     doc = parse_exact(b"[" * depth + b"]" * depth)
     assert isinstance(doc, list)
-    message = rest_json._format_error(doc, "Is not object").message
+    message = tensors.format_error(doc, "Is not object").message
     assert message.startswith("JSON Value: [\n    [\n")
 
 
@@ -154,7 +154,7 @@ def test_json_value_to_string_numbers() -> None:
 def test_float32_formatting(value: float, text: str) -> None:
     as_float32 = float(np.float32(value))
     assert format_float32(as_float32) == text
-    assert rest_json._format_float32_array(np.array([as_float32], np.float32)) == [text]
+    assert responses._format_float32_array(np.array([as_float32], np.float32)) == [text]
 
 
 def test_float64_formatting() -> None:
@@ -346,7 +346,7 @@ def test_numeric_fast_path_is_taken_and_agrees_with_exact_path() -> None:
     assert parsed.numeric is not None and parsed.doc is None
     assert parsed.signature_name == "serving_default"
     fast = predict_inputs(parsed, IMAGE_SPEC).tensors["images"]
-    exact = rest_json._rows_to_tensors(parse_exact(body.encode()).find("instances")[1], IMAGE_SPEC)
+    exact = tensors.rows_to_tensors(parse_exact(body.encode()).find("instances")[1], IMAGE_SPEC)
     np.testing.assert_array_equal(fast, exact["images"])
     assert fast.shape == (2, 28, 28, 1) and fast.dtype == np.float32
 
@@ -364,7 +364,7 @@ def test_numeric_fast_path_is_taken_and_agrees_with_exact_path() -> None:
     ],
 )
 def test_numeric_fast_path_declines_what_it_cannot_prove(body: bytes) -> None:
-    assert rest_json.scan_numeric_body(body) is None
+    assert fastpath.scan_numeric_body(body) is None
 
 
 nested = st.recursive(

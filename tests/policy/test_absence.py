@@ -16,8 +16,8 @@ import pytest
 
 from gateway.policy import PolicySet, load_policy_set
 from gateway.policy.cases import load_case_file
+from gateway.policy.language import DECLARED_FACTS
 from gateway.policy.loader import discover_files
-from gateway.policy.schema import DECLARED_FACTS
 from tests.policy.conftest import POLICIES, PackWriter, context
 
 CASE_FILES = [f.path for f in discover_files([POLICIES], cases=True)[0]]

@@ -7,7 +7,8 @@ from typing import Any
 from hypothesis import HealthCheck, given, settings
 
 from gateway.policy import PolicySet
-from gateway.policy.predicates import EvalError, EvalState, parse_interval
+from gateway.policy.state import EvalError, EvalState
+from gateway.policy.times import parse_interval
 from tests.policy.strategies import contexts
 
 

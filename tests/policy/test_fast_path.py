@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 
 from gateway.policy import PolicySet
 from gateway.policy.codegen import positions_of
-from gateway.policy.predicates import EvalError, EvalState, parse_interval
+from gateway.policy.state import EvalError, EvalState
+from gateway.policy.times import parse_interval
 from tests.policy.conftest import context
 from tests.policy.strategies import contexts
 

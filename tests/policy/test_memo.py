@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given, settings
 
 from gateway.policy import PolicySet
 from gateway.policy.codegen import generate_key_reader
-from gateway.policy.predicates import EvalState, parse_interval
+from gateway.policy.state import EvalState
+from gateway.policy.times import parse_interval
 from tests.policy.conftest import context
 from tests.policy.strategies import contexts
 

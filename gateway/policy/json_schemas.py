@@ -5,14 +5,14 @@
 prints it. It checks shape only: references to the vocabulary are checked by the compiler.
 `context_json_schema()` describes the request context (docs/architecture.md); the CLI and
 the case runner validate contexts with it before evaluating.
-Both are generated from the tables in `schema.py`, so they cannot drift from the parser.
+Both are generated from the tables in `language.py`, so they cannot drift from the parser.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from gateway.policy.schema import (
+from gateway.policy.language import (
     CONTEXT_FIELDS,
     DECLARED_FACTS,
     EFFECTS,
