@@ -609,6 +609,7 @@ def _replay_now(
 
 def create_admin_app(public: web.Application) -> web.Application:
     """The admin application: `/metrics` open, `/admin/v1/*` behind the bearer token."""
+    from gateway.workers import WORKER_SIDE
 
     @web.middleware
     async def require_token(
@@ -632,7 +633,9 @@ def create_admin_app(public: web.Application) -> web.Application:
 
     async def metrics(request: web.Request) -> web.Response:
         runtime = public[RUNTIME]
-        resp = web.Response(body=runtime.metrics.render())
+        worker_side = public.get(WORKER_SIDE)
+        body = runtime.metrics.render() if worker_side is None else await worker_side.render()
+        resp = web.Response(body=body)
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
@@ -647,6 +650,9 @@ def create_admin_app(public: web.Application) -> web.Application:
 
     async def reload(request: web.Request) -> web.Response:
         result = await reload_snapshot(public[RUNTIME], trigger="admin")
+        worker_side = public.get(WORKER_SIDE)
+        if worker_side is not None:
+            worker_side.pass_reload_on()
         return web.json_response(result, status=200 if result["result"] == "ok" else 422)
 
     async def decide(request: web.Request) -> web.Response:
@@ -752,15 +758,26 @@ async def run_gateway(
             flush=True,
         )
         return 3
-    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+    # Sibling workers (`workers` > 1) listen on the same ports; the kernel spreads connections.
+    shared_ports = config.worker is not None
+    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True,
+                       reuse_port=shared_ports)  # fmt: skip
     await site.start()
+    runtime = app[RUNTIME]
+    from gateway.workers import WORKER_SIDE, worker_side_for
+
+    worker_side = worker_side_for(config, runtime.metrics)
+    if worker_side is not None:
+        app[WORKER_SIDE] = worker_side
     admin_runner: web.AppRunner | None = None
     if config.admin.enabled:
         admin_runner = make_runner(create_admin_app(app), config.client_timeouts, access_log=None)
         await admin_runner.setup()
-        await web.TCPSite(admin_runner, config.admin.host, config.admin.port).start()
+        await web.TCPSite(admin_runner, config.admin.host, config.admin.port,
+                          reuse_port=shared_ports).start()  # fmt: skip
+    if worker_side is not None:
+        await worker_side.start()
 
-    runtime = app[RUNTIME]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     reload_requested = asyncio.Event()
@@ -806,6 +823,8 @@ async def run_gateway(
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
+    if worker_side is not None:
+        await worker_side.close()
     if admin_runner is not None:
         await admin_runner.cleanup()
     await runner.cleanup()  # stops accepting, waits for in-flight requests, closes the log
