@@ -46,6 +46,7 @@ from gateway.http_server import make_runner
 from gateway.logs import ACCESS_LOGGER, describe_exception
 from gateway.metrics import CONTENT_TYPE_LATEST, GatewayMetrics, ScrapeState, WitnessState
 from gateway.policy import load_policy_set
+from gateway.policy.loader import tree_files
 from gateway.policy_revisions import STORE_DIR, store_revision
 from gateway.proxy import UpstreamPool
 from gateway.sinks import EventSinks, SinkSpec
@@ -854,7 +855,9 @@ def _fingerprint(runtime: Runtime) -> tuple[tuple[str, int, int], ...]:
         paths.append(config.geoip_table)
     for root in config.policy_paths:
         if root.is_dir():
-            paths.extend(sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml")))
+            # The files the loader reads (a ConfigMap volume's hidden copies are not among
+            # them; its link swap changes the stamps of the linked files).
+            paths.extend(p for p in tree_files(root) if p.suffix in (".yaml", ".yml"))
         else:
             paths.append(root)
     stamps: list[tuple[str, int, int]] = []

@@ -143,13 +143,13 @@ class _Supervisor:
         loop.add_signal_handler(signal.SIGHUP, self.broadcast, signal.SIGHUP)
         self.workers = [_Worker(k) for k in range(self.count)]
         keepers = [asyncio.create_task(self.keep(w, stop)) for w in self.workers]
-        announced = False
         while not stop.is_set():
-            if not announced and all(w.ready for w in self.workers):
-                announced = True
+            if all(w.ready for w in self.workers):
                 ready()
+                break
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.05)
+        await stop.wait()
         self.stopping = True
         log.info("shutting down: every worker finishes its requests in flight")
         self.broadcast(signal.SIGTERM)
@@ -186,14 +186,16 @@ class _Supervisor:
                 process_group=0,
             )
             waiter = asyncio.create_task(worker.process.wait())
-            while not waiter.done():
+            # Look for the ready file until it appears, then only wait (no polling while
+            # the worker serves: the parent takes no CPU from the workers).
+            while not waiter.done() and not worker.ready:
                 await asyncio.wait({waiter}, timeout=0.05)
-                if not worker.ready and self.ready_file(worker.number).exists():
+                if self.ready_file(worker.number).exists():
                     worker.ready = True
                     if worker.restarts:
                         log.info("worker %d serving again (pid %d)",
                                  worker.number, worker.process.pid)  # fmt: skip
-            worker.exit_code = code = waiter.result()
+            worker.exit_code = code = await waiter
             if stop.is_set():
                 return
             if not worker.ready and worker.restarts == 0:

@@ -141,14 +141,17 @@ async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Pat
                     if "X-Decision-Id" in resp.headers:
                         answered.append(resp.headers["X-Decision-Id"])
                     return resp.status
-            except aiohttp.ClientConnectionError as exc:
-                print("connection error:", repr(exc))
+            except aiohttp.ClientConnectionError:
                 return -1
 
         async def is_status(expected: int, purpose: str = "document_classification") -> bool:
             return await predict(purpose) == expected
 
-        await _wait_for(lambda: is_status(200), timeout=90)
+        # The parent announces the port once every worker serves.
+        assert proc.stdout is not None
+        announced = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 90)
+        assert b"with 2 workers" in announced
+        assert await predict() == 200
         for _ in range(40):
             assert await predict() == 200
         logs = [audit / "w0", audit / "w1"]
@@ -218,7 +221,7 @@ async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Pat
         await asyncio.sleep(0.3)
         proc.send_signal(signal.SIGTERM)
         assert await in_flight == 200
-        out, _ = await asyncio.to_thread(proc.communicate, None, 60)
+        await asyncio.to_thread(proc.communicate, None, 60)
         assert proc.returncode == 0
     finally:
         if proc.poll() is None:
@@ -227,7 +230,6 @@ async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Pat
         await backend.stop()
         errors.close()
         print((tmp_path / "serve.err").read_text()[-5000:])
-    assert b"with 2 workers" in out
     keyring = tmp_path / "keys" / "trusted-keys.json"
     found: set[str] = set()
     for directory in logs:
