@@ -72,6 +72,9 @@ log = logging.getLogger("jurisgate")
 
 #: The parent's run directory (ready files, metrics files, the workers' metric sockets).
 RUN_DIR_ENV: Final = "JURISGATE_WORKER_RUN_DIR"
+#: The parent's pid, so a worker knows whether its parent still lives (the parent may be pid 1
+#: in a container, so `getppid() == 1` proves nothing).
+PARENT_ENV: Final = "JURISGATE_WORKER_PARENT"
 #: prometheus_client reads it when imported: the workers' shared metric files.
 MULTIPROC_ENV: Final = "PROMETHEUS_MULTIPROC_DIR"
 RESTART_FIRST_S: Final = 0.5
@@ -269,13 +272,15 @@ class _PortError(Exception):
     """A port the workers need cannot be bound; the text names the setting."""
 
 
-def _prepare_shared_keys(config: GatewayConfig) -> str | None:
-    """Load the signing key and create a missing payload key once, before the workers race
-    to create it; returns an error text for the operator, or None."""
-    from gateway.app import SnapshotError, _digester, _load_signer
+def _preflight(config: GatewayConfig) -> str | None:
+    """Check the policies and the signing key, and create a missing payload key once, before
+    the workers race to create it; returns an error text for the operator, or None."""
+    from gateway.app import SnapshotError, _digester, _load_signer, build_snapshot
     from gateway.audit import AuditError
 
     try:
+        # Policies, tenants and tables once here: an error is printed once, not per worker.
+        build_snapshot(config)
         _load_signer(config)
         _digester(config)
     except SnapshotError as exc:
@@ -304,7 +309,7 @@ def run_workers(
         print(exc, flush=True)
         return exitcodes.ERROR
     try:
-        problem = _prepare_shared_keys(config)
+        problem = _preflight(config)
         if problem is not None:
             print(problem, flush=True)
             return exitcodes.INVALID
@@ -314,6 +319,7 @@ def run_workers(
             env = dict(os.environ)
             env.update(reserved.overrides)
             env[RUN_DIR_ENV] = str(run_dir)
+            env[PARENT_ENV] = str(os.getpid())
             env[MULTIPROC_ENV] = str(run_dir / "metrics")
             supervisor = _Supervisor(list(command), count, env, run_dir)
             port = reserved.overrides.get("JURISGATE__LISTEN__PORT", str(config.listen_port))
@@ -338,11 +344,12 @@ def run_workers(
 def die_with_parent() -> None:
     """Ask the kernel to send SIGTERM when the parent dies (Linux), so no worker outlives a
     parent that was killed; exit at once if the parent is already gone."""
-    parent = os.getppid()
     with contextlib.suppress(OSError, AttributeError):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    if parent == 1:
+    expected = os.environ.get(PARENT_ENV)
+    # Checked after the request: a parent that died just before it was made is seen here.
+    if expected is not None and str(os.getppid()) != expected:
         sys.exit(exitcodes.ERROR)
 
 
@@ -354,7 +361,7 @@ class WorkerSide:
         self.number = number
         self.run_dir = run_dir
         self.metrics = metrics
-        self.parent = os.getppid()
+        self.parent = int(os.environ.get(PARENT_ENV) or os.getppid())
         self._runner: web.AppRunner | None = None
         # The request-path counters and histograms are summed from the multiprocess files;
         # every other family is this worker's own.

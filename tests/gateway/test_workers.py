@@ -61,6 +61,16 @@ def _children(parent: int) -> list[int]:
     return found
 
 
+def _listeners(port: int) -> int:
+    """Listening IPv4 TCP sockets on `port` (from /proc/net/tcp)."""
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        local, state = line.split()[1], line.split()[3]
+        if int(local.rsplit(":", 1)[1], 16) == port and state == "0A":
+            count += 1
+    return count
+
+
 def test_worker_settings_resolve(tmp_path: Path) -> None:
     backend_port = free_port()
     path = _serve_config(tmp_path, backend_port, tmp_path)
@@ -106,6 +116,23 @@ def test_a_port_in_use_is_refused_before_any_worker_starts(tmp_path: Path) -> No
     assert "listen.port: cannot listen on 127.0.0.1:" in proc.stdout
 
 
+def test_a_policy_error_is_reported_once_before_any_worker_starts(tmp_path: Path) -> None:
+    policies = _copy_policies(tmp_path)
+    (policies / "ops-test.yaml").write_text(BLOCK_PACK.replace("effect: deny", "effect: dney"))
+    path = _serve_config(tmp_path, free_port(), policies)
+    config = yaml.safe_load(path.read_text())
+    config["workers"] = 2
+    path.write_text(yaml.safe_dump(config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
+        capture_output=True, text=True, timeout=120, cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 3, proc.stdout + proc.stderr
+    assert proc.stdout.count("dney") >= 1
+    assert "worker" not in proc.stderr  # no worker was started
+    assert not (tmp_path / "audit").exists()
+
+
 @pytest.mark.slow
 async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Path) -> None:
     backend = StubBackend("be", 0)
@@ -127,6 +154,7 @@ async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Pat
         stdout=subprocess.PIPE, stderr=errors, cwd=tmp_path,
     )  # fmt: skip
     answered: list[str] = []
+    failures: list[str] = []
     try:
 
         async def predict(purpose: str = "document_classification") -> int:
@@ -141,7 +169,8 @@ async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Pat
                     if "X-Decision-Id" in resp.headers:
                         answered.append(resp.headers["X-Decision-Id"])
                     return resp.status
-            except aiohttp.ClientConnectionError:
+            except aiohttp.ClientConnectionError as exc:
+                failures.append(repr(exc))
                 return -1
 
         async def is_status(expected: int, purpose: str = "document_classification") -> bool:
@@ -194,13 +223,14 @@ async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Pat
         os.kill(workers_before[0], signal.SIGKILL)
 
         async def reaped() -> bool:
-            return workers_before[0] not in _children(proc.pid)
+            return workers_before[0] not in _children(proc.pid) and _listeners(port) == 1
 
-        # Connections the kernel queued on the killed worker's socket die with it; once it
-        # is gone, the other worker takes every new connection.
+        # Connections the kernel queued on the killed worker's socket die with it (until the
+        # kernel has closed that socket); then the other worker takes every new connection.
         await _wait_for(reaped, timeout=30)
+        failures.clear()
         for _ in range(10):
-            assert await predict() == 200
+            assert await predict() == 200, failures
 
         async def restarted() -> bool:
             now = _children(proc.pid)
