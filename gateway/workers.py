@@ -126,7 +126,6 @@ class _Supervisor:
     env: dict[str, str]
     run_dir: Path
     workers: list[_Worker] = field(default_factory=list)
-    stopping: bool = False
     #: (worker, exit code) of a worker that exited before it ever served.
     failed: tuple[int, int] | None = None
 
@@ -137,12 +136,8 @@ class _Supervisor:
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
 
-        def request_stop() -> None:
-            self.stopping = True
-            stop.set()
-
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, request_stop)
+            loop.add_signal_handler(sig, stop.set)
         loop.add_signal_handler(signal.SIGHUP, self.broadcast, signal.SIGHUP)
         self.workers = [_Worker(k) for k in range(self.count)]
         keepers = [asyncio.create_task(self.keep(w, stop)) for w in self.workers]
@@ -153,7 +148,6 @@ class _Supervisor:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), timeout=0.05)
         await stop.wait()
-        self.stopping = True
         log.info("shutting down: every worker finishes its requests in flight")
         self.broadcast(signal.SIGTERM)
         done, pending = await asyncio.wait(keepers, timeout=DRAIN_S)
@@ -163,7 +157,7 @@ class _Supervisor:
             self.broadcast(signal.SIGKILL)
             await asyncio.wait(pending, timeout=5.0)
         if self.failed is not None:
-            number, code = self.failed
+            _, code = self.failed
             return code if code in (exitcodes.INVALID, exitcodes.ERROR) else exitcodes.ERROR
         clean = all(w.exit_code in (0, None) for w in self.workers)
         return exitcodes.OK if clean else exitcodes.ERROR
@@ -206,7 +200,6 @@ class _Supervisor:
                 log.error("worker %d exited with %d before serving; stopping",
                           worker.number, code)  # fmt: skip
                 self.failed = (worker.number, code)
-                self.stopping = True
                 stop.set()
                 return
             lived = time.monotonic() - started
