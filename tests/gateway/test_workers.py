@@ -62,12 +62,13 @@ def _children(parent: int) -> list[int]:
 
 
 def _listeners(port: int) -> int:
-    """Listening IPv4 TCP sockets on `port` (from /proc/net/tcp)."""
+    """Listening TCP sockets on `port` (from /proc/net; gRPC listens on IPv6, v4-mapped)."""
     count = 0
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        local, state = line.split()[1], line.split()[3]
-        if int(local.rsplit(":", 1)[1], 16) == port and state == "0A":
-            count += 1
+    for table in ("tcp", "tcp6"):
+        for line in Path(f"/proc/net/{table}").read_text().splitlines()[1:]:
+            local, state = line.split()[1], line.split()[3]
+            if int(local.rsplit(":", 1)[1], 16) == port and state == "0A":
+                count += 1
     return count
 
 
@@ -144,6 +145,8 @@ async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Pat
     config["policies"]["watch"] = False  # the reload below comes from SIGHUP alone
     admin_port = free_port()
     config["admin"] = {"enabled": True, "port": admin_port}
+    grpc_port = free_port()
+    config["grpc"] = {"enabled": True, "host": "127.0.0.1", "port": grpc_port}
     config_path.write_text(yaml.safe_dump(config))
     port = config["listen"]["port"]
     url = f"http://127.0.0.1:{port}/v1/models/mnist:predict"
@@ -181,6 +184,8 @@ async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Pat
         announced = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 90)
         assert b"with 2 workers" in announced
         assert await predict() == 200
+        # Every worker listens on every port.
+        assert [_listeners(p) for p in (port, grpc_port, admin_port)] == [2, 2, 2]
         for _ in range(40):
             assert await predict() == 200
         logs = [audit / "w0", audit / "w1"]
