@@ -61,6 +61,11 @@ def run(args: argparse.Namespace) -> int:
     if WORKER_ENV in os.environ:
         # One of several workers started by a `jurisgate serve` parent.
         workers.die_with_parent()
+        import signal
+
+        # A reload the parent passes on while this worker still starts would end it (the
+        # default action); it reads the files as they are now anyway.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
 
         def ready(url: str) -> None:
             log.info("worker %s ready on %s", os.environ[WORKER_ENV], url)
