@@ -64,6 +64,7 @@ __all__ = [
     "WORKER_SIDE",
     "WorkerSide",
     "available_cores",
+    "cgroup_cpu_quota",
     "run_workers",
     "worker_count",
 ]
@@ -90,16 +91,37 @@ _PR_SET_PDEATHSIG: Final = 1
 
 
 def available_cores() -> int:
-    """The cores this process may run on (its affinity mask, as `taskset` or a container's
-    cpuset leave it), at least 1."""
+    """The cores this process may run on, at least 1: its affinity mask (as `taskset` or a
+    container's cpuset leave it), capped by its cgroup's CPU quota (`docker --cpus`, a
+    Kubernetes CPU limit), which leaves the mask at the whole machine's."""
     counter = getattr(os, "process_cpu_count", None)  # Python 3.13
     if counter is not None:
-        count = counter()
-        return max(1, int(count or 1))
+        count = int(counter() or 1)
+    else:
+        try:
+            count = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            count = os.cpu_count() or 1
+    quota = cgroup_cpu_quota()
+    return max(1, min(count, quota) if quota is not None else count)
+
+
+def cgroup_cpu_quota(root: Path = Path("/sys/fs/cgroup")) -> int | None:
+    """Whole CPUs of this cgroup's CFS quota, rounded up; None when unlimited or unknown."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # not on Linux
-        return max(1, os.cpu_count() or 1)
+        quota_text, period_text = (root / "cpu.max").read_text().split()[:2]  # cgroup v2
+        if quota_text == "max":
+            return None
+        quota, period = int(quota_text), int(period_text)
+    except (OSError, ValueError):
+        try:  # cgroup v1
+            quota = int((root / "cpu" / "cpu.cfs_quota_us").read_text())
+            period = int((root / "cpu" / "cpu.cfs_period_us").read_text())
+        except (OSError, ValueError):
+            return None
+    if quota <= 0 or period <= 0:
+        return None
+    return max(1, -(-quota // period))
 
 
 def worker_count(config: GatewayConfig) -> int:

@@ -80,13 +80,30 @@ def test_worker_settings_resolve(tmp_path: Path) -> None:
     assert single.audit.directory == tmp_path / "audit"
     assert worker_count(single) == 1
     assert worker_count(load_config(path, {"JURISGATE__WORKERS": "0"})) == available_cores()
-    assert available_cores() == len(os.sched_getaffinity(0))
+    assert 1 <= available_cores() <= len(os.sched_getaffinity(0))
     worker = load_config(path, {WORKER_ENV: "3", "JURISGATE__WORKERS": "4"})
     assert worker.origin == "gw.proc/p1/w3" and worker.workers == 4
     assert worker.audit.directory == tmp_path / "audit" / "w3"
     # The keys stay shared: the default signing key is beside the logs, not in one.
     assert worker.audit.signing_key == single.audit.signing_key
     assert worker_count(worker) == 4
+
+
+def test_the_cgroup_cpu_quota_caps_the_workers(tmp_path: Path) -> None:
+    from gateway.workers import cgroup_cpu_quota
+
+    (tmp_path / "cpu.max").write_text("150000 100000\n")  # docker --cpus 1.5
+    assert cgroup_cpu_quota(tmp_path) == 2
+    (tmp_path / "cpu.max").write_text("max 100000\n")
+    assert cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu.max").unlink()
+    (tmp_path / "cpu").mkdir()
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("-1\n")  # cgroup v1, unlimited
+    (tmp_path / "cpu" / "cpu.cfs_period_us").write_text("100000\n")
+    assert cgroup_cpu_quota(tmp_path) is None
+    (tmp_path / "cpu" / "cpu.cfs_quota_us").write_text("100000\n")
+    assert cgroup_cpu_quota(tmp_path) == 1
+    assert cgroup_cpu_quota(tmp_path / "absent") is None
 
 
 def test_a_bad_worker_number_names_the_variable(tmp_path: Path) -> None:
