@@ -276,11 +276,29 @@ def _reserve(config: GatewayConfig) -> _Reserved:
                 ) from None
             if port == 0:
                 reserved.overrides[variable] = str(sock.getsockname()[1])
+            elif _answers(host, port):
+                # Another group of workers (same user, SO_REUSEPORT) would share the port
+                # silently: refuse as a single gateway would.
+                raise _PortError(
+                    f"{config.source}: {setting}: {host}:{port} is already served by another "
+                    "process\n"
+                    f"  help: change {setting}, or stop the gateway that holds the port"
+                )
     except _PortError:
         for sock in reserved.sockets:
             sock.close()
         raise
     return reserved
+
+
+def _answers(host: str, port: int) -> bool:
+    """Whether something accepts connections on `host:port` now."""
+    target = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    try:
+        with socket.create_connection((target, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
 
 
 class _PortError(Exception):

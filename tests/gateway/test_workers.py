@@ -134,6 +134,27 @@ def test_a_port_in_use_is_refused_before_any_worker_starts(tmp_path: Path) -> No
     assert "listen.port: cannot listen on 127.0.0.1:" in proc.stdout
 
 
+def test_a_port_another_group_of_workers_serves_is_refused(tmp_path: Path) -> None:
+    import socket
+
+    # A listener that shares ports (as another gateway's workers do).
+    with socket.socket() as holder:
+        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        path = _serve_config(tmp_path, free_port(), tmp_path)
+        config = yaml.safe_load(path.read_text())
+        config["listen"]["port"] = holder.getsockname()[1]
+        config["workers"] = 2
+        path.write_text(yaml.safe_dump(config))
+        proc = subprocess.run(
+            [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
+            capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "is already served by another process" in proc.stdout
+
+
 def test_a_policy_error_is_reported_once_before_any_worker_starts(tmp_path: Path) -> None:
     policies = _copy_policies(tmp_path)
     (policies / "ops-test.yaml").write_text(BLOCK_PACK.replace("effect: deny", "effect: dney"))
