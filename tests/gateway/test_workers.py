@@ -2,9 +2,10 @@
 
 The process test runs the real command against a stub backend: both workers answer on the
 one REST port (their logs both fill), `/metrics` reports the group (counters summed, live
-figures per `worker`, accepted by promtool when installed), SIGHUP to the parent writes a
-`policy_change` record in each worker's log, a worker killed with SIGKILL is restarted and
-recovers its log while the other serves, SIGTERM drains both, and each log verifies.
+figures per `worker`, accepted by promtool when installed), SIGHUP to the parent (and an
+admin reload answered by one worker) writes a `policy_change` record in each worker's log, a
+worker killed with SIGKILL is restarted and recovers its log while the other serves, SIGTERM
+drains both, and each log verifies.
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Pat
     config["workers"] = 2
     config["policies"]["watch"] = False  # the reload below comes from SIGHUP alone
     admin_port = free_port()
-    config["admin"] = {"enabled": True, "port": admin_port}
+    config["admin"] = {"enabled": True, "port": admin_port,
+                       "token": {"env": "TEST_ADMIN_TOKEN"}}  # fmt: skip
     grpc_port = free_port()
     config["grpc"] = {"enabled": True, "host": "127.0.0.1", "port": grpc_port}
     config_path.write_text(yaml.safe_dump(config))
@@ -193,6 +195,7 @@ async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Pat
     proc = subprocess.Popen(
         [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)],
         stdout=subprocess.PIPE, stderr=errors, cwd=tmp_path,
+        env={**os.environ, "TEST_ADMIN_TOKEN": "s3cret-token"},
     )  # fmt: skip
     answered: list[str] = []
     failures: list[str] = []
@@ -260,6 +263,22 @@ async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Pat
         for _ in range(10):
             assert await predict("academic_research") == 451
 
+        # An admin reload answered by one worker reaches the other through the parent.
+        (policies / "ops-test.yaml").unlink()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(f"http://127.0.0.1:{admin_port}/admin/v1/reload",
+                         headers={"Authorization": "Bearer s3cret-token"}) as resp,
+        ):  # fmt: skip
+            assert resp.status == 200 and (await resp.json())["result"] == "ok"
+
+        async def both_changed_back() -> bool:
+            return all(sum(r["type"] == "policy_change" for r in _records(d)) == 2 for d in logs)
+
+        await _wait_for(both_changed_back, timeout=60)
+        for _ in range(10):
+            assert await predict("academic_research") == 200
+
         # SIGKILL one worker: the other keeps serving, the parent restarts it.
         workers_before = sorted(_children(proc.pid))
         assert len(workers_before) == 2
@@ -308,7 +327,8 @@ async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Pat
     for directory in logs:
         records = _records(directory)
         assert records[-1]["type"] == "stop", directory
-        assert sum(r["type"] == "policy_change" for r in records) == 1
+        changes = [r for r in records if r["type"] == "policy_change"]
+        assert [r["trigger"] for r in changes] in (["sighup", "admin"], ["sighup", "sighup"])
         found |= {str(r.get("decision_id")) for r in records if r["type"] == "decision"}
         code = cli_main(
             ["audit", "verify", str(directory), "--trusted-keys", str(keyring), "--quiet"]
