@@ -1,11 +1,11 @@
 """`jurisgate serve` with two workers: one port, two logs, reloads, restarts and drains.
 
 The process test runs the real command against a stub backend: both workers answer on the
-one REST port (their logs both fill), `/metrics` reports the group (counters summed, live
-figures per `worker`, accepted by promtool when installed), SIGHUP to the parent (and an
-admin reload answered by one worker) writes a `policy_change` record in each worker's log, a
-worker killed with SIGKILL is restarted and recovers its log while the other serves, SIGTERM
-drains both, and each log verifies.
+one REST port (their logs both fill) and on the gRPC port, `/metrics` reports the group
+(counters summed, live figures per `worker`, accepted by promtool when installed), SIGHUP to
+the parent (and an admin reload answered by one worker) writes a `policy_change` record in
+each worker's log, a worker killed with SIGKILL is restarted and recovers its log while the
+other serves, SIGTERM drains both, and each log verifies.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import grpc
 import pytest
 import yaml
 
@@ -233,6 +234,21 @@ async def test_two_workers_share_the_port_reload_restart_and_drain(tmp_path: Pat
         decided = [[r for r in _records(d) if r["type"] == "decision"] for d in logs]
         assert all(decided), "both workers answer on the one port"
         assert not (audit / "segments").exists(), "no log directly in audit.directory"
+
+        # gRPC through the shared port: a malformed message is refused and audited by the
+        # worker that took the connection.
+        grpc_ids = []
+        for _ in range(6):
+            async with grpc.aio.insecure_channel(f"127.0.0.1:{grpc_port}") as channel:
+                call = channel.unary_unary("/tensorflow.serving.PredictionService/Predict")(
+                    b"\xff\xff not a protobuf", metadata=(("x-api-key", KEY),), timeout=10
+                )
+                with pytest.raises(grpc.aio.AioRpcError) as raised:
+                    await call
+                assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                grpc_ids.append(dict(await call.initial_metadata() or ())["x-decision-id"])
+        audited = {str(r.get("decision_id")) for d in logs for r in _records(d)}
+        assert set(grpc_ids) <= audited
 
         # /metrics: any worker answers for the group.
         async with aiohttp.ClientSession() as session:
