@@ -5,6 +5,7 @@
     python bench/gateway.py --diagnose       # also: wrk -c64, and the gateway without fsync
     python bench/gateway.py --json out.json  # also write every number as JSON
     python bench/gateway.py --baseline HEAD~3  # also the gateway of another revision, same run
+    python bench/gateway.py --only-workers   # only the workers target (about 1 minute)
 
 Needs `wrk` (`apt-get install -y wrk`); `--profile` needs py-spy (`pip install py-spy`).
 
@@ -32,6 +33,11 @@ gateway's RSS after 1,000 and after 10,000 requests, and the p50 latency at a mo
 rate (an open-loop Python client on raw keep-alive connections; latency from the write of the
 request to the last byte of the response). Bars (issue 5): gateway/bare throughput >= 0.8,
 p50 added over direct at the fixed rate <= 1.5 ms, RSS growth 1k->10k < 20%.
+
+Workers (issue 14): the same gateway with `workers: 2` on both cores against itself with
+`workers: 1` on the proxies' core, wrk -c16 and the stub backend where they always are (so the
+two workers share the first core with them); interleaved rounds, the ratio of the median
+throughputs (bar >= 1.6x) and the CPU per request of each gateway's whole process tree.
 
 Cores: with two or more cores the load generator, this script and the stub backend share the
 first allowed core and the proxy under test gets the second one to itself (`taskset -c`), so
@@ -338,7 +344,7 @@ def start_server(
     command: list[str],
     port: int,
     log: Path,
-    core: int | None,
+    core: int | str | None,
     extra_env: dict[str, str] | None = None,
     tree: Path = REPO,
 ) -> Server:
@@ -371,6 +377,22 @@ def cpu_ticks(pid: int) -> int:
     text = Path(f"/proc/{pid}/stat").read_text()
     fields = text[text.rindex(")") + 2 :].split()
     return int(fields[11]) + int(fields[12])
+
+
+def tree_ticks(pid: int) -> int:
+    """utime + stime of a process and its children (the workers of `jurisgate serve`)."""
+    total = cpu_ticks(pid)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            text = (entry / "stat").read_text()
+        except OSError:
+            continue
+        fields = text[text.rindex(")") + 2 :].split()
+        if int(fields[1]) == pid:
+            total += int(fields[11]) + int(fields[12])
+    return total
 
 
 def rss_kib(pid: int) -> int:
@@ -905,6 +927,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--no-grpc", action="store_true", help="skip the gRPC targets (direct, bare, gateway)"
     )
     parser.add_argument(
+        "--no-workers", action="store_true", help="skip the workers target (2 workers vs 1)"
+    )
+    parser.add_argument("--only-workers", action="store_true", help="run only the workers target")
+    parser.add_argument(
         "--role",
         choices=["backend", "bare", "floor", "grpc-backend", "grpc-bare", "grpc-load"],
         help=argparse.SUPPRESS,
@@ -1007,7 +1033,177 @@ class Rig:
         asyncio.run(open_loop(self.servers[name].port, self.body, rate, count, into))
 
 
+@dataclass
+class WorkersRound:
+    requests: int
+    duration_s: float
+    p50_ms: float
+    p99_ms: float
+    errors: int
+    cpu_us: float
+    #: CPU other processes used on the machine during the round, in cores.
+    others: float = 0.0
+
+    @property
+    def rps(self) -> float:
+        return self.requests / max(self.duration_s, 1e-9)
+
+
+def workers_rounds(
+    rig: Rig, args: argparse.Namespace, gateway_command: list[str], backend_port: int
+) -> dict[str, WorkersRound]:
+    """The workers target: `workers: 2` on both cores against `workers: 1` on one."""
+    both = (
+        None
+        if rig.client_core is None or rig.server_core is None
+        else f"{rig.client_core},{rig.server_core}"
+    )
+    setups = {"gw-1worker": ("1", rig.server_core), "gw-2workers": ("2", both)}
+    servers: dict[str, Server] = {}
+    for name, (count, cores) in setups.items():
+        port = free_port()
+        servers[name] = start_server(
+            name, gateway_command, port, rig.work / f"{name}.log", cores,
+            {"JURISGATE__WORKERS": count, "JURISGATE__LISTEN__PORT": str(port),
+             "JURISGATE__GRPC__PORT": "0",
+             "JURISGATE__AUDIT__DIRECTORY": str(rig.work / f"audit-{name}")},
+        )  # fmt: skip
+        rig.servers[name] = servers[name]
+    rounds: dict[str, list[WorkersRound]] = {name: [] for name in setups}
+    try:
+        for name, server in servers.items():
+            wait_ready(server)
+            rig.check(name)
+            rig.warm(name, args.warmup, args.connections)
+        names = list(setups)
+        for index in range(args.rounds):
+            for name in names[index % 2 :] + names[: index % 2]:
+                server = servers[name]
+                command = wrk_command(
+                    rig.url(name), duration_s=args.duration, connections=args.connections,
+                    core=rig.client_core,
+                )  # fmt: skip
+                rest = [s.pid for s in rig.servers.values() if s is not server]
+
+                def ours(rest: list[int] = rest) -> float:
+                    # This script, wrk (a reaped child), the backend, the idle gateway.
+                    return sum(cpu_ticks(pid) for pid in rest) + sum(self_and_children_ticks())
+
+                before, ours_before, cores_before = (
+                    tree_ticks(server.pid),
+                    ours(),
+                    core_busy_ticks(),
+                )
+                started = time.perf_counter()
+                raw = run_wrk(command, rig.wrk_env, None, wall_cap_s=args.duration + 30)
+                wall = max(time.perf_counter() - started, 1e-9)
+                ticks = tree_ticks(server.pid) - before
+                cores_after = core_busy_ticks()
+                busy = sum(cores_after[c][0] - cores_before[c][0] for c in cores_after)
+                # Everything else that ran on the machine meanwhile, in cores: the second core
+                # is only as free as this says.
+                others = max(0.0, (busy - ticks - (ours() - ours_before)) / CLK_TCK / wall)
+                served = max(1, int(raw["requests"]))
+                result = WorkersRound(
+                    requests=int(raw["requests"]),
+                    duration_s=raw["duration_us"] / 1e6,
+                    p50_ms=raw["p50_us"] / 1000,
+                    p99_ms=raw["p99_us"] / 1000,
+                    errors=sum(int(raw[k]) for k in ("connect_errors", "read_errors",
+                               "write_errors", "status_errors", "timeouts")),
+                    cpu_us=ticks * 1e6 / CLK_TCK / served,
+                    others=others,
+                )  # fmt: skip
+                rounds[name].append(result)
+                progress(
+                    f"round {index + 1} {name:12s} {result.rps:7.0f} req/s  p50 "
+                    f"{result.p50_ms:6.2f} ms  p99 {result.p99_ms:6.2f} ms  {result.cpu_us:5.0f} "
+                    f"us/req (process tree)  errors {result.errors}  other processes "
+                    f"{others:.2f} cores"
+                )
+        workers = {
+            name: sorted(found, key=lambda r: r.rps)[len(found) // 2]
+            for name, found in rounds.items()
+        }
+        for name in setups:
+            logs = sorted(p.name for p in (rig.work / f"audit-{name}").glob("w*"))
+            progress(f"{name}: audit logs {logs or ['(one, in the directory itself)']}")
+    finally:
+        for name in setups:
+            rig.stop(name)
+    return workers
+
+
+def report_workers(args: argparse.Namespace, rig: Rig, workers: dict[str, WorkersRound]) -> None:
+    one, two = workers["gw-1worker"], workers["gw-2workers"]
+    ratio = two.rps / max(one.rps, 1e-9)
+    cores = (
+        "not pinned"
+        if rig.client_core is None
+        else f"1 worker on core {rig.server_core}; 2 workers on cores "
+        f"{rig.client_core},{rig.server_core} (wrk and the stub backend on core "
+        f"{rig.client_core})"
+    )
+    print()
+    print(f"workers: the gateway with 2 workers against itself with 1 ({cores}), "
+          f"wrk -c{args.connections}, median of {args.rounds} interleaved rounds")  # fmt: skip
+    print(f"{'target':14s}{'req/s':>8s}{'p50 ms':>8s}{'p99 ms':>8s}{'CPU us/req':>12s}"
+          f"{'errors':>8s}{'other processes':>17s}")  # fmt: skip
+    for name, r in workers.items():
+        print(f"{name:14s}{r.rps:8.0f}{r.p50_ms:8.2f}{r.p99_ms:8.2f}{r.cpu_us:12.0f}"
+              f"{r.errors:8d}{r.others:11.2f} cores")  # fmt: skip
+    print("(CPU us/req: the gateway's whole process tree; other processes: CPU of everything "
+          "outside this bench on the machine during the round)")  # fmt: skip
+    print(f"{'bar':40s}{'measured':>12s}{'bar':>14s}  result")
+    print(f"{'2 workers / 1 worker throughput':40s}{ratio:>11.2f}x{'>= 1.60x':>14s}  "
+          f"{'PASS' if ratio >= 1.6 else 'MISS'}")  # fmt: skip
+
+
+def run_workers_only(args: argparse.Namespace) -> int:
+    """`--only-workers`: the stub backend and the two gateways, nothing else."""
+    client_core, server_core = pick_cores(not args.no_pin)
+    if client_core is not None:
+        os.sched_setaffinity(0, {client_core})
+    work = Path(tempfile.mkdtemp(prefix="jurisgate-bench-"))
+    body = request_body()
+    (work / "body.json").write_bytes(body)
+    backend_port = free_port()
+    config_path = write_gateway_files(work, free_port(), backend_port)
+    me = [sys.executable, str(Path(__file__).resolve())]
+    gateway_command = [sys.executable, "-m", "gateway", "serve", "--config", str(config_path)]
+    wrk_env = dict(
+        os.environ, BENCH_BODY=str(work / "body.json"), BENCH_API_KEY=API_KEY, BENCH_PURPOSE=PURPOSE
+    )
+    rig = Rig(work, body, client_core, server_core, wrk_env)
+    try:
+        rig.start("direct", [*me, "--role", "backend", "--port", str(backend_port)],
+                  backend_port, client_core)  # fmt: skip
+        wait_ready(rig.servers["direct"])
+        print(f"jurisgate gateway bench, workers target: {len(body)} B predict body, "
+              f"work dir {work}")  # fmt: skip
+        print(f"gateway: {gateway_settings(config_path)}")
+        workers = workers_rounds(rig, args, gateway_command, backend_port)
+    except RuntimeError as exc:
+        print(f"bench failed: {exc}", file=sys.stderr)
+        print(f"logs are in {work}", file=sys.stderr)
+        return 1
+    finally:
+        for name in reversed(list(rig.servers)):
+            rig.stop(name)
+    report_workers(args, rig, workers)
+    if args.json:
+        args.json.write_text(
+            json.dumps({"workers": {n: asdict(r) for n, r in workers.items()}}, indent=2) + "\n",
+            encoding="utf-8",
+        )
+    if not args.keep:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
 def run(args: argparse.Namespace) -> int:
+    if args.only_workers:
+        return run_workers_only(args)
     client_core, server_core = pick_cores(not args.no_pin)
     if client_core is not None:
         os.sched_setaffinity(0, {client_core})
@@ -1034,7 +1230,10 @@ def run(args: argparse.Namespace) -> int:
                   upstream], ports["bare"], server_core)  # fmt: skip
         rig.start("floor", [*me, "--role", "floor", "--port", str(ports["floor"]), "--upstream",
                   upstream, "--work", str(work)], ports["floor"], server_core)  # fmt: skip
-        rig.start("gateway", gateway_command, ports["gateway"], server_core)
+        # One process, as measured before workers existed (`workers: 0` would follow the
+        # affinity mask, which taskset also makes one core).
+        rig.start("gateway", gateway_command, ports["gateway"], server_core,
+                  JURISGATE__WORKERS="1")  # fmt: skip
         measured = list(TARGETS)
         if args.baseline:
             # The same configuration served by another revision's code, in the same minutes.
@@ -1157,6 +1356,10 @@ def run(args: argparse.Namespace) -> int:
                 diagnosis.append((label, name, result, added, load["bare"].rps))
                 progress(f"{label}: {describe(result, name)}, p50 added {added:+.3f} ms")
 
+        workers = (
+            None if args.no_workers else workers_rounds(rig, args, gateway_command, ports["direct"])
+        )
+
         if args.profile:
             progress(
                 f"profiling the gateway with py-spy for {args.profile_seconds:.0f} s under wrk"
@@ -1180,6 +1383,8 @@ def run(args: argparse.Namespace) -> int:
     report(args, load, rates, rss, records, diagnosis, profile, wrk_command_text(args, client_core))
     if not args.no_grpc:
         report_grpc(args, load, grpc_load)
+    if workers is not None:
+        report_workers(args, rig, workers)
     print(
         f"idle penalty on the proxies' core: a small Python function runs "
         f"{results['idle_penalty']:.1f}x slower right after 5 ms of sleep than back to back "
@@ -1195,6 +1400,7 @@ def run(args: argparse.Namespace) -> int:
                 {"variant": v, **asdict(r), "p50_added_ms": a} for v, _, r, a, _ in diagnosis
             ],
             profile=asdict(profile) if profile else None,
+            workers={n: asdict(r) for n, r in workers.items()} if workers else None,
         )
         args.json.write_text(json.dumps(results, indent=2, default=str) + "\n", encoding="utf-8")
     if args.keep:

@@ -151,7 +151,7 @@ def _diagnostic(
         choices = [c for c in choices if c]
         return Diagnostic(
             code="config_value_error",
-            message=f"{dotted} has bad value `{_short(value)}`",
+            message=f"{dotted} has bad value `{shorten(value)}`",
             location=document.location(loc),
             path=dotted,
             help=did_you_mean(value, choices) or f"one of {ctx.get('expected')}",
@@ -162,7 +162,7 @@ def _diagnostic(
             key = "cidr"
         return Diagnostic(
             code="config_value_error",
-            message=f"{dotted} has bad value `{_short(value)}`",
+            message=f"{dotted} has bad value `{shorten(value)}`",
             location=document.location(loc),
             path=dotted,
             help=_PATTERN_HINTS.get(key, f"must match `{ctx.get('pattern')}`"),
@@ -181,7 +181,7 @@ def _diagnostic(
     text = (
         f"{dotted}: {message}"
         if f"`{value}`" in message
-        else f"{dotted} has bad value `{_short(value)}`: {message}"
+        else f"{dotted} has bad value `{shorten(value)}`: {message}"
     )
     return Diagnostic(
         code="config_value_error",
@@ -236,7 +236,7 @@ def _diagnostic_from_schema_error(
         options = ", ".join(f"`{o}`" for o in choices)
         return Diagnostic(
             code="config_value_error",
-            message=f"{dotted} has bad value `{_short(error.instance)}`",
+            message=f"{dotted} has bad value `{shorten(error.instance)}`",
             location=document.location(path),
             path=dotted,
             help=did_you_mean(error.instance, choices) or f"one of {options}",
@@ -254,7 +254,7 @@ def _diagnostic_from_schema_error(
     detail = "" if error.validator == "pattern" else f": {error.message}"
     return Diagnostic(
         code="config_value_error",
-        message=f"{dotted} has bad value `{_short(error.instance)}`{detail}",
+        message=f"{dotted} has bad value `{shorten(error.instance)}`{detail}",
         location=document.location(path),
         path=dotted,
         help=_schema_hint(error),
@@ -274,6 +274,7 @@ def _schema_hint(error: jsonschema.ValidationError) -> str:
     return "see docs/configuration.md"
 
 
-def _short(value: Any) -> str:
+def shorten(value: Any) -> str:
+    """`value` as text, cut to 60 characters for a diagnostic."""
     text = str(value)
     return text if len(text) <= 60 else text[:57] + "..."

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from gateway.config.diagnostics import diagnostics_from_validation
+from gateway.config.diagnostics import diagnostics_from_validation, shorten
 from gateway.config.environment import apply_env_overrides
 from gateway.config.model import Clients, ConfigFile, Headers, Limits, Operator, SecretRef
 from gateway.errors import Diagnostic, DiagnosticError, Location
@@ -41,6 +41,7 @@ __all__ = [
     "OperatorConfig",
     "PoolConfig",
     "SinkConfig",
+    "WORKER_ENV",
     "WitnessConfigEntry",
     "load_config",
 ]
@@ -91,6 +92,8 @@ class GrpcListener:
     port: int = 8500
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None
+    #: Join the other workers on the same port (`grpc.so_reuseport`); only worker processes.
+    reuse_port: bool = False
 
 
 @dataclass(frozen=True)
@@ -207,11 +210,21 @@ class GatewayConfig:
     trusted_region_header: str | None = None
     #: Log one line per request on `jurisgate.access` (no personal data).
     access_log: bool = False
+    #: Worker processes as configured (`workers`; 0: one per available core).
+    workers: int = 1
+    #: This process's worker number when it is one of several workers (`WORKER_ENV`).
+    worker: int | None = None
 
     @property
     def origin(self) -> str:
-        """The audit log origin: `<deployment>/<instance>`."""
-        return f"{self.deployment}/{self.instance}"
+        """The audit log origin: `<deployment>/<instance>`, plus `/w<k>` in worker `k`."""
+        base = f"{self.deployment}/{self.instance}"
+        return base if self.worker is None else f"{base}/w{self.worker}"
+
+
+#: Set by `jurisgate serve` in the environment of each worker process it starts: the worker's
+#: number. The environment is kept for reloads, so a reloaded worker stays the same worker.
+WORKER_ENV = "JURISGATE_WORKER"
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
@@ -294,6 +307,24 @@ def _secret(
         return None
 
 
+def _worker_number(env: Mapping[str, str], diagnostics: list[Diagnostic]) -> int | None:
+    raw = env.get(WORKER_ENV)
+    if raw is None:
+        return None
+    if not raw.isdigit() or int(raw) > 1023:
+        diagnostics.append(
+            Diagnostic(
+                code="config_env_error",
+                message=f"environment variable `{WORKER_ENV}` has bad value `{shorten(raw)}`: "
+                "not a worker number",
+                location=Location(WORKER_ENV, 0, 0),
+                help=f"`jurisgate serve` sets {WORKER_ENV} for its workers; unset it",
+            )
+        )
+        return None
+    return int(raw)
+
+
 def _build(
     path: Path,
     m: ConfigFile,
@@ -319,8 +350,13 @@ def _build(
     if diagnostics:
         raise ConfigError(diagnostics)
 
+    worker = _worker_number(env, diagnostics)
+    if diagnostics:
+        raise ConfigError(diagnostics)
     audit = m.audit
     audit_dir = _resolve_path(base, audit.directory)
+    # A worker writes its own log beside its siblings'; the keys stay where they are shared.
+    log_dir = audit_dir if worker is None else audit_dir / f"w{worker}"
     grpc = m.grpc
     return GatewayConfig(
         source=path,
@@ -376,6 +412,7 @@ def _build(
             port=grpc.port if grpc else GrpcListener.port,
             tls_cert_file=_resolve_path(base, grpc.tls.cert_file) if grpc and grpc.tls else None,
             tls_key_file=_resolve_path(base, grpc.tls.key_file) if grpc and grpc.tls else None,
+            reuse_port=worker is not None,
         ),
         pool=PoolConfig(
             limit=m.pool.limit,
@@ -387,8 +424,10 @@ def _build(
         read_timeout_s=m.timeouts.read_s,
         scan_headers=tuple(m.privacy.scan_headers),
         privacy_hmac_key=(privacy_hmac or audit_hmac or "").encode() or None,
+        workers=m.workers,
+        worker=worker,
         audit=AuditConfig(
-            directory=audit_dir,
+            directory=log_dir,
             signing_key=_resolve_path(base, audit.signing_key or str(audit_dir / "key.pem")),
             passphrase=passphrase,
             hmac_key=audit_hmac.encode() if audit_hmac else None,

@@ -423,6 +423,16 @@ class ConfigFile(Section):
         description="instance name; the second half of the audit log origin "
         "`<deployment>/<instance>`",
     )
+    workers: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="worker processes serving the REST, gRPC and admin listeners together; "
+        "`0`: one per core this process may run on (affinity mask, cgroup CPU quota); `1`: one "
+        "process, its audit log directly in `audit.directory`; more: worker `k` logs to "
+        "`<audit.directory>/w<k>` with origin `<deployment>/<instance>/w<k>` "
+        "(docs/operations.md)",
+    )
     listen: Listen = Field(default_factory=Listen)
     admin: Admin = Field(default_factory=Admin)
     operator: Operator = Field(default_factory=Operator)

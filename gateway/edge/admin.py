@@ -20,6 +20,7 @@ from aiohttp import web
 from gateway.edge.metrics import CONTENT_TYPE_LATEST
 from gateway.edge.reload import reload_snapshot
 from gateway.edge.runtime import RUNTIME, Runtime, Snapshot
+from gateway.edge.workers import WORKER_SIDE
 from gateway.errors import format_diagnostics
 from gateway.policy import load_policy_set
 from gateway.replay.revisions import STORE_DIR
@@ -115,7 +116,9 @@ def create_admin_app(public: web.Application) -> web.Application:
 
     async def metrics(request: web.Request) -> web.Response:
         runtime = public[RUNTIME]
-        resp = web.Response(body=runtime.metrics.render())
+        worker_side = public.get(WORKER_SIDE)
+        body = runtime.metrics.render() if worker_side is None else await worker_side.render()
+        resp = web.Response(body=body)
         resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
         return resp
 
@@ -130,6 +133,9 @@ def create_admin_app(public: web.Application) -> web.Application:
 
     async def reload(request: web.Request) -> web.Response:
         result = await reload_snapshot(public[RUNTIME], trigger="admin")
+        worker_side = public.get(WORKER_SIDE)
+        if worker_side is not None:
+            worker_side.pass_reload_on()
         return web.json_response(result, status=200 if result["result"] == "ok" else 422)
 
     async def decide(request: web.Request) -> web.Response:

@@ -46,6 +46,7 @@ from gateway.edge.reload import (
 )
 from gateway.edge.runtime import RUNTIME, Runtime, Snapshot
 from gateway.edge.sinks import EventSinks, WebhookTarget
+from gateway.edge.workers import WORKER_SIDE, worker_side_for
 from gateway.errors import format_diagnostics
 from gateway.witness.client import CheckpointWitnessing, WitnessEndpoint, witnessed_heads
 
@@ -282,7 +283,10 @@ async def _start_admin(app: web.Application, config: GatewayConfig) -> web.AppRu
         return None
     admin_runner = make_runner(create_admin_app(app), config.client_timeouts, access_log=None)
     await admin_runner.setup()
-    await web.TCPSite(admin_runner, config.admin.host, config.admin.port).start()
+    # Sibling workers (`workers` > 1) listen on the same ports; the kernel spreads connections.
+    await web.TCPSite(
+        admin_runner, config.admin.host, config.admin.port, reuse_port=config.worker is not None
+    ).start()
     return admin_runner
 
 
@@ -317,11 +321,17 @@ async def run_gateway(
     except (SnapshotError, AuditError, OSError) as exc:
         print(_start_failure(config, exc), flush=True)
         return 3
-    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True)
+    site = web.TCPSite(runner, config.listen_host, config.listen_port, reuse_address=True,
+                       reuse_port=config.worker is not None)  # fmt: skip
     await site.start()
-    admin_runner = await _start_admin(app, config)
-
     runtime = app[RUNTIME]
+    worker_side = worker_side_for(config, runtime.metrics)
+    if worker_side is not None:
+        app[WORKER_SIDE] = worker_side
+    admin_runner = await _start_admin(app, config)
+    if worker_side is not None:
+        await worker_side.start()
+
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     reload_requested = asyncio.Event()
@@ -337,6 +347,8 @@ async def run_gateway(
     watcher.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watcher
+    if worker_side is not None:
+        await worker_side.close()
     if admin_runner is not None:
         await admin_runner.cleanup()
     await runner.cleanup()  # stops accepting, waits for in-flight requests, closes the log

@@ -166,7 +166,9 @@ class GrpcFrontDoor:
             options=[
                 ("grpc.max_receive_message_length", 2**31 - 1),
                 ("grpc.max_send_message_length", 2**31 - 1),
-                ("grpc.so_reuseport", 0),
+                # A second gateway on a port in use must fail, unless it is a sibling worker
+                # (`jurisgate serve` with several workers): the kernel spreads connections.
+                ("grpc.so_reuseport", 1 if self._listener.reuse_port else 0),
             ]
         )
         server.add_generic_rpc_handlers((_Handlers(self),))

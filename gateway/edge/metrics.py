@@ -11,6 +11,7 @@ becomes a label value.
 from __future__ import annotations
 
 import platform
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -255,7 +256,11 @@ class GatewayMetrics:
 
     def set_policy_revision(self, revision: str) -> None:
         """Expose exactly one serving revision."""
-        self.policy_info.clear()
+        with warnings.catch_warnings():
+            # Workers (`workers` > 1) expose the revision from each process's own registry,
+            # where clearing works; prometheus_client warns because its files cannot.
+            warnings.simplefilter("ignore", UserWarning)
+            self.policy_info.clear()
         self.policy_info.labels(revision=revision).set(1)
 
     def render(self) -> bytes:

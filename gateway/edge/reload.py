@@ -19,6 +19,7 @@ from gateway.config.loader import ConfigError, GatewayConfig, load_config
 from gateway.edge.runtime import Runtime, Snapshot, build_backends
 from gateway.errors import DiagnosticError, format_diagnostics
 from gateway.policy import load_policy_set
+from gateway.policy.loader import tree_files
 from gateway.replay.revisions import STORE_DIR, store_revision
 from gateway.request.clientip import ClientIPConfig
 from gateway.request.geo import CachedRegionLookup, RegionTable
@@ -195,7 +196,9 @@ def fingerprint(runtime: Runtime) -> tuple[tuple[str, int, int], ...]:
         paths.append(config.geoip_table)
     for root in config.policy_paths:
         if root.is_dir():
-            paths.extend(sorted(p for p in root.rglob("*") if p.suffix in (".yaml", ".yml")))
+            # The files the loader reads (a ConfigMap volume's hidden copies are not among
+            # them; its link swap changes the stamps of the linked files).
+            paths.extend(p for p in tree_files(root) if p.suffix in (".yaml", ".yml"))
         else:
             paths.append(root)
     stamps: list[tuple[str, int, int]] = []

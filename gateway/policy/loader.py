@@ -31,6 +31,7 @@ __all__ = [
     "LoadResult",
     "PolicyFile",
     "discover_files",
+    "tree_files",
     "is_case_file",
     "load_policy_set",
     "revision_of",
@@ -67,6 +68,38 @@ def is_case_file(path: Path) -> bool:
     return path.name.endswith(_CASE_SUFFIXES)
 
 
+def tree_files(root: Path) -> list[Path]:
+    """The files under directory `root`, sorted, following symbolic links to directories and
+    skipping hidden names (`.x`).
+
+    A Kubernetes ConfigMap volume keeps its files in a hidden `..<timestamp>/` directory and
+    shows them through symbolic links (`..data`, then one per top-level entry), swapped at
+    once on an update: a plain `rglob` would read the hidden copy (its name in the revision)
+    beside the linked one and miss linked directories. Each real directory is visited once.
+    """
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    pending = [root]
+    while pending:
+        directory = pending.pop()
+        try:
+            stat = directory.stat()
+            entries = list(directory.iterdir())
+        except OSError:
+            continue
+        if (stat.st_dev, stat.st_ino) in seen:
+            continue
+        seen.add((stat.st_dev, stat.st_ino))
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                pending.append(entry)
+            elif entry.is_file():
+                found.append(entry)
+    return sorted(found)
+
+
 def discover_files(
     paths: Iterable[Path | str], *, cases: bool = False
 ) -> tuple[list[PolicyFile], list[Diagnostic]]:
@@ -76,7 +109,7 @@ def discover_files(
     for raw in paths:
         root = Path(raw)
         if root.is_dir():
-            for path in sorted(p for p in root.rglob("*") if p.is_file()):
+            for path in tree_files(root):
                 if not path.name.endswith(_SUFFIXES) or is_case_file(path) != cases:
                     continue
                 rel = path.relative_to(root).as_posix()

@@ -233,6 +233,8 @@ def _serve_config(tmp: Path, backend_port: int, policies: Path) -> Path:
     config = {
         "deployment": "gw.proc",
         "instance": "p1",
+        # One process, its log directly in `audit` (tests/gateway/test_workers.py runs two).
+        "workers": 1,
         "listen": {"host": "127.0.0.1", "port": free_port()},
         "admin": {"enabled": False},
         "policies": {"paths": [str(policies)], "watch": True},
