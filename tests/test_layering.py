@@ -40,7 +40,7 @@ PURE = {
         "gateway.audit.keyring",
         "gateway.audit.witness",
     ],
-    "foundation": ["gateway.errors", "gateway.source", "gateway.lru"],
+    "foundation": ["gateway.errors", "gateway.source", "gateway.lru", "gateway.jsonpath"],
 }
 
 #: Modules a pure folder holds that are not pure, and why.

@@ -15,6 +15,7 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gateway.jsonpath import json_path
 from gateway.privacy import (
     DEFAULT_DETECTORS,
     Findings,
@@ -29,7 +30,6 @@ from gateway.privacy import (
     scan_headers,
     scan_text,
 )
-from gateway.request.jsonpath import json_path
 from tests.documents import string_values
 
 IMAGE_B64 = (
