@@ -120,6 +120,20 @@ def test_pure_folder_imports_no_aiohttp_no_grpc_and_reads_no_file(folder: str) -
     assert found["opened"] == [], f"{folder} reads files at import: {found['opened']}"
 
 
+def test_pipeline_is_transport_neutral() -> None:
+    """The pipeline imports no aiohttp and no edge module (it uses the edge's types only
+    for type checking); gRPC message handling is confined to `grpc_steps`."""
+    code = (
+        "import sys\n"
+        + "".join(f"import {m}\n" for m in _modules("gateway/pipeline"))
+        + "print(sorted(m for m in sys.modules if m == 'aiohttp' or m.startswith('gateway.edge')))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120
+    )
+    assert out.stdout.strip() == "[]"
+
+
 def test_the_probe_sees_a_file_read_at_import(tmp_path: Path) -> None:
     folder = tmp_path / "gateway"  # counted as the project's own code by its path
     folder.mkdir()

@@ -16,7 +16,8 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.edge.proxy import UpstreamError, UpstreamPool, UpstreamResponse, strip_hop_by_hop
+from gateway.edge.proxy import UpstreamPool, strip_hop_by_hop
+from gateway.pipeline.upstream import UpstreamError, UpstreamResponse
 from gateway.request.routing import BackendSpec, is_rerouted, select_backend
 from gateway.tfserving import Route, build_backend_path, parse_request_target
 from tests.vocabulary_groups import vocabulary_groups
