@@ -17,11 +17,13 @@ JSON form: ``{"code", "message", "severity", "file", "line", "col", "path", "hel
 from __future__ import annotations
 
 import difflib
+import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 __all__ = [
+    "describe_exception",
     "DEFAULT_DIAGNOSTIC_CAP",
     "Diagnostic",
     "DiagnosticError",
@@ -202,3 +204,17 @@ class DiagnosticError(GatewayError):
     def diagnostics(self) -> list[Diagnostic]:
         """Return the sorted diagnostics this error was raised with."""
         return list(self._diagnostics)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """The type of `exc` and where it was raised (`file:line in function`), never its text.
+
+    An exception's message may quote the input that caused it (a header value, a body
+    fragment); its type and place are enough to find the bug.
+    """
+    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
+    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
+    if not frames:
+        return name
+    last = frames[-1]
+    return f"{name} at {last.filename}:{last.lineno} in {last.name}"

@@ -49,25 +49,26 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 
 def _load(path: Path) -> Any:
+    """The witness configuration at `path`, or the exit code when it is missing or invalid."""
     from gateway.errors import format_diagnostics
     from gateway.witness.config import WitnessConfigError, load_witness_config
 
+    if not path.is_file():
+        print(f"error: {path}: no such file", file=sys.stderr)
+        return exitcodes.ERROR
     try:
         return load_witness_config(path)
     except WitnessConfigError as exc:
         print(format_diagnostics(exc.diagnostics(), cap=None), file=sys.stderr)
-        return None
+        return exitcodes.INVALID
 
 
 def _vkey(args: argparse.Namespace) -> int:
     from gateway.audit.witness import Cosigner
 
-    if not args.config.is_file():
-        print(f"error: {args.config}: no such file", file=sys.stderr)
-        return exitcodes.ERROR
     config = _load(args.config)
-    if config is None:
-        return exitcodes.INVALID
+    if isinstance(config, int):
+        return config
     print(Cosigner(config.signer).key.vkey())
     return 0
 
@@ -77,12 +78,9 @@ def _serve(args: argparse.Namespace) -> int:
     from gateway.edge.logs import configure_logging
     from gateway.witness.server import WitnessService
 
-    if not args.config.is_file():
-        print(f"error: {args.config}: no such file", file=sys.stderr)
-        return exitcodes.ERROR
     config = _load(args.config)
-    if config is None:
-        return exitcodes.INVALID
+    if isinstance(config, int):
+        return config
     configure_logging("INFO")
     try:
         service = WitnessService(config.signer, config.log_keys, config.state)

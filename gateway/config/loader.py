@@ -25,6 +25,7 @@ from pydantic import ValidationError
 from gateway.config.diagnostics import diagnostics_from_validation, shorten
 from gateway.config.environment import apply_env_overrides
 from gateway.config.model import Clients, ConfigFile, Headers, Limits, Operator, SecretRef
+from gateway.config.webhooks import WebhookTarget
 from gateway.errors import Diagnostic, DiagnosticError, Location
 from gateway.source import LoadedDocument, load_yaml
 
@@ -40,7 +41,6 @@ __all__ = [
     "LimitsConfig",
     "OperatorConfig",
     "PoolConfig",
-    "SinkConfig",
     "WORKER_ENV",
     "WitnessConfigEntry",
     "load_config",
@@ -108,23 +108,6 @@ class BackendConfig:
     weight: int = 1
     #: The backend's gRPC address (`host:port`); gRPC requests go there, REST to `url`.
     grpc: str | None = None
-
-
-@dataclass(frozen=True)
-class SinkConfig:
-    """One decision event sink (webhook)."""
-
-    id: str
-    url: str
-    category: str
-    is_sale_or_share: bool = False
-    tenant_opt_in: bool | None = None
-    timeout_s: float = 2.0
-    queue_size: int = 1000
-    max_attempts: int = 4
-    backoff_initial_s: float = 0.2
-    backoff_max_s: float = 5.0
-    headers: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True)
@@ -199,7 +182,7 @@ class GatewayConfig:
     scan_headers: tuple[str, ...]
     privacy_hmac_key: bytes | None
     audit: AuditConfig
-    sinks: tuple[SinkConfig, ...]
+    sinks: tuple[WebhookTarget, ...]
     #: The environment the file was loaded with (overrides, secrets); reloads reuse it.
     environ: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
     client_timeouts: ClientTimeouts = field(default_factory=ClientTimeouts)
@@ -448,7 +431,7 @@ def _build(
         ),
         environ=env,
         sinks=tuple(
-            SinkConfig(
+            WebhookTarget(
                 id=x.id,
                 url=x.url,
                 category=x.category,

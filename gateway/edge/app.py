@@ -45,7 +45,7 @@ from gateway.edge.reload import (
     watch_for_reloads,
 )
 from gateway.edge.runtime import RUNTIME, Runtime, Snapshot
-from gateway.edge.sinks import EventSinks, WebhookTarget
+from gateway.edge.sinks import EventSinks
 from gateway.edge.workers import WORKER_SIDE, worker_side_for
 from gateway.errors import format_diagnostics
 from gateway.witness.client import CheckpointWitnessing, WitnessEndpoint, witnessed_heads
@@ -119,23 +119,7 @@ def _event_sinks(config: GatewayConfig, upstream: UpstreamPool) -> EventSinks | 
     """The decision-event webhooks of the `sinks` section, over the upstream pool's session."""
     if not config.sinks:
         return None
-    targets = [
-        WebhookTarget(
-            id=s.id,
-            url=s.url,
-            category=s.category,
-            is_sale_or_share=s.is_sale_or_share,
-            tenant_opt_in=s.tenant_opt_in,
-            timeout_s=s.timeout_s,
-            queue_size=s.queue_size,
-            max_attempts=s.max_attempts,
-            backoff_initial_s=s.backoff_initial_s,
-            backoff_max_s=s.backoff_max_s,
-            headers=s.headers,
-        )
-        for s in config.sinks
-    ]
-    return EventSinks(upstream.session, targets)
+    return EventSinks(upstream.session, config.sinks)
 
 
 async def _start_grpc_front_door(

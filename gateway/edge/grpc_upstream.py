@@ -34,7 +34,7 @@ from typing import Any, Final
 import grpc
 import grpc.aio
 
-from gateway.edge.proxy import UpstreamError, UpstreamErrorKind
+from gateway.pipeline.upstream import GrpcUpstreamError, UpstreamErrorKind
 from gateway.request.routing import BackendSpec
 from gateway.tfserving import protos
 
@@ -42,7 +42,6 @@ __all__ = [
     "IDEMPOTENT_PATHS",
     "METHOD_PATHS",
     "GrpcReply",
-    "GrpcUpstreamError",
     "GrpcUpstreams",
 ]
 
@@ -88,29 +87,6 @@ class GrpcReply:
         if self.payload is None or self.response_class is None:
             raise ValueError(f"no response message: the backend answered {self.code.name}")
         return self.response_class.FromString(self.payload)
-
-
-class GrpcUpstreamError(UpstreamError):
-    """A gRPC backend could not be reached or did not answer in time.
-
-    `code` and `details` are the gRPC status that caused it (the backend's, when it answered
-    UNAVAILABLE or DEADLINE_EXCEEDED itself), None for a failed or slow connection.
-    """
-
-    def __init__(
-        self,
-        kind: UpstreamErrorKind,
-        status: int,
-        message: str,
-        *,
-        backend_id: str,
-        detail: str,
-        code: grpc.StatusCode | None = None,
-        details: str | None = None,
-    ) -> None:
-        super().__init__(kind, status, message, backend_id=backend_id, detail=detail)
-        self.code = code
-        self.details = details
 
 
 class GrpcUpstreams:

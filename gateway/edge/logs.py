@@ -18,11 +18,12 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import traceback
 from datetime import UTC, datetime
 from typing import Final, Literal
 
 import orjson
+
+from gateway.errors import describe_exception
 
 __all__ = [
     "ACCESS_LOGGER",
@@ -31,7 +32,6 @@ __all__ = [
     "RequestDataFilter",
     "TextFormatter",
     "configure_logging",
-    "describe_exception",
     "extra_fields",
 ]
 
@@ -57,20 +57,6 @@ def extra_fields(record: logging.LogRecord) -> dict[str, object]:
     return {
         k: v for k, v in record.__dict__.items() if k not in _STANDARD and not k.startswith("_")
     }
-
-
-def describe_exception(exc: BaseException) -> str:
-    """The type of `exc` and where it was raised (`file:line in function`), never its text.
-
-    An exception's message may quote the input that caused it (a header value, a body
-    fragment); its type and place are enough to find the bug.
-    """
-    name = f"{type(exc).__module__}.{type(exc).__qualname__}"
-    frames = traceback.extract_tb(exc.__traceback__) if exc.__traceback__ else []
-    if not frames:
-        return name
-    last = frames[-1]
-    return f"{name} at {last.filename}:{last.lineno} in {last.name}"
 
 
 class RequestDataFilter(logging.Filter):

@@ -12,8 +12,9 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from gateway.edge.logs import ACCESS_LOGGER, describe_exception
+from gateway.edge.logs import ACCESS_LOGGER
 from gateway.edge.runtime import DECISION_ID, RUNTIME
+from gateway.errors import describe_exception
 from gateway.tfserving import error_body
 
 __all__ = ["DECISION_HEADER", "decision_id_middleware", "new_decision_id"]

@@ -17,24 +17,21 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Final, Literal
+from typing import Final
 
 import aiohttp
 from yarl import URL
 
+from gateway.pipeline.upstream import UpstreamError, UpstreamResponse
 from gateway.request.routing import BackendSpec
-from gateway.tfserving import Route, TfsError, build_backend_path, tfs_error
+from gateway.tfserving import Route, build_backend_path
 
 __all__ = [
     "DEFAULT_REQUEST_HEADERS",
     "DEFAULT_RESPONSE_HEADERS",
     "HOP_BY_HOP_HEADERS",
-    "UpstreamError",
-    "UpstreamErrorKind",
     "UpstreamPool",
-    "UpstreamResponse",
     "strip_hop_by_hop",
 ]
 
@@ -80,48 +77,6 @@ def strip_hop_by_hop(headers: Iterable[tuple[str, str]]) -> list[tuple[str, str]
         if name.lower() == "connection":
             named.update(token.strip().lower() for token in value.split(",") if token.strip())
     return [(name, value) for name, value in pairs if name.lower() not in named]
-
-
-UpstreamErrorKind = Literal["unavailable", "timeout", "bad_response"]
-
-
-class UpstreamError(Exception):
-    """A backend could not be reached or did not answer properly.
-
-    `message` is safe to show to clients (it names the backend id, never its URL); `detail`
-    carries the underlying exception text for logs.
-    """
-
-    def __init__(
-        self, kind: UpstreamErrorKind, status: int, message: str, *, backend_id: str, detail: str
-    ) -> None:
-        super().__init__(message)
-        self.kind: UpstreamErrorKind = kind
-        self.status = status
-        self.message = message
-        self.backend_id = backend_id
-        self.detail = detail
-
-    def to_tfs_error(self, **extra: str | int | bool | None) -> TfsError:
-        """This error as a TF Serving error response (`{"error": ...}` plus `extra` members)."""
-        return tfs_error(self.status, self.message, reason=f"upstream_{self.kind}", **extra)
-
-
-@dataclass(frozen=True, slots=True)
-class UpstreamResponse:
-    """A backend's response: status, the relayed headers, and the body bytes unchanged."""
-
-    status: int
-    headers: tuple[tuple[str, str], ...]
-    body: bytes = field(repr=False)
-
-    @property
-    def content_type(self) -> str | None:
-        """The Content-Type header, if the backend sent one."""
-        for name, value in self.headers:
-            if name.lower() == "content-type":
-                return value
-        return None
 
 
 class UpstreamPool:

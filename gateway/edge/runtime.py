@@ -20,9 +20,10 @@ from aiohttp import web
 
 from gateway.audit import AuditLog, PayloadDigester, minimise_ip
 from gateway.config.loader import GatewayConfig
+from gateway.config.webhooks import SALE_OR_SHARE
 from gateway.edge.metrics import GatewayMetrics
 from gateway.edge.proxy import UpstreamPool
-from gateway.edge.sinks import SALE_OR_SHARE, EventSinks
+from gateway.edge.sinks import EventSinks
 from gateway.lru import LruCache
 from gateway.policy import Decision, LegalBasis, PolicySet, Problem, Remedy
 from gateway.policy.decision import SinkSuppression

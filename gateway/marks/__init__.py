@@ -1,4 +1,24 @@
-"""Marks on generated content: the plan from policy obligations, and the image writers.
+"""Machine-readable provenance marks in a generated image's own metadata.
+
+This is the one place where the gateway changes a response body: EU AI Act Art. 50(2) asks
+for AI-generated images to be marked in a machine-readable way, and the CN Labelling
+Measures (Art. 5, GB 45438-2025) ask for an implicit label in the file metadata.
+
+Invariants:
+
+1. Metadata marks never decode or re-encode pixels. PNG image-data chunks, the JPEG
+   entropy-coded scan and the WebP bitstream are copied byte for byte; only metadata chunks
+   or segments are added or replaced. (A Pillow re-save would keep the pixels but drop
+   chunks it does not know, such as a C2PA `caBX` manifest, so the containers are edited
+   directly.) The one exception is the visible CN label (`ExplicitLabel`), which must change
+   pixels: it is drawn on PNG images only, whose image data is re-encoded losslessly while
+   every other chunk is kept as it was; any other format fails closed.
+2. An existing GB 45438 `AIGC` label keeps every non-empty field it has: the Labelling
+   Measures Art. 10 forbid removing or forging labels, so ours only fills empty fields.
+   Other XMP properties already present are kept.
+3. Applying the same marks twice yields the same bytes as applying them once.
+4. Input that cannot be parsed with certainty raises `ImageMarkError`, never anything else;
+   the gateway fails closed on it.
 
 Modules: `plan` (the marks a policy asks for), `container` (which image format), `xmp`,
 `png`, `jpeg`, `webp` (the metadata writers), `label` (the visible CN label), `image` (one

@@ -27,6 +27,7 @@ class JpegFile:
 
     @classmethod
     def parse(cls, data: bytes) -> JpegFile:
+        """Split `data` into segments up to the scan; anything unexpected is an `ImageMarkError`."""
         if not data.startswith(b"\xff\xd8"):
             raise ImageMarkError("image_malformed", "not a JPEG file")
         segments: list[tuple[int, int, int, int]] = []

@@ -305,6 +305,7 @@ class Plan:
 
     @classmethod
     def of(cls, marks: Sequence[Mark]) -> Plan:
+        """Merge `marks`; two different marks of one kind raise `ImageMarkError`."""
         source_types = {m.source_type.value for m in marks if isinstance(m, DigitalSourceTypeMark)}
         labels = {tuple(m.fields().items()) for m in marks if isinstance(m, AigcImplicitLabel)}
         if len(source_types) > 1 or len(labels) > 1:

@@ -23,6 +23,7 @@ class WebpFile:
 
     @classmethod
     def parse(cls, data: bytes) -> WebpFile:
+        """Split `data` into RIFF chunks; anything unexpected raises `ImageMarkError`."""
         if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WEBP":
             raise ImageMarkError("image_malformed", "not a WebP file")
         (riff_size,) = struct.unpack_from("<I", data, 4)

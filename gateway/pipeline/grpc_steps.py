@@ -16,7 +16,6 @@ from typing import Any, Final
 import grpc
 from google.protobuf.message import DecodeError
 
-from gateway.edge.grpc_upstream import GrpcUpstreamError
 from gateway.pipeline.audit import append
 from gateway.pipeline.records import outcome_record
 from gateway.pipeline.state import Refusal, Reply, RequestState
@@ -26,6 +25,7 @@ from gateway.pipeline.steps import (
     region_hints,
     settle_findings,
 )
+from gateway.pipeline.upstream import GrpcUpstreamError
 from gateway.privacy import scan_byte_values
 from gateway.privacy.findings import Location
 from gateway.privacy.masking import mask_byte_values

@@ -14,7 +14,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Final
 
-from gateway.edge.logs import describe_exception
+from gateway.errors import describe_exception
 from gateway.pipeline import grpc_steps, steps
 from gateway.pipeline.audit import AuditDown, append
 from gateway.pipeline.records import failed_record, refused_record

@@ -16,8 +16,8 @@ from gateway.privacy import Findings
 from gateway.tfserving import Route
 
 if TYPE_CHECKING:
-    from gateway.edge.proxy import UpstreamResponse
     from gateway.edge.runtime import Runtime, Snapshot
+    from gateway.pipeline.upstream import UpstreamResponse
     from gateway.policy import Decision
     from gateway.request.routing import BackendSpec
     from gateway.request.tenants import Tenant

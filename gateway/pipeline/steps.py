@@ -14,12 +14,12 @@ from dataclasses import replace
 from functools import partial
 from typing import Any
 
-from gateway.edge.proxy import UpstreamError
 from gateway.marks import ImageMarkError, mark_predict_response, marks_for_obligations
 from gateway.pipeline.audit import append
 from gateway.pipeline.records import allowed_record, denied_record, outcome_record
 from gateway.pipeline.refusals import gateway_refusal, json_parse_refusal, tfs_refusal
 from gateway.pipeline.state import Reply, RequestState
+from gateway.pipeline.upstream import UpstreamError
 from gateway.policy import Decision
 from gateway.policy.combine import stricter
 from gateway.privacy import Findings, MaskRule, scan, scan_headers

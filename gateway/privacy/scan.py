@@ -46,6 +46,7 @@ from typing import Any, Final
 
 import orjson
 
+from gateway.jsonpath import json_path
 from gateway.privacy.detector import Detector, ScanBudgetExceeded, ScanState, Span, SpanSet
 from gateway.privacy.detectors import DEFAULT_DETECTORS
 from gateway.privacy.encoded import (
@@ -65,7 +66,6 @@ from gateway.privacy.findings import (
     header_path,
 )
 from gateway.privacy.normalize import normalise
-from gateway.request.jsonpath import json_path
 
 __all__ = ["DEFAULT_SCAN_BUDGET", "scan", "scan_byte_values", "scan_headers", "scan_text"]
 

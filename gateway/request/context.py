@@ -92,22 +92,25 @@ def _header(headers: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def _region(headers: Mapping[str, str], name: str) -> str | None:
+def _matching(
+    headers: Mapping[str, str], name: str, pattern: re.Pattern[str], expected: str
+) -> str | None:
+    """The header's value when it matches `pattern`; absent is None, anything else raises."""
     value = _header(headers, name)
-    if value is None:
-        return None
-    if not _REGION_RE.match(value):
-        raise ContextError(name, value, "an ISO 3166 code such as DE or US-CA")
-    return value.upper()
+    if value is not None and not pattern.match(value):
+        raise ContextError(name, value, expected)
+    return value
+
+
+def _region(headers: Mapping[str, str], name: str) -> str | None:
+    value = _matching(headers, name, _REGION_RE, "an ISO 3166 code such as DE or US-CA")
+    return None if value is None else value.upper()
 
 
 def _token(headers: Mapping[str, str], name: str) -> str | None:
-    value = _header(headers, name)
-    if value is None:
-        return None
-    if not _TOKEN_RE.match(value):
-        raise ContextError(name, value, "a single token of letters, digits, '_', '-' or '.'")
-    return value.lower()
+    expected = "a single token of letters, digits, '_', '-' or '.'"
+    value = _matching(headers, name, _TOKEN_RE, expected)
+    return None if value is None else value.lower()
 
 
 def _flag(headers: Mapping[str, str], name: str) -> bool:

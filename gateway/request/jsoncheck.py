@@ -82,6 +82,7 @@ class CheckingParser:
     # -- errors --
 
     def fail(self, code: str, message: str, char_pos: int) -> StrictJsonError:
+        """A `StrictJsonError` at character `char_pos` of the text, with line and column."""
         prefix = self.text[:char_pos]
         byte_pos = len(prefix.encode("utf-8"))
         line = prefix.count("\n") + 1
@@ -89,6 +90,7 @@ class CheckingParser:
         return StrictJsonError(code, message, byte_pos, line, column)
 
     def fail_at_byte(self, code: str, message: str, byte_pos: int) -> StrictJsonError:
+        """A `StrictJsonError` at byte `byte_pos` of the raw body."""
         prefix = self.raw[:byte_pos]
         line = prefix.count(b"\n") + 1
         last_line = prefix[prefix.rfind(b"\n") + 1 :]
@@ -96,6 +98,7 @@ class CheckingParser:
         return StrictJsonError(code, message, byte_pos, line, column)
 
     def describe(self, pos: int) -> str:
+        """What the text holds at `pos`, quoted briefly for a message."""
         if pos >= len(self.text):
             return "end of input"
         return f"`{self.text[pos]!s}`" if self.text[pos].isprintable() else repr(self.text[pos])
@@ -103,6 +106,7 @@ class CheckingParser:
     # -- parsing --
 
     def parse(self) -> Any:
+        """The whole document; trailing data or nothing at all raises."""
         if self.raw.startswith(b"\xef\xbb\xbf"):
             raise self.fail_at_byte("json_invalid_utf8", "byte order mark is not allowed", 0)
         try:
@@ -207,6 +211,7 @@ class CheckingParser:
             value, pos = parent, pos + 1
 
     def parse_key(self, container: dict[str, Any], pos: int) -> tuple[str, int]:
+        """An object key and the position after its colon; a duplicate key raises."""
         text = self.text
         if pos >= len(text) or text[pos] != '"':
             raise self.fail(
@@ -223,6 +228,7 @@ class CheckingParser:
         return key, colon + 1
 
     def parse_string(self, pos: int) -> tuple[str, int]:
+        """A string literal's value and the position after it; a lone surrogate raises."""
         try:
             value, end = _scanstring(self.text, pos + 1, True)
         except json.JSONDecodeError as exc:
@@ -234,6 +240,7 @@ class CheckingParser:
         return value, end
 
     def parse_scalar(self, pos: int) -> tuple[Any, int]:
+        """A string, number or literal at `pos`, and the position after it."""
         text = self.text
         char = text[pos] if pos < len(text) else ""
         if char == '"':
@@ -262,6 +269,7 @@ class CheckingParser:
         raise self.fail("json_syntax", f"expected a value, found {self.describe(pos)}", pos)
 
     def parse_number(self, match: re.Match[str]) -> int | float:
+        """The value of the number token `match` as orjson reads it; past a double raises."""
         token = match.group()
         if match.group(1) is None and match.group(2) is None and len(token) <= 21:
             integer = int(token)

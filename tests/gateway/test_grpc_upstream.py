@@ -21,12 +21,8 @@ import pytest
 import yaml
 
 from gateway.config.loader import ConfigError, load_config
-from gateway.edge.grpc_upstream import (
-    IDEMPOTENT_PATHS,
-    METHOD_PATHS,
-    GrpcUpstreamError,
-    GrpcUpstreams,
-)
+from gateway.edge.grpc_upstream import IDEMPOTENT_PATHS, METHOD_PATHS, GrpcUpstreams
+from gateway.pipeline.upstream import GrpcUpstreamError
 from gateway.request.routing import BackendSpec
 from gateway.tfserving import protos
 from tests.plugins.gateway import GatewayHarness

@@ -25,7 +25,7 @@ from gateway.edge.reload import reload_snapshot
 from gateway.errors import format_diagnostics
 from tests.plugins.gateway import GatewayHarness, StubBackend, free_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 WITNESS_KEY = CosignerKey("witness.example", bytes(range(32))).vkey()
 
 BASE: dict[str, Any] = {

@@ -12,7 +12,7 @@ import yaml
 
 from gateway.config.json_schemas import SCHEMAS, render
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.mark.parametrize("name", sorted(SCHEMAS))

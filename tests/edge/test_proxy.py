@@ -16,7 +16,8 @@ import yaml
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from gateway.edge.proxy import UpstreamError, UpstreamPool, UpstreamResponse, strip_hop_by_hop
+from gateway.edge.proxy import UpstreamPool, strip_hop_by_hop
+from gateway.pipeline.upstream import UpstreamError, UpstreamResponse
 from gateway.request.routing import BackendSpec, is_rerouted, select_backend
 from gateway.tfserving import Route, build_backend_path, parse_request_target
 from tests.vocabulary_groups import vocabulary_groups
@@ -30,7 +31,7 @@ def _models(*names: str) -> dict[str, dict[str, Any]]:
     return {name: {"id": name} for name in names}
 
 
-# Copied from ../shared/scenarios/legal-scenarios.yaml `fixtures.backends` and
+# Copied from tests/scenarios/legal-scenarios.yaml `fixtures.backends` and
 # `fixtures.operator.routing_default_by_caller_region` (test_scenario_fixtures_match checks it).
 SCENARIO_BACKENDS = (
     BackendSpec("be-eu-fra", "http://127.0.0.1:18501", "DE", _models(RESNET, NC, PARTNER, STYLE)),
@@ -47,12 +48,10 @@ ROUTING_DEFAULT = {
     "IN": "be-in-mum",
     "other": "be-eu-fra",
 }
-SCENARIOS_FILE = Path(__file__).resolve().parents[2] / "shared/scenarios/legal-scenarios.yaml"
+SCENARIOS_FILE = Path(__file__).resolve().parents[1] / "scenarios" / "legal-scenarios.yaml"
 
 
 def test_scenario_fixtures_match() -> None:
-    if not SCENARIOS_FILE.exists():
-        pytest.skip(f"{SCENARIOS_FILE} is not available here")
     fixtures = yaml.safe_load(SCENARIOS_FILE.read_text(encoding="utf-8"))["fixtures"]
     expected = [(b["id"], b["region"], b["url"], set(b["models"])) for b in fixtures["backends"]]
     assert [(b.id, b.region, b.url, set(b.models)) for b in SCENARIO_BACKENDS] == expected

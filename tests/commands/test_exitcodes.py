@@ -12,7 +12,7 @@ from gateway.cli import build_parser, main
 from gateway.commands import exitcodes
 from gateway.config.model import config_json_schema
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _config(tmp: Path, **extra: object) -> Path:

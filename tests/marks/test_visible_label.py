@@ -114,7 +114,7 @@ def test_policy_check_refuses_saying_applied_without_drawing(tmp_path: object) -
     from gateway.policy import load_policy_set
 
     root = Path(str(tmp_path))
-    shipped = Path(__file__).resolve().parents[1] / "policies" / "vocabulary.yaml"
+    shipped = Path(__file__).resolve().parents[2] / "policies" / "vocabulary.yaml"
     (root / "vocabulary.yaml").write_text(shipped.read_text(encoding="utf-8"), encoding="utf-8")
     (root / "pack.yaml").write_text(
         """

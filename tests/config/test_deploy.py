@@ -13,7 +13,7 @@ from tensorflow_serving.config import model_server_config_pb2
 from gateway.config.loader import GatewayConfig, load_config
 from gateway.request.tenants import TenantRegistry
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def _compose_text() -> str:

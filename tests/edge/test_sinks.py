@@ -13,13 +13,8 @@ import pytest
 from aiohttp import web
 from pytest_aiohttp import AiohttpServer
 
-from gateway.edge.sinks import (
-    SALE_OR_SHARE,
-    EventSinks,
-    SinkConfigError,
-    WebhookTarget,
-    minimise_event,
-)
+from gateway.config.webhooks import SALE_OR_SHARE, SinkConfigError, WebhookTarget
+from gateway.edge.sinks import EventSinks, minimise_event
 
 ADTECH = "cross_context_behavioral_advertising"
 EVENT = {

@@ -15,7 +15,7 @@ from gateway.policy import load_policy_set
 from gateway.privacy import scan
 from gateway.privacy.detectors import emitted_categories
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 VOCABULARY = ROOT / "policies" / "vocabulary.yaml"
 
 
