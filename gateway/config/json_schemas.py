@@ -36,7 +36,7 @@ def _context() -> dict[str, Any]:
 
 
 def _tenants() -> dict[str, Any]:
-    from gateway.request.tenants import tenants_json_schema
+    from gateway.request.tenants_schema import tenants_json_schema
 
     return tenants_json_schema()
 

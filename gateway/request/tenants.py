@@ -50,7 +50,6 @@ from typing import Any, Final, Literal
 
 from gateway.errors import Diagnostic, DiagnosticError, Location
 from gateway.request.cidr import CidrTable, IPNetwork
-from gateway.request.regions import REGION_CODE as _REGION_CODE
 from gateway.request.regions import normalise_region
 from gateway.source import DataPath, LoadedDocument, load_yaml
 
@@ -61,14 +60,16 @@ __all__ = [
     "TenantRegistry",
     "generate_api_key",
     "hash_api_key",
-    "tenants_json_schema",
 ]
 
 
 HASH_PREFIX: Final = "sha256:"
-_HASH_FORMAT: Final = re.compile(r"sha256:[0-9a-f]{64}")
-_TENANT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_PURPOSE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+#: A stored key hash, `sha256:` and 64 lower-case hex digits.
+HASH_FORMAT: Final = re.compile(r"sha256:[0-9a-f]{64}")
+#: A tenant id.
+TENANT_ID: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+#: A registered purpose.
+PURPOSE: Final = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
 #: Keys longer than this are refused before hashing (header values can be large).
 MAX_API_KEY_LENGTH: Final = 512
 
@@ -387,7 +388,7 @@ _ItemProblem = Callable[[str], tuple[str, str, str | None] | None]
 
 
 def _key_hash_problem(digest: str) -> tuple[str, str, str | None] | None:
-    if _HASH_FORMAT.fullmatch(digest):
+    if HASH_FORMAT.fullmatch(digest):
         return None
     return (
         "tenants_key_hash_error",
@@ -397,7 +398,7 @@ def _key_hash_problem(digest: str) -> tuple[str, str, str | None] | None:
 
 
 def _purpose_problem(purpose: str) -> tuple[str, str, str | None] | None:
-    if _PURPOSE.fullmatch(purpose):
+    if PURPOSE.fullmatch(purpose):
         return None
     message = f"purpose `{purpose[:40]}` may hold only letters, digits and `_.:-`"
     return "tenants_schema_error", message, None
@@ -435,7 +436,7 @@ class _Fields:
             self.problems.append(
                 self.document.type_error((*self.path, "id"), "a string", tenant_id)
             )
-        elif not _TENANT_ID.fullmatch(tenant_id):
+        elif not TENANT_ID.fullmatch(tenant_id):
             self.error(
                 "tenants_schema_error",
                 f"tenant id `{tenant_id}` may hold only letters, digits, `.`, `_` and `-`",
@@ -582,75 +583,3 @@ def _check_json_value(
             path, "a string, number, boolean, null, list or mapping", value, what="flag"
         )
     )
-
-
-# ---------------------------------------------------------------------------------------------
-# The editor's schema
-
-
-def _editor_pattern(pattern: re.Pattern[str], *, any_case: bool = False) -> str:
-    """`pattern` anchored for JSON Schema (which searches); `any_case` as the reader upper-cases."""
-    text = pattern.pattern.replace("A-Z", "A-Za-z") if any_case else pattern.pattern
-    return f"^\\s*(?:{text})\\s*$" if any_case else f"^(?:{text})$"
-
-
-def tenants_json_schema() -> dict[str, Any]:
-    """JSON Schema of the tenants file, built from the constants the reader checks against.
-
-    It is what an editor can check as one types: field names and types, id, purpose and key
-    hash patterns, attestable facts, no plain `api_key`. The reader stays the authority for
-    what a schema cannot say (CIDR validity, duplicate ids, a misspelt field name taken for a
-    flag, a flag set twice) and reports those at `file:line:col` when the file is loaded.
-    """
-    strings = {"type": "array", "items": {"type": "string"}}
-    json_value = {
-        "description": "Any JSON value: flags reach the request context as they are.",
-        "type": ["string", "number", "integer", "boolean", "null", "array", "object"],
-    }
-    tenant: dict[str, Any] = {
-        "type": "object",
-        "required": ["id"],
-        "properties": {
-            "id": {"type": "string", "pattern": _editor_pattern(_TENANT_ID)},
-            "api_key_hashes": {
-                **strings,
-                "items": {"type": "string", "pattern": _editor_pattern(_HASH_FORMAT)},
-                "description": "`sha256:` hashes of the tenant's API keys "
-                "(`jurisgate tenants add` writes them).",
-            },
-            "established_in": {
-                "type": ["string", "null"],
-                "pattern": _editor_pattern(_REGION_CODE, any_case=True),
-                "description": "ISO 3166 country (`DE`) or subdivision (`US-CA`) code.",
-            },
-            "registered_purposes": {
-                **strings,
-                "items": {"type": "string", "pattern": _editor_pattern(_PURPOSE)},
-            },
-            "source_networks": {
-                **strings,
-                "description": "CIDR networks; keyless callers from them are this tenant.",
-            },
-            "default_backend": {"type": ["string", "null"]},
-            "flags": {"type": ["object", "null"], "additionalProperties": json_value},
-            "attests": {**strings, "items": {"enum": list(ATTESTABLE)}},
-        },
-        "not": {
-            "required": ["api_key"],
-            "description": "The tenants file holds key hashes only, never a plain `api_key`.",
-        },
-        "additionalProperties": {
-            **json_value,
-            "description": "Any other key is a free-form flag.",
-        },
-    }
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "Jurisgate tenants file",
-        "type": ["object", "null"],
-        "properties": {
-            "version": {"type": "integer"},
-            "tenants": {"type": ["array", "null"], "items": tenant},
-        },
-        "additionalProperties": False,
-    }
