@@ -26,12 +26,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument(
         "--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"]
     )
-    parser.add_argument(
-        "--log-format",
-        default="auto",
-        choices=["auto", "text", "json"],
-        help="log lines as JSON or text (auto: text on a terminal, JSON otherwise)",
-    )
+    add_log_format_argument(parser)
     parser.set_defaults(func=run)
 
 
@@ -99,6 +94,16 @@ def _load_or_none(path: Path) -> GatewayConfig | None:
         return load_config(path)
     except ConfigError:
         return None
+
+
+def add_log_format_argument(parser: argparse.ArgumentParser) -> None:
+    """The `--log-format` option of the commands that run the gateway."""
+    parser.add_argument(
+        "--log-format",
+        default="auto",
+        choices=["auto", "text", "json"],
+        help="log lines as JSON or text (auto: text on a terminal, JSON otherwise)",
+    )
 
 
 def event_loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.commands import exitcodes
+from gateway.commands.serve import add_log_format_argument
 
 DEMO_TENANT = "demo"
 LOCAL_TENANT = "local-dev"
@@ -48,12 +49,7 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--backend-port", type=int, default=8511, help="model server REST port")
     parser.add_argument("--backend-grpc-port", type=int, default=8510)
     parser.add_argument("--epochs", type=int, default=None, help="training epochs (first run)")
-    parser.add_argument(
-        "--log-format",
-        default="auto",
-        choices=["auto", "text", "json"],
-        help="log lines as JSON or text (auto: text on a terminal, JSON otherwise)",
-    )
+    add_log_format_argument(parser)
     parser.set_defaults(func=run)
 
 
