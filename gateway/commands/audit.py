@@ -35,7 +35,7 @@ def register(subparsers: Any) -> None:
         "verify",
         help="verify log directories and export bundles offline",
         description="Verify audit log directories and export bundles against a pinned "
-        "keyring. Exit 0 valid, 1 invalid, 2 usage or I/O error.",
+        "keyring. Exit 0 valid, 1 invalid, 2 usage error, 4 a file cannot be read.",
     )
     ver.add_argument("paths", nargs="+", metavar="PATH", help="log directory or bundle")
     ver.add_argument(

@@ -1,7 +1,7 @@
 """`jurisgate policy check|test|eval|schema`: validate, test, try and describe policies.
 
-Exit codes: 0 ok (or allow); 1 error (unreadable input, broken case file, no cases found);
-2 a deny from `eval`; 3 policy diagnostics or failing cases.
+Exit codes (the table in `gateway.commands.exitcodes`): 0 ok or allow; 1 a deny from `eval` or
+failing cases; 2 usage; 3 policy, case or context diagnostics; 4 an unreadable input.
 """
 
 from __future__ import annotations

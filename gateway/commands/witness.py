@@ -1,7 +1,7 @@
 """`jurisgate witness serve|vkey`: a standalone C2SP `tlog-witness` for audit checkpoints.
 
-Exit codes: 0 stopped cleanly, 1 error (key, state file, port), 2 usage, 3 configuration
-diagnostics.
+Exit codes (the table in `gateway.commands.exitcodes`): 0 stopped cleanly, 2 usage, 3
+configuration diagnostics, 4 an I/O error (key, state file, port).
 """
 
 from __future__ import annotations
