@@ -141,20 +141,14 @@ def _pretty_tokens(value: Any) -> Iterator[str]:
         if pending is not _NOTHING:
             item = pending
             pending = _NOTHING
-            if isinstance(item, list):
-                if not item:
-                    yield "[]"
-                else:
-                    yield "["
-                    stack.append((iter(item), False, level + 1))
-                    level += 1
-                    first = True
-            elif is_object(item):
+            if isinstance(item, list) or is_object(item):
+                in_object = not isinstance(item, list)
                 if len(item) == 0:
-                    yield "{}"
+                    yield "{}" if in_object else "[]"
                 else:
-                    yield "{"
-                    stack.append((iter(object_members(item)), True, level + 1))
+                    yield "{" if in_object else "["
+                    children = iter(object_members(item)) if in_object else iter(item)
+                    stack.append((children, in_object, level + 1))
                     level += 1
                     first = True
             else:
