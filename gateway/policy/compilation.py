@@ -1,4 +1,5 @@
-"""The state one compilation carries through its stages, and the diagnostic codes they use."""
+"""The state one compilation carries through its stages (the codes they report are in
+`codes.py`)."""
 
 from __future__ import annotations
 
@@ -14,25 +15,9 @@ from gateway.policy.vocabulary import Vocabulary
 from gateway.source import LoadedDocument
 
 __all__ = [
-    "ABSENCE",
-    "BLOCKING_STATUTE",
-    "CONFLICT",
-    "REF",
-    "SCHEMA",
-    "TYPE",
-    "UNREACHABLE",
     "Compilation",
     "TypedTest",
 ]
-
-
-REF = "policy_ref_error"
-TYPE = "policy_type_error"
-SCHEMA = "policy_schema_error"
-CONFLICT = "policy_conflict"
-UNREACHABLE = "policy_unreachable"
-ABSENCE = "policy_absence_implicit"
-BLOCKING_STATUTE = "policy_blocking_statute"
 
 
 @dataclass(frozen=True, slots=True)

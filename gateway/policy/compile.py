@@ -25,14 +25,8 @@ from collections.abc import Callable, Sequence
 
 from gateway.errors import Location, did_you_mean, has_errors
 from gateway.policy.ast import PackDoc, RuleSpec
-from gateway.policy.compilation import (
-    BLOCKING_STATUTE,
-    CONFLICT,
-    REF,
-    SCHEMA,
-    UNREACHABLE,
-    Compilation,
-)
+from gateway.policy.codes import BLOCKING_STATUTE, CONFLICT, REF, SHAPE, UNREACHABLE
+from gateway.policy.compilation import Compilation
 from gateway.policy.index import index
 from gateway.policy.ir import CompileResult
 from gateway.policy.language import STAGE_OBLIGATIONS, STAGES
@@ -86,7 +80,7 @@ def _one_vocabulary(c: Compilation, vocab_files: list[ParsedFile]) -> bool:
     if not vocab_files:
         first = c.files[0][0].filename if c.files else "<policies>"
         c.error(
-            SCHEMA,
+            SHAPE,
             "no vocabulary found",
             Location(first) if c.files else None,
             None,
@@ -221,7 +215,7 @@ def _check(c: Compilation) -> None:
         for kind in sorted(kinds - allowed):
             where = [s for s in STAGES if kind in STAGE_OBLIGATIONS[s]]
             c.error(
-                SCHEMA,
+                SHAPE,
                 f"`{kind}` obligations do not belong in stage `{rule.stage}`",
                 rule.location,
                 rule.path + ".obligations",
@@ -229,7 +223,7 @@ def _check(c: Compilation) -> None:
             )
         if rule.effect == "deny" and kinds:
             c.error(
-                SCHEMA,
+                SHAPE,
                 "a deny rule's obligations would never apply",
                 rule.location,
                 rule.path + ".obligations",
@@ -237,7 +231,7 @@ def _check(c: Compilation) -> None:
             )
         if rule.effect != "deny" and (rule.status is not None or rule.problem is not None):
             c.error(
-                SCHEMA,
+                SHAPE,
                 f"`status` and `problem` only apply to deny rules, not `{rule.effect}`",
                 rule.location,
                 rule.path,
@@ -250,7 +244,7 @@ def _check(c: Compilation) -> None:
             m.scheme == "cn_aigc_explicit_label" for m in rule.obligations.image_marks
         ):
             c.error(
-                SCHEMA,
+                SHAPE,
                 "the rule answers `X-AIGC-Explicit-Label: applied` without drawing the label",
                 rule.location,
                 rule.path + ".obligations",
@@ -259,7 +253,7 @@ def _check(c: Compilation) -> None:
             )
         if rule.effect == "obligate" and not kinds:
             c.error(
-                SCHEMA,
+                SHAPE,
                 "an `obligate` rule sets no obligations",
                 rule.location,
                 rule.path,
@@ -267,7 +261,7 @@ def _check(c: Compilation) -> None:
             )
         if rule.stage == "audit" and rule.effect != "obligate":
             c.error(
-                SCHEMA,
+                SHAPE,
                 "rules in stage `audit` must have effect `obligate`",
                 rule.location,
                 rule.path,
@@ -275,7 +269,7 @@ def _check(c: Compilation) -> None:
             )
         if rule.effect in ("deny", "obligate") and not rule.basis:
             c.error(
-                SCHEMA,
+                SHAPE,
                 f"a `{rule.effect}` rule must cite its legal basis",
                 rule.location,
                 rule.path,
@@ -294,7 +288,7 @@ def _check(c: Compilation) -> None:
         for exc in rule.exceptions:
             if exc.when is None and rule.effect != "allow":
                 c.error(
-                    SCHEMA,
+                    SHAPE,
                     "an exception without `when` switches the whole rule off",
                     exc.location,
                     exc.path,

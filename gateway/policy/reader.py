@@ -14,23 +14,18 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.errors import Diagnostic, Location, describe_value, did_you_mean
+from gateway.policy.codes import SHAPE, TYPE
 from gateway.source import DataPath, LoadedDocument
 
 __all__ = [
     "HEADER_NAME",
     "parse_time",
-    "SCHEMA",
-    "TYPE",
     "Reader",
     "describe",
     "expected_keys",
     "one_of",
     "quoted_list",
 ]
-
-
-SCHEMA = "policy_schema_error"
-TYPE = "policy_type_error"
 
 
 #: An HTTP header name (RFC 9110 token).
@@ -104,7 +99,7 @@ class Reader:
         for key in value:
             if key not in known:
                 self.error(
-                    SCHEMA,
+                    SHAPE,
                     f"unknown key `{key}` in {what}",
                     (*path, key),
                     help=did_you_mean(key, known) or expected_keys(known),
@@ -112,7 +107,7 @@ class Reader:
                 )
         for key in req:
             if key not in value:
-                self.error(SCHEMA, f"{what} is missing `{key}`", path)
+                self.error(SHAPE, f"{what} is missing `{key}`", path)
         return value
 
     def keyed(self, value: object, path: DataPath, what: str) -> dict[str, Any] | None:
@@ -136,19 +131,19 @@ class Reader:
             self.type_error(path, "a string", value, what)
             return None
         if not value.strip():
-            self.error(SCHEMA, f"{what} must not be empty", path)
+            self.error(SHAPE, f"{what} must not be empty", path)
             return None
         options = tuple(choices)
         if options and value not in options:
             self.error(
-                SCHEMA,
+                SHAPE,
                 f"unknown {what} `{value}`",
                 path,
                 help=did_you_mean(value, options) or one_of(options),
             )
             return None
         if pattern is not None and not pattern.match(value):
-            self.error(SCHEMA, f"invalid {what} `{value}`", path, help=pattern_help)
+            self.error(SHAPE, f"invalid {what} `{value}`", path, help=pattern_help)
             return None
         return value
 
@@ -175,10 +170,10 @@ class Reader:
             return None
         options = tuple(choices)
         if options and value not in options:
-            self.error(SCHEMA, f"{what} must be one of {quoted_list(options)}, got `{value}`", path)
+            self.error(SHAPE, f"{what} must be one of {quoted_list(options)}, got `{value}`", path)
             return None
         if minimum is not None and value < minimum:
-            self.error(SCHEMA, f"{what} must be at least {minimum}, got `{value}`", path)
+            self.error(SHAPE, f"{what} must be at least {minimum}, got `{value}`", path)
             return None
         return value
 
@@ -221,7 +216,7 @@ class Reader:
             if text is not None:
                 out.append(text)
         if not value and not allow_empty:
-            self.error(SCHEMA, f"{what} must not be empty", path)
+            self.error(SHAPE, f"{what} must not be empty", path)
         return out
 
     def listing(self, value: object, path: DataPath, what: str) -> list[Any]:

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 from gateway.errors import Location, describe_value, did_you_mean
 from gateway.policy.absence import check_absence, walk_tests
 from gateway.policy.ast import AnyOf, Condition, FieldRef, Not, ObligationsSpec, ProblemSpec, Test
-from gateway.policy.compilation import REF, SCHEMA, TYPE, UNREACHABLE, Compilation, TypedTest
+from gateway.policy.codes import REF, SHAPE, TYPE, UNREACHABLE
+from gateway.policy.compilation import Compilation, TypedTest
 from gateway.policy.language import CONTEXT_FIELDS, METHODS, OPERATORS
 from gateway.policy.parse import UnparsedOperand, parse_time
 from gateway.policy.templates import template_fields
@@ -143,7 +144,7 @@ def _typecheck_test(c: Compilation, test: Test) -> TypedTest | None:
     lit = _Literal(c, test)
     raw = test.operand
     if isinstance(raw, UnparsedOperand):
-        lit.fail(SCHEMA, "operand must be a value, a list, or `{field: path}`", test.path)
+        lit.fail(SHAPE, "operand must be a value, a list, or `{field: path}`", test.path)
         return None
     if isinstance(raw, FieldRef):
         return _typecheck_ref(c, test, ftype, raw)

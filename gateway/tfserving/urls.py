@@ -3,8 +3,9 @@
 `parse_request_target(method, target)` reads the request line the way TF Serving does and
 returns either a `Route` (a request TF Serving would execute) or a `TfsError` holding the exact
 status, content type and body TF Serving would answer, so the gateway can answer malformed
-requests itself without forwarding them. References are to ../shared/specs/tfserving-api.md
-(sections 2, 3, 7 and 10).
+requests itself without forwarding them. The grammar is TF Serving's REST API
+(https://www.tensorflow.org/tfx/serving/api_rest) as `http_rest_api_handler.cc` and libevent
+implement it (https://github.com/tensorflow/serving).
 
 Rules, in the order TF Serving applies them:
 
@@ -150,7 +151,7 @@ def _version(raw_version: str, model: str) -> int | TfsError:
     # Compare lengths first: int() refuses strings past sys.get_int_max_str_digits().
     # TF Serving's handler returns this status before it writes its JSON error body
     # (ParseModelInfo runs ahead of MakeJsonFromStatus); the body is kept here so that
-    # clients see the message the spec's error catalogue lists.
+    # clients see TF Serving's message for the error.
     if len(digits) > len(str(INT64_MAX)) or int(digits) > INT64_MAX:
         error = tfs_error(
             400, f"Failed to convert version: {raw_version} to numeric.", reason="bad_version"
