@@ -315,15 +315,21 @@ def _fast_float_tensor(array: np.ndarray, dtype: str) -> np.ndarray | None:
     return None
 
 
+def _single_tensor(
+    array: np.ndarray, specs: Mapping[str, TensorSpec]
+) -> dict[str, np.ndarray] | None:
+    """The one input of a one-input signature, converted to its dtype (None: decline)."""
+    if len(specs) != 1:
+        return None
+    ((name, spec),) = specs.items()
+    tensor = _fast_float_tensor(array, spec.dtype)
+    return None if tensor is None else {name: tensor}
+
+
 def fast_tensors(fast: FastDocument, specs: Mapping[str, TensorSpec]) -> PredictInputs | None:
     if fast.instances is not None:
-        if len(specs) != 1:
-            return None
-        ((name, spec),) = specs.items()
-        tensor = _fast_float_tensor(fast.instances, spec.dtype)
-        if tensor is None:
-            return None
-        return PredictInputs({name: tensor}, RequestFormat.ROW)
+        single = _single_tensor(fast.instances, specs)
+        return None if single is None else PredictInputs(single, RequestFormat.ROW)
     if fast.inputs is None:
         return None
     tensors: dict[str, np.ndarray] = {}
@@ -337,13 +343,10 @@ def fast_tensors(fast: FastDocument, specs: Mapping[str, TensorSpec]) -> Predict
                 return None
             tensors[name] = converted
     else:
-        if len(specs) != 1:
+        single = _single_tensor(fast.inputs, specs)
+        if single is None:
             return None
-        ((name, spec),) = specs.items()
-        converted = _fast_float_tensor(fast.inputs, spec.dtype)
-        if converted is None:
-            return None
-        tensors[name] = converted
+        tensors = single
     return PredictInputs(tensors, RequestFormat.COLUMNAR)
 
 
