@@ -21,10 +21,10 @@ The compiled form is in `ir.py`; the state the stages share is in `compilation.p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 from gateway.errors import Location, did_you_mean, has_errors
-from gateway.policy.ast import PackDoc, RuleSpec
 from gateway.policy.codes import BLOCKING_STATUTE, CONFLICT, REF, SHAPE, UNREACHABLE
 from gateway.policy.compilation import Compilation
 from gateway.policy.index import index
@@ -38,6 +38,8 @@ from gateway.policy.vocabulary import region_in
 from gateway.source import LoadedDocument
 
 __all__ = ["COMPILE_STAGES", "compile_documents"]
+
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------- collect
@@ -177,32 +179,31 @@ def _blocking_statute(c: Compilation) -> None:
 
 
 def _identify(c: Compilation) -> None:
-    seen_packs: dict[str, PackDoc] = {}
-    for pack in c.packs:
-        if pack.id in seen_packs:
-            first = seen_packs[pack.id]
-            c.error(
-                CONFLICT,
-                f"duplicate pack id `{pack.id}`",
-                pack.location,
-                "id",
-                f"first used in {first.file}",
-            )
-        else:
-            seen_packs[pack.id] = pack
-    seen: dict[str, RuleSpec] = {}
-    for rule in c.rules:
-        if rule.id in seen:
-            first_rule = seen[rule.id]
-            c.error(
-                CONFLICT,
-                f"duplicate rule id `{rule.id}`",
-                rule.location,
-                rule.path,
-                f"first defined at {first_rule.location}",
-            )
-        else:
-            seen[rule.id] = rule
+    for pack, first in _repeated(c.packs, lambda p: p.id):
+        c.error(
+            CONFLICT,
+            f"duplicate pack id `{pack.id}`",
+            pack.location,
+            "id",
+            f"first used in {first.file}",
+        )
+    for rule, first_rule in _repeated(c.rules, lambda r: r.id):
+        c.error(
+            CONFLICT,
+            f"duplicate rule id `{rule.id}`",
+            rule.location,
+            rule.path,
+            f"first defined at {first_rule.location}",
+        )
+
+
+def _repeated(items: Iterable[_T], key: Callable[[_T], str]) -> Iterator[tuple[_T, _T]]:
+    """Each item whose key an earlier item already has, with that first item."""
+    first: dict[str, _T] = {}
+    for item in items:
+        seen = first.setdefault(key(item), item)
+        if seen is not item:
+            yield item, seen
 
 
 # --------------------------------------------------------------------------- check

@@ -5,6 +5,7 @@ bit mask.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -118,26 +119,7 @@ def index(c: Compilation) -> None:
     final: list[CompiledRule] = []
     for rule in c.compiled:
         guard, rest = _choose_guard(vocab, rule.node, f"rule_{rule.pos}")
-        rebuilt = CompiledRule(
-            spec=rule.spec,
-            pos=rule.pos,
-            stage_index=rule.stage_index,
-            node=rule.node,
-            rest=rest,
-            guard=guard,
-            start=rule.start,
-            end=rule.end,
-            exceptions=rule.exceptions,
-            basis=rule.basis,
-            status=rule.status,
-            problem=rule.problem,
-            obligations=rule.obligations,
-            id=rule.id,
-            timed=rule.timed,
-            enforced=rule.enforced,
-            denies=rule.denies,
-            allows=rule.allows,
-        )
+        rebuilt = dataclasses.replace(rule, rest=rest, guard=guard)
         final.append(rebuilt)
         if guard is None:
             always.append(rule.pos)
