@@ -25,6 +25,7 @@ __all__ = [
 
 
 def walk_tests(cond: Condition | None) -> Iterable[Test]:
+    """Every test of a condition, depth first (none for no condition)."""
     if cond is None:
         return
     if isinstance(cond, Test):

@@ -63,6 +63,7 @@ class Compilation:
         help: str | None = None,
         severity: str = "error",
     ) -> None:
+        """Record a diagnostic (an error, or a warning when `severity` says so)."""
         self.diags.append(
             Diagnostic(
                 code, message, location, path, help, "warning" if severity == "warning" else "error"
@@ -71,5 +72,6 @@ class Compilation:
 
     @property
     def vocabulary(self) -> Vocabulary:
+        """The collected vocabulary (after the `collect` stage)."""
         assert self.vocab is not None
         return self.vocab

@@ -42,6 +42,8 @@ _INDEXABLE_OPS = frozenset({"eq", "in", "contains", "contains_any"})
 
 
 def guard_of(typed: TypedTest, vocab: Vocabulary | None = None) -> IndexGuard | None:
+    """The index guard a typed test offers: the keys a context must hold for it to match
+    (None when the test cannot be indexed)."""
     op = typed.test.op
     if op == "exists" and not typed.ftype.startswith("list:"):
         marker = PRESENT if typed.operand else ABSENT
@@ -112,6 +114,7 @@ def _choose_guard(
 
 
 def index(c: Compilation) -> None:
+    """The `index` stage: choose each rule's guard and generate the candidate lookups."""
     vocab = c.vocabulary
     tables: dict[str, dict[Any, list[int]]] = {}
     types: dict[str, str] = {}

@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import Diagnostic, did_you_mean
+from gateway.errors import Diagnostic, describe_value, did_you_mean
 from gateway.policy.ast import (
     AbsenceSpec,
     AllOf,
@@ -37,7 +37,7 @@ from gateway.policy.codes import SHAPE
 from gateway.policy.language import DECLARED_FACTS, EFFECTS, MODES, OPERATORS, PROBLEM_TYPES, STAGES
 from gateway.policy.parse_obligations import parse_obligations
 from gateway.policy.parse_vocabulary import parse_vocabulary
-from gateway.policy.reader import HEADER_NAME, Reader, describe, one_of, parse_time, quoted_list
+from gateway.policy.reader import HEADER_NAME, Reader, one_of, parse_time, quoted_list
 from gateway.policy.vocabulary import Vocabulary
 from gateway.source import DataPath, LoadedDocument, format_path
 
@@ -287,7 +287,7 @@ def _parse_absence(r: Reader, raw: object, path: DataPath) -> Iterable[AbsenceSp
             continue
         r.error(
             SHAPE,
-            f"cannot read what the absence of `{fact}` means ({describe(meaning)})",
+            f"cannot read what the absence of `{fact}` means ({describe_value(meaning)})",
             sub,
             help=_ABSENCE_HELP,
         )

@@ -21,7 +21,6 @@ __all__ = [
     "HEADER_NAME",
     "parse_time",
     "Reader",
-    "describe",
     "expected_keys",
     "one_of",
     "quoted_list",
@@ -190,7 +189,8 @@ class Reader:
         if parsed is None:
             self.error(
                 TYPE,
-                f"{what} must be a date (YYYY-MM-DD) or an RFC 3339 time, got {describe(value)}",
+                f"{what} must be a date (YYYY-MM-DD) or an RFC 3339 time, "
+                f"got {describe_value(value)}",
                 path,
             )
         return parsed
@@ -199,7 +199,9 @@ class Reader:
         """Read a calendar date."""
         parsed = parse_time(value)
         if parsed is None or isinstance(parsed, dt.datetime):
-            self.error(TYPE, f"{what} must be a date (YYYY-MM-DD), got {describe(value)}", path)
+            self.error(
+                TYPE, f"{what} must be a date (YYYY-MM-DD), got {describe_value(value)}", path
+            )
             return None
         return parsed
 
@@ -228,17 +230,16 @@ class Reader:
 
 
 def quoted_list(options: Iterable[object]) -> str:
+    """Options as a comma-separated list of code spans."""
     return ", ".join(f"`{o}`" for o in options)
 
 
 def one_of(options: Iterable[object]) -> str:
+    """Help text naming the allowed options."""
     return f"use one of {quoted_list(options)}"
 
 
 def expected_keys(known: Iterable[str]) -> str | None:
+    """Help text naming the keys a mapping may hold (None when it holds none)."""
     keys = tuple(known)
     return f"expected one of {quoted_list(keys)}" if keys else None
-
-
-def describe(value: object) -> str:
-    return describe_value(value)

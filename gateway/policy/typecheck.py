@@ -225,7 +225,7 @@ def _list_operand(lit: _Literal, test: Test, ftype: str, base: str, raw: object)
     if not isinstance(raw, list):
         lit.fail(
             TYPE,
-            f"`{test.op}` takes a list, got {_describe(raw)}",
+            f"`{test.op}` takes a list, got {describe_value(raw)}",
             test.path,
             f"write `{test.op}: [{_render_operand(raw)}]`",
         )
@@ -341,11 +341,9 @@ def _render_operand(raw: object) -> str:
     return str(raw)
 
 
-def _describe(raw: object) -> str:
-    return describe_value(raw)
-
-
 def typecheck(c: Compilation) -> None:
+    """The `typecheck` stage: every rule's tests, templates and obligations, and the
+    `when_absent` check."""
     vocab = c.vocabulary
     check_absence(c)
     for rule in c.rules:
