@@ -20,6 +20,7 @@ from typing import Any, Final
 from gateway.tfserving.jsonparse import is_object, object_members
 
 __all__ = [
+    "scalar_token",
     "MAX_JSON_IN_MESSAGE",
     "encode_text",
     "format_float32",
@@ -152,7 +153,7 @@ def _pretty_tokens(value: Any) -> Iterator[str]:
                     level += 1
                     first = True
             else:
-                yield _scalar_token(item)
+                yield scalar_token(item)
         if not stack:
             return
         children, in_object, frame_level = stack[-1]
@@ -180,7 +181,8 @@ def _pretty_tokens(value: Any) -> Iterator[str]:
 _NOTHING = object()
 
 
-def _scalar_token(value: Any) -> str:
+def scalar_token(value: Any) -> str:
+    """A JSON scalar as rapidjson's writers print it."""
     if value is None:
         return "null"
     if value is True:
