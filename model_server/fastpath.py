@@ -247,6 +247,19 @@ def scan_numeric_body(body: bytes) -> NumericTensor | None:
     return NumericTensor(prefix.group(2).decode(), signature_name, values, shape)
 
 
+def _numeric_inputs_member(value: Any) -> np.ndarray | dict[str, np.ndarray] | None:
+    """The `inputs` member as numeric arrays: one array, or one per named input."""
+    if not isinstance(value, dict):
+        return _numeric_array(value)
+    converted: dict[str, np.ndarray] = {}
+    for name, item in value.items():
+        array = _numeric_array(item)
+        if array is None:
+            return None
+        converted[name] = array
+    return converted
+
+
 def prepare_fast(doc: Any, body: bytes) -> FastDocument | None:
     """Prove that orjson's reading of `body` equals rapidjson's, and pre-convert tensors.
 
@@ -267,19 +280,10 @@ def prepare_fast(doc: Any, body: bytes) -> FastDocument | None:
             if instances is None:
                 return None
         elif key == "inputs":
-            if isinstance(value, dict):
-                converted: dict[str, np.ndarray] = {}
-                keys += len(value)
-                for name, item in value.items():
-                    array = _numeric_array(item)
-                    if array is None:
-                        return None
-                    converted[name] = array
-                inputs = converted
-            else:
-                inputs = _numeric_array(value)
-                if inputs is None:
-                    return None
+            inputs = _numeric_inputs_member(value)
+            if inputs is None:
+                return None
+            keys += len(inputs) if isinstance(inputs, dict) else 0
         else:
             keys += count_object_keys(value)
     # Every object key in the source is followed by one ':'; a duplicate key or a ':' in a
@@ -311,15 +315,21 @@ def _fast_float_tensor(array: np.ndarray, dtype: str) -> np.ndarray | None:
     return None
 
 
+def _single_tensor(
+    array: np.ndarray, specs: Mapping[str, TensorSpec]
+) -> dict[str, np.ndarray] | None:
+    """The one input of a one-input signature, converted to its dtype (None: decline)."""
+    if len(specs) != 1:
+        return None
+    ((name, spec),) = specs.items()
+    tensor = _fast_float_tensor(array, spec.dtype)
+    return None if tensor is None else {name: tensor}
+
+
 def fast_tensors(fast: FastDocument, specs: Mapping[str, TensorSpec]) -> PredictInputs | None:
     if fast.instances is not None:
-        if len(specs) != 1:
-            return None
-        ((name, spec),) = specs.items()
-        tensor = _fast_float_tensor(fast.instances, spec.dtype)
-        if tensor is None:
-            return None
-        return PredictInputs({name: tensor}, RequestFormat.ROW)
+        single = _single_tensor(fast.instances, specs)
+        return None if single is None else PredictInputs(single, RequestFormat.ROW)
     if fast.inputs is None:
         return None
     tensors: dict[str, np.ndarray] = {}
@@ -333,13 +343,10 @@ def fast_tensors(fast: FastDocument, specs: Mapping[str, TensorSpec]) -> Predict
                 return None
             tensors[name] = converted
     else:
-        if len(specs) != 1:
+        single = _single_tensor(fast.inputs, specs)
+        if single is None:
             return None
-        ((name, spec),) = specs.items()
-        converted = _fast_float_tensor(fast.inputs, spec.dtype)
-        if converted is None:
-            return None
-        tensors[name] = converted
+        tensors = single
     return PredictInputs(tensors, RequestFormat.COLUMNAR)
 
 

@@ -39,23 +39,23 @@ _WRAPPERS = {
 }
 
 
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\n": "\\n",
+    "\r": "\\r",
+    "\t": "\\t",
+    "\b": "\\b",
+    "\f": "\\f",
+}
+
+
 def _quote(text: str) -> str:
     out = ['"']
     for ch in text:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif ch == "\b":
-            out.append("\\b")
-        elif ch == "\f":
-            out.append("\\f")
+        escaped = _ESCAPES.get(ch)
+        if escaped is not None:
+            out.append(escaped)
         elif ord(ch) < 0x20 or ch in "<>" or 0x7F <= ord(ch) < 0xA0:
             out.append(f"\\u{ord(ch):04x}")
         else:

@@ -157,33 +157,53 @@ def predict_response_body(
     names = sorted(outputs)
     texts = {name: _scalar_texts(outputs[name], name.endswith("_bytes")) for name in names}
     if request_format is RequestFormat.ROW:
-        batch_size = 0
+        return _row_body(outputs, names, texts)
+    return _columnar_body(outputs, names, texts)
+
+
+def _batch_size(outputs: Mapping[str, np.ndarray], names: Sequence[str]) -> int:
+    """The batch size every output shares (row format needs one)."""
+    batch_size = 0
+    for name in names:
+        shape = outputs[name].shape
+        if not shape:
+            raise invalid_argument(f"Tensor name: {name} has no shape information ")
+        if shape[0] < 1:
+            raise invalid_argument(f"Tensor name: {name} has invalid batch size: {shape[0]}")
+        if batch_size and shape[0] != batch_size:
+            raise invalid_argument(
+                f"Tensor name: {name} has inconsistent batch size: {shape[0]} "
+                f"expecting: {batch_size}"
+            )
+        batch_size = shape[0]
+    return batch_size
+
+
+def _row_body(
+    outputs: Mapping[str, np.ndarray], names: Sequence[str], texts: Mapping[str, list[str]]
+) -> bytes:
+    """`{"predictions": [...]}`: one item per batch row."""
+    batch_size = _batch_size(outputs, names)
+    items: list[str] = []
+    for row in range(batch_size):
+        values = {}
         for name in names:
             shape = outputs[name].shape
-            if not shape:
-                raise invalid_argument(f"Tensor name: {name} has no shape information ")
-            if shape[0] < 1:
-                raise invalid_argument(f"Tensor name: {name} has invalid batch size: {shape[0]}")
-            if batch_size and shape[0] != batch_size:
-                raise invalid_argument(
-                    f"Tensor name: {name} has inconsistent batch size: {shape[0]} "
-                    f"expecting: {batch_size}"
-                )
-            batch_size = shape[0]
-        items: list[str] = []
-        for row in range(batch_size):
-            values = {}
-            for name in names:
-                shape = outputs[name].shape
-                step = len(texts[name]) // batch_size
-                values[name] = _single_line(texts[name][row * step : (row + 1) * step], shape[1:])
-            items.append(values[names[0]] if len(names) == 1 else _row_object(values))
-        if len(names) == 1:
-            return _encode('{\n    "predictions": [' + ", ".join(items) + "\n    ]\n}")
-        # Objects are opened before the single-line format is switched on, so each one
-        # starts on its own line, while the arrays inside stay on one line.
-        body = ",".join("\n        " + item for item in items)
-        return _encode('{\n    "predictions": [' + body + "\n    ]\n}")
+            step = len(texts[name]) // batch_size
+            values[name] = _single_line(texts[name][row * step : (row + 1) * step], shape[1:])
+        items.append(values[names[0]] if len(names) == 1 else _row_object(values))
+    if len(names) == 1:
+        return _encode('{\n    "predictions": [' + ", ".join(items) + "\n    ]\n}")
+    # Objects are opened before the single-line format is switched on, so each one
+    # starts on its own line, while the arrays inside stay on one line.
+    body = ",".join("\n        " + item for item in items)
+    return _encode('{\n    "predictions": [' + body + "\n    ]\n}")
+
+
+def _columnar_body(
+    outputs: Mapping[str, np.ndarray], names: Sequence[str], texts: Mapping[str, list[str]]
+) -> bytes:
+    """`{"outputs": ...}`: one tensor, or an object of named tensors."""
     out: list[str] = ['{\n    "outputs": ']
     if len(names) == 1:
         name = names[0]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,51 +126,77 @@ def _lossy_error(value: Any, target: str) -> ServingError:
     return invalid_argument(lossy_message(value, target))
 
 
-def _convert_scalar(value: Any, dtype: str) -> Any:
-    """AddValueToTensor: one JSON leaf to a Python value of the tensor's dtype."""
-    if dtype in ("DT_FLOAT", "DT_DOUBLE"):
-        if not is_number(value):
-            raise _type_error(value, dtype)
-        target, limit = (
-            ("float", FLOAT_MAX_EXACT_INT)
-            if dtype == "DT_FLOAT"
-            else ("double", DOUBLE_MAX_EXACT_INT)
-        )
-        if isinstance(value, int):
-            if abs(value) > limit:
-                raise _lossy_error(value, target)
-        elif math.isfinite(value) and dtype == "DT_FLOAT" and abs(value) > _FLT_MAX:
+# AddValueToTensor: one JSON leaf to a Python value of the tensor's dtype, one function per
+# dtype family (`_fill_values` looks it up once per tensor).
+
+
+def _to_floating(value: Any, dtype: str) -> float:
+    if not is_number(value):
+        raise _type_error(value, dtype)
+    target, limit = (
+        ("float", FLOAT_MAX_EXACT_INT) if dtype == "DT_FLOAT" else ("double", DOUBLE_MAX_EXACT_INT)
+    )
+    if isinstance(value, int):
+        if abs(value) > limit:
             raise _lossy_error(value, target)
-        return float(value)
-    if dtype in ("DT_INT32", "DT_INT16", "DT_INT8", "DT_UINT8"):
-        if not (isinstance(value, int) and not isinstance(value, bool)):
-            raise _type_error(value, dtype)
-        if not -(2**31) <= value < 2**31:
-            raise _type_error(value, dtype)
-        return value
-    if dtype == "DT_INT64":
-        if not (isinstance(value, int) and not isinstance(value, bool)) or value >= 2**63:
-            raise _type_error(value, dtype)
-        return value
-    if dtype == "DT_UINT32" or dtype == "DT_UINT64":
-        bits = 32 if dtype == "DT_UINT32" else 64
-        if not (isinstance(value, int) and not isinstance(value, bool)) or not (
-            0 <= value < 2**bits
-        ):
-            raise _type_error(value, dtype)
-        return value
-    if dtype == "DT_BOOL":
-        if not isinstance(value, bool):
-            raise _type_error(value, dtype)
-        return value
-    if dtype == "DT_STRING":
-        if not isinstance(value, str):
-            raise _type_error(value, dtype)
-        return _encode(value)
+    elif math.isfinite(value) and dtype == "DT_FLOAT" and abs(value) > _FLT_MAX:
+        raise _lossy_error(value, target)
+    return float(value)
+
+
+def _to_int32(value: Any, dtype: str) -> int:
+    if not (isinstance(value, int) and not isinstance(value, bool)):
+        raise _type_error(value, dtype)
+    if not -(2**31) <= value < 2**31:
+        raise _type_error(value, dtype)
+    return value
+
+
+def _to_int64(value: Any, dtype: str) -> int:
+    if not (isinstance(value, int) and not isinstance(value, bool)) or value >= 2**63:
+        raise _type_error(value, dtype)
+    return value
+
+
+def _to_unsigned(value: Any, dtype: str) -> int:
+    bits = 32 if dtype == "DT_UINT32" else 64
+    if not (isinstance(value, int) and not isinstance(value, bool)) or not (0 <= value < 2**bits):
+        raise _type_error(value, dtype)
+    return value
+
+
+def _to_bool(value: Any, dtype: str) -> bool:
+    if not isinstance(value, bool):
+        raise _type_error(value, dtype)
+    return value
+
+
+def _to_string(value: Any, dtype: str) -> bytes:
+    if not isinstance(value, str):
+        raise _type_error(value, dtype)
+    return _encode(value)
+
+
+def _unconvertible(value: Any, dtype: str) -> Any:
     raise ServingError(
         Code.UNIMPLEMENTED,
         f"Conversion of JSON Value: {json_value_to_string(value)} to type: {dtype_string(dtype)}",
     )
+
+
+_CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
+    "DT_FLOAT": _to_floating,
+    "DT_DOUBLE": _to_floating,
+    "DT_INT32": _to_int32,
+    "DT_INT16": _to_int32,
+    "DT_INT8": _to_int32,
+    "DT_UINT8": _to_int32,
+    "DT_INT64": _to_int64,
+    "DT_UINT32": _to_unsigned,
+    "DT_UINT64": _to_unsigned,
+    "DT_BOOL": _to_bool,
+    "DT_STRING": _to_string,
+}
 
 
 def _decode_b64_object(value: Any) -> bytes:
@@ -198,6 +224,7 @@ def _shape_string(shape: Sequence[int]) -> str:
 def _fill_values(value: Any, shape: list[int], dtype: str, out: list[Any]) -> None:
     """FillTensorProto, iteratively (documents may nest far deeper than Python recursion)."""
     rank = len(shape)
+    convert = _CONVERTERS.get(dtype, _unconvertible)
     stack: list[tuple[Any, int]] = [(value, 0)]
     while stack:
         item, level = stack.pop()
@@ -212,7 +239,7 @@ def _fill_values(value: Any, shape: list[int], dtype: str, out: list[Any]) -> No
                     raise _type_error(item, dtype)
                 out.append(_decode_b64_object(item))
             else:
-                out.append(_convert_scalar(item, dtype))
+                out.append(convert(item, dtype))
             continue
         if level >= rank:
             raise invalid_argument(

@@ -9,6 +9,20 @@ Public API (stable; the gateway calls only these):
 * `gateway.policy.cases` (`load_case_file`, `check_case`) for data-driven cases
 
 The package is pure: it reads files when asked to load, and otherwise does no I/O.
+
+Modules, in the order a policy set is built and used:
+
+* the language: `language` (stages, context fields, operators), `ast` (the syntax tree),
+  `vocabulary`, `codes` (diagnostic codes), `json_schemas` (for editors and contexts)
+* parsing: `reader` (typed reads with diagnostics), `parse`, `parse_obligations`,
+  `parse_vocabulary`
+* compiling (`compile`, the stage table): `compilation` (shared state), `typecheck`,
+  `absence`, `lower`, `index`; the compiled form is `ir`
+* evaluating: `state`, `times`, `predicates` (the reference closures), `templates`,
+  `codegen` (generated fast paths), `plans`, `memo`, `evaluate` (the engine), `verdicts`
+  (denials and allows), `obligations`, `decision` (what it returns), `combine`
+* `explain` (explanations, on top of `evaluate`), `policyset` (`PolicySet`), `loader`,
+  `cases` (data-driven cases)
 """
 
 from __future__ import annotations

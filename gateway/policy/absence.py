@@ -12,7 +12,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.policy.ast import AllOf, AnyOf, Condition, FieldRef, Not, RuleSpec, Test
-from gateway.policy.compilation import ABSENCE, REF, SCHEMA, Compilation
+from gateway.policy.codes import ABSENCE, REF, SHAPE
+from gateway.policy.compilation import Compilation
 from gateway.policy.language import DECLARED_FACTS, declared_fact_of
 from gateway.policy.templates import template_fields
 
@@ -24,6 +25,7 @@ __all__ = [
 
 
 def walk_tests(cond: Condition | None) -> Iterable[Test]:
+    """Every test of a condition, depth first (none for no condition)."""
     if cond is None:
         return
     if isinstance(cond, Test):
@@ -71,7 +73,7 @@ def check_absence(c: Compilation) -> None:
         can_deny = rule.effect == "deny" or rule.obligations.route is not None
         if rule.when_absent and not can_deny:
             c.error(
-                SCHEMA,
+                SHAPE,
                 "`when_absent` only applies to deny rules and routing rules",
                 rule.when_absent[0].location,
                 rule.when_absent[0].path,

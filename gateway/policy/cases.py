@@ -24,7 +24,7 @@ A case file::
           errors: [context_type_error]    # exact list of error codes
 
 Rule 1: a broken case file (bad YAML, unknown keys, a context that does not match the
-context schema) is reported as diagnostics and never run; the CLI exits 1 for it.
+context JSON Schema) is reported as diagnostics and never run; the CLI exits 1 for it.
 Rule 2: contexts are JSON data: YAML dates become RFC 3339 strings before evaluation.
 """
 
@@ -55,7 +55,8 @@ __all__ = [
     "to_json_data",
 ]
 
-SCHEMA = "case_schema_error"
+#: A case file whose structure is wrong: unknown or missing keys, values of the wrong kind.
+SHAPE = "case_schema_error"
 CONTEXT = "case_context_error"
 
 _CASE_KEYS = ("name", "id", "note", "context", "want", "meta")
@@ -188,13 +189,13 @@ def load_case_file(path: Path | str) -> CaseFile:
 def _parse_cases(doc: LoadedDocument, diags: list[Diagnostic]) -> list[Case]:
     data = doc.data
     if not isinstance(data, dict):
-        diags.append(doc.diagnostic(SCHEMA, "a case file must be a mapping", ()))
+        diags.append(doc.diagnostic(SHAPE, "a case file must be a mapping", ()))
         return []
     for key in data:
         if key not in ("kind", "version", "description", "defaults", "cases"):
             diags.append(
                 doc.diagnostic(
-                    SCHEMA,
+                    SHAPE,
                     f"unknown key `{key}` in case file",
                     (key,),
                     at_key=True,
@@ -202,22 +203,22 @@ def _parse_cases(doc: LoadedDocument, diags: list[Diagnostic]) -> list[Case]:
                 )
             )
     if data.get("kind") != "cases":
-        diags.append(doc.diagnostic(SCHEMA, "a case file needs `kind: cases`", ("kind",)))
+        diags.append(doc.diagnostic(SHAPE, "a case file needs `kind: cases`", ("kind",)))
     defaults: dict[str, Any] = {}
     raw_defaults = data.get("defaults", {})
     if not isinstance(raw_defaults, dict) or set(raw_defaults) - {"context"}:
-        diags.append(doc.diagnostic(SCHEMA, "`defaults` holds only `context`", ("defaults",)))
+        diags.append(doc.diagnostic(SHAPE, "`defaults` holds only `context`", ("defaults",)))
     elif not isinstance(raw_defaults.get("context", {}), dict):
         diags.append(
             doc.type_error(
-                ("defaults", "context"), "a mapping", raw_defaults.get("context"), code=SCHEMA
+                ("defaults", "context"), "a mapping", raw_defaults.get("context"), code=SHAPE
             )
         )
     else:
         defaults = to_json_data(raw_defaults.get("context", {}))
     raw_cases = data.get("cases")
     if not isinstance(raw_cases, list) or not raw_cases:
-        diags.append(doc.diagnostic(SCHEMA, "`cases` must be a non-empty list", ("cases",)))
+        diags.append(doc.diagnostic(SHAPE, "`cases` must be a non-empty list", ("cases",)))
         return []
     cases: list[Case] = []
     seen: dict[str, int] = {}
@@ -228,7 +229,7 @@ def _parse_cases(doc: LoadedDocument, diags: list[Diagnostic]) -> list[Case]:
         if case.label in seen:
             diags.append(
                 doc.diagnostic(
-                    SCHEMA,
+                    SHAPE,
                     f"duplicate case `{case.label}`",
                     ("cases", i),
                     help=f"first used by case {seen[case.label]}",
@@ -247,14 +248,14 @@ def _parse_case(
     diags: list[Diagnostic],
 ) -> Case | None:
     if not isinstance(raw, dict):
-        diags.append(doc.type_error(path, "a mapping", raw, what="a case", code=SCHEMA))
+        diags.append(doc.type_error(path, "a mapping", raw, what="a case", code=SHAPE))
         return None
     before = len(diags)
     for key in raw:
         if key not in _CASE_KEYS:
             diags.append(
                 doc.diagnostic(
-                    SCHEMA,
+                    SHAPE,
                     f"unknown key `{key}` in case",
                     (*path, key),
                     at_key=True,
@@ -263,16 +264,16 @@ def _parse_case(
             )
     for key in ("name", "context", "want"):
         if key not in raw:
-            diags.append(doc.diagnostic(SCHEMA, f"case is missing `{key}`", path))
+            diags.append(doc.diagnostic(SHAPE, f"case is missing `{key}`", path))
     name = raw.get("name")
     if "name" in raw and not isinstance(name, str):
-        diags.append(doc.type_error((*path, "name"), "a string", name, code=SCHEMA))
+        diags.append(doc.type_error((*path, "name"), "a string", name, code=SHAPE))
     case_id = raw.get("id")
     if case_id is not None and not isinstance(case_id, str):
-        diags.append(doc.type_error((*path, "id"), "a string", case_id, code=SCHEMA))
+        diags.append(doc.type_error((*path, "id"), "a string", case_id, code=SHAPE))
     context = raw.get("context")
     if "context" in raw and not isinstance(context, dict):
-        diags.append(doc.type_error((*path, "context"), "a mapping", context, code=SCHEMA))
+        diags.append(doc.type_error((*path, "context"), "a mapping", context, code=SHAPE))
     want = raw.get("want")
     if "want" in raw:
         _check_want(doc, want, (*path, "want"), diags)
@@ -310,14 +311,14 @@ def _parse_case(
 
 def _check_want(doc: LoadedDocument, want: object, path: DataPath, diags: list[Diagnostic]) -> None:
     if not isinstance(want, dict):
-        diags.append(doc.type_error(path, "a mapping", want, code=SCHEMA))
+        diags.append(doc.type_error(path, "a mapping", want, code=SHAPE))
         return
     for key, value in want.items():
         sub = (*path, key)
         if key not in _WANT_KEYS:
             diags.append(
                 doc.diagnostic(
-                    SCHEMA,
+                    SHAPE,
                     f"unknown expectation `{key}`",
                     sub,
                     at_key=True,
@@ -327,19 +328,19 @@ def _check_want(doc: LoadedDocument, want: object, path: DataPath, diags: list[D
         elif key == "effect" and value not in ("allow", "deny"):
             diags.append(
                 doc.diagnostic(
-                    SCHEMA, f"effect must be `allow` or `deny`, got {describe_value(value)}", sub
+                    SHAPE, f"effect must be `allow` or `deny`, got {describe_value(value)}", sub
                 )
             )
         elif key == "status" and value not in (200, 403, 451):
             diags.append(
                 doc.diagnostic(
-                    SCHEMA, f"status must be 200, 403 or 451, got {describe_value(value)}", sub
+                    SHAPE, f"status must be 200, 403 or 451, got {describe_value(value)}", sub
                 )
             )
         elif key in ("rules", "rules_include", "dry_run", "errors") and not (
             isinstance(value, list) and all(isinstance(v, str) for v in value)
         ):
-            diags.append(doc.type_error(sub, "a list of strings", value, code=SCHEMA))
+            diags.append(doc.type_error(sub, "a list of strings", value, code=SHAPE))
         elif key == "legal_basis" and not (
             isinstance(value, list)
             and all(
@@ -349,11 +350,9 @@ def _check_want(doc: LoadedDocument, want: object, path: DataPath, diags: list[D
                 for v in value
             )
         ):
-            diags.append(
-                doc.diagnostic(SCHEMA, "legal_basis must list {regime, ref} mappings", sub)
-            )
+            diags.append(doc.diagnostic(SHAPE, "legal_basis must list {regime, ref} mappings", sub))
         elif key in ("problem", "obligations") and not isinstance(value, dict):
-            diags.append(doc.type_error(sub, "a mapping", value, code=SCHEMA))
+            diags.append(doc.type_error(sub, "a mapping", value, code=SHAPE))
 
 
 def check_case(policy_set: PolicySet, case: Case) -> CaseResult:

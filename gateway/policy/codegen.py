@@ -19,6 +19,7 @@ from typing import Any
 from gateway.policy.predicates import make_getter, read_time
 from gateway.policy.state import ABSENT, PRESENT, EvalError, EvalState, Getter, Predicate
 from gateway.policy.templates import Template, render_value
+from gateway.policy.times import TIME_COMPARE
 from gateway.policy.vocabulary import Vocabulary, region_in
 
 __all__ = [
@@ -97,17 +98,8 @@ def _time_ref(a: Any, b: Any, op: str) -> bool:
         if (a is None) != (b is None):
             return op == "ne"
         return op == "eq"
-    return bool(_TIME_OPS[op](a, b))
+    return bool(TIME_COMPARE[op](a, b))
 
-
-_TIME_OPS: dict[str, Callable[[Any, Any], bool]] = {
-    "lt": lambda a, b: a[1] <= b[0],
-    "le": lambda a, b: a[0] < b[1],
-    "gt": lambda a, b: a[0] >= b[1],
-    "ge": lambda a, b: a[1] > b[0],
-    "eq": lambda a, b: a[0] < b[1] and a[1] > b[0],
-    "ne": lambda a, b: not (a[0] < b[1] and a[1] > b[0]),
-}
 
 _EXPANDED: dict[tuple[int, tuple[str, ...]], frozenset[str]] = {}
 

@@ -1,4 +1,5 @@
-"""The state one compilation carries through its stages, and the diagnostic codes they use."""
+"""The state one compilation carries through its stages (the codes they report are in
+`codes.py`)."""
 
 from __future__ import annotations
 
@@ -14,25 +15,9 @@ from gateway.policy.vocabulary import Vocabulary
 from gateway.source import LoadedDocument
 
 __all__ = [
-    "ABSENCE",
-    "BLOCKING_STATUTE",
-    "CONFLICT",
-    "REF",
-    "SCHEMA",
-    "TYPE",
-    "UNREACHABLE",
     "Compilation",
     "TypedTest",
 ]
-
-
-REF = "policy_ref_error"
-TYPE = "policy_type_error"
-SCHEMA = "policy_schema_error"
-CONFLICT = "policy_conflict"
-UNREACHABLE = "policy_unreachable"
-ABSENCE = "policy_absence_implicit"
-BLOCKING_STATUTE = "policy_blocking_statute"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +63,7 @@ class Compilation:
         help: str | None = None,
         severity: str = "error",
     ) -> None:
+        """Record a diagnostic (an error, or a warning when `severity` says so)."""
         self.diags.append(
             Diagnostic(
                 code, message, location, path, help, "warning" if severity == "warning" else "error"
@@ -86,5 +72,6 @@ class Compilation:
 
     @property
     def vocabulary(self) -> Vocabulary:
+        """The collected vocabulary (after the `collect` stage)."""
         assert self.vocab is not None
         return self.vocab

@@ -21,18 +21,12 @@ The compiled form is in `ir.py`; the state the stages share is in `compilation.p
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from typing import TypeVar
 
 from gateway.errors import Location, did_you_mean, has_errors
-from gateway.policy.ast import PackDoc, RuleSpec
-from gateway.policy.compilation import (
-    BLOCKING_STATUTE,
-    CONFLICT,
-    REF,
-    SCHEMA,
-    UNREACHABLE,
-    Compilation,
-)
+from gateway.policy.codes import BLOCKING_STATUTE, CONFLICT, REF, SHAPE, UNREACHABLE
+from gateway.policy.compilation import Compilation
 from gateway.policy.index import index
 from gateway.policy.ir import CompileResult
 from gateway.policy.language import STAGE_OBLIGATIONS, STAGES
@@ -44,6 +38,8 @@ from gateway.policy.vocabulary import region_in
 from gateway.source import LoadedDocument
 
 __all__ = ["COMPILE_STAGES", "compile_documents"]
+
+_T = TypeVar("_T")
 
 
 # --------------------------------------------------------------------------- collect
@@ -86,7 +82,7 @@ def _one_vocabulary(c: Compilation, vocab_files: list[ParsedFile]) -> bool:
     if not vocab_files:
         first = c.files[0][0].filename if c.files else "<policies>"
         c.error(
-            SCHEMA,
+            SHAPE,
             "no vocabulary found",
             Location(first) if c.files else None,
             None,
@@ -183,32 +179,31 @@ def _blocking_statute(c: Compilation) -> None:
 
 
 def _identify(c: Compilation) -> None:
-    seen_packs: dict[str, PackDoc] = {}
-    for pack in c.packs:
-        if pack.id in seen_packs:
-            first = seen_packs[pack.id]
-            c.error(
-                CONFLICT,
-                f"duplicate pack id `{pack.id}`",
-                pack.location,
-                "id",
-                f"first used in {first.file}",
-            )
-        else:
-            seen_packs[pack.id] = pack
-    seen: dict[str, RuleSpec] = {}
-    for rule in c.rules:
-        if rule.id in seen:
-            first_rule = seen[rule.id]
-            c.error(
-                CONFLICT,
-                f"duplicate rule id `{rule.id}`",
-                rule.location,
-                rule.path,
-                f"first defined at {first_rule.location}",
-            )
-        else:
-            seen[rule.id] = rule
+    for pack, first in _repeated(c.packs, lambda p: p.id):
+        c.error(
+            CONFLICT,
+            f"duplicate pack id `{pack.id}`",
+            pack.location,
+            "id",
+            f"first used in {first.file}",
+        )
+    for rule, first_rule in _repeated(c.rules, lambda r: r.id):
+        c.error(
+            CONFLICT,
+            f"duplicate rule id `{rule.id}`",
+            rule.location,
+            rule.path,
+            f"first defined at {first_rule.location}",
+        )
+
+
+def _repeated(items: Iterable[_T], key: Callable[[_T], str]) -> Iterator[tuple[_T, _T]]:
+    """Each item whose key an earlier item already has, with that first item."""
+    first: dict[str, _T] = {}
+    for item in items:
+        seen = first.setdefault(key(item), item)
+        if seen is not item:
+            yield item, seen
 
 
 # --------------------------------------------------------------------------- check
@@ -221,7 +216,7 @@ def _check(c: Compilation) -> None:
         for kind in sorted(kinds - allowed):
             where = [s for s in STAGES if kind in STAGE_OBLIGATIONS[s]]
             c.error(
-                SCHEMA,
+                SHAPE,
                 f"`{kind}` obligations do not belong in stage `{rule.stage}`",
                 rule.location,
                 rule.path + ".obligations",
@@ -229,7 +224,7 @@ def _check(c: Compilation) -> None:
             )
         if rule.effect == "deny" and kinds:
             c.error(
-                SCHEMA,
+                SHAPE,
                 "a deny rule's obligations would never apply",
                 rule.location,
                 rule.path + ".obligations",
@@ -237,7 +232,7 @@ def _check(c: Compilation) -> None:
             )
         if rule.effect != "deny" and (rule.status is not None or rule.problem is not None):
             c.error(
-                SCHEMA,
+                SHAPE,
                 f"`status` and `problem` only apply to deny rules, not `{rule.effect}`",
                 rule.location,
                 rule.path,
@@ -250,7 +245,7 @@ def _check(c: Compilation) -> None:
             m.scheme == "cn_aigc_explicit_label" for m in rule.obligations.image_marks
         ):
             c.error(
-                SCHEMA,
+                SHAPE,
                 "the rule answers `X-AIGC-Explicit-Label: applied` without drawing the label",
                 rule.location,
                 rule.path + ".obligations",
@@ -259,7 +254,7 @@ def _check(c: Compilation) -> None:
             )
         if rule.effect == "obligate" and not kinds:
             c.error(
-                SCHEMA,
+                SHAPE,
                 "an `obligate` rule sets no obligations",
                 rule.location,
                 rule.path,
@@ -267,7 +262,7 @@ def _check(c: Compilation) -> None:
             )
         if rule.stage == "audit" and rule.effect != "obligate":
             c.error(
-                SCHEMA,
+                SHAPE,
                 "rules in stage `audit` must have effect `obligate`",
                 rule.location,
                 rule.path,
@@ -275,7 +270,7 @@ def _check(c: Compilation) -> None:
             )
         if rule.effect in ("deny", "obligate") and not rule.basis:
             c.error(
-                SCHEMA,
+                SHAPE,
                 f"a `{rule.effect}` rule must cite its legal basis",
                 rule.location,
                 rule.path,
@@ -294,7 +289,7 @@ def _check(c: Compilation) -> None:
         for exc in rule.exceptions:
             if exc.when is None and rule.effect != "allow":
                 c.error(
-                    SCHEMA,
+                    SHAPE,
                     "an exception without `when` switches the whole rule off",
                     exc.location,
                     exc.path,

@@ -5,6 +5,7 @@ bit mask.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -41,6 +42,8 @@ _INDEXABLE_OPS = frozenset({"eq", "in", "contains", "contains_any"})
 
 
 def guard_of(typed: TypedTest, vocab: Vocabulary | None = None) -> IndexGuard | None:
+    """The index guard a typed test offers: the keys a context must hold for it to match
+    (None when the test cannot be indexed)."""
     op = typed.test.op
     if op == "exists" and not typed.ftype.startswith("list:"):
         marker = PRESENT if typed.operand else ABSENT
@@ -111,6 +114,7 @@ def _choose_guard(
 
 
 def index(c: Compilation) -> None:
+    """The `index` stage: choose each rule's guard and generate the candidate lookups."""
     vocab = c.vocabulary
     tables: dict[str, dict[Any, list[int]]] = {}
     types: dict[str, str] = {}
@@ -118,26 +122,7 @@ def index(c: Compilation) -> None:
     final: list[CompiledRule] = []
     for rule in c.compiled:
         guard, rest = _choose_guard(vocab, rule.node, f"rule_{rule.pos}")
-        rebuilt = CompiledRule(
-            spec=rule.spec,
-            pos=rule.pos,
-            stage_index=rule.stage_index,
-            node=rule.node,
-            rest=rest,
-            guard=guard,
-            start=rule.start,
-            end=rule.end,
-            exceptions=rule.exceptions,
-            basis=rule.basis,
-            status=rule.status,
-            problem=rule.problem,
-            obligations=rule.obligations,
-            id=rule.id,
-            timed=rule.timed,
-            enforced=rule.enforced,
-            denies=rule.denies,
-            allows=rule.allows,
-        )
+        rebuilt = dataclasses.replace(rule, rest=rest, guard=guard)
         final.append(rebuilt)
         if guard is None:
             always.append(rule.pos)

@@ -154,7 +154,7 @@ class CompiledRule:
 
 @dataclass
 class CompileResult:
-    """Everything `compile_documents` produced (the policy set is built by `evaluate`)."""
+    """Everything `compile_documents` produced (`load_policy_set` builds a `PolicySet` of it)."""
 
     vocabulary: Vocabulary | None = None
     settings: SettingsDoc | None = None

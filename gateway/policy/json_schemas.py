@@ -399,6 +399,19 @@ def _context_type(ftype: str) -> dict[str, Any]:
     return _CONTEXT_JSON.get(ftype, {"type": ["string", "null"]})
 
 
+def _identified_list(properties: dict[str, Any], description: str) -> dict[str, Any]:
+    """A nullable list of objects, each with a string `id` and the given properties."""
+    return {
+        "type": ["array", "null"],
+        "items": {
+            "type": "object",
+            "required": ["id"],
+            "properties": {"id": {"type": "string"}, **properties},
+        },
+        "description": description,
+    }
+
+
 def context_json_schema() -> dict[str, Any]:
     """JSON Schema of the request context the engine evaluates."""
     root: dict[str, Any] = {"type": "object", "properties": {}, "required": ["now"]}
@@ -434,32 +447,20 @@ def context_json_schema() -> dict[str, Any]:
         "additionalProperties": {"type": "array", "items": {"type": "string"}},
         "description": "where each category was found (paths, never values)",
     }
-    root["properties"]["backends"] = {
-        "type": ["array", "null"],
-        "items": {
-            "type": "object",
-            "required": ["id"],
-            "properties": {
-                "id": {"type": "string"},
-                "region": {"type": ["string", "null"]},
-                "transfer_mechanisms": {"type": ["array", "null"], "items": {"type": "string"}},
-            },
+    root["properties"]["backends"] = _identified_list(
+        {
+            "region": {"type": ["string", "null"]},
+            "transfer_mechanisms": {"type": ["array", "null"], "items": {"type": "string"}},
         },
-        "description": "candidate backends serving the model",
-    }
-    root["properties"]["sinks"] = {
-        "type": ["array", "null"],
-        "items": {
-            "type": "object",
-            "required": ["id"],
-            "properties": {
-                "id": {"type": "string"},
-                "category": {"type": ["string", "null"]},
-                "is_sale_or_share": {"type": ["boolean", "null"]},
-            },
+        "candidate backends serving the model",
+    )
+    root["properties"]["sinks"] = _identified_list(
+        {
+            "category": {"type": ["string", "null"]},
+            "is_sale_or_share": {"type": ["boolean", "null"]},
         },
-        "description": "third-party event sinks this request would feed",
-    }
+        "third-party event sinks this request would feed",
+    )
     return {
         "$schema": _DIALECT,
         "$id": "https://jurisgate.example/schemas/context.json",

@@ -9,7 +9,7 @@ the parser, the compiler, the JSON Schemas (`json_schemas.py`) and
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 __all__ = [
     "ContextField",
@@ -258,23 +258,8 @@ class OperatorSpec:
     negated: bool = False
 
 
-_SCALARS = frozenset(
-    {
-        "string",
-        "integer",
-        "boolean",
-        "time",
-        "region",
-        "purpose",
-        "lawful_basis",
-        "deployment_context",
-        "method",
-        "model_kind",
-        "model_output",
-        "licence_kind",
-        "commercial_use",
-    }
-)
+#: Field types holding one value (every `FieldType` but objects and lists).
+_SCALARS = frozenset(t for t in get_args(FieldType) if t != "object" and not t.startswith("list:"))
 _ORDERED = frozenset({"integer", "time"})
 _LISTS = frozenset(
     {"list:region", "list:string", "list:purpose", "list:consent", "list:personal_data"}

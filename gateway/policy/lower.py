@@ -103,6 +103,7 @@ def _window(value: dt.date | dt.datetime | None, end: bool) -> dt.datetime | Non
 
 
 def lower(c: Compilation) -> None:
+    """The `lower` stage: compile every rule in evaluation order."""
     vocab = c.vocabulary
     for pos, rule in enumerate(_ordered_rules(c.rules)):
         node = _lower_condition(c, rule.when) if rule.when is not None else None

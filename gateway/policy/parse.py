@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gateway.errors import Diagnostic, did_you_mean
+from gateway.errors import Diagnostic, describe_value, did_you_mean
 from gateway.policy.ast import (
     AbsenceSpec,
     AllOf,
@@ -33,18 +33,11 @@ from gateway.policy.ast import (
     SettingsDoc,
     Test,
 )
+from gateway.policy.codes import SHAPE
 from gateway.policy.language import DECLARED_FACTS, EFFECTS, MODES, OPERATORS, PROBLEM_TYPES, STAGES
 from gateway.policy.parse_obligations import parse_obligations
 from gateway.policy.parse_vocabulary import parse_vocabulary
-from gateway.policy.reader import (
-    HEADER_NAME,
-    SCHEMA,
-    Reader,
-    describe,
-    one_of,
-    parse_time,
-    quoted_list,
-)
+from gateway.policy.reader import HEADER_NAME, Reader, one_of, parse_time, quoted_list
 from gateway.policy.vocabulary import Vocabulary
 from gateway.source import DataPath, LoadedDocument, format_path
 
@@ -80,7 +73,7 @@ def parse_document(doc: LoadedDocument) -> ParsedFile:
     reader = Reader(doc)
     data = doc.data
     if doc.empty:
-        reader.error(SCHEMA, "file is empty", (), help="start the file with `kind: pack`")
+        reader.error(SHAPE, "file is empty", (), help="start the file with `kind: pack`")
         out.diagnostics = reader.diagnostics
         return out
     if not isinstance(data, dict):
@@ -89,7 +82,7 @@ def parse_document(doc: LoadedDocument) -> ParsedFile:
         return out
     if "kind" not in data:
         reader.error(
-            SCHEMA,
+            SHAPE,
             "missing `kind`",
             (),
             help=f"add `kind:` with one of {quoted_list(DOCUMENT_KINDS)}",
@@ -201,7 +194,7 @@ def _parse_rule(
         stage = r.string(data["stage"], (*path, "stage"), "stage", choices=STAGES)
     elif default_stage is None:
         r.error(
-            SCHEMA,
+            SHAPE,
             "rule is missing `stage`",
             path,
             help=f"set `stage:` on the rule or the pack; one of {quoted_list(STAGES)}",
@@ -275,7 +268,7 @@ def _parse_absence(r: Reader, raw: object, path: DataPath) -> Iterable[AbsenceSp
         sub = (*path, fact)
         if fact not in DECLARED_FACTS:
             r.error(
-                SCHEMA,
+                SHAPE,
                 f"`{fact}` is not a declared fact",
                 sub,
                 help=did_you_mean(str(fact), DECLARED_FACTS) or one_of(DECLARED_FACTS),
@@ -293,8 +286,8 @@ def _parse_absence(r: Reader, raw: object, path: DataPath) -> Iterable[AbsenceSp
                 yield AbsenceSpec(fact, "not_applicable", reason, r.loc(sub), format_path(sub))
             continue
         r.error(
-            SCHEMA,
-            f"cannot read what the absence of `{fact}` means ({describe(meaning)})",
+            SHAPE,
+            f"cannot read what the absence of `{fact}` means ({describe_value(meaning)})",
             sub,
             help=_ABSENCE_HELP,
         )
@@ -309,7 +302,7 @@ def parse_condition(r: Reader, raw: object, path: DataPath) -> Condition | None:
         r.type_error(path, "a mapping of conditions", raw, "a condition")
         return None
     if not raw:
-        r.error(SCHEMA, "empty condition", path, help="omit `when` for a rule that always applies")
+        r.error(SHAPE, "empty condition", path, help="omit `when` for a rule that always applies")
         return None
     items: list[Condition] = []
     for key, value in raw.items():
@@ -336,7 +329,7 @@ def parse_condition(r: Reader, raw: object, path: DataPath) -> Condition | None:
 def _parse_tests(r: Reader, field_path: str, value: object, path: DataPath) -> list[Test]:
     if isinstance(value, list):
         r.error(
-            SCHEMA,
+            SHAPE,
             f"a list cannot be compared with `{field_path}` directly",
             path,
             help="write `{in: [...]}` (or `{contains_any: [...]}` for a list field)",
@@ -346,7 +339,7 @@ def _parse_tests(r: Reader, field_path: str, value: object, path: DataPath) -> l
         return [Test(field_path, "eq", value, r.loc(path), path)]
     if not value:
         r.error(
-            SCHEMA,
+            SHAPE,
             f"no operator for `{field_path}`",
             path,
             help=f"use one of {quoted_list(OPERATORS)}",
@@ -358,7 +351,7 @@ def _parse_tests(r: Reader, field_path: str, value: object, path: DataPath) -> l
         if op not in OPERATORS:
             if op == "field" and len(value) == 1:
                 r.error(
-                    SCHEMA,
+                    SHAPE,
                     f"`{field_path}` needs an operator before a field reference",
                     sub,
                     at_key=True,
@@ -366,7 +359,7 @@ def _parse_tests(r: Reader, field_path: str, value: object, path: DataPath) -> l
                 )
             else:
                 r.error(
-                    SCHEMA,
+                    SHAPE,
                     f"unknown operator `{op}`",
                     sub,
                     at_key=True,
@@ -403,7 +396,7 @@ def _parse_basis(r: Reader, raw: object, path: DataPath, regime: str | None) -> 
         reg = r.optional_string(data, "regime", sub, "regime") or regime
         if reg is None:
             r.error(
-                SCHEMA,
+                SHAPE,
                 "basis entry is missing `regime`",
                 sub,
                 help="set `regime:` on the entry or on the pack",
@@ -432,7 +425,7 @@ def _parse_problem(r: Reader, raw: object, path: DataPath) -> ProblemSpec | None
             text = r.string(rd.get("text"), (*sub, "text"), "remedy text") if "text" in rd else None
             header = r.optional_string(rd, "header", sub, "remedy header")
             if header is not None and not HEADER_NAME.match(header):
-                r.error(SCHEMA, f"invalid header name `{header}`", (*sub, "header"))
+                r.error(SHAPE, f"invalid header name `{header}`", (*sub, "header"))
             value = r.optional_string(rd, "value", sub, "remedy value")
             if text is not None:
                 remedy = RemedySpec(text, header, value, r.loc(sub))

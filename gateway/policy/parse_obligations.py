@@ -12,8 +12,9 @@ from gateway.policy.ast import (
     RouteSpec,
     SinkSuppressionSpec,
 )
+from gateway.policy.codes import SHAPE
 from gateway.policy.language import IMAGE_MARK_SCHEMES, MASK_METHODS
-from gateway.policy.reader import HEADER_NAME, SCHEMA, Reader
+from gateway.policy.reader import HEADER_NAME, Reader
 from gateway.source import DataPath, format_path
 
 __all__ = [
@@ -67,7 +68,7 @@ def _parse_headers(r: Reader, raw: object, sub: DataPath) -> list[HeaderSpec]:
     hd = r.keyed(raw, sub, "headers")
     for name, value in (hd or {}).items():
         if not HEADER_NAME.match(name):
-            r.error(SCHEMA, f"invalid header name `{name}`", (*sub, name), at_key=True)
+            r.error(SHAPE, f"invalid header name `{name}`", (*sub, name), at_key=True)
             continue
         text = r.string(value, (*sub, name), f"header `{name}`")
         if text is not None:
@@ -83,7 +84,7 @@ def _parse_sinks(r: Reader, raw: object, sub: DataPath) -> SinkSuppressionSpec |
     cats = r.string_list(sd.get("categories", []), (*sub, "categories"), "categories")
     sale = r.boolean(sd.get("sale_or_share", False), (*sub, "sale_or_share"), "sale_or_share")
     if not cats and not sale:
-        r.error(SCHEMA, "suppress_sinks names no categories and not sale_or_share", sub)
+        r.error(SHAPE, "suppress_sinks names no categories and not sale_or_share", sub)
     return SinkSuppressionSpec(tuple(cats), bool(sale), r.loc(sub), format_path(sub))
 
 
@@ -99,7 +100,7 @@ def _parse_audit(r: Reader, raw: object, sub: DataPath) -> AuditSpec | None:
     )
     region = r.optional_string(ad, "storage_region", sub, "storage_region")
     if "retention_days" not in ad and "storage_region" not in ad:
-        r.error(SCHEMA, "audit sets neither retention_days nor storage_region", sub)
+        r.error(SHAPE, "audit sets neither retention_days nor storage_region", sub)
     return AuditSpec(days, region, r.loc(sub), format_path(sub))
 
 
@@ -117,17 +118,17 @@ def _parse_mask(r: Reader, raw: object, path: DataPath) -> MaskSpec | None:
     cats = r.string_list(data.get("categories", []), (*path, "categories"), "categories")
     paths = r.string_list(data.get("paths", []), (*path, "paths"), "paths")
     if not cats and not paths:
-        r.error(SCHEMA, "mask names no categories and no paths", path)
+        r.error(SHAPE, "mask names no categories and no paths", path)
         return None
     keep = None
     if method == "keep_last":
         if "keep" not in data:
-            r.error(SCHEMA, "`keep_last` needs `keep` (how many characters stay visible)", path)
+            r.error(SHAPE, "`keep_last` needs `keep` (how many characters stay visible)", path)
             return None
         keep = r.integer(data["keep"], (*path, "keep"), "keep", minimum=1)
     elif "keep" in data:
         r.error(
-            SCHEMA,
+            SHAPE,
             f"`keep` only applies to `keep_last`, not `{method}`",
             (*path, "keep"),
             at_key=True,

@@ -8,7 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from gateway.errors import did_you_mean
-from gateway.policy.reader import SCHEMA, Reader
+from gateway.policy.codes import SHAPE
+from gateway.policy.reader import Reader
 from gateway.policy.vocabulary import RegimeInfo, Vocabulary, build_groups
 from gateway.source import DataPath
 
@@ -88,7 +89,7 @@ def _parse_purposes(
     for name, attrs in (r.keyed(raw, ("purposes",), "purposes") or {}).items():
         sub: DataPath = ("purposes", name)
         if not _NAME.match(name):
-            r.error(SCHEMA, f"invalid purpose name `{name}`", sub, at_key=True)
+            r.error(SHAPE, f"invalid purpose name `{name}`", sub, at_key=True)
         purposes[name] = {}
         if attrs is None:
             continue
@@ -189,7 +190,7 @@ def _parse_regions(
         sub = (*path, "subdivisions", code)
         if not _SUBDIVISION.match(code):
             r.error(
-                SCHEMA,
+                SHAPE,
                 f"invalid subdivision code `{code}`",
                 sub,
                 at_key=True,
@@ -208,7 +209,7 @@ def _parse_regions(
     for name, members in (gd or {}).items():
         sub = (*path, "groups", name)
         if name in countries or name in subdivisions:
-            r.error(SCHEMA, f"group `{name}` shadows a region code", sub, at_key=True)
+            r.error(SHAPE, f"group `{name}` shadows a region code", sub, at_key=True)
         raw_groups[name] = r.string_list(members, sub, "group member", allow_empty=False)
     known = countries | set(subdivisions) | set(raw_groups)
     for name, members in raw_groups.items():
@@ -223,7 +224,7 @@ def _parse_regions(
     groups, order, cycles = build_groups(raw_groups)
     for name, chain in cycles:
         r.error(
-            SCHEMA,
+            SHAPE,
             f"region group `{name}` contains itself ({chain})",
             (*path, "groups", name),
             at_key=True,

@@ -201,7 +201,7 @@ def make_predicate(
 ) -> Predicate:
     """Build the closure for `field op operand`.
 
-    `operand` is the normalised literal (see `compile.typecheck`): a scalar, an `Interval`,
+    `operand` is the normalised literal (see `typecheck.py`): a scalar, an `Interval`,
     a frozenset (expanded for regions), a pair of bounds, or a bool. With `ref_get`, the
     operand is read from another field at evaluation time instead.
     """

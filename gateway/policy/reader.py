@@ -14,23 +14,17 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from gateway.errors import Diagnostic, Location, describe_value, did_you_mean
+from gateway.policy.codes import SHAPE, TYPE
 from gateway.source import DataPath, LoadedDocument
 
 __all__ = [
     "HEADER_NAME",
     "parse_time",
-    "SCHEMA",
-    "TYPE",
     "Reader",
-    "describe",
     "expected_keys",
     "one_of",
     "quoted_list",
 ]
-
-
-SCHEMA = "policy_schema_error"
-TYPE = "policy_type_error"
 
 
 #: An HTTP header name (RFC 9110 token).
@@ -104,7 +98,7 @@ class Reader:
         for key in value:
             if key not in known:
                 self.error(
-                    SCHEMA,
+                    SHAPE,
                     f"unknown key `{key}` in {what}",
                     (*path, key),
                     help=did_you_mean(key, known) or expected_keys(known),
@@ -112,7 +106,7 @@ class Reader:
                 )
         for key in req:
             if key not in value:
-                self.error(SCHEMA, f"{what} is missing `{key}`", path)
+                self.error(SHAPE, f"{what} is missing `{key}`", path)
         return value
 
     def keyed(self, value: object, path: DataPath, what: str) -> dict[str, Any] | None:
@@ -136,19 +130,19 @@ class Reader:
             self.type_error(path, "a string", value, what)
             return None
         if not value.strip():
-            self.error(SCHEMA, f"{what} must not be empty", path)
+            self.error(SHAPE, f"{what} must not be empty", path)
             return None
         options = tuple(choices)
         if options and value not in options:
             self.error(
-                SCHEMA,
+                SHAPE,
                 f"unknown {what} `{value}`",
                 path,
                 help=did_you_mean(value, options) or one_of(options),
             )
             return None
         if pattern is not None and not pattern.match(value):
-            self.error(SCHEMA, f"invalid {what} `{value}`", path, help=pattern_help)
+            self.error(SHAPE, f"invalid {what} `{value}`", path, help=pattern_help)
             return None
         return value
 
@@ -175,10 +169,10 @@ class Reader:
             return None
         options = tuple(choices)
         if options and value not in options:
-            self.error(SCHEMA, f"{what} must be one of {quoted_list(options)}, got `{value}`", path)
+            self.error(SHAPE, f"{what} must be one of {quoted_list(options)}, got `{value}`", path)
             return None
         if minimum is not None and value < minimum:
-            self.error(SCHEMA, f"{what} must be at least {minimum}, got `{value}`", path)
+            self.error(SHAPE, f"{what} must be at least {minimum}, got `{value}`", path)
             return None
         return value
 
@@ -195,7 +189,8 @@ class Reader:
         if parsed is None:
             self.error(
                 TYPE,
-                f"{what} must be a date (YYYY-MM-DD) or an RFC 3339 time, got {describe(value)}",
+                f"{what} must be a date (YYYY-MM-DD) or an RFC 3339 time, "
+                f"got {describe_value(value)}",
                 path,
             )
         return parsed
@@ -204,7 +199,9 @@ class Reader:
         """Read a calendar date."""
         parsed = parse_time(value)
         if parsed is None or isinstance(parsed, dt.datetime):
-            self.error(TYPE, f"{what} must be a date (YYYY-MM-DD), got {describe(value)}", path)
+            self.error(
+                TYPE, f"{what} must be a date (YYYY-MM-DD), got {describe_value(value)}", path
+            )
             return None
         return parsed
 
@@ -221,7 +218,7 @@ class Reader:
             if text is not None:
                 out.append(text)
         if not value and not allow_empty:
-            self.error(SCHEMA, f"{what} must not be empty", path)
+            self.error(SHAPE, f"{what} must not be empty", path)
         return out
 
     def listing(self, value: object, path: DataPath, what: str) -> list[Any]:
@@ -233,17 +230,16 @@ class Reader:
 
 
 def quoted_list(options: Iterable[object]) -> str:
+    """Options as a comma-separated list of code spans."""
     return ", ".join(f"`{o}`" for o in options)
 
 
 def one_of(options: Iterable[object]) -> str:
+    """Help text naming the allowed options."""
     return f"use one of {quoted_list(options)}"
 
 
 def expected_keys(known: Iterable[str]) -> str | None:
+    """Help text naming the keys a mapping may hold (None when it holds none)."""
     keys = tuple(known)
     return f"expected one of {quoted_list(keys)}" if keys else None
-
-
-def describe(value: object) -> str:
-    return describe_value(value)

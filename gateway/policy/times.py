@@ -47,7 +47,7 @@ def parse_interval(text: str) -> Interval | None:
         return None
 
 
-# Interval comparisons (Rule 4): a = (as, ae), b = (bs, be), both half-open.
+#: Interval comparisons: a = (as, ae), b = (bs, be), both half-open.
 TIME_COMPARE: dict[str, Callable[[Interval, Interval], bool]] = {
     "lt": lambda a, b: a[1] <= b[0],
     "le": lambda a, b: a[0] < b[1],

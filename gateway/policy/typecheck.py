@@ -16,7 +16,8 @@ from typing import Any, Protocol
 from gateway.errors import Location, describe_value, did_you_mean
 from gateway.policy.absence import check_absence, walk_tests
 from gateway.policy.ast import AnyOf, Condition, FieldRef, Not, ObligationsSpec, ProblemSpec, Test
-from gateway.policy.compilation import REF, SCHEMA, TYPE, UNREACHABLE, Compilation, TypedTest
+from gateway.policy.codes import REF, SHAPE, TYPE, UNREACHABLE
+from gateway.policy.compilation import Compilation, TypedTest
 from gateway.policy.language import CONTEXT_FIELDS, METHODS, OPERATORS
 from gateway.policy.parse import UnparsedOperand, parse_time
 from gateway.policy.templates import template_fields
@@ -143,7 +144,7 @@ def _typecheck_test(c: Compilation, test: Test) -> TypedTest | None:
     lit = _Literal(c, test)
     raw = test.operand
     if isinstance(raw, UnparsedOperand):
-        lit.fail(SCHEMA, "operand must be a value, a list, or `{field: path}`", test.path)
+        lit.fail(SHAPE, "operand must be a value, a list, or `{field: path}`", test.path)
         return None
     if isinstance(raw, FieldRef):
         return _typecheck_ref(c, test, ftype, raw)
@@ -224,7 +225,7 @@ def _list_operand(lit: _Literal, test: Test, ftype: str, base: str, raw: object)
     if not isinstance(raw, list):
         lit.fail(
             TYPE,
-            f"`{test.op}` takes a list, got {_describe(raw)}",
+            f"`{test.op}` takes a list, got {describe_value(raw)}",
             test.path,
             f"write `{test.op}: [{_render_operand(raw)}]`",
         )
@@ -340,11 +341,9 @@ def _render_operand(raw: object) -> str:
     return str(raw)
 
 
-def _describe(raw: object) -> str:
-    return describe_value(raw)
-
-
 def typecheck(c: Compilation) -> None:
+    """The `typecheck` stage: every rule's tests, templates and obligations, and the
+    `when_absent` check."""
     vocab = c.vocabulary
     check_absence(c)
     for rule in c.rules:

@@ -13,7 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Final
 
-from gateway.tfserving.jsonwrite import encode_text, json_string
+from gateway.tfserving.jsonwrite import encode_text, json_string, scalar_token
 
 __all__ = [
     "ERROR_CONTENT_TYPE",
@@ -63,7 +63,7 @@ def error_body(message: str, **extra: str | int | bool | None) -> bytes:
     clients, which read only `error`, keep working.
     """
     members = [("error", message), *extra.items()]
-    lines = ",\n".join(f"    {json_string(key)}: {_json_scalar(value)}" for key, value in members)
+    lines = ",\n".join(f"    {json_string(key)}: {scalar_token(value)}" for key, value in members)
     return encode_text("{\n" + lines + "\n}")
 
 
@@ -93,15 +93,3 @@ def libevent_error(status: int, reason: str, message: str) -> TfsError:
         message,
         close_connection=True,
     )
-
-
-def _json_scalar(value: str | int | bool | None) -> str:
-    if value is None:
-        return "null"
-    if value is True:
-        return "true"
-    if value is False:
-        return "false"
-    if isinstance(value, int):
-        return str(value)
-    return json_string(value)

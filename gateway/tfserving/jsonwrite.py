@@ -20,6 +20,7 @@ from typing import Any, Final
 from gateway.tfserving.jsonparse import is_object, object_members
 
 __all__ = [
+    "scalar_token",
     "MAX_JSON_IN_MESSAGE",
     "encode_text",
     "format_float32",
@@ -141,24 +142,18 @@ def _pretty_tokens(value: Any) -> Iterator[str]:
         if pending is not _NOTHING:
             item = pending
             pending = _NOTHING
-            if isinstance(item, list):
-                if not item:
-                    yield "[]"
-                else:
-                    yield "["
-                    stack.append((iter(item), False, level + 1))
-                    level += 1
-                    first = True
-            elif is_object(item):
+            if isinstance(item, list) or is_object(item):
+                in_object = not isinstance(item, list)
                 if len(item) == 0:
-                    yield "{}"
+                    yield "{}" if in_object else "[]"
                 else:
-                    yield "{"
-                    stack.append((iter(object_members(item)), True, level + 1))
+                    yield "{" if in_object else "["
+                    children = iter(object_members(item)) if in_object else iter(item)
+                    stack.append((children, in_object, level + 1))
                     level += 1
                     first = True
             else:
-                yield _scalar_token(item)
+                yield scalar_token(item)
         if not stack:
             return
         children, in_object, frame_level = stack[-1]
@@ -186,7 +181,8 @@ def _pretty_tokens(value: Any) -> Iterator[str]:
 _NOTHING = object()
 
 
-def _scalar_token(value: Any) -> str:
+def scalar_token(value: Any) -> str:
+    """A JSON scalar as rapidjson's writers print it."""
     if value is None:
         return "null"
     if value is True:

@@ -4,8 +4,9 @@ TF Serving checks the body before the servable (a predict body's object shape an
 `signature_name`; a classify or regress body whole), then resolves a label before a version
 (an unknown label is 400 `Unrecognized servable version label`), and only then reports the
 servable missing: `Specific(m, n)` for a version, `Latest(m)` otherwise. A status request
-ignores labels and has its own texts. References: shared/specs/tfserving-api.md sections 4.1,
-5 and 7; the embedded model server's registry answers the same way.
+ignores labels and has its own texts (TF Serving's `ServerCore` and
+`http_rest_api_handler.cc`: https://github.com/tensorflow/serving); the embedded model
+server's registry answers the same way (docs/model-server.md).
 
 Pure: no I/O, no aiohttp.
 """

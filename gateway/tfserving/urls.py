@@ -3,8 +3,9 @@
 `parse_request_target(method, target)` reads the request line the way TF Serving does and
 returns either a `Route` (a request TF Serving would execute) or a `TfsError` holding the exact
 status, content type and body TF Serving would answer, so the gateway can answer malformed
-requests itself without forwarding them. References are to ../shared/specs/tfserving-api.md
-(sections 2, 3, 7 and 10).
+requests itself without forwarding them. The grammar is TF Serving's REST API
+(https://www.tensorflow.org/tfx/serving/api_rest) as `http_rest_api_handler.cc` and libevent
+implement it (https://github.com/tensorflow/serving).
 
 Rules, in the order TF Serving applies them:
 
@@ -144,6 +145,21 @@ class Route:
         return "POST" if self.verb in _POST_VERBS else "GET"
 
 
+def _version(raw_version: str, model: str) -> int | TfsError:
+    """The version segment as TF Serving converts it (an int64), or its error."""
+    digits = raw_version.lstrip("0") or "0"
+    # Compare lengths first: int() refuses strings past sys.get_int_max_str_digits().
+    # TF Serving's handler returns this status before it writes its JSON error body
+    # (ParseModelInfo runs ahead of MakeJsonFromStatus); the body is kept here so that
+    # clients see TF Serving's message for the error.
+    if len(digits) > len(str(INT64_MAX)) or int(digits) > INT64_MAX:
+        error = tfs_error(
+            400, f"Failed to convert version: {raw_version} to numeric.", reason="bad_version"
+        )
+        return replace(error, model=model)
+    return int(digits)
+
+
 def parse_request_target(
     method: str, target: str, *, origin: str | None = None
 ) -> Route | TfsError:
@@ -177,19 +193,9 @@ def parse_request_target(
     # Same order as TF Serving's ParseModelInfo: decode the name, parse the version, decode
     # the label; only then compare the verb or subresource.
     model = _percent_decode(raw_model) if raw_model else ""
-    version: int | None = None
-    if raw_version:
-        digits = raw_version.lstrip("0") or "0"
-        # Compare lengths first: int() refuses strings past sys.get_int_max_str_digits().
-        # TF Serving's handler returns this status before it writes its JSON error body
-        # (ParseModelInfo runs ahead of MakeJsonFromStatus); the body is kept here so that
-        # clients see the message the spec's error catalogue lists.
-        if len(digits) > len(str(INT64_MAX)) or int(digits) > INT64_MAX:
-            error = tfs_error(
-                400, f"Failed to convert version: {raw_version} to numeric.", reason="bad_version"
-            )
-            return replace(error, model=model)
-        version = int(digits)
+    version = _version(raw_version, model) if raw_version else None
+    if isinstance(version, TfsError):
+        return version
     label = _percent_decode(raw_label) if raw_label else None
 
     if method == "POST":
