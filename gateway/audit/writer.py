@@ -23,6 +23,11 @@ recovery): the thread refuses every later batch, pending and later appends raise
 
 Rule 4 (segments): a batch never crosses a segment boundary, so every segment end is a
 checkpointed size, which pruning and exports rely on.
+
+Why this module holds more than 600 lines: the loop side (sealing into the open batch,
+resolving futures, health) and the thread side (write, fsync, sign, note) are the two halves
+of one state machine over the same batch objects and flags, each written against the
+other's invariants; the file layout (storage), recovery and signing live in their own modules.
 """
 
 from __future__ import annotations
