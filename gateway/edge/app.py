@@ -25,12 +25,11 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from gateway.audit import AuditError, AuditLog, AuditOptions, PayloadDigester, Signer
-from gateway.audit.payload_key import LEGACY_KEY_FILE as LEGACY_PAYLOAD_KEY_FILE
-from gateway.audit.payload_key import load_or_create_payload_key
+from gateway.audit import AuditError, AuditLog, AuditOptions
 from gateway.audit.witness import CosignerKey
 from gateway.config.loader import ConfigError, GatewayConfig, load_config
 from gateway.edge.admin import create_admin_app
+from gateway.edge.audit_keys import load_signer, payload_digester
 from gateway.edge.handlers import handle_tfserving
 from gateway.edge.health import healthz, readyz, scrape_state
 from gateway.edge.http_server import make_runner
@@ -54,40 +53,6 @@ __all__ = ["create_app", "run_gateway"]
 
 
 log = logging.getLogger("jurisgate")
-
-
-def _load_signer(config: GatewayConfig) -> Signer:
-    passphrase = config.audit.passphrase.encode() if config.audit.passphrase else None
-    path = config.audit.signing_key
-    if not path.exists():
-        raise SnapshotError(
-            f"{config.source}: audit.signing_key: `{path}` does not exist\n"
-            f"  help: create one with `jurisgate keys generate --out {path} "
-            f"--name {config.deployment}`"
-        )
-    return Signer.from_pem_file(path, config.deployment, passphrase)
-
-
-def _digester(config: GatewayConfig) -> tuple[PayloadDigester, bytes]:
-    key = config.audit.hmac_key
-    if key is None:
-        # Keep digests linkable across restarts without putting a secret in the config,
-        # and keep the key with the signing key: never inside the log directory.
-        passphrase = config.audit.passphrase.encode() if config.audit.passphrase else None
-        path = config.audit.hmac_key_file or (
-            config.audit.signing_key.parent / LEGACY_PAYLOAD_KEY_FILE
-        )
-        loaded = load_or_create_payload_key(path, config.audit.directory, passphrase)
-        if loaded.migrated_from is not None:
-            log.warning(
-                "moved the payload HMAC key out of the audit log directory: %s -> %s "
-                "(copies of the log made before hold the key; change audit.hmac_key_version "
-                "if they left this host)",
-                loaded.migrated_from,
-                loaded.path,
-            )
-        key = loaded.key
-    return PayloadDigester(key, config.audit.hmac_key_version), key
 
 
 def _audit_options(config: GatewayConfig, clock: Callable[[], datetime] | None) -> AuditOptions:
@@ -155,8 +120,8 @@ def create_app(
     metrics.set_policy_revision(snap.policy_set.revision)
 
     async def lifetime(app: web.Application) -> AsyncIterator[None]:
-        signer = _load_signer(config)
-        digester, masking_key = _digester(config)
+        signer = load_signer(config)
+        digester, masking_key = payload_digester(config)
         options = _audit_options(config, clock)
         endpoints = [
             WitnessEndpoint(CosignerKey.from_vkey(w.key), w.url) for w in config.audit.witnesses

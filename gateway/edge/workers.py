@@ -309,14 +309,14 @@ def _preflight(config: GatewayConfig) -> str | None:
     """Check the policies and the signing key, and create a missing payload key once, before
     the workers race to create it; returns an error text for the operator, or None."""
     from gateway.audit import AuditError
-    from gateway.edge.app import _digester, _load_signer
+    from gateway.edge.audit_keys import load_signer, payload_digester
     from gateway.edge.reload import SnapshotError, build_snapshot
 
     try:
         # Policies, tenants and tables once here: an error is printed once, not per worker.
         build_snapshot(config)
-        _load_signer(config)
-        _digester(config)
+        load_signer(config)
+        payload_digester(config)
     except SnapshotError as exc:
         return exc.diagnostics_text
     except AuditError as exc:
