@@ -235,6 +235,20 @@ def _generate_log(directory: Path, signer: Signer, records: int) -> None:
             notes.append(note)
 
 
+def _own_peak_kib() -> int:
+    """This process's peak RSS (VmHWM). Not ru_maxrss: on Linux that keeps the high-water
+    mark of the process that forked this one (here the generator, large), so it would
+    report the parent's peak instead of this phase's."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def _phase(args: argparse.Namespace) -> int:
     """One scale phase in this process; prints seconds, records and peak RSS as JSON."""
     from gateway.audit import export_bundle
@@ -252,8 +266,11 @@ def _phase(args: argparse.Namespace) -> int:
             return 1
         records = report.records_total
     seconds = time.perf_counter() - started
-    peak_kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    # Large ranges make one view in a second process: its peak counts too.
+    peak_kib = _own_peak_kib()
+    # Large ranges make one view in a second process: its peak counts too. A child's
+    # ru_maxrss is at least the RSS of this process when it started the child (Linux
+    # keeps the parent's high-water mark across the vfork/exec), so this bounds the
+    # helper's own peak from above.
     helper_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     print(json.dumps({"records": records, "seconds": seconds, "peak_rss_mb": peak_kib / 1024,
                       "helper_peak_rss_mb": helper_kib / 1024}))  # fmt: skip

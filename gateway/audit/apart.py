@@ -84,14 +84,11 @@ def _run(task: str, args: Any) -> Any:
         directory, base, a, b, path = args
         return _csv_view_file(Path(directory), base, a, b, Path(path))
     if task == "verify-views":
-        from gateway.audit.verify import _view_findings
+        from gateway.audit.verify.viewcheck import expected_view_digests
 
-        path, listed, record_files, manifest, options = args
-        errors, warnings = _view_findings(
-            Path(path), set(listed), [(label, Path(p)) for label, p in record_files], manifest,
-            options,
-        )  # fmt: skip
-        return [[f.to_json() for f in errors], [f.to_json() for f in warnings]]
+        path, present, record_files, options = args
+        files = [(label, Path(p)) for label, p in record_files]
+        return expected_view_digests(Path(path), present, files, options)
     raise AuditError(f"unknown task `{task}`")
 
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from gateway.audit.errors import KeyLoadError
 from gateway.audit.signing import Verifier
+from gateway.audit.storage import atomic_write
 
 __all__ = ["KEYRING_FORMAT", "KEY_STATUSES", "Keyring", "KeyringEntry", "origin_covered"]
 
@@ -217,11 +218,5 @@ class Keyring:
             raise KeyLoadError(f"{path}: {exc}") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the keyring atomically (temporary file, fsync, rename)."""
-        target = Path(path)
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(self.dumps())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        """Write the keyring atomically and durably (see `storage.atomic_write`)."""
+        atomic_write(Path(path), self.dumps().encode())

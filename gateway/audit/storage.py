@@ -270,7 +270,10 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically and durably."""
+    """Replace `path` with `data` atomically and durably: the bytes go to a temporary
+    file beside it, which is fsynced and renamed over `path`; then the directory is
+    fsynced, so that the rename itself survives a crash. The one helper for every small
+    file the audit code and the witness replace (metadata, state, keyrings)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:

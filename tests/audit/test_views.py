@@ -88,7 +88,7 @@ def test_views_compared_in_a_second_process_catch_a_one_byte_change(
     monkeypatch: pytest.MonkeyPatch,
     view: str,
 ) -> None:
-    import gateway.audit.verify as verify_module
+    import gateway.audit.verify.viewcheck as verify_module
 
     monkeypatch.setattr(verify_module, "PARALLEL_VIEWS_BYTES", 0)
     bundle = _bundle(builder, keyring, tmp_path / "bundle")
@@ -192,7 +192,7 @@ def test_a_failing_helper_process_changes_nothing(
     builder: LogBuilder, keyring: Keyring, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import gateway.audit.export as export_module
-    import gateway.audit.verify as verify_module
+    import gateway.audit.verify.viewcheck as verify_module
     from gateway.audit.apart import Apart
 
     here = _bundle(builder, keyring, tmp_path / "here")
