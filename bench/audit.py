@@ -272,8 +272,16 @@ def _phase(args: argparse.Namespace) -> int:
     # keeps the parent's high-water mark across the vfork/exec), so this bounds the
     # helper's own peak from above.
     helper_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    own, helper = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    own_cpu, helper_cpu = own.ru_utime + own.ru_stime, helper.ru_utime + helper.ru_stime
     print(json.dumps({"records": records, "seconds": seconds, "peak_rss_mb": peak_kib / 1024,
-                      "helper_peak_rss_mb": helper_kib / 1024}))  # fmt: skip
+                      "helper_peak_rss_mb": helper_kib / 1024,
+                      "cpu_us_per_record": own_cpu / records * 1e6,
+                      "helper_cpu_us_per_record": helper_cpu / records * 1e6,
+                      "load_average": os.getloadavg()[0]}))  # fmt: skip
     return 0
 
 
@@ -418,7 +426,10 @@ def main(argv: list[str] | None = None) -> int:
                     print(f"{row['phase']:7} {row['records']:>11,} records "
                           f"{row['records_per_second']:>10,.0f} records/s "
                           f"peak RSS {row['peak_rss_mb']:7.1f} MB "
-                          f"(helper {row.get('helper_peak_rss_mb', 0.0):6.1f} MB)")  # fmt: skip
+                          f"(helper {row['helper_peak_rss_mb']:6.1f} MB) "
+                          f"CPU {row['cpu_us_per_record']:5.1f} us/rec "
+                          f"(helper {row['helper_cpu_us_per_record']:5.1f}) "
+                          f"load {row['load_average']:.1f}")  # fmt: skip
             if args.witness_only:
                 records = args.records - args.records % args.concurrency
                 rows = _witness_table(root, records, args.concurrency, args.rounds)

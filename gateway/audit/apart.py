@@ -83,12 +83,11 @@ def _run(task: str, args: Any) -> Any:
 
         directory, base, a, b, path = args
         return _csv_view_file(Path(directory), base, a, b, Path(path))
-    if task == "verify-views":
-        from gateway.audit.verify.viewcheck import expected_view_digests
+    if task == "verify-csv":
+        from gateway.audit.verify.viewcheck import expected_csv_digest
 
-        path, present, record_files, options = args
-        files = [(label, Path(p)) for label, p in record_files]
-        return expected_view_digests(Path(path), present, files, options)
+        (record_files,) = args
+        return expected_csv_digest([(label, Path(p)) for label, p in record_files])
     raise AuditError(f"unknown task `{task}`")
 
 

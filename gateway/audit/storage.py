@@ -232,20 +232,27 @@ READ_BLOCK = 4 << 20
 class LineBlocks:
     """The complete lines of a file, a block of them at a time: memory stays at about one
     block whatever the file's size. After iterating, `tail` holds the bytes after the last
-    newline (a torn line) and `size` the bytes read."""
+    newline (a torn line) and `size` the bytes read. With `digest` (a hashlib object),
+    every byte read is hashed too: one read of the file for both."""
 
-    def __init__(self, path: Path, block: int = READ_BLOCK) -> None:
+    def __init__(self, path: Path, block: int = READ_BLOCK, digest: Any = None) -> None:
         self.path = path
         self.block = block
         self.tail = b""
         self.size = 0
+        self.digest = digest
 
     def __iter__(self) -> Iterator[list[bytes]]:
+        digest = self.digest
         with open(self.path, "rb") as handle:
             rest = b""
             while data := handle.read(self.block):
                 self.size += len(data)
-                lines = (rest + data if rest else data).split(b"\n")
+                if digest is not None:
+                    digest.update(data)
+                lines = data.split(b"\n")
+                if rest:  # the line cut by the previous block (not the whole block copied)
+                    lines[0] = rest + lines[0]
                 rest = lines.pop()
                 if lines:
                     yield lines

@@ -33,9 +33,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gateway.audit.bundle import MANIFEST_FILE
 from gateway.audit.keyring import Keyring
 from gateway.audit.storage import META_FILE, StartState
-from gateway.audit.bundle import MANIFEST_FILE
 from gateway.audit.verify import policy
 from gateway.audit.verify.findings import (
     CODES,
@@ -45,7 +45,7 @@ from gateway.audit.verify.findings import (
     VerifyOptions,
     VerifyReport,
 )
-from gateway.audit.verify.sources import source_for_bundle, source_for_log
+from gateway.audit.verify.sources import check_deferred, source_for_bundle, source_for_log
 from gateway.audit.verify.state import load_state, save_state
 from gateway.audit.verify.stream import Source, stream_contiguous, stream_selective
 from gateway.audit.verify.trust import Run
@@ -74,7 +74,7 @@ def _open_source(run: Run, root: Path, is_bundle: bool) -> tuple[Source, ViewChe
         return None
     src, manifest = found
     views = ViewCheck(run, root, src, manifest)
-    views.start(run)
+    views.start()
     return src, views
 
 
@@ -139,6 +139,7 @@ def verify_source(
     finally:
         if views is not None:
             views.finish(run)
+    check_deferred(run, src)
     if report.errors:
         report.completeness = "incomplete"
     return report

@@ -13,7 +13,9 @@ from __future__ import annotations
 import base64
 import binascii
 from dataclasses import dataclass
+from typing import Any
 
+from gateway.audit.note import Checkpoint
 from gateway.audit.record import parse_ts
 from gateway.audit.verify.trust import Run, TrustedCheckpoint
 
@@ -106,12 +108,15 @@ def check_state(run: Run, origin: str, first: int, last: int, roots_at: dict[int
         run.error("FORK", f"root at size {size} differs from the one verified before")
 
 
-def head_of(trusted: list[TrustedCheckpoint], size: int | None = None) -> dict[str, object]:
-    """The report's head: the newest trusted checkpoint (or the first at `size`)."""
+def _head(trusted: list[TrustedCheckpoint], size: int | None = None) -> Checkpoint:
     if size is None:
-        head = max(trusted, key=lambda t: (t.checkpoint.size, t.checkpoint.ts)).checkpoint
-    else:
-        head = next(t.checkpoint for t in trusted if t.checkpoint.size == size)
+        return max(trusted, key=lambda t: (t.checkpoint.size, t.checkpoint.ts)).checkpoint
+    return next(t.checkpoint for t in trusted if t.checkpoint.size == size)
+
+
+def head_of(trusted: list[TrustedCheckpoint], size: int | None = None) -> dict[str, Any]:
+    """The report's head: the newest trusted checkpoint (or the first at `size`)."""
+    head = _head(trusted, size)
     return {"size": head.size, "root": base64.b64encode(head.root).decode(), "ts": head.ts}
 
 
@@ -159,7 +164,7 @@ def conclude_contiguous(
     if last is not None:
         report.head = head_of(trusted)
         if end >= last:
-            roots_at.setdefault(last, base64.b64decode(report.head["root"]))
+            roots_at.setdefault(last, _head(trusted).root)
     report.completeness = "proven" if not report.errors else "incomplete"
 
 

@@ -35,7 +35,7 @@ from gateway.audit.storage import (
 from gateway.audit.verify.stream import Source
 from gateway.audit.verify.trust import Run
 
-__all__ = ["file_sha256", "source_for_bundle", "source_for_log"]
+__all__ = ["check_deferred", "file_sha256", "source_for_bundle", "source_for_log"]
 
 
 def file_sha256(path: Path) -> tuple[str, int]:
@@ -47,6 +47,23 @@ def file_sha256(path: Path) -> tuple[str, int]:
             digest.update(chunk)
             size += len(chunk)
     return digest.hexdigest(), size
+
+
+class _CountingDigest:
+    """SHA-256 that counts the bytes it took."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self.read_size = 0
+
+    def update(self, data: bytes) -> None:
+        """Hash `data` too."""
+        self._digest.update(data)
+        self.read_size += len(data)
+
+    def hexdigest(self) -> str:
+        """The hex digest so far."""
+        return self._digest.hexdigest()
 
 
 def _warn_beside_log(run: Run, path: Path) -> None:
@@ -129,12 +146,14 @@ def _read_manifest(run: Run, path: Path) -> tuple[dict[str, Any], bytes] | None:
 
 def _check_listed(
     run: Run, path: Path, manifest: dict[str, Any]
-) -> tuple[set[str], dict[str, str]]:
-    """Every listed file against its size and SHA-256; the paths listed and the digests
-    of the files that matched."""
+) -> tuple[set[str], dict[str, str], dict[Path, tuple[str, Any, Any]]]:
+    """Every listed file against its size and SHA-256; the paths listed, the digests of
+    the files read, and the record files left to the record pass (which hashes them as
+    it reads them: one read instead of two)."""
     label = str(path / MANIFEST_FILE)
     listed: set[str] = set()
     digests: dict[str, str] = {}
+    deferred: dict[Path, tuple[str, Any, Any]] = {}
     files = manifest.get("files")
     if not isinstance(files, list):
         run.error("MANIFEST_INVALID", "manifest `files` must be a list", label)
@@ -157,11 +176,27 @@ def _check_listed(
         if not target.is_file():
             run.error("FILE_MISSING", f"`{rel}` is listed but missing", str(target))
             continue
+        if target.parent == path / "records" and target.suffix == ".jsonl":
+            deferred[target] = (rel, item.get("sha256"), item.get("bytes"))
+            continue
         digest, size = file_sha256(target)
         digests[rel] = digest
         if digest != item.get("sha256") or size != item.get("bytes"):
             run.error("FILE_HASH_MISMATCH", f"`{rel}` differs from the manifest", str(target))
-    return listed, digests
+    return listed, digests, deferred
+
+
+def check_deferred(run: Run, src: Source) -> None:
+    """The manifest check of the record files the record pass hashed (or, when it did
+    not read one, of that file read now)."""
+    for target, (rel, sha256, size) in sorted(src.deferred.items()):
+        digest = src.hashed.get(target)
+        if digest is not None and digest.read_size == size:
+            found = (digest.hexdigest(), digest.read_size)
+        else:
+            found = file_sha256(target)
+        if found != (sha256, size):
+            run.error("FILE_HASH_MISMATCH", f"`{rel}` differs from the manifest", str(target))
 
 
 def _check_unlisted(run: Run, path: Path, listed: set[str]) -> None:
@@ -259,7 +294,7 @@ def source_for_bundle(run: Run, path: Path) -> tuple[Source, dict[str, Any]] | N
     else:
         run.manifest_signature(note_bytes, origin, manifest_bytes, manifest.get("created"),
                                str(sig_path))  # fmt: skip
-    listed, digests = _check_listed(run, path, manifest)
+    listed, digests, deferred = _check_listed(run, path, manifest)
     _check_unlisted(run, path, listed)
     claims = _claims(run, manifest, label)
     if claims is None:
@@ -285,6 +320,7 @@ def source_for_bundle(run: Run, path: Path) -> tuple[Source, dict[str, Any]] | N
             if COSIGNED_FILE in listed and cosigned_path.is_file()
             else b""
         ),
-        cosigned_label=str(cosigned_path), digests=digests, listed=listed,
+        cosigned_label=str(cosigned_path), digests=digests, listed=listed, deferred=deferred,
+        hashed={target: _CountingDigest() for target in deferred},
     )  # fmt: skip
     return source, manifest

@@ -14,7 +14,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -29,12 +29,25 @@ from gateway.audit.verify import policy
 from gateway.audit.verify.decode import Decoded, check_record_common, decode_line
 from gateway.audit.verify.trust import Run, TrustedCheckpoint
 
-__all__ = ["Source", "stream_contiguous", "stream_selective"]
+__all__ = ["Source", "ViewFeed", "stream_contiguous", "stream_selective"]
 
 Progress = Callable[[int], None]
 _Where = tuple[str, int, "int | None"]
 #: Larger than any position: no live tail.
 _NEVER = 1 << 62
+
+
+class ViewFeed(Protocol):
+    """What the record pass gives the views, line by line, in order."""
+
+    def add(self, record: dict[str, Any]) -> None:
+        """A record the fast path parsed (its stored bytes are canonical)."""
+
+    def other(self, raw: bytes) -> bytes | None:
+        """Any other complete line: parsed here; its record bytes (None: no record)."""
+
+    def jsonl(self, bodies: list[bytes | None]) -> None:
+        """The record bytes of a block's lines, in order."""
 
 
 @dataclass
@@ -60,16 +73,26 @@ class Source:
     digests: dict[str, str] = field(default_factory=dict)
     #: The paths the bundle's manifest lists.
     listed: set[str] = field(default_factory=set)
+    #: Record files whose manifest check waits for the record pass, which hashes them
+    #: as it reads them: (path in the bundle, listed sha256, listed size) by file.
+    deferred: dict[Path, tuple[str, Any, Any]] = field(default_factory=dict)
+    #: The digests the record pass feeds, by file.
+    hashed: dict[Path, Any] = field(default_factory=dict)
+    #: The views made from the records the record pass parses (`viewcheck.ViewFeed`).
+    views: ViewFeed | None = None
+    #: True once the record pass read every record file to its end.
+    streamed: bool = False
 
 
 def _lines(
-    files: Sequence[tuple[str, Path]], progress: Progress
+    files: Sequence[tuple[str, Path]], progress: Progress, hashed: dict[Path, Any]
 ) -> Iterator[tuple[str, int, Any, bool]]:
     """(file, number of the line before the block, block of complete lines, True), and
-    for a torn last line (file, its number, its bytes, False)."""
+    for a torn last line (file, its number, its bytes, False). The files with a digest
+    in `hashed` are hashed as they are read."""
     for label, path in files:
         number = 0
-        blocks = LineBlocks(path)
+        blocks = LineBlocks(path, digest=hashed.get(path))
         done = 0
         for complete in blocks:
             yield label, number, complete, True
@@ -123,14 +146,17 @@ class _Contiguous:
 
     def run_all(self, progress: Progress) -> None:
         """Check every record, then the range's end."""
-        for label, number, data, terminated in _lines(self.src.record_files, progress):
+        for label, number, data, terminated in _lines(
+            self.src.record_files, progress, self.src.hashed
+        ):
             if terminated:
                 self.block(label, number, data)
             else:
                 self.slow(label, number, data, False)
+        self.src.streamed = True
         self.finish()
 
-    def block(self, label: str, number: int, lines: list[bytes]) -> None:  # noqa: C901, PLR0912
+    def block(self, label: str, number: int, lines: list[bytes]) -> None:  # noqa: C901, PLR0912, PLR0915
         """Check a block of complete lines. The per-record fast path is written out
         here, not in helper functions: at millions of records a function call per
         check costs measurably, so the loop is longer than the rest of the code."""
@@ -145,6 +171,11 @@ class _Contiguous:
         last_ts, last_type, last_at = self.last_ts, self.last_type, self.last_at
         smooth = self.broken_link is None and self.first_ts is not None
         total = 0
+        views = self.src.views
+        # The views take each record in order, as it is checked (not a block of records
+        # kept alive at once: that much live garbage makes the cyclic GC costly).
+        view_add, view_other = (views.add, views.other) if views is not None else (None, None)
+        bodies: list[bytes | None] = []
         for raw in lines:
             number += 1
             record: Any = None
@@ -194,10 +225,15 @@ class _Contiguous:
                 total = 0
                 self._flush(position, expected_seq, prev, last_ts, last_type, last_at)
                 self.slow(label, number, raw, True)
+                if view_other is not None:
+                    bodies.append(view_other(raw))
                 position, expected_seq, prev = self.position, self.expected_seq, self.prev
                 last_ts, last_type, last_at = self.last_ts, self.last_type, self.last_at
                 smooth = self.broken_link is None and self.first_ts is not None
                 continue
+            if view_add is not None:
+                view_add(record)
+                bodies.append(body)
             total += 1
             expected_seq += 1
             last_at = (label, number, expected_seq - 1)
@@ -212,6 +248,8 @@ class _Contiguous:
                 self.roots_at[position] = self.compact.root()
         report.records_total += total
         self._flush(position, expected_seq, prev, last_ts, last_type, last_at)
+        if views is not None:
+            views.jsonl(bodies)
 
     def _flush(
         self,
@@ -431,9 +469,12 @@ def stream_selective(
         return
     root = next(t.checkpoint.root for t in trusted if t.checkpoint.size == last)
     checks = _Selective(run, src, last, root)
-    for label, number, data, terminated in _lines(src.record_files, progress):
+    for label, number, data, terminated in _lines(src.record_files, progress, src.hashed):
         for offset, raw in enumerate(data if terminated else [data]):
             checks.line(label, number + offset + (1 if terminated else 0), raw, terminated)
+        if terminated and src.views is not None:
+            src.views.jsonl([src.views.other(raw) for raw in data])
+    src.streamed = True
     if checks.index != len(checks.proofs):
         run.error(
             "PROOF_INVALID", f"{len(checks.proofs)} inclusion proofs for {checks.index} records",

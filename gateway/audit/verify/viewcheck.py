@@ -3,10 +3,13 @@ view and the HTML report, hashed, to be compared with the bundle's files.
 
 Rule 1: the views are functions of the records and the manifest (`gateway.audit.views`),
 so equal digests prove a view says what the records say.
-Rule 2: large bundles make them in a helper process (`gateway.audit.apart`) while this
-one checks the records; a helper that fails changes nothing: the work is done here.
-Rule 3: the records are read a block at a time and each parsed once for every view;
-the JSONL line of a record is its stored canonical bytes.
+Rule 2 (work shared between two processes): the JSONL view and the report are fed from
+the record pass, from the records it already parsed (a record's JSONL line is its stored
+canonical bytes); the CSV view, which costs most, is made in a helper process
+(`gateway.audit.apart`) reading the same records meanwhile. Small bundles make it here;
+a helper that fails changes nothing: the CSV is then made here.
+Rule 3: when a record line does not parse, no view is compared (the record checks
+report the line; views of broken records mean nothing).
 """
 
 from __future__ import annotations
@@ -23,19 +26,21 @@ from gateway import __version__
 from gateway.audit.apart import Apart
 from gateway.audit.chain import record_bytes_of_line
 from gateway.audit.errors import AuditError
-from gateway.audit.report import render_tally
+from gateway.audit.report import ReportTally, render_tally
 from gateway.audit.storage import COSIGNED_FILE, LineBlocks
 from gateway.audit.verify.sources import file_sha256
 from gateway.audit.verify.stream import Source
 from gateway.audit.verify.trust import Run
-from gateway.audit.views import VIEW_FILES, ViewBuilder, csv_chunks, head_facts
+from gateway.audit.views import ViewBuilder, csv_chunks, head_facts
 
-__all__ = ["PARALLEL_VIEWS_BYTES", "ViewCheck", "expected_view_digests"]
+__all__ = ["PARALLEL_VIEWS_BYTES", "ViewCheck", "expected_csv_digest"]
 
-#: A bundle with more record bytes than this has its views made again in a second
+#: A bundle with more record bytes than this has its CSV view made again in a second
 #: process while this one checks the records: the two passes are independent, so on two
 #: cores they overlap. Smaller bundles do both here (a process costs a fraction of a second).
 PARALLEL_VIEWS_BYTES = 64 << 20
+
+_JSONL, _CSV, _REPORT = "views/records.jsonl", "views/records.csv", "report.html"
 
 
 class _DigestSink:
@@ -47,29 +52,20 @@ class _DigestSink:
 
 class _Records:
     """The records of every stored line, one block of lines at a time (memory stays at
-    a block whatever the bundle's size); `broken` when a line did not parse. With
-    `jsonl`, each block's JSONL view (its lines' canonical record bytes) goes there, in
-    one piece per block."""
+    a block whatever the bundle's size); `broken` when a line did not parse."""
 
-    def __init__(self, record_files: Sequence[tuple[str, Path]], jsonl: Any = None) -> None:
+    def __init__(self, record_files: Sequence[tuple[str, Path]]) -> None:
         self.record_files = record_files
         self.broken = False
-        self._jsonl = jsonl
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
-        loads, body_of, jsonl = orjson.loads, record_bytes_of_line, self._jsonl
+        loads, body_of = orjson.loads, record_bytes_of_line
         for _label, record_path in self.record_files:
             for block in LineBlocks(record_path):
-                bodies = [body_of(line) for line in block]
-                if None in bodies:
-                    self.broken = True
-                    return
-                if jsonl is not None:
-                    jsonl.update(b"\n".join(bodies))  # type: ignore[arg-type]
-                    jsonl.update(b"\n")
-                for body in bodies:
+                for line in block:
+                    body = body_of(line)
                     try:
-                        record = loads(body)  # type: ignore[arg-type]
+                        record = loads(body) if body is not None else None
                     except orjson.JSONDecodeError:
                         record = None
                     if type(record) is not dict:
@@ -78,59 +74,44 @@ class _Records:
                     yield record
 
 
-def expected_view_digests(
-    path: Path, present: Sequence[str], record_files: Sequence[tuple[str, Path]],
-    options: dict[str, Any],
-) -> dict[str, str] | None:  # fmt: skip
-    """SHA-256 (hex) of each view in `present` as made from the records, or None when a
-    record does not parse (the record checks report it; its views mean nothing)."""
-    notes_path, cosigned_path = path / "checkpoints.notes", path / COSIGNED_FILE
-    head_root, witnesses = head_facts(
-        notes_path.read_bytes() if notes_path.is_file() else b"",
-        cosigned_path.read_bytes() if options["cosigned_listed"] and cosigned_path.is_file()
-        else b"",
-        options["range_to"],
-    )  # fmt: skip
-    # One pass makes the JSONL view, the report and (usually) the CSV; a second pass
-    # makes the CSV only when a record has a field the first one lacked.
-    jsonl_digest, csv_digest = hashlib.sha256(), hashlib.sha256()
-    want_csv = "views/records.csv" in present
-    views = ViewBuilder(None, _DigestSink(csv_digest) if want_csv else None, tally=True)
-    records = _Records(record_files, jsonl_digest)
+def expected_csv_digest(record_files: Sequence[tuple[str, Path]]) -> str | None:
+    """SHA-256 (hex) of the CSV view as made from the records, or None when a record
+    does not parse."""
+    digest = hashlib.sha256()
+    views = ViewBuilder(None, _DigestSink(digest), tally=False)
+    records = _Records(record_files)
     add = views.add
     for record in records:
         add(record)
     if records.broken:
         return None
     views.finish()
-    report = render_tally(
-        views.tally, origin=options["origin"], range_from=options["range_from"],
-        range_to=options["range_to"], completeness=options["completeness"],
-        created=options["created"], filter_text=options["filter_text"], head_root=head_root,
-        witnesses=witnesses,
-    ).encode()  # fmt: skip
-    digests = {
-        "views/records.jsonl": jsonl_digest.hexdigest(),
-        "report.html": hashlib.sha256(report).hexdigest(),
-    }
-    if want_csv:
-        if not views.csv_complete:
-            csv_digest = hashlib.sha256()
-            for piece in csv_chunks(_Records(record_files), views.columns()):
-                csv_digest.update(piece)
-        digests["views/records.csv"] = csv_digest.hexdigest()
-    return {rel: digests[rel] for rel in present}
+    if views.csv_complete:
+        return digest.hexdigest()
+    # A record with a field the first one lacked: again, with every column.
+    digest = hashlib.sha256()
+    for piece in csv_chunks(_Records(record_files), views.columns()):
+        digest.update(piece)
+    return digest.hexdigest()
 
 
 class ViewCheck:
-    """The comparison of a bundle's views with its records, here or in a helper."""
+    """The comparison of a bundle's views with its records: the JSONL view and the
+    report fed by the record pass (`ViewFeed`), the CSV view here or in a helper."""
 
     def __init__(self, run: Run, path: Path, src: Source, manifest: dict[str, Any]) -> None:
         self._path = path
         self._src = src
         self._helper: Apart | None = None
         self._done = True
-        self.present = [r for r in VIEW_FILES if r in src.listed and (path / r).is_file()]
+        self._jsonl = hashlib.sha256()
+        self._tally = ReportTally()
+        #: The report's counter, fed by the record pass with each record it parsed.
+        self.add = self._tally.add
+        self._broken = False
+        self.present = [
+            r for r in (_JSONL, _CSV, _REPORT) if r in src.listed and (path / r).is_file()
+        ]
         if not self.present:
             return
         if manifest.get("generator") != f"jurisgate {__version__}":
@@ -141,60 +122,100 @@ class ViewCheck:
             )
             return
         self._done = False
-        created, completeness = manifest.get("created"), manifest.get("completeness")
-        export_filter = src.filter
-        self._options: dict[str, Any] = {
-            "origin": src.origin,
-            "range_from": src.start_size,
-            "range_to": src.range_to,
-            "completeness": completeness if isinstance(completeness, str) else "",
-            "created": created if isinstance(created, str) else "",
-            "filter_text": (
-                json.dumps(export_filter.to_json()) if export_filter is not None
-                else "none (contiguous)"
-            ),
-            "cosigned_listed": COSIGNED_FILE in src.listed,
-        }  # fmt: skip
+        self._manifest = manifest
+        src.views = self
 
-    def start(self, run: Run) -> None:
-        """Compare now when the bundle is small; else start a helper process."""
-        if self._done:
+    def start(self) -> None:
+        """Start the helper that makes the CSV view, when the bundle is large."""
+        if self._done or _CSV not in self.present:
             return
         size = sum(p.stat().st_size for _label, p in self._src.record_files)
-        if size < PARALLEL_VIEWS_BYTES:
-            self._compare(run, self._here())
-            return
-        files = [(label, str(p)) for label, p in self._src.record_files]
-        self._helper = Apart("verify-views", [str(self._path), self.present, files, self._options])
+        if size >= PARALLEL_VIEWS_BYTES:
+            files = [(label, str(p)) for label, p in self._src.record_files]
+            self._helper = Apart("verify-csv", [files])
 
-    def _here(self) -> dict[str, str] | None:
-        return expected_view_digests(
-            self._path, self.present, self._src.record_files, self._options
-        )
+    def other(self, raw: bytes) -> bytes | None:
+        """A line the fast path did not parse: its record for the report, its record
+        bytes for the JSONL view (None, and no view compared, when it has no record)."""
+        body = record_bytes_of_line(raw)
+        try:
+            record = orjson.loads(body) if body is not None else None
+        except orjson.JSONDecodeError:
+            record = None
+        if type(record) is not dict:
+            self._broken = True
+            return None
+        self.add(record)
+        return body
+
+    def jsonl(self, bodies: list[bytes | None]) -> None:
+        """The JSONL view of a block: its records' bytes, a line each."""
+        if self._broken or None in bodies:
+            self._broken = True
+            return
+        self._jsonl.update(b"\n".join(bodies))  # type: ignore[arg-type]
+        self._jsonl.update(b"\n")
 
     def finish(self, run: Run) -> None:
-        """Add the findings of the comparison (made here if the helper did not)."""
+        """Compare the views with the bundle's files (the CSV made here if the helper
+        did not make it; the rest from the files if the record pass stopped early)."""
         if self._done:
             return
-        expected: dict[str, str] | None
-        if self._helper is None:
-            expected = self._here()
-        else:
-            try:
-                expected = self._helper.result()
-            except AuditError:
-                expected = self._here()
-        self._compare(run, expected)
-
-    def _compare(self, run: Run, expected: dict[str, str] | None) -> None:
+        if not self._src.streamed:
+            self._jsonl, self._tally, self._broken = hashlib.sha256(), ReportTally(), False
+            self.add = self._tally.add
+            for _label, record_path in self._src.record_files:
+                for block in LineBlocks(record_path):
+                    self.jsonl([self.other(raw) for raw in block])
+        csv_digest: str | None = None
+        if _CSV in self.present:
+            if self._helper is not None:
+                try:
+                    csv_digest = self._helper.result()
+                except AuditError:
+                    csv_digest = expected_csv_digest(self._src.record_files)
+            else:
+                csv_digest = expected_csv_digest(self._src.record_files)
+            if csv_digest is None:
+                self._broken = True
         self._done = True
-        if expected is None:
+        if self._broken:
             return
+        expected = {_JSONL: self._jsonl.hexdigest(), _REPORT: self._report_digest()}
+        if csv_digest is not None:
+            expected[_CSV] = csv_digest
         for rel in self.present:
             actual = self._src.digests.get(rel) or file_sha256(self._path / rel)[0]
-            if actual != expected.get(rel):
+            if actual != expected[rel]:
                 run.error(
                     "VIEW_MISMATCH",
                     f"`{rel}` is not the view of the bundle's records (made again and compared)",
                     str(self._path / rel),
                 )
+
+    def _report_digest(self) -> str:
+        src, manifest, path = self._src, self._manifest, self._path
+        notes_path, cosigned_path = path / "checkpoints.notes", path / COSIGNED_FILE
+        range_to = src.range_to or 0
+        head_root, witnesses = head_facts(
+            notes_path.read_bytes() if notes_path.is_file() else b"",
+            cosigned_path.read_bytes()
+            if COSIGNED_FILE in src.listed and cosigned_path.is_file()
+            else b"",
+            range_to,
+        )
+        created, completeness = manifest.get("created"), manifest.get("completeness")
+        report = render_tally(
+            self._tally,
+            origin=src.origin,
+            range_from=src.start_size,
+            range_to=range_to,
+            completeness=completeness if isinstance(completeness, str) else "",
+            created=created if isinstance(created, str) else "",
+            filter_text=(
+                json.dumps(src.filter.to_json()) if src.filter is not None else "none (contiguous)"
+            ),
+            head_root=head_root,
+            witnesses=witnesses,
+        )
+        return hashlib.sha256(report.encode()).hexdigest()
