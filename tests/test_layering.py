@@ -42,6 +42,9 @@ PURE_MODULES = [
     "gateway.audit.signing",
     "gateway.audit.note",
     "gateway.audit.verify",
+    "gateway.audit.verify.findings",
+    "gateway.audit.verify.trust",
+    "gateway.audit.verify.policy",
     "gateway.audit.witness",
     "gateway.audit.views",
 ]

@@ -156,9 +156,10 @@ def _no_floats(value: object, depth: int) -> bool:
         return False
     for item in value.values() if type(value) is dict else value:  # type: ignore[attr-defined]
         kind = type(item)
-        if kind is float:
-            return False
-        if (kind is dict or kind is list) and not _no_floats(item, depth + 1):
+        # Strings first: most values are; then the other scalars orjson makes.
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float or not _no_floats(item, depth + 1):  # else a dict or a list
             return False
     return True
 

@@ -127,8 +127,9 @@ _any_values = st.recursive(
     _scalars
     | st.floats(allow_nan=False, allow_infinity=False)
     | st.integers(min_value=-(2**63), max_value=2**63 - 1),
-    lambda children: st.lists(children, max_size=5)
-    | st.dictionaries(_keys | _strings, children, max_size=6),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(_keys | _strings, children, max_size=6)
+    ),
     max_leaves=30,
 )
 

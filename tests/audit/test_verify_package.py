@@ -77,3 +77,53 @@ def test_a_changed_record_file_is_caught_by_its_hash_even_unread(
     # for its hash alone.
     monkeypatch.setattr(verify_package, "_check_records", lambda run, src: None)
     assert "FILE_HASH_MISMATCH" in verify_codes(verify_source(bundle, keyring))
+
+
+def _only_slow(self: object, label: str, number: int, lines: list[bytes]) -> None:
+    """`_Contiguous.block` with every line on the explaining path."""
+    views = self.src.views  # type: ignore[attr-defined]
+    bodies = []
+    for raw in lines:
+        number += 1
+        self.slow(label, number, raw, True)  # type: ignore[attr-defined]
+        if views is not None:
+            bodies.append(views.other(raw))
+    if views is not None:
+        views.jsonl(bodies)
+
+
+def _swap(lines: list[bytes]) -> list[bytes]:
+    return [lines[0], lines[2], lines[1], *lines[3:]]
+
+
+_MUTATIONS = {
+    "none": lambda lines: lines,
+    "edit": lambda lines: [lines[0], lines[1].replace(b"192.0.2.0", b"192.0.2.1"), *lines[2:]],
+    "drop": lambda lines: [lines[0], *lines[2:]],
+    "swap": _swap,
+    "duplicate": lambda lines: [lines[0], lines[1], lines[1], *lines[2:]],
+    "respace": lambda lines: [lines[0], lines[1].replace(b":", b": ", 1), *lines[2:]],
+    "stop": lambda lines: [lines[0], lines[1].replace(b'"type":"decision"', b'"type":"stop"'),
+                           *lines[2:]],
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("mutation", sorted(_MUTATIONS))
+def test_the_fast_path_finds_what_the_explaining_path_finds(
+    builder: LogBuilder,
+    keyring: Keyring,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mutation: str,
+) -> None:
+    from gateway.audit.verify.stream import _Contiguous
+
+    bundle = _bundle(builder, keyring, tmp_path / "bundle")
+    records = sorted((bundle / "records").glob("*.jsonl"))[0]
+    lines = records.read_bytes().split(b"\n")[:-1]
+    records.write_bytes(b"\n".join(_MUTATIONS[mutation](lines)) + b"\n")
+    fast = verify_source(bundle, keyring).to_json()
+    monkeypatch.setattr(_Contiguous, "block", _only_slow)
+    slow = verify_source(bundle, keyring).to_json()
+    assert fast == slow
+    assert (mutation == "none") == (fast["result"] == "valid")

@@ -118,8 +118,19 @@ def _records(n: int, extra_at: int | None) -> list[dict[str, object]]:
             "note": ["=1+1", "plain", None, 'say "hi"', "a,b", "two\nlines", "cr\r"][i % 7],
             # Cells the one-pass CSV quotes itself or hands to the writer.
             "more": [
-                "-1", "@x", "\tx", "+1", "", "é,ü", [{"a": "x,y", "b": 'q"'}], ["a", "b,c"],
-                [None, True, 3], -5, True, {"k": ["=x"]}, "a\r\nb",
+                "-1",
+                "@x",
+                "\tx",
+                "+1",
+                "",
+                "é,ü",
+                [{"a": "x,y", "b": 'q"'}],
+                ["a", "b,c"],
+                [None, True, 3],
+                -5,
+                True,
+                {"k": ["=x"]},
+                "a\r\nb",
             ][i % 13],
         }
         if i == extra_at:

@@ -74,16 +74,30 @@ class _Records:
                     yield record
 
 
+def _add_all(views: ViewBuilder, record_files: Sequence[tuple[str, Path]]) -> bool:
+    """Every record to `views` (the loop of `_Records` without a generator's cost per
+    record); False when a line does not parse."""
+    loads, body_of, add = orjson.loads, record_bytes_of_line, views.add
+    for _label, record_path in record_files:
+        for block in LineBlocks(record_path):
+            for line in block:
+                body = body_of(line)
+                try:
+                    record = loads(body) if body is not None else None
+                except orjson.JSONDecodeError:
+                    return False
+                if type(record) is not dict:
+                    return False
+                add(record)
+    return True
+
+
 def expected_csv_digest(record_files: Sequence[tuple[str, Path]]) -> str | None:
     """SHA-256 (hex) of the CSV view as made from the records, or None when a record
     does not parse."""
     digest = hashlib.sha256()
     views = ViewBuilder(None, _DigestSink(digest), tally=False)
-    records = _Records(record_files)
-    add = views.add
-    for record in records:
-        add(record)
-    if records.broken:
+    if not _add_all(views, record_files):
         return None
     views.finish()
     if views.csv_complete:
