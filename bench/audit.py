@@ -430,6 +430,10 @@ def main(argv: list[str] | None = None) -> int:
                           f"CPU {row['cpu_us_per_record']:5.1f} us/rec "
                           f"(helper {row['helper_cpu_us_per_record']:5.1f}) "
                           f"load {row['load_average']:.1f}")  # fmt: skip
+                    peak = row["peak_rss_mb"] + row["helper_peak_rss_mb"]
+                    ok = row["records_per_second"] >= 50_000 and peak < 300
+                    print(f"bar: {row['phase']} >= 50,000 records/s and < 300 MB for both "
+                          f"processes: {'met' if ok else 'NOT met'}")  # fmt: skip
             if args.witness_only:
                 records = args.records - args.records % args.concurrency
                 rows = _witness_table(root, records, args.concurrency, args.rounds)
