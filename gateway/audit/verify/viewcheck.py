@@ -176,24 +176,10 @@ class ViewCheck:
         if self._done:
             return
         if not self._src.streamed:
-            self._jsonl, self._tally, self._broken = hashlib.sha256(), ReportTally(), False
-            self.add = self._tally.add
-            for _label, record_path in self._src.record_files:
-                for block in LineBlocks(record_path):
-                    self.jsonl([self.other(raw) for raw in block])
-        csv_digest: str | None = None
-        if _CSV in self.present:
-            if self._helper is not None:
-                try:
-                    csv_digest = self._helper.result()
-                except AuditError:
-                    csv_digest = expected_csv_digest(self._src.record_files)
-            else:
-                csv_digest = expected_csv_digest(self._src.record_files)
-            if csv_digest is None:
-                self._broken = True
+            self._feed_from_files()
+        csv_digest = self._csv_digest() if _CSV in self.present else None
         self._done = True
-        if self._broken:
+        if self._broken or (_CSV in self.present and csv_digest is None):
             return
         expected = {_JSONL: self._jsonl.hexdigest(), _REPORT: self._report_digest()}
         if csv_digest is not None:
@@ -206,6 +192,22 @@ class ViewCheck:
                     f"`{rel}` is not the view of the bundle's records (made again and compared)",
                     str(self._path / rel),
                 )
+
+    def _feed_from_files(self) -> None:
+        self._jsonl, self._tally, self._broken = hashlib.sha256(), ReportTally(), False
+        self.add = self._tally.add
+        for _label, record_path in self._src.record_files:
+            for block in LineBlocks(record_path):
+                self.jsonl([self.other(raw) for raw in block])
+
+    def _csv_digest(self) -> str | None:
+        if self._helper is not None:
+            try:
+                digest: str | None = self._helper.result()
+                return digest
+            except AuditError:
+                pass  # made here instead
+        return expected_csv_digest(self._src.record_files)
 
     def _report_digest(self) -> str:
         src, manifest, path = self._src, self._manifest, self._path
