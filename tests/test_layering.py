@@ -39,6 +39,11 @@ PURE = {
         "gateway.audit.note",
         "gateway.audit.keyring",
         "gateway.audit.witness",
+        "gateway.audit.views",
+        # Verification's trust decisions, apart from its mechanics (which read the files).
+        "gateway.audit.verify.findings",
+        "gateway.audit.verify.trust",
+        "gateway.audit.verify.policy",
     ],
     "foundation": ["gateway.errors", "gateway.source", "gateway.lru", "gateway.jsonpath"],
 }

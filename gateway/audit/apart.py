@@ -83,15 +83,11 @@ def _run(task: str, args: Any) -> Any:
 
         directory, base, a, b, path = args
         return _csv_view_file(Path(directory), base, a, b, Path(path))
-    if task == "verify-views":
-        from gateway.audit.verify import _view_findings
+    if task == "verify-csv":
+        from gateway.audit.verify.viewcheck import expected_csv_digest
 
-        path, listed, record_files, manifest, options = args
-        errors, warnings = _view_findings(
-            Path(path), set(listed), [(label, Path(p)) for label, p in record_files], manifest,
-            options,
-        )  # fmt: skip
-        return [[f.to_json() for f in errors], [f.to_json() for f in warnings]]
+        (record_files,) = args
+        return expected_csv_digest([(label, Path(p)) for label, p in record_files])
     raise AuditError(f"unknown task `{task}`")
 
 

@@ -30,6 +30,7 @@ __all__ = [
     "canonical_dumps",
     "canonicalize",
     "fast_loads",
+    "is_canonical_form",
     "is_jcs_safe",
     "jcs_violation",
     "json_dumps_canonical",
@@ -42,6 +43,7 @@ SAFE_INT_LIMIT = 2**53
 MAX_DEPTH = 32
 
 _SORT = orjson.OPT_SORT_KEYS
+_STRICT_SORT = orjson.OPT_SORT_KEYS | orjson.OPT_STRICT_INTEGER
 
 
 def _str_ok(text: str) -> bool:
@@ -95,6 +97,41 @@ def is_jcs_safe(value: object) -> bool:
     return _safe(value, 0)
 
 
+def _scalar_violation(where: str, item: object) -> str | None:
+    kind = type(item)
+    if kind is str:
+        if not _str_ok(item):  # type: ignore[arg-type]
+            return f"{where}: string contains a lone surrogate"
+    elif kind is int:
+        if not -SAFE_INT_LIMIT < item < SAFE_INT_LIMIT:  # type: ignore[operator]
+            return f"{where}: integer {item} is outside +-(2**53 - 1)"
+    elif kind is float:
+        return f"{where}: floats are not allowed (use integers, e.g. microseconds)"
+    elif item is not None and kind is not bool:
+        return f"{where}: values of type {kind.__name__} are not allowed"
+    return None
+
+
+def _children(
+    where: str, item: object, depth: int
+) -> tuple[str | None, list[tuple[str, object, int]]]:
+    """A container's problem of its own (depth, keys) or its children to look at."""
+    if depth >= MAX_DEPTH:
+        return f"{where}: nested deeper than {MAX_DEPTH}", []
+    found: list[tuple[str, object, int]] = []
+    if type(item) is list:
+        for index, sub in enumerate(item):
+            found.append((f"{where}[{index}]", sub, depth + 1))
+        return None, found
+    for key, sub in item.items():  # type: ignore[attr-defined]
+        if type(key) is not str:
+            return f"{where}: object key {key!r} is not a string", []
+        if not key.isascii():
+            return f"{where}: object key `{key}` is not ASCII", []
+        found.append((f"{where}.{key}", sub, depth + 1))
+    return None, found
+
+
 def jcs_violation(value: object, path: str = "$") -> str | None:
     """Describe the first reason `value` is not JCS-safe, or return None.
 
@@ -104,32 +141,46 @@ def jcs_violation(value: object, path: str = "$") -> str | None:
     stack: list[tuple[str, object, int]] = [(path, value, 0)]
     while stack:
         where, item, depth = stack.pop()
-        kind = type(item)
-        if kind is str:
-            if not _str_ok(item):  # type: ignore[arg-type]
-                return f"{where}: string contains a lone surrogate"
-        elif kind is int:
-            if not -SAFE_INT_LIMIT < item < SAFE_INT_LIMIT:  # type: ignore[operator]
-                return f"{where}: integer {item} is outside +-(2**53 - 1)"
-        elif kind is float:
-            return f"{where}: floats are not allowed (use integers, e.g. microseconds)"
-        elif kind is dict:
-            if depth >= MAX_DEPTH:
-                return f"{where}: nested deeper than {MAX_DEPTH}"
-            for key, sub in item.items():  # type: ignore[attr-defined]
-                if type(key) is not str:
-                    return f"{where}: object key {key!r} is not a string"
-                if not key.isascii():
-                    return f"{where}: object key `{key}` is not ASCII"
-                stack.append((f"{where}.{key}", sub, depth + 1))
-        elif kind is list:
-            if depth >= MAX_DEPTH:
-                return f"{where}: nested deeper than {MAX_DEPTH}"
-            for index, sub in enumerate(item):  # type: ignore[arg-type]
-                stack.append((f"{where}[{index}]", sub, depth + 1))
-        elif item is not None and kind is not bool:
-            return f"{where}: values of type {kind.__name__} are not allowed"
+        if type(item) is dict or type(item) is list:
+            problem, children = _children(where, item, depth)
+            stack.extend(children)
+        else:
+            problem = _scalar_violation(where, item)
+        if problem is not None:
+            return problem
     return None
+
+
+def _no_floats(value: object, depth: int) -> bool:
+    if depth >= MAX_DEPTH:
+        return False
+    for item in value.values() if type(value) is dict else value:  # type: ignore[attr-defined]
+        kind = type(item)
+        # Strings first: most values are; then the other scalars orjson makes.
+        if kind is str or kind is int or kind is bool or item is None:
+            continue
+        if kind is float or not _no_floats(item, depth + 1):  # else a dict or a list
+            return False
+    return True
+
+
+def is_canonical_form(value: object, data: bytes) -> bool:
+    """True when `data` is the canonical form (RFC 8785) of a JCS-safe `value` that
+    `orjson.loads` parsed from `data` (the verifier's per-record check).
+
+    Equal to `is_jcs_safe(value) and canonical_dumps(value) == data`, cheaper: the
+    53-bit integer limit is orjson's own; bytes that are ASCII and re-serialize to
+    themselves hold no non-ASCII key (an escaped one would not re-serialize the same),
+    and orjson rejects lone surrogates when parsing; only floats and depth are left.
+    """
+    try:
+        if orjson.dumps(value, option=_STRICT_SORT) != data:
+            return False
+    except orjson.JSONEncodeError:
+        return False
+    if data.isascii():
+        return _no_floats(value, 0) if type(value) in (dict, list) else type(value) is not float
+    return _safe(value, 0)
 
 
 def canonical_dumps(value: Any) -> bytes:

@@ -8,39 +8,42 @@ export carries one inclusion proof per record and says `completeness: not-proven
 Rule 2: the bundle is written to a temporary directory and renamed into place, so a
 half-written bundle never appears under the requested name.
 
-See `gateway.audit.bundle` for the layout.
+Rule 3 (contiguous exports stream): the log is read a block of lines at a time, once;
+each line goes to records/, its record bytes to the JSONL view, and is parsed once for
+the report and the CSV view. Large ranges make the CSV view in a helper process.
+
+See `gateway.audit.bundle` for the layout and `gateway.audit.bundle_write` for the files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from itertools import islice
 from pathlib import Path
 from typing import Any
 
 import orjson
 
-from gateway import __version__
 from gateway.audit.apart import Apart
-from gateway.audit.bundle import (
-    BUNDLE_FORMAT,
-    MANIFEST_FILE,
-    MANIFEST_SIG_FILE,
-    ExportFilter,
-    manifest_note_text,
+from gateway.audit.bundle import ExportFilter
+from gateway.audit.bundle_write import (
+    HashingFile,
+    ManifestClaims,
+    finish,
+    refuse_secret,
+    verify_text,
+    write_file,
+    write_revisions,
 )
-from gateway.audit.canonical import canonicalize
 from gateway.audit.chain import record_bytes_of_line
 from gateway.audit.errors import AuditError, NoteError
 from gateway.audit.keyring import Keyring, KeyringEntry
 from gateway.audit.merkle import CompactRange, TreeHashes, inclusion_proof, leaf_hash
-from gateway.audit.note import Checkpoint, parse_checkpoint_text, parse_note, sign_note, split_notes
+from gateway.audit.note import Checkpoint, parse_checkpoint_text, parse_note, split_notes
 from gateway.audit.record import format_ts, parse_ts
 from gateway.audit.report import render_tally
 from gateway.audit.signing import Signer
@@ -58,7 +61,11 @@ from gateway.audit.storage import (
 )
 from gateway.audit.views import ViewBuilder, csv_chunks, head_facts, render_views
 
-__all__ = ["ExportResult", "export_bundle"]
+__all__ = ["ExportResult", "export_bundle", "refuse_secret"]
+
+#: Ranges of at least this many records make their CSV view in a second process (the
+#: other views and records/ are made here meanwhile); smaller ones make it here.
+PARALLEL_CSV = 200_000
 
 
 @dataclass(frozen=True)
@@ -84,88 +91,41 @@ class ExportResult:
         }
 
 
-_FILTERED_CLAIM = (
-    "filtered export: each record has an inclusion proof (proofs/inclusion.jsonl);\n"
-    "     it is NOT proven that every matching record is present."
-)
-_CONTIGUOUS_CLAIM = "contiguous export: no record in the range was removed, inserted or reordered."
+@dataclass(frozen=True)
+class _Job:
+    """One export: the log, where the bundle goes and what it should hold."""
+
+    directory: Path
+    target: Path
+    signer: Signer
+    segment_records: int
+    origin: str
+    created: str
+    from_ts: str | None
+    to_ts: str | None
+    checkpoints: list[tuple[Checkpoint, bytes]]
+    base_state: StartState | None
+    keyring: Keyring
+    export_filter: ExportFilter
+
+    @property
+    def base(self) -> int:
+        """The first stored seq (after pruning)."""
+        return self.base_state.size if self.base_state is not None else 0
+
+    def claims(self, a: int, b: int, records: int) -> ManifestClaims:
+        """The manifest's claims for the range [a, b)."""
+        return ManifestClaims(self.origin, a, b, self.from_ts, self.to_ts, self.export_filter,
+                              records, self.created)  # fmt: skip
 
 
-def _verify_text(origin: str, filtered: bool) -> str:
-    return f"""How to verify this bundle (offline)
-====================================
-
-1. Obtain the operator's public keyring out of band (contract annex, published URL that
-   you pinned before, or a copy handed over in person). The copy in keys/keyring.json is
-   informational only: a forger would ship their own.
-
-2. Run:
-
-     jurisgate audit verify . --trusted-keys PINNED-KEYRING.json --state STATE.json
-
-   Exit code 0 means valid, 1 invalid (every problem is listed with a code and a line),
-   2 a usage or I/O error. --json REPORT.json writes a machine-readable report.
-   Keep STATE.json between audits: it detects a log that was rolled back or forked.
-
-3. What is proven:
-   - manifest.sig: the manifest (origin {origin}, range, filter, file hashes) is signed by
-     a pinned key; every file's SHA-256 matches; no file was added or removed.
-   - every line in records/ is canonical JSON (RFC 8785), chained by `prev`, numbered by
-     `seq`, and hashes into the RFC 6962 Merkle roots of checkpoints.notes, which are
-     Ed25519 signed notes (C2SP format) by pinned keys valid at their time.
-   - {_FILTERED_CLAIM if filtered else _CONTIGUOUS_CLAIM}
-
-4. views/ and report.html are conveniences for people and spreadsheets; they are covered
-   by the manifest hashes, and `jurisgate audit verify` makes them again from the
-   verified records and compares them byte for byte (VIEW_MISMATCH otherwise).
-
-Independent tools can check the same things: checkpoints are C2SP signed notes (Go
-golang.org/x/mod/sumdb/note), proofs are RFC 9162 audit paths.
-"""
-
-
-#: What a secret looks like on disk: a PEM private key or a payload key file.
-_SECRET_MARKERS = (b"PRIVATE KEY-----", b"jurisgate-payload-key/")
-_SECRET_SUFFIXES = (".key", ".pem", ".p8")
-
-
-def refuse_secret(rel: str, data: bytes) -> None:
-    """Raise `AuditError` when a bundle file would carry a key: a bundle is handed to
-    auditors and must hold nothing that signs records or opens their keyed digests."""
-    # Record lines and their views hold only what the gateway chose to log; every other
-    # file is checked for key material too.
-    derived = rel.startswith(("records/", "views/")) or rel == "report.html"
-    if rel.endswith(_SECRET_SUFFIXES) or (
-        not derived and any(marker in data for marker in _SECRET_MARKERS)
-    ):
-        raise AuditError(f"refusing to put `{rel}` into the bundle: it looks like a key")
-
-
-def _write(root: Path, rel: str, data: bytes, listing: list[dict[str, Any]]) -> None:
-    refuse_secret(rel, data)
-    target = root / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_bytes(data)
-    listing.append({"path": rel, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)})
-
-
-#: Where the gateway files the policy revisions in force beside its log (and in a bundle).
-REVISIONS_DIR = "policy-revisions"
-
-
-def _write_revisions(directory: Path, root: Path, listing: list[dict[str, Any]]) -> None:
-    """Copy every filed policy revision into the bundle, listed like any file, so the
-    bundle's decisions can be derived again from the bundle alone (`verify --replay`)."""
-    store = directory / REVISIONS_DIR
-    if not store.is_dir():
-        return
-    for path in sorted(store.glob("*.json")):
-        _write(root, f"{REVISIONS_DIR}/{path.name}", path.read_bytes(), listing)
+class _ShortLog(Exception):
+    """The stored lines end before a checkpoint's size: cut the range at the lines."""
 
 
 def export_bundle(
-    log_dir: str | os.PathLike[str],
-    out: str | os.PathLike[str],
+    log_dir: str | Path,
+    out: str | Path,
     signer: Signer,
     *,
     from_ts: str | None = None,
@@ -183,18 +143,31 @@ def export_bundle(
     """
     directory = Path(log_dir)
     target = Path(out)
-    export_filter = export_filter or ExportFilter()
     meta = read_meta(directory)
     if meta is None:
         raise AuditError(f"{directory}: not an audit log directory (no LOG.json)")
     if target.exists():
         raise AuditError(f"{target}: already exists; choose a new --out path")
-    origin = meta.origin
-    created = format_ts(now or datetime.now(UTC))
-    # Normalise so that string comparison with record timestamps is time order.
-    from_ts = format_ts(parse_ts(from_ts)) if from_ts else None
-    to_ts = format_ts(parse_ts(to_ts)) if to_ts else None
+    base_state: StartState | None = None
+    if (directory / PRUNED_FILE).exists():
+        base_state = StartState.from_json(json.loads((directory / PRUNED_FILE).read_text()))
+    job = _Job(
+        directory, target, signer, meta.segment_records, meta.origin,
+        format_ts(now or datetime.now(UTC)),
+        # Normalised, so that string comparison with record timestamps is time order.
+        format_ts(parse_ts(from_ts)) if from_ts else None,
+        format_ts(parse_ts(to_ts)) if to_ts else None,
+        _own_checkpoints(directory, meta.origin), base_state,
+        keyring or Keyring([KeyringEntry(signer.verifier, (meta.base_origin,))]),
+        export_filter or ExportFilter(),
+    )  # fmt: skip
+    if job.export_filter.empty:
+        return _export_contiguous(job)
+    return _export_filtered(job)
 
+
+def _own_checkpoints(directory: Path, origin: str) -> list[tuple[Checkpoint, bytes]]:
+    """The log's checkpoints of its own origin, as parsed and as stored."""
     checkpoints: list[tuple[Checkpoint, bytes]] = []
     cp_path = directory / CHECKPOINTS_FILE
     notes, _end = split_notes(cp_path.read_bytes()) if cp_path.exists() else ([], 0)
@@ -205,18 +178,28 @@ def export_bundle(
             continue
         if checkpoint.origin == origin:
             checkpoints.append((checkpoint, raw))
+    return checkpoints
 
-    base_state: StartState | None = None
-    if (directory / PRUNED_FILE).exists():
-        base_state = StartState.from_json(json.loads((directory / PRUNED_FILE).read_text()))
-    base = base_state.size if base_state is not None else 0
-    if export_filter.empty:
-        return _export_contiguous(
-            directory, target, signer, meta.segment_records, origin, created, from_ts, to_ts,
-            checkpoints, base_state, keyring or Keyring([KeyringEntry(signer.verifier,
-                                                                      (meta.base_origin,))]),
-        )  # fmt: skip
 
+def _cut(sizes: list[int], lo: int, hi: int, base: int) -> tuple[int, int]:
+    """The checkpointed range [a, b) around the records [lo, hi)."""
+    a = max([s for s in sizes if s <= lo] + ([0] if base == 0 else []))
+    b = min(s for s in sizes if s >= hi)
+    return a, b
+
+
+def _fresh_tmp(target: Path) -> Path:
+    tmp = target.with_name(target.name + ".partial")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _export_filtered(job: _Job) -> ExportResult:
+    """A filtered export: every selected record gets an inclusion proof, so this path
+    holds the range's leaves (and records) in memory."""
+    base, directory = job.base, job.directory
     lines: list[bytes] = []
     for first, path in list_segments(directory):
         if first < base:
@@ -225,103 +208,87 @@ def export_bundle(
             break
         complete, _tail = split_lines(path.read_bytes())
         lines.extend(complete)
-    durable = base + len(lines)
-    sizes = sorted({cp.size for cp, _raw in checkpoints if base <= cp.size <= durable})
+    sizes = sorted(
+        {cp.size for cp, _raw in job.checkpoints if base <= cp.size <= base + len(lines)}
+    )
     if not sizes:
         raise AuditError(f"{directory}: no checkpoint covers the records yet")
-    newest = sizes[-1]
-    records = [orjson.loads(record_bytes_of_line(line) or b"{}") for line in lines[: newest - base]]
-
-    first_index = next(
-        (i for i, r in enumerate(records) if from_ts is None or r.get("ts", "") >= from_ts), None
-    )
-    last_index = next(
-        (
-            i
-            for i in range(len(records) - 1, -1, -1)
-            if to_ts is None or records[i].get("ts", "") < to_ts
-        ),
-        None,
-    )
-    if first_index is None or last_index is None or last_index < first_index:
-        raise AuditError("no records in the requested time window")
-    lo, hi = base + first_index, base + last_index + 1
-    a = max([s for s in sizes if s <= lo] + ([0] if base == 0 else []))
-    b = min(s for s in sizes if s >= hi)
-
-    # Filtered: every selected record gets an inclusion proof, so this path holds the
-    # range's leaves (and records) in memory; contiguous exports stream (above).
+    records = [
+        orjson.loads(record_bytes_of_line(line) or b"{}") for line in lines[: sizes[-1] - base]
+    ]
+    stamps = [str(r.get("ts", "")) for r in records]
+    lo, hi = _window(stamps, job.from_ts, job.to_ts)
+    a, b = _cut(sizes, base + lo, base + hi, base)
     leaves = [leaf_hash(record_bytes_of_line(line) or line) for line in lines[: b - base]]
-    tree = TreeHashes(leaves, base_state.compact if base_state is not None else None)
-    filtered = True
-    completeness = "not-proven"
-
-    tmp = target.with_name(target.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+    tree = TreeHashes(leaves, job.base_state.compact if job.base_state is not None else None)
+    selected = [seq for seq in range(a, b) if job.export_filter.matches(records[seq - base])]
+    tmp = _fresh_tmp(job.target)
     listing: list[dict[str, Any]] = []
     try:
-        selected: list[int] = [
-            seq for seq in range(a, b) if export_filter.matches(records[seq - base])
-        ]
         chunks: dict[int, list[bytes]] = {}
-        seg_size = meta.segment_records
         for seq in selected:
-            chunk_start = max(a, seq - seq % seg_size)
+            chunk_start = max(a, seq - seq % job.segment_records)
             chunks.setdefault(chunk_start, []).append(lines[seq - base] + b"\n")
         for chunk_start, chunk in sorted(chunks.items()):
-            _write(tmp, f"records/{segment_name(chunk_start)}", b"".join(chunk), listing)
-        cp_bytes = b"".join(raw + b"\n" for cp, raw in checkpoints if a <= cp.size <= b)
-        _write(tmp, "checkpoints.notes", cp_bytes, listing)
-        cosigned = _cosigned_in_range(directory, origin, a, b)
-        if cosigned:
-            _write(tmp, COSIGNED_FILE, cosigned, listing)
+            write_file(tmp, f"records/{segment_name(chunk_start)}", b"".join(chunk), listing)
+        cp_bytes, cosigned = _write_notes(job, tmp, listing, a, b)
         proof_lines = [
             orjson.dumps({"seq": seq, "proof": [h.hex() for h in inclusion_proof(seq, b, tree)]})
             + b"\n"
             for seq in selected
         ]
-        _write(tmp, "proofs/inclusion.jsonl", b"".join(proof_lines), listing)
-        ring = keyring or Keyring([KeyringEntry(signer.verifier, (meta.base_origin,))])
-        _write(tmp, "keys/keyring.json", ring.dumps().encode(), listing)
-        _write_revisions(directory, tmp, listing)
-        chosen = [records[seq - base] for seq in selected]
-        filter_text = json.dumps(export_filter.to_json()) if filtered else "none (contiguous)"
+        write_file(tmp, "proofs/inclusion.jsonl", b"".join(proof_lines), listing)
+        write_file(tmp, "keys/keyring.json", job.keyring.dumps().encode(), listing)
+        write_revisions(directory, tmp, listing)
         head_root, witnesses = head_facts(cp_bytes, cosigned, b)
         views = render_views(
-            chosen,
-            origin=origin,
-            range_from=a,
-            range_to=b,
-            completeness=completeness,
-            created=created,
-            filter_text=filter_text,
-            head_root=head_root,
+            [records[seq - base] for seq in selected], origin=job.origin, range_from=a,
+            range_to=b, completeness="not-proven", created=job.created,
+            filter_text=json.dumps(job.export_filter.to_json()), head_root=head_root,
             witnesses=witnesses,
-        )
+        )  # fmt: skip
         for rel, data in views.items():
-            _write(tmp, rel, data, listing)
-        _write(tmp, "VERIFY.txt", _verify_text(origin, filtered).encode(), listing)
-        manifest_bytes = _finish(tmp, target, signer, origin, listing, a, b, from_ts, to_ts,
-                                 export_filter, completeness, len(selected), created)  # fmt: skip
+            write_file(tmp, rel, data, listing)
+        write_file(tmp, "VERIFY.txt", verify_text(job.origin, True).encode(), listing)
+        manifest_bytes = finish(tmp, job.target, job.signer, job.claims(a, b, len(selected)),
+                                listing)  # fmt: skip
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportResult(
-        target,
-        origin,
-        a,
-        b,
-        len(selected),
-        completeness,
-        hashlib.sha256(manifest_bytes).hexdigest(),
-    )
+    return ExportResult(job.target, job.origin, a, b, len(selected), "not-proven",
+                        hashlib.sha256(manifest_bytes).hexdigest())  # fmt: skip
 
 
-def _complete_lines(directory: Path, base: int) -> Iterator[tuple[Path, list[bytes]]]:
-    """(segment, a block of its complete lines) from seq `base` on, a block at a time, up
-    to the first gap."""
+def _window(stamps: Any, from_ts: str | None, to_ts: str | None) -> tuple[int, int]:
+    """Indexes [lo, hi) of the first and after the last timestamp in the window, read
+    from `stamps` (an iterable of `ts`, read once)."""
+    first_index: int | None = None
+    last_index: int | None = None
+    for index, ts in enumerate(stamps):
+        if first_index is None and (from_ts is None or ts >= from_ts):
+            first_index = index
+        if to_ts is None or ts < to_ts:
+            last_index = index
+    if first_index is None or last_index is None or last_index < first_index:
+        raise AuditError("no records in the requested time window")
+    return first_index, last_index + 1
+
+
+def _write_notes(
+    job: _Job, tmp: Path, listing: list[dict[str, Any]], a: int, b: int
+) -> tuple[bytes, bytes]:
+    """checkpoints.notes (and checkpoints.cosigned) of the range: their bytes."""
+    cp_bytes = b"".join(raw + b"\n" for cp, raw in job.checkpoints if a <= cp.size <= b)
+    write_file(tmp, "checkpoints.notes", cp_bytes, listing)
+    cosigned = _cosigned_in_range(job.directory, job.origin, a, b)
+    if cosigned:
+        write_file(tmp, COSIGNED_FILE, cosigned, listing)
+    return cp_bytes, cosigned
+
+
+def _complete_lines(directory: Path, base: int) -> Iterator[tuple[int, list[bytes]]]:
+    """(seq of the block's first line, a block of complete lines) from seq `base` on, a
+    block at a time, up to the first gap."""
     position = base
     for first, path in list_segments(directory):
         if first < base:
@@ -330,7 +297,7 @@ def _complete_lines(directory: Path, base: int) -> Iterator[tuple[Path, list[byt
             return
         for complete in LineBlocks(path):
             count = len(complete)
-            yield path, complete
+            yield position, complete
             del complete  # before the next block is read
             position += count
 
@@ -350,266 +317,203 @@ def _durable_end(directory: Path, base: int) -> int:
     return position
 
 
-class _HashingFile:
-    """A view file written piece by piece, hashed as it goes."""
-
-    def __init__(self, path: Path) -> None:
-        self._handle = open(path, "wb")  # noqa: SIM115 - closed by `close`
-        self._digest = hashlib.sha256()
-        self._size = 0
-
-    def write(self, data: bytes) -> None:
-        self._handle.write(data)
-        self._digest.update(data)
-        self._size += len(data)
-
-    def close(self) -> None:
-        self._handle.close()
-
-    def entry(self, rel: str) -> dict[str, Any]:
-        return {"path": rel, "sha256": self._digest.hexdigest(), "bytes": self._size}
+def _blocks_between(
+    directory: Path, base: int, lo: int, hi: int
+) -> Iterator[tuple[int, list[bytes]]]:
+    """(seq of the first, stored lines) of seq lo..hi-1, a block at a time."""
+    for position, complete in _complete_lines(directory, base):
+        end = position + len(complete)
+        if end > lo:
+            start = max(lo - position, 0)
+            yield position + start, complete[start : max(min(hi, end) - position, 0)]
+        del complete  # before the next block is read
+        if end >= hi:
+            return
 
 
-#: Ranges of at least this many records make their CSV view in a second process (the
-#: other views and records/ are made here meanwhile); smaller ones make it here.
-PARALLEL_CSV = 200_000
+def _records_between(directory: Path, base: int, lo: int, hi: int) -> Iterator[dict[str, Any]]:
+    loads, body_of = orjson.loads, record_bytes_of_line
+    for _position, lines in _blocks_between(directory, base, lo, hi):
+        for line in lines:
+            yield loads(body_of(line) or b"{}")
 
 
 def _csv_view_file(directory: Path, base: int, a: int, b: int, path: Path) -> dict[str, Any]:
     """Write the CSV view of the records a..b-1 to `path`; its manifest entry."""
-    sink = _HashingFile(path)
+    sink = HashingFile(path)
     views = ViewBuilder(None, sink, tally=False)
+    add = views.add
     for record in _records_between(directory, base, a, b):
-        views.add(record)
+        add(record)
     views.finish()
     sink.close()
     if not views.csv_complete:
         # A record with a field the first one lacked: again, with every column.
-        sink = _HashingFile(path)
+        sink = HashingFile(path)
         for piece in csv_chunks(_records_between(directory, base, a, b), views.columns()):
             sink.write(piece)
         sink.close()
     return sink.entry("views/records.csv")
 
 
-def _finish_csv(
-    helper: Apart | None, directory: Path, base: int, a: int, b: int, path: Path
-) -> dict[str, Any]:
+def _finish_csv(helper: Apart | None, job: _Job, a: int, b: int, path: Path) -> dict[str, Any]:
     if helper is not None:
         try:
             entry: dict[str, Any] = helper.result()
             return entry
         except AuditError:
             pass  # make it here instead
-    return _csv_view_file(directory, base, a, b, path)
+    return _csv_view_file(job.directory, job.base, a, b, path)
 
 
-def _lines_between(directory: Path, base: int, lo: int, hi: int) -> Iterator[bytes]:
-    """Stored lines of seq lo..hi-1, reading one segment at a time."""
-    position = base
-    for _path, complete in _complete_lines(directory, base):
-        end = position + len(complete)
-        if end > lo:
-            yield from complete[max(lo - position, 0) : max(min(hi, end) - position, 0)]
-        del complete  # before the next segment is read
-        position = end
-        if position >= hi:
-            return
+def _start_state(job: _Job, a: int) -> StartState:
+    """The tree state at a > 0: from the pruned state, or by hashing the leaves before a."""
+    base_state = job.base_state
+    if base_state is not None and a == job.base:
+        return StartState(a, base_state.compact, base_state.prev_leaf, base_state.prev_leaf_proof)
+    compact = base_state.compact.copy() if base_state is not None else CompactRange()
+    prev_leaf = b""
+    proof: tuple[bytes, ...] = ()
+    for _position, lines in _blocks_between(job.directory, job.base, job.base, a):
+        for line in lines:
+            before = compact.size
+            prev_leaf = leaf_hash(record_bytes_of_line(line) or line)
+            if before == a - 1:
+                # The last leaf's audit path is the compact range before it, smallest first.
+                proof = tuple(reversed(compact.nodes))
+            compact.append(prev_leaf)
+    return StartState(a, compact, prev_leaf, proof)
 
 
-def _records_between(directory: Path, base: int, lo: int, hi: int) -> Iterator[dict[str, Any]]:
-    for line in _lines_between(directory, base, lo, hi):
-        yield orjson.loads(record_bytes_of_line(line) or b"{}")
+def _export_contiguous(job: _Job) -> ExportResult:
+    """A contiguous export of the newest checkpointed range in the window; when the
+    stored lines end before the newest checkpoint, of what they reach."""
+    sizes = sorted({cp.size for cp, _raw in job.checkpoints if job.base <= cp.size})
+    try:
+        return _contiguous(job, sizes)
+    except _ShortLog:
+        durable = _durable_end(job.directory, job.base)
+        return _contiguous(job, [s for s in sizes if s <= durable])
 
 
-def _write_pieces(
-    root: Path, rel: str, pieces: Iterable[bytes], listing: list[dict[str, Any]]
-) -> None:
-    """Write a file from pieces, hashing as it goes (nothing but the hash is kept)."""
-    refuse_secret(rel, b"")
-    target = root / rel
-    target.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    size = 0
-    with open(target, "wb") as handle:
-        for piece in pieces:
-            handle.write(piece)
-            digest.update(piece)
-            size += len(piece)
-    listing.append({"path": rel, "sha256": digest.hexdigest(), "bytes": size})
-
-
-def _export_contiguous(
-    directory: Path,
-    target: Path,
-    signer: Signer,
-    segment_records: int,
-    origin: str,
-    created: str,
-    from_ts: str | None,
-    to_ts: str | None,
-    checkpoints: list[tuple[Checkpoint, bytes]],
-    base_state: StartState | None,
-    keyring: Keyring,
-) -> ExportResult:
-    """A contiguous export that streams: records, views and proofs are made reading one
-    segment at a time, so memory does not grow with the log (the report keeps counters)."""
-    base = base_state.size if base_state is not None else 0
-    durable = _durable_end(directory, base)
-    sizes = sorted({cp.size for cp, _raw in checkpoints if base <= cp.size <= durable})
+def _contiguous(job: _Job, sizes: list[int]) -> ExportResult:
     if not sizes:
-        raise AuditError(f"{directory}: no checkpoint covers the records yet")
-    newest = sizes[-1]
-    first_index: int | None = None
-    last_index: int | None = None
-    if from_ts is None and to_ts is None:
-        if newest > base:
-            first_index, last_index = 0, newest - base - 1
+        raise AuditError(f"{job.directory}: no checkpoint covers the records yet")
+    base, newest = job.base, sizes[-1]
+    if job.from_ts is None and job.to_ts is None:
+        if newest <= base:
+            raise AuditError("no records in the requested time window")
+        lo, hi = 0, newest - base
     else:
-        for index, record in enumerate(_records_between(directory, base, base, newest)):
-            ts = record.get("ts", "")
-            if first_index is None and (from_ts is None or ts >= from_ts):
-                first_index = index
-            if to_ts is None or ts < to_ts:
-                last_index = index
-    if first_index is None or last_index is None or last_index < first_index:
-        raise AuditError("no records in the requested time window")
-    lo, hi = base + first_index, base + last_index + 1
-    a = max([s for s in sizes if s <= lo] + ([0] if base == 0 else []))
-    b = min(s for s in sizes if s >= hi)
-
-    tmp = target.with_name(target.name + ".partial")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
+        stamps = (str(r.get("ts", "")) for r in _records_between(job.directory, base, base, newest))
+        lo, hi = _window(stamps, job.from_ts, job.to_ts)
+    a, b = _cut(sizes, base + lo, base + hi, base)
+    tmp = _fresh_tmp(job.target)
     listing: list[dict[str, Any]] = []
     csv_helper: Apart | None = None
     try:
-        cp_bytes = b"".join(raw + b"\n" for cp, raw in checkpoints if a <= cp.size <= b)
-        _write(tmp, "checkpoints.notes", cp_bytes, listing)
-        cosigned = _cosigned_in_range(directory, origin, a, b)
-        if cosigned:
-            _write(tmp, COSIGNED_FILE, cosigned, listing)
+        cp_bytes, cosigned = _write_notes(job, tmp, listing, a, b)
         if a > 0:
-            if base_state is not None and a == base:
-                start = StartState(
-                    a, base_state.compact, base_state.prev_leaf, base_state.prev_leaf_proof
-                )
-            else:
-                compact = base_state.compact.copy() if base_state is not None else CompactRange()
-                prev_leaf = b""
-                proof: tuple[bytes, ...] = ()
-                for line in _lines_between(directory, base, base, a):
-                    before = compact.size
-                    prev_leaf = leaf_hash(record_bytes_of_line(line) or line)
-                    if before == a - 1:
-                        # The last leaf's audit path is the compact range before it,
-                        # smallest subtree first.
-                        proof = tuple(reversed(compact.nodes))
-                    compact.append(prev_leaf)
-                start = StartState(a, compact, prev_leaf, proof)
-            _write(tmp, "proofs/start.json", _json(start.to_json()), listing)
-        _write(tmp, "keys/keyring.json", keyring.dumps().encode(), listing)
-        _write_revisions(directory, tmp, listing)
-        head_root, witnesses = head_facts(cp_bytes, cosigned, b)
-        (tmp / "views").mkdir(parents=True, exist_ok=True)
-        jsonl_sink = _HashingFile(tmp / "views" / "records.jsonl")
+            write_file(tmp, "proofs/start.json", _json(_start_state(job, a).to_json()), listing)
+        write_file(tmp, "keys/keyring.json", job.keyring.dumps().encode(), listing)
+        write_revisions(job.directory, tmp, listing)
         csv_path = tmp / "views" / "records.csv"
         # A large range makes its CSV view in a second process, reading the same records
         # while this one writes records/, the JSONL view and the report's counters.
         if b - a >= PARALLEL_CSV:
-            csv_helper = Apart("export-csv", [str(directory), base, a, b, str(csv_path)])
-        csv_sink = _HashingFile(csv_path) if csv_helper is None else None
-        views = ViewBuilder(jsonl_sink, csv_sink)
-        add = views.add
-        loads = orjson.loads
-        # One pass over the range: each stored line is written to records/ and parsed once
-        # for every view; a records/ file per stored segment (as the segments are cut).
-        lines = _lines_between(directory, base, a, b)
-        chunk_start = a
-        while chunk_start < b:
-            chunk_end = min(b, chunk_start - chunk_start % segment_records + segment_records)
-            chunk = list(islice(lines, chunk_end - chunk_start))
-            # Joined a slice at a time: a segment-sized copy would double the memory.
-            pieces = (b"\n".join(chunk[i : i + 4096]) + b"\n" for i in range(0, len(chunk), 4096))
-            _write_pieces(tmp, f"records/{segment_name(chunk_start)}", pieces, listing)
-            for line in chunk:
-                add(loads(record_bytes_of_line(line) or b"{}"))
-            del chunk
-            chunk_start = chunk_end
-        views.finish()
-        jsonl_sink.close()
-        listing.append(jsonl_sink.entry("views/records.jsonl"))
-        if csv_sink is not None:
-            csv_sink.close()
-            if not views.csv_complete:
-                listing.append(_csv_view_file(directory, base, a, b, csv_path))
-            else:
-                listing.append(csv_sink.entry("views/records.csv"))
-        else:
-            listing.append(_finish_csv(csv_helper, directory, base, a, b, csv_path))
+            csv_helper = Apart("export-csv", [str(job.directory), base, a, b, str(csv_path)])
+        csv_sink = HashingFile(csv_path) if csv_helper is None else None
+        views = _write_range(job, tmp, listing, a, b, csv_sink)
+        if csv_sink is None:
+            listing.append(_finish_csv(csv_helper, job, a, b, csv_path))
             csv_helper = None
+        elif views.csv_complete:
+            listing.append(csv_sink.entry("views/records.csv"))
+        else:
+            listing.append(_csv_view_file(job.directory, base, a, b, csv_path))
+        head_root, witnesses = head_facts(cp_bytes, cosigned, b)
         report = render_tally(
-            views.tally,
-            origin=origin,
-            range_from=a,
-            range_to=b,
-            completeness="proven",
-            created=created,
-            filter_text="none (contiguous)",
-            head_root=head_root,
+            views.tally, origin=job.origin, range_from=a, range_to=b, completeness="proven",
+            created=job.created, filter_text="none (contiguous)", head_root=head_root,
             witnesses=witnesses,
-        )
-        _write(tmp, "report.html", report.encode(), listing)
-        _write(tmp, "VERIFY.txt", _verify_text(origin, False).encode(), listing)
-        manifest_bytes = _finish(tmp, target, signer, origin, listing, a, b, from_ts, to_ts,
-                                 ExportFilter(), "proven", b - a, created)  # fmt: skip
+        )  # fmt: skip
+        write_file(tmp, "report.html", report.encode(), listing)
+        write_file(tmp, "VERIFY.txt", verify_text(job.origin, False).encode(), listing)
+        manifest_bytes = finish(tmp, job.target, job.signer, job.claims(a, b, b - a), listing)
     except BaseException:
         if csv_helper is not None:
             csv_helper.cancel()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return ExportResult(
-        target, origin, a, b, b - a, "proven", hashlib.sha256(manifest_bytes).hexdigest()
-    )
+    return ExportResult(job.target, job.origin, a, b, b - a, "proven",
+                        hashlib.sha256(manifest_bytes).hexdigest())  # fmt: skip
 
 
-def _finish(
-    tmp: Path,
-    target: Path,
-    signer: Signer,
-    origin: str,
-    listing: list[dict[str, Any]],
-    a: int,
-    b: int,
-    from_ts: str | None,
-    to_ts: str | None,
-    export_filter: ExportFilter,
-    completeness: str,
-    records: int,
-    created: str,
-) -> bytes:
-    """Write the manifest and its signature, then move the bundle into place."""
-    listing.sort(key=lambda item: str(item["path"]))
-    manifest = {
-        "format": BUNDLE_FORMAT,
-        "origin": origin,
-        "range": {"from": a, "to": b},
-        # A requested end is a freshness claim the verifier checks (STALE_TAIL).
-        "requested": {"from_ts": from_ts, "to_ts": min(to_ts, created) if to_ts else None},
-        "filter": export_filter.to_json(),
-        "completeness": completeness,
-        "records": records,
-        "files": listing,
-        "generator": f"jurisgate {__version__}",
-        "created": created,
-    }
-    manifest_bytes = canonicalize(manifest)
-    (tmp / MANIFEST_FILE).write_bytes(manifest_bytes)
-    note = sign_note(manifest_note_text(origin, manifest_bytes), [signer])
-    (tmp / MANIFEST_SIG_FILE).write_text(note, encoding="utf-8")
-    os.replace(tmp, target)
-    return manifest_bytes
+def _write_range(
+    job: _Job, tmp: Path, listing: list[dict[str, Any]], a: int, b: int,
+    csv_sink: HashingFile | None,
+) -> ViewBuilder:  # fmt: skip
+    """One pass over the records a..b-1: records/ (a file per stored segment, as the
+    segments are cut), the JSONL view (each record's stored bytes), the report's
+    counters and, with `csv_sink`, the CSV view. Raises `_ShortLog` when the stored
+    lines end before b."""
+    jsonl = HashingFile(tmp / "views" / "records.jsonl")
+    views = ViewBuilder(None, csv_sink)
+    add, loads, body_of = views.add, orjson.loads, record_bytes_of_line
+    records = _RecordFiles(tmp, listing, job.segment_records, a)
+    position = a
+    try:
+        for first, block in _blocks_between(job.directory, job.base, a, b):
+            records.write(first, block)
+            bodies = [body_of(line) or b"{}" for line in block]
+            jsonl.write(b"\n".join(bodies) + b"\n")
+            for body in bodies:
+                add(loads(body))
+            position = first + len(block)
+    finally:
+        records.close()
+        jsonl.close()
+        if csv_sink is not None:
+            views.finish()
+            csv_sink.close()
+    if position < b:
+        raise _ShortLog
+    if csv_sink is None:
+        views.finish()
+    listing.append(jsonl.entry("views/records.jsonl"))
+    return views
+
+
+class _RecordFiles:
+    """records/: the stored lines, a file per stored segment (cut at multiples of the
+    segment size, the first at a)."""
+
+    def __init__(self, tmp: Path, listing: list[dict[str, Any]], segment: int, a: int) -> None:
+        self._tmp, self._listing, self._segment = tmp, listing, segment
+        self._file: HashingFile | None = None
+        self._rel = ""
+        self._end = a  # where the open file ends (the next cut)
+
+    def write(self, first: int, lines: list[bytes]) -> None:
+        """Append the lines of seq first.. to the right files."""
+        while lines:
+            if self._file is None or first >= self._end:
+                self.close()
+                self._rel = f"records/{segment_name(first)}"
+                refuse_secret(self._rel, b"")
+                self._file = HashingFile(self._tmp / self._rel)
+                self._end = first - first % self._segment + self._segment
+            take = min(len(lines), self._end - first)
+            self._file.write(b"\n".join(lines[:take]) + b"\n")
+            lines = lines[take:]
+            first += take
+
+    def close(self) -> None:
+        """Close and list the open file."""
+        if self._file is not None:
+            self._file.close()
+            self._listing.append(self._file.entry(self._rel))
+            self._file = None
 
 
 def _cosigned_in_range(directory: Path, origin: str, a: int, b: int) -> bytes:

@@ -28,6 +28,7 @@ from typing import Any
 
 from gateway.audit.errors import KeyLoadError
 from gateway.audit.signing import Verifier
+from gateway.audit.storage import atomic_write
 
 __all__ = ["KEYRING_FORMAT", "KEY_STATUSES", "Keyring", "KeyringEntry", "origin_covered"]
 
@@ -112,32 +113,38 @@ class KeyringEntry:
             raise KeyLoadError(
                 f"{where}.key_id: `{kid}` does not match the key (computed `{verifier.kid}`)"
             )
-        note_key = data.get("note_key")
-        if note_key is not None:
-            # Two spellings of one key must agree: a tool reading one and a person the
-            # other would trust different keys.
-            try:
-                from_note = Verifier.from_note_key(str(note_key))
-            except KeyLoadError as exc:
-                raise KeyLoadError(f"{where}.note_key: {exc}") from None
-            if from_note != verifier:
-                raise KeyLoadError(
-                    f"{where}.note_key: `{note_key}` names another key than public_key "
-                    f"and name (`{verifier.note_key()}`)"
-                )
+        _check_note_key(data.get("note_key"), verifier, where)
         origins = data.get("origins", [])
         if not isinstance(origins, list) or not all(isinstance(o, str) and o for o in origins):
             raise KeyLoadError(f"{where}.origins: must be a list of origin prefixes")
         status = data.get("status", "active")
         if status not in KEY_STATUSES:
             raise KeyLoadError(f"{where}.status: `{status}` is not one of {KEY_STATUSES}")
-        bounds: list[str | None] = []
-        for field in ("not_before", "not_after"):
-            value = data.get(field)
-            if value is not None and not isinstance(value, str):
-                raise KeyLoadError(f"{where}.{field}: must be an RFC 3339 string or null")
-            bounds.append(value)
+        bounds = [_bound(data, field, where) for field in ("not_before", "not_after")]
         return cls(verifier, tuple(origins), bounds[0], bounds[1], status)
+
+
+def _check_note_key(note_key: Any, verifier: Verifier, where: str) -> None:
+    """Two spellings of one key must agree: a tool reading one and a person the other
+    would trust different keys."""
+    if note_key is None:
+        return
+    try:
+        from_note = Verifier.from_note_key(str(note_key))
+    except KeyLoadError as exc:
+        raise KeyLoadError(f"{where}.note_key: {exc}") from None
+    if from_note != verifier:
+        raise KeyLoadError(
+            f"{where}.note_key: `{note_key}` names another key than public_key "
+            f"and name (`{verifier.note_key()}`)"
+        )
+
+
+def _bound(data: dict[str, Any], field: str, where: str) -> str | None:
+    value = data.get(field)
+    if value is not None and not isinstance(value, str):
+        raise KeyLoadError(f"{where}.{field}: must be an RFC 3339 string or null")
+    return value
 
 
 class Keyring:
@@ -217,11 +224,5 @@ class Keyring:
             raise KeyLoadError(f"{path}: {exc}") from None
 
     def save(self, path: str | os.PathLike[str]) -> None:
-        """Write the keyring atomically (temporary file, fsync, rename)."""
-        target = Path(path)
-        tmp = target.with_name(target.name + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as handle:
-            handle.write(self.dumps())
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, target)
+        """Write the keyring atomically and durably (see `storage.atomic_write`)."""
+        atomic_write(Path(path), self.dumps().encode())

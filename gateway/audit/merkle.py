@@ -292,11 +292,10 @@ def verify_inclusion(
         raise ProofError("inclusion proof does not lead to the root")
 
 
-def verify_consistency(
+def _consistency_trivial(
     size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes
-) -> None:
-    """RFC 9162 section 2.1.4.2: raise `ProofError` unless the tree (size2, root2)
-    extends the tree (size1, root1)."""
+) -> bool:
+    """Check the arguments; True when nothing is left to hash (equal sizes or size1 0)."""
     if size1 < 0 or size2 < 0:
         raise ProofError("negative tree size")
     if size2 < size1:
@@ -308,15 +307,25 @@ def verify_consistency(
             raise ProofError("equal sizes need an empty proof")
         if root1 != root2:
             raise ProofError("equal sizes with different roots")
-        return
+        return True
     if size1 == 0:
         if proof:
             raise ProofError("a proof from the empty tree must be empty")
-        return
+        return True
     _check_hash("root1", root1)
     _check_hash("root2", root2)
     if not proof:
         raise ProofError("empty consistency proof")
+    return False
+
+
+def verify_consistency(
+    size1: int, size2: int, proof: Sequence[bytes], root1: bytes, root2: bytes
+) -> None:
+    """RFC 9162 section 2.1.4.2: raise `ProofError` unless the tree (size2, root2)
+    extends the tree (size1, root1)."""
+    if _consistency_trivial(size1, size2, proof, root1, root2):
+        return
     path = list(proof)
     if size1 & (size1 - 1) == 0:
         path.insert(0, root1)

@@ -32,6 +32,7 @@ from gateway.audit.errors import RecordInvalid
 
 __all__ = [
     "ALL_TYPES",
+    "TS_RE",
     "CALLER_TYPES",
     "DEFAULT_UNCOVERED_BOUND",
     "LOG_FIELDS",
@@ -68,6 +69,8 @@ _DIGEST = re.compile(r"^(hmac-sha256:[A-Za-z0-9._-]{1,32}:[0-9a-f]{64}|sha256:[0
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _KID = re.compile(r"^[0-9a-f]{8}$")
 _TS = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z$")
+#: A record's `ts`: RFC 3339 UTC with microseconds.
+TS_RE: Final = _TS
 # SECURITY: names that would carry raw content; records keep digests and paths instead.
 _RAW_CONTENT_FIELDS: Final = frozenset(
     {"body", "payload", "prompt", "request_body", "response_body", "headers", "raw"}
@@ -196,7 +199,8 @@ def record_shape_problem(record: Any) -> str | None:
         return "`kid` must be 8 lowercase hex digits"
     if not isinstance(record.get("log"), str):
         return "`log` must be a string"
-    if record.get("type") not in ALL_TYPES:
+    kind = record.get("type")
+    if not isinstance(kind, str) or kind not in ALL_TYPES:
         return f"unknown record type `{record.get('type')}`"
     return None
 

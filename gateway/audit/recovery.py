@@ -255,185 +255,241 @@ def recover(
     root than, a tree head a witness cosigned (`witnessed`): the rollback a disk writer
     who also rewrote every note would otherwise get away with.
     """
-    origin = meta.origin
-    seg_size = meta.segment_records
-    quarantined: list[dict[str, Any]] = []
-    checkpoint = _load_last_checkpoint(directory, origin, verifiers, quarantined)
-    cp_size = checkpoint.size if checkpoint is not None else 0
+    recovery = _Recovery(directory, meta, verifiers, uncovered_bound, witnessed)
+    recovery.scan()
+    recovery.check_length()
+    recovery.quarantine_bad()
+    return recovery.result()
 
-    pruned: StartState | None = None
-    pruned_path = directory / PRUNED_FILE
-    if pruned_path.exists():
-        try:
-            pruned = StartState.from_json(json.loads(pruned_path.read_text(encoding="utf-8")))
-        except (ValueError, KeyError, TypeError) as exc:
-            raise _refuse(directory, f"{PRUNED_FILE} is unreadable: {exc}") from None
-    base = pruned.size if pruned is not None else 0
-    compact = pruned.compact.copy() if pruned is not None else CompactRange()
-    prev = pruned.prev_leaf if pruned is not None else GENESIS_PREV
-    if cp_size < base:
-        raise _refuse(directory, f"pruned up to {base} but the last checkpoint covers {cp_size}")
 
-    def check_root() -> None:
-        assert checkpoint is not None
-        if compact.root() != checkpoint.root:
+class _Recovery:
+    """One recovery: the stored records read against the last checkpoint, then the tail."""
+
+    def __init__(
+        self,
+        directory: Path,
+        meta: LogMeta,
+        verifiers: Sequence[Verifier],
+        uncovered_bound: int,
+        witnessed: Sequence[WitnessedHead],
+    ) -> None:
+        self.directory, self.verifiers = directory, verifiers
+        self.origin, self.seg_size = meta.origin, meta.segment_records
+        self.uncovered_bound = self.bound = uncovered_bound
+        self.witnessed = witnessed
+        self.quarantined: list[dict[str, Any]] = []
+        self.checkpoint = _load_last_checkpoint(directory, self.origin, verifiers, self.quarantined)
+        self.cp_size = self.checkpoint.size if self.checkpoint is not None else 0
+        self.pruned = self._pruned()
+        pruned = self.pruned
+        self.base = pruned.size if pruned is not None else 0
+        self.compact = pruned.compact.copy() if pruned is not None else CompactRange()
+        self.prev = pruned.prev_leaf if pruned is not None else GENESIS_PREV
+        if self.cp_size < self.base:
             raise _refuse(
-                directory, f"the records do not match the last checkpoint's root at size {cp_size}"
+                directory, f"pruned up to {self.base} but the last checkpoint covers {self.cp_size}"
+            )
+        if self.checkpoint is not None and self.cp_size == self.base:
+            self.check_root()
+        self.heads: dict[int, list[WitnessedHead]] = {}
+        for head in witnessed:
+            self.heads.setdefault(head.size, []).append(head)
+        if self.base in self.heads:
+            self.check_witnessed(self.base)
+        self.segments = self._segments()
+        self.position = self.base
+        self.last_line: bytes | None = None
+        self.mark: str | None = None  # a `start` or `stop` record among the uncovered ones
+        self.bad: tuple[int, int, str] | None = None
+
+    def _pruned(self) -> StartState | None:
+        pruned_path = self.directory / PRUNED_FILE
+        if not pruned_path.exists():
+            return None
+        try:
+            return StartState.from_json(json.loads(pruned_path.read_text(encoding="utf-8")))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise _refuse(self.directory, f"{PRUNED_FILE} is unreadable: {exc}") from None
+
+    def _segments(self) -> list[tuple[int, Path]]:
+        segments = []
+        for first, path in list_segments(self.directory):
+            if first + self.seg_size <= self.base:
+                path.unlink()  # SECURITY: only leftovers of a prune whose record is durable
+                continue
+            if first < self.base:
+                raise _refuse(self.directory, f"segment {path.name} straddles the pruned prefix")
+            segments.append((first, path))
+        if segments:
+            fsync_dir(self.directory / SEGMENTS_DIR)
+        return segments
+
+    def check_root(self) -> None:
+        """The records so far must hash to the last checkpoint's root."""
+        assert self.checkpoint is not None
+        if self.compact.root() != self.checkpoint.root:
+            raise _refuse(
+                self.directory,
+                f"the records do not match the last checkpoint's root at size {self.cp_size}",
             )
 
-    if checkpoint is not None and cp_size == base:
-        check_root()
-
-    heads: dict[int, list[WitnessedHead]] = {}
-    for head in witnessed:
-        heads.setdefault(head.size, []).append(head)
-
-    def check_witnessed(size: int) -> None:
-        root = compact.root()
-        for head in heads.get(size, ()):
+    def check_witnessed(self, size: int) -> None:
+        """The records so far must hash to every root a witness cosigned at `size`."""
+        root = self.compact.root()
+        for head in self.heads.get(size, ()):
             if head.root != root:
                 raise _refuse(
-                    directory,
+                    self.directory,
                     f"the records at size {size} do not match the root {head.source} "
                     "cosigned: history was rewritten after a witness saw it",
                 )
 
-    if base in heads:
-        check_witnessed(base)
+    def scan(self) -> None:
+        """Read every segment up to the first problem (`bad`) or gap."""
+        for index, (first, path) in enumerate(self.segments):
+            if first != self.position:
+                if self.position >= self.cp_size:
+                    self.bad = (index, 0, f"segment {path.name} does not continue at seq "
+                                f"{self.position}")  # fmt: skip
+                return  # a missing segment below the checkpoint: refused later
+            if not self._segment(index, first, path):
+                return
 
-    segments = []
-    for first, path in list_segments(directory):
-        if first + seg_size <= base:
-            path.unlink()  # SECURITY: only leftovers of a prune whose record is durable
-            continue
-        if first < base:
-            raise _refuse(directory, f"segment {path.name} straddles the pruned prefix")
-        segments.append((first, path))
-    if segments:
-        fsync_dir(directory / SEGMENTS_DIR)
-
-    position = base
-    last_line: bytes | None = None
-    mark: str | None = None  # a `start` or `stop` record among the uncovered ones
-    bound = uncovered_bound
-    bad: tuple[int, int, str] | None = None
-    for index, (first, path) in enumerate(segments):
-        if first != position:
-            if position < cp_size:
-                break  # a missing segment below the checkpoint: refused below
-            bad = (index, 0, f"segment {path.name} does not continue at seq {position}")
-            break
+    def _segment(self, index: int, first: int, path: Path) -> bool:
+        """Read one segment; False when reading stops here."""
         data = path.read_bytes()
         lines, end = split_lines(data)
         offset = 0
         for line in lines:
-            if position < cp_size:
-                body = record_bytes_of_line(line)
-                leaf = leaf_hash(body if body is not None else line)
-                if b'"type":"start"' in line:
-                    # The run before the crash may have had a larger bound than this one.
-                    bound = max(uncovered_bound, _declared_bound(line))
-                compact.append(leaf)
-                position += 1
-                if position == cp_size:
-                    check_root()
-                if position in heads:
-                    check_witnessed(position)
+            if self.position < self.cp_size:
+                leaf = self._covered(line)
             else:
-                problem, leaf, record = _check_tail_line(line, position, prev, origin, verifiers)
-                if problem is not None:
-                    bad = (index, offset, f"record at seq {position}: {problem}")
-                    break
-                kind = record["type"]
-                if position == cp_size and _record_type(last_line) == "stop" and kind != "start":
-                    raise _refuse_tail(
-                        directory,
-                        path,
-                        f"record seq {position} ({kind}) follows a `stop` record "
-                        "without a `start` record",
-                    )
-                if mark == "stop" or (mark == "start" and kind != "recovery"):
-                    raise _refuse_tail(
-                        directory,
-                        path,
-                        f"record seq {position} ({kind}) follows a `{mark}` record "
-                        "that no signed checkpoint covers",
-                    )
-                if position - cp_size >= bound:
-                    raise _refuse_tail(
-                        directory,
-                        path,
-                        f"records from seq {cp_size} on are not covered by a signed checkpoint "
-                        f"and there are more than {bound}, the most a crash leaves "
-                        f"uncovered (last signed checkpoint: size {cp_size})",
-                    )
-                if kind in ("start", "stop"):
-                    mark = kind
-                compact.append(leaf)
-                position += 1
-                if position in heads:
-                    check_witnessed(position)
-            prev = leaf
-            last_line = line
+                found = self._tail(line, path)
+                if isinstance(found, str):
+                    self.bad = (index, offset, f"record at seq {self.position}: {found}")
+                    return False
+                leaf = found
+            self.prev = leaf
+            self.last_line = line
             offset += len(line) + 1
-        if bad is not None:
-            break
         if end < len(data):
-            if position < cp_size:
-                break
-            bad = (index, end, "torn final line (no newline)")
-            break
-        if position - first != seg_size and index != len(segments) - 1:
-            if position < cp_size:
-                break
-            bad = (index + 1, 0, f"segment {path.name} is short but not the last one")
-            break
+            if self.position >= self.cp_size:
+                self.bad = (index, end, "torn final line (no newline)")
+            return False
+        if self.position - first != self.seg_size and index != len(self.segments) - 1:
+            if self.position >= self.cp_size:
+                self.bad = (index + 1, 0, f"segment {path.name} is short but not the last one")
+            return False
+        return True
 
-    if position < cp_size:
-        raise _refuse(
-            directory,
-            f"the log holds {position} records but its last signed checkpoint covers {cp_size}",
-        )
-    newest = max(witnessed, key=lambda head: head.size, default=None)
-    if newest is not None and newest.size > position:
-        raise _refuse(
-            directory,
-            f"the log holds {position} records but {newest.source} cosigned a tree of "
-            f"{newest.size}: the log was rolled back",
-        )
-    if bad is not None:
-        seg_index, offset, reason = bad
+    def _covered(self, line: bytes) -> bytes:
+        """A line a checkpoint covers: hashed into the tree (checked at the checkpoint)."""
+        body = record_bytes_of_line(line)
+        leaf = leaf_hash(body if body is not None else line)
+        if b'"type":"start"' in line:
+            # The run before the crash may have had a larger bound than this one.
+            self.bound = max(self.uncovered_bound, _declared_bound(line))
+        self.compact.append(leaf)
+        self.position += 1
+        if self.position == self.cp_size:
+            self.check_root()
+        if self.position in self.heads:
+            self.check_witnessed(self.position)
+        return leaf
+
+    def _tail(self, line: bytes, path: Path) -> bytes | str:
+        """A line after the last checkpoint: its leaf, or why it is bad."""
+        position, cp_size = self.position, self.cp_size
+        problem, leaf, record = _check_tail_line(line, position, self.prev, self.origin,
+                                                 self.verifiers)  # fmt: skip
+        if problem is not None:
+            return problem
+        kind = record["type"]
+        if position == cp_size and _record_type(self.last_line) == "stop" and kind != "start":
+            raise _refuse_tail(
+                self.directory, path,
+                f"record seq {position} ({kind}) follows a `stop` record without a `start` record",
+            )  # fmt: skip
+        mark = self.mark
+        if mark == "stop" or (mark == "start" and kind != "recovery"):
+            raise _refuse_tail(
+                self.directory, path,
+                f"record seq {position} ({kind}) follows a `{mark}` record "
+                "that no signed checkpoint covers",
+            )  # fmt: skip
+        if position - cp_size >= self.bound:
+            raise _refuse_tail(
+                self.directory, path,
+                f"records from seq {cp_size} on are not covered by a signed checkpoint "
+                f"and there are more than {self.bound}, the most a crash leaves "
+                f"uncovered (last signed checkpoint: size {cp_size})",
+            )  # fmt: skip
+        if kind in ("start", "stop"):
+            self.mark = kind
+        self.compact.append(leaf)
+        self.position += 1
+        if self.position in self.heads:
+            self.check_witnessed(self.position)
+        return leaf
+
+    def check_length(self) -> None:
+        """Refuse a log shorter than its last checkpoint or than a witnessed head."""
+        position = self.position
+        if position < self.cp_size:
+            raise _refuse(
+                self.directory,
+                f"the log holds {position} records but its last signed checkpoint covers "
+                f"{self.cp_size}",
+            )
+        newest = max(self.witnessed, key=lambda head: head.size, default=None)
+        if newest is not None and newest.size > position:
+            raise _refuse(
+                self.directory,
+                f"the log holds {position} records but {newest.source} cosigned a tree of "
+                f"{newest.size}: the log was rolled back",
+            )
+
+    def quarantine_bad(self) -> None:
+        """Move the bad tail aside (refused when that would move more than a crash leaves)."""
+        if self.bad is None:
+            return
+        seg_index, offset, reason = self.bad
+        segments, cp_size, bound = self.segments, self.cp_size, self.bound
         lines_moved = sum(
             path.read_bytes()[offset if number == 0 else 0 :].count(b"\n")
             for number, (_first, path) in enumerate(segments[seg_index:])
         )
-        if position - cp_size + lines_moved > bound:
+        if self.position - cp_size + lines_moved > bound:
             raise _refuse_tail(
-                directory,
-                segments[seg_index][1],
-                f"{position - cp_size + lines_moved} lines after the last signed checkpoint "
+                self.directory, segments[seg_index][1],
+                f"{self.position - cp_size + lines_moved} lines after the last signed checkpoint "
                 f"(size {cp_size}), more than {bound}, the most a crash leaves "
                 f"uncovered; the first bad one: {reason}",
-            )
+            )  # fmt: skip
         for number, (_first, path) in enumerate(segments[seg_index:]):
-            quarantined.append(_quarantine(directory, path, offset if number == 0 else 0, reason))
+            moved = _quarantine(self.directory, path, offset if number == 0 else 0, reason)
+            self.quarantined.append(moved)
             if number > 0:
                 path.unlink()
-        fsync_dir(directory / SEGMENTS_DIR)
-        segments = segments[: seg_index + 1]
+        fsync_dir(self.directory / SEGMENTS_DIR)
+        self.segments = segments[: seg_index + 1]
 
-    last_ts = checkpoint.ts if checkpoint is not None else ""
-    last_type: str | None = None
-    if last_line is not None:
-        try:
-            record = fast_loads(last_line)["r"]
-            last_type = str(record["type"])
-            last_ts = max(last_ts, str(record["ts"]))
-        except (ValueError, KeyError, TypeError):
-            pass
-    segment_start = position - position % seg_size
-    if segments and segments[-1][0] + seg_size > position:
-        segment_start = segments[-1][0]
-    state = ChainState(origin, compact, prev, last_ts)
-    adopted = Adopted(cp_size, position, bound) if position > cp_size else None
-    return Recovered(state, segment_start, checkpoint, last_type, pruned, quarantined, adopted)
+    def result(self) -> Recovered:
+        """The state the writer continues from."""
+        checkpoint, position, seg_size = self.checkpoint, self.position, self.seg_size
+        last_ts = checkpoint.ts if checkpoint is not None else ""
+        last_type: str | None = None
+        if self.last_line is not None:
+            try:
+                record = fast_loads(self.last_line)["r"]
+                last_type = str(record["type"])
+                last_ts = max(last_ts, str(record["ts"]))
+            except (ValueError, KeyError, TypeError):
+                pass
+        segment_start = position - position % seg_size
+        if self.segments and self.segments[-1][0] + seg_size > position:
+            segment_start = self.segments[-1][0]
+        state = ChainState(self.origin, self.compact, self.prev, last_ts)
+        adopted = Adopted(self.cp_size, position, self.bound) if position > self.cp_size else None
+        return Recovered(state, segment_start, checkpoint, last_type, self.pruned,
+                         self.quarantined, adopted)  # fmt: skip

@@ -232,20 +232,27 @@ READ_BLOCK = 4 << 20
 class LineBlocks:
     """The complete lines of a file, a block of them at a time: memory stays at about one
     block whatever the file's size. After iterating, `tail` holds the bytes after the last
-    newline (a torn line) and `size` the bytes read."""
+    newline (a torn line) and `size` the bytes read. With `digest` (a hashlib object),
+    every byte read is hashed too: one read of the file for both."""
 
-    def __init__(self, path: Path, block: int = READ_BLOCK) -> None:
+    def __init__(self, path: Path, block: int = READ_BLOCK, digest: Any = None) -> None:
         self.path = path
         self.block = block
         self.tail = b""
         self.size = 0
+        self.digest = digest
 
     def __iter__(self) -> Iterator[list[bytes]]:
+        digest = self.digest
         with open(self.path, "rb") as handle:
             rest = b""
             while data := handle.read(self.block):
                 self.size += len(data)
-                lines = (rest + data if rest else data).split(b"\n")
+                if digest is not None:
+                    digest.update(data)
+                lines = data.split(b"\n")
+                if rest:  # the line cut by the previous block (not the whole block copied)
+                    lines[0] = rest + lines[0]
                 rest = lines.pop()
                 if lines:
                     yield lines
@@ -270,7 +277,10 @@ def fsync_dir(path: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Replace `path` with `data` atomically and durably."""
+    """Replace `path` with `data` atomically and durably: the bytes go to a temporary
+    file beside it, which is fsynced and renamed over `path`; then the directory is
+    fsynced, so that the rename itself survives a crash. The one helper for every small
+    file the audit code and the witness replace (metadata, state, keyrings)."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:

@@ -118,6 +118,47 @@ class _Cells:
         return text
 
 
+def _specials(text: str) -> int:
+    """Commas, quotes and line feeds of `text`, counted in one number (each in its own
+    bit range, so equal numbers mean equal counts of each)."""
+    return text.count(",") + (text.count('"') << 20) + (text.count("\n") << 40)
+
+
+def _quote_field(text: str) -> str:
+    """`text` as the csv writer writes a field of a row of several fields."""
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n").writerow([text, ""])
+    return out.getvalue()[:-2]
+
+
+class _QuotedCells:
+    """CSV fields (quoted as the writer quotes them) of values other than plain strings,
+    remembered by their JSON bytes; `specials` sums the separators of the fields handed
+    out since it was last reset, so that a row can be checked with one count."""
+
+    _LIMIT = 8192
+
+    def __init__(self) -> None:
+        self._known: dict[bytes, tuple[str, int]] = {}
+        self.specials = 0
+
+    def __call__(self, value: Any) -> str:
+        try:
+            key = orjson.dumps(value)
+        except TypeError:  # beyond plain JSON: no key, make it each time
+            field = _quote_field(_csv_cell(value))
+            self.specials += _specials(field)
+            return field
+        found = self._known.get(key)
+        if found is None:
+            if len(self._known) >= self._LIMIT:
+                self._known.clear()
+            field = _quote_field(_csv_cell(value))
+            found = self._known[key] = (field, _specials(field))
+        self.specials += found[1]
+        return found[0]
+
+
 class ViewSink(Protocol):
     """Where a view's bytes go (a file, a digest, or both)."""
 
@@ -153,14 +194,18 @@ class ViewBuilder:
         self._lines: list[str] = []
         self._commas = 0
         self._cells = _Cells()
+        self._fields = _QuotedCells()
         self._text = io.StringIO()
         self._writer = csv.writer(self._text, lineterminator="\n")
         self.csv_complete = True
 
-    def add(self, record: dict[str, Any]) -> None:
-        """Take the next record."""
+    def add(self, record: dict[str, Any], body: bytes | None = None) -> None:
+        """Take the next record; `body`, when given, is its canonical JSON (the stored
+        bytes it was parsed from), which is its JSONL line already."""
         if self._jsonl is not None:
-            self._jsonl.write(orjson.dumps(record, option=orjson.OPT_SORT_KEYS) + b"\n")
+            if body is None:
+                body = orjson.dumps(record, option=orjson.OPT_SORT_KEYS)
+            self._jsonl.write(body + b"\n")
         if self._count:
             self.tally.add(record)
         if self._csv is None:
@@ -179,21 +224,41 @@ class ViewBuilder:
             return
         if not self.csv_complete:
             return
-        cell, formula = self._cells, _FORMULA_STARTS
-        row = [
-            v if type(v) is str and v[:1] not in formula else cell(v)
-            for v in map(record.get, self._columns)
-        ]
-        line = ",".join(row)
-        # No cell holds a comma, a quote or a line break: the writer would quote nothing,
-        # so the joined cells are its bytes already. Otherwise the writer makes the row.
-        if line.count(",") == self._commas and '"' not in line and "\n" not in line:
-            if "\r" not in line:
-                self._lines.append(line + "\n")
-            else:
-                self._write_row(row)
+        fields = self._fields
+        fields.specials = 0
+        values = list(map(record.get, self._columns))
+        # Strings, missing fields and non-negative integers are their own cells; the rest
+        # come ready-quoted from the cache, which counts their separators.
+        line = ",".join(
+            [
+                v
+                if type(v) is str
+                else ""
+                if v is None
+                else str(v)
+                if type(v) is int and v >= 0
+                else fields(v)
+                for v in values
+            ]
+        )
+        # The writer makes the row when a string needs quoting (more separators than the
+        # row's and the quoted cells'), may start a formula (checked on the whole line:
+        # a cell starts the line or follows a comma), or holds a carriage return (Python
+        # versions differ on quoting it).
+        if (
+            _specials(line) == self._commas + fields.specials
+            and line[:1] not in _FORMULA_STARTS
+            and ",=" not in line
+            and ",+" not in line
+            and ",-" not in line
+            and ",@" not in line
+            and ",\t" not in line
+            and "\r" not in line
+        ):
+            self._lines.append(line + "\n")
         else:
-            self._write_row(row)
+            cell = self._cells
+            self._write_row([cell(v) for v in values])
         if len(self._lines) >= self._ROWS_PER_PIECE:
             self._flush_rows()
 

@@ -121,3 +121,69 @@ def test_strict_parser_accepts_plain_json() -> None:
     assert strict_loads(b'{"a":[1,"x",true,null,{"b":2.5}]}') == {
         "a": [1, "x", True, None, {"b": 2.5}]
     }
+
+
+_any_values = st.recursive(
+    _scalars
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.integers(min_value=-(2**63), max_value=2**63 - 1),
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(_keys | _strings, children, max_size=6)
+    ),
+    max_leaves=30,
+)
+
+
+def _reference_canonical(value: Any, data: bytes) -> bool:
+    try:
+        return is_jcs_safe(value) and canonical_dumps(value) == data
+    except TypeError:
+        return False
+
+
+@settings(max_examples=300, deadline=None)
+@given(_any_values, st.booleans())
+def test_the_verifier_canonical_check_equals_safe_and_equal(value: Any, reencode: bool) -> None:
+    import json
+
+    import orjson
+
+    from gateway.audit.canonical import is_canonical_form
+
+    try:
+        data = orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return
+    if reencode:  # the same value in another spelling: escaped non-ASCII, key order
+        data = json.dumps(value, ensure_ascii=True).encode()
+    parsed = orjson.loads(data)
+    assert is_canonical_form(parsed, data) == _reference_canonical(parsed, data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'{"a":1.0}', b'{"a":1.5}', b'{"a":1e16}', b'{"a":[1,[2,[0.5]]]}',
+        b'{"a":9007199254740992}', b'{"a":-9007199254740992}', b'{"\\u00e9":1}',
+        '{"é":1}'.encode(), b'{"a":"\\u00e9"}', b'{"b":1,"a":2}', b'{"a":1 }',
+        b'{"a":' + b"[" * 40 + b"]" * 40 + b"}",
+    ],
+)  # fmt: skip
+def test_the_verifier_canonical_check_refuses_what_jcs_would_not_write(data: bytes) -> None:
+    import orjson
+
+    from gateway.audit.canonical import is_canonical_form
+
+    assert not is_canonical_form(orjson.loads(data), data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b'{"a":9007199254740991}', '{"a":"é"}'.encode(), b'{"a":"\\u0001"}', b'{"a":[true,null]}'],
+)
+def test_the_verifier_canonical_check_accepts_canonical_bytes(data: bytes) -> None:
+    import orjson
+
+    from gateway.audit.canonical import is_canonical_form
+
+    assert is_canonical_form(orjson.loads(data), data)

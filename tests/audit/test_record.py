@@ -109,3 +109,12 @@ def test_timestamps() -> None:
     assert parse_ts(text) == moment
     with pytest.raises(ValueError):
         format_ts(datetime(2026, 3, 1))
+
+
+@pytest.mark.parametrize("kind", [["decision"], {"a": 1}, 7, None])
+def test_a_record_type_that_is_not_a_string_is_named_not_raised(kind: object) -> None:
+    from gateway.audit.record import record_shape_problem
+
+    record = {"v": 1, "seq": 0, "prev": "0" * 64, "ts": "2026-01-01T00:00:00.000000Z",
+              "kid": "0123abcd", "log": "gw.example/a", "type": kind}  # fmt: skip
+    assert "unknown record type" in (record_shape_problem(record) or "")

@@ -88,7 +88,7 @@ def test_views_compared_in_a_second_process_catch_a_one_byte_change(
     monkeypatch: pytest.MonkeyPatch,
     view: str,
 ) -> None:
-    import gateway.audit.verify as verify_module
+    import gateway.audit.verify.viewcheck as verify_module
 
     monkeypatch.setattr(verify_module, "PARALLEL_VIEWS_BYTES", 0)
     bundle = _bundle(builder, keyring, tmp_path / "bundle")
@@ -116,6 +116,22 @@ def _records(n: int, extra_at: int | None) -> list[dict[str, object]]:
             "legal_basis": [{"regime": "GDPR", "ref": f"Art. {44 + i % 2}"}] if i % 3 == 1 else [],
             "status": [200, 451, -1][i % 3],
             "note": ["=1+1", "plain", None, 'say "hi"', "a,b", "two\nlines", "cr\r"][i % 7],
+            # Cells the one-pass CSV quotes itself or hands to the writer.
+            "more": [
+                "-1",
+                "@x",
+                "\tx",
+                "+1",
+                "",
+                "é,ü",
+                [{"a": "x,y", "b": 'q"'}],
+                ["a", "b,c"],
+                [None, True, 3],
+                -5,
+                True,
+                {"k": ["=x"]},
+                "a\r\nb",
+            ][i % 13],
         }
         if i == extra_at:
             record["late_field"] = "x"
@@ -124,14 +140,16 @@ def _records(n: int, extra_at: int | None) -> list[dict[str, object]]:
 
 
 @pytest.mark.parametrize("extra_at", [None, 0, 7, 29])
+@pytest.mark.parametrize("size", [30, 200])
 def test_the_one_pass_views_equal_the_views_made_from_the_whole_list(
+    size: int,
     extra_at: int | None,
 ) -> None:
     import io
 
     from gateway.audit.views import ViewBuilder, csv_chunks, csv_view, jsonl_view
 
-    records = _records(30, extra_at)
+    records = _records(size, extra_at)
     jsonl, csv_out = io.BytesIO(), io.BytesIO()
     views = ViewBuilder(jsonl, csv_out)
     for record in records:
@@ -192,7 +210,7 @@ def test_a_failing_helper_process_changes_nothing(
     builder: LogBuilder, keyring: Keyring, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import gateway.audit.export as export_module
-    import gateway.audit.verify as verify_module
+    import gateway.audit.verify.viewcheck as verify_module
     from gateway.audit.apart import Apart
 
     here = _bundle(builder, keyring, tmp_path / "here")
