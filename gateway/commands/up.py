@@ -152,6 +152,9 @@ def _prepare(args: argparse.Namespace, policies: Path) -> tuple[Path, str]:
 version: 1
 deployment: jurisgate.local
 instance: up
+# One process and one audit log, the one the README's audit commands name; `workers: 0` runs
+# one worker per core, each with its own log under audit/w<k>.
+workers: 1
 listen: {{host: "{args.host}", port: {args.port}}}
 grpc: {{enabled: true, host: "{args.host}", port: {args.grpc_port}}}
 admin: {{enabled: true, host: 127.0.0.1, port: {args.admin_port}, token: {{file: admin-token}}}}
