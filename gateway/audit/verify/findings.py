@@ -13,7 +13,15 @@ from typing import Any
 
 from gateway.audit.witness import CosignerKey
 
-__all__ = ["CODES", "Finding", "Findings", "SourceReport", "VerifyOptions", "VerifyReport"]
+__all__ = [
+    "CODES",
+    "Finding",
+    "Findings",
+    "FindingsRecorder",
+    "SourceReport",
+    "VerifyOptions",
+    "VerifyReport",
+]
 
 #: Every error and warning code, with what it means.
 CODES: dict[str, str] = {
@@ -117,30 +125,11 @@ class VerifyOptions:
     min_witnesses: int = 0
 
 
-@dataclass
-class SourceReport:
-    """Result for one log directory or bundle."""
+class FindingsRecorder:
+    """Records errors and warnings into the `errors` and `warnings` lists of its subclass."""
 
-    path: str
-    kind: str
-    origin: str = ""
-    requested: dict[str, Any] | None = None
-    found: dict[str, Any] = field(default_factory=dict)
-    records_total: int = 0
-    records_invalid: int = 0
-    checkpoints_total: int = 0
-    checkpoints_invalid: int = 0
-    completeness: str = "not-proven"
-    head: dict[str, Any] | None = None
-    #: The largest checkpoint with the most pinned witness cosignatures: size, witnesses.
-    witnessed: dict[str, Any] | None = None
-    errors: list[Finding] = field(default_factory=list)
-    warnings: list[Finding] = field(default_factory=list)
-
-    @property
-    def valid(self) -> bool:
-        """True when no error was found."""
-        return not self.errors
+    errors: list[Finding]
+    warnings: list[Finding]
 
     def error(
         self,
@@ -163,6 +152,32 @@ class SourceReport:
     ) -> None:
         """Record a warning."""
         self.warnings.append(Finding(code, detail, file, line, seq))
+
+
+@dataclass
+class SourceReport(FindingsRecorder):
+    """Result for one log directory or bundle."""
+
+    path: str
+    kind: str
+    origin: str = ""
+    requested: dict[str, Any] | None = None
+    found: dict[str, Any] = field(default_factory=dict)
+    records_total: int = 0
+    records_invalid: int = 0
+    checkpoints_total: int = 0
+    checkpoints_invalid: int = 0
+    completeness: str = "not-proven"
+    head: dict[str, Any] | None = None
+    #: The largest checkpoint with the most pinned witness cosignatures: size, witnesses.
+    witnessed: dict[str, Any] | None = None
+    errors: list[Finding] = field(default_factory=list)
+    warnings: list[Finding] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        """True when no error was found."""
+        return not self.errors
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
@@ -211,31 +226,9 @@ class VerifyReport:
         }
 
 
-class Findings:
+class Findings(FindingsRecorder):
     """Errors and warnings as they are found (of a source, or of a helper process)."""
 
     def __init__(self) -> None:
         self.errors: list[Finding] = []
         self.warnings: list[Finding] = []
-
-    def error(
-        self,
-        code: str,
-        detail: str,
-        file: str | None = None,
-        line: int | None = None,
-        seq: int | None = None,
-    ) -> None:
-        """Record an error."""
-        self.errors.append(Finding(code, detail, file, line, seq))
-
-    def warn(
-        self,
-        code: str,
-        detail: str,
-        file: str | None = None,
-        line: int | None = None,
-        seq: int | None = None,
-    ) -> None:
-        """Record a warning."""
-        self.warnings.append(Finding(code, detail, file, line, seq))

@@ -53,6 +53,9 @@ class Run:
         state: dict[str, dict[str, Any]],
     ) -> None:
         self.report = report
+        # Every finding of the run goes straight to its report.
+        self.error = report.error
+        self.warn = report.warn
         self.keyring = keyring
         self.options = options
         self.state = state
@@ -63,29 +66,6 @@ class Run:
             self._by_kid.setdefault(entry.kid, []).append(entry)
         self._revoked_warned: set[str] = set()
         self._windows: dict[tuple[str, str], tuple[str, str] | None] = {}
-
-    # findings
-    def error(
-        self,
-        code: str,
-        detail: str,
-        file: str | None = None,
-        line: int | None = None,
-        seq: int | None = None,
-    ) -> None:
-        """Report an error."""
-        self.report.error(code, detail, file, line, seq)
-
-    def warn(
-        self,
-        code: str,
-        detail: str,
-        file: str | None = None,
-        line: int | None = None,
-        seq: int | None = None,
-    ) -> None:
-        """Report a warning."""
-        self.report.warn(code, detail, file, line, seq)
 
     def _note_revoked(self, entry: KeyringEntry, what: str) -> None:
         if entry.status == "revoked" and entry.kid not in self._revoked_warned:
