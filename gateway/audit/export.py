@@ -61,7 +61,7 @@ from gateway.audit.storage import (
 )
 from gateway.audit.views import ViewBuilder, csv_chunks, head_facts, render_views
 
-__all__ = ["ExportResult", "export_bundle", "refuse_secret"]
+__all__ = ["ExportResult", "csv_view_task", "export_bundle", "refuse_secret"]
 
 #: Ranges of at least this many records make their CSV view in a second process (the
 #: other views and records/ are made here meanwhile); smaller ones make it here.
@@ -354,6 +354,11 @@ def _csv_view_file(directory: Path, base: int, a: int, b: int, path: Path) -> di
             sink.write(piece)
         sink.close()
     return sink.entry("views/records.csv")
+
+
+def csv_view_task(directory: str, base: int, a: int, b: int, path: str) -> dict[str, Any]:
+    """The helper process's `export-csv` task: the CSV view of records [a, b) into `path`."""
+    return _csv_view_file(Path(directory), base, a, b, Path(path))
 
 
 def _finish_csv(helper: Apart | None, job: _Job, a: int, b: int, path: Path) -> dict[str, Any]:

@@ -256,3 +256,21 @@ def test_line_blocks_equal_splitting_the_whole_file(
     assert lines == complete
     assert blocks.tail == data[end:]
     assert blocks.size == len(data)
+
+
+def test_every_helper_task_runs_in_a_helper_process() -> None:
+    """A task the helper cannot find would go unnoticed (callers fall back to doing the work
+    themselves): each named task must resolve and run in a fresh interpreter."""
+    import importlib
+
+    from gateway.audit.apart import TASKS, Apart
+    from gateway.audit.errors import AuditError
+    from gateway.audit.verify.viewcheck import expected_csv_digest
+
+    assert set(TASKS) == {"export-csv", "verify-csv"}
+    for target in TASKS.values():
+        module, name = target.split(":")
+        assert callable(getattr(importlib.import_module(module), name)), target
+    assert Apart("verify-csv", [[]]).result() == expected_csv_digest([])
+    with pytest.raises(AuditError, match="helper process failed"):
+        Apart("no-such-task", []).result()

@@ -33,7 +33,7 @@ from gateway.audit.verify.stream import Source
 from gateway.audit.verify.trust import Run
 from gateway.audit.views import ViewBuilder, csv_chunks, head_facts
 
-__all__ = ["PARALLEL_VIEWS_BYTES", "ViewCheck", "expected_csv_digest"]
+__all__ = ["PARALLEL_VIEWS_BYTES", "ViewCheck", "csv_digest_task", "expected_csv_digest"]
 
 #: A bundle with more record bytes than this has its CSV view made again in a second
 #: process while this one checks the records: the two passes are independent, so on two
@@ -235,3 +235,8 @@ class ViewCheck:
             witnesses=witnesses,
         )
         return hashlib.sha256(report.encode()).hexdigest()
+
+
+def csv_digest_task(record_files: list[list[str]]) -> str | None:
+    """The helper process's `verify-csv` task: the digest of the CSV view the records make."""
+    return expected_csv_digest([(label, Path(path)) for label, path in record_files])
