@@ -264,7 +264,8 @@ def interleaved_views(
     def jsonl() -> Iterator[bytes]:
         lines: list[bytes] = []
         for _ts, origin, _seq, body, record in _merged(parts):
-            tally.add(record)
+            # The report's denials table names the log; the other counters ignore `log`.
+            tally.add({**record, "log": origin} if record.get("type") == "decision" else record)
             keys.update(dict.fromkeys(record))
             lines.append(b'{"origin":' + orjson.dumps(origin) + b',"record":' + body + b"}\n")
             if len(lines) >= 4096:

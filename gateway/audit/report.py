@@ -340,6 +340,8 @@ def render_tally(
     for record in denials:
         rows.append(
             "<tr>"
+            # Of many logs, each denial names its log (`log`, set by the merge).
+            + (f"<td>{_esc(record.get('log', ''))}</td>" if logs else "")
             + "".join(
                 f"<td>{_esc(v)}</td>"
                 for v in (
@@ -379,6 +381,7 @@ def render_tally(
             "(checked by <code>jurisgate audit verify --witness-keys</code>)</td></tr>"
         )
     )
+    log_th = "<th>log</th>" if logs else ""
     title = (
         f"Audit export of {len(logs)} logs"
         if logs
@@ -428,7 +431,7 @@ run <code>jurisgate audit verify &lt;bundle&gt; --trusted-keys KEYRING</code> (s
 <h2>Denials by legal basis</h2>
 {_bar_chart("legal bases of denials", denial_regimes)}
 <h2>Denials</h2>
-<table><tr><th>ts</th><th>seq</th><th>decision id</th><th>tenant</th><th>status</th>
+<table><tr>{log_th}<th>ts</th><th>seq</th><th>decision id</th><th>tenant</th><th>status</th>
 <th>rules</th><th>legal basis</th></tr>
 {"".join(rows)}
 </table>{more}

@@ -83,6 +83,8 @@ def test_the_views_interleave_every_log_by_time(bundle: Path) -> None:
     assert csv_text.splitlines()[0].startswith("log,") and csv_text.count("\n") == len(lines) + 1
     report = (bundle / "report.html").read_text()
     assert all(o in report for o in ORIGINS) and "3 logs" in report
+    denials = report[report.index("<h2>Denials</h2>") :]
+    assert "<th>log</th>" in denials and all(f"<td>{o}</td>" in denials for o in ORIGINS)
 
 
 def test_tampering_with_a_log_record_fails(bundle: Path, keyring: Keyring) -> None:
