@@ -13,12 +13,20 @@ from __future__ import annotations
 import html
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
 import orjson
 
-__all__ = ["DECISION_KINDS", "ReportTally", "decision_effect", "render_report", "render_tally"]
+__all__ = [
+    "DECISION_KINDS",
+    "LogFacts",
+    "ReportTally",
+    "decision_effect",
+    "render_report",
+    "render_tally",
+]
 
 _BAR = "#1565c0"
 _MAX_DENIALS = 500
@@ -165,6 +173,38 @@ def _bar_chart(label: str, counts: Counter[str], limit: int = 15) -> str:
     return f'<table class="chart" aria-label="{_esc(label)}">{rows}</table>{tail}'
 
 
+@dataclass(frozen=True)
+class LogFacts:
+    """One log of a bundle of many logs, as its report names it."""
+
+    origin: str
+    range_from: int
+    range_to: int
+    records: int
+    completeness: str
+    head_root: str
+    witnesses: tuple[str, ...] = ()
+
+
+def _head_rows(
+    origin: str, range_from: int, range_to: int, total: int, logs: Sequence[LogFacts]
+) -> str:
+    """The report's rows that name the log(s): one log's range, or a row per log."""
+    if not logs:
+        return f"""<tr><th>Origin</th><td>{_esc(origin)}</td></tr>
+<tr><th>Records</th><td>seq {range_from} to {range_to - 1} ({total} exported)</td></tr>"""
+    rows = "".join(
+        f"<tr><td>{_esc(log.origin)}</td><td>seq {log.range_from} to {log.range_to - 1}</td>"
+        f"<td>{log.records}</td><td>{_esc(log.completeness)}</td><td>{log.range_to}</td>"
+        f'<td class="hash">{_esc(log.head_root or "-")}</td>'
+        f"<td>{_esc(', '.join(log.witnesses) or '-')}</td></tr>"
+        for log in logs
+    )
+    return f"""<tr><th>Logs</th><td>{len(logs)}, records interleaved by time ({total} exported)
+<table><tr><th>origin</th><th>range</th><th>records</th><th>completeness</th>
+<th>tree size</th><th>root hash</th><th>witnesses</th></tr>{rows}</table></td></tr>"""
+
+
 class ReportTally:
     """The report's counters, fed one record at a time (bounded memory at any size).
 
@@ -281,8 +321,10 @@ def render_tally(
     filter_text: str,
     head_root: str = "",
     witnesses: Sequence[str] = (),
+    logs: Sequence[LogFacts] = (),
 ) -> str:
-    """The HTML document from the counters of every record of one export."""
+    """The HTML document from the counters of every record of one export; with `logs`,
+    of an export of many logs (each log's range, root and witnesses in a table)."""
     tally.flush()
     effects, by_type, kids, denials = tally.effects, tally.by_type, tally.kids, tally.denials
     rules, regimes, per_minute = tally.rules, tally.regimes, tally.per_minute
@@ -298,6 +340,8 @@ def render_tally(
     for record in denials:
         rows.append(
             "<tr>"
+            # Of many logs, each denial names its log (`log`, set by the merge).
+            + (f"<td>{_esc(record.get('log', ''))}</td>" if logs else "")
             + "".join(
                 f"<td>{_esc(v)}</td>"
                 for v in (
@@ -320,10 +364,33 @@ def render_tally(
     type_rows = "".join(
         f"<tr><td>{_esc(k)}</td><td>{v}</td></tr>" for k, v in sorted(by_type.items())
     )
+    # A bundle of many logs names each log's tree and witnesses in its table instead.
+    tree_rows = (
+        ""
+        if logs
+        else (
+            f"<tr><th>Tree size</th><td>{range_to}</td></tr>\n"
+            f'<tr><th>Root hash</th><td class="hash">{_esc(head_root or "-")}</td></tr>\n'
+        )
+    )
+    cosign_rows = (
+        ""
+        if logs
+        else (
+            f"<tr><th>Witness cosignatures</th><td>{_esc(cosigners)}\n"
+            "(checked by <code>jurisgate audit verify --witness-keys</code>)</td></tr>"
+        )
+    )
+    log_th = "<th>log</th>" if logs else ""
+    title = (
+        f"Audit export of {len(logs)} logs"
+        if logs
+        else f"Audit export {_esc(origin)} [{range_from}, {range_to})"
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'">
-<title>Audit export {_esc(origin)} [{range_from}, {range_to})</title>
+<title>{title}</title>
 <style>
 body {{ font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1180px;
   padding: 0 1em; color: #212121; }}
@@ -343,17 +410,13 @@ table.chart td {{ border: none; }} td.label {{ max-width: 480px; overflow-wrap: 
 <p class="note">This page is a summary for people. The evidence is the signed bundle:
 run <code>jurisgate audit verify &lt;bundle&gt; --trusted-keys KEYRING</code> (see VERIFY.txt).</p>
 <table>
-<tr><th>Origin</th><td>{_esc(origin)}</td></tr>
-<tr><th>Records</th><td>seq {range_from} to {range_to - 1} ({total} exported)</td></tr>
+{_head_rows(origin, range_from, range_to, total, logs)}
 <tr><th>Filter</th><td>{_esc(filter_text)}</td></tr>
 <tr><th>Completeness</th><td>{_esc(completeness)}</td></tr>
 <tr><th>Created</th><td>{_esc(created)}</td></tr>
 <tr><th>Decisions</th><td>{decision_count}: {_esc(summary)}</td></tr>
-<tr><th>Tree size</th><td>{range_to}</td></tr>
-<tr><th>Root hash</th><td class="hash">{_esc(head_root or "-")}</td></tr>
-<tr><th>Signing key IDs</th><td class="hash">{_esc(key_ids)}</td></tr>
-<tr><th>Witness cosignatures</th><td>{_esc(cosigners)}
-(checked by <code>jurisgate audit verify --witness-keys</code>)</td></tr>
+{tree_rows}<tr><th>Signing key IDs</th><td class="hash">{_esc(key_ids)}</td></tr>
+{cosign_rows}
 </table>
 <h2>Records by type</h2><table><tr><th>type</th><th>count</th></tr>{type_rows}</table>
 <h2>Decisions over time</h2>
@@ -368,7 +431,7 @@ run <code>jurisgate audit verify &lt;bundle&gt; --trusted-keys KEYRING</code> (s
 <h2>Denials by legal basis</h2>
 {_bar_chart("legal bases of denials", denial_regimes)}
 <h2>Denials</h2>
-<table><tr><th>ts</th><th>seq</th><th>decision id</th><th>tenant</th><th>status</th>
+<table><tr>{log_th}<th>ts</th><th>seq</th><th>decision id</th><th>tenant</th><th>status</th>
 <th>rules</th><th>legal basis</th></tr>
 {"".join(rows)}
 </table>{more}

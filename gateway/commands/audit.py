@@ -102,9 +102,19 @@ def register(subparsers: Any) -> None:
         "export",
         help="write an offline-verifiable bundle",
         description="Write a bundle (signed manifest, records, checkpoints, proofs, keyring "
-        "copy, VERIFY.txt, CSV/JSONL views, HTML report) of the records with FROM <= ts < TO.",
+        "copy, VERIFY.txt, CSV/JSONL views, HTML report) of the records with FROM <= ts < TO. "
+        "Several logs (workers, replicas) go into one bundle: a bundle per log under logs/<i>/, "
+        "a signed index, and views of every log's records interleaved by time.",
     )
-    exp.add_argument("--log", required=True, help="audit log directory")
+    exp.add_argument(
+        "--log",
+        required=True,
+        action="append",
+        metavar="DIR",
+        help="audit log directory; repeat for several logs (each origin once). A directory "
+        "that is not a log but holds worker logs w0, w1, ... (each with LOG.json) stands "
+        "for all of them",
+    )
     exp.add_argument("--out", required=True, help="bundle directory to create")
     exp.add_argument("--key", required=True, help="private key that signs the manifest")
     _key_options(exp)
@@ -256,7 +266,7 @@ def _verify(args: argparse.Namespace) -> int:
             sys.stdout.write(text)
         else:
             Path(args.json).write_text(text, encoding="utf-8")
-    replayed_ok = all(_replay(Path(raw), args) for raw in args.paths) if args.replay else True
+    replayed_ok = all(_replay(p, args) for p in _replay_paths(args.paths)) if args.replay else True
     return 0 if result.valid and replayed_ok else 1
 
 
@@ -308,6 +318,9 @@ def _print_source(source: Any, quiet: bool) -> None:
         if not quiet or finding.code in _NEVER_QUIET:
             print(f"warning: {finding.text()}")
     status = "OK" if source.valid else "FAIL"
+    if source.kind == "index":
+        _print_index(source, status)
+        return
     head = source.head or {}
     print(
         f"{status}: {source.path} ({source.kind} {source.origin}, "
@@ -321,6 +334,34 @@ def _print_source(source: Any, quiet: bool) -> None:
             f"  witnessed: size {source.witnessed['size']} cosigned by "
             f"{', '.join(source.witnessed['witnesses'])}"
         )
+
+
+def _print_index(source: Any, status: str) -> None:
+    """The index of a bundle of many logs: per origin, what is proven."""
+    logs = source.found.get("logs", [])
+    print(f"{status}: {source.path} (bundle of {len(logs)} logs, {source.records_total} records)")
+    for log in logs:
+        head = log.get("head") or {}
+        print(
+            f"  {log['origin']}: {'valid' if log['valid'] else 'INVALID'}, {log['records']} "
+            f"records, completeness {log['completeness']}, size {head.get('size', '-')}"
+        )
+    print(f"  index and interleaved views: completeness {source.completeness}")
+
+
+def _replay_paths(paths: list[str]) -> list[Path]:
+    """The logs and single-log bundles to replay: a bundle of many logs is its parts."""
+    from gateway.audit.multi_export import INDEX_FILE, LOGS_DIR
+
+    found: list[Path] = []
+    for path in map(Path, paths):
+        if (path / INDEX_FILE).is_file():
+            # logs/0, logs/1, ..., logs/10: in index order (verify reports any stray entry).
+            parts = (path / LOGS_DIR).iterdir()
+            found.extend(sorted(parts, key=lambda p: (len(p.name), p.name)))
+        else:
+            found.append(path)
+    return found
 
 
 def _replay(source: Path, args: argparse.Namespace) -> bool:
@@ -378,35 +419,54 @@ def _load_signer(args: argparse.Namespace, log_dir: Path) -> tuple[Signer, Any]:
 
 
 def _export(args: argparse.Namespace) -> int:
-    import asyncio
-
     from gateway.audit.bundle import ExportFilter
-    from gateway.audit.errors import AuditError, AuditLogLocked
+    from gateway.audit.errors import AuditError
     from gateway.audit.export import export_bundle
     from gateway.audit.keyring import Keyring
-    from gateway.audit.writer import AuditLog
+    from gateway.audit.multi_export import expand_log_dirs, export_many
 
-    log_dir = Path(args.log)
     try:
-        signer, meta = _load_signer(args, log_dir)
+        log_dirs = expand_log_dirs(args.log)
+        signer, _meta = _load_signer(args, log_dirs[0])
         keyring = Keyring.load(args.keyring) if args.keyring else None
-        result = export_bundle(
-            log_dir,
-            args.out,
-            signer,
-            from_ts=args.from_ts,
-            to_ts=args.to_ts,
-            export_filter=ExportFilter(args.tenant, args.jurisdiction, args.decision, args.rule),
-            keyring=keyring,
-        )
+        window: dict[str, Any] = {
+            "from_ts": args.from_ts,
+            "to_ts": args.to_ts,
+            "export_filter": ExportFilter(args.tenant, args.jurisdiction, args.decision, args.rule),
+            "keyring": keyring,
+        }
+        if len(log_dirs) == 1:
+            results = [export_bundle(log_dirs[0], args.out, signer, **window)]
+        else:
+            results = list(export_many(log_dirs, args.out, signer, **window).logs)
     except (AuditError, ValueError) as exc:
         return _fail(str(exc))
-    print(
-        f"wrote {result.path}: {result.records} records of {result.origin}, seq "
-        f"{result.range_from}..{result.range_to}, completeness {result.completeness}"
-    )
+    for result in results:
+        print(
+            f"wrote {result.path}: {result.records} records of {result.origin}, seq "
+            f"{result.range_from}..{result.range_to}, completeness {result.completeness}"
+        )
+    if len(results) > 1:
+        print(f"wrote {args.out}: one bundle of {len(results)} logs")
     if args.no_log_record:
         return 0
+    status = 0
+    for log_dir, result in zip(log_dirs, results, strict=True):
+        status = max(status, _log_export(args, log_dir, result))
+    return status
+
+
+def _log_export(args: argparse.Namespace, log_dir: Path, result: Any) -> int:
+    """Append the `export` record of `result` to the log it exported."""
+    import asyncio
+
+    from gateway.audit.errors import AuditError, AuditLogLocked
+    from gateway.audit.writer import AuditLog
+
+    try:
+        signer, meta = _load_signer(args, log_dir)
+    except (AuditError, ValueError) as exc:
+        return _fail(f"bundle written, but the export record failed: {exc}")
 
     async def log_it() -> None:
         log = await AuditLog.open(log_dir, signer, origin=meta.base_origin)

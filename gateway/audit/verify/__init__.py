@@ -3,6 +3,8 @@
 The verifier trusts nothing but a pinned keyring (and, optionally, its own state file of
 checkpoints seen before). Steps, for each log or bundle:
 
+0. A bundle of many logs (an index): each log's bundle is verified as below, then the
+   index binding them (`multi`).
 1. Bundle only: the manifest's signed note, then every listed file's size and SHA-256;
    unlisted files, missing files and escaping paths are errors.
 2. Checkpoints: parse as signed notes; a failing signature from a known key fails the note;
@@ -45,6 +47,7 @@ from gateway.audit.verify.findings import (
     VerifyOptions,
     VerifyReport,
 )
+from gateway.audit.verify.multi import is_multi_bundle, verify_multi
 from gateway.audit.verify.sources import check_deferred, source_for_bundle, source_for_log
 from gateway.audit.verify.state import load_state, save_state
 from gateway.audit.verify.stream import Source, stream_contiguous, stream_selective
@@ -155,7 +158,16 @@ def verify_paths(
     the stored state (size, root) of each origin when everything verified."""
     state_file = Path(state_path) if state_path is not None else None
     state = load_state(state_file) if state_file is not None else {}
-    reports = [verify_source(p, keyring, options, state) for p in paths]
+    reports: list[SourceReport] = []
+    for path in map(Path, paths):
+        if is_multi_bundle(path):
+            # Each log's bundle is verified as it would be alone, with the same trust.
+            def one(sub: Path) -> SourceReport:
+                return verify_source(sub, keyring, options, state)
+
+            reports.extend(verify_multi(path, keyring, options or VerifyOptions(), one))
+        else:
+            reports.append(verify_source(path, keyring, options, state))
     result = VerifyReport(reports)
     if state_file is not None and result.valid:
         for report in reports:
