@@ -10,7 +10,6 @@ Rule 2: the bundle is written to a temporary directory and renamed into place by
 from __future__ import annotations
 
 import hashlib
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -27,6 +26,7 @@ from gateway.audit.canonical import canonicalize
 from gateway.audit.errors import AuditError
 from gateway.audit.note import sign_note
 from gateway.audit.signing import Signer
+from gateway.audit.storage import publish_tree
 
 __all__ = [
     "REVISIONS_DIR",
@@ -207,5 +207,5 @@ def finish(
     (tmp / MANIFEST_FILE).write_bytes(manifest_bytes)
     note = sign_note(manifest_note_text(claims.origin, manifest_bytes), [signer])
     (tmp / MANIFEST_SIG_FILE).write_text(note, encoding="utf-8")
-    os.replace(tmp, target)
+    publish_tree(tmp, target)
     return manifest_bytes

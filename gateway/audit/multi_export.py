@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import hashlib
 import heapq
-import os
 import re
 import shutil
 from collections.abc import Iterator, Sequence
@@ -48,7 +47,7 @@ from gateway.audit.note import sign_note
 from gateway.audit.record import format_ts
 from gateway.audit.report import LogFacts, ReportTally, render_tally
 from gateway.audit.signing import Signer
-from gateway.audit.storage import COSIGNED_FILE, META_FILE, read_meta
+from gateway.audit.storage import COSIGNED_FILE, META_FILE, publish_tree, read_meta
 from gateway.audit.views import csv_chunks, csv_columns, head_facts
 
 __all__ = [
@@ -179,7 +178,7 @@ def export_many(
         (tmp / INDEX_SIG_FILE).write_text(
             sign_note(index_note_text(index_bytes), [signer]), encoding="utf-8"
         )
-        os.replace(tmp, target)
+        publish_tree(tmp, target)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

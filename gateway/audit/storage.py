@@ -51,6 +51,7 @@ __all__ = [
     "check_same_file",
     "effective_origin",
     "fsync_dir",
+    "publish_tree",
     "list_segments",
     "read_meta",
     "segment_name",
@@ -274,6 +275,22 @@ def fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def publish_tree(tmp: Path, target: Path) -> None:
+    """Make every file and directory under `tmp` durable, then rename `tmp` to `target` and
+    make the rename durable: a crash leaves either no `target` or all of it, never a bundle
+    whose listed files are missing or short."""
+    for directory, _dirs, files in os.walk(tmp, topdown=False):
+        for name in files:
+            fd = os.open(os.path.join(directory, name), os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        fsync_dir(Path(directory))
+    os.replace(tmp, target)
+    fsync_dir(target.parent)
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -63,6 +63,37 @@ async def test_contiguous_export_verifies_and_lists_every_file(
         export_bundle(builder.directory, tmp_path / "b", builder.signer)
 
 
+async def test_a_bundle_is_durable_before_it_appears_under_its_name(
+    builder: LogBuilder, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import os
+
+    from gateway.audit import storage
+
+    await _fill(builder, 6)
+    events: list[tuple[str, str]] = []
+    real_fsync, real_replace = os.fsync, os.replace
+
+    def fsync(fd: int) -> None:
+        events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+        real_fsync(fd)
+
+    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
+        events.append(("replace", str(dst)))
+        real_replace(src, dst)
+
+    monkeypatch.setattr(storage.os, "fsync", fsync)
+    monkeypatch.setattr(storage.os, "replace", replace)
+    export_bundle(builder.directory, tmp_path / "b", builder.signer)
+    moved = events.index(("replace", str(tmp_path / "b")))
+    synced = {path for kind, path in events[:moved] if kind == "fsync"}
+    partial = str(tmp_path / "b.partial")
+    for path in (tmp_path / "b").rglob("*"):
+        assert partial + "/" + path.relative_to(tmp_path / "b").as_posix() in synced, path
+    assert partial in synced
+    assert ("fsync", str(tmp_path)) in events[moved:]  # the rename itself
+
+
 async def test_a_time_window_is_cut_at_checkpoints(
     builder: LogBuilder, keyring: Keyring, tmp_path: Path
 ) -> None:
