@@ -135,7 +135,6 @@ def serve_bare_proxy(port: int, upstream: str, floor_work: Path | None = None) -
     Both run on the gateway's event loop (uvloop when installed), so that the three proxies
     differ only in the work they do.
     """
-    import hmac
     import uuid
     from collections.abc import AsyncIterator
 
@@ -144,12 +143,15 @@ def serve_bare_proxy(port: int, upstream: str, floor_work: Path | None = None) -
     from aiohttp import web
 
     from gateway.audit import AuditLog, Signer
+    from gateway.audit.record import PayloadDigester
     from gateway.audit.writer import AuditOptions
     from gateway.commands.serve import event_loop_factory
 
     session_key = web.AppKey("session", aiohttp.ClientSession)
     audit_key = web.AppKey("audit", AuditLog)
-    mac_key = b"bench-floor-payload-key-32-bytes"
+    # The gateway's own keyed digest (`PayloadDigester`), so that the floor does that work
+    # exactly as the gateway does.
+    digester = PayloadDigester(b"bench-floor-payload-key-32-bytes", "k1")
 
     async def session_ctx(app: web.Application) -> AsyncIterator[None]:
         app[session_key] = aiohttp.ClientSession(
@@ -168,7 +170,7 @@ def serve_bare_proxy(port: int, upstream: str, floor_work: Path | None = None) -
             await app[audit_key].close()
 
     def mac(payload: bytes) -> str:
-        return "hmac-sha256:k1:" + hmac.digest(mac_key, payload, "sha256").hex()
+        return digester.digest(payload)
 
     async def forward(request: web.Request) -> web.Response:
         body = await request.read()

@@ -30,7 +30,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from gateway.audit.errors import AuditError, AuditLogLocked
 from gateway.audit.merkle import CompactRange, RangeNode
@@ -43,12 +43,13 @@ __all__ = [
     "PRUNED_FILE",
     "SEGMENTS_DIR",
     "DirLock",
+    "FileWatch",
     "LogFiles",
     "LineBlocks",
     "LogMeta",
     "StartState",
     "atomic_write",
-    "check_same_file",
+    "check_unchanged",
     "effective_origin",
     "fsync_dir",
     "publish_tree",
@@ -345,23 +346,46 @@ class DirLock:
             self._fd = None
 
 
-def check_same_file(fd: int, path: Path) -> None:
-    """Raise `FileNotFoundError` (errno ENOENT, naming `path`) unless the open descriptor
-    `fd` is still the file at `path`: same device and inode, and not unlinked.
+class FileWatch(NamedTuple):
+    """What the writer expects at a path: the file it holds open, at the size it wrote."""
+
+    device: int
+    inode: int
+    size: int
+
+
+def watch_open_file(fd: int) -> FileWatch:
+    """The identity and current size of the file open as `fd`."""
+    opened = os.fstat(fd)
+    return FileWatch(opened.st_dev, opened.st_ino, opened.st_size)
+
+
+def check_unchanged(path: Path, expected: FileWatch) -> None:
+    """Raise `FileNotFoundError` (errno ENOENT, naming `path`) unless `path` is still the
+    file the writer holds open, at the size the writer left it.
 
     Appending to a descriptor whose file was deleted or renamed over succeeds and fsyncs,
-    yet nothing of it will be found at `path` after the process exits.
+    yet nothing of it will be found at `path` after the process exits; bytes another
+    process appended would be signed over by the next checkpoint. One `stat` of the path
+    tells both: while the descriptor is open its inode cannot be reused, so a file at `path`
+    with the same device and inode is the open file, not yet unlinked.
     """
-    opened = os.fstat(fd)
     try:
         named = os.stat(path)
     except FileNotFoundError:
         raise FileNotFoundError(
             errno.ENOENT, "the open file was removed from the log directory", str(path)
         ) from None
-    if opened.st_nlink == 0 or (opened.st_dev, opened.st_ino) != (named.st_dev, named.st_ino):
+    if (named.st_dev, named.st_ino) != (expected.device, expected.inode):
         raise FileNotFoundError(
             errno.ENOENT, "the open file was unlinked or replaced by another file", str(path)
+        )
+    if named.st_size != expected.size:
+        raise OSError(
+            errno.EIO,
+            f"the open file is {named.st_size} bytes, not the {expected.size} this writer "
+            "wrote: another process changed it",
+            str(path),
         )
 
 
@@ -374,8 +398,10 @@ class LogFiles:
         self.fsync = fsync
         self.segment_start = segment_start
         self._seg_fd = self._open_segment(segment_start, create=False)
+        self._seg_watch = watch_open_file(self._seg_fd)
         self.checkpoints_path = directory / CHECKPOINTS_FILE
         self._cp_fd = os.open(self.checkpoints_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        self._cp_watch = watch_open_file(self._cp_fd)
         self.last_fsync_seconds = 0.0
         #: Tree size of the newest note written, and of the newest one fsynced.
         self.written_note_size = segment_start
@@ -402,32 +428,27 @@ class LogFiles:
 
     def check_files(self) -> None:
         """Raise `FileNotFoundError` when the open segment or checkpoints file is no
-        longer the file at its path (see `check_same_file`)."""
-        check_same_file(self._seg_fd, self.segment_path)
-        check_same_file(self._cp_fd, self.checkpoints_path)
+        longer the file at its path, or not at the size written (see `check_unchanged`)."""
+        check_unchanged(self.segment_path, self._seg_watch)
+        check_unchanged(self.checkpoints_path, self._cp_watch)
 
     def open_segment_for(self, first_seq: int) -> None:
         """Start the next segment file when a batch at `first_seq` begins one."""
         if first_seq != self.segment_start and first_seq % self.segment_records == 0:
             os.close(self._seg_fd)
             self._seg_fd = self._open_segment(first_seq, create=True)
+            self._seg_watch = watch_open_file(self._seg_fd)
             self.segment_start = first_seq
 
-    def append_records(self, first_seq: int, lines: bytes, *, check_files: bool = True) -> int:
-        """Append a batch that starts at `first_seq` (never crossing a segment end) and
-        return the segment's length before it: the last durable offset.
-
-        `check_files=False` when the caller runs `check_files` itself, concurrently, before
-        the batch is acknowledged. Errors name the segment file. On a failed write or fsync,
+    def append_records(self, first_seq: int, lines: bytes) -> int:
+        """Append a batch that starts at `first_seq` (never crossing a segment end), after
+        checking the files (`check_files`), and return the segment's length before it: the
+        last durable offset. Errors name the segment file. On a failed write or fsync,
         `cut_back` removes what may have reached the file."""
         self.open_segment_for(first_seq)
-        if check_files:
-            self.check_files()
+        self.check_files()
         path = self.segment_path
-        try:
-            offset = os.fstat(self._seg_fd).st_size
-        except OSError as exc:
-            raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        offset = self._seg_watch.size
         try:
             if lines:
                 write_all(self._seg_fd, lines)
@@ -441,12 +462,14 @@ class LogFiles:
             with contextlib.suppress(OSError):
                 self.cut_back(offset)
             raise OSError(exc.errno, exc.strerror, str(path)) from exc
+        self._seg_watch = self._seg_watch._replace(size=offset + len(lines))
         return offset
 
     def cut_back(self, offset: int) -> None:
         """Truncate the open segment to `offset` (a failed batch's start) and fsync it,
         so that no record of a batch whose clients got 503 survives a restart."""
         os.ftruncate(self._seg_fd, offset)
+        self._seg_watch = self._seg_watch._replace(size=offset)
         if self.fsync:
             os.fsync(self._seg_fd)
 
@@ -457,10 +480,12 @@ class LogFiles:
         the newest notes but never a record they cover; recovery signs those records again
         at the same size and root.
         """
+        data = note.encode() + b"\n"
         try:
-            write_all(self._cp_fd, note.encode() + b"\n")
+            write_all(self._cp_fd, data)
         except OSError as exc:
             raise OSError(exc.errno, exc.strerror, str(self.checkpoints_path)) from exc
+        self._cp_watch = self._cp_watch._replace(size=self._cp_watch.size + len(data))
         self.written_note_size = size
         self._notes_written += 1
 

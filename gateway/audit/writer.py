@@ -269,11 +269,6 @@ class AuditLog:
         self._thread: threading.Thread | None = None
         self._thread_done: asyncio.Future[None] | None = None
         self._io_error: BaseException | None = None  # set on the thread; refuses later batches
-        self._sign_thread: threading.Thread | None = None
-        self._sign_in: queue.SimpleQueue[tuple[str, list[Signer], LogFiles] | None] = (
-            queue.SimpleQueue()
-        )
-        self._sign_out: queue.SimpleQueue[str | BaseException] = queue.SimpleQueue()
         self._cp_thread: threading.Thread | None = None
         self._cp_dirty = threading.Event()
         self._cp_stop = threading.Event()
@@ -461,10 +456,6 @@ class AuditLog:
                 target=self._cp_sync_main, args=(files,), name=f"audit-cpsync:{name}", daemon=True
             )
             self._cp_thread.start()
-            self._sign_thread = threading.Thread(
-                target=self._sign_main, name=f"audit-sign:{name}", daemon=True
-            )
-            self._sign_thread.start()
         self._last_submit = time.monotonic()
         self._heartbeat = loop.call_later(self.options.heartbeat_seconds, self._on_heartbeat)
 
@@ -854,9 +845,6 @@ class AuditLog:
                     else:
                         _call_back(loop, _set_result, item.future, result)
         finally:
-            if self._sign_thread is not None:
-                self._sign_in.put(None)
-                self._sign_thread.join()
             if self._cp_thread is not None:
                 self._cp_stop.set()
                 self._cp_dirty.set()
@@ -879,23 +867,11 @@ class AuditLog:
             files.sync_checkpoints()
         root = CompactRange(job.size, job.nodes).root()
         text = checkpoint_text(Checkpoint(self.meta.origin, job.size, root, job.ts))
-        signing = self._sign_thread is not None and bool(job.lines)
-        if signing:
-            # Check the files and sign on the signing thread while this one waits for fsync
-            # (a stat can wait for another thread's fsync of the same file: off this path it
-            # costs no batch any time); the note is written only after both.
-            files.open_segment_for(job.first_seq)
-            self._sign_in.put((text, job.signers, files))
+        # Signed before anything is written: a signing error leaves no record behind. Inline,
+        # not on a thread of its own: a hand-off each way costs more than the signature.
+        note = sign_note(text, job.signers)
+        offset = files.append_records(job.first_seq, b"".join(job.lines))
         try:
-            offset = files.append_records(
-                job.first_seq, b"".join(job.lines), check_files=not signing
-            )
-        finally:
-            signed = self._sign_out.get() if signing else sign_note(text, job.signers)
-        try:
-            if isinstance(signed, BaseException):
-                raise signed
-            note = signed
             files.append_checkpoint(note, job.size)
         except BaseException:
             # The batch's callers get 503: its records must not survive as if answered.
@@ -907,19 +883,6 @@ class AuditLog:
             files.sync_checkpoints()
         elif files.fsync:
             self._cp_dirty.set()
-
-    def _sign_main(self) -> None:
-        """The signing thread (strict mode): checkpoint signatures, overlapping fsync."""
-        while True:
-            item = self._sign_in.get()
-            if item is None:
-                return
-            text, signers, files = item
-            try:
-                files.check_files()
-                self._sign_out.put(sign_note(text, signers))
-            except BaseException as exc:  # noqa: BLE001 - raised on the writer thread
-                self._sign_out.put(exc)
 
     def _cp_sync_main(self, files: LogFiles) -> None:
         """The checkpoint-sync thread: fsync the notes file after new notes, at most every

@@ -9,7 +9,6 @@ Rule 2: the `Runtime` owns the I/O objects that outlive reloads: the one upstrea
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -180,10 +179,9 @@ class Runtime:
     def keyed_digest(self, payload: bytes) -> str:
         """Keyed (HMAC) digest of payload bytes: never the payload itself.
 
-        Same string as `PayloadDigester.digest`, with the one-shot `hmac.digest`.
+        The digester's: the audit record's `req_mac`, `resp_mac` and `end_user_mac`.
         """
-        mac = hmac.digest(self.masking_key, payload, "sha256").hex()
-        return f"hmac-sha256:{self.digester.key_version}:{mac}"
+        return self.digester.digest(payload)
 
     def client_ip_fields(self, ip: str) -> tuple[str | None, str | None]:
         """The address as the audit record keeps it: network prefix and keyed digest.

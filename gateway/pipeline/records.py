@@ -130,13 +130,26 @@ END_USER_MARKER = "(recorded as end_user_mac)"
 
 
 def _has_float(value: Any) -> bool:
-    if type(value) is float:
-        return True
-    if isinstance(value, dict):
-        return any(_has_float(item) for item in value.values())
-    if isinstance(value, list | tuple):
-        return any(_has_float(item) for item in value)
+    # A loop over a stack, not recursion: this runs on every decision record's context.
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        kind = type(item)
+        if kind is float:
+            return True
+        if kind is dict:
+            pending.extend(item.values())
+        elif kind is list or kind is tuple:
+            pending.extend(item)
+        elif kind not in _SCALARS:
+            if isinstance(item, dict):
+                pending.extend(item.values())
+            elif isinstance(item, list | tuple):
+                pending.extend(item)
     return False
+
+
+_SCALARS: frozenset[type] = frozenset({str, int, bool, type(None)})
 
 
 def _without_floats(value: Any) -> Any:

@@ -1,6 +1,6 @@
-"""Audit failures that must not pass silently (issue 12, findings 2, 4 and 5): a vanished or
-replaced file, a failed batch that must not survive a restart, and a log line per health
-transition."""
+"""Audit failures that must not pass silently (issue 12, findings 2, 4 and 5): a vanished,
+replaced or externally changed file, a failed batch that must not survive a restart, and a log
+line per health transition."""
 
 from __future__ import annotations
 
@@ -53,6 +53,39 @@ async def test_a_replaced_checkpoints_file_fails_closed(builder: LogBuilder) -> 
     with pytest.raises(AuditUnavailable, match="replaced"):
         await log.append(decision(2))
     assert "checkpoints.notes" in log.failure
+    await log.close()
+
+
+@pytest.mark.parametrize("target", ["segment", "checkpoints"])
+async def test_bytes_another_process_appends_fail_closed_before_they_are_signed_over(
+    builder: LogBuilder, target: str
+) -> None:
+    """A disk writer without the key appends a forged line to the live file: the next batch
+    would cover it with a signed checkpoint, so the writer refuses instead."""
+    log = await builder.open()
+    await log.append(decision(1))
+    path = (
+        _active_segment(builder.directory)
+        if target == "segment"
+        else builder.directory / "checkpoints.notes"
+    )
+    with path.open("ab") as forged:
+        forged.write(b'{"r":{"forged":true}}\n')
+    with pytest.raises(AuditUnavailable, match="another process changed it"):
+        await log.append(decision(2))
+    assert str(path) in log.failure and not log.healthy
+    await log.close()
+    # Nothing of the refused batch reached the file after the forged line.
+    assert path.read_bytes().endswith(b'{"r":{"forged":true}}\n')
+
+
+async def test_a_truncated_segment_fails_closed(builder: LogBuilder) -> None:
+    log = await builder.open()
+    await log.append(decision(1))
+    segment = _active_segment(builder.directory)
+    os.truncate(segment, segment.stat().st_size - 10)
+    with pytest.raises(AuditUnavailable, match="another process changed it"):
+        await log.append(decision(2))
     await log.close()
 
 
