@@ -86,7 +86,9 @@ class RequestDataFilter(logging.Filter):
 
 
 def _timestamp(record: logging.LogRecord) -> str:
-    return datetime.fromtimestamp(record.created, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Not strftime, which reads the time zone file on every call.
+    moment = datetime.fromtimestamp(record.created, UTC).replace(tzinfo=None)
+    return moment.isoformat(timespec="microseconds") + "Z"
 
 
 class JsonFormatter(logging.Formatter):

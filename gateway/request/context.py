@@ -189,7 +189,9 @@ def build_context(
         caller["flags"] = dict(tenant.get("flags", {}))
     gpc_value = _header(headers, names.gpc)
     return {
-        "now": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        # Not strftime: glibc's strftime reads the time zone (a stat of /etc/localtime) on
+        # every call.
+        "now": now.replace(tzinfo=None, microsecond=0).isoformat() + "Z",
         "caller": caller,
         "subject": {
             "region": _region(headers, names.subject_region),
