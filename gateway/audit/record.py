@@ -83,8 +83,7 @@ def format_ts(moment: datetime) -> str:
     """RFC 3339 UTC with microseconds, e.g. `2025-06-01T12:34:56.789012Z`."""
     if moment.tzinfo is None:
         raise ValueError("timestamps must be timezone-aware")
-    # Not strftime: glibc's strftime reads the time zone (a stat of /etc/localtime) on
-    # every call, and this runs for every batch.
+    # isoformat, not strftime: it takes about half the time, and this runs for every batch.
     return moment.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
