@@ -5,6 +5,7 @@
     python bench/gateway.py --diagnose       # also: wrk -c64, and the gateway without fsync
     python bench/gateway.py --json out.json  # also write every number as JSON
     python bench/gateway.py --baseline HEAD~3  # also the gateway of another revision, same run
+                                               # (ratios paired round by round, too)
     python bench/gateway.py --only-workers   # only the workers target (about 1 minute)
 
 Needs `wrk` (`apt-get install -y wrk`); `--profile` needs py-spy (`pip install py-spy`).
@@ -58,6 +59,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -709,6 +711,28 @@ async def open_loop(
         pool.get_nowait().close()
 
 
+def paired_ratios(now: Sequence[WrkResult], then: Sequence[WrkResult]) -> dict[str, list[float]]:
+    """Per-round ratios of the gateway to the baseline. Within a round the two run back to
+    back, so the machine's slow spells (other tenants, frequency changes) mostly cancel;
+    the ratio of the two medians mixes rounds run minutes apart."""
+    return {
+        "throughput": [a.rps / b.rps for a, b in zip(now, then, strict=True) if b.rps],
+        "cpu_per_request": [
+            a.cpu_us["gateway"] / b.cpu_us["baseline"]
+            for a, b in zip(now, then, strict=True)
+            if b.cpu_us.get("baseline")
+        ],
+    }
+
+
+def _ratio_span(ratios: Sequence[float]) -> str:
+    ordered = sorted(ratios)
+    if not ordered:
+        return "n/a"
+    median = statistics.median(ordered)
+    return f"median {median:.2f}x (rounds {ordered[0]:.2f}x to {ordered[-1]:.2f}x)"
+
+
 # --------------------------------------------------------------------------- profiling
 
 
@@ -1322,6 +1346,8 @@ def run(args: argparse.Namespace) -> int:
                 progress(f"round {index + 1} {name:8s} {describe(result, name)}")
         load = {name: median_round(rounds[name]) for name in measured}
         results["wrk_rounds"] = {name: [asdict(r) for r in rounds[name]] for name in measured}
+        if "baseline" in rounds:
+            results["baseline_paired"] = paired_ratios(rounds["gateway"], rounds["baseline"])
 
         if not args.no_grpc:
             grpc_load = grpc_rounds(rig, args, ports, me)
@@ -1382,7 +1408,10 @@ def run(args: argparse.Namespace) -> int:
             rig.stop(name)
 
     records = audit_records(work / "audit")
-    report(args, load, rates, rss, records, diagnosis, profile, wrk_command_text(args, client_core))
+    report(
+        args, load, rates, rss, records, diagnosis, profile, wrk_command_text(args, client_core),
+        results.get("baseline_paired"),
+    )  # fmt: skip
     if not args.no_grpc:
         report_grpc(args, load, grpc_load)
     if workers is not None:
@@ -1561,6 +1590,7 @@ def report(
     diagnosis: list[tuple[str, str, WrkResult, float, float]],
     profile: Profile | None,
     wrk_text: str,
+    paired: dict[str, list[float]] | None = None,
 ) -> None:
     print()
     print(f"load: {wrk_text}  (median of {args.rounds} interleaved rounds)")
@@ -1659,6 +1689,12 @@ def report(
             f"{load['gateway'].rps / load['baseline'].rps:.2f}x, CPU per request "
             f"{cpu_now:.0f} us vs {cpu_then:.0f} us ({(cpu_now / cpu_then - 1) * 100:+.1f}%)"
         )
+        if paired:
+            print(
+                "  paired by round (the two ran back to back, so a slow spell of the machine "
+                f"hits both): throughput {_ratio_span(paired['throughput'])}, CPU per request "
+                f"{_ratio_span(paired['cpu_per_request'])}"
+            )
     print(
         f"context: bare/direct {load['bare'].rps / direct_rps:.2f}x, gateway/direct "
         f"{load['gateway'].rps / direct_rps:.2f}x; gateway CPU per request "
