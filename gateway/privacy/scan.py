@@ -118,7 +118,24 @@ class _Plan:
         return taken.hits(), complete
 
 
-@lru_cache(maxsize=64)
+def _plan_for(detectors: Sequence[Detector]) -> _Plan:
+    """The plan of `detectors`; the same sequence object (the defaults, a compiled policy's
+    set) finds its plan by identity, without hashing every detector on every scan."""
+    cached = _PLANS_BY_IDENTITY.get(id(detectors))
+    if cached is not None and cached[0] is detectors:
+        return cached[1]
+    plan = _plan(tuple(detectors))
+    if len(_PLANS_BY_IDENTITY) < _PLANS_KEPT:
+        # The entry holds the sequence, so its id cannot be reused while it is here.
+        _PLANS_BY_IDENTITY[id(detectors)] = (detectors, plan)
+    return plan
+
+
+_PLANS_KEPT: Final = 64
+_PLANS_BY_IDENTITY: dict[int, tuple[Sequence[Detector], _Plan]] = {}
+
+
+@lru_cache(maxsize=_PLANS_KEPT)
 def _plan(detectors: tuple[Detector, ...]) -> _Plan:
     ordered = tuple(sorted(detectors, key=lambda detector: detector.priority))
     unmarked = [detector.min_digits for detector in ordered if detector.marker is None]
@@ -183,7 +200,7 @@ def scan(
     document is not walked at all: the walk scans those same strings, so it could not find
     anything either. Otherwise the walk runs as usual and says where each finding is.
     """
-    plan = _plan(tuple(detectors))
+    plan = _plan_for(detectors)
     hints = _normalise_hints(region_hints)
     if value_strings is not None and _nothing_in(plan, value_strings, hints, budget):
         return Findings(())
@@ -357,7 +374,7 @@ def scan_byte_values(
     Bytes that are text are scanned like a decoded `b64` value (findings with encoding
     `bytes`); other bytes are listed in `Findings.binary` and their readable runs scanned.
     """
-    walk = _Walk(_plan(tuple(detectors)), ScanState(_normalise_hints(region_hints), budget))
+    walk = _Walk(_plan_for(detectors), ScanState(_normalise_hints(region_hints), budget))
     for location, data in values:
         if not walk.data(data, location, "bytes"):
             break
@@ -399,7 +416,7 @@ def scan_text(
     """`(category, span)` pairs found in one string; raises `ScanBudgetExceeded` when the
     budget runs out (a partial answer would read as "nothing else there")."""
     state = ScanState(_normalise_hints(region_hints), budget)
-    hits, complete = _plan(tuple(detectors)).find(text, state)
+    hits, complete = _plan_for(detectors).find(text, state)
     if not complete:
         raise ScanBudgetExceeded
     return [(category, (start, end)) for category, start, end in hits]
@@ -419,7 +436,7 @@ def scan_headers(
     pairs; a finding's `location` is `(index of the header line,)` in that order.
     """
     wanted = {name.lower() for name in names}
-    plan = _plan(tuple(detectors))
+    plan = _plan_for(detectors)
     state = ScanState(_normalise_hints(region_hints), budget)
     pairs = headers.items() if isinstance(headers, Mapping) else headers
     findings: list[PersonalDataFinding] = []
