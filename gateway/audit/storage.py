@@ -52,11 +52,12 @@ __all__ = [
     "check_unchanged",
     "effective_origin",
     "fsync_dir",
-    "publish_tree",
     "list_segments",
+    "publish_tree",
     "read_meta",
     "segment_name",
     "split_lines",
+    "watch_open_file",
     "write_all",
 ]
 
@@ -361,8 +362,9 @@ def watch_open_file(fd: int) -> FileWatch:
 
 
 def check_unchanged(path: Path, expected: FileWatch) -> None:
-    """Raise `FileNotFoundError` (errno ENOENT, naming `path`) unless `path` is still the
-    file the writer holds open, at the size the writer left it.
+    """Raise `FileNotFoundError` (errno ENOENT, naming `path`) when `path` is no longer the
+    file the writer holds open, and `OSError` (errno EIO) when it is not at the size the
+    writer left it.
 
     Appending to a descriptor whose file was deleted or renamed over succeeds and fsyncs,
     yet nothing of it will be found at `path` after the process exits; bytes another
