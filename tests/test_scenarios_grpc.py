@@ -145,8 +145,10 @@ async def grpc_world(
 
     monkeypatch.setattr(gateway.edge.grpc_server, "_client_peer", peer_from_metadata)
     world = GrpcWorld()
-    await world.start(tmp_path, gateway_factory)
     try:
+        # Inside the try: a start that fails half-way still stops the stub servers it
+        # started (a gRPC server left running breaks every later test's shutdown).
+        await world.start(tmp_path, gateway_factory)
         yield world
     finally:
         await world.stop()

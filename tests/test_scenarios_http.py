@@ -181,8 +181,8 @@ async def world(
     gateway_factory: Callable[..., Awaitable[GatewayHarness]],
 ) -> AsyncIterator[World]:
     started = World()
-    await started.start(tmp_path, gateway_factory, POLICIES)
     try:
+        await started.start(tmp_path, gateway_factory, POLICIES)  # a failed start still stops
         yield started
     finally:
         await started.stop()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -15,6 +14,7 @@ from pytest_aiohttp import AiohttpServer
 
 from gateway.config.webhooks import SALE_OR_SHARE, SinkConfigError, WebhookTarget
 from gateway.edge.sinks import EventSinks, minimise_event
+from tests.plugins.gateway import free_port
 
 ADTECH = "cross_context_behavioral_advertising"
 EVENT = {
@@ -96,13 +96,6 @@ async def _until(predicate: Callable[[], bool], what: str) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError(f"never happened: {what}")
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 async def test_events_are_delivered_minimised(
@@ -193,7 +186,7 @@ async def test_receiver_down_or_hanging_does_not_hold_up_others(
     receiver: MakeReceiver, session: aiohttp.ClientSession
 ) -> None:
     healthy, hanging = await receiver(), await receiver(held=True)
-    down_url = f"http://127.0.0.1:{_free_port()}/events"
+    down_url = f"http://127.0.0.1:{free_port()}/events"
     sinks = EventSinks(
         session,
         [

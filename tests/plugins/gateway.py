@@ -13,6 +13,7 @@ import base64
 import io
 import json
 import os
+import random
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -35,7 +36,35 @@ from gateway.edge.runtime import RUNTIME, Runtime
 TEST_PEER_HEADER = "X-Test-Peer"
 
 
+def _ephemeral_ports() -> tuple[int, int]:
+    try:
+        low, high = (int(n) for n in EPHEMERAL_RANGE_FILE.read_text().split())
+    except (OSError, ValueError):
+        return 32768, 60999  # Linux's default
+    return low, high
+
+
+EPHEMERAL_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+_PORTS = random.SystemRandom()
+
+
 def free_port() -> int:
+    """A loopback port free now, for a server a test starts later.
+
+    Chosen below the kernel's ephemeral range: a port that `bind(0)` handed out and gave back
+    can be handed out again (to a stub server that binds port 0, or to an outgoing
+    connection) before the test binds it, and the bind then fails with EADDRINUSE.
+    """
+    low, _high = _ephemeral_ports()
+    if low > 11_000:
+        for _ in range(100):
+            port = _PORTS.randrange(10_000, low)
+            with socket.socket() as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
