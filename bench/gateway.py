@@ -70,7 +70,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 REPO = Path(__file__).resolve().parent.parent
 # `python bench/gateway.py` puts bench/ first on sys.path, where this very file would shadow
@@ -383,20 +383,37 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])
 
 
-def tree_ticks(pid: int) -> int:
-    """utime + stime of a process and its children (the workers of `jurisgate serve`)."""
-    total = cpu_ticks(pid)
+class ProcStat(NamedTuple):
+    """One process's line of /proc/<pid>/stat: its pid, command name, parent and CPU ticks."""
+
+    pid: int
+    name: str
+    parent: int
+    ticks: int
+
+
+def proc_stats() -> Iterator[ProcStat]:
+    """Every live process's /proc/<pid>/stat, kernel threads included (zombies too)."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             text = (entry / "stat").read_text()
         except OSError:
-            continue
-        fields = text[text.rindex(")") + 2 :].split()
-        if int(fields[1]) == pid:
-            total += int(fields[11]) + int(fields[12])
-    return total
+            continue  # gone since the listing
+        close = text.rindex(")")
+        fields = text[close + 2 :].split()
+        yield ProcStat(
+            int(entry.name),
+            text[text.index("(") + 1 : close],
+            int(fields[1]),
+            int(fields[11]) + int(fields[12]),
+        )
+
+
+def tree_ticks(pid: int) -> int:
+    """utime + stime of a process and its children (the workers of `jurisgate serve`)."""
+    return cpu_ticks(pid) + sum(stat.ticks for stat in proc_stats() if stat.parent == pid)
 
 
 def rss_kib(pid: int) -> int:
@@ -425,21 +442,7 @@ def self_and_children_ticks() -> tuple[float, float]:
 
 def all_process_ticks() -> dict[int, tuple[str, int]]:
     """(command name, utime+stime) of every process, kernel threads included."""
-    found: dict[int, tuple[str, int]] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            text = (entry / "stat").read_text()
-        except OSError:
-            continue
-        close = text.rindex(")")
-        fields = text[close + 2 :].split()
-        found[int(entry.name)] = (
-            text[text.index("(") + 1 : close],
-            int(fields[11]) + int(fields[12]),
-        )
-    return found
+    return {stat.pid: (stat.name, stat.ticks) for stat in proc_stats()}
 
 
 @dataclass

@@ -15,6 +15,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -117,10 +118,13 @@ def test_a_bad_worker_number_names_the_variable(tmp_path: Path) -> None:
     assert f"`{WORKER_ENV}` has bad value `w1`" in str(caught.value.diagnostics()[0])
 
 
-def test_a_port_in_use_is_refused_before_any_worker_starts(tmp_path: Path) -> None:
-    import socket
-
+def _serve_two_workers_on_a_held_port(
+    tmp_path: Path, *, reuse_port: bool
+) -> subprocess.CompletedProcess[str]:
+    """`jurisgate serve` with 2 workers on a port another socket listens on."""
     with socket.socket() as holder:
+        if reuse_port:
+            holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         path = _serve_config(tmp_path, free_port(), tmp_path)
@@ -128,31 +132,21 @@ def test_a_port_in_use_is_refused_before_any_worker_starts(tmp_path: Path) -> No
         config["listen"]["port"] = holder.getsockname()[1]
         config["workers"] = 2
         path.write_text(yaml.safe_dump(config))
-        proc = subprocess.run(
+        return subprocess.run(
             [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
             capture_output=True, text=True, timeout=60, cwd=tmp_path,
         )  # fmt: skip
+
+
+def test_a_port_in_use_is_refused_before_any_worker_starts(tmp_path: Path) -> None:
+    proc = _serve_two_workers_on_a_held_port(tmp_path, reuse_port=False)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "listen.port: cannot listen on 127.0.0.1:" in proc.stdout
 
 
 def test_a_port_another_group_of_workers_serves_is_refused(tmp_path: Path) -> None:
-    import socket
-
     # A listener that shares ports (as another gateway's workers do).
-    with socket.socket() as holder:
-        holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        path = _serve_config(tmp_path, free_port(), tmp_path)
-        config = yaml.safe_load(path.read_text())
-        config["listen"]["port"] = holder.getsockname()[1]
-        config["workers"] = 2
-        path.write_text(yaml.safe_dump(config))
-        proc = subprocess.run(
-            [sys.executable, "-m", "gateway", "serve", "--config", str(path)],
-            capture_output=True, text=True, timeout=60, cwd=tmp_path,
-        )  # fmt: skip
+    proc = _serve_two_workers_on_a_held_port(tmp_path, reuse_port=True)
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "is already served by another process" in proc.stdout
 
